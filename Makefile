@@ -1,0 +1,39 @@
+# estatewatch: `make demo` and `make test` set everything up themselves on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup demo run test lint format clean
+
+$(STAMP): pyproject.toml
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
+	  echo "note: Mosquitto is not installed; the service will use its embedded Python broker (apt-get install mosquitto mosquitto-clients for the real one)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/estatewatch demo
+
+run: $(STAMP)
+	$(VENV)/bin/estatewatch run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

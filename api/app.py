@@ -1,0 +1,33 @@
+"""The FastAPI application: REST under /api/v1, health, and the control-room page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+
+from api import errors
+from api.context import ApiContext
+from api.routes import deadletters, estates, health
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="estatewatch",
+        summary="智慧小区物联网监测 · smart-estate IoT monitoring",
+        version="0.1.0",
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(estates.router)
+    app.include_router(deadletters.router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    return app

@@ -1,0 +1,25 @@
+"""What the API is given by the composition root: stores, catalog, and a few callables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.state import StateStore
+from ingest.telemetry import TelemetryReader
+from protocol.catalog import Catalog
+
+# (estate, gateway) -> MQTT credentials for the gateway, or None when the broker checks none.
+IssueCredentials = Callable[[str, str], dict[str, Any] | None]
+
+
+@dataclass
+class ApiContext:
+    state: StateStore
+    telemetry: TelemetryReader
+    catalog: Catalog
+    admin_token: str
+    issue_credentials: IssueCredentials | None = None
+    health: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)

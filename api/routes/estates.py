@@ -1,0 +1,127 @@
+"""Estates, their gateways and devices."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from api.deps import Admin, Ctx
+from protocol.catalog import Catalog, ValueType
+from protocol.messages import Value
+
+router = APIRouter(prefix="/api/v1", tags=["estates"], dependencies=[Admin])
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# A device is online while it reports within a few of its reporting intervals.
+ONLINE_INTERVALS = 3
+
+
+class EstateIn(BaseModel):
+    id: str = Field(pattern=ID_PATTERN, examples=["hohhot-xinhua"])
+    name: str = Field(min_length=1, max_length=200, examples=["新华小区"])
+    region: str = Field(default="", max_length=100, examples=["呼和浩特市"])
+
+
+class GatewayIn(BaseModel):
+    id: str = Field(pattern=ID_PATTERN, examples=["gw-01"])
+    name: str = Field(default="", max_length=200)
+
+
+@router.post("/estates", status_code=201)
+def create_estate(body: EstateIn, ctx: Ctx) -> dict[str, Any]:
+    return ctx.state.add_estate(body.id, body.name, body.region)
+
+
+@router.get("/estates")
+def list_estates(ctx: Ctx) -> dict[str, Any]:
+    items = ctx.state.list_estates()
+    return {"items": items, "total": len(items)}
+
+
+@router.get("/estates/{estate}")
+def get_estate(estate: str, ctx: Ctx) -> dict[str, Any]:
+    return ctx.state.get_estate(estate)
+
+
+@router.post("/estates/{estate}/gateways", status_code=201)
+def create_gateway(estate: str, body: GatewayIn, ctx: Ctx) -> dict[str, Any]:
+    """Register a gateway. When the service runs the broker itself, the answer carries the
+    gateway's MQTT credentials, allowed to publish only under its own topics."""
+    gw = ctx.state.add_gateway(estate, body.id, body.name)
+    ctx.on_gateway_registered(estate, body.id)
+    creds = ctx.issue_credentials(estate, body.id) if ctx.issue_credentials else None
+    return {**gw, "mqtt": creds}
+
+
+@router.get("/estates/{estate}/gateways")
+def list_gateways(estate: str, ctx: Ctx) -> dict[str, Any]:
+    ctx.state.get_estate(estate)
+    items = ctx.state.list_gateways(estate)
+    return {"items": items, "total": len(items)}
+
+
+def _typed(catalog: Catalog, kind: str, metric: str, value: Value) -> Value:
+    """Stored values are numbers or text; give booleans and integers back their type."""
+    k = catalog.kinds.get(kind)
+    m = k.metrics.get(metric) if k else None
+    if m is None or isinstance(value, str):
+        return value
+    if m.type is ValueType.BOOLEAN:
+        return bool(value)
+    if m.type is ValueType.INTEGER:
+        return int(value)
+    return value
+
+
+def device_views(
+    catalog: Catalog,
+    devices: list[dict[str, Any]],
+    latest: dict[str, dict[str, tuple[int, Value]]],
+    offline_gateways: set[str],
+    now_ms: int,
+) -> list[dict[str, Any]]:
+    out = []
+    for d in devices:
+        metrics = latest.get(d["id"], {})
+        last_seen = max((ts for ts, _ in metrics.values()), default=None)
+        kind = catalog.kinds.get(d["kind"])
+        interval_ms = (kind.interval_s if kind else 60) * 1000
+        online = (
+            last_seen is not None
+            and d["gateway"] not in offline_gateways
+            and now_ms - last_seen <= ONLINE_INTERVALS * interval_ms
+        )
+        out.append({
+            "id": d["id"],
+            "kind": d["kind"],
+            "family": kind.family if kind else None,
+            "gateway": d["gateway"],
+            "metrics": {m: _typed(catalog, d["kind"], m, v) for m, (_, v) in sorted(metrics.items())},
+            "last_seen_ms": last_seen,
+            "online": online,
+        })
+    return out
+
+
+@router.get("/estates/{estate}/devices")
+def list_devices(
+    estate: str, ctx: Ctx, kind: str | None = None, family: str | None = None
+) -> dict[str, Any]:
+    """Every device of the estate with its kind, latest metrics, last-seen time and online flag."""
+    ctx.state.get_estate(estate)
+    offline = {g["id"] for g in ctx.state.list_gateways(estate) if g["state"] == "offline"}
+    items = device_views(
+        ctx.catalog,
+        ctx.state.list_devices(estate),
+        ctx.telemetry.latest(estate),
+        offline,
+        time.time_ns() // 1_000_000,
+    )
+    if kind:
+        items = [d for d in items if d["kind"] == kind]
+    if family:
+        items = [d for d in items if d["family"] == family]
+    return {"items": items, "total": len(items)}

@@ -1,0 +1,91 @@
+"""The ``estatewatch`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from estatewatch.settings import SettingsError, describe, load_settings
+
+
+def _settings_help() -> str:
+    lines = ["settings (a TOML file given with --config, each overridden by its environment "
+             "variable):"]
+    for env, default, text in describe():
+        lines.append(f"  {env:<38} {text} (default {default})")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="estatewatch",
+        description="智慧小区物联网监测 · smart-estate IoT monitoring service",
+        epilog=_settings_help(),
+        formatter_class=fmt,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the service in one process", epilog=_settings_help(),
+                         formatter_class=fmt)
+    run.add_argument("--config", help="settings file (TOML)")
+    run.add_argument("--role", choices=["all"], default="all",
+                     help="which parts to run (scale-out roles come with the ingest issue)")
+    demo = sub.add_parser("demo", help="run the service with two simulated estates",
+                          epilog=_settings_help(), formatter_class=fmt)
+    demo.add_argument("--config", help="settings file (TOML)")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.add_argument("--seed", type=int, default=2026, help="simulation seed")
+    return p
+
+
+def _stop_on_sigterm() -> None:
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"estatewatch: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    from estatewatch.service import Service, StartupError
+
+    service = Service(settings, pick_free_api_port=args.command == "demo")
+    _stop_on_sigterm()
+    try:
+        service.start()
+        if args.command == "demo":
+            from estatewatch.demo import run_demo
+
+            run_demo(service, args.duration, args.seed)
+        else:
+            print(f"estatewatch running: {service.url}  (API docs {service.url}/docs)", flush=True)
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        print("\nstopping · 正在停止 …", flush=True)
+    except (StartupError, RuntimeError, OSError) as exc:
+        print(f"estatewatch: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Settings: a TOML file, overridden by ``ESTATEWATCH_*`` environment variables.
+
+Every setting is declared once in ``SETTINGS`` so that ``--help`` can list them all and the
+environment and the file can never drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ESTATEWATCH_"
+
+
+class SettingsError(ValueError):
+    """A settings file or variable that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's settings. Field metadata holds the help text shown by ``--help``."""
+
+    mqtt_url: str = field(
+        default="",
+        metadata={"help": "broker to use, e.g. mqtt://user:pass@127.0.0.1:1883; "
+                  "empty: start a local Mosquitto (or, without one, an embedded Python broker)"},
+    )
+    mqtt_root: str = field(default="estates", metadata={"help": "topic root prefix"})
+    broker_port: int = field(
+        default=1883,
+        metadata={"help": "port for the broker the service starts itself "
+                  "(a free port is chosen when this one is taken)"},
+    )
+    data_dir: str = field(
+        default="./data", metadata={"help": "folder for the databases, broker files and logs"}
+    )
+    database_url: str = field(
+        default="",
+        metadata={"help": "state database, sqlite:///path or postgresql://user@host/db; "
+                  "empty: SQLite estatewatch.db in the data dir"},
+    )
+    api_host: str = field(default="127.0.0.1", metadata={"help": "address the API listens on"})
+    api_port: int = field(default=8000, metadata={"help": "port the API listens on"})
+    admin_token: str = field(
+        default="",
+        metadata={"help": "bearer token of the bootstrap admin; empty: one is generated "
+                  "and kept in the data dir"},
+    )
+    ingest_queue_size: int = field(
+        default=1000, metadata={"help": "MQTT messages held between the broker and the store writer"}
+    )
+    commit_interval_ms: int = field(
+        default=500, metadata={"help": "longest a received reading waits before it is committed"}
+    )
+    commit_max_readings: int = field(
+        default=20000, metadata={"help": "readings that trigger a commit before the interval ends"}
+    )
+    deadletter_retention_days: int = field(
+        default=30, metadata={"help": "days dead letters are kept"}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def state_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_path / 'estatewatch.db'}"
+
+    @property
+    def telemetry_path(self) -> Path:
+        return self.data_path / "telemetry.db"
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, help) for every setting, for ``--help``."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        rows.append((env_name(f.name), repr(f.default), str(f.metadata.get("help", ""))))
+    return rows
+
+
+def _coerce(name: str, raw: Any, kind: Any, source: str) -> Any:
+    if kind in (int, "int"):
+        if isinstance(raw, bool):
+            raise SettingsError(f"{source}: {name} must be a whole number, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{source}: {name} must be a whole number, got {raw!r}") from None
+    if not isinstance(raw, str):
+        raise SettingsError(f"{source}: {name} must be text, got {raw!r}")
+    return raw
+
+
+def load_settings(
+    config_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """File values first, then environment variables on top; unknown file keys are errors."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"{path}: settings file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            if key not in fields:
+                known = ", ".join(sorted(fields))
+                raise SettingsError(f"{path}: unknown setting {key!r}; known settings: {known}")
+            values[key] = _coerce(key, raw, fields[key].type, str(path))
+    for name, f in fields.items():
+        var = env_name(name)
+        if var in environ:
+            values[name] = _coerce(name, environ[var], f.type, f"environment {var}")
+    return Settings(**values)

@@ -1,0 +1,276 @@
+"""The MQTT edge of ingest: broker → judge → bounded queue → one writer thread → stores.
+
+Messages are acknowledged to the broker (paho-mqtt manual ack) only after what they carry is
+committed, so a crash before the commit makes the broker deliver them again. The queue between
+the network thread and the writer is bounded: when the writer falls behind, the network thread
+waits, stops reading the socket, and the broker holds the backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.pipeline import Delivery, judge
+from ingest.state import DeadLetter, StateStore, now_ms
+from ingest.telemetry import TelemetryWriter
+from protocol.catalog import Catalog
+from protocol.endpoint import MqttEndpoint
+from protocol.topics import service_subscriptions
+
+log = logging.getLogger(__name__)
+
+
+class GatewayRegistry:
+    """Registered estates and gateways, cached; a miss reloads from the state store at most
+    once a second, so a gateway registered by another process is let in soon after."""
+
+    def __init__(self, state: StateStore, refresh_s: float = 1.0) -> None:
+        self._state = state
+        self._refresh_s = refresh_s
+        self._gateways: set[tuple[str, str]] = set()
+        self._estates: set[str] = set()
+        self._loaded_at = -1e9
+        self.reload()
+
+    def reload(self) -> None:
+        self._estates = {e["id"] for e in self._state.list_estates()}
+        self._gateways = self._state.registered_gateways()
+        self._loaded_at = time.monotonic()
+
+    def _reload_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at >= self._refresh_s:
+            self.reload()
+
+    def has_estate(self, estate: str) -> bool:
+        if estate not in self._estates:
+            self._reload_if_stale()
+        return estate in self._estates
+
+    def has_gateway(self, estate: str, gw: str) -> bool:
+        if (estate, gw) not in self._gateways:
+            self._reload_if_stale()
+        return (estate, gw) in self._gateways
+
+
+@dataclass
+class IngestStats:
+    received: int = 0
+    committed_messages: int = 0
+    readings: int = 0
+    events: int = 0
+    commits: int = 0
+    last_commit_ms: int | None = None
+    last_commit_duration_s: float = 0.0
+    commit_failures: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    gateway_last_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Received:
+    delivery: Delivery
+    mid: int
+    qos: int
+    generation: int
+
+
+class Ingest:
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        state: StateStore,
+        telemetry: TelemetryWriter,
+        catalog: Catalog,
+        root: str = "estates",
+        queue_size: int = 1000,
+        linger_s: float = 0.1,
+        max_batch_readings: int = 20_000,
+        client_id: str = "estatewatch-ingest",
+    ) -> None:
+        self.endpoint = endpoint
+        self.state = state
+        self.telemetry = telemetry
+        self.catalog = catalog
+        self.root = root
+        self.registry = GatewayRegistry(state)
+        self.stats = IngestStats()
+        self.linger_s = linger_s
+        self.max_batch_readings = max_batch_readings
+        # Bounded: a full queue blocks the MQTT network thread, which is the backpressure.
+        self._queue: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
+        self._known_devices = state.known_devices()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._closing = threading.Event()  # disconnecting on purpose
+        self._stopping = threading.Event()  # the writer drains the queue and ends
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self.client = self._make_client(client_id)
+
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,  # the broker keeps our subscription and queues while we are down
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if self.endpoint.username:
+            client.username_pw_set(self.endpoint.username, self.endpoint.password)
+        if self.endpoint.tls:
+            client.tls_set(ca_certs=self.endpoint.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self, wait_s: float = 10.0) -> None:
+        self._writer.start()
+        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
+        self.client.loop_start()
+        if wait_s and not self._connected.wait(wait_s):
+            log.warning("ingest: not yet connected to %s, still trying", self.endpoint.url)
+
+    def stop(self) -> None:
+        """Commit and acknowledge what was received, then disconnect. Messages arriving
+        meanwhile stay unacknowledged, so the broker delivers them again next time."""
+        self._closing.set()
+        self._stopping.set()
+        self._writer.join(30)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+
+    # --- MQTT network thread -----------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: object, _flags: object, reason: object,
+                    _props: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("ingest: broker refused the connection: %s", reason)
+            return
+        self._generation += 1
+        client.subscribe([(f, 1) for f in service_subscriptions(self.root)])
+        self._connected.set()
+        log.info("ingest: connected to %s", self.endpoint.url)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _flags: object, reason: object,
+                       _props: object) -> None:
+        self._connected.clear()
+        if not self._closing.is_set():
+            log.warning("ingest: disconnected from broker (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if self._closing.is_set():
+            return  # not acknowledged: the broker keeps it for the next session
+        received = now_ms()
+        self.stats.received += 1
+        try:
+            delivery = judge(msg.topic, msg.payload, received, self.registry, self.catalog,
+                             self.root)
+        except Exception as exc:  # a bug must not stop ingest; keep the message for a person
+            log.exception("ingest: could not judge a message on %s", msg.topic)
+            delivery = Delivery(topic=msg.topic, received_ms=received)
+            delivery.dead_letters.append(
+                DeadLetter(received, msg.topic, "internal_error", repr(exc), msg.payload)
+            )
+        self._queue.put(_Received(delivery, msg.mid, msg.qos, self._generation))
+
+    # --- writer thread -----------------------------------------------------------------------
+    def _next_batch(self) -> list[_Received]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        pending = [first]
+        readings = first.delivery.reading_count
+        deadline = time.monotonic() + self.linger_s
+        while readings < self.max_batch_readings:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            pending.append(item)
+            readings += item.delivery.reading_count
+        return pending
+
+    def _write_loop(self) -> None:
+        while True:
+            pending = self._next_batch()
+            if not pending:
+                if self._stopping.is_set():
+                    return
+                continue
+            delay = 0.5
+            while not self._commit(pending):
+                # Never drop what was received: retry until the store takes it. Unacked
+                # messages stay with the broker meanwhile, and the full queue holds back more.
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            for item in pending:
+                if item.qos > 0 and item.generation == self._generation:
+                    self.client.ack(item.mid, item.qos)
+
+    def _commit(self, pending: list[_Received]) -> bool:
+        started = time.perf_counter()
+        deliveries = [p.delivery for p in pending]
+        batches = [d.batch for d in deliveries if d.batch is not None]
+        letters = [letter for d in deliveries for letter in d.dead_letters]
+        new_devices: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
+        for b in batches:
+            for r in b.readings or b.events:
+                key = (b.estate, r.dev)
+                if key not in self._known_devices and key not in new_devices:
+                    new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, r.ts)
+        try:
+            _values, n_events = self.telemetry.write(batches)
+            self.state.add_devices(new_devices.values())
+            self.state.add_dead_letters(letters)
+            for d in deliveries:
+                if d.status is not None and d.estate and d.gateway:
+                    s = d.status
+                    self.state.set_gateway_status(d.estate, d.gateway, s.state, s.ts, s.fw,
+                                                  s.buffered)
+                if d.command_ack is not None:
+                    log.info("gateway %s/%s acknowledged command %s: ok=%s %s", d.estate,
+                             d.gateway, d.command_ack.id, d.command_ack.ok,
+                             d.command_ack.error or "")
+        except Exception:
+            self.stats.commit_failures += 1
+            log.exception("ingest: commit failed; retrying (nothing is acknowledged until then)")
+            return False
+        self._known_devices.update(new_devices)
+        s = self.stats
+        s.committed_messages += len(pending)
+        s.readings += sum(len(b.readings) for b in batches)
+        s.events += n_events
+        s.commits += 1
+        s.last_commit_ms = now_ms()
+        s.last_commit_duration_s = time.perf_counter() - started
+        for letter in letters:
+            s.dead_letters[letter.reason] += 1
+        for d in deliveries:
+            if d.estate and d.gateway and (d.batch is not None or d.status is not None):
+                s.gateway_last_seen[(d.estate, d.gateway)] = d.received_ms
+        return True

@@ -1,0 +1,296 @@
+"""The relational state store: estates, gateways, devices, dead letters.
+
+SQLAlchemy Core, so the same code runs on SQLite (the embedded default) and PostgreSQL.
+Schema versions follow Home Assistant's recorder: a new database gets the current schema and
+is stamped with the latest version; an older one runs the numbered migrations after its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_ms", sa.BigInteger, nullable=False),
+)
+
+estates = sa.Table(
+    "estates",
+    metadata,
+    sa.Column("id", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("region", sa.String(100), nullable=False, server_default=""),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+gateways = sa.Table(
+    "gateways",
+    metadata,
+    sa.Column("estate", sa.String(63), sa.ForeignKey("estates.id"), primary_key=True),
+    sa.Column("id", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="unknown"),
+    sa.Column("state_ms", sa.BigInteger),
+    sa.Column("fw", sa.String(64)),
+    sa.Column("buffered", sa.BigInteger),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("estate", sa.String(63), sa.ForeignKey("estates.id"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("gateway", sa.String(63), nullable=False),
+    sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("received_ms", sa.BigInteger, nullable=False, index=True),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("estate", sa.String(63)),
+    sa.Column("gateway", sa.String(63)),
+    sa.Column("reason", sa.String(32), nullable=False, index=True),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("item_index", sa.Integer),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+
+# version -> migration from version-1; empty while the schema is at its first version.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+class NotFound(LookupError):
+    pass
+
+
+class AlreadyExists(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    received_ms: int
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    estate: str | None = None
+    gateway: str | None = None
+    item_index: int | None = None
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for ``sqlite:///…`` or ``postgresql://…`` (psycopg 3)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    with engine.begin() as conn:
+        if not sa.inspect(conn).has_table("schema_version"):
+            metadata.create_all(conn)
+            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION, applied_ms=now_ms()))
+            return 0
+        found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar_one()
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database is at schema version {found}, newer than this program's "
+                f"{SCHEMA_VERSION}: upgrade estatewatch"
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](conn)
+            conn.execute(schema_version.insert().values(version=version, applied_ms=now_ms()))
+        return int(found)
+
+
+class StateStore:
+    """Registry and dead letters. Thread-safe: every call takes its own connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> StateStore:
+        engine = create_engine(url)
+        migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- estates -----------------------------------------------------------------------------
+    def add_estate(self, estate_id: str, name: str, region: str = "") -> dict[str, Any]:
+        row = {"id": estate_id, "name": name, "region": region, "created_ms": now_ms()}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(estates.insert().values(**row))
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(f"estate {estate_id!r} already exists") from None
+        return row
+
+    def get_estate(self, estate_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(estates).where(estates.c.id == estate_id)).first()
+        if row is None:
+            raise NotFound(f"estate {estate_id!r} not found")
+        return dict(row._mapping)
+
+    def list_estates(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(estates).order_by(estates.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # --- gateways ----------------------------------------------------------------------------
+    def add_gateway(self, estate_id: str, gw_id: str, name: str = "") -> dict[str, Any]:
+        self.get_estate(estate_id)
+        row = {"estate": estate_id, "id": gw_id, "name": name, "created_ms": now_ms()}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(gateways.insert().values(**row))
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(f"gateway {gw_id!r} already exists in estate {estate_id!r}") from None
+        return self.get_gateway(estate_id, gw_id)
+
+    def get_gateway(self, estate_id: str, gw_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(gateways).where(gateways.c.estate == estate_id, gateways.c.id == gw_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"gateway {gw_id!r} not found in estate {estate_id!r}")
+        return dict(row._mapping)
+
+    def list_gateways(self, estate_id: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(gateways).order_by(gateways.c.estate, gateways.c.id)
+        if estate_id is not None:
+            q = q.where(gateways.c.estate == estate_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def registered_gateways(self) -> set[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(gateways.c.estate, gateways.c.id)).all()
+        return {(r[0], r[1]) for r in rows}
+
+    def set_gateway_status(
+        self, estate_id: str, gw_id: str, state: str, ts: int, fw: str | None, buffered: int | None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                gateways.update()
+                .where(gateways.c.estate == estate_id, gateways.c.id == gw_id)
+                .values(state=state, state_ms=ts, fw=fw, buffered=buffered)
+            )
+
+    # --- devices -----------------------------------------------------------------------------
+    def add_devices(self, rows: Iterable[tuple[str, str, str, str, int]]) -> None:
+        """Register devices first seen: (estate, id, kind, gateway, first_seen_ms); known ones
+        are left as they are."""
+        rows = list(rows)
+        if not rows:
+            return
+        keys = ("estate", "id", "kind", "gateway", "first_seen_ms")
+        with self.engine.begin() as conn:
+            known = {
+                (r[0], r[1])
+                for r in conn.execute(
+                    sa.select(devices.c.estate, devices.c.id).where(
+                        sa.tuple_(devices.c.estate, devices.c.id).in_([(r[0], r[1]) for r in rows])
+                    )
+                )
+            }
+            fresh = [dict(zip(keys, r, strict=True)) for r in rows if (r[0], r[1]) not in known]
+            if fresh:
+                conn.execute(devices.insert(), fresh)
+
+    def list_devices(self, estate_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(devices).where(devices.c.estate == estate_id).order_by(devices.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def known_devices(self) -> set[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            return {(r[0], r[1]) for r in conn.execute(sa.select(devices.c.estate, devices.c.id))}
+
+    # --- dead letters ------------------------------------------------------------------------
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                dead_letters.insert(),
+                [
+                    {
+                        "received_ms": d.received_ms,
+                        "topic": d.topic,
+                        "estate": d.estate,
+                        "gateway": d.gateway,
+                        "reason": d.reason,
+                        "detail": d.detail,
+                        "item_index": d.item_index,
+                        "payload": d.payload,
+                    }
+                    for d in letters
+                ],
+            )
+
+    def list_dead_letters(
+        self, reason: str | None = None, estate: str | None = None, limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        q = sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit).offset(offset)
+        if reason:
+            q = q.where(dead_letters.c.reason == reason)
+        if estate:
+            q = q.where(dead_letters.c.estate == estate)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def count_dead_letters(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(dead_letters.c.reason, sa.func.count()).group_by(dead_letters.c.reason)
+            ).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def purge_dead_letters(self, older_than_ms: int) -> int:
+        with self.engine.begin() as conn:
+            res = conn.execute(dead_letters.delete().where(dead_letters.c.received_ms < older_than_ms))
+        return int(res.rowcount or 0)

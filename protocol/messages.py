@@ -1,0 +1,662 @@
+"""Payloads of MQTT wire contract v1: decode + validate (service side), encode (gateway side).
+
+Decoding follows CONTRACT.md "What the service does with bad input": a whole-message problem
+raises :class:`MessageRejected`; a bad reading or event inside a batch becomes a :class:`Reject`
+and the valid items of the same message are still returned.
+
+Decisions callers should know:
+
+* Item indexes in rejects and details are 0-based positions in ``readings`` / ``events``.
+* Unknown top-level and item fields are ignored (the contract grows by optional fields).
+* ``integer`` metrics accept integral floats (``7.0``, as JS/Lua encoders send) and the value
+  is normalised to ``int`` in the returned reading; ``7.5`` is BAD_VALUE_TYPE.
+* ``number`` metrics accept ints and floats, never booleans.
+* An ``enum`` value that is a string but not one of the catalog's values is OUT_OF_RANGE;
+  a non-string, or a string longer than MAX_TEXT_LEN, is BAD_VALUE_TYPE.
+* ``dev`` is 1-64 characters of ``[A-Za-z0-9._:-]`` starting with a letter or digit (vendor
+  device ids are looser than estate/gateway ids); ``ts`` and ``sent`` are non-negative ints.
+* Event ``data`` missing or ``null`` becomes ``{}``; any other non-object is BAD_ITEM.
+* Timestamps are only checked against the future limit; old ones are fine (store-and-forward).
+* Encoders raise ValueError for what the decoder would reject as a whole message
+  (no items, more than MAX_ITEMS, over MAX_PAYLOAD_BYTES) and for fields that clash with
+  envelope keys.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeGuard
+
+import orjson
+
+from protocol.catalog import (
+    CHECK_BOOLEAN,
+    CHECK_ENUM,
+    CHECK_INTEGER,
+    CHECK_NUMBER,
+    Catalog,
+    KindCheck,
+    MetricCheck,
+)
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "MAX_FUTURE_MS",
+    "MAX_ITEMS",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_TEXT_LEN",
+    "STATUS_STATES",
+    "Command",
+    "CommandAck",
+    "Event",
+    "EventBatch",
+    "MessageRejected",
+    "Reading",
+    "Reason",
+    "Reject",
+    "Status",
+    "TelemetryBatch",
+    "Value",
+    "decode_command",
+    "decode_command_ack",
+    "decode_events",
+    "decode_status",
+    "decode_telemetry",
+    "encode_command",
+    "encode_command_ack",
+    "encode_events",
+    "encode_status",
+    "encode_telemetry",
+    "is_valid_dev",
+]
+
+MAX_PAYLOAD_BYTES = 1_048_576
+MAX_ITEMS = 5000
+MAX_FUTURE_MS = 86_400_000
+MAX_TEXT_LEN = 64
+CONTRACT_VERSION = 1
+STATUS_STATES = ("online", "offline")
+
+_DEV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_dev_match = _DEV_RE.fullmatch
+
+
+class Reason(StrEnum):
+    """Dead-letter reason codes; the strings are stable (stored and counted)."""
+
+    TOO_LARGE = "too_large"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_VERSION = "unknown_version"
+    GW_MISMATCH = "gw_mismatch"
+    BAD_ENVELOPE = "bad_envelope"
+    BAD_ITEM = "bad_item"
+    UNKNOWN_KIND = "unknown_kind"
+    UNKNOWN_METRIC = "unknown_metric"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    BAD_VALUE_TYPE = "bad_value_type"
+    OUT_OF_RANGE = "out_of_range"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_ESTATE = "unknown_estate"
+    UNKNOWN_GATEWAY = "unknown_gateway"
+
+
+Value = float | int | bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    dev: str
+    kind: str
+    ts: int
+    metrics: dict[str, Value]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    dev: str
+    kind: str
+    ts: int
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reason: Reason
+    detail: str
+    index: int | None  # 0-based position in the batch; None = whole message
+    item: Any  # the raw decoded reading/event; None for a whole message
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBatch:
+    gw: str
+    seq: int
+    sent: int
+    readings: list[Reading]
+    rejects: list[Reject]
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    gw: str
+    seq: int
+    sent: int
+    events: list[Event]
+    rejects: list[Reject]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    gw: str
+    state: str
+    ts: int
+    fw: str | None
+    buffered: int | None
+    extra: dict[str, Any]  # any other (optional, additive) fields
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: str
+    ts: int
+    dev: str
+    action: str
+    params: dict[str, Any]  # the remaining fields, e.g. reason
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAck:
+    id: str
+    ok: bool
+    ts: int
+    error: str | None
+
+
+class MessageRejected(Exception):
+    """A whole message that must not be stored; goes to the dead-letter store."""
+
+    reason: Reason
+    detail: str
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
+
+
+def is_valid_dev(value: object) -> TypeGuard[str]:
+    """True if ``value`` is an acceptable device id (see module docstring)."""
+    return type(value) is str and _dev_match(value) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Detail helpers (error path only)
+# ---------------------------------------------------------------------------------------------
+
+_JSON_TYPE_NAMES: dict[type, str] = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
+
+
+def _jtype(value: object) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _show(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _num(x: float) -> str:
+    # "0..4", not "0.0..4.0"
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _is_uint(value: object) -> TypeGuard[int]:
+    return type(value) is int and value >= 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-message checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _load(payload: bytes) -> dict[str, Any]:
+    size = len(payload)
+    if size > MAX_PAYLOAD_BYTES:  # before parsing: never spend CPU on an oversized message
+        raise MessageRejected(
+            Reason.TOO_LARGE, f"payload is {size} bytes, over the {MAX_PAYLOAD_BYTES} byte limit"
+        )
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise MessageRejected(Reason.INVALID_JSON, f"not valid UTF-8 JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise MessageRejected(
+            Reason.NOT_AN_OBJECT, f"payload is a JSON {_jtype(doc)}, not an object"
+        )
+    return doc
+
+
+def _check_version(doc: dict[str, Any]) -> None:
+    v = doc.get("v")
+    if type(v) is not int or v != CONTRACT_VERSION:  # type() check: true/1.0 are not 1
+        shown = "missing" if "v" not in doc else f"{_show(v)} ({_jtype(v)})"
+        raise MessageRejected(
+            Reason.UNKNOWN_VERSION, f"'v' is {shown}; this service speaks v{CONTRACT_VERSION}"
+        )
+
+
+def _check_gw(doc: dict[str, Any], topic_gw: str) -> str:
+    gw = doc.get("gw")
+    if type(gw) is not str:
+        shown = "missing" if "gw" not in doc else f"a {_jtype(gw)}"
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'gw' is {shown}, expected a string")
+    if gw != topic_gw:
+        raise MessageRejected(
+            Reason.GW_MISMATCH, f"'gw' is {_show(gw)} but the topic's gateway is {topic_gw!r}"
+        )
+    return gw
+
+
+def _envelope(doc: dict[str, Any], topic_gw: str, list_key: str) -> tuple[str, int, int, list[Any]]:
+    _check_version(doc)
+    gw = _check_gw(doc, topic_gw)
+    seq = doc.get("seq")
+    if not _is_uint(seq):
+        raise MessageRejected(
+            Reason.BAD_ENVELOPE, f"'seq' is {_show(seq)}, expected a non-negative integer"
+        )
+    sent = doc.get("sent")
+    if not _is_uint(sent):
+        raise MessageRejected(
+            Reason.BAD_ENVELOPE, f"'sent' is {_show(sent)}, expected epoch milliseconds"
+        )
+    items = doc.get(list_key)
+    if type(items) is not list:
+        shown = "missing" if list_key not in doc else f"a {_jtype(items)}"
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'{list_key}' is {shown}, expected an array")
+    if not items:
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'{list_key}' is empty")
+    if len(items) > MAX_ITEMS:
+        raise MessageRejected(
+            Reason.BAD_ENVELOPE, f"'{list_key}' has {len(items)} items, over the {MAX_ITEMS} limit"
+        )
+    return gw, seq, sent, items
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-item problems (error path: the hot loop only decides ok / not ok, these explain why)
+# ---------------------------------------------------------------------------------------------
+
+
+def _where(noun: str, index: int, item: Any) -> str:
+    dev = item.get("dev") if type(item) is dict else None
+    return f"{noun} {index} (dev {dev!r})" if is_valid_dev(dev) else f"{noun} {index}"
+
+
+def _shape_problem(item: Any, extra_key: str | None) -> str:
+    """Why an item fails the structural checks (BAD_ITEM)."""
+    if type(item) is not dict:
+        return f"is a {_jtype(item)}, not an object"
+    dev = item.get("dev")
+    if "dev" not in item:
+        return "'dev' is missing"
+    if type(dev) is not str:
+        return f"'dev' is a {_jtype(dev)}, expected a string"
+    if not is_valid_dev(dev):
+        return f"'dev' {_show(dev)} is not a device id (1-64 of A-Z a-z 0-9 . _ : -)"
+    kind = item.get("kind")
+    if type(kind) is not str:
+        shown = "missing" if "kind" not in item else f"a {_jtype(kind)}"
+        return f"'kind' is {shown}, expected a string"
+    ts = item.get("ts")
+    if not _is_uint(ts):
+        shown = "missing" if "ts" not in item else _show(ts)
+        return f"'ts' is {shown}, expected epoch milliseconds (non-negative integer)"
+    if extra_key == "m":
+        m = item.get("m")
+        if type(m) is not dict:
+            shown = "missing" if "m" not in item else f"a {_jtype(m)}"
+            return f"'m' is {shown}, expected an object"
+        if not m:
+            return "'m' is empty"
+    elif extra_key == "type":
+        etype = item.get("type")
+        if type(etype) is not str:
+            shown = "missing" if "type" not in item else f"a {_jtype(etype)}"
+            return f"'type' is {shown}, expected a string"
+        data = item.get("data")
+        if data is not None and type(data) is not dict:
+            return f"'data' is a {_jtype(data)}, expected an object"
+    return "malformed"  # unreachable when called after a failed fast check
+
+
+def _future_detail(where: str, ts: int, now_ms: int) -> str:
+    return (
+        f"{where}: ts {ts} is {ts - now_ms} ms ahead of the service clock "
+        f"(limit {MAX_FUTURE_MS} ms)"
+    )
+
+
+def _metric_problem(
+    where: str, kind: str, kc: KindCheck, name: str, value: Any
+) -> tuple[Reason, str]:
+    check: MetricCheck | None = kc.metrics.get(name)
+    if check is None:
+        defined = ", ".join(kc.metrics)
+        return (
+            Reason.UNKNOWN_METRIC,
+            f"{where}: unknown metric {_show(name)} for kind {kind!r} (defined: {defined})",
+        )
+    metric = check.metric
+    code = check.code
+    shown = f"{name}={_show(value)}"
+    if code in (CHECK_NUMBER, CHECK_INTEGER):
+        want = "a number" if code == CHECK_NUMBER else "an integer"
+        if type(value) not in (int, float):
+            return Reason.BAD_VALUE_TYPE, f"{where}: {name} is a {_jtype(value)}, expected {want}"
+        if code == CHECK_INTEGER and not float(value).is_integer():
+            return Reason.BAD_VALUE_TYPE, f"{where}: {shown} is not an integer"
+        unit = f" {metric.unit}" if metric.unit else ""
+        return (
+            Reason.OUT_OF_RANGE,
+            f"{where}: {shown} outside {_num(check.lo)}..{_num(check.hi)}{unit}",
+        )
+    if code == CHECK_BOOLEAN:
+        return Reason.BAD_VALUE_TYPE, f"{where}: {name} is a {_jtype(value)}, expected a boolean"
+    # enum
+    if type(value) is not str:
+        return Reason.BAD_VALUE_TYPE, f"{where}: {name} is a {_jtype(value)}, expected a string"
+    if len(value) > MAX_TEXT_LEN:
+        return (
+            Reason.BAD_VALUE_TYPE,
+            f"{where}: {name} is a string of {len(value)} characters, over {MAX_TEXT_LEN}",
+        )
+    return (
+        Reason.OUT_OF_RANGE,
+        f"{where}: {shown} is not one of {', '.join(metric.values)}",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders
+# ---------------------------------------------------------------------------------------------
+
+
+def decode_telemetry(
+    payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog
+) -> TelemetryBatch:
+    """Decode a telemetry batch; raises MessageRejected for whole-message problems."""
+    gw, seq, sent, items = _envelope(_load(payload), topic_gw, "readings")
+    checks = catalog._checks
+    max_ts = now_ms + MAX_FUTURE_MS
+    readings: list[Reading] = []
+    rejects: list[Reject] = []
+    append = readings.append
+    for i, r in enumerate(items):
+        # Fast structural check; _shape_problem explains a failure.
+        if not (
+            type(r) is dict
+            and type(dev := r.get("dev")) is str
+            and _dev_match(dev) is not None
+            and type(kind := r.get("kind")) is str
+            and type(ts := r.get("ts")) is int
+            and ts >= 0
+            and type(m := r.get("m")) is dict
+            and m
+        ):
+            detail = f"{_where('reading', i, r)}: {_shape_problem(r, 'm')}"
+            rejects.append(Reject(Reason.BAD_ITEM, detail, i, r))
+            continue
+        kc = checks.get(kind)
+        if kc is None:
+            detail = f"reading {i} (dev {dev!r}): unknown kind {_show(kind)}"
+            rejects.append(Reject(Reason.UNKNOWN_KIND, detail, i, r))
+            continue
+        if ts > max_ts:
+            detail = _future_detail(f"reading {i} (dev {dev!r})", ts, now_ms)
+            rejects.append(Reject(Reason.FUTURE_TIMESTAMP, detail, i, r))
+            continue
+        mchecks = kc.metrics
+        bad_name: str | None = None
+        for name, val in m.items():
+            c = mchecks.get(name)
+            if c is not None:
+                code, lo, hi, values, _ = c
+                t = type(val)
+                if code == CHECK_NUMBER:
+                    if (t is float or t is int) and lo <= val <= hi:
+                        continue
+                elif code == CHECK_BOOLEAN:
+                    if t is bool:
+                        continue
+                elif code == CHECK_INTEGER:
+                    if t is int:
+                        if lo <= val <= hi:
+                            continue
+                    elif t is float and val.is_integer() and lo <= val <= hi:
+                        m[name] = int(val)  # same key: safe while iterating
+                        continue
+                elif code == CHECK_ENUM and t is str and val in values:
+                    continue
+            bad_name = name
+            break
+        if bad_name is not None:
+            reason, detail = _metric_problem(
+                f"reading {i} (dev {dev!r})", kind, kc, bad_name, m[bad_name]
+            )
+            rejects.append(Reject(reason, detail, i, r))
+            continue
+        append(Reading(dev, kind, ts, m))
+    return TelemetryBatch(gw=gw, seq=seq, sent=sent, readings=readings, rejects=rejects)
+
+
+def decode_events(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) -> EventBatch:
+    """Decode an event batch; raises MessageRejected for whole-message problems."""
+    gw, seq, sent, items = _envelope(_load(payload), topic_gw, "events")
+    checks = catalog._checks
+    event_types = catalog.event_types
+    max_ts = now_ms + MAX_FUTURE_MS
+    events: list[Event] = []
+    rejects: list[Reject] = []
+    for i, e in enumerate(items):
+        if not (
+            type(e) is dict
+            and type(dev := e.get("dev")) is str
+            and _dev_match(dev) is not None
+            and type(kind := e.get("kind")) is str
+            and type(ts := e.get("ts")) is int
+            and ts >= 0
+            and type(etype := e.get("type")) is str
+            and ((data := e.get("data")) is None or type(data) is dict)
+        ):
+            detail = f"{_where('event', i, e)}: {_shape_problem(e, 'type')}"
+            rejects.append(Reject(Reason.BAD_ITEM, detail, i, e))
+            continue
+        where = f"event {i} (dev {dev!r})"
+        kc = checks.get(kind)
+        if kc is None:
+            rejects.append(
+                Reject(Reason.UNKNOWN_KIND, f"{where}: unknown kind {_show(kind)}", i, e)
+            )
+            continue
+        if ts > max_ts:
+            rejects.append(Reject(Reason.FUTURE_TIMESTAMP, _future_detail(where, ts, now_ms), i, e))
+            continue
+        if etype not in kc.events:
+            if etype in event_types:
+                detail = f"{where}: kind {kind!r} may not emit event type {etype!r}"
+            else:
+                detail = f"{where}: unknown event type {_show(etype)}"
+            rejects.append(Reject(Reason.UNKNOWN_EVENT_TYPE, detail, i, e))
+            continue
+        events.append(Event(dev, kind, ts, etype, {} if data is None else data))
+    return EventBatch(gw=gw, seq=seq, sent=sent, events=events, rejects=rejects)
+
+
+_STATUS_KEYS = frozenset({"v", "gw", "state", "ts", "fw", "buffered"})
+
+
+def decode_status(payload: bytes, topic_gw: str, now_ms: int) -> Status:
+    """Decode a gateway status (also its Last Will); raises MessageRejected."""
+    doc = _load(payload)
+    _check_version(doc)
+    gw = _check_gw(doc, topic_gw)
+    state = doc.get("state")
+    if state not in STATUS_STATES:
+        raise MessageRejected(
+            Reason.BAD_ENVELOPE, f"'state' is {_show(state)}, expected 'online' or 'offline'"
+        )
+    ts = doc.get("ts")
+    if not _is_uint(ts):
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'ts' is {_show(ts)}, expected epoch ms")
+    if ts > now_ms + MAX_FUTURE_MS:
+        raise MessageRejected(Reason.FUTURE_TIMESTAMP, _future_detail("status", ts, now_ms))
+    fw = doc.get("fw")
+    if fw is not None and (type(fw) is not str or len(fw) > MAX_TEXT_LEN):
+        raise MessageRejected(
+            Reason.BAD_ENVELOPE, f"'fw' is {_show(fw)}, expected a string of <= {MAX_TEXT_LEN}"
+        )
+    buffered = doc.get("buffered")
+    if buffered is not None and not _is_uint(buffered):
+        raise MessageRejected(
+            Reason.BAD_ENVELOPE, f"'buffered' is {_show(buffered)}, expected a count"
+        )
+    extra = {k: v for k, v in doc.items() if k not in _STATUS_KEYS}
+    return Status(gw=gw, state=state, ts=ts, fw=fw, buffered=buffered, extra=extra)
+
+
+def _short_text(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if type(value) is not str or not value or len(value) > MAX_TEXT_LEN:
+        raise MessageRejected(
+            Reason.BAD_ENVELOPE,
+            f"'{key}' is {_show(value)}, expected a non-empty string of <= {MAX_TEXT_LEN}",
+        )
+    return value
+
+
+_COMMAND_KEYS = frozenset({"v", "id", "ts", "dev", "action"})
+
+
+def decode_command(payload: bytes) -> Command:
+    """Decode a command (gateway side); raises MessageRejected."""
+    doc = _load(payload)
+    _check_version(doc)
+    cmd_id = _short_text(doc, "id")
+    ts = doc.get("ts")
+    if not _is_uint(ts):
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'ts' is {_show(ts)}, expected epoch ms")
+    dev = doc.get("dev")
+    if not is_valid_dev(dev):
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'dev' is {_show(dev)}, not a device id")
+    action = _short_text(doc, "action")
+    params = {k: v for k, v in doc.items() if k not in _COMMAND_KEYS}
+    return Command(id=cmd_id, ts=ts, dev=dev, action=action, params=params)
+
+
+def decode_command_ack(payload: bytes) -> CommandAck:
+    """Decode a command result; raises MessageRejected. Unknown extra fields are ignored."""
+    doc = _load(payload)
+    _check_version(doc)
+    cmd_id = _short_text(doc, "id")
+    ok = doc.get("ok")
+    if type(ok) is not bool:
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'ok' is {_show(ok)}, expected a boolean")
+    ts = doc.get("ts")
+    if not _is_uint(ts):
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'ts' is {_show(ts)}, expected epoch ms")
+    error = doc.get("error")
+    if error is not None and type(error) is not str:
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"'error' is a {_jtype(error)}, not a string")
+    return CommandAck(id=cmd_id, ok=ok, ts=ts, error=error)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders
+# ---------------------------------------------------------------------------------------------
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    out = orjson.dumps(doc)
+    if len(out) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"encoded message is {len(out)} bytes, over {MAX_PAYLOAD_BYTES}")
+    return out
+
+
+def _check_count(items: list[dict[str, Any]], key: str) -> None:
+    if not items:
+        raise ValueError(f"a batch needs at least one item in '{key}'")
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"{len(items)} items in '{key}', over the {MAX_ITEMS} limit")
+
+
+def encode_telemetry(gw: str, seq: int, sent: int, readings: Iterable[Reading]) -> bytes:
+    items = [{"dev": r.dev, "kind": r.kind, "ts": r.ts, "m": r.metrics} for r in readings]
+    _check_count(items, "readings")
+    return _dump({"v": CONTRACT_VERSION, "gw": gw, "seq": seq, "sent": sent, "readings": items})
+
+
+def encode_events(gw: str, seq: int, sent: int, events: Iterable[Event]) -> bytes:
+    items = [
+        {"dev": e.dev, "kind": e.kind, "ts": e.ts, "type": e.type, "data": e.data} for e in events
+    ]
+    _check_count(items, "events")
+    return _dump({"v": CONTRACT_VERSION, "gw": gw, "seq": seq, "sent": sent, "events": items})
+
+
+def encode_status(
+    gw: str,
+    state: str,
+    ts: int,
+    fw: str | None = None,
+    buffered: int | None = None,
+    **extra: Any,
+) -> bytes:
+    if "v" in extra:
+        raise ValueError("'v' is set by the encoder")
+    doc: dict[str, Any] = {"v": CONTRACT_VERSION, "gw": gw, "state": state, "ts": ts}
+    if fw is not None:
+        doc["fw"] = fw
+    if buffered is not None:
+        doc["buffered"] = buffered
+    doc.update(extra)
+    return _dump(doc)
+
+
+def encode_command(cmd: Command) -> bytes:
+    clash = sorted(_COMMAND_KEYS & cmd.params.keys())
+    if clash:
+        raise ValueError(f"command params clash with envelope keys: {', '.join(clash)}")
+    doc: dict[str, Any] = {
+        "v": CONTRACT_VERSION,
+        "id": cmd.id,
+        "ts": cmd.ts,
+        "dev": cmd.dev,
+        "action": cmd.action,
+    }
+    doc.update(cmd.params)
+    return _dump(doc)
+
+
+def encode_command_ack(ack: CommandAck) -> bytes:
+    doc: dict[str, Any] = {"v": CONTRACT_VERSION, "id": ack.id, "ok": ack.ok, "ts": ack.ts}
+    if ack.error is not None:
+        doc["error"] = ack.error
+    return _dump(doc)

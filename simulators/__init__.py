@@ -1,0 +1,1 @@
+"""estatewatch: simulators."""

@@ -1,0 +1,101 @@
+"""The API over real SQLite stores (no broker needed): auth, error bodies, devices view."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.context import ApiContext
+from api.routes.estates import device_views
+from ingest.state import StateStore
+from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
+from protocol.catalog import default_catalog
+from protocol.messages import Reading
+
+TOKEN = "t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[tuple[TestClient, StateStore, TelemetryWriter]]:
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    writer = TelemetryWriter(tmp_path / "t.db")
+    issued: list[tuple[str, str]] = []
+    ctx = ApiContext(
+        state=state, telemetry=TelemetryReader(tmp_path / "t.db"), catalog=default_catalog(),
+        admin_token=TOKEN,
+        issue_credentials=lambda e, g: issued.append((e, g)) or {"username": f"{e}.{g}"},
+    )
+    with TestClient(create_app(ctx)) as c:
+        yield c, state, writer
+    state.close()
+
+
+def test_every_api_call_needs_the_token(client: tuple[TestClient, StateStore, TelemetryWriter]) -> None:
+    c, _, _ = client
+    r = c.get("/api/v1/estates")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    assert c.get("/api/v1/estates", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert c.get("/healthz").status_code == 200
+
+
+def test_estate_gateway_registration_and_errors(
+    client: tuple[TestClient, StateStore, TelemetryWriter],
+) -> None:
+    c, _, _ = client
+    r = c.post("/api/v1/estates", json={"id": "hohhot-a", "name": "新华小区"}, headers=AUTH)
+    assert r.status_code == 201 and r.json()["name"] == "新华小区"
+    r = c.post("/api/v1/estates", json={"id": "hohhot-a", "name": "x"}, headers=AUTH)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "already_exists"
+    r = c.post("/api/v1/estates", json={"id": "Bad Id", "name": "x"}, headers=AUTH)
+    assert r.status_code == 422 and "id" in r.json()["error"]["message"]
+    r = c.post("/api/v1/estates/hohhot-a/gateways", json={"id": "gw-01"}, headers=AUTH)
+    assert r.status_code == 201 and r.json()["mqtt"] == {"username": "hohhot-a.gw-01"}
+    r = c.post("/api/v1/estates/nowhere/gateways", json={"id": "gw-01"}, headers=AUTH)
+    assert r.status_code == 404 and "nowhere" in r.json()["error"]["message"]
+    assert c.get("/api/v1/estates/nowhere/devices", headers=AUTH).status_code == 404
+
+
+def test_devices_show_latest_typed_values(
+    client: tuple[TestClient, StateStore, TelemetryWriter],
+) -> None:
+    c, state, writer = client
+    state.add_estate("e1", "E1")
+    state.add_gateway("e1", "gw-01")
+    state.add_devices([("e1", "lift-1", "elevator", "gw-01", 1)])
+    import time
+    now = time.time_ns() // 1_000_000
+    writer.write([EstateBatch("e1", "gw-01", readings=[
+        Reading("lift-1", "elevator", now, {"floor": 4, "running": True, "mode": "normal"})])])
+    items = c.get("/api/v1/estates/e1/devices", headers=AUTH).json()["items"]
+    assert items == [{
+        "id": "lift-1", "kind": "elevator", "family": "elevator", "gateway": "gw-01",
+        "metrics": {"floor": 4, "mode": "normal", "running": True},
+        "last_seen_ms": now, "online": True,
+    }]
+
+
+def test_online_flag_follows_reporting_interval_and_gateway_state() -> None:
+    cat = default_catalog()
+    interval_ms = cat.kinds["fire_hydrant"].interval_s * 1000
+    devs = [{"id": "h", "kind": "fire_hydrant", "gateway": "g"}]
+    latest = {"h": {"pressure_mpa": (1_000_000, 0.3)}}
+    assert device_views(cat, devs, latest, set(), 1_000_000 + interval_ms)[0]["online"]
+    assert not device_views(cat, devs, latest, set(), 1_000_000 + 4 * interval_ms)[0]["online"]
+    assert not device_views(cat, devs, latest, {"g"}, 1_000_000)[0]["online"]
+    assert not device_views(cat, devs, {}, set(), 1_000_000)[0]["online"]
+
+
+def test_dashboard_page_is_served_zh_cn_first(
+    client: tuple[TestClient, StateStore, TelemetryWriter],
+) -> None:
+    c, _, _ = client
+    r = c.get("/")
+    assert r.status_code == 200
+    assert '<html lang="zh-CN">' in r.text and "智慧小区" in r.text
+    assert "http" not in r.text.split("<script>")[0].replace("http-equiv", "")  # no CDN assets

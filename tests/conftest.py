@@ -1,0 +1,88 @@
+"""Fixtures that start real parts: Mosquitto on a free port, PostgreSQL databases, the service."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from estatewatch.broker import ManagedMosquitto, free_port
+from estatewatch.service import Service
+from estatewatch.settings import Settings
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[ManagedMosquitto]:
+    """A real Mosquitto with persistence, passwords and an ACL, on a free port."""
+    if not ManagedMosquitto.available():
+        pytest.fail("mosquitto is not installed: .ci/run installs it (apt-get install mosquitto)")
+    broker = ManagedMosquitto(tmp_path / "broker", free_port())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def _postgres_reachable() -> bool:
+    try:
+        engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 2})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The state database on SQLite and on a fresh PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    if not _postgres_reachable():
+        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 (.ci/run starts it)")
+    name = f"ew_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn, contextlib.suppress(Exception):
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def service_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": str(tmp_path / "data"),
+        "broker_port": free_port(),
+        "api_port": free_port(),
+        "admin_token": "test-admin-token",
+        "commit_interval_ms": 50,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """The whole service in this process: its own Mosquitto, SQLite, ingest and the API."""
+    svc = Service(service_settings(tmp_path))
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+def mosquitto_pub() -> str:
+    path = shutil.which("mosquitto_pub")
+    if not path:
+        pytest.fail("mosquitto_pub is not installed: .ci/run installs mosquitto-clients")
+    return path

@@ -1,0 +1,128 @@
+"""The broker the service manages: real Mosquitto with hashed passwords and an ACL, and the
+embedded amqtt fallback."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from estatewatch.broker import EmbeddedBroker, ManagedMosquitto, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _client(host: str, port: int, user: str | None, password: str | None) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2)
+    if user:
+        c.username_pw_set(user, password)
+    return c
+
+
+def _connect_rc(host: str, port: int, user: str | None, password: str | None) -> object:
+    result: list[object] = []
+    done = threading.Event()
+    c = _client(host, port, user, password)
+    c.on_connect = lambda *a: (result.append(a[3]), done.set())
+    c.connect(host, port)
+    c.loop_start()
+    done.wait(5)
+    c.disconnect()
+    c.loop_stop()
+    return result[0] if result else None
+
+
+def test_issued_credentials_log_in_and_wrong_ones_do_not(mosquitto: ManagedMosquitto) -> None:
+    creds = mosquitto.issue_gateway_credentials("est-a", "gw-01", "estates")
+    assert creds is not None
+    assert _connect_rc(creds.host, creds.port, creds.username, creds.password) == 0
+    assert _connect_rc(creds.host, creds.port, creds.username, "wrong") != 0
+    assert _connect_rc(creds.host, creds.port, None, None) != 0
+    # Issuing again gives the same credentials, not a second account.
+    again = mosquitto.issue_gateway_credentials("est-a", "gw-01", "estates")
+    assert again == creds
+
+
+def test_acl_lets_a_gateway_publish_only_under_its_own_prefix(
+    mosquitto: ManagedMosquitto,
+) -> None:
+    creds = mosquitto.issue_gateway_credentials("est-a", "gw-01", "estates")
+    assert creds is not None
+    ep = mosquitto.endpoint
+    got: list[str] = []
+    done = threading.Event()
+    sub = _client(ep.host, ep.port, ep.username, ep.password)
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got.append(msg.topic)
+        if msg.topic.endswith("gw-01/telemetry"):
+            done.set()
+
+    subscribed = threading.Event()
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_connect = lambda c, *a: c.subscribe("estates/#", 1)
+    sub.connect(ep.host, ep.port)
+    sub.loop_start()
+    assert subscribed.wait(5)
+
+    gw = _client(creds.host, creds.port, creds.username, creds.password)
+    gw.connect(creds.host, creds.port)
+    gw.loop_start()
+    # Same connection, in order: when the allowed message arrives, the forbidden one would
+    # already have arrived had the broker let it through.
+    gw.publish("estates/est-b/gw/gw-01/telemetry", b"{}", 1).wait_for_publish(5)
+    gw.publish("estates/est-a/gw/gw-02/telemetry", b"{}", 1).wait_for_publish(5)
+    gw.publish("estates/est-a/gw/gw-01/telemetry", b"{}", 1).wait_for_publish(5)
+    assert done.wait(5)
+    assert got == ["estates/est-a/gw/gw-01/telemetry"]
+    for c in (gw, sub):
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_embedded_broker_carries_messages(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(free_port())
+    broker.start()
+    try:
+        got = threading.Event()
+        payloads: list[bytes] = []
+        sub = _client(broker.host, broker.port, None, None)
+        subscribed = threading.Event()
+
+        def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+            payloads.append(msg.payload)
+            got.set()
+
+        sub.on_message = on_message
+        sub.on_subscribe = lambda *a: subscribed.set()
+        sub.on_connect = lambda c, *a: c.subscribe("estates/#", 1)
+        sub.connect(broker.host, broker.port)
+        sub.loop_start()
+        assert subscribed.wait(5)
+        pub = _client(broker.host, broker.port, None, None)
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        pub.publish("estates/e/gw/g/telemetry", b"hello", 1).wait_for_publish(5)
+        assert got.wait(5)
+        assert payloads == [b"hello"]
+        assert broker.issue_gateway_credentials("e", "g", "estates") is None
+        for c in (pub, sub):
+            c.disconnect()
+            c.loop_stop()
+    finally:
+        broker.stop()
+
+
+def test_mosquitto_that_cannot_start_says_why(tmp_path: Path) -> None:
+    taken = ManagedMosquitto(tmp_path / "a", free_port())
+    taken.start()
+    try:
+        second = ManagedMosquitto(tmp_path / "b", taken.port)
+        with pytest.raises(RuntimeError, match="did not start"):
+            second.start()
+    finally:
+        taken.stop()

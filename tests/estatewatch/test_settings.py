@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from estatewatch.settings import Settings, SettingsError, describe, load_settings
+from protocol.endpoint import EndpointError, parse_mqtt_url
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    f = tmp_path / "estatewatch.toml"
+    f.write_text('api_port = 9001\nmqtt_url = "mqtt://a:b@10.0.0.5:1884"\n')
+    s = load_settings(f, environ={"ESTATEWATCH_API_PORT": "9002"})
+    assert s.api_port == 9002
+    assert s.mqtt_url == "mqtt://a:b@10.0.0.5:1884"
+    assert load_settings(None, environ={}) == Settings()
+
+
+def test_bad_settings_name_the_problem(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text("api_prot = 1\n")
+    with pytest.raises(SettingsError, match="unknown setting 'api_prot'"):
+        load_settings(f, environ={})
+    with pytest.raises(SettingsError, match="ESTATEWATCH_API_PORT.*whole number"):
+        load_settings(None, environ={"ESTATEWATCH_API_PORT": "eighty"})
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "missing.toml", environ={})
+
+
+def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    s = Settings(data_dir=str(tmp_path))
+    assert s.state_database_url == f"sqlite:///{tmp_path / 'estatewatch.db'}"
+    assert Settings(database_url="postgresql://x@h/db").state_database_url == "postgresql://x@h/db"
+
+
+def test_mqtt_url() -> None:
+    ep = parse_mqtt_url("mqtt://user:p%40ss@127.0.0.1:1884")
+    assert (ep.host, ep.port, ep.username, ep.password, ep.tls) == (
+        "127.0.0.1", 1884, "user", "p@ss", False)
+    assert parse_mqtt_url("mqtts://broker.example").port == 8883
+    assert "p@ss" not in ep.url
+    with pytest.raises(EndpointError, match="mqtt://"):
+        parse_mqtt_url("http://127.0.0.1")
+
+
+def test_help_lists_every_setting() -> None:
+    out = subprocess.run([sys.executable, "-m", "estatewatch.cli", "run", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for env, _default, _help in describe():
+        assert env in out
+    for required in ("ESTATEWATCH_MQTT_URL", "ESTATEWATCH_DATA_DIR", "ESTATEWATCH_DATABASE_URL",
+                     "ESTATEWATCH_API_HOST", "ESTATEWATCH_API_PORT", "ESTATEWATCH_ADMIN_TOKEN"):
+        assert required in out

@@ -1,0 +1,88 @@
+"""The state store on SQLite and on PostgreSQL: the same tests, both databases."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from ingest.state import (
+    SCHEMA_VERSION,
+    AlreadyExists,
+    DeadLetter,
+    NotFound,
+    StateStore,
+    create_engine,
+    migrate,
+)
+
+
+@pytest.fixture
+def store(database_url: str) -> StateStore:
+    s = StateStore.open(database_url)
+    yield s
+    s.close()
+
+
+def test_estates_and_gateways(store: StateStore) -> None:
+    store.add_estate("hohhot-a", "新华小区", "呼和浩特市")
+    with pytest.raises(AlreadyExists):
+        store.add_estate("hohhot-a", "again")
+    gw = store.add_gateway("hohhot-a", "gw-01", "main")
+    assert gw["state"] == "unknown"
+    with pytest.raises(AlreadyExists):
+        store.add_gateway("hohhot-a", "gw-01")
+    with pytest.raises(NotFound):
+        store.add_gateway("nowhere", "gw-01")
+    assert store.registered_gateways() == {("hohhot-a", "gw-01")}
+    store.set_gateway_status("hohhot-a", "gw-01", "offline", 123, "1.4.2", 7)
+    g = store.get_gateway("hohhot-a", "gw-01")
+    assert (g["state"], g["state_ms"], g["fw"], g["buffered"]) == ("offline", 123, "1.4.2", 7)
+    assert [e["name"] for e in store.list_estates()] == ["新华小区"]
+
+
+def test_devices_are_registered_once(store: StateStore) -> None:
+    store.add_estate("e1", "E1")
+    store.add_devices([("e1", "lift-1", "elevator", "gw-01", 10)])
+    store.add_devices([("e1", "lift-1", "elevator", "gw-01", 20), ("e1", "ws-01",
+                       "weather_station", "gw-01", 30)])
+    devs = store.list_devices("e1")
+    assert [(d["id"], d["first_seen_ms"]) for d in devs] == [("lift-1", 10), ("ws-01", 30)]
+    assert store.known_devices() == {("e1", "lift-1"), ("e1", "ws-01")}
+
+
+def test_dead_letters_keep_payload_reason_and_topic(store: StateStore) -> None:
+    store.add_dead_letters([
+        DeadLetter(1000, "estates/e1/gw/g/telemetry", "invalid_json", "not JSON", b"\xff{",
+                   "e1", "g"),
+        DeadLetter(2000, "estates/e1/gw/g/telemetry", "out_of_range", "too high", b"{}", "e1",
+                   "g", 3),
+    ])
+    rows = store.list_dead_letters()
+    assert [r["reason"] for r in rows] == ["out_of_range", "invalid_json"]
+    assert rows[1]["payload"] == b"\xff{"
+    assert rows[0]["item_index"] == 3
+    assert store.count_dead_letters() == {"invalid_json": 1, "out_of_range": 1}
+    assert [r["reason"] for r in store.list_dead_letters(reason="invalid_json")] == ["invalid_json"]
+    assert store.purge_dead_letters(older_than_ms=1500) == 1
+    assert store.count_dead_letters() == {"out_of_range": 1}
+
+
+def test_migration_stamps_and_is_idempotent(database_url: str) -> None:
+    engine = create_engine(database_url)
+    assert migrate(engine) == 0
+    assert migrate(engine) == SCHEMA_VERSION
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT version FROM schema_version")).scalars().all()
+    assert versions == [SCHEMA_VERSION]
+    engine.dispose()
+
+
+def test_refuses_a_newer_schema(database_url: str) -> None:
+    engine = create_engine(database_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO schema_version VALUES (:v, 0)"),
+                     {"v": SCHEMA_VERSION + 1})
+    with pytest.raises(RuntimeError, match="upgrade estatewatch"):
+        migrate(engine)
+    engine.dispose()
