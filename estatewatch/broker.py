@@ -272,8 +272,9 @@ class EmbeddedBroker:
             asyncio.set_event_loop(loop)
             config = {
                 "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {
-                    "allow_anonymous": True}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
             }
 
             async def main() -> None:

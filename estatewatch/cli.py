@@ -14,8 +14,9 @@ from estatewatch.settings import SettingsError, describe, load_settings
 
 
 def _settings_help() -> str:
-    lines = ["settings (a TOML file given with --config, each overridden by its environment "
-             "variable):"]
+    lines = [
+        "settings (a TOML file given with --config, each overridden by its environment variable):"
+    ]
     for env, default, text in describe():
         lines.append(f"  {env:<38} {text} (default {default})")
     return "\n".join(lines)
@@ -30,16 +31,29 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the service in one process", epilog=_settings_help(),
-                         formatter_class=fmt)
+    run = sub.add_parser(
+        "run", help="run the service in one process", epilog=_settings_help(), formatter_class=fmt
+    )
     run.add_argument("--config", help="settings file (TOML)")
-    run.add_argument("--role", choices=["all"], default="all",
-                     help="which parts to run (scale-out roles come with the ingest issue)")
-    demo = sub.add_parser("demo", help="run the service with two simulated estates",
-                          epilog=_settings_help(), formatter_class=fmt)
+    run.add_argument(
+        "--role",
+        choices=["all"],
+        default="all",
+        help="which parts to run (scale-out roles come with the ingest issue)",
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="run the service with two simulated estates",
+        epilog=_settings_help(),
+        formatter_class=fmt,
+    )
     demo.add_argument("--config", help="settings file (TOML)")
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
     demo.add_argument("--seed", type=int, default=2026, help="simulation seed")
     return p
 

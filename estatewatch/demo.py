@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,19 +23,19 @@ DEMO_ESTATES = (
 
 def register(service: Service, spec: EstateSpec) -> MqttEndpoint:
     """Register the estate and its gateway as an admin would, and return how the gateway logs in."""
-    try:
+    with contextlib.suppress(AlreadyExists):  # a demo run again on the same data dir
         service.state.add_estate(spec.estate, spec.name, spec.region)
-    except AlreadyExists:
-        pass
-    try:
+    with contextlib.suppress(AlreadyExists):
         service.state.add_gateway(spec.estate, spec.gateway, "demo gateway")
-    except AlreadyExists:
-        pass
     service.ingest.registry.reload()
     assert service.endpoint is not None
-    creds = service.broker.issue_gateway_credentials(
-        spec.estate, spec.gateway, service.settings.mqtt_root
-    ) if service.broker else None
+    creds = (
+        service.broker.issue_gateway_credentials(
+            spec.estate, spec.gateway, service.settings.mqtt_root
+        )
+        if service.broker
+        else None
+    )
     if creds is None:
         return service.endpoint
     return MqttEndpoint(creds.host, creds.port, creds.username, creds.password)
@@ -48,8 +49,11 @@ class SimulatedGateway(threading.Thread):
         self.spec = spec
         self.sim = SimulatedEstate(spec, service.catalog, seed, now_ms())
         self.publisher = GatewayPublisher(
-            spec.estate, spec.gateway, register(service, spec),
-            service.settings.data_path / "gateways", root=service.settings.mqtt_root,
+            spec.estate,
+            spec.gateway,
+            register(service, spec),
+            service.settings.data_path / "gateways",
+            root=service.settings.mqtt_root,
             fw="estatewatch-sim 0.1",
         )
         self.sent = 0
@@ -73,20 +77,26 @@ def run_demo(service: Service, duration_s: float | None, seed: int = 2026) -> No
     gateways = [SimulatedGateway(service, spec, seed + i) for i, spec in enumerate(DEMO_ESTATES)]
     for g in gateways:
         g.start()
-    print(f"\n  estatewatch demo is running · 演示已启动\n"
-          f"  open · 打开:  {service.url}/#token={service.token}\n"
-          f"  API docs:    {service.url}/docs\n"
-          f"  estates:     {', '.join(s.estate for s in DEMO_ESTATES)}\n"
-          f"  Ctrl-C stops everything · 按 Ctrl-C 停止\n", flush=True)
+    print(
+        f"\n  estatewatch demo is running · 演示已启动\n"
+        f"  open · 打开:  {service.url}/#token={service.token}\n"
+        f"  API docs:    {service.url}/docs\n"
+        f"  estates:     {', '.join(s.estate for s in DEMO_ESTATES)}\n"
+        f"  Ctrl-C stops everything · 按 Ctrl-C 停止\n",
+        flush=True,
+    )
     started = time.monotonic()
     try:
         while duration_s is None or time.monotonic() - started < duration_s:
             time.sleep(min(5.0, duration_s or 5.0))
             st = service.ingest.stats
             sent = sum(g.sent for g in gateways)
-            print(f"  [{time.strftime('%H:%M:%S')}] sent {sent} readings · stored {st.readings}"
-                  f" · dead letters {sum(st.dead_letters.values())}"
-                  f" · queue {service.ingest.queue_depth}", flush=True)
+            print(
+                f"  [{time.strftime('%H:%M:%S')}] sent {sent} readings · stored {st.readings}"
+                f" · dead letters {sum(st.dead_letters.values())}"
+                f" · queue {service.ingest.queue_depth}",
+                flush=True,
+            )
     finally:
         for g in gateways:
             g.stop()

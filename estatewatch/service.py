@@ -73,22 +73,27 @@ class Service:
             self.broker = local_broker(s.data_path / "broker", s.broker_port, s.mqtt_root)
             self.broker.start()
             self.endpoint = self.broker.endpoint
-            log.info("broker: %s started by the service on %s", self.broker.name,
-                     self.endpoint.url)
+            log.info("broker: %s started by the service on %s", self.broker.name, self.endpoint.url)
 
         self.state = StateStore.open(s.state_database_url)
         self.telemetry_writer = TelemetryWriter(s.telemetry_path)
         self.telemetry_reader = TelemetryReader(s.telemetry_path)
         self.ingest = Ingest(
-            self.endpoint, self.state, self.telemetry_writer, self.catalog, root=s.mqtt_root,
-            queue_size=s.ingest_queue_size, linger_s=s.commit_interval_ms / 1000,
+            self.endpoint,
+            self.state,
+            self.telemetry_writer,
+            self.catalog,
+            root=s.mqtt_root,
+            queue_size=s.ingest_queue_size,
+            linger_s=s.commit_interval_ms / 1000,
             max_batch_readings=s.commit_max_readings,
         )
         self.ingest.start()
 
         self.scheduler = BackgroundScheduler(timezone=UTC)
-        self.scheduler.add_job(self._purge_dead_letters, "interval", hours=1,
-                               id="purge-dead-letters")
+        self.scheduler.add_job(
+            self._purge_dead_letters, "interval", hours=1, id="purge-dead-letters"
+        )
         self.scheduler.start()
 
         self._start_api()
@@ -111,8 +116,13 @@ class Service:
             health=self.health,
             on_gateway_registered=lambda e, g: self.ingest.registry.reload(),
         )
-        config = uvicorn.Config(create_app(ctx), host=s.api_host, port=self.api_port,
-                                log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            create_app(ctx),
+            host=s.api_host,
+            port=self.api_port,
+            log_level="warning",
+            access_log=False,
+        )
         self._server = uvicorn.Server(config)
         self._api_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
         self._api_thread.start()
@@ -131,8 +141,11 @@ class Service:
         cutoff = now_ms() - self.settings.deadletter_retention_days * 86_400_000
         n = self.state.purge_dead_letters(cutoff)
         if n:
-            log.info("purged %d dead letters older than %d days", n,
-                     self.settings.deadletter_retention_days)
+            log.info(
+                "purged %d dead letters older than %d days",
+                n,
+                self.settings.deadletter_retention_days,
+            )
 
     def health(self) -> dict[str, Any]:
         st = self.ingest.stats
@@ -172,4 +185,3 @@ class Service:
             self.state.close()
         if self.broker:
             self.broker.stop()
-

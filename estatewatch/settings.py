@@ -27,32 +27,41 @@ class Settings:
 
     mqtt_url: str = field(
         default="",
-        metadata={"help": "broker to use, e.g. mqtt://user:pass@127.0.0.1:1883; "
-                  "empty: start a local Mosquitto (or, without one, an embedded Python broker)"},
+        metadata={
+            "help": "broker to use, e.g. mqtt://user:pass@127.0.0.1:1883; "
+            "empty: start a local Mosquitto (or, without one, an embedded Python broker)"
+        },
     )
     mqtt_root: str = field(default="estates", metadata={"help": "topic root prefix"})
     broker_port: int = field(
         default=1883,
-        metadata={"help": "port for the broker the service starts itself "
-                  "(a free port is chosen when this one is taken)"},
+        metadata={
+            "help": "port for the broker the service starts itself "
+            "(a free port is chosen when this one is taken)"
+        },
     )
     data_dir: str = field(
         default="./data", metadata={"help": "folder for the databases, broker files and logs"}
     )
     database_url: str = field(
         default="",
-        metadata={"help": "state database, sqlite:///path or postgresql://user@host/db; "
-                  "empty: SQLite estatewatch.db in the data dir"},
+        metadata={
+            "help": "state database, sqlite:///path or postgresql://user@host/db; "
+            "empty: SQLite estatewatch.db in the data dir"
+        },
     )
     api_host: str = field(default="127.0.0.1", metadata={"help": "address the API listens on"})
     api_port: int = field(default=8000, metadata={"help": "port the API listens on"})
     admin_token: str = field(
         default="",
-        metadata={"help": "bearer token of the bootstrap admin; empty: one is generated "
-                  "and kept in the data dir"},
+        metadata={
+            "help": "bearer token of the bootstrap admin; empty: one is generated "
+            "and kept in the data dir"
+        },
     )
     ingest_queue_size: int = field(
-        default=1000, metadata={"help": "MQTT messages held between the broker and the store writer"}
+        default=1000,
+        metadata={"help": "MQTT messages held between the broker and the store writer"},
     )
     commit_interval_ms: int = field(
         default=500, metadata={"help": "longest a received reading waits before it is committed"}

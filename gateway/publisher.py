@@ -101,14 +101,20 @@ class GatewayPublisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: object,
-                    _p: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
         if getattr(reason, "is_failure", False):
-            log.error("gateway %s/%s: broker refused the connection: %s", self.estate, self.gw,
-                      reason)
+            log.error(
+                "gateway %s/%s: broker refused the connection: %s", self.estate, self.gw, reason
+            )
             return
-        client.publish(self.topic(Channel.STATUS),
-                       encode_status(self.gw, "online", now_ms(), fw=self.fw, buffered=0), 1, True)
+        client.publish(
+            self.topic(Channel.STATUS),
+            encode_status(self.gw, "online", now_ms(), fw=self.fw, buffered=0),
+            1,
+            True,
+        )
         self._connected.set()
 
     def _on_disconnect(self, *_args: object) -> None:
@@ -122,14 +128,16 @@ class GatewayPublisher:
     def publish_telemetry(self, readings: Sequence[Reading]) -> list[mqtt.MQTTMessageInfo]:
         infos = []
         for i in range(0, len(readings), MAX_ITEMS):
-            payload = encode_telemetry(self.gw, self.seq.next(), now_ms(), readings[i:i + MAX_ITEMS])
+            payload = encode_telemetry(
+                self.gw, self.seq.next(), now_ms(), readings[i : i + MAX_ITEMS]
+            )
             infos.append(self.client.publish(self.topic(Channel.TELEMETRY), payload, 1))
         return infos
 
     def publish_events(self, events: Sequence[Event]) -> list[mqtt.MQTTMessageInfo]:
         infos = []
         for i in range(0, len(events), MAX_ITEMS):
-            payload = encode_events(self.gw, self.seq.next(), now_ms(), events[i:i + MAX_ITEMS])
+            payload = encode_events(self.gw, self.seq.next(), now_ms(), events[i : i + MAX_ITEMS])
             infos.append(self.client.publish(self.topic(Channel.EVENTS), payload, 1))
         return infos
 
@@ -137,8 +145,10 @@ class GatewayPublisher:
         """Announce ``offline`` (retained) and disconnect cleanly."""
         if self.connected:
             info = self.client.publish(
-                self.topic(Channel.STATUS), encode_status(self.gw, "offline", now_ms(), fw=self.fw),
-                1, True,
+                self.topic(Channel.STATUS),
+                encode_status(self.gw, "offline", now_ms(), fw=self.fw),
+                1,
+                True,
             )
             info.wait_for_publish(5)
         self.client.disconnect()

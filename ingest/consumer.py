@@ -159,8 +159,9 @@ class Ingest:
         self._connected.clear()
 
     # --- MQTT network thread -----------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, _u: object, _flags: object, reason: object,
-                    _props: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _flags: object, reason: object, _props: object
+    ) -> None:
         if getattr(reason, "is_failure", False):
             log.error("ingest: broker refused the connection: %s", reason)
             return
@@ -169,8 +170,9 @@ class Ingest:
         self._connected.set()
         log.info("ingest: connected to %s", self.endpoint.url)
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _flags: object, reason: object,
-                       _props: object) -> None:
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _flags: object, reason: object, _props: object
+    ) -> None:
         self._connected.clear()
         if not self._closing.is_set():
             log.warning("ingest: disconnected from broker (%s); reconnecting", reason)
@@ -181,13 +183,13 @@ class Ingest:
         received = now_ms()
         self.stats.received += 1
         try:
-            delivery = judge(msg.topic, msg.payload, received, self.registry, self.catalog,
-                             self.root)
+            payload = bytes(msg.payload)
+            delivery = judge(msg.topic, payload, received, self.registry, self.catalog, self.root)
         except Exception as exc:  # a bug must not stop ingest; keep the message for a person
             log.exception("ingest: could not judge a message on %s", msg.topic)
             delivery = Delivery(topic=msg.topic, received_ms=received)
             delivery.dead_letters.append(
-                DeadLetter(received, msg.topic, "internal_error", repr(exc), msg.payload)
+                DeadLetter(received, msg.topic, "internal_error", repr(exc), bytes(msg.payload))
             )
         self._queue.put(_Received(delivery, msg.mid, msg.qos, self._generation))
 
@@ -249,13 +251,19 @@ class Ingest:
             self.state.add_dead_letters(letters)
             for d in deliveries:
                 if d.status is not None and d.estate and d.gateway:
-                    s = d.status
-                    self.state.set_gateway_status(d.estate, d.gateway, s.state, s.ts, s.fw,
-                                                  s.buffered)
+                    gs = d.status
+                    self.state.set_gateway_status(
+                        d.estate, d.gateway, gs.state, gs.ts, gs.fw, gs.buffered
+                    )
                 if d.command_ack is not None:
-                    log.info("gateway %s/%s acknowledged command %s: ok=%s %s", d.estate,
-                             d.gateway, d.command_ack.id, d.command_ack.ok,
-                             d.command_ack.error or "")
+                    log.info(
+                        "gateway %s/%s acknowledged command %s: ok=%s %s",
+                        d.estate,
+                        d.gateway,
+                        d.command_ack.id,
+                        d.command_ack.ok,
+                        d.command_ack.error or "",
+                    )
         except Exception:
             self.stats.commit_failures += 1
             log.exception("ingest: commit failed; retrying (nothing is acknowledged until then)")

@@ -29,7 +29,6 @@ from protocol.messages import (
 from protocol.topics import Channel, TopicError, parse_gateway_topic
 
 
-
 class Registry(Protocol):
     """Which estates and gateways may publish."""
 
@@ -67,8 +66,9 @@ def _item_letter(
             body = orjson.dumps(reject.item)
         except TypeError:
             body = repr(reject.item).encode()
-    return DeadLetter(received_ms, topic, reject.reason.value, reject.detail, body, estate, gw,
-                      reject.index)
+    return DeadLetter(
+        received_ms, topic, reject.reason.value, reject.detail, body, estate, gw, reject.index
+    )
 
 
 def judge(

@@ -124,7 +124,9 @@ def migrate(engine: Engine) -> int:
     with engine.begin() as conn:
         if not sa.inspect(conn).has_table("schema_version"):
             metadata.create_all(conn)
-            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION, applied_ms=now_ms()))
+            conn.execute(
+                schema_version.insert().values(version=SCHEMA_VERSION, applied_ms=now_ms())
+            )
             return 0
         found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar_one()
         if found > SCHEMA_VERSION:
@@ -183,7 +185,9 @@ class StateStore:
             with self.engine.begin() as conn:
                 conn.execute(gateways.insert().values(**row))
         except sa.exc.IntegrityError:
-            raise AlreadyExists(f"gateway {gw_id!r} already exists in estate {estate_id!r}") from None
+            raise AlreadyExists(
+                f"gateway {gw_id!r} already exists in estate {estate_id!r}"
+            ) from None
         return self.get_gateway(estate_id, gw_id)
 
     def get_gateway(self, estate_id: str, gw_id: str) -> dict[str, Any]:
@@ -272,7 +276,10 @@ class StateStore:
             )
 
     def list_dead_letters(
-        self, reason: str | None = None, estate: str | None = None, limit: int = 100,
+        self,
+        reason: str | None = None,
+        estate: str | None = None,
+        limit: int = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         q = sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit).offset(offset)
@@ -292,5 +299,7 @@ class StateStore:
 
     def purge_dead_letters(self, older_than_ms: int) -> int:
         with self.engine.begin() as conn:
-            res = conn.execute(dead_letters.delete().where(dead_letters.c.received_ms < older_than_ms))
+            res = conn.execute(
+                dead_letters.delete().where(dead_letters.c.received_ms < older_than_ms)
+            )
         return int(res.rowcount or 0)

@@ -64,8 +64,9 @@ def _split(value: Value) -> tuple[float | None, str | None]:
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+        )
     else:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -83,7 +84,8 @@ class TelemetryWriter:
         self.conn = connect(path)
         self._migrate()
         self._series: dict[tuple[str, str, str], int] = {
-            (e, d, m): i for i, e, d, m in self.conn.execute("SELECT id, estate, device, metric FROM series")
+            (e, d, m): i
+            for i, e, d, m in self.conn.execute("SELECT id, estate, device, metric FROM series")
         }
 
     def _migrate(self) -> None:
@@ -131,8 +133,17 @@ class TelemetryWriter:
                         if prev is None or prev[0] <= r.ts:
                             newest[sid] = row
                 for e in b.events:
-                    event_rows.append((e.ts, b.estate, b.gateway, e.dev, e.kind, e.type,
-                                       orjson.dumps(e.data).decode()))
+                    event_rows.append(
+                        (
+                            e.ts,
+                            b.estate,
+                            b.gateway,
+                            e.dev,
+                            e.kind,
+                            e.type,
+                            orjson.dumps(e.data).decode(),
+                        )
+                    )
             self.conn.executemany("INSERT INTO readings VALUES (?, ?, ?, ?)", rows)
             # Older readings replayed from a gateway's buffer must not overwrite "now".
             self.conn.executemany(
@@ -199,7 +210,13 @@ class TelemetryReader:
             (estate, limit),
         )
         return [
-            {"ts": ts, "gateway": gw, "dev": dev, "kind": kind, "type": typ,
-             "data": orjson.loads(data)}
+            {
+                "ts": ts,
+                "gateway": gw,
+                "dev": dev,
+                "kind": kind,
+                "type": typ,
+                "data": orjson.loads(data),
+            }
             for ts, gw, dev, kind, typ, data in cur
         ]

@@ -31,7 +31,11 @@ class EstateSpec:
 
 
 def small_estate(
-    estate: str, name: str, region: str, january_mean_c: float, buildings: int = 3,
+    estate: str,
+    name: str,
+    region: str,
+    january_mean_c: float,
+    buildings: int = 3,
     gateway: str = "gw-01",
 ) -> EstateSpec:
     """About 15 devices a building plus the estate's shared plant: every family is present."""
@@ -67,7 +71,9 @@ def small_estate(
 def outdoor_temp_c(spec: EstateSpec, t_ms: int) -> float:
     """Seasonal plus diurnal cycle: coldest mid-January and at dawn, warmest mid-July and 15:00."""
     day_of_year = (t_ms / 86_400_000) % 365.25
-    seasonal = spec.january_mean_c + 17.5 * (1 - math.cos(2 * math.pi * (day_of_year - 15) / 365.25))
+    seasonal = spec.january_mean_c + 17.5 * (
+        1 - math.cos(2 * math.pi * (day_of_year - 15) / 365.25)
+    )
     hour = (t_ms / HOUR_MS + 8) % 24  # Asia/Shanghai
     return seasonal + 6 * math.cos(2 * math.pi * (hour - 15) / 24)
 

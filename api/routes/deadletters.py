@@ -25,5 +25,9 @@ def list_dead_letters(
         payload: bytes = r.pop("payload")
         r["payload"] = payload.decode("utf-8", errors="replace")
         items.append(r)
-    return {"items": items, "counts": ctx.state.count_dead_letters(), "limit": limit,
-            "offset": offset}
+    return {
+        "items": items,
+        "counts": ctx.state.count_dead_letters(),
+        "limit": limit,
+        "offset": offset,
+    }

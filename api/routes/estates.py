@@ -94,15 +94,19 @@ def device_views(
             and d["gateway"] not in offline_gateways
             and now_ms - last_seen <= ONLINE_INTERVALS * interval_ms
         )
-        out.append({
-            "id": d["id"],
-            "kind": d["kind"],
-            "family": kind.family if kind else None,
-            "gateway": d["gateway"],
-            "metrics": {m: _typed(catalog, d["kind"], m, v) for m, (_, v) in sorted(metrics.items())},
-            "last_seen_ms": last_seen,
-            "online": online,
-        })
+        out.append(
+            {
+                "id": d["id"],
+                "kind": d["kind"],
+                "family": kind.family if kind else None,
+                "gateway": d["gateway"],
+                "metrics": {
+                    m: _typed(catalog, d["kind"], m, v) for m, (_, v) in sorted(metrics.items())
+                },
+                "last_seen_ms": last_seen,
+                "online": online,
+            }
+        )
     return out
 
 

@@ -26,7 +26,9 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, StateStore, TelemetryWr
     writer = TelemetryWriter(tmp_path / "t.db")
     issued: list[tuple[str, str]] = []
     ctx = ApiContext(
-        state=state, telemetry=TelemetryReader(tmp_path / "t.db"), catalog=default_catalog(),
+        state=state,
+        telemetry=TelemetryReader(tmp_path / "t.db"),
+        catalog=default_catalog(),
         admin_token=TOKEN,
         issue_credentials=lambda e, g: issued.append((e, g)) or {"username": f"{e}.{g}"},
     )
@@ -35,7 +37,9 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, StateStore, TelemetryWr
     state.close()
 
 
-def test_every_api_call_needs_the_token(client: tuple[TestClient, StateStore, TelemetryWriter]) -> None:
+def test_every_api_call_needs_the_token(
+    client: tuple[TestClient, StateStore, TelemetryWriter],
+) -> None:
     c, _, _ = client
     r = c.get("/api/v1/estates")
     assert r.status_code == 401
@@ -69,15 +73,33 @@ def test_devices_show_latest_typed_values(
     state.add_gateway("e1", "gw-01")
     state.add_devices([("e1", "lift-1", "elevator", "gw-01", 1)])
     import time
+
     now = time.time_ns() // 1_000_000
-    writer.write([EstateBatch("e1", "gw-01", readings=[
-        Reading("lift-1", "elevator", now, {"floor": 4, "running": True, "mode": "normal"})])])
+    writer.write(
+        [
+            EstateBatch(
+                "e1",
+                "gw-01",
+                readings=[
+                    Reading(
+                        "lift-1", "elevator", now, {"floor": 4, "running": True, "mode": "normal"}
+                    )
+                ],
+            )
+        ]
+    )
     items = c.get("/api/v1/estates/e1/devices", headers=AUTH).json()["items"]
-    assert items == [{
-        "id": "lift-1", "kind": "elevator", "family": "elevator", "gateway": "gw-01",
-        "metrics": {"floor": 4, "mode": "normal", "running": True},
-        "last_seen_ms": now, "online": True,
-    }]
+    assert items == [
+        {
+            "id": "lift-1",
+            "kind": "elevator",
+            "family": "elevator",
+            "gateway": "gw-01",
+            "metrics": {"floor": 4, "mode": "normal", "running": True},
+            "last_seen_ms": now,
+            "online": True,
+        }
+    ]
 
 
 def test_online_flag_follows_reporting_interval_and_gateway_state() -> None:

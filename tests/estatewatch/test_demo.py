@@ -16,11 +16,17 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_shows_both_estates_updating_within_30_s(tmp_path: Path) -> None:
-    env = {**os.environ, "ESTATEWATCH_DATA_DIR": str(tmp_path / "data"),
-           "ESTATEWATCH_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "ESTATEWATCH_DATA_DIR": str(tmp_path / "data"),
+        "ESTATEWATCH_LOG_LEVEL": "WARNING",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "estatewatch.cli", "demo", "--duration", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     started = time.monotonic()
     try:
@@ -34,7 +40,9 @@ def test_demo_shows_both_estates_updating_within_30_s(tmp_path: Path) -> None:
         assert url and token, "the demo did not print the URL to open"
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
         assert {e["id"] for e in api.get("/api/v1/estates").json()["items"]} == {
-            "hohhot-xinhua", "hailar-beiyuan"}
+            "hohhot-xinhua",
+            "hailar-beiyuan",
+        }
         first: dict[str, dict[str, int]] = {"hohhot-xinhua": {}, "hailar-beiyuan": {}}
         updated: set[str] = set()
         while time.monotonic() - started < 30 and len(updated) < 2:

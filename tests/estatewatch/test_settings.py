@@ -24,7 +24,7 @@ def test_bad_settings_name_the_problem(tmp_path: Path) -> None:
     f.write_text("api_prot = 1\n")
     with pytest.raises(SettingsError, match="unknown setting 'api_prot'"):
         load_settings(f, environ={})
-    with pytest.raises(SettingsError, match="ESTATEWATCH_API_PORT.*whole number"):
+    with pytest.raises(SettingsError, match=r"ESTATEWATCH_API_PORT.*whole number"):
         load_settings(None, environ={"ESTATEWATCH_API_PORT": "eighty"})
     with pytest.raises(SettingsError, match="not found"):
         load_settings(tmp_path / "missing.toml", environ={})
@@ -39,7 +39,12 @@ def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
 def test_mqtt_url() -> None:
     ep = parse_mqtt_url("mqtt://user:p%40ss@127.0.0.1:1884")
     assert (ep.host, ep.port, ep.username, ep.password, ep.tls) == (
-        "127.0.0.1", 1884, "user", "p@ss", False)
+        "127.0.0.1",
+        1884,
+        "user",
+        "p@ss",
+        False,
+    )
     assert parse_mqtt_url("mqtts://broker.example").port == 8883
     assert "p@ss" not in ep.url
     with pytest.raises(EndpointError, match="mqtt://"):
@@ -47,10 +52,20 @@ def test_mqtt_url() -> None:
 
 
 def test_help_lists_every_setting() -> None:
-    out = subprocess.run([sys.executable, "-m", "estatewatch.cli", "run", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "estatewatch.cli", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for env, _default, _help in describe():
         assert env in out
-    for required in ("ESTATEWATCH_MQTT_URL", "ESTATEWATCH_DATA_DIR", "ESTATEWATCH_DATABASE_URL",
-                     "ESTATEWATCH_API_HOST", "ESTATEWATCH_API_PORT", "ESTATEWATCH_ADMIN_TOKEN"):
+    for required in (
+        "ESTATEWATCH_MQTT_URL",
+        "ESTATEWATCH_DATA_DIR",
+        "ESTATEWATCH_DATABASE_URL",
+        "ESTATEWATCH_API_HOST",
+        "ESTATEWATCH_API_PORT",
+        "ESTATEWATCH_ADMIN_TOKEN",
+    ):
         assert required in out

@@ -30,11 +30,13 @@ def batch(readings: list[object], gw: str = "gw-01", seq: int = 5) -> bytes:
 
 
 def test_valid_readings_flow_on_as_one_batch_and_bad_ones_are_dead_lettered() -> None:
-    payload = batch([
-        {"dev": "h-1", "kind": "fire_hydrant", "ts": NOW, "m": {"pressure_mpa": 0.3}},
-        {"dev": "h-2", "kind": "fire_hydrant", "ts": NOW, "m": {"pressure_mpa": 50}},
-        {"dev": "h-3", "kind": "fire_hydrant", "ts": NOW, "m": {"pressure_mpa": 0.2}},
-    ])
+    payload = batch(
+        [
+            {"dev": "h-1", "kind": "fire_hydrant", "ts": NOW, "m": {"pressure_mpa": 0.3}},
+            {"dev": "h-2", "kind": "fire_hydrant", "ts": NOW, "m": {"pressure_mpa": 50}},
+            {"dev": "h-3", "kind": "fire_hydrant", "ts": NOW, "m": {"pressure_mpa": 0.2}},
+        ]
+    )
     d = judge("estates/e1/gw/gw-01/telemetry", payload, NOW, REG, CAT)
     assert d.estate == "e1" and d.gateway == "gw-01" and d.seq == 5
     assert d.batch is not None
@@ -63,9 +65,23 @@ def test_bad_topic_and_whole_message_rejects_keep_the_payload() -> None:
 
 
 def test_events_and_status() -> None:
-    ev = orjson.dumps({"v": 1, "gw": "gw-01", "seq": 9, "sent": NOW, "events": [
-        {"dev": "lift-1", "kind": "elevator", "ts": NOW, "type": "elevator.trapped",
-         "data": {"floor": 7}}]})
+    ev = orjson.dumps(
+        {
+            "v": 1,
+            "gw": "gw-01",
+            "seq": 9,
+            "sent": NOW,
+            "events": [
+                {
+                    "dev": "lift-1",
+                    "kind": "elevator",
+                    "ts": NOW,
+                    "type": "elevator.trapped",
+                    "data": {"floor": 7},
+                }
+            ],
+        }
+    )
     d = judge("estates/e1/gw/gw-01/events", ev, NOW, REG, CAT)
     assert d.batch is not None and d.batch.events[0].type == "elevator.trapped"
     assert d.dead_letters == []

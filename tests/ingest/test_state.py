@@ -43,20 +43,25 @@ def test_estates_and_gateways(store: StateStore) -> None:
 def test_devices_are_registered_once(store: StateStore) -> None:
     store.add_estate("e1", "E1")
     store.add_devices([("e1", "lift-1", "elevator", "gw-01", 10)])
-    store.add_devices([("e1", "lift-1", "elevator", "gw-01", 20), ("e1", "ws-01",
-                       "weather_station", "gw-01", 30)])
+    store.add_devices(
+        [("e1", "lift-1", "elevator", "gw-01", 20), ("e1", "ws-01", "weather_station", "gw-01", 30)]
+    )
     devs = store.list_devices("e1")
     assert [(d["id"], d["first_seen_ms"]) for d in devs] == [("lift-1", 10), ("ws-01", 30)]
     assert store.known_devices() == {("e1", "lift-1"), ("e1", "ws-01")}
 
 
 def test_dead_letters_keep_payload_reason_and_topic(store: StateStore) -> None:
-    store.add_dead_letters([
-        DeadLetter(1000, "estates/e1/gw/g/telemetry", "invalid_json", "not JSON", b"\xff{",
-                   "e1", "g"),
-        DeadLetter(2000, "estates/e1/gw/g/telemetry", "out_of_range", "too high", b"{}", "e1",
-                   "g", 3),
-    ])
+    store.add_dead_letters(
+        [
+            DeadLetter(
+                1000, "estates/e1/gw/g/telemetry", "invalid_json", "not JSON", b"\xff{", "e1", "g"
+            ),
+            DeadLetter(
+                2000, "estates/e1/gw/g/telemetry", "out_of_range", "too high", b"{}", "e1", "g", 3
+            ),
+        ]
+    )
     rows = store.list_dead_letters()
     assert [r["reason"] for r in rows] == ["out_of_range", "invalid_json"]
     assert rows[1]["payload"] == b"\xff{"
@@ -81,8 +86,9 @@ def test_refuses_a_newer_schema(database_url: str) -> None:
     engine = create_engine(database_url)
     migrate(engine)
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO schema_version VALUES (:v, 0)"),
-                     {"v": SCHEMA_VERSION + 1})
+        conn.execute(
+            sa.text("INSERT INTO schema_version VALUES (:v, 0)"), {"v": SCHEMA_VERSION + 1}
+        )
     with pytest.raises(RuntimeError, match="upgrade estatewatch"):
         migrate(engine)
     engine.dispose()

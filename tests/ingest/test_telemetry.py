@@ -10,10 +10,21 @@ def test_write_latest_and_events(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     w = TelemetryWriter(path)
     r = TelemetryReader(path)
-    w.write([EstateBatch("e1", "gw-01", readings=[
-        Reading("lift-1", "elevator", 1000, {"floor": 3, "running": True, "mode": "normal"}),
-        Reading("lift-1", "elevator", 2000, {"floor": 5}),
-    ], events=[Event("lift-1", "elevator", 1500, "elevator.trapped", {"floor": 3})])])
+    w.write(
+        [
+            EstateBatch(
+                "e1",
+                "gw-01",
+                readings=[
+                    Reading(
+                        "lift-1", "elevator", 1000, {"floor": 3, "running": True, "mode": "normal"}
+                    ),
+                    Reading("lift-1", "elevator", 2000, {"floor": 5}),
+                ],
+                events=[Event("lift-1", "elevator", 1500, "elevator.trapped", {"floor": 3})],
+            )
+        ]
+    )
     latest = r.latest("e1")
     assert latest["lift-1"]["floor"] == (2000, 5.0)
     assert latest["lift-1"]["running"] == (1000, 1.0)
@@ -25,10 +36,20 @@ def test_write_latest_and_events(tmp_path: Path) -> None:
 def test_an_older_reading_replayed_later_does_not_overwrite_now(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     w = TelemetryWriter(path)
-    w.write([EstateBatch("e1", "g", readings=[Reading("h-1", "fire_hydrant", 5000,
-                                                      {"pressure_mpa": 0.3})])])
-    w.write([EstateBatch("e1", "g", readings=[Reading("h-1", "fire_hydrant", 4000,
-                                                      {"pressure_mpa": 0.1})])])
+    w.write(
+        [
+            EstateBatch(
+                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 5000, {"pressure_mpa": 0.3})]
+            )
+        ]
+    )
+    w.write(
+        [
+            EstateBatch(
+                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 4000, {"pressure_mpa": 0.1})]
+            )
+        ]
+    )
     assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (5000, 0.3)
     assert TelemetryReader(path).count_readings() == 2
 
@@ -36,12 +57,22 @@ def test_an_older_reading_replayed_later_does_not_overwrite_now(tmp_path: Path) 
 def test_series_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     w = TelemetryWriter(path)
-    w.write([EstateBatch("e1", "g", readings=[Reading("h-1", "fire_hydrant", 1,
-                                                      {"pressure_mpa": 0.3})])])
+    w.write(
+        [
+            EstateBatch(
+                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 1, {"pressure_mpa": 0.3})]
+            )
+        ]
+    )
     w.close()
     w2 = TelemetryWriter(path)
-    w2.write([EstateBatch("e1", "g", readings=[Reading("h-1", "fire_hydrant", 2,
-                                                       {"pressure_mpa": 0.4})])])
+    w2.write(
+        [
+            EstateBatch(
+                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 2, {"pressure_mpa": 0.4})]
+            )
+        ]
+    )
     n = w2.conn.execute("SELECT count(*) FROM series").fetchone()[0]
     assert n == 1
     assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (2, 0.4)

@@ -38,9 +38,25 @@ def pub(service: Service, topic: str, payload: bytes) -> None:
     ep = service.endpoint
     assert ep is not None and ep.username and ep.password
     subprocess.run(
-        [mosquitto_pub(), "-h", ep.host, "-p", str(ep.port), "-u", ep.username, "-P", ep.password,
-         "-q", "1", "-t", topic, "-s"],
-        input=payload, check=True, timeout=10,
+        [
+            mosquitto_pub(),
+            "-h",
+            ep.host,
+            "-p",
+            str(ep.port),
+            "-u",
+            ep.username,
+            "-P",
+            ep.password,
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-s",
+        ],
+        input=payload,
+        check=True,
+        timeout=10,
     )
 
 
@@ -57,8 +73,12 @@ def test_simulated_gateway_to_api_with_bad_input_dead_lettered(
 ) -> None:
     api = httpx.Client(base_url=service.url, headers={"Authorization": "Bearer test-admin-token"})
     assert api.get("/healthz").json()["broker"]["connected"] is True
-    assert api.post("/api/v1/estates", json={"id": ESTATE, "name": "端到端小区",
-                                             "region": "呼和浩特市"}).status_code == 201
+    assert (
+        api.post(
+            "/api/v1/estates", json={"id": ESTATE, "name": "端到端小区", "region": "呼和浩特市"}
+        ).status_code
+        == 201
+    )
     r = api.post(f"/api/v1/estates/{ESTATE}/gateways", json={"id": GW})
     assert r.status_code == 201
     creds = r.json()["mqtt"]
@@ -69,8 +89,9 @@ def test_simulated_gateway_to_api_with_bad_input_dead_lettered(
     spec = small_estate(ESTATE, "端到端小区", "呼和浩特市", -11.0, buildings=2, gateway=GW)
     sim = SimulatedEstate(spec, service.catalog, seed=7, start_ms=now_ms() - 5000)
     publisher = GatewayPublisher(
-        ESTATE, GW, MqttEndpoint(creds["host"], creds["port"], creds["username"],
-                                 creds["password"]),
+        ESTATE,
+        GW,
+        MqttEndpoint(creds["host"], creds["port"], creds["username"], creds["password"]),
         tmp_path / "gw",
     )
     assert publisher.start(), "gateway could not log in with the issued credentials"
@@ -88,33 +109,77 @@ def test_simulated_gateway_to_api_with_bad_input_dead_lettered(
         ("unknown_version", topic, telemetry([good], 1001, v=2)),
         ("gw_mismatch", topic, telemetry([good], 1002, gw="gw-99")),
         ("unknown_kind", topic, telemetry([reading("x-1", "toaster", {"temp_c": 1})], 1003)),
-        ("unknown_metric", topic,
-         telemetry([reading("b1-hydrant-1", "fire_hydrant", {"flow_lpm": 3})], 1004)),
-        ("bad_value_type", topic,
-         telemetry([reading("b1-hydrant-1", "fire_hydrant", {"pressure_mpa": "high"})], 1005)),
-        ("out_of_range", topic,
-         telemetry([reading("b1-hydrant-1", "fire_hydrant", {"pressure_mpa": 99.0})], 1006)),
-        ("future_timestamp", topic,
-         telemetry([reading("b1-hydrant-1", "fire_hydrant", {"pressure_mpa": 0.3},
-                            ts=now_ms() + 3 * 86_400_000)], 1007)),
+        (
+            "unknown_metric",
+            topic,
+            telemetry([reading("b1-hydrant-1", "fire_hydrant", {"flow_lpm": 3})], 1004),
+        ),
+        (
+            "bad_value_type",
+            topic,
+            telemetry([reading("b1-hydrant-1", "fire_hydrant", {"pressure_mpa": "high"})], 1005),
+        ),
+        (
+            "out_of_range",
+            topic,
+            telemetry([reading("b1-hydrant-1", "fire_hydrant", {"pressure_mpa": 99.0})], 1006),
+        ),
+        (
+            "future_timestamp",
+            topic,
+            telemetry(
+                [
+                    reading(
+                        "b1-hydrant-1",
+                        "fire_hydrant",
+                        {"pressure_mpa": 0.3},
+                        ts=now_ms() + 3 * 86_400_000,
+                    )
+                ],
+                1007,
+            ),
+        ),
         ("too_large", topic, b'{"v":1,"pad":"' + b"x" * (1_100_000) + b'"}'),
-        ("unknown_event_type", f"estates/{ESTATE}/gw/{GW}/events",
-         orjson.dumps({"v": 1, "gw": GW, "seq": 1008, "sent": now_ms(), "events": [
-             {"dev": "b1-lift-1", "kind": "elevator", "ts": now_ms(), "type": "elevator.flying",
-              "data": {}}]})),
+        (
+            "unknown_event_type",
+            f"estates/{ESTATE}/gw/{GW}/events",
+            orjson.dumps(
+                {
+                    "v": 1,
+                    "gw": GW,
+                    "seq": 1008,
+                    "sent": now_ms(),
+                    "events": [
+                        {
+                            "dev": "b1-lift-1",
+                            "kind": "elevator",
+                            "ts": now_ms(),
+                            "type": "elevator.flying",
+                            "data": {},
+                        }
+                    ],
+                }
+            ),
+        ),
         ("unknown_estate", "estates/nowhere/gw/gw-01/telemetry", telemetry([good], 1)),
-        ("unknown_gateway", f"estates/{ESTATE}/gw/gw-77/telemetry",
-         telemetry([good], 1, gw="gw-77")),
+        (
+            "unknown_gateway",
+            f"estates/{ESTATE}/gw/gw-77/telemetry",
+            telemetry([good], 1, gw="gw-77"),
+        ),
     ]
     for _, t, payload in bad_cases:
         pub(service, t, payload)
     # A mixed batch: two good readings around two bad ones; only the bad ones are rejected.
-    mixed = telemetry([
-        good,
-        reading("b1-hydrant-2", "fire_hydrant", {"pressure_mpa": -5.0}),
-        {"dev": "b2-hydrant-2"},
-        good2,
-    ], 1009)
+    mixed = telemetry(
+        [
+            good,
+            reading("b1-hydrant-2", "fire_hydrant", {"pressure_mpa": -5.0}),
+            {"dev": "b2-hydrant-2"},
+            good2,
+        ],
+        1009,
+    )
     pub(service, topic, mixed)
 
     expected_reasons = [c[0] for c in bad_cases] + ["out_of_range", "bad_item"]
@@ -133,15 +198,19 @@ def test_simulated_gateway_to_api_with_bad_input_dead_lettered(
     # cases at index 0, the mixed batch's two at 1 and 2.
     item_letters = [d for d in letters if d["item_index"] is not None]
     assert sorted(d["item_index"] for d in item_letters) == [0] * 6 + [1, 2]
-    assert orjson.loads(next(d for d in item_letters if d["item_index"] == 1)["payload"])[
-        "dev"] == "b1-hydrant-2"
+    assert (
+        orjson.loads(next(d for d in item_letters if d["item_index"] == 1)["payload"])["dev"]
+        == "b1-hydrant-2"
+    )
 
     # The good readings of the mixed batch and of the simulator are stored and shown.
     def devices() -> dict[str, Any] | None:
         items = api.get(f"/api/v1/estates/{ESTATE}/devices").json()["items"]
         got = {d["id"]: d for d in items}
-        ok = len(got) == len(spec.devices) and got["b2-hydrant-1"]["metrics"].get(
-            "pressure_mpa") == 0.301
+        ok = (
+            len(got) == len(spec.devices)
+            and got["b2-hydrant-1"]["metrics"].get("pressure_mpa") == 0.301
+        )
         return got if ok else None
 
     got = wait_for(devices, what="all simulated devices in the API")

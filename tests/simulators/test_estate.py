@@ -11,8 +11,17 @@ T0 = 1_764_316_800_000  # 2025-11-28 08:00 Asia/Shanghai
 def test_every_family_is_present_and_readings_pass_the_contract() -> None:
     spec = small_estate("e1", "E1", "呼和浩特市", -11.0, buildings=2)
     families = {CAT.kinds[k].family for _, k in spec.devices}
-    assert families >= {"fire", "ebike", "elevator", "water", "power", "gas", "heating",
-                        "telecom", "weather"}
+    assert families >= {
+        "fire",
+        "ebike",
+        "elevator",
+        "water",
+        "power",
+        "gas",
+        "heating",
+        "telecom",
+        "weather",
+    }
     sim = SimulatedEstate(spec, CAT, seed=1, start_ms=T0)
     readings = []
     for step in range(0, 600_000, 10_000):  # ten simulated minutes
