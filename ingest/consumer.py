@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -27,6 +28,11 @@ from protocol.endpoint import MqttEndpoint
 from protocol.topics import service_subscriptions
 
 log = logging.getLogger(__name__)
+
+
+# Called on the writer thread after each commit with the committed deliveries (readings, events,
+# statuses), so rules see exactly what was stored without re-reading the database.
+CommitListener = Callable[[Sequence[Delivery]], None]
 
 
 class GatewayRegistry:
@@ -112,6 +118,7 @@ class Ingest:
         self._connected = threading.Event()
         self._closing = threading.Event()  # disconnecting on purpose
         self._stopping = threading.Event()  # the writer drains the queue and ends
+        self._listeners: list[CommitListener] = []
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.client = self._make_client(client_id)
 
@@ -132,6 +139,10 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
+
+    def add_listener(self, listener: CommitListener) -> None:
+        """Register before start(); a listener that raises is logged and does not stop ingest."""
+        self._listeners.append(listener)
 
     @property
     def connected(self) -> bool:
@@ -233,6 +244,12 @@ class Ingest:
             for item in pending:
                 if item.qos > 0 and item.generation == self._generation:
                     self.client.ack(item.mid, item.qos)
+            deliveries = [p.delivery for p in pending]
+            for listener in self._listeners:
+                try:
+                    listener(deliveries)
+                except Exception:
+                    log.exception("ingest: commit listener %r failed", listener)
 
     def _commit(self, pending: list[_Received]) -> bool:
         started = time.perf_counter()
