@@ -69,6 +69,21 @@ class Settings:
     commit_max_readings: int = field(
         default=20000, metadata={"help": "readings that trigger a commit before the interval ends"}
     )
+    raw_retention_days: int = field(
+        default=30, metadata={"help": "days raw readings are kept (rollups stay longer)"}
+    )
+    minute_rollup_retention_days: int = field(
+        default=90, metadata={"help": "days 1-minute rollups are kept (1-hour rollups stay)"}
+    )
+    rollup_interval_s: int = field(
+        default=10, metadata={"help": "how often new readings are folded into the rollups"}
+    )
+    ingest_shard: str = field(
+        default="",
+        metadata={"help": "with --role ingest: this process's share of the estates, 'i/N' "
+                  "(estates are split by a hash of their id so each one's rules stay on one "
+                  "process)"},
+    )
     deadletter_retention_days: int = field(
         default=30, metadata={"help": "days dead letters are kept"}
     )

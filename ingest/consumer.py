@@ -15,7 +15,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 # Called on the writer thread after each commit with the committed deliveries (readings, events,
 # statuses), so rules see exactly what was stored without re-reading the database.
 CommitListener = Callable[[Sequence[Delivery]], None]
+T = TypeVar("T")
 
 
 class GatewayRegistry:
@@ -77,6 +80,7 @@ class IngestStats:
     last_commit_ms: int | None = None
     last_commit_duration_s: float = 0.0
     commit_failures: int = 0
+    duplicates: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     gateway_last_seen: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -119,6 +123,7 @@ class Ingest:
         self._closing = threading.Event()  # disconnecting on purpose
         self._stopping = threading.Event()  # the writer drains the queue and ends
         self._listeners: list[CommitListener] = []
+        self._maintenance: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(16)
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.client = self._make_client(client_id)
 
@@ -228,15 +233,36 @@ class Ingest:
             readings += item.delivery.reading_count
         return pending
 
+    def run_maintenance(self, task: Callable[[], T]) -> Future[T]:
+        """Run ``task`` on the writer thread between commits: SQLite has one writer, and
+        rollups and purges are writes."""
+        future: Future[T] = Future()
+        self._maintenance.put((task, future))  # bounded: a caller waits rather than piling up
+        return future
+
+    def _run_maintenance(self) -> None:
+        while True:
+            try:
+                task, future = self._maintenance.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(task())
+                except Exception as exc:
+                    log.exception("ingest: maintenance task failed")
+                    future.set_exception(exc)
+
     def _write_loop(self) -> None:
         while True:
+            self._run_maintenance()
             pending = self._next_batch()
             if not pending:
                 if self._stopping.is_set():
                     return
                 continue
             delay = 0.5
-            while not self._commit(pending):
+            while (fresh := self._commit(pending)) is None:
                 # Never drop what was received: retry until the store takes it. Unacked
                 # messages stay with the broker meanwhile, and the full queue holds back more.
                 time.sleep(delay)
@@ -244,28 +270,37 @@ class Ingest:
             for item in pending:
                 if item.qos > 0 and item.generation == self._generation:
                     self.client.ack(item.mid, item.qos)
-            deliveries = [p.delivery for p in pending]
+            deliveries = fresh
             for listener in self._listeners:
                 try:
                     listener(deliveries)
                 except Exception:
                     log.exception("ingest: commit listener %r failed", listener)
 
-    def _commit(self, pending: list[_Received]) -> bool:
+    def _commit(self, pending: list[_Received]) -> list[Delivery] | None:
+        """Store one batch of messages; the deliveries that were not duplicates, or None when
+        the store failed."""
         started = time.perf_counter()
         deliveries = [p.delivery for p in pending]
-        batches = [d.batch for d in deliveries if d.batch is not None]
-        letters = [letter for d in deliveries for letter in d.dead_letters]
-        new_devices: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
-        for b in batches:
-            for r in b.readings or b.events:
-                key = (b.estate, r.dev)
-                if key not in self._known_devices and key not in new_devices:
-                    new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, r.ts)
+        with_batch = [d for d in deliveries if d.batch is not None]
+        batches = [d.batch for d in with_batch if d.batch is not None]
         try:
-            _values, n_events = self.telemetry.write(batches)
-            self.state.add_devices(new_devices.values())
+            # A redelivered message's bad items were dead-lettered the first time. Dead letters
+            # go first: a crash before the readings commit repeats them (at least once), while
+            # the readings themselves are stored exactly once.
+            dups = {id(with_batch[i]) for i in self.telemetry.find_duplicates(batches)}
+            letters = [letter for d in deliveries if id(d) not in dups for letter in d.dead_letters]
             self.state.add_dead_letters(letters)
+            result = self.telemetry.write(batches)
+            new_devices: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
+            for i, b in enumerate(batches):
+                if i in result.duplicates:
+                    continue
+                for r in b.readings or b.events:
+                    key = (b.estate, r.dev)
+                    if key not in self._known_devices and key not in new_devices:
+                        new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, r.ts)
+            self.state.add_devices(new_devices.values())
             for d in deliveries:
                 if d.status is not None and d.estate and d.gateway:
                     gs = d.status
@@ -284,12 +319,13 @@ class Ingest:
         except Exception:
             self.stats.commit_failures += 1
             log.exception("ingest: commit failed; retrying (nothing is acknowledged until then)")
-            return False
+            return None
         self._known_devices.update(new_devices)
         s = self.stats
         s.committed_messages += len(pending)
-        s.readings += sum(len(b.readings) for b in batches)
-        s.events += n_events
+        s.readings += result.readings
+        s.events += result.events
+        s.duplicates += len(result.duplicates)
         s.commits += 1
         s.last_commit_ms = now_ms()
         s.last_commit_duration_s = time.perf_counter() - started
@@ -298,4 +334,5 @@ class Ingest:
         for d in deliveries:
             if d.estate and d.gateway and (d.batch is not None or d.status is not None):
                 s.gateway_last_seen[(d.estate, d.gateway)] = d.received_ms
-        return True
+        dup_ids = {id(with_batch[i]) for i in result.duplicates}
+        return [d for d in deliveries if id(d) not in dup_ids]

@@ -112,12 +112,12 @@ def judge(
         if t.channel == Channel.TELEMETRY:
             tb = decode_telemetry(payload, t.gw, received_ms, catalog)
             d.seq = tb.seq
-            d.batch = EstateBatch(t.estate, t.gw, readings=tb.readings)
+            d.batch = EstateBatch(t.estate, t.gw, readings=tb.readings, seq=tb.seq)
             rejects = tb.rejects
         elif t.channel == Channel.EVENTS:
             eb = decode_events(payload, t.gw, received_ms, catalog)
             d.seq = eb.seq
-            d.batch = EstateBatch(t.estate, t.gw, events=eb.events)
+            d.batch = EstateBatch(t.estate, t.gw, events=eb.events, seq=eb.seq)
             rejects = eb.rejects
         elif t.channel == Channel.STATUS:
             d.status = decode_status(payload, t.gw, received_ms)

@@ -1,25 +1,34 @@
-"""The embedded telemetry store: readings, events and the latest value of every metric, in SQLite.
+"""The embedded telemetry store: readings, events, the latest value of every metric, rollups and
+the per-gateway ``seq`` book, in one SQLite file.
 
 One writer (the ingest writer thread) appends in batched transactions; readers open their own
 connections (WAL lets them read while the writer writes). Readings go to an append-only rowid
-table, the cheapest shape SQLite has (see PERFORMANCE-NOTES.md); "now" is answered by the
-``latest`` table, never by scanning history.
+table without index, the cheapest shape SQLite has (PERFORMANCE-NOTES.md); "now" is answered by
+``latest``, charts by the indexed rollups, and raw rows are found by the rowid at which each
+minute's commits began (``commit_marks``), never by a scan of all history.
+
+A message's readings, its ``seq`` and the gateway's seq state are committed in one transaction,
+so after a crash a redelivered message is recognised as stored exactly when it was.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
+from ingest.rollup import HOUR_MS, MINUTE_MS, aggregate, choose_resolution, points
+from ingest.seqs import GatewaySeqs, SeqBook, Verdict
 from protocol.messages import Event, Reading, Value
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_ms INTEGER);
@@ -28,7 +37,7 @@ CREATE TABLE IF NOT EXISTS series (
     estate TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL,
     UNIQUE (estate, device, metric)
 );
--- Append-only, no index: rows arrive in time order and an index would cost ~12x on writes.
+-- Append-only, no index: rows arrive roughly in time order and an index would cost ~12x.
 CREATE TABLE IF NOT EXISTS readings (
     ts INTEGER NOT NULL, series INTEGER NOT NULL, num REAL, txt TEXT
 );
@@ -40,26 +49,70 @@ CREATE TABLE IF NOT EXISTS events (
     ts INTEGER NOT NULL, estate TEXT NOT NULL, gateway TEXT NOT NULL,
     device TEXT NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS message_seqs (
+    estate TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL,
+    committed_ms INTEGER NOT NULL,
+    PRIMARY KEY (estate, gateway, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gateway_seqs (
+    estate TEXT NOT NULL, gateway TEXT NOT NULL, max_seq INTEGER NOT NULL,
+    missing TEXT NOT NULL, untracked_lost INTEGER NOT NULL, duplicates INTEGER NOT NULL,
+    PRIMARY KEY (estate, gateway)
+) WITHOUT ROWID;
+-- The first readings rowid committed in each wall-clock minute: maps time to rowid ranges.
+CREATE TABLE IF NOT EXISTS commit_marks (minute INTEGER PRIMARY KEY, first_rowid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rollup_1m (
+    series INTEGER NOT NULL, bucket INTEGER NOT NULL, min REAL, max REAL, sum REAL,
+    count INTEGER, last_ts INTEGER, last REAL, PRIMARY KEY (series, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_1h (
+    series INTEGER NOT NULL, bucket INTEGER NOT NULL, min REAL, max REAL, sum REAL,
+    count INTEGER, last_ts INTEGER, last REAL, PRIMARY KEY (series, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
-# Later schema versions: version -> SQL run on a database at version - 1.
-MIGRATIONS: dict[int, str] = {}
+# Later schema versions: version -> SQL run on a database at version - 1. Tables that are only
+# added are created by _SCHEMA (IF NOT EXISTS), so version 2 needs nothing more.
+MIGRATIONS: dict[int, str] = {2: ""}
+
+_MERGE = (
+    "INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (series, bucket) DO UPDATE SET "
+    "min = min(min, excluded.min), max = max(max, excluded.max), sum = sum + excluded.sum, "
+    "count = count + excluded.count, "
+    "last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END, "
+    "last_ts = max(last_ts, excluded.last_ts)"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class EstateBatch:
-    """Valid readings and events of one message, with the estate and gateway they came from."""
+    """Valid readings and events of one message, with where it came from and its ``seq``."""
 
     estate: str
     gateway: str
     readings: Sequence[Reading] = ()
     events: Sequence[Event] = ()
+    seq: int | None = None
+
+
+@dataclass
+class WriteResult:
+    values: int = 0  # metric values appended
+    readings: int = 0
+    events: int = 0
+    duplicates: set[int] = field(default_factory=set)  # indexes of batches already stored
 
 
 def _split(value: Value) -> tuple[float | None, str | None]:
     if isinstance(value, str):
         return None, value
     return float(value), None
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -87,6 +140,15 @@ class TelemetryWriter:
             (e, d, m): i
             for i, e, d, m in self.conn.execute("SELECT id, estate, device, metric FROM series")
         }
+        self.seqs = SeqBook()
+        self._duplicates: dict[tuple[str, str], int] = {}
+        for estate, gw, max_seq, missing, untracked, dups in self.conn.execute(
+            "SELECT estate, gateway, max_seq, missing, untracked_lost, duplicates FROM gateway_seqs"
+        ):
+            self.seqs.gateways[(estate, gw)] = GatewaySeqs(
+                max_seq, set(orjson.loads(missing)), untracked
+            )
+            self._duplicates[(estate, gw)] = dups
 
     def _migrate(self) -> None:
         with self.conn:
@@ -94,15 +156,18 @@ class TelemetryWriter:
             found = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
             if found is None:
                 self.conn.execute(
-                    "INSERT INTO schema_version VALUES (?, strftime('%s','now')*1000)",
-                    (SCHEMA_VERSION,),
+                    "INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, now_ms())
                 )
                 return
-            for version in range(found + 1, SCHEMA_VERSION + 1):
-                self.conn.executescript(MIGRATIONS[version])
-                self.conn.execute(
-                    "INSERT INTO schema_version VALUES (?, strftime('%s','now')*1000)", (version,)
+            if found > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} is at schema version {found}, newer than this "
+                    f"program's {SCHEMA_VERSION}: upgrade estatewatch"
                 )
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                if MIGRATIONS[version]:
+                    self.conn.executescript(MIGRATIONS[version])
+                self.conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, now_ms()))
 
     def _series_id(self, estate: str, device: str, metric: str) -> int:
         key = (estate, device, metric)
@@ -115,14 +180,51 @@ class TelemetryWriter:
             self._series[key] = sid
         return sid
 
-    def write(self, batches: Iterable[EstateBatch]) -> tuple[int, int]:
-        """Append readings and events of many messages in one transaction.
-        Returns (readings stored, events stored)."""
+    def _is_stored(self, estate: str, gw: str, seq: int) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM message_seqs WHERE estate = ? AND gateway = ? AND seq = ?",
+                (estate, gw, seq),
+            ).fetchone()
+            is not None
+        )
+
+    def find_duplicates(self, batches: Sequence[EstateBatch]) -> set[int]:
+        """Indexes of the batches whose (gateway, seq) is already stored, or repeated earlier in
+        ``batches``. Read-only."""
+        dups: set[int] = set()
+        seen: set[tuple[str, str, int]] = set()
+        for i, b in enumerate(batches):
+            if b.seq is None:
+                continue
+            key = (b.estate, b.gateway, b.seq)
+            verdict = self.seqs.get(b.estate, b.gateway).judge(b.seq)
+            if key in seen or (verdict is Verdict.UNSURE and self._is_stored(*key)):
+                dups.add(i)
+            else:
+                seen.add(key)
+        return dups
+
+    def write(self, batches: Sequence[EstateBatch]) -> WriteResult:
+        """Append the readings and events of many messages in one transaction, skipping
+        messages whose (gateway, seq) is already stored."""
+        result = WriteResult()
         rows: list[tuple[int, int, float | None, str | None]] = []
         newest: dict[int, tuple[int, int, float | None, str | None]] = {}
         event_rows: list[tuple[int, str, str, str, str, str, str]] = []
+        seq_rows: list[tuple[str, str, int, int]] = []
+        accepted: list[tuple[str, str, int]] = []
+        committed = now_ms()
+        result.duplicates = self.find_duplicates(batches)
         with self.conn:
-            for b in batches:
+            for i, b in enumerate(batches):
+                if i in result.duplicates:
+                    gw_key = (b.estate, b.gateway)
+                    self._duplicates[gw_key] = self._duplicates.get(gw_key, 0) + 1
+                    continue
+                if b.seq is not None:
+                    accepted.append((b.estate, b.gateway, b.seq))
+                    seq_rows.append((b.estate, b.gateway, b.seq, committed))
                 for r in b.readings:
                     for metric, value in r.metrics.items():
                         sid = self._series_id(b.estate, r.dev, metric)
@@ -132,6 +234,7 @@ class TelemetryWriter:
                         prev = newest.get(sid)
                         if prev is None or prev[0] <= r.ts:
                             newest[sid] = row
+                result.readings += len(b.readings)
                 for e in b.events:
                     event_rows.append(
                         (
@@ -144,7 +247,13 @@ class TelemetryWriter:
                             orjson.dumps(e.data).decode(),
                         )
                     )
-            self.conn.executemany("INSERT INTO readings VALUES (?, ?, ?, ?)", rows)
+            if rows:
+                first = self.conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM readings")
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO commit_marks VALUES (?, ?)",
+                    (committed // MINUTE_MS, first.fetchone()[0]),
+                )
+                self.conn.executemany("INSERT INTO readings VALUES (?, ?, ?, ?)", rows)
             # Older readings replayed from a gateway's buffer must not overwrite "now".
             self.conn.executemany(
                 "INSERT INTO latest (ts, series, num, txt) VALUES (?, ?, ?, ?) "
@@ -158,7 +267,105 @@ class TelemetryWriter:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     event_rows,
                 )
-        return len(rows), len(event_rows)
+            if seq_rows:
+                self.conn.executemany("INSERT INTO message_seqs VALUES (?, ?, ?, ?)", seq_rows)
+            # The seq book changes only if the transaction commits: work on copies.
+            touched: dict[tuple[str, str], GatewaySeqs] = {}
+            for estate, gw, seq in accepted:
+                g = touched.get((estate, gw))
+                if g is None:
+                    old = self.seqs.get(estate, gw)
+                    g = touched[(estate, gw)] = GatewaySeqs(
+                        old.max_seq, set(old.missing), old.untracked_lost
+                    )
+                g.accept(seq)
+            dup_gws = {(batches[i].estate, batches[i].gateway) for i in result.duplicates}
+            for gw_key in dup_gws - touched.keys():
+                touched[gw_key] = self.seqs.get(*gw_key)
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO gateway_seqs VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e,
+                        gw,
+                        g.max_seq,
+                        orjson.dumps(sorted(g.missing)).decode(),
+                        g.untracked_lost,
+                        self._duplicates.get((e, gw), 0),
+                    )
+                    for (e, gw), g in touched.items()
+                ],
+            )
+        self.seqs.gateways.update(touched)
+        result.values = len(rows)
+        result.events = len(event_rows)
+        return result
+
+    # --- maintenance, run on the writer thread by the scheduler ------------------------------
+    def rollup(self, max_rows: int = 1_000_000) -> int:
+        """Fold raw rows written since the last run into the 1-minute and 1-hour rollups.
+        Works by rowid, so late rows (a gateway's backlog) are folded in too. Returns rows read."""
+        done = self.conn.execute(
+            "SELECT value FROM rollup_state WHERE name = 'rollup_rowid'"
+        ).fetchone()
+        start = done[0] if done else 0
+        cur = self.conn.execute(
+            "SELECT rowid, series, ts, num FROM readings WHERE rowid > ? AND num IS NOT NULL "
+            "ORDER BY rowid LIMIT ?",
+            (start, max_rows),
+        )
+        data = cur.fetchall()
+        if not data:
+            return 0
+        arr = np.array(data, dtype=np.float64)
+        last_rowid = int(arr[-1, 0])
+        series = arr[:, 1].astype(np.int64)
+        ts = arr[:, 2].astype(np.int64)
+        values = arr[:, 3]
+        with self.conn:
+            for table, width in (("rollup_1m", MINUTE_MS), ("rollup_1h", HOUR_MS)):
+                self.conn.executemany(
+                    _MERGE.format(table=table), aggregate(series, ts, values, width).rows()
+                )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO rollup_state VALUES ('rollup_rowid', ?)", (last_rowid,)
+            )
+        return len(data)
+
+    def purge(self, raw_before_ms: int, minute_rollups_before_ms: int, chunk: int = 200_000) -> int:
+        """Delete raw rows committed before raw_before_ms (only once rolled up), 1-minute
+        rollups before minute_rollups_before_ms, and seqs as old as the raw rows. In chunks, so
+        ingest waits at most one chunk. Returns raw rows deleted."""
+        mark = self.conn.execute(
+            "SELECT min(first_rowid) FROM commit_marks WHERE minute >= ?",
+            (raw_before_ms // MINUTE_MS,),
+        ).fetchone()[0]
+        rolled = self.conn.execute(
+            "SELECT value FROM rollup_state WHERE name = 'rollup_rowid'"
+        ).fetchone()
+        if mark is None:  # nothing committed since the cutoff: all older rows may go
+            mark = self.conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM readings").fetchone()[
+                0
+            ]
+        limit = min(mark, (rolled[0] + 1) if rolled else 1)
+        deleted = 0
+        while True:
+            with self.conn:
+                n = self.conn.execute(
+                    "DELETE FROM readings WHERE rowid IN (SELECT rowid FROM readings "
+                    "WHERE rowid < ? LIMIT ?)",
+                    (limit, chunk),
+                ).rowcount
+            deleted += n
+            if n < chunk:
+                break
+        with self.conn:
+            self.conn.execute(
+                "DELETE FROM commit_marks WHERE minute < ?", (raw_before_ms // MINUTE_MS,)
+            )
+            self.conn.execute("DELETE FROM message_seqs WHERE committed_ms < ?", (raw_before_ms,))
+            self.conn.execute("DELETE FROM rollup_1m WHERE bucket < ?", (minute_rollups_before_ms,))
+        return deleted
 
     def close(self) -> None:
         self.conn.close()
@@ -220,3 +427,87 @@ class TelemetryReader:
             }
             for ts, gw, dev, kind, typ, data in cur
         ]
+
+    def gateway_health(self, estate: str) -> dict[str, dict[str, Any]]:
+        """gateway -> highest seq stored, messages missing (lost unless replayed), duplicates."""
+        cur = self._conn().execute(
+            "SELECT gateway, max_seq, missing, untracked_lost, duplicates FROM gateway_seqs "
+            "WHERE estate = ?",
+            (estate,),
+        )
+        return {
+            gw: {
+                "max_seq": max_seq,
+                "lost_messages": len(orjson.loads(missing)) + untracked,
+                "duplicates": dups,
+            }
+            for gw, max_seq, missing, untracked, dups in cur
+        }
+
+    def telemetry(
+        self,
+        estate: str,
+        device: str,
+        metric: str,
+        from_ms: int,
+        to_ms: int,
+        max_points: int,
+        interval_ms: int,
+        now: int | None = None,
+    ) -> dict[str, Any]:
+        """Chart points for one metric: raw rows for recent short ranges, else rollups, never
+        more than max_points."""
+        now = now_ms() if now is None else now
+        res = choose_resolution(from_ms, to_ms, max_points, interval_ms, now)
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT id FROM series WHERE estate = ? AND device = ? AND metric = ?",
+            (estate, device, metric),
+        ).fetchone()
+        body: dict[str, Any] = {"resolution": res.name, "step_ms": res.step_ms, "points": []}
+        if row is None:
+            return body
+        sid = row[0]
+        if res.name == "raw":
+            # Rows for this range were committed at or after its start (less clock skew).
+            mark = conn.execute(
+                "SELECT min(first_rowid) FROM commit_marks WHERE minute >= ?",
+                ((from_ms - 10 * MINUTE_MS) // MINUTE_MS,),
+            ).fetchone()[0]
+            if mark is None:
+                return body
+            data = conn.execute(
+                "SELECT ts, num, num, num, 1, num FROM readings WHERE rowid >= ? AND "
+                "series = ? AND ts BETWEEN ? AND ? AND num IS NOT NULL ORDER BY ts",
+                (mark, sid, from_ms, to_ms),
+            ).fetchall()
+        else:
+            table = "rollup_1m" if res.name == "1m" else "rollup_1h"
+            data = conn.execute(
+                f"SELECT bucket, min, max, sum, count, last FROM {table} "
+                "WHERE series = ? AND bucket BETWEEN ? AND ? ORDER BY bucket",
+                (
+                    sid,
+                    from_ms // res.step_ms * res.step_ms
+                    if not res.merge_ms
+                    else from_ms // HOUR_MS * HOUR_MS,
+                    to_ms,
+                ),
+            ).fetchall()
+        if not data:
+            return body
+        arr = np.array(data, dtype=np.float64)
+        body["points"] = points(
+            arr[:, 0].astype(np.int64),
+            arr[:, 1],
+            arr[:, 2],
+            arr[:, 3],
+            arr[:, 4].astype(np.int64),
+            arr[:, 5],
+            max_points,
+            res.merge_ms,
+        )
+        if res.name == "raw":
+            for p in body["points"]:
+                p["value"] = p["last"]
+        return body
