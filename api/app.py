@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from api import errors
 from api.context import ApiContext
-from api.routes import deadletters, estates, health
+from api.routes import deadletters, estates, health, telemetry
 
 STATIC = Path(__file__).parent / "static"
 
@@ -25,6 +25,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(estates.router)
     app.include_router(deadletters.router)
+    app.include_router(telemetry.router)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

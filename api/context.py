@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader
 from protocol.catalog import Catalog
@@ -17,9 +18,11 @@ IssueCredentials = Callable[[str, str], dict[str, Any] | None]
 @dataclass
 class ApiContext:
     state: StateStore
-    telemetry: TelemetryReader
+    telemetry: TelemetryReader | ShardedTelemetryReader
     catalog: Catalog
     admin_token: str
     issue_credentials: IssueCredentials | None = None
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
     on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)
+    # Prometheus text exposition of the process's metrics
+    metrics: Callable[[], bytes] = field(default=lambda: b"")

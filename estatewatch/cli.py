@@ -37,9 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="settings file (TOML)")
     run.add_argument(
         "--role",
-        choices=["all"],
+        choices=["all", "ingest", "api"],
         default="all",
-        help="which parts to run (scale-out roles come with the ingest issue)",
+        help="all: everything in one process (default); ingest: one shard of the estates, "
+        "broker to store (needs ESTATEWATCH_MQTT_URL); api: REST and pages over all shards",
+    )
+    run.add_argument(
+        "--shard",
+        type=int,
+        default=0,
+        help="with --role ingest: which of the ESTATEWATCH_INGEST_SHARDS shares this process takes",
     )
     demo = sub.add_parser(
         "demo",
@@ -80,7 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from estatewatch.service import Service, StartupError
 
-    service = Service(settings, pick_free_api_port=args.command == "demo")
+    service = Service(
+        settings,
+        pick_free_api_port=args.command == "demo",
+        role=getattr(args, "role", "all"),
+        shard=getattr(args, "shard", 0),
+    )
     _stop_on_sigterm()
     try:
         service.start()
@@ -89,7 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_demo(service, args.duration, args.seed)
         else:
-            print(f"estatewatch running: {service.url}  (API docs {service.url}/docs)", flush=True)
+            print(
+                f"estatewatch {service.role} running: {service.url}  (API docs {service.url}/docs)",
+                flush=True,
+            )
             threading.Event().wait()
     except KeyboardInterrupt:
         print("\nstopping · 正在停止 …", flush=True)

@@ -13,12 +13,15 @@ from typing import Any
 
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry, generate_latest
 
 from api.app import create_app
 from api.context import ApiContext
 from estatewatch.broker import Broker, choose_port, local_broker, port_is_free
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest
+from ingest.metrics import ingest_registry
+from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore, now_ms
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
@@ -45,12 +48,29 @@ def admin_token(settings: Settings) -> str:
     return token
 
 
+ROLES = ("all", "ingest", "api")
+
+
 class Service:
-    def __init__(self, settings: Settings, pick_free_api_port: bool = False) -> None:
+    """The service's parts for one role: ``all`` (one process), ``ingest`` (one shard of the
+    estates: broker → store, with its rollups) or ``api`` (REST and pages over every shard)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pick_free_api_port: bool = False,
+        role: str = "all",
+        shard: int = 0,
+    ) -> None:
+        if role not in ROLES:
+            raise StartupError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         self.settings = settings
+        self.role = role
+        self.shard = shard
         self.pick_free_api_port = pick_free_api_port
         self.broker: Broker | None = None
         self.endpoint: MqttEndpoint | None = None
+        self.ingest: Ingest | None = None
         self.api_port = settings.api_port
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
@@ -65,7 +85,29 @@ class Service:
         s.data_path.mkdir(parents=True, exist_ok=True)
         self.token = admin_token(s)
         self.catalog = default_catalog()
+        if self.role != "all" and not s.mqtt_url and self.role == "ingest":
+            raise StartupError(
+                "--role ingest shares one broker with the other processes: set "
+                "ESTATEWATCH_MQTT_URL (e.g. mqtt://user:pass@127.0.0.1:1883)"
+            )
+        if self.role == "ingest" and not 0 <= self.shard < max(s.ingest_shards, 1):
+            raise StartupError(
+                f"--shard {self.shard} is not below ESTATEWATCH_INGEST_SHARDS={s.ingest_shards}"
+            )
+        self.state = StateStore.open(s.state_database_url)
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.registry = CollectorRegistry()
+        if self.role in ("all", "ingest"):
+            self._start_ingest()
+        if self.role in ("all", "api"):
+            self.scheduler.add_job(
+                self._purge_dead_letters, "interval", hours=1, id="purge-dead-letters"
+            )
+        self.scheduler.start()
+        self._start_api()
 
+    def _start_ingest(self) -> None:
+        s = self.settings
         if s.mqtt_url:
             self.endpoint = parse_mqtt_url(s.mqtt_url)
             log.info("broker: %s (given by ESTATEWATCH_MQTT_URL)", self.endpoint.url)
@@ -74,10 +116,8 @@ class Service:
             self.broker.start()
             self.endpoint = self.broker.endpoint
             log.info("broker: %s started by the service on %s", self.broker.name, self.endpoint.url)
-
-        self.state = StateStore.open(s.state_database_url)
-        self.telemetry_writer = TelemetryWriter(s.telemetry_path)
-        self.telemetry_reader = TelemetryReader(s.telemetry_path)
+        path = s.shard_telemetry_path(self.shard)
+        self.telemetry_writer = TelemetryWriter(path)
         self.ingest = Ingest(
             self.endpoint,
             self.state,
@@ -87,16 +127,66 @@ class Service:
             queue_size=s.ingest_queue_size,
             linger_s=s.commit_interval_ms / 1000,
             max_batch_readings=s.commit_max_readings,
+            shard=(self.shard, s.ingest_shards) if self.role == "ingest" else None,
         )
+        self.registry, self.ingest.commit_seconds = ingest_registry(self.ingest)
         self.ingest.start()
-
-        self.scheduler = BackgroundScheduler(timezone=UTC)
         self.scheduler.add_job(
-            self._purge_dead_letters, "interval", hours=1, id="purge-dead-letters"
+            self.rollup,
+            "interval",
+            seconds=s.rollup_interval_s,
+            id="rollup",
+            max_instances=1,
+            coalesce=True,
         )
-        self.scheduler.start()
+        self.scheduler.add_job(
+            self.purge_telemetry,
+            "interval",
+            hours=1,
+            id="retention",
+            max_instances=1,
+            coalesce=True,
+        )
+        if self.ingest.shard:
+            self.scheduler.add_job(
+                self.ingest.subscribe_new_estates, "interval", seconds=5, id="subscribe-new-estates"
+            )
 
-        self._start_api()
+    def rollup(self) -> int:
+        """Fold new readings into the rollups, on the writer thread; returns rows folded."""
+        assert self.ingest is not None
+        total = 0
+        while True:
+            n = self.ingest.run_maintenance(self.telemetry_writer.rollup).result(timeout=300)
+            total += n
+            if n < 1_000_000:
+                return total
+
+    def purge_telemetry(self) -> int:
+        assert self.ingest is not None
+        s = self.settings
+        now = now_ms()
+        raw_cutoff = now - s.raw_retention_days * 86_400_000
+        minute_cutoff = now - s.minute_rollup_retention_days * 86_400_000
+        self.rollup()  # raw rows go only once they are in the rollups
+        n: int = self.ingest.run_maintenance(
+            lambda: self.telemetry_writer.purge(raw_cutoff, minute_cutoff)
+        ).result(timeout=3600)
+        if n:
+            log.info("retention: deleted %d raw values older than %d days", n, s.raw_retention_days)
+        return n
+
+    def _telemetry_reader(self) -> TelemetryReader | ShardedTelemetryReader:
+        s = self.settings
+        if self.role == "all":
+            return TelemetryReader(s.telemetry_path)
+        if self.role == "ingest":
+            return TelemetryReader(s.shard_telemetry_path(self.shard))
+        paths = [s.shard_telemetry_path(i) for i in range(max(s.ingest_shards, 1))]
+        for path in paths:  # the API may start before an ingest shard has made its file
+            if not path.exists():
+                TelemetryWriter(path).close()
+        return ShardedTelemetryReader(paths)
 
     def _start_api(self) -> None:
         s = self.settings
@@ -107,14 +197,18 @@ class Service:
                     "ESTATEWATCH_API_PORT to another port"
                 )
             self.api_port = choose_port(0)
+        ingest = self.ingest
         ctx = ApiContext(
             state=self.state,
-            telemetry=self.telemetry_reader,
+            telemetry=self._telemetry_reader(),
             catalog=self.catalog,
             admin_token=self.token,
             issue_credentials=self._issue_credentials if self.broker else None,
             health=self.health,
-            on_gateway_registered=lambda e, g: self.ingest.registry.reload(),
+            on_gateway_registered=(lambda e, g: ingest.registry.reload())
+            if ingest
+            else (lambda e, g: None),
+            metrics=lambda: generate_latest(self.registry),
         )
         config = uvicorn.Config(
             create_app(ctx),
@@ -148,24 +242,30 @@ class Service:
             )
 
     def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"role": self.role}
+        if self.ingest is None:
+            return body
         st = self.ingest.stats
-        return {
-            "broker": {
-                "url": self.endpoint.url if self.endpoint else None,
-                "managed": self.broker.name if self.broker else None,
-                "connected": self.ingest.connected,
-            },
-            "ingest": {
-                "queue_depth": self.ingest.queue_depth,
-                "received_messages": st.received,
-                "committed_messages": st.committed_messages,
-                "readings": st.readings,
-                "events": st.events,
-                "dead_letters": dict(st.dead_letters),
-                "last_commit_ms": st.last_commit_ms,
-                "commit_failures": st.commit_failures,
-            },
+        body["broker"] = {
+            "url": self.endpoint.url if self.endpoint else None,
+            "managed": self.broker.name if self.broker else None,
+            "connected": self.ingest.connected,
         }
+        body["ingest"] = {
+            "shard": list(self.ingest.shard) if self.ingest.shard else None,
+            "queue_depth": self.ingest.queue_depth,
+            "queue_capacity": self.ingest.queue_capacity,
+            "received_messages": st.received,
+            "committed_messages": st.committed_messages,
+            "readings": st.readings,
+            "events": st.events,
+            "duplicates": st.duplicates,
+            "dead_letters": dict(st.dead_letters),
+            "lost_messages": sum(st.gateway_lost.values()),
+            "last_commit_ms": st.last_commit_ms,
+            "commit_failures": st.commit_failures,
+        }
+        return body
 
     def stop(self) -> None:
         if self._stopped:
@@ -177,7 +277,7 @@ class Service:
             self._api_thread.join(10)
         if hasattr(self, "scheduler"):
             self.scheduler.shutdown(wait=False)
-        if hasattr(self, "ingest"):
+        if self.ingest is not None:
             self.ingest.stop()
         if hasattr(self, "telemetry_writer"):
             self.telemetry_writer.close()

@@ -78,11 +78,12 @@ class Settings:
     rollup_interval_s: int = field(
         default=10, metadata={"help": "how often new readings are folded into the rollups"}
     )
-    ingest_shard: str = field(
-        default="",
-        metadata={"help": "with --role ingest: this process's share of the estates, 'i/N' "
-                  "(estates are split by a hash of their id so each one's rules stay on one "
-                  "process)"},
+    ingest_shards: int = field(
+        default=1,
+        metadata={
+            "help": "how many `run --role ingest --shard I` processes split the estates "
+            "(by a hash of the estate id, so one estate's rules stay on one process)"
+        },
     )
     deadletter_retention_days: int = field(
         default=30, metadata={"help": "days dead letters are kept"}
@@ -102,6 +103,12 @@ class Settings:
     @property
     def telemetry_path(self) -> Path:
         return self.data_path / "telemetry.db"
+
+    def shard_telemetry_path(self, shard: int) -> Path:
+        """The telemetry file of one ingest shard; the single-process service has one file."""
+        if self.ingest_shards <= 1:
+            return self.telemetry_path
+        return self.data_path / f"telemetry-{shard}of{self.ingest_shards}.db"
 
 
 def env_name(name: str) -> str:

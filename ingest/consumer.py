@@ -13,7 +13,7 @@ import queue
 import ssl
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -21,8 +21,10 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import Histogram
 
 from ingest.pipeline import Delivery, judge
+from ingest.shards import estate_subscriptions, shard_of
 from ingest.state import DeadLetter, StateStore, now_ms
 from ingest.telemetry import TelemetryWriter
 from protocol.catalog import Catalog
@@ -49,6 +51,10 @@ class GatewayRegistry:
         self._estates: set[str] = set()
         self._loaded_at = -1e9
         self.reload()
+
+    @property
+    def estates(self) -> set[str]:
+        return set(self._estates)
 
     def reload(self) -> None:
         self._estates = {e["id"] for e in self._state.list_estates()}
@@ -83,6 +89,24 @@ class IngestStats:
     duplicates: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     gateway_last_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    # replaced whole after each commit, so readers on other threads see a consistent dict
+    gateway_lost: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (monotonic time, committed messages, readings) after recent commits, for rates
+    samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=512))
+
+    def rates(self, now: float, window_s: float) -> tuple[float, float]:
+        """Messages and readings committed per second over about the last window_s."""
+        samples = list(self.samples)
+        if not samples:
+            return 0.0, 0.0
+        base = samples[0]  # the newest sample at or before the window's start, else the oldest
+        for sample in samples:
+            if sample[0] > now - window_s:
+                break
+            base = sample
+        last = samples[-1]
+        span = max(now - base[0], 1e-9)
+        return (last[1] - base[1]) / span, (last[2] - base[2]) / span
 
 
 @dataclass(slots=True)
@@ -105,6 +129,7 @@ class Ingest:
         linger_s: float = 0.1,
         max_batch_readings: int = 20_000,
         client_id: str = "estatewatch-ingest",
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.state = state
@@ -112,7 +137,11 @@ class Ingest:
         self.catalog = catalog
         self.root = root
         self.registry = GatewayRegistry(state)
+        # (index, count): this process takes only the estates that hash to it, see shards.py
+        self.shard = shard if shard and shard[1] > 1 else None
+        self._subscribed_estates: set[str] = set()
         self.stats = IngestStats()
+        self.commit_seconds: Histogram | None = None  # set by whoever exports metrics
         self.linger_s = linger_s
         self.max_batch_readings = max_batch_readings
         # Bounded: a full queue blocks the MQTT network thread, which is the backpressure.
@@ -125,6 +154,8 @@ class Ingest:
         self._listeners: list[CommitListener] = []
         self._maintenance: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(16)
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        if self.shard:
+            client_id = f"{client_id}-{self.shard[0]}of{self.shard[1]}"
         self.client = self._make_client(client_id)
 
     def _make_client(self, client_id: str) -> mqtt.Client:
@@ -145,6 +176,20 @@ class Ingest:
         client.on_message = self._on_message
         return client
 
+    def subscribe_new_estates(self) -> None:
+        """In a sharded deployment, subscribe to registered estates of this shard not yet
+        subscribed (run after registrations; unregistered estates have no broker account)."""
+        if self.shard is None:
+            return
+        index, count = self.shard
+        self.registry.reload()
+        mine = {e for e in self.registry.estates if shard_of(e, count) == index}
+        fresh = sorted(mine - self._subscribed_estates)
+        if fresh:
+            filters = [f for e in fresh for f in estate_subscriptions(e, self.root)]
+            self.client.subscribe([(f, 1) for f in filters])
+            self._subscribed_estates.update(fresh)
+
     def add_listener(self, listener: CommitListener) -> None:
         """Register before start(); a listener that raises is logged and does not stop ingest."""
         self._listeners.append(listener)
@@ -157,7 +202,12 @@ class Ingest:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def queue_capacity(self) -> int:
+        return self._queue.maxsize
+
     def start(self, wait_s: float = 10.0) -> None:
+        self.stats.samples.append((time.monotonic(), 0, 0))
         self._writer.start()
         self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
         self.client.loop_start()
@@ -182,7 +232,11 @@ class Ingest:
             log.error("ingest: broker refused the connection: %s", reason)
             return
         self._generation += 1
-        client.subscribe([(f, 1) for f in service_subscriptions(self.root)])
+        if self.shard is None:
+            client.subscribe([(f, 1) for f in service_subscriptions(self.root)])
+        else:
+            self._subscribed_estates.clear()
+            self.subscribe_new_estates()
         self._connected.set()
         log.info("ingest: connected to %s", self.endpoint.url)
 
@@ -329,6 +383,10 @@ class Ingest:
         s.commits += 1
         s.last_commit_ms = now_ms()
         s.last_commit_duration_s = time.perf_counter() - started
+        if self.commit_seconds is not None:
+            self.commit_seconds.observe(s.last_commit_duration_s)
+        s.samples.append((time.monotonic(), s.committed_messages, s.readings))
+        s.gateway_lost = {k: g.lost for k, g in self.telemetry.seqs.gateways.items()}
         for letter in letters:
             s.dead_letters[letter.reason] += 1
         for d in deliveries:

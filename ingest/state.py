@@ -242,6 +242,15 @@ class StateStore:
             if fresh:
                 conn.execute(devices.insert(), fresh)
 
+    def get_device(self, estate_id: str, device_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(devices).where(devices.c.estate == estate_id, devices.c.id == device_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"device {device_id!r} not found in estate {estate_id!r}")
+        return dict(row._mapping)
+
     def list_devices(self, estate_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(

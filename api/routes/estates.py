@@ -58,8 +58,14 @@ def create_gateway(estate: str, body: GatewayIn, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/estates/{estate}/gateways")
 def list_gateways(estate: str, ctx: Ctx) -> dict[str, Any]:
+    """Gateways with their last status and their message health: the highest ``seq`` stored,
+    messages missing from the sequence (lost unless the gateway replays them), duplicates."""
     ctx.state.get_estate(estate)
-    items = ctx.state.list_gateways(estate)
+    health = ctx.telemetry.gateway_health(estate)
+    items = [
+        {**g, **health.get(g["id"], {"max_seq": None, "lost_messages": 0, "duplicates": 0})}
+        for g in ctx.state.list_gateways(estate)
+    ]
     return {"items": items, "total": len(items)}
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import Ctx
 
@@ -15,3 +17,10 @@ def healthz(ctx: Ctx) -> dict[str, Any]:
     body: dict[str, Any] = {"status": "ok"}
     body.update(ctx.health())
     return body
+
+
+@router.get("/metrics")
+def metrics(ctx: Ctx) -> Response:
+    """Prometheus text format: messages and readings per second, rejects by reason, queue
+    depth, commit latency, lost messages and last-seen per gateway."""
+    return Response(ctx.metrics(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,64 @@
+"""Chart data for one metric of one device."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import Admin, Ctx
+from api.errors import ApiError
+from protocol.catalog import ValueType
+
+router = APIRouter(prefix="/api/v1", tags=["telemetry"], dependencies=[Admin])
+
+HOUR_MS = 3_600_000
+
+
+@router.get("/estates/{estate}/devices/{dev}/telemetry")
+def device_telemetry(
+    estate: str,
+    dev: str,
+    ctx: Ctx,
+    metric: str,
+    from_ms: int | None = Query(None, alias="from", description="epoch ms; default: to - 1 h"),
+    to_ms: int | None = Query(None, alias="to", description="epoch ms; default: now"),
+    max_points: int = Query(500, ge=1, le=10_000),
+) -> dict[str, Any]:
+    """Points of one numeric metric: raw readings for a recent short range, else 1-minute or
+    1-hour rollups (min, max, mean, count, last), never more than ``max_points``."""
+    device = ctx.state.get_device(estate, dev)
+    kind = ctx.catalog.kinds.get(device["kind"])
+    m = kind.metrics.get(metric) if kind else None
+    if kind is None or m is None:
+        known = ", ".join(sorted(kind.metrics)) if kind else ""
+        raise ApiError(
+            422,
+            "unknown_metric",
+            f"{device['kind']} has no metric {metric!r}; its metrics: {known}",
+        )
+    if m.type is ValueType.ENUM:
+        raise ApiError(
+            422,
+            "not_numeric",
+            f"{metric} is a state ({', '.join(m.values)}), "
+            "not a number: read it from the device's latest values",
+        )
+    now = time.time_ns() // 1_000_000
+    to_ms = now if to_ms is None else to_ms
+    from_ms = to_ms - HOUR_MS if from_ms is None else from_ms
+    if from_ms >= to_ms:
+        raise ApiError(422, "invalid_range", "'from' must be before 'to' (epoch milliseconds)")
+    body = ctx.telemetry.telemetry(
+        estate, dev, metric, from_ms, to_ms, max_points, kind.interval_s * 1000, now
+    )
+    return {
+        "estate": estate,
+        "device": dev,
+        "metric": metric,
+        "unit": m.unit,
+        "from": from_ms,
+        "to": to_ms,
+        **body,
+    }

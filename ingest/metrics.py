@@ -1,0 +1,112 @@
+"""Prometheus metrics of ingest, read from its counters at scrape time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ingest.consumer import Ingest
+
+RATE_WINDOW_S = 10.0
+
+
+class IngestCollector(Collector):
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.ingest.stats
+        c = CounterMetricFamily("estatewatch_ingest_messages", "MQTT messages received")
+        c.add_metric([], st.received)
+        yield c
+        c = CounterMetricFamily(
+            "estatewatch_ingest_committed_messages",
+            "messages whose content is committed (then acknowledged)",
+        )
+        c.add_metric([], st.committed_messages)
+        yield c
+        c = CounterMetricFamily("estatewatch_ingest_readings", "valid readings stored")
+        c.add_metric([], st.readings)
+        yield c
+        c = CounterMetricFamily("estatewatch_ingest_events", "valid events stored")
+        c.add_metric([], st.events)
+        yield c
+        c = CounterMetricFamily(
+            "estatewatch_ingest_duplicates",
+            "messages dropped as already stored (same gateway and seq)",
+        )
+        c.add_metric([], st.duplicates)
+        yield c
+        c = CounterMetricFamily(
+            "estatewatch_ingest_rejects",
+            "dead letters: messages or readings not stored",
+            labels=["reason"],
+        )
+        for reason, n in sorted(st.dead_letters.items()):
+            c.add_metric([reason], n)
+        yield c
+        c = CounterMetricFamily(
+            "estatewatch_ingest_commit_failures", "commits that failed and were retried"
+        )
+        c.add_metric([], st.commit_failures)
+        yield c
+        msg_rate, reading_rate = st.rates(time.monotonic(), RATE_WINDOW_S)
+        g = GaugeMetricFamily(
+            "estatewatch_ingest_messages_per_second",
+            f"messages committed per second over the last {RATE_WINDOW_S:g} s",
+        )
+        g.add_metric([], msg_rate)
+        yield g
+        g = GaugeMetricFamily(
+            "estatewatch_ingest_readings_per_second",
+            f"readings stored per second over the last {RATE_WINDOW_S:g} s",
+        )
+        g.add_metric([], reading_rate)
+        yield g
+        g = GaugeMetricFamily(
+            "estatewatch_ingest_queue_depth",
+            "messages waiting between the MQTT thread and the store writer",
+        )
+        g.add_metric([], self.ingest.queue_depth)
+        yield g
+        g = GaugeMetricFamily("estatewatch_ingest_queue_capacity", "bound of that queue")
+        g.add_metric([], self.ingest.queue_capacity)
+        yield g
+        g = GaugeMetricFamily("estatewatch_broker_connected", "1 while connected to the broker")
+        g.add_metric([], 1.0 if self.ingest.connected else 0.0)
+        yield g
+        lost = GaugeMetricFamily(
+            "estatewatch_gateway_lost_messages",
+            "messages missing from the gateway's seq (gaps not replayed)",
+            labels=["estate", "gateway"],
+        )
+        seen = GaugeMetricFamily(
+            "estatewatch_gateway_last_seen_seconds",
+            "when the gateway's last message arrived (unix time)",
+            labels=["estate", "gateway"],
+        )
+        for (estate, gw), n in sorted(st.gateway_lost.items()):
+            lost.add_metric([estate, gw], n)
+        for (estate, gw), ms in sorted(st.gateway_last_seen.items()):
+            seen.add_metric([estate, gw], ms / 1000)
+        yield lost
+        yield seen
+
+
+def ingest_registry(ingest: Ingest) -> tuple[CollectorRegistry, Histogram]:
+    """A registry of its own per service (tests run several in one process)."""
+    registry = CollectorRegistry()
+    registry.register(IngestCollector(ingest))
+    commit_seconds = Histogram(
+        "estatewatch_ingest_commit_seconds",
+        "time to commit one batch of messages",
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        registry=registry,
+    )
+    return registry, commit_seconds
