@@ -20,6 +20,7 @@ from api.context import ApiContext
 from estatewatch.broker import Broker, choose_port, local_broker, port_is_free
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest
+from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore, now_ms
@@ -117,7 +118,14 @@ class Service:
             self.endpoint = self.broker.endpoint
             log.info("broker: %s started by the service on %s", self.broker.name, self.endpoint.url)
         path = s.shard_telemetry_path(self.shard)
-        self.telemetry_writer = TelemetryWriter(path)
+        self.influx = (
+            InfluxTelemetrySink(
+                s.influxdb_url, s.influxdb_token, s.influxdb_org, s.influxdb_bucket, self.catalog
+            )
+            if s.influxdb_url
+            else None
+        )
+        self.telemetry_writer = TelemetryWriter(path, raw_sink=self.influx)
         self.ingest = Ingest(
             self.endpoint,
             self.state,
@@ -178,15 +186,22 @@ class Service:
 
     def _telemetry_reader(self) -> TelemetryReader | ShardedTelemetryReader:
         s = self.settings
+        influx = (
+            InfluxTelemetrySink(
+                s.influxdb_url, s.influxdb_token, s.influxdb_org, s.influxdb_bucket, self.catalog
+            )
+            if s.influxdb_url
+            else None
+        )
         if self.role == "all":
-            return TelemetryReader(s.telemetry_path)
+            return TelemetryReader(s.telemetry_path, influx)
         if self.role == "ingest":
-            return TelemetryReader(s.shard_telemetry_path(self.shard))
+            return TelemetryReader(s.shard_telemetry_path(self.shard), influx)
         paths = [s.shard_telemetry_path(i) for i in range(max(s.ingest_shards, 1))]
         for path in paths:  # the API may start before an ingest shard has made its file
             if not path.exists():
                 TelemetryWriter(path).close()
-        return ShardedTelemetryReader(paths)
+        return ShardedTelemetryReader(paths, influx)
 
     def _start_api(self) -> None:
         s = self.settings

@@ -85,6 +85,16 @@ class Settings:
             "(by a hash of the estate id, so one estate's rules stay on one process)"
         },
     )
+    influxdb_url: str = field(
+        default="",
+        metadata={
+            "help": "InfluxDB 2 for raw telemetry, e.g. http://127.0.0.1:8086; empty: "
+            "raw readings stay in the local SQLite telemetry file"
+        },
+    )
+    influxdb_token: str = field(default="", metadata={"help": "InfluxDB API token"})
+    influxdb_org: str = field(default="estatewatch", metadata={"help": "InfluxDB organisation"})
+    influxdb_bucket: str = field(default="telemetry", metadata={"help": "InfluxDB bucket"})
     deadletter_retention_days: int = field(
         default=30, metadata={"help": "days dead letters are kept"}
     )

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from ingest.telemetry import TelemetryReader
+from ingest.telemetry import RawSource, TelemetryReader
 from protocol.messages import Value
 
 
@@ -28,8 +28,8 @@ class ShardedTelemetryReader:
     """The API's view over the telemetry files of all ingest shards: an estate's data is in
     exactly one of them."""
 
-    def __init__(self, paths: list[Path]) -> None:
-        self.readers = [TelemetryReader(p) for p in paths]
+    def __init__(self, paths: list[Path], raw_source: RawSource | None = None) -> None:
+        self.readers = [TelemetryReader(p, raw_source) for p in paths]
 
     def _for(self, estate: str) -> TelemetryReader:
         return self.readers[shard_of(estate, len(self.readers))]

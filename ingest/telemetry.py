@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -128,12 +128,19 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+class RawSink(Protocol):
+    """Where raw readings go instead of the local ``readings`` table (InfluxDB)."""
+
+    def write(self, batches: Sequence[EstateBatch]) -> int: ...
+
+
 class TelemetryWriter:
     """The single writer. Not thread-safe by design: one thread owns it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, raw_sink: RawSink | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.raw_sink = raw_sink
         self.conn = connect(path)
         self._migrate()
         self._series: dict[tuple[str, str, str], int] = {
@@ -247,7 +254,13 @@ class TelemetryWriter:
                             orjson.dumps(e.data).decode(),
                         )
                     )
-            if rows:
+            if self.raw_sink is not None:
+                # Inside the transaction: if InfluxDB refuses, the seqs are not committed either
+                # and the whole batch is tried again.
+                self.raw_sink.write(
+                    [b for i, b in enumerate(batches) if i not in result.duplicates and b.readings]
+                )
+            elif rows:
                 first = self.conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM readings")
                 self.conn.execute(
                     "INSERT OR IGNORE INTO commit_marks VALUES (?, ?)",
@@ -371,11 +384,27 @@ class TelemetryWriter:
         self.conn.close()
 
 
+class RawSource(Protocol):
+    """Where chart points come from when raw readings live elsewhere (InfluxDB)."""
+
+    def telemetry(
+        self,
+        estate: str,
+        device: str,
+        kind: str,
+        metric: str,
+        from_ms: int,
+        to_ms: int,
+        max_points: int,
+    ) -> list[dict[str, Any]]: ...
+
+
 class TelemetryReader:
     """Read side for the API; one connection per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, raw_source: RawSource | None = None) -> None:
         self.path = path
+        self.raw_source = raw_source
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
