@@ -268,6 +268,7 @@ class Service:
         }
         body["ingest"] = {
             "shard": list(self.ingest.shard) if self.ingest.shard else None,
+            "estates": self.ingest.subscribed_estates if self.ingest.shard else "all",
             "queue_depth": self.ingest.queue_depth,
             "queue_capacity": self.ingest.queue_capacity,
             "received_messages": st.received,

@@ -140,6 +140,7 @@ class Ingest:
         # (index, count): this process takes only the estates that hash to it, see shards.py
         self.shard = shard if shard and shard[1] > 1 else None
         self._subscribed_estates: set[str] = set()
+        self._pending_subscriptions: dict[int, list[str]] = {}
         self.stats = IngestStats()
         self.commit_seconds: Histogram | None = None  # set by whoever exports metrics
         self.linger_s = linger_s
@@ -174,7 +175,12 @@ class Ingest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
+
+    @property
+    def subscribed_estates(self) -> list[str]:
+        return sorted(self._subscribed_estates)
 
     def subscribe_new_estates(self) -> None:
         """In a sharded deployment, subscribe to registered estates of this shard not yet
@@ -187,8 +193,14 @@ class Ingest:
         fresh = sorted(mine - self._subscribed_estates)
         if fresh:
             filters = [f for e in fresh for f in estate_subscriptions(e, self.root)]
-            self.client.subscribe([(f, 1) for f in filters])
-            self._subscribed_estates.update(fresh)
+            _rc, mid = self.client.subscribe([(f, 1) for f in filters])
+            if mid is not None:
+                self._pending_subscriptions[mid] = fresh  # counted once the broker confirms
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, mid: int, _codes: object, _props: object
+    ) -> None:
+        self._subscribed_estates.update(self._pending_subscriptions.pop(mid, []))
 
     def add_listener(self, listener: CommitListener) -> None:
         """Register before start(); a listener that raises is logged and does not stop ingest."""

@@ -1,0 +1,142 @@
+"""Two `run --role ingest` processes split the estates; a `run --role api` process serves both."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from estatewatch.broker import ManagedMosquitto, free_port
+from ingest.shards import shard_of
+
+pytestmark = pytest.mark.integration
+
+ESTATES = ("shard-a", "shard-d")  # crc32 puts them on shards 0 and 1 of 2
+
+
+def test_two_ingest_shards_and_an_api_process(mosquitto: ManagedMosquitto, tmp_path: Path) -> None:
+    assert {shard_of(e, 2) for e in ESTATES} == {0, 1}
+    ep = mosquitto.endpoint
+    base = {
+        **os.environ,
+        "ESTATEWATCH_DATA_DIR": str(tmp_path / "data"),
+        "ESTATEWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "ESTATEWATCH_MQTT_URL": f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}",
+        "ESTATEWATCH_INGEST_SHARDS": "2",
+        "ESTATEWATCH_ADMIN_TOKEN": "t",
+        "ESTATEWATCH_LOG_LEVEL": "WARNING",
+    }
+    procs = []
+    ports = {}
+    for name, args in (
+        ("api", ["--role", "api"]),
+        ("s0", ["--role", "ingest", "--shard", "0"]),
+        ("s1", ["--role", "ingest", "--shard", "1"]),
+    ):
+        ports[name] = free_port()
+        env = {**base, "ESTATEWATCH_API_PORT": str(ports[name])}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "estatewatch.cli", "run", *args],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    try:
+
+        def client(name: str) -> httpx.Client:
+            return httpx.Client(
+                base_url=f"http://127.0.0.1:{ports[name]}",
+                headers={"Authorization": "Bearer t"},
+                timeout=5,
+            )
+
+        def up(name: str) -> bool:
+            try:
+                return client(name).get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        deadline = time.monotonic() + 30
+        while not all(up(n) for n in ports) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        api = client("api")
+        for e in ESTATES:
+            assert api.post("/api/v1/estates", json={"id": e, "name": e}).status_code == 201
+            assert (
+                api.post(f"/api/v1/estates/{e}/gateways", json={"id": "gw-01"}).status_code == 201
+            )
+        # each shard subscribes to its own new estates within a few seconds
+        deadline = time.monotonic() + 20
+        subs: list[object] = []
+        while time.monotonic() < deadline:
+            subs = [client(n).get("/healthz").json()["ingest"]["estates"] for n in ("s0", "s1")]
+            if subs == [["shard-a"], ["shard-d"]]:
+                break
+            time.sleep(0.2)
+        assert subs == [["shard-a"], ["shard-d"]]
+        now = int(time.time() * 1000)
+        for i, e in enumerate(ESTATES):
+            creds = mosquitto.issue_gateway_credentials(e, "gw-01", "estates")
+            assert creds is not None
+            c = mqtt.Client(CallbackAPIVersion.VERSION2)
+            c.username_pw_set(creds.username, creds.password)
+            c.connect(creds.host, creds.port)
+            c.loop_start()
+            payload = orjson.dumps(
+                {
+                    "v": 1,
+                    "gw": "gw-01",
+                    "seq": 1,
+                    "sent": now,
+                    "readings": [
+                        {
+                            "dev": "ws-01",
+                            "kind": "weather_station",
+                            "ts": now,
+                            "m": {"temp_c": -20.0 - i},
+                        }
+                    ],
+                }
+            )
+            c.publish(f"estates/{e}/gw/gw-01/telemetry", payload, 1).wait_for_publish(10)
+            c.disconnect()
+            c.loop_stop()
+
+        def both_visible() -> dict[str, float]:
+            out = {}
+            for e in ESTATES:
+                items = api.get(f"/api/v1/estates/{e}/devices").json()["items"]
+                if items:
+                    out[e] = items[0]["metrics"]["temp_c"]
+            return out
+
+        deadline = time.monotonic() + 20
+        got: dict[str, float] = {}
+        while time.monotonic() < deadline and len(got) < 2:
+            got = both_visible()
+            time.sleep(0.2)
+        assert got == {"shard-a": -20.0, "shard-d": -21.0}
+        # each estate was stored by its own shard, in that shard's file
+        s0 = client("s0").get("/healthz").json()["ingest"]
+        s1 = client("s1").get("/healthz").json()["ingest"]
+        assert (s0["readings"], s1["readings"]) == (1, 1)
+        assert (tmp_path / "data" / "telemetry-0of2.db").exists()
+        assert (tmp_path / "data" / "telemetry-1of2.db").exists()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
