@@ -1,0 +1,105 @@
+"""A store that falls behind: the queue stays within its bound, the broker holds the rest, and
+nothing is lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from estatewatch.broker import ManagedMosquitto
+from ingest.consumer import Ingest
+from ingest.state import StateStore
+from ingest.telemetry import EstateBatch, TelemetryWriter, WriteResult
+from protocol.catalog import default_catalog
+
+pytestmark = pytest.mark.integration
+
+
+class SlowWriter(TelemetryWriter):
+    """A disk that cannot keep up: every commit takes 30 ms more."""
+
+    def write(self, batches: Sequence[EstateBatch]) -> WriteResult:
+        time.sleep(0.03)
+        return super().write(batches)
+
+
+def test_slow_store_bounded_queue_nothing_lost(mosquitto: ManagedMosquitto, tmp_path: Path) -> None:
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("bp", "背压")
+    state.add_gateway("bp", "gw-01")
+    writer = SlowWriter(tmp_path / "t.db")
+    ingest = Ingest(
+        mosquitto.endpoint,
+        state,
+        writer,
+        default_catalog(),
+        queue_size=5,
+        linger_s=0.0,
+        max_batch_readings=10,
+    )
+    depths: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            depths.append(ingest.queue_depth)
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    ingest.start()
+    watcher.start()
+    creds = mosquitto.issue_gateway_credentials("bp", "gw-01", "estates")
+    assert creds is not None
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    pub.username_pw_set(creds.username, creds.password)
+    pub.max_inflight_messages_set(50)
+    pub.connect(creds.host, creds.port)
+    pub.loop_start()
+    now = int(time.time() * 1000)
+    try:
+        infos = [
+            pub.publish(
+                "estates/bp/gw/gw-01/telemetry",
+                orjson.dumps(
+                    {
+                        "v": 1,
+                        "gw": "gw-01",
+                        "seq": seq,
+                        "sent": now,
+                        "readings": [
+                            {
+                                "dev": "p-1",
+                                "kind": "water_pressure",
+                                "ts": now + seq,
+                                "m": {"pressure_mpa": 0.3},
+                            }
+                        ],
+                    }
+                ),
+                1,
+            )
+            for seq in range(1, 301)
+        ]
+        for info in infos:
+            info.wait_for_publish(30)  # the broker took all 300 while the store lagged
+        deadline = time.monotonic() + 60
+        while ingest.stats.readings < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest.stats.readings == 300
+        assert max(depths) <= 5
+        assert max(depths) == 5  # it did fill: the store really was the bottleneck
+        assert writer.conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 300
+    finally:
+        stop.set()
+        watcher.join()
+        pub.disconnect()
+        pub.loop_stop()
+        ingest.stop()
+        state.close()
