@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
     demo.add_argument("--seed", type=int, default=2026, help="simulation seed")
+    from estatewatch.estate_cli import add_estate_commands
+
+    add_estate_commands(sub)  # gateway, simulate: estate-side processes
     return p
 
 
@@ -75,6 +78,10 @@ def _stop_on_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("gateway", "simulate"):
+        from estatewatch.estate_cli import run_estate_command
+
+        return run_estate_command(args)
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:

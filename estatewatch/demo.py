@@ -1,24 +1,34 @@
-"""``estatewatch demo``: the service on its embedded default plus two simulated estates."""
+"""``estatewatch demo``: the service on its embedded default plus two simulated estates playing
+a winter storm faster than real time, so alarms and plans have something to show within minutes.
+
+Each estate runs the real gateway (on-disk buffer, QoS 1, status, commands) with the simulator
+as its adapter. The simulated clock starts now and runs at ``DEMO_SPEED`` until the scenario is
+over, then at real speed: readings stay within the contract's one-day future limit.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
+from datetime import datetime
 
 from estatewatch.service import Service
 from gateway.publisher import GatewayPublisher, now_ms
+from gateway.runtime import Gateway
 from ingest.state import AlreadyExists
 from protocol.endpoint import MqttEndpoint
-from simulators.estate import EstateSpec, SimulatedEstate, small_estate
+from simulators.adapter import SimulatorAdapter
+from simulators.clock import SimClock
+from simulators.estate import SimulatedEstate
+from simulators.scenario import SHANGHAI, load_scenario
+from simulators.spec import EstateSpec, load_spec
 
 log = logging.getLogger(__name__)
 
-DEMO_ESTATES = (
-    small_estate("hohhot-xinhua", "呼和浩特 新华小区", "呼和浩特市", january_mean_c=-11.0),
-    small_estate("hailar-beiyuan", "海拉尔 北苑小区", "呼伦贝尔市", january_mean_c=-25.0),
-)
+DEMO_SPECS = ("small", "hailar-small")  # 呼和浩特 新华小区, 海拉尔 北苑小区
+DEMO_SCENARIO = "winter-storm"
+DEMO_SPEED = 40.0  # the storm's blue snowstorm level comes after 6 minutes, orange after 10
 
 
 def register(service: Service, spec: EstateSpec) -> MqttEndpoint:
@@ -41,47 +51,37 @@ def register(service: Service, spec: EstateSpec) -> MqttEndpoint:
     return MqttEndpoint(creds.host, creds.port, creds.username, creds.password)
 
 
-class SimulatedGateway(threading.Thread):
-    """One estate's simulator feeding its gateway publisher, in real time."""
-
-    def __init__(self, service: Service, spec: EstateSpec, seed: int) -> None:
-        super().__init__(name=f"sim-{spec.estate}", daemon=True)
-        self.spec = spec
-        self.sim = SimulatedEstate(spec, service.catalog, seed, now_ms())
-        self.publisher = GatewayPublisher(
-            spec.estate,
-            spec.gateway,
-            register(service, spec),
-            service.settings.data_path / "gateways",
-            root=service.settings.mqtt_root,
-            fw="estatewatch-sim 0.1",
-        )
-        self.sent = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        self.publisher.start()
-        while not self._halt.wait(1.0):
-            readings = self.sim.due(now_ms())
-            if readings:
-                self.publisher.publish_telemetry(readings)
-                self.sent += len(readings)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
-        self.publisher.stop()
+def simulated_gateway(
+    service: Service, spec_name: str, seed: int
+) -> tuple[Gateway, SimulatorAdapter]:
+    spec = load_spec(spec_name, service.catalog)
+    scenario = load_scenario(DEMO_SCENARIO)
+    start = now_ms()
+    estate = SimulatedEstate(spec, service.catalog, seed, start, scenario)
+    fast_until = start + (scenario.duration_ms or 0)
+    adapter = SimulatorAdapter(estate, SimClock(start, DEMO_SPEED, fast_until_ms=fast_until))
+    publisher = GatewayPublisher(
+        spec.estate,
+        spec.gateway,
+        register(service, spec),
+        service.settings.data_path / "gateways",
+        root=service.settings.mqtt_root,
+        fw="estatewatch-sim 0.2",
+    )
+    return Gateway(publisher, [adapter], network_down=adapter.network_down), adapter
 
 
 def run_demo(service: Service, duration_s: float | None, seed: int = 2026) -> None:
-    gateways = [SimulatedGateway(service, spec, seed + i) for i, spec in enumerate(DEMO_ESTATES)]
-    for g in gateways:
-        g.start()
+    pairs = [simulated_gateway(service, name, seed + i) for i, name in enumerate(DEMO_SPECS)]
+    for gateway, _ in pairs:
+        gateway.start()
+    estates = ", ".join(a.estate.spec.estate for _, a in pairs)
     print(
         f"\n  estatewatch demo is running · 演示已启动\n"
         f"  open · 打开:  {service.url}/#token={service.token}\n"
         f"  API docs:    {service.url}/docs\n"
-        f"  estates:     {', '.join(s.estate for s in DEMO_ESTATES)}\n"
+        f"  estates:     {estates}\n"
+        f"  scenario:    {DEMO_SCENARIO} at ×{DEMO_SPEED:g} (snowstorm blue → yellow → orange)\n"
         f"  Ctrl-C stops everything · 按 Ctrl-C 停止\n",
         flush=True,
     )
@@ -90,13 +90,14 @@ def run_demo(service: Service, duration_s: float | None, seed: int = 2026) -> No
         while duration_s is None or time.monotonic() - started < duration_s:
             time.sleep(min(5.0, duration_s or 5.0))
             st = service.ingest.stats
-            sent = sum(g.sent for g in gateways)
+            sent = sum(g.counters.readings for g, _ in pairs)
+            clock = datetime.fromtimestamp(pairs[0][1].estate.now_ms / 1000, SHANGHAI)
             print(
-                f"  [{time.strftime('%H:%M:%S')}] sent {sent} readings · stored {st.readings}"
-                f" · dead letters {sum(st.dead_letters.values())}"
+                f"  [{time.strftime('%H:%M:%S')}] sim {clock:%m-%d %H:%M} · sent {sent} readings"
+                f" · stored {st.readings} · dead letters {sum(st.dead_letters.values())}"
                 f" · queue {service.ingest.queue_depth}",
                 flush=True,
             )
     finally:
-        for g in gateways:
-            g.stop()
+        for gateway, _ in pairs:
+            gateway.stop()

@@ -1,67 +1,89 @@
-"""Publishing per the wire contract: telemetry and event batches with a persisted ``seq``,
-QoS 1, a retained status and an ``offline`` Last Will.
+"""The gateway's MQTT side (CONTRACT.md): what is buffered goes out, in order, at most
+``max_inflight`` QoS 1 messages at a time; acknowledged messages leave the buffer.
 
-This is the walking-skeleton publisher: what the broker has not acknowledged is kept by paho in
-memory only. The on-disk store-and-forward buffer comes with the gateway issue.
+One thread owns the MQTT client: it connects (exponential backoff with jitter, credentials,
+TLS), publishes the retained ``online`` status with how much is buffered, resends what the broker
+never acknowledged, then keeps the pipe full, live events first. A fresh client per connection
+means nothing of the backlog lives in paho's memory: the buffer on disk is the only truth.
+Commands arriving on ``cmd`` are handed, through a bounded queue, to whoever runs the adapters;
+their acks go back on ``cmd/ack``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
+import queue
+import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.backoff import Backoff
+from gateway.buffer import BufferStats, ForwardBuffer
 from protocol.endpoint import MqttEndpoint
 from protocol.messages import (
-    MAX_ITEMS,
+    Command,
+    CommandAck,
     Event,
+    MessageRejected,
     Reading,
-    encode_events,
+    decode_command,
+    encode_command_ack,
     encode_status,
-    encode_telemetry,
 )
 from protocol.topics import Channel, gateway_topic
 
 log = logging.getLogger(__name__)
+
+COMMAND_QUEUE = 256  # commands waiting for the adapter thread; more are refused, not queued
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class SeqCounter:
-    """The per-gateway message sequence number, kept in a file so a restart never reuses one."""
+@dataclass(frozen=True)
+class LinkSettings:
+    keepalive_s: int = 30
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 60.0
+    max_inflight: int = 20
+    status_interval_s: float = 30.0
+    client_cert: str | None = None  # TLS client certificate and key (PEM), when the broker asks
+    client_key: str | None = None
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._last = int(path.read_text().strip() or 0)
-        except FileNotFoundError:
-            self._last = 0
-        self._lock = threading.Lock()
 
-    @property
-    def last(self) -> int:
-        return self._last
+@dataclass
+class LinkStats:
+    connected: bool = False
+    connects: int = 0
+    sent_messages: int = 0
+    acked_messages: int = 0
+    last_error: str | None = None
 
-    def next(self) -> int:
-        with self._lock:
-            self._last += 1
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(str(self._last))
-            os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new number
-            return self._last
+
+class Delivery:
+    """What ``publish_*`` returns: wait until the broker has acknowledged those items."""
+
+    def __init__(self, buffer: ForwardBuffer, row_id: int) -> None:
+        self._buffer, self._row_id = buffer, row_id
+
+    def wait_for_publish(self, timeout: float | None = None) -> bool:
+        return self._buffer.wait_delivered(self._row_id, 3600.0 if timeout is None else timeout)
 
 
 class GatewayPublisher:
+    """Buffer on disk + the MQTT link that drains it."""
+
     def __init__(
         self,
         estate: str,
@@ -69,30 +91,23 @@ class GatewayPublisher:
         endpoint: MqttEndpoint,
         state_dir: Path,
         root: str = "estates",
-        fw: str = "estatewatch-gateway 0.1",
-        max_inflight: int = 100,
+        fw: str = "estatewatch-gateway 0.2",
+        max_inflight: int = 20,
+        buffer: ForwardBuffer | None = None,
+        link: LinkSettings | None = None,
     ) -> None:
         self.estate, self.gw, self.root, self.fw = estate, gw, root, fw
         self.endpoint = endpoint
-        self.seq = SeqCounter(state_dir / f"{estate}.{gw}.seq")
+        self.settings = link or LinkSettings(max_inflight=max_inflight)
+        self.buffer = buffer or ForwardBuffer(state_dir / f"{estate}.{gw}.buffer.db")
+        self.stats = LinkStats()
+        self.commands: queue.Queue[Command] = queue.Queue(COMMAND_QUEUE)
+        self._acks_out: deque[CommandAck] = deque(maxlen=COMMAND_QUEUE)
+        self._stop = threading.Event()
+        self._held_down = threading.Event()
         self._connected = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"gw-{estate}-{gw}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        if endpoint.username:
-            self.client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            self.client.tls_set(ca_certs=endpoint.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        self.client.max_inflight_messages_set(max_inflight)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.will_set(
-            self.topic(Channel.STATUS), encode_status(gw, "offline", now_ms(), fw=fw), 1, True
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
 
     def topic(self, channel: Channel) -> str:
         return gateway_topic(self.estate, self.gw, channel, self.root)
@@ -101,55 +116,252 @@ class GatewayPublisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def _on_connect(
-        self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
-    ) -> None:
-        if getattr(reason, "is_failure", False):
-            log.error(
-                "gateway %s/%s: broker refused the connection: %s", self.estate, self.gw, reason
-            )
-            return
-        client.publish(
-            self.topic(Channel.STATUS),
-            encode_status(self.gw, "online", now_ms(), fw=self.fw, buffered=0),
-            1,
-            True,
-        )
-        self._connected.set()
-
-    def _on_disconnect(self, *_args: object) -> None:
-        self._connected.clear()
+    # -- what callers use -------------------------------------------------------------------
 
     def start(self, wait_s: float = 10.0) -> bool:
-        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
-        self.client.loop_start()
+        """Start the link thread; True once connected (it keeps trying in the background)."""
+        self._thread = threading.Thread(target=self._run, name=f"gw-link-{self.gw}", daemon=True)
+        self._thread.start()
         return self._connected.wait(wait_s)
 
-    def publish_telemetry(self, readings: Sequence[Reading]) -> list[mqtt.MQTTMessageInfo]:
-        infos = []
-        for i in range(0, len(readings), MAX_ITEMS):
-            payload = encode_telemetry(
-                self.gw, self.seq.next(), now_ms(), readings[i : i + MAX_ITEMS]
-            )
-            infos.append(self.client.publish(self.topic(Channel.TELEMETRY), payload, 1))
-        return infos
+    def publish_telemetry(self, readings: Sequence[Reading]) -> list[Delivery]:
+        """Buffer readings on disk; they go out in batches (by size and linger time)."""
+        if not readings:
+            return []
+        row = self.buffer.add_readings(readings)
+        self._wake.set()
+        return [Delivery(self.buffer, row)]
 
-    def publish_events(self, events: Sequence[Event]) -> list[mqtt.MQTTMessageInfo]:
-        infos = []
-        for i in range(0, len(events), MAX_ITEMS):
-            payload = encode_events(self.gw, self.seq.next(), now_ms(), events[i : i + MAX_ITEMS])
-            infos.append(self.client.publish(self.topic(Channel.EVENTS), payload, 1))
-        return infos
+    def publish_events(self, events: Sequence[Event]) -> list[Delivery]:
+        """Buffer events on disk; they go out at once, before any waiting telemetry."""
+        if not events:
+            return []
+        row = self.buffer.add_events(events)
+        self._wake.set()
+        return [Delivery(self.buffer, row)]
 
-    def stop(self) -> None:
-        """Announce ``offline`` (retained) and disconnect cleanly."""
-        if self.connected:
-            info = self.client.publish(
-                self.topic(Channel.STATUS),
-                encode_status(self.gw, "offline", now_ms(), fw=self.fw),
-                1,
-                True,
+    def acknowledge(self, ack: CommandAck) -> None:
+        self._acks_out.append(ack)
+        self._wake.set()
+
+    def hold_down(self, down: bool) -> None:
+        """Cut (or restore) the network link, as a broken uplink would: no clean disconnect,
+        so the broker publishes the Last Will."""
+        if down:
+            self._held_down.set()
+        else:
+            self._held_down.clear()
+        self._wake.set()
+
+    @property
+    def buffered(self) -> BufferStats:
+        return self.buffer.stats
+
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Optionally wait up to ``drain_s`` for the buffer to empty, announce ``offline``
+        (retained) and disconnect."""
+        deadline = time.monotonic() + drain_s
+        while drain_s and self.connected and time.monotonic() < deadline:
+            if self.buffer.stats.messages == 0:
+                break
+            time.sleep(0.05)
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(15)
+        self.buffer.close()
+
+    # -- the link thread --------------------------------------------------------------------
+
+    def _status(self, state: str) -> bytes:
+        st = self.buffer.stats
+        return encode_status(
+            self.gw,
+            state,
+            now_ms(),
+            fw=self.fw,
+            buffered=st.messages if state == "online" else None,
+            buffered_readings=st.readings,
+            dropped=st.dropped_readings,
+        )
+
+    def _new_client(self) -> mqtt.Client:
+        ep = self.endpoint
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"gw-{self.estate}-{self.gw}",
+            clean_session=False,  # the broker keeps our cmd subscription while we are away
+            protocol=mqtt.MQTTv311,
+        )
+        if ep.username:
+            client.username_pw_set(ep.username, ep.password)
+        if ep.tls:
+            client.tls_set(
+                ca_certs=ep.ca_file,
+                certfile=self.settings.client_cert,
+                keyfile=self.settings.client_key,
+                cert_reqs=ssl.CERT_REQUIRED,
             )
-            info.wait_for_publish(5)
-        self.client.disconnect()
-        self.client.loop_stop()
+        client.max_inflight_messages_set(self.settings.max_inflight + 2)
+        client.will_set(self.topic(Channel.STATUS), self._status("offline"), 1, True)
+        return client
+
+    def _run(self) -> None:
+        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        while not self._stop.is_set():
+            if self._held_down.is_set():
+                self._wake.wait(0.2)
+                self._wake.clear()
+                continue
+            client = self._new_client()
+            session = _Session(self, client)
+            try:
+                session.run()
+            except Exception as exc:  # a broken link must never end the gateway
+                self.stats.last_error = str(exc)
+                log.warning("gateway %s/%s: link error: %s", self.estate, self.gw, exc)
+            finally:
+                self._connected.clear()
+                self.stats.connected = False
+                with contextlib.suppress(Exception):
+                    client.loop_stop()
+            if session.lasted_s > 10:
+                backoff.reset()
+            if self._stop.is_set():
+                break
+            delay = backoff.next_delay()
+            log.info(
+                "gateway %s/%s: broker %s unreachable (%s); retrying in %.1f s",
+                self.estate,
+                self.gw,
+                self.endpoint.url,
+                self.stats.last_error,
+                delay,
+            )
+            self._stop.wait(delay)
+
+
+class _Session:
+    """One connection: connect, announce, resend, pump; returns when the link breaks."""
+
+    def __init__(self, pub: GatewayPublisher, client: mqtt.Client) -> None:
+        self.pub = pub
+        self.client = client
+        self.inflight: dict[int, int] = {}  # paho mid -> seq
+        self.acked: list[int] = []
+        self.connack: Any = None
+        self.lasted_s = 0.0
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+
+    def _on_connect(self, _c: object, _u: object, _f: object, reason: Any, _p: object) -> None:
+        self.connack = reason
+
+    def _on_publish(self, _c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
+        seq = self.inflight.pop(mid, None)
+        if seq is not None:
+            self.acked.append(seq)
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        pub = self.pub
+        try:
+            cmd = decode_command(msg.payload)
+        except MessageRejected as exc:
+            log.warning("gateway %s/%s: bad command ignored: %s", pub.estate, pub.gw, exc)
+            return
+        try:
+            pub.commands.put_nowait(cmd)
+        except queue.Full:
+            pub.acknowledge(CommandAck(cmd.id, False, now_ms(), "gateway busy: too many commands"))
+
+    def run(self) -> None:
+        pub, client = self.pub, self.client
+        ep = pub.endpoint
+        try:
+            client.connect(ep.host, ep.port, keepalive=pub.settings.keepalive_s)
+        except (OSError, ssl.SSLError) as exc:
+            pub.stats.last_error = f"{type(exc).__name__}: {exc}"
+            return
+        deadline = time.monotonic() + 10
+        while self.connack is None:
+            if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
+                pub.stats.last_error = "no answer to CONNECT"
+                return
+        if getattr(self.connack, "is_failure", False):
+            pub.stats.last_error = f"broker refused the connection: {self.connack}"
+            log.error(
+                "gateway %s/%s: %s: check the gateway's username, password and ACL",
+                pub.estate,
+                pub.gw,
+                pub.stats.last_error,
+            )
+            client.disconnect()
+            return
+        started = time.monotonic()
+        client.subscribe(pub.topic(Channel.CMD), 1)
+        client.publish(pub.topic(Channel.STATUS), pub._status("online"), 1, True)
+        pub.stats.connects += 1
+        pub.stats.connected = True
+        pub._connected.set()
+        next_status = time.monotonic() + pub.settings.status_interval_s
+        try:
+            while not pub._stop.is_set():
+                if pub._held_down.is_set():
+                    self._cut()
+                    return
+                self._pump()
+                if time.monotonic() >= next_status:
+                    client.publish(pub.topic(Channel.STATUS), pub._status("online"), 1, True)
+                    next_status = time.monotonic() + pub.settings.status_interval_s
+                # loop() waits on the socket; a short timeout keeps new buffer rows moving.
+                rc = client.loop(0.02 if self.inflight or pub._wake.is_set() else 0.1)
+                pub._wake.clear()
+                if self.acked:
+                    acked, self.acked = self.acked, []
+                    pub.buffer.delivered(acked)
+                    pub.stats.acked_messages += len(acked)
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    pub.stats.last_error = f"connection lost ({mqtt.error_string(rc)})"
+                    return
+            self._goodbye()
+        finally:
+            self.lasted_s = time.monotonic() - started
+
+    def _pump(self) -> None:
+        pub, client = self.pub, self.client
+        while pub._acks_out:
+            ack = pub._acks_out.popleft()
+            client.publish(pub.topic(Channel.CMD_ACK), encode_command_ack(ack), 1)
+        while len(self.inflight) < pub.settings.max_inflight:
+            skip = set(self.inflight.values()) | set(self.acked)
+            msg = pub.buffer.next_message(skip)
+            if msg is None:
+                return
+            channel = Channel.EVENTS if msg.channel == 0 else Channel.TELEMETRY
+            info = client.publish(pub.topic(channel), msg.payload(pub.gw, now_ms()), 1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return  # the socket broke; loop() notices and the session ends
+            self.inflight[info.mid] = msg.seq
+            pub.stats.sent_messages += 1
+
+    def _cut(self) -> None:
+        """Drop the TCP connection without DISCONNECT, as a lost uplink does."""
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.pub.stats.last_error = "network held down by the scenario"
+
+    def _goodbye(self) -> None:
+        pub, client = self.pub, self.client
+        info = client.publish(pub.topic(Channel.STATUS), pub._status("offline"), 1, True)
+        deadline = time.monotonic() + 5
+        while not info.is_published() and time.monotonic() < deadline:
+            if client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS:
+                break
+            if self.acked:
+                pub.buffer.delivered(self.acked)
+                self.acked = []
+        client.disconnect()
+        client.loop(0.1)

@@ -1,172 +1,302 @@
-"""A simulated estate for the walking skeleton: devices of every family, each reporting at its
-catalog interval with plausible, seeded values.
+"""A simulated estate: every device of a spec reporting at its catalog interval, a scenario's
+weather and faults, and commands that change what the devices do.
 
-Realistic signals (diurnal and seasonal climate, charging sessions, lift trips), estate spec
-files and scripted scenarios come with the simulator issue; this module keeps the same shape
-(a spec in, readings due at a time out) so they can grow in place.
+Time advances in fixed 1-second steps of simulated time, whatever the caller's rhythm, and the
+random generator is drawn in a fixed order within a step: the same spec, scenario and seed give
+the same readings however fast or unevenly :meth:`SimulatedEstate.advance` is called.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocol.catalog import Catalog, Metric, ValueType
-from protocol.messages import Reading, Value
+from gateway.adapter import Collected
+from protocol.catalog import Catalog, ValueType
+from protocol.messages import Command, Event, Reading, Value
+from simulators.models import GAS_PEAK_LEL, GAS_RAMP_MS, MIN, MODELS, ActiveFault, Context, Group
+from simulators.scenario import QUIET, Fault, Scenario, ScenarioError
+from simulators.spec import EstateSpec, small_estate
 
-HOUR_MS = 3_600_000
+__all__ = ["ACTIONS", "Collected", "EstateSpec", "SimulatedEstate", "small_estate"]
 
-
-@dataclass(frozen=True)
-class EstateSpec:
-    estate: str
-    name: str
-    region: str
-    gateway: str
-    january_mean_c: float  # climate: Hohhot about -11 °C, Hailar about -25 °C (REFERENCE §6)
-    devices: tuple[tuple[str, str], ...] = field(default=())  # (device id, kind)
-
-
-def small_estate(
-    estate: str,
-    name: str,
-    region: str,
-    january_mean_c: float,
-    buildings: int = 3,
-    gateway: str = "gw-01",
-) -> EstateSpec:
-    """About 15 devices a building plus the estate's shared plant: every family is present."""
-    devices: list[tuple[str, str]] = [
-        ("fire-panel-1", "fire_panel"),
-        ("fire-pump-1", "fire_pump"),
-        ("fire-tank-1", "fire_water_tank"),
-        ("fire-lane-1", "fire_lane_monitor"),
-        ("heating-1", "heating_station"),
-        ("power-main", "power_meter"),
-        ("water-tank-1", "water_tank"),
-        ("gas-boiler-room", "gas_detector"),
-        ("telecom-1", "telecom_cabinet"),
-        ("ws-01", "weather_station"),
-    ]
-    for b in range(1, buildings + 1):
-        devices += [
-            (f"b{b}-lift-1", "elevator"),
-            (f"b{b}-hydrant-1", "fire_hydrant"),
-            (f"b{b}-hydrant-2", "fire_hydrant"),
-            (f"b{b}-sprinkler-1", "sprinkler"),
-            (f"b{b}-smoke-1", "smoke_detector"),
-            (f"b{b}-door-1", "fire_door"),
-            (f"b{b}-water-1", "water_pressure"),
-            (f"b{b}-room-1", "room_temp"),
-            (f"b{b}-pipe-1", "pipe_temp"),
-            (f"b{b}-cam-1", "ebike_camera"),
-        ]
-        devices += [(f"b{b}-ebc-s{s:02d}", "ebike_charger") for s in range(1, 5)]
-    return EstateSpec(estate, name, region, gateway, january_mean_c, tuple(devices))
-
-
-def outdoor_temp_c(spec: EstateSpec, t_ms: int) -> float:
-    """Seasonal plus diurnal cycle: coldest mid-January and at dawn, warmest mid-July and 15:00."""
-    day_of_year = (t_ms / 86_400_000) % 365.25
-    seasonal = spec.january_mean_c + 17.5 * (
-        1 - math.cos(2 * math.pi * (day_of_year - 15) / 365.25)
-    )
-    hour = (t_ms / HOUR_MS + 8) % 24  # Asia/Shanghai
-    return seasonal + 6 * math.cos(2 * math.pi * (hour - 15) / 24)
-
-
-Gen = Callable[[float, np.random.Generator], Value]
-
-# Per-metric signals; any metric not listed gets a neutral value from its catalog range.
-SIGNALS: dict[str, Gen] = {
-    "pressure_mpa": lambda out, rng: round(0.32 + rng.normal(0, 0.01), 3),
-    "level_m": lambda out, rng: round(4.2 + rng.normal(0, 0.02), 2),
-    "level_pct": lambda out, rng: round(78 + rng.normal(0, 1.5), 1),
-    "status_word": lambda out, rng: 0,
-    "wind_speed_ms": lambda out, rng: round(abs(rng.normal(4, 1.5)), 1),
-    "wind_gust_ms": lambda out, rng: round(abs(rng.normal(7, 2)), 1),
-    "snow_mm": lambda out, rng: 0.0,
-    "rain_mm": lambda out, rng: 0.0,
-    "visibility_m": lambda out, rng: round(float(rng.uniform(9000, 20000))),
-    "humidity_pct": lambda out, rng: round(float(rng.uniform(30, 60)), 1),
-    "road_temp_c": lambda out, rng: round(out - 1 + rng.normal(0, 0.3), 1),
-    "supply_temp_c": lambda out, rng: round(max(45.0, 75 - out) + rng.normal(0, 0.5), 1),
-    "return_temp_c": lambda out, rng: round(max(35.0, 50 - out / 2) + rng.normal(0, 0.5), 1),
-    "supply_pressure_mpa": lambda out, rng: round(0.6 + rng.normal(0, 0.01), 3),
-    "return_pressure_mpa": lambda out, rng: round(0.35 + rng.normal(0, 0.01), 3),
-    "voltage_v": lambda out, rng: round(230 + rng.normal(0, 2), 1),
-    "current_a": lambda out, rng: round(abs(rng.normal(3, 0.5)), 2),
-    "power_kw": lambda out, rng: round(abs(rng.normal(120, 15)), 1),
-    "lel_pct": lambda out, rng: round(abs(rng.normal(0.5, 0.3)), 1),
-    "speed_ms": lambda out, rng: round(float(rng.choice([0.0, 1.0, 1.75])), 2),
-    "floor": lambda out, rng: int(rng.integers(1, 19)),
-    "machine_room_temp_c": lambda out, rng: round(18 + rng.normal(0, 1), 1),
-    "power_w": lambda out, rng: round(float(rng.choice([0.0, 0.0, 180.0, 240.0])), 1),
-}
-KIND_SIGNALS: dict[tuple[str, str], Gen] = {
-    ("weather_station", "temp_c"): lambda out, rng: round(out + rng.normal(0, 0.2), 1),
-    ("room_temp", "temp_c"): lambda out, rng: round(21 + rng.normal(0, 0.4), 1),
-    ("pipe_temp", "temp_c"): lambda out, rng: round(max(out + 12, 6.0) + rng.normal(0, 0.3), 1),
-    ("fire_water_tank", "temp_c"): lambda out, rng: round(8 + rng.normal(0, 0.3), 1),
-    ("telecom_cabinet", "temp_c"): lambda out, rng: round(24 + rng.normal(0, 1), 1),
-    ("ebike_charger", "temp_c"): lambda out, rng: round(max(out, 5.0) + rng.normal(8, 2), 1),
-}
-BOOLEANS_TRUE = {"power_ok", "link_up", "auto", "online"}
-
-
-def _neutral(metric: Metric, rng: np.random.Generator) -> Value:
-    if metric.type is ValueType.BOOLEAN:
-        return metric.name in BOOLEANS_TRUE
-    if metric.type is ValueType.ENUM:
-        return metric.values[0]
-    lo = metric.min if metric.min is not None else 0.0
-    hi = metric.max if metric.max is not None else lo + 100
-    value = max(lo, min(hi, lo + (hi - lo) * 0.1))
-    return int(value) if metric.type is ValueType.INTEGER else round(value, 2)
+STEP_MS = 1000
+# Commands a simulated device obeys: action -> kind.
+ACTIONS = {"socket.power_off": "ebike_charger", "socket.power_on": "ebike_charger"}
 
 
 class SimulatedEstate:
-    """Which devices report when, and what they say; deterministic for a seed."""
+    """Which devices report when, what they say, and which events happen; seeded."""
 
-    def __init__(self, spec: EstateSpec, catalog: Catalog, seed: int, start_ms: int) -> None:
-        unknown = sorted({k for _, k in spec.devices if k not in catalog.kinds})
+    def __init__(
+        self,
+        spec: EstateSpec,
+        catalog: Catalog,
+        seed: int,
+        start_ms: int,
+        scenario: Scenario | None = None,
+    ) -> None:
+        unknown = sorted(
+            {d.kind for d in spec.devices if d.kind not in catalog.kinds or d.kind not in MODELS}
+        )
         if unknown:
-            raise ValueError(f"estate {spec.estate}: kinds not in the catalog: {unknown}")
+            raise ValueError(f"estate {spec.estate}: kinds the simulator cannot play: {unknown}")
         self.spec = spec
         self.catalog = catalog
+        self.scenario = scenario or QUIET
+        self.start_ms = start_ms
         self.rng = np.random.default_rng(seed)
-        # Spread first reports over a few seconds so a gateway doesn't burst at start.
-        offsets = self.rng.integers(0, 3000, size=len(spec.devices))
-        self._next_ms = start_ms + offsets
-        self._interval_ms = np.array(
-            [catalog.kinds[k].interval_s * 1000 for _, k in spec.devices], dtype=np.int64
-        )
+        self.groups: dict[str, Group] = {}
+        by_kind: dict[str, list[int]] = {}
+        for i, d in enumerate(spec.devices):
+            by_kind.setdefault(d.kind, []).append(i)
+        for kind in sorted(by_kind):  # a fixed order keeps the random draws reproducible
+            idx = by_kind[kind]
+            interval = catalog.kinds[kind].interval_s * 1000
+            # Spread first reports over a few seconds so a gateway doesn't burst at start.
+            first = start_ms + self.rng.integers(0, 3000, size=len(idx))
+            self.groups[kind] = Group(
+                kind=kind,
+                ids=[spec.devices[i].id for i in idx],
+                building=np.array([spec.devices[i].building for i in idx], dtype=np.int64),
+                floors=np.array([spec.devices[i].floors for i in idx], dtype=np.int64),
+                interval_ms=interval,
+                next_ms=first.astype(np.int64),
+                last_ms=(first - interval).astype(np.int64),
+            )
+        self.faults = self._bind_faults()
+        self.ctx = Context(self.rng, spec.climate, self.scenario, start_ms, self.faults)
+        self._pending_events = sorted(self._fault_events(), key=lambda e: e.ts)
+        self._step_end = start_ms  # everything before this is done
+        self._limits = {
+            kind: {
+                m.name: (
+                    -math.inf if m.min is None else m.min,
+                    math.inf if m.max is None else m.max,
+                    m.type,
+                )
+                for m in catalog.kinds[kind].metrics.values()
+            }
+            for kind in self.groups
+        }
 
-    def reading(self, dev: str, kind: str, t_ms: int) -> Reading:
-        out = outdoor_temp_c(self.spec, t_ms)
-        metrics: dict[str, Value] = {}
-        for name, metric in self.catalog.kinds[kind].metrics.items():
-            gen = KIND_SIGNALS.get((kind, name)) or SIGNALS.get(name)
-            value = gen(out, self.rng) if gen else _neutral(metric, self.rng)
-            if metric.type in (ValueType.NUMBER, ValueType.INTEGER) and not isinstance(value, str):
-                lo = metric.min if metric.min is not None else -math.inf
-                hi = metric.max if metric.max is not None else math.inf
-                value = type(value)(min(hi, max(lo, value)))
-            metrics[name] = value
-        return Reading(dev=dev, kind=kind, ts=t_ms, metrics=metrics)
+    @property
+    def now_ms(self) -> int:
+        """Simulated time up to which readings have been produced."""
+        return self._step_end
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def _bind_faults(self) -> list[ActiveFault]:
+        out = []
+        for f in self.scenario.faults:
+            t0 = self.start_ms + f.at_ms
+            kind = pos = dev = None
+            if f.type == "heating_failure":
+                buildings = {d.building for d in self.spec.devices}
+                if f.building not in buildings:
+                    raise ScenarioError(
+                        f"scenario {self.scenario.source}: heating_failure names building "
+                        f"{f.building}, but estate spec {self.spec.source} has buildings "
+                        f"1..{max(buildings)}"
+                    )
+            elif f.type != "gateway_offline":
+                kind, pos, dev = self._target(f)
+            out.append(ActiveFault(f, t0, t0 + f.duration_ms, kind, pos, dev, f.building))
+        return out
+
+    def _target(self, f: Fault) -> tuple[str, int, str]:
+        where = f"scenario {self.scenario.source}: fault {f.type} at {f.at_ms // MIN:.0f} min"
+        if f.device:
+            for kind, g in self.groups.items():
+                if f.device in g.ids:
+                    return kind, g.ids.index(f.device), f.device
+            raise ScenarioError(
+                f"{where}: device {f.device!r} is not in estate spec {self.spec.source}"
+            )
+        assert f.kind is not None
+        g = self.groups.get(f.kind)
+        if g is None or f.nth > len(g.ids):
+            have = len(g.ids) if g else 0
+            raise ScenarioError(
+                f"{where}: wants {f.kind} number {f.nth}, estate spec {self.spec.source} has {have}"
+            )
+        return f.kind, f.nth - 1, g.ids[f.nth - 1]
+
+    def _fault_events(self) -> list[Event]:
+        """The discrete events a real device would send when these faults happen."""
+        events: list[Event] = []
+        panel = self.groups.get("fire_panel")
+        pumps = self.groups.get("fire_pump")
+        for f in self.faults:
+            ft, dev = f.fault.type, f.dev
+            if dev is None or f.kind is None:
+                continue
+            g = self.groups[f.kind]
+            zone = f"b{int(g.building[f.pos])}" if f.pos is not None else "estate"
+            if ft == "fire_alarm":
+                data = {"zone": zone, "point": dev, "status_word": 2}
+                events.append(Event(dev, "smoke_detector", f.t0, "fire.alarm", data))
+                if panel:
+                    events.append(Event(panel.ids[0], "fire_panel", f.t0 + 500, "fire.alarm", data))
+                    events.append(
+                        Event(panel.ids[0], "fire_panel", f.t1, "fire.reset", {"status_word": 0})
+                    )
+                if pumps:
+                    events.append(
+                        Event(
+                            pumps.ids[0],
+                            "fire_pump",
+                            f.t0 + 2000,
+                            "fire.start",
+                            {"zone": zone, "point": pumps.ids[0], "status_word": 32},
+                        )
+                    )
+            elif ft == "fire_pump_failure":
+                events.append(
+                    Event(
+                        dev,
+                        "fire_pump",
+                        f.t0,
+                        "fire.fault",
+                        {
+                            "zone": "pump-room",
+                            "point": dev,
+                            "status_word": 4,
+                            "code": "pump_failure",
+                        },
+                    )
+                )
+            elif ft == "elevator_trapped":
+                floor = max(1, int(g.floors[f.pos]) // 2) if f.pos is not None else 1
+                detected = 30_000  # typical detection timer (REFERENCE.md §3)
+                events.append(
+                    Event(
+                        dev,
+                        "elevator",
+                        f.t0 + detected,
+                        "elevator.trapped",
+                        {"floor": floor, "people": True, "door_zone": False, "duration_s": 30},
+                    )
+                )
+                events.append(
+                    Event(
+                        dev,
+                        "elevator",
+                        f.t1,
+                        "elevator.released",
+                        {"floor": floor, "duration_s": f.fault.duration_ms // 1000},
+                    )
+                )
+            elif ft == "charger_overheat":
+                events.append(
+                    Event(
+                        dev,
+                        "ebike_charger",
+                        f.t0 + int(7 * MIN),
+                        "ebike.over_temperature",
+                        {"socket": dev, "temp_c": 65.0},
+                    )
+                )
+            elif ft == "gas_leak":
+                at = f.t0 + int(GAS_RAMP_MS * 25 / GAS_PEAK_LEL)
+                events.append(
+                    Event(dev, "gas_detector", at, "gas.leak", {"lel_pct": 25.0, "level": 1})
+                )
+        return events
+
+    def network_down(self, now_ms: int) -> bool:
+        """True while the scenario has the gateway's network cut."""
+        return self.scenario.network_down(now_ms - self.start_ms)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def command(self, cmd: Command, now_ms: int | None = None) -> str | None:
+        """Carry out a command; None when done, else why not (for the ``cmd/ack`` error)."""
+        kind = ACTIONS.get(cmd.action)
+        if kind is None:
+            return f"unknown action {cmd.action!r}; this gateway knows {', '.join(sorted(ACTIONS))}"
+        g = self.groups.get(kind)
+        if g is None or cmd.dev not in g.ids:
+            return f"no {kind} {cmd.dev!r} behind this gateway"
+        pos = g.ids.index(cmd.dev)
+        st = g.state
+        if "powered" not in st:  # the socket has not reported yet: run its model once
+            return "the socket has not started yet; retry in a few seconds"
+        on = cmd.action == "socket.power_on"
+        if not on and st["powered"][pos]:
+            st["t_cut"][pos] = float(now_ms if now_ms is not None else self._step_end)
+            st["temp_cut"][pos] = st["temp"][pos]
+        st["powered"][pos] = on
+        return None
+
+    # -- time -------------------------------------------------------------------------------
+
+    def advance(self, now_ms: int) -> Collected:
+        """Readings and events of every whole step up to ``now_ms``."""
+        out = Collected()
+        while self._step_end + STEP_MS <= now_ms:
+            t0 = self._step_end
+            # Skip empty stretches: jump to the step holding the next report or event.
+            nxt = min(int(g.next_ms.min()) for g in self.groups.values())
+            if self._pending_events:
+                nxt = min(nxt, self._pending_events[0].ts)
+            if nxt >= t0 + STEP_MS:
+                skip_to = t0 + (nxt - t0) // STEP_MS * STEP_MS
+                last_whole = t0 + (now_ms - t0) // STEP_MS * STEP_MS - STEP_MS
+                if skip_to > last_whole:
+                    self._step_end = last_whole + STEP_MS
+                    break
+                t0 = skip_to
+            self._step(t0, t0 + STEP_MS, out)
+            self._step_end = t0 + STEP_MS
+        return out
 
     def due(self, now_ms: int) -> list[Reading]:
-        """Readings of every device whose report time has come."""
-        idx = np.flatnonzero(self._next_ms <= now_ms)
-        out = []
-        for i in idx:
-            dev, kind = self.spec.devices[i]
-            out.append(self.reading(dev, kind, int(self._next_ms[i])))
-        self._next_ms[idx] += self._interval_ms[idx]
-        # A device that fell far behind (e.g. the process slept) reports once, not a burst.
-        behind = self._next_ms < now_ms
-        self._next_ms[behind] = now_ms + self._interval_ms[behind]
-        return out
+        """Readings due by ``now_ms`` (events of the scenario are dropped: use advance)."""
+        return self.advance(now_ms).readings
+
+    def _step(self, t0: int, t1: int, out: Collected) -> None:
+        while self._pending_events and self._pending_events[0].ts < t1:
+            out.events.append(self._pending_events.pop(0))
+        for kind, g in self.groups.items():
+            sel = np.flatnonzero(g.next_ms < t1)
+            if len(sel) == 0:
+                continue
+            t = g.next_ms[sel].copy()
+            metrics = MODELS[kind](self.ctx, g, sel, t)
+            g.last_ms[sel] = t
+            g.next_ms[sel] += g.interval_ms
+            keep = self._reporting(g, sel, t)
+            out.readings += self._readings(
+                g, sel[keep], t[keep], {k: v[keep] for k, v in metrics.items()}
+            )
+
+    def _reporting(self, g: Group, sel: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Devices not silenced by a ``device_silent`` fault at their report time."""
+        keep = np.ones(len(sel), dtype=bool)
+        for f in self.faults:
+            if f.fault.type == "device_silent" and f.kind == g.kind:
+                keep &= ~((sel == f.pos) & (t >= f.t0) & (t < f.t1))
+        return keep
+
+    def _readings(
+        self, g: Group, sel: np.ndarray, t: np.ndarray, metrics: dict[str, np.ndarray]
+    ) -> list[Reading]:
+        columns: list[tuple[str, list[Value]]] = []
+        for name, (lo, hi, vtype) in self._limits[g.kind].items():
+            arr = metrics[name]
+            if vtype is ValueType.INTEGER:
+                arr = np.clip(arr, lo, hi).astype(np.int64)
+            elif vtype is ValueType.NUMBER:
+                arr = np.clip(arr.astype(np.float64), lo, hi)
+            columns.append((name, arr.tolist()))
+        names = [c[0] for c in columns]
+        ids, kind = g.ids, g.kind
+        return [
+            Reading(ids[i], kind, ts, dict(zip(names, values, strict=True)))
+            for i, ts, *values in zip(
+                sel.tolist(), t.tolist(), *(c[1] for c in columns), strict=True
+            )
+        ]

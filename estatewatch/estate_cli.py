@@ -1,0 +1,252 @@
+"""``estatewatch gateway`` and ``estatewatch simulate``: the estate-side processes.
+
+``gateway --config FILE`` runs a gateway with the adapters its file lists; ``simulate`` is the
+same gateway with one simulated estate built from flags, and a progress display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from gateway.adapter import DeviceAdapter
+from gateway.buffer import BufferError, ForwardBuffer
+from gateway.config import ConfigError, GatewayConfig, load_gateway_config, parse_gateway_config
+from gateway.publisher import GatewayPublisher, LinkSettings
+from gateway.runtime import Gateway
+from protocol.catalog import default_catalog
+from protocol.endpoint import EndpointError, parse_mqtt_url
+from simulators.adapter import SimulatorAdapter
+from simulators.clock import SimClock
+from simulators.estate import SimulatedEstate
+from simulators.scenario import SHANGHAI, load_scenario, parse_duration_ms, parse_start_ms
+from simulators.spec import SpecError, load_spec
+
+SIMULATOR_KEYS = {"type", "spec", "scenario", "seed", "speed", "start", "for"}
+
+
+def add_estate_commands(sub: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    gw = sub.add_parser(
+        "gateway",
+        help="run an estate gateway (adapters → on-disk buffer → MQTT)",
+        description=(
+            "Run a gateway: poll its device adapters, keep everything in an on-disk buffer "
+            "until the broker acknowledges it, receive commands. The config file format is "
+            "in gateway/config.py."
+        ),
+        formatter_class=fmt,
+    )
+    gw.add_argument("--config", required=True, help="gateway config file (TOML)")
+    gw.add_argument("--progress-every", type=float, default=10.0, help="seconds between lines")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="play a simulated estate through a gateway",
+        description=(
+            "Play an estate spec and a scenario through a gateway to a broker, faster than "
+            "real time if asked. Bundled specs: small, hailar-small, hohhot-typical, large; "
+            "scenarios: quiet-day, winter-storm, cold-wave, spring-sandstorm, faults."
+        ),
+        formatter_class=fmt,
+    )
+    sim.add_argument("--spec", default="small", help="estate spec: a bundled name or a file")
+    sim.add_argument("--scenario", default="quiet-day", help="scenario: bundled name or file")
+    sim.add_argument("--speed", type=float, default=1.0, help="60 plays an hour a minute")
+    sim.add_argument("--seed", type=int, default=1, help="same seed, same readings")
+    sim.add_argument("--start", help="simulated start, e.g. 2026-01-15T06:00 (Asia/Shanghai)")
+    sim.add_argument(
+        "--for",
+        dest="duration",
+        help="simulated time to play, e.g. 2h (default: the scenario's duration)",
+    )
+    sim.add_argument("--config", help="gateway config file for broker and buffer settings")
+    sim.add_argument("--broker", help="mqtt://user:pass@host:port (default 127.0.0.1:1883)")
+    sim.add_argument("--state-dir", help="where the gateway buffer lives (default data/gateway)")
+    sim.add_argument("--progress-every", type=float, default=None, help="seconds between lines")
+
+
+def simulator_adapter(spec_cfg: dict[str, Any], where: str) -> SimulatorAdapter:
+    """Build the simulator adapter a ``[[adapters]] type = "simulator"`` table describes."""
+    unknown = sorted(set(spec_cfg) - SIMULATOR_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(SIMULATOR_KEYS))})"
+        )
+    spec = load_spec(str(spec_cfg.get("spec", "small")))
+    scenario = load_scenario(str(spec_cfg.get("scenario", "quiet-day")))
+    try:
+        if spec_cfg.get("start"):
+            start = parse_start_ms(str(spec_cfg["start"]))
+        else:
+            start = scenario.start_ms or time.time_ns() // 1_000_000
+        duration = (
+            parse_duration_ms(str(spec_cfg["for"])) if spec_cfg.get("for") else scenario.duration_ms
+        )
+        speed = float(spec_cfg.get("speed", 1.0))
+        seed = int(spec_cfg.get("seed", 1))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    estate = SimulatedEstate(spec, default_catalog(), seed, start, scenario)
+    end = start + duration if duration else None
+    return SimulatorAdapter(estate, SimClock(start, speed), end)
+
+
+def build_gateway(cfg: GatewayConfig) -> tuple[Gateway, list[SimulatorAdapter]]:
+    adapters: list[DeviceAdapter] = []
+    sims: list[SimulatorAdapter] = []
+    for i, a in enumerate(cfg.adapters):
+        where = f"gateway config {cfg.source}: [[adapters]] #{i + 1}"
+        if a["type"] != "simulator":
+            raise ConfigError(f"{where}: unknown adapter type {a['type']!r} (known: simulator)")
+        sim = simulator_adapter(a, where)
+        adapters.append(sim)
+        sims.append(sim)
+    if not adapters:
+        raise ConfigError(f"gateway config {cfg.source}: no [[adapters]]: add at least one")
+    b = cfg.buffer
+    buffer = ForwardBuffer(
+        cfg.buffer_path,
+        max_bytes=int(b.max_mb * 1024 * 1024),
+        batch_max_readings=b.batch_max_readings,
+        batch_max_bytes=int(b.batch_max_kb * 1024),
+        batch_linger_ms=b.batch_linger_ms,
+        durable=b.durable,
+    )
+    link = LinkSettings(
+        keepalive_s=cfg.keepalive_s,
+        reconnect_min_s=cfg.reconnect_min_s,
+        reconnect_max_s=cfg.reconnect_max_s,
+        max_inflight=cfg.max_inflight,
+        status_interval_s=cfg.status_interval_s,
+        client_cert=cfg.client_cert,
+        client_key=cfg.client_key,
+    )
+    publisher = GatewayPublisher(
+        cfg.estate, cfg.gw, cfg.endpoint, cfg.state_dir, cfg.root, cfg.fw, buffer=buffer, link=link
+    )
+    network_down = None
+    if sims:
+        network_down = lambda: any(s.network_down() for s in sims)  # noqa: E731
+    return Gateway(publisher, adapters, cfg.poll_interval_s, network_down), sims
+
+
+def _progress_line(gateway: Gateway, sims: list[SimulatorAdapter]) -> str:
+    st = gateway.publisher.buffered
+    link = gateway.publisher.stats
+    parts = []
+    if sims:
+        sim = sims[0]
+        clock = datetime.fromtimestamp(sim.estate.now_ms / 1000, SHANGHAI)
+        parts.append(f"sim {clock:%Y-%m-%d %H:%M:%S} ×{sim.clock.speed:g}")
+    parts += [
+        f"readings {gateway.counters.readings:,}",
+        f"events {gateway.counters.events}",
+        f"sent {link.sent_messages:,} msgs",
+        f"buffered {st.messages:,} msgs ({st.readings:,} readings)",
+        f"dropped {st.dropped_readings:,}",
+        f"seq {st.last_seq}",
+        "link up" if link.connected else f"link down ({link.last_error or 'connecting'})",
+    ]
+    return " · ".join(parts)
+
+
+def _run(cfg: GatewayConfig, progress_every: float) -> int:
+    try:
+        gateway, sims = build_gateway(cfg)
+    except (SpecError, ConfigError, BufferError, ValueError) as exc:
+        print(f"estatewatch: {exc}", file=sys.stderr)
+        return 2
+    tty = sys.stdout.isatty()
+    print(
+        f"gateway {cfg.estate}/{cfg.gw} → {cfg.endpoint.url} · buffer {cfg.buffer_path}"
+        + "".join(
+            f"\n  simulating {s.estate.spec.source} ({len(s.estate.spec.devices)} devices), "
+            f"scenario {s.estate.scenario.name}, speed ×{s.clock.speed:g}"
+            for s in sims
+        ),
+        flush=True,
+    )
+    gateway.start()
+    done = threading.Event()
+    last_line = 0.0
+    try:
+        while not done.wait(0.25 if tty else min(progress_every, 0.25)):
+            now = time.monotonic()
+            finished = bool(sims) and all(s.finished for s in sims)
+            if finished and gateway.publisher.buffered.messages == 0:
+                done.set()
+            if tty:
+                print("\r" + _progress_line(gateway, sims) + "\x1b[K", end="", flush=True)
+            elif now - last_line >= progress_every or done.is_set():
+                print(_progress_line(gateway, sims), flush=True)
+                last_line = now
+    except KeyboardInterrupt:
+        print("\nstopping · 正在停止 …", flush=True)
+    finally:
+        gateway.stop()
+    if tty:
+        print()
+    st = gateway.publisher.buffered
+    if done.is_set():
+        print(f"done: every reading delivered · 全部送达 (last seq {st.last_seq})", flush=True)
+    else:
+        print(f"stopped with {st.messages} messages buffered; they go out on the next start")
+    return 0
+
+
+def _stop_on_sigterm() -> None:
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def run_estate_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _stop_on_sigterm()
+    try:
+        if args.command == "gateway":
+            return _run(load_gateway_config(args.config), args.progress_every)
+        return _run(_simulate_config(args), args.progress_every or 5.0)
+    except (SpecError, ConfigError, EndpointError) as exc:
+        print(f"estatewatch {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _simulate_config(args: argparse.Namespace) -> GatewayConfig:
+    if args.speed <= 0:
+        raise ConfigError(f"--speed must be above 0, got {args.speed}")
+    spec = load_spec(args.spec)
+    adapter = {"type": "simulator", "spec": args.spec, "scenario": args.scenario}
+    adapter |= {"seed": args.seed, "speed": args.speed}
+    if args.start:
+        adapter["start"] = args.start
+    if args.duration:
+        adapter["for"] = args.duration
+    if args.config:
+        cfg = load_gateway_config(args.config)
+    else:
+        doc = {
+            "gateway": {"estate": spec.estate, "id": spec.gateway},
+            "broker": {"url": "mqtt://127.0.0.1:1883"},
+        }
+        cfg = parse_gateway_config(doc, "(command line)", Path.cwd())
+    if args.broker:
+        cfg = replace(cfg, endpoint=parse_mqtt_url(args.broker))
+    if args.state_dir:
+        cfg = replace(cfg, state_dir=Path(args.state_dir))
+    return replace(cfg, adapters=(adapter,))

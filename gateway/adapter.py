@@ -1,0 +1,46 @@
+"""The one small interface between the gateway core and whatever talks to devices.
+
+A simulated estate is one adapter; a Modbus poller or a fire-panel serial link would be others,
+each a new file that implements :class:`DeviceAdapter`. The core polls every adapter, buffers and
+publishes what it returns, and hands it the commands addressed to its devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from protocol.messages import Command, Event, Reading
+
+
+@dataclass
+class Collected:
+    """What an adapter gathered since it was last polled."""
+
+    readings: list[Reading] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+@runtime_checkable
+class DeviceAdapter(Protocol):
+    """A source of readings and events that may also carry out commands.
+
+    ``poll`` is called often (a fraction of a second apart) from one thread and must not block
+    for long: a field-bus adapter polls its devices on its own schedule and returns what it has.
+    Push-style links (a fire panel's serial line) queue what arrived, boundedly, until polled.
+    """
+
+    name: str
+
+    def poll(self) -> Collected: ...
+
+    def execute(self, command: Command) -> str | None:
+        """Carry out a command for one of this adapter's devices: None when done, else a short
+        reason for the ``cmd/ack`` error ("no such socket", "unknown action …")."""
+        ...
+
+    def owns(self, dev: str) -> bool:
+        """Whether ``dev`` is behind this adapter (commands are routed by it)."""
+        ...
+
+    def close(self) -> None: ...
