@@ -9,7 +9,8 @@ from fastapi.responses import FileResponse
 
 from api import errors
 from api.context import ApiContext
-from api.routes import deadletters, estates, health, telemetry
+from api.deps import guard
+from api.routes import deadletters, estates, health, telemetry, users
 
 STATIC = Path(__file__).parent / "static"
 
@@ -26,8 +27,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(estates.router)
     app.include_router(deadletters.router)
     app.include_router(telemetry.router)
+    app.include_router(users.router)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", **guard("public"))
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 

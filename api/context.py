@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.users import UserStore
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader
@@ -22,6 +23,7 @@ class ApiContext:
     catalog: Catalog
     admin_token: str
     issue_credentials: IssueCredentials | None = None
+    users: UserStore | None = None
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
     on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)
     # Prometheus text exposition of the process's metrics

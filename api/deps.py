@@ -1,17 +1,24 @@
-"""Dependencies shared by the routes: the context and the bearer-token check."""
+"""Dependencies shared by the routes: the context, who is asking, and what they may reach.
+
+Every route declares its access level with ``guard(level)``; the level is also written into the
+OpenAPI document (``x-access``), where a test finds any route that has none.
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.context import ApiContext
 from api.errors import ApiError
+from api.users import Principal, Role
 
 _bearer = HTTPBearer(auto_error=False)
+COOKIE = "estatewatch_token"
+BOOTSTRAP_ADMIN = Principal("admin", Role.ADMIN, frozenset(), "bootstrap admin")
 
 
 def context(request: Request) -> ApiContext:
@@ -22,15 +29,87 @@ def context(request: Request) -> ApiContext:
 Ctx = Annotated[ApiContext, Depends(context)]
 
 
-def require_admin(
-    ctx: Ctx, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    # Users and roles come with the dashboard issue; until then the bootstrap admin's token
-    # is the only key.
-    if creds is None:
-        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(creds.credentials.encode(), ctx.admin_token.encode()):
-        raise ApiError(401, "unauthorized", "unknown token")
+def request_token(request: Request, creds: HTTPAuthorizationCredentials | None) -> str | None:
+    # The dashboard's EventSource cannot send headers: it carries the login cookie instead.
+    return creds.credentials if creds else request.cookies.get(COOKIE)
 
 
-Admin = Depends(require_admin)
+def principal(
+    request: Request,
+    ctx: Ctx,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = request_token(request, creds)
+    if not token:
+        raise ApiError(401, "unauthorized", "log in, or send 'Authorization: Bearer <token>'")
+    if ctx.admin_token and hmac.compare_digest(token.encode(), ctx.admin_token.encode()):
+        return BOOTSTRAP_ADMIN
+    p = ctx.users.principal_for_token(token) if ctx.users else None
+    if p is None:
+        raise ApiError(401, "unauthorized", "unknown or expired token: log in again")
+    return p
+
+
+CurrentUser = Annotated[Principal, Depends(principal)]
+
+
+def not_found(estate: str) -> ApiError:
+    # The same answer as for an estate that does not exist: no hint that it does.
+    return ApiError(404, "not_found", f"estate {estate!r} not found")
+
+
+def _estate_read(estate: str, p: CurrentUser) -> Principal:
+    if not p.can_read(estate):
+        raise not_found(estate)
+    return p
+
+
+def _estate_operate(estate: str, p: CurrentUser) -> Principal:
+    if not p.can_read(estate):
+        raise not_found(estate)
+    if not p.can_operate(estate):
+        raise ApiError(403, "forbidden", f"{p.role.value} may only read estate {estate!r}")
+    return p
+
+
+def _role(*roles: Role) -> Any:
+    def check(p: CurrentUser) -> Principal:
+        if p.role not in roles:
+            allowed = " or ".join(r.value for r in roles)
+            raise ApiError(403, "forbidden", f"only {allowed} may do this")
+        return p
+
+    return check
+
+
+def _user(p: CurrentUser) -> Principal:
+    return p
+
+
+LEVELS: dict[str, Any] = {
+    "user": _user,  # any logged-in user; what they get is filtered to their estates
+    "estate:read": _estate_read,
+    "estate:operate": _estate_operate,
+    "authority": _role(Role.ADMIN, Role.AUTHORITY),
+    "admin": _role(Role.ADMIN),
+}
+
+
+def guard(level: str) -> dict[str, Any]:
+    """Keyword arguments for a route decorator: the check and its OpenAPI mark."""
+    if level == "public":
+        return {"openapi_extra": {"x-access": "public"}}
+    return {"dependencies": [Depends(LEVELS[level])], "openapi_extra": {"x-access": level}}
+
+
+def require_operate(p: Principal, estate: str) -> None:
+    """For routes whose estate comes from a stored object (an alarm, an activation)."""
+    if not p.can_read(estate):
+        raise ApiError(404, "not_found", "not found")
+    if not p.can_operate(estate):
+        raise ApiError(403, "forbidden", f"{p.role.value} may only read estate {estate!r}")
+
+
+def require_read(p: Principal, estate: str) -> None:
+    if not p.can_read(estate):
+        raise ApiError(404, "not_found", "not found")

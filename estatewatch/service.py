@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from api.app import create_app
 from api.context import ApiContext
+from api.users import UserStore
 from estatewatch.broker import Broker, choose_port, local_broker, port_is_free
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest
@@ -219,6 +220,7 @@ class Service:
             catalog=self.catalog,
             admin_token=self.token,
             issue_credentials=self._issue_credentials if self.broker else None,
+            users=UserStore(self.state.engine),
             health=self.health,
             on_gateway_registered=(lambda e, g: ingest.registry.reload())
             if ingest

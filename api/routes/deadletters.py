@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import Admin, Ctx
+from api.deps import Ctx, guard
 
-router = APIRouter(prefix="/api/v1", tags=["dead letters"], dependencies=[Admin])
+router = APIRouter(prefix="/api/v1", tags=["dead letters"])
 
 
-@router.get("/deadletters")
+@router.get("/deadletters", **guard("admin"))
 def list_dead_letters(
     ctx: Ctx,
     reason: str | None = None,

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import Admin, Ctx
+from api.deps import Ctx, CurrentUser, guard
 from protocol.catalog import Catalog, ValueType
 from protocol.messages import Value
 
-router = APIRouter(prefix="/api/v1", tags=["estates"], dependencies=[Admin])
+router = APIRouter(prefix="/api/v1", tags=["estates"])
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # A device is online while it reports within a few of its reporting intervals.
@@ -30,23 +30,24 @@ class GatewayIn(BaseModel):
     name: str = Field(default="", max_length=200)
 
 
-@router.post("/estates", status_code=201)
+@router.post("/estates", status_code=201, **guard("admin"))
 def create_estate(body: EstateIn, ctx: Ctx) -> dict[str, Any]:
     return ctx.state.add_estate(body.id, body.name, body.region)
 
 
-@router.get("/estates")
-def list_estates(ctx: Ctx) -> dict[str, Any]:
-    items = ctx.state.list_estates()
+@router.get("/estates", **guard("user"))
+def list_estates(ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    """The estates the caller may see: all of them for admins and authorities."""
+    items = [e for e in ctx.state.list_estates() if p.can_read(e["id"])]
     return {"items": items, "total": len(items)}
 
 
-@router.get("/estates/{estate}")
+@router.get("/estates/{estate}", **guard("estate:read"))
 def get_estate(estate: str, ctx: Ctx) -> dict[str, Any]:
     return ctx.state.get_estate(estate)
 
 
-@router.post("/estates/{estate}/gateways", status_code=201)
+@router.post("/estates/{estate}/gateways", status_code=201, **guard("admin"))
 def create_gateway(estate: str, body: GatewayIn, ctx: Ctx) -> dict[str, Any]:
     """Register a gateway. When the service runs the broker itself, the answer carries the
     gateway's MQTT credentials, allowed to publish only under its own topics."""
@@ -56,7 +57,7 @@ def create_gateway(estate: str, body: GatewayIn, ctx: Ctx) -> dict[str, Any]:
     return {**gw, "mqtt": creds}
 
 
-@router.get("/estates/{estate}/gateways")
+@router.get("/estates/{estate}/gateways", **guard("estate:read"))
 def list_gateways(estate: str, ctx: Ctx) -> dict[str, Any]:
     """Gateways with their last status and their message health: the highest ``seq`` stored,
     messages missing from the sequence (lost unless the gateway replays them), duplicates."""
@@ -116,7 +117,7 @@ def device_views(
     return out
 
 
-@router.get("/estates/{estate}/devices")
+@router.get("/estates/{estate}/devices", **guard("estate:read"))
 def list_devices(
     estate: str, ctx: Ctx, kind: str | None = None, family: str | None = None
 ) -> dict[str, Any]:

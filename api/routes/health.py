@@ -6,12 +6,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.deps import Ctx
+from api.deps import Ctx, guard
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", **guard("public"))
 def healthz(ctx: Ctx) -> dict[str, Any]:
     """Liveness and the state of the parts: broker connection, ingest queue, databases."""
     body: dict[str, Any] = {"status": "ok"}
@@ -19,7 +19,7 @@ def healthz(ctx: Ctx) -> dict[str, Any]:
     return body
 
 
-@router.get("/metrics")
+@router.get("/metrics", **guard("admin"))
 def metrics(ctx: Ctx) -> Response:
     """Prometheus text format: messages and readings per second, rejects by reason, queue
     depth, commit latency, lost messages and last-seen per gateway."""

@@ -7,16 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import Admin, Ctx
+from api.deps import Ctx, guard
 from api.errors import ApiError
 from protocol.catalog import ValueType
 
-router = APIRouter(prefix="/api/v1", tags=["telemetry"], dependencies=[Admin])
+router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 
 HOUR_MS = 3_600_000
 
 
-@router.get("/estates/{estate}/devices/{dev}/telemetry")
+@router.get("/estates/{estate}/devices/{dev}/telemetry", **guard("estate:read"))
 def device_telemetry(
     estate: str,
     dev: str,

@@ -1,0 +1,203 @@
+"""Users, roles and bearer tokens.
+
+Roles: ``admin`` (everything), ``authority`` (reads every estate, runs reports and inspection
+draws), ``operator`` (reads its estates, acknowledges and resolves their alarms, ticks their
+plan tasks), ``viewer`` (reads its estates). Passwords are kept as scrypt hashes, tokens as
+SHA-256 hashes (they are random and long, so a fast hash is enough); neither is ever stored
+in clear. Own tables and schema version on the state database's engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+SCHEMA_VERSION = 1
+TOKEN_DAYS = 30
+
+metadata = sa.MetaData()
+schema_version = sa.Table(
+    "users_schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_ms", sa.BigInteger, nullable=False),
+)
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("display_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("estates", sa.Text, nullable=False, server_default="[]"),  # JSON list of ids
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("expires_ms", sa.BigInteger, nullable=False),
+)
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    AUTHORITY = "authority"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking, and what they may see and do."""
+
+    username: str
+    role: Role
+    estates: frozenset[str] = frozenset()
+    display_name: str = ""
+
+    @property
+    def sees_all_estates(self) -> bool:
+        return self.role in (Role.ADMIN, Role.AUTHORITY)
+
+    def can_read(self, estate: str) -> bool:
+        return self.sees_all_estates or estate in self.estates
+
+    def can_operate(self, estate: str) -> bool:
+        return self.role is Role.ADMIN or (self.role is Role.OPERATOR and estate in self.estates)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "username": self.username,
+            "display_name": self.display_name,
+            "role": self.role.value,
+            "estates": sorted(self.estates),
+        }
+
+
+class UserError(ValueError):
+    pass
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt$16384$8$1${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        _alg, n, r, p, salt, digest = stored.split("$")
+        got = hashlib.scrypt(
+            password.encode(),
+            salt=bytes.fromhex(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(digest) // 2,
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class UserStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        with engine.begin() as conn:
+            if not sa.inspect(conn).has_table("users_schema_version"):
+                metadata.create_all(conn)
+                conn.execute(
+                    schema_version.insert().values(version=SCHEMA_VERSION, applied_ms=now_ms())
+                )
+
+    def _principal(self, row: Any) -> Principal:
+        return Principal(
+            row.username, Role(row.role), frozenset(orjson.loads(row.estates)), row.display_name
+        )
+
+    def create_user(
+        self, username: str, role: Role, password: str, estates: list[str], display_name: str = ""
+    ) -> Principal:
+        if len(password) < 8:
+            raise UserError("the password must have at least 8 characters")
+        if role in (Role.OPERATOR, Role.VIEWER) and not estates:
+            raise UserError(f"an {role.value} must be bound to at least one estate")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    users.insert().values(
+                        username=username,
+                        display_name=display_name,
+                        role=role.value,
+                        estates=orjson.dumps(sorted(set(estates))).decode(),
+                        password_hash=hash_password(password),
+                        created_ms=now_ms(),
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise UserError(f"user {username!r} already exists") from None
+        return Principal(username, role, frozenset(estates), display_name)
+
+    def list_users(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(users).order_by(users.c.username)).all()
+        return [
+            {**self._principal(r).public(), "disabled": r.disabled, "created_ms": r.created_ms}
+            for r in rows
+        ]
+
+    def login(self, username: str, password: str) -> tuple[Principal, str] | None:
+        """A new token for the right password, else None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+        if row is None or row.disabled or not check_password(password, row.password_hash):
+            return None
+        token = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(
+                tokens.insert().values(
+                    token_hash=token_hash(token),
+                    username=username,
+                    created_ms=now_ms(),
+                    expires_ms=now_ms() + TOKEN_DAYS * 86_400_000,
+                )
+            )
+        return self._principal(row), token
+
+    def principal_for_token(self, token: str) -> Principal | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(users)
+                .join(tokens, tokens.c.username == users.c.username)
+                .where(
+                    tokens.c.token_hash == token_hash(token),
+                    tokens.c.expires_ms > now_ms(),
+                    users.c.disabled == sa.false(),
+                )
+            ).first()
+        return self._principal(row) if row else None
+
+    def revoke(self, token: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(tokens.delete().where(tokens.c.token_hash == token_hash(token)))
