@@ -129,7 +129,7 @@ def test_lists_show_only_the_callers_estates(world: tuple[TestClient, dict[str, 
 
 
 def test_login_cookie_logout_and_bad_password(world: tuple[TestClient, dict[str, str]]) -> None:
-    client, tok = world
+    client, _ = world
     assert (
         client.post("/api/v1/login", json={"username": "op-a", "password": "nope"}).status_code
         == 401
