@@ -366,6 +366,11 @@ class ForwardBuffer:
                 timeout_s,
             )
 
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Block until the broker has acknowledged everything buffered."""
+        with self._delivered:
+            return self._delivered.wait_for(lambda: self._bytes == 0, timeout_s)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -65,6 +65,8 @@ class SimulatedEstate:
                 next_ms=first.astype(np.int64),
                 last_ms=(first - interval).astype(np.int64),
             )
+        self._kinds = list(self.groups)
+        self._group_next = np.array([g.next_ms.min() for g in self.groups.values()], dtype=np.int64)
         self.faults = self._bind_faults()
         self.ctx = Context(self.rng, spec.climate, self.scenario, start_ms, self.faults)
         self._pending_events = sorted(self._fault_events(), key=lambda e: e.ts)
@@ -239,7 +241,7 @@ class SimulatedEstate:
         while self._step_end + STEP_MS <= now_ms:
             t0 = self._step_end
             # Skip empty stretches: jump to the step holding the next report or event.
-            nxt = min(int(g.next_ms.min()) for g in self.groups.values())
+            nxt = int(self._group_next.min())
             if self._pending_events:
                 nxt = min(nxt, self._pending_events[0].ts)
             if nxt >= t0 + STEP_MS:
@@ -260,14 +262,15 @@ class SimulatedEstate:
     def _step(self, t0: int, t1: int, out: Collected) -> None:
         while self._pending_events and self._pending_events[0].ts < t1:
             out.events.append(self._pending_events.pop(0))
-        for kind, g in self.groups.items():
+        for k in np.flatnonzero(self._group_next < t1):  # only kinds with a report due
+            kind = self._kinds[k]
+            g = self.groups[kind]
             sel = np.flatnonzero(g.next_ms < t1)
-            if len(sel) == 0:
-                continue
             t = g.next_ms[sel].copy()
             metrics = MODELS[kind](self.ctx, g, sel, t)
             g.last_ms[sel] = t
             g.next_ms[sel] += g.interval_ms
+            self._group_next[k] = g.next_ms.min()
             keep = self._reporting(g, sel, t)
             out.readings += self._readings(
                 g, sel[keep], t[keep], {k: v[keep] for k, v in metrics.items()}
