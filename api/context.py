@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.live import LiveHub
 from api.users import UserStore
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore
@@ -24,6 +25,7 @@ class ApiContext:
     admin_token: str
     issue_credentials: IssueCredentials | None = None
     users: UserStore | None = None
+    live: LiveHub | None = None
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
     on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)
     # Prometheus text exposition of the process's metrics

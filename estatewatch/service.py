@@ -8,6 +8,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
@@ -17,12 +18,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from api.app import create_app
 from api.context import ApiContext
+from api.live import LiveHub, device_updates
 from api.users import UserStore
 from estatewatch.broker import Broker, choose_port, local_broker, port_is_free
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
+from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore, now_ms
 from ingest.telemetry import TelemetryReader, TelemetryWriter
@@ -99,6 +102,7 @@ class Service:
         self.state = StateStore.open(s.state_database_url)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.registry = CollectorRegistry()
+        self.live = LiveHub()
         if self.role in ("all", "ingest"):
             self._start_ingest()
         if self.role in ("all", "api"):
@@ -139,6 +143,7 @@ class Service:
             shard=(self.shard, s.ingest_shards) if self.role == "ingest" else None,
         )
         self.registry, self.ingest.commit_seconds = ingest_registry(self.ingest)
+        self.ingest.add_listener(self._push_live)
         self.ingest.start()
         self.scheduler.add_job(
             self.rollup,
@@ -160,6 +165,11 @@ class Service:
             self.scheduler.add_job(
                 self.ingest.subscribe_new_estates, "interval", seconds=5, id="subscribe-new-estates"
             )
+
+    def _push_live(self, deliveries: Sequence[Delivery]) -> None:
+        if self.live.subscribers:
+            for estate, event, data in device_updates(deliveries):
+                self.live.publish(estate, event, data)
 
     def rollup(self) -> int:
         """Fold new readings into the rollups, on the writer thread; returns rows folded."""
@@ -221,6 +231,7 @@ class Service:
             admin_token=self.token,
             issue_credentials=self._issue_credentials if self.broker else None,
             users=UserStore(self.state.engine),
+            live=self.live,
             health=self.health,
             on_gateway_registered=(lambda e, g: ingest.registry.reload())
             if ingest
@@ -233,6 +244,7 @@ class Service:
             port=self.api_port,
             log_level="warning",
             access_log=False,
+            timeout_graceful_shutdown=2,  # open live streams must not hold up a stop
         )
         self._server = uvicorn.Server(config)
         self._api_thread = threading.Thread(target=self._server.run, name="api", daemon=True)

@@ -105,6 +105,9 @@ def test_no_role_reaches_beyond_its_scope(world: tuple[TestClient, dict[str, str
         elif level == "estate:read":
             # an operator of estate b learns nothing of estate a, not even that it exists
             assert call(client, method, path, tok["op-b"]) == 404, where
+            if path.endswith("/stream"):
+                checked += 1
+                continue  # an allowed caller's stream never ends: test_live.py opens it
             for who in ("admin", "auth", "op-a", "view-a"):
                 assert call(client, method, path, tok[who]) not in (401, 403, 404), (where, who)
         elif level == "estate:operate":
