@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from api import errors
 from api.context import ApiContext
 from api.deps import guard
-from api.routes import deadletters, estates, health, live, telemetry, users
+from api.routes import deadletters, estates, health, inspections, live, telemetry, users
 
 STATIC = Path(__file__).parent / "static"
 
@@ -29,6 +29,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(telemetry.router)
     app.include_router(users.router)
     app.include_router(live.router)
+    app.include_router(inspections.router)
 
     @app.get("/", **guard("public"))
     def index() -> FileResponse:

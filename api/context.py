@@ -12,6 +12,7 @@ from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader
 from protocol.catalog import Catalog
+from supervision.inspections import InspectionBook
 
 # (estate, gateway) -> MQTT credentials for the gateway, or None when the broker checks none.
 IssueCredentials = Callable[[str, str], dict[str, Any] | None]
@@ -26,6 +27,7 @@ class ApiContext:
     issue_credentials: IssueCredentials | None = None
     users: UserStore | None = None
     live: LiveHub | None = None
+    inspections: InspectionBook | None = None
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
     on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)
     # Prometheus text exposition of the process's metrics

@@ -30,6 +30,7 @@ from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore, now_ms
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
+from supervision.inspections import InspectionBook
 from protocol.endpoint import MqttEndpoint, parse_mqtt_url
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,7 @@ class Service:
             issue_credentials=self._issue_credentials if self.broker else None,
             users=UserStore(self.state.engine),
             live=self.live,
+            inspections=InspectionBook(self.state.engine),
             health=self.health,
             on_gateway_registered=(lambda e, g: ingest.registry.reload())
             if ingest

@@ -1,0 +1,1 @@
+"""estatewatch: supervision by the housing authority: random inspection draws, yearly reports."""
