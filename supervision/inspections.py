@@ -101,8 +101,9 @@ class InspectionBook:
             "chosen": orjson.dumps(list(d.chosen)).decode(),
         }
         with self.engine.begin() as conn:
-            new_id = conn.execute(draws.insert().values(**row)).inserted_primary_key[0]
-        return self.get(int(new_id))
+            key = conn.execute(draws.insert().values(**row)).inserted_primary_key
+        assert key is not None
+        return self.get(int(key[0]))
 
     def get(self, draw_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
