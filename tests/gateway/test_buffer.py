@@ -16,7 +16,10 @@ LATER = 2 * 10**13  # a "now" long after any row was written: every batch is pas
 def readings(n: int, start: int = 0) -> list[Reading]:
     return [
         Reading(
-            f"b1-hydrant-{(start + i) % 7}", "fire_hydrant", T0 + (start + i) * 1000, {"pressure_mpa": 0.3}
+            f"b1-hydrant-{(start + i) % 7}",
+            "fire_hydrant",
+            T0 + (start + i) * 1000,
+            {"pressure_mpa": 0.3},
         )
         for i in range(n)
     ]
