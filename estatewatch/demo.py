@@ -37,8 +37,8 @@ def register(service: Service, spec: EstateSpec) -> MqttEndpoint:
         service.state.add_estate(spec.estate, spec.name, spec.region)
     with contextlib.suppress(AlreadyExists):
         service.state.add_gateway(spec.estate, spec.gateway, "demo gateway")
+    assert service.ingest is not None and service.endpoint is not None
     service.ingest.registry.reload()
-    assert service.endpoint is not None
     creds = (
         service.broker.issue_gateway_credentials(
             spec.estate, spec.gateway, service.settings.mqtt_root
@@ -89,6 +89,7 @@ def run_demo(service: Service, duration_s: float | None, seed: int = 2026) -> No
     try:
         while duration_s is None or time.monotonic() - started < duration_s:
             time.sleep(min(5.0, duration_s or 5.0))
+            assert service.ingest is not None
             st = service.ingest.stats
             sent = sum(g.counters.readings for g, _ in pairs)
             clock = datetime.fromtimestamp(pairs[0][1].estate.now_ms / 1000, SHANGHAI)

@@ -20,7 +20,7 @@ class Backoff:
         """Equal jitter: half the exponential step, plus a random share of the other half."""
         cap = min(self.max_s, self.min_s * 2**self.attempt)
         self.attempt += 1
-        return cap / 2 + self._rng.uniform(0, cap / 2)
+        return float(cap / 2 + self._rng.uniform(0, cap / 2))
 
     def reset(self) -> None:
         self.attempt = 0

@@ -266,7 +266,7 @@ class _Session:
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         pub = self.pub
         try:
-            cmd = decode_command(msg.payload)
+            cmd = decode_command(bytes(msg.payload))
         except MessageRejected as exc:
             log.warning("gateway %s/%s: bad command ignored: %s", pub.estate, pub.gw, exc)
             return

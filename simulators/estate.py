@@ -118,13 +118,13 @@ class SimulatedEstate:
                 f"{where}: device {f.device!r} is not in estate spec {self.spec.source}"
             )
         assert f.kind is not None
-        g = self.groups.get(f.kind)
-        if g is None or f.nth > len(g.ids):
-            have = len(g.ids) if g else 0
+        group = self.groups.get(f.kind)
+        if group is None or f.nth > len(group.ids):
+            have = len(group.ids) if group else 0
             raise ScenarioError(
                 f"{where}: wants {f.kind} number {f.nth}, estate spec {self.spec.source} has {have}"
             )
-        return f.kind, f.nth - 1, g.ids[f.nth - 1]
+        return f.kind, f.nth - 1, group.ids[f.nth - 1]
 
     def _fault_events(self) -> list[Event]:
         """The discrete events a real device would send when these faults happen."""

@@ -79,7 +79,7 @@ class Context:
             1.0 - np.cos(2.0 * np.pi * (day - 15.0) / 365.25)
         )
         daily = 0.5 * c.diurnal_range_c * np.cos(2.0 * np.pi * (self.hour(t) - 15.0) / 24.0)
-        return seasonal + daily + self.weather("temp_offset_c", t)
+        return np.asarray(seasonal + daily + self.weather("temp_offset_c", t), dtype=np.float64)
 
     def weather(self, name: str, t: np.ndarray) -> np.ndarray:
         return self.scenario.value(name, (t - self.start_ms).astype(np.float64))

@@ -120,7 +120,7 @@ class Scenario:
         frames = self.keyframes.get(name)
         if frames is None:
             return np.full(offset_ms.shape, CONTINUOUS[name])
-        return np.interp(offset_ms, frames[0], frames[1])
+        return np.asarray(np.interp(offset_ms, frames[0], frames[1]), dtype=np.float64)
 
     def cumulative_mm(self, name: str, offset_ms: np.ndarray) -> np.ndarray:
         """Precipitation fallen from the start to these offsets (exact for stepwise rates)."""
@@ -132,7 +132,7 @@ class Scenario:
         cum = np.concatenate([[0.0], np.cumsum(np.diff(at) * rate[:-1] / 3_600_000)])
         t = np.maximum(offset_ms, at[0]).astype(np.float64)
         i = np.clip(np.searchsorted(at, t, side="right") - 1, 0, len(at) - 1)
-        return cum[i] + (t - at[i]) * rate[i] / 3_600_000
+        return np.asarray(cum[i] + (t - at[i]) * rate[i] / 3_600_000, dtype=np.float64)
 
     def network_down(self, offset_ms: int) -> bool:
         return any(

@@ -182,7 +182,7 @@ class _SpecLoader:
         return value
 
     def number(self, tbl: dict[str, Any], key: str, where: str, default: float | None) -> float:
-        value = tbl.get(key, default)
+        value: Any = tbl.get(key, default)
         if type(value) not in (int, float):
             raise self.fail(f"{where}.{key}", f"must be a number, got {value!r}")
         return float(value)
