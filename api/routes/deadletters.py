@@ -17,7 +17,7 @@ def list_dead_letters(
     reason: str | None = None,
     estate: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**62),
 ) -> dict[str, Any]:
     rows = ctx.state.list_dead_letters(reason=reason, estate=estate, limit=limit, offset=offset)
     items = []

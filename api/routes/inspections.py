@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from api.deps import Ctx, CurrentUser, guard
@@ -74,7 +74,7 @@ def list_draws(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/draws/{draw_id}", **guard("authority"))
-def get_draw(draw_id: int, ctx: Ctx) -> dict[str, Any]:
+def get_draw(draw_id: Annotated[int, Path(ge=1, le=2**62)], ctx: Ctx) -> dict[str, Any]:
     try:
         return _book(ctx).get(draw_id)
     except LookupError as exc:

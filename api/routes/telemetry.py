@@ -14,6 +14,7 @@ from protocol.catalog import ValueType
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 
 HOUR_MS = 3_600_000
+MAX_MS = 2**53  # beyond any date a chart can mean, and within SQLite's integers
 
 
 @router.get("/estates/{estate}/devices/{dev}/telemetry", **guard("estate:read"))
@@ -22,8 +23,12 @@ def device_telemetry(
     dev: str,
     ctx: Ctx,
     metric: str,
-    from_ms: int | None = Query(None, alias="from", description="epoch ms; default: to - 1 h"),
-    to_ms: int | None = Query(None, alias="to", description="epoch ms; default: now"),
+    from_ms: int | None = Query(
+        None, alias="from", ge=0, le=MAX_MS, description="epoch ms; default: to - 1 h"
+    ),
+    to_ms: int | None = Query(
+        None, alias="to", ge=0, le=MAX_MS, description="epoch ms; default: now"
+    ),
     max_points: int = Query(500, ge=1, le=10_000),
 ) -> dict[str, Any]:
     """Points of one numeric metric: raw readings for a recent short range, else 1-minute or
