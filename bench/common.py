@@ -1,0 +1,47 @@
+"""What every benchmark shares: recording a result, the machine it ran on, the table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def record(name: str, figures: dict[str, Any], settings: dict[str, Any]) -> Path:
+    """Append one JSON record to bench/results/ and return its path."""
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = RESULTS / f"{stamp}-{name}.json"
+    path.write_text(json.dumps({
+        "bench": name, "when": stamp, "commit": commit(), "cpu": cpu_model(),
+        "cores": __import__("os").cpu_count(), "python": platform.python_version(),
+        "settings": settings, "figures": figures,
+    }, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"

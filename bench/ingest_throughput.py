@@ -1,0 +1,260 @@
+"""Bench 1: ingest throughput against two references measured in the same run.
+
+The 5,000-device estate's readings (from the simulator, so kinds and metrics are realistic)
+are packed R to a message and queued in a local Mosquitto for a persistent session first, so
+the load generator does not compete for the 2 cores while the drain is timed. Then:
+
+- ingest: the service's consumer drains the backlog: decode, validate, dedup, commit to SQLite,
+  (rules, when the alerts engine is wired), acknowledge;
+- reference (a): a bare paho-mqtt subscriber that only counts messages, same broker, same stream;
+- reference (b): raw ``sqlite3.executemany`` of the same rows into the same table shape, with
+  the same pragmas and the same rows per commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.common import record, verdict
+from estatewatch.broker import ManagedMosquitto, free_port
+from ingest.consumer import Ingest, IngestStats
+from ingest.state import StateStore
+from ingest.telemetry import TelemetryWriter, connect
+from protocol.catalog import default_catalog
+from protocol.messages import Reading, encode_telemetry
+from simulators.estate import SimulatedEstate
+from simulators.spec import load_spec
+
+ESTATE, GW = "bench-large", "gw-01"
+TOPIC = f"estates/{ESTATE}/gw/{GW}/telemetry"
+
+
+def estate_readings(total: int, seed: int = 7) -> list[Reading]:
+    """``total`` readings of the large estate, in time order, from the simulator."""
+    spec = load_spec("large")
+    start = 1_764_288_000_000
+    sim = SimulatedEstate(spec, default_catalog(), seed=seed, start_ms=start)
+    out: list[Reading] = []
+    t = start
+    while len(out) < total:
+        t += 10_000
+        out.extend(sim.due(t))
+    return out[:total]
+
+
+def payloads(readings: list[Reading], per_message: int) -> list[bytes]:
+    now = int(time.time() * 1000)
+    return [encode_telemetry(GW, i // per_message + 1, now, readings[i:i + per_message])
+            for i in range(0, len(readings), per_message)]
+
+
+def mqtt_client(broker: ManagedMosquitto, client_id: str, user: str | None = None,
+                password: str | None = None) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    ep = broker.endpoint
+    c.username_pw_set(user or ep.username, password or ep.password)
+    c.max_inflight_messages_set(1000)
+    return c
+
+
+def make_session(broker: ManagedMosquitto, client_id: str) -> None:
+    """Connect once and subscribe, so the broker queues for this session while it is away."""
+    c = mqtt_client(broker, client_id)
+    done = threading.Event()
+    c.on_subscribe = lambda *a: done.set()
+    c.on_connect = lambda cl, *a: cl.subscribe(f"estates/{ESTATE}/gw/+/telemetry", 1)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    done.wait(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+def preload(broker: ManagedMosquitto, messages: list[bytes]) -> None:
+    creds = broker.issue_gateway_credentials(ESTATE, GW, "estates")
+    assert creds is not None
+    c = mqtt_client(broker, f"bench-gw-{time.monotonic_ns()}", creds.username, creds.password)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    infos = [c.publish(TOPIC, m, 1) for m in messages]
+    for info in infos:
+        info.wait_for_publish(120)
+    c.disconnect()
+    c.loop_stop()
+
+
+def bare_subscriber(broker: ManagedMosquitto, messages: list[bytes]) -> float:
+    """Reference (a): messages per second a subscriber that does nothing drains."""
+    cid = f"bench-bare-{time.monotonic_ns()}"
+    make_session(broker, cid)
+    preload(broker, messages)
+    n = len(messages)
+    count = 0
+    first = last = 0.0
+    done = threading.Event()
+    c = mqtt_client(broker, cid)
+
+    def on_message(_c: Any, _u: Any, _m: Any) -> None:
+        nonlocal count, first, last
+        if count == 0:
+            first = time.perf_counter()
+        count += 1
+        if count == n:
+            last = time.perf_counter()
+            done.set()
+
+    c.on_message = on_message
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    done.wait(600)
+    c.disconnect()
+    c.loop_stop()
+    return (n - 1) / max(last - first, 1e-9)
+
+
+def ingest_run(broker: ManagedMosquitto, messages: list[bytes], folder: Path,
+               wire: Callable[[Ingest], None] | None = None) -> tuple[float, float, IngestStats]:
+    """The service's consumer: (readings/s, messages/s) from first receipt to last commit."""
+    state = StateStore.open(f"sqlite:///{folder / 'state.db'}")
+    state.add_estate(ESTATE, "大型测试小区")
+    state.add_gateway(ESTATE, GW)
+    writer = TelemetryWriter(folder / "telemetry.db")
+    cid = f"bench-ingest-{time.monotonic_ns()}"
+    ingest = Ingest(broker.endpoint, state, writer, default_catalog(), client_id=cid,
+                    queue_size=1000, linger_s=0.05, max_batch_readings=20_000)
+    if wire:
+        wire(ingest)
+    ingest.start()  # creates the session
+    ingest.stop()
+    ingest = Ingest(broker.endpoint, state, writer, default_catalog(), client_id=cid,
+                    queue_size=1000, linger_s=0.05, max_batch_readings=20_000)
+    if wire:
+        wire(ingest)
+    preload(broker, messages)
+    first: list[float] = []
+    orig = ingest._on_message
+
+    def timed(*a: Any) -> None:
+        if not first:
+            first.append(time.perf_counter())
+        orig(*a)
+
+    ingest.client.on_message = timed
+    ingest.start()
+    n = len(messages)
+    deadline = time.monotonic() + 900
+    while ingest.stats.committed_messages < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    end = time.perf_counter()
+    stats = ingest.stats
+    ingest.stop()
+    writer.close()
+    state.close()
+    span = max(end - first[0], 1e-9)
+    return stats.readings / span, stats.committed_messages / span, stats
+
+
+def raw_executemany(readings: list[Reading], rows_per_commit: int, folder: Path) -> float:
+    """Reference (b): rows/s of plain executemany into the same readings table and pragmas."""
+    path = folder / "raw.db"
+    TelemetryWriter(path).close()  # the same schema
+    conn: sqlite3.Connection = connect(path)
+    series: dict[tuple[str, str], int] = {}
+    rows = []
+    for r in readings:
+        for m, v in r.metrics.items():
+            sid = series.setdefault((r.dev, m), len(series) + 1)
+            rows.append((r.ts, sid, None if isinstance(v, str) else float(v),
+                         v if isinstance(v, str) else None))
+    start = time.perf_counter()
+    for i in range(0, len(rows), rows_per_commit):
+        with conn:
+            conn.executemany("INSERT INTO readings VALUES (?, ?, ?, ?)", rows[i:i + rows_per_commit])
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return len(rows) / elapsed
+
+
+def run(total: int = 200_000, sizes: tuple[int, ...] = (1, 100, 500),
+        one_reading_messages: int = 20_000,
+        wire: Callable[[Ingest], None] | None = None) -> dict[str, Any]:
+    readings = estate_readings(total)
+    values_per_reading = sum(len(r.metrics) for r in readings) / len(readings)
+    figures: dict[str, Any] = {"values_per_reading": round(values_per_reading, 2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        broker = ManagedMosquitto(folder / "broker", free_port(), max_queued_messages=2_000_000)
+        broker.start()
+        try:
+            for size in sizes:
+                sample = readings if size > 1 else readings[:one_reading_messages]
+                msgs = payloads(sample, size)
+                run_dir = folder / f"r{size}"
+                run_dir.mkdir()
+                bare = bare_subscriber(broker, msgs)
+                rps, mps, stats = ingest_run(broker, msgs, run_dir, wire)
+                rows_per_commit = max(1, int(stats.readings / max(stats.commits, 1)
+                                             * values_per_reading))
+                raw_rows = raw_executemany(sample, rows_per_commit, run_dir)
+                raw_rps = raw_rows / values_per_reading
+                figures[f"r{size}"] = {
+                    "messages": len(msgs), "readings": stats.readings,
+                    "ingest_readings_per_s": round(rps), "ingest_messages_per_s": round(mps),
+                    "bare_subscriber_messages_per_s": round(bare),
+                    "raw_executemany_readings_per_s": round(raw_rps),
+                    "ratio_to_executemany": round(rps / raw_rps, 3),
+                    "ratio_to_bare_subscriber": round(mps / bare, 3),
+                    "commits": stats.commits, "rows_per_commit": rows_per_commit,
+                    "duplicates": stats.duplicates, "rejects": dict(stats.dead_letters),
+                }
+                print(f"  {size:>3} readings/message: ingest {rps:>10,.0f} readings/s "
+                      f"{mps:>8,.0f} msg/s | bare subscriber {bare:>8,.0f} msg/s | "
+                      f"executemany {raw_rps:>10,.0f} readings/s", flush=True)
+        finally:
+            broker.stop()
+    return figures
+
+
+def targets(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(figure, value, target, verdict) rows for the table."""
+    rows = []
+    if "r500" in f:
+        r = f["r500"]
+        rows.append(("1: readings/s at 500 per message", f"{r['ingest_readings_per_s']:,}",
+                     "≥ 100,000", verdict(r["ingest_readings_per_s"] >= 100_000)))
+        rows.append(("1: ÷ raw executemany at 500", f"{r['ratio_to_executemany']:.2f}",
+                     "≥ 0.7", verdict(r["ratio_to_executemany"] >= 0.7)))
+    if "r1" in f:
+        r = f["r1"]
+        rows.append(("1: msg/s at 1 per message ÷ bare subscriber",
+                     f"{r['ratio_to_bare_subscriber']:.2f}", "≥ 0.5",
+                     verdict(r["ratio_to_bare_subscriber"] >= 0.5)))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--readings", type=int, default=200_000)
+    p.add_argument("--one-reading-messages", type=int, default=20_000)
+    args = p.parse_args()
+    print("bench 1: ingest throughput", flush=True)
+    f = run(args.readings, one_reading_messages=args.one_reading_messages)
+    path = record("ingest-throughput", f, vars(args))
+    for row in targets(f):
+        print("  " + " | ".join(row))
+    print(f"  recorded in {path}")
+
+
+if __name__ == "__main__":
+    main()
