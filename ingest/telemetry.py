@@ -105,12 +105,6 @@ class WriteResult:
     duplicates: set[int] = field(default_factory=set)  # indexes of batches already stored
 
 
-def _split(value: Value) -> tuple[float | None, str | None]:
-    if isinstance(value, str):
-        return None, value
-    return float(value), None
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -217,7 +211,6 @@ class TelemetryWriter:
         messages whose (gateway, seq) is already stored."""
         result = WriteResult()
         rows: list[tuple[int, int, float | None, str | None]] = []
-        newest: dict[int, tuple[int, int, float | None, str | None]] = {}
         event_rows: list[tuple[int, str, str, str, str, str, str]] = []
         seq_rows: list[tuple[str, str, int, int]] = []
         accepted: list[tuple[str, str, int]] = []
@@ -232,15 +225,19 @@ class TelemetryWriter:
                 if b.seq is not None:
                     accepted.append((b.estate, b.gateway, b.seq))
                     seq_rows.append((b.estate, b.gateway, b.seq, committed))
+                # The hot loop: plain dict lookups and tuple appends, no calls per value.
+                series = self._series
+                estate = b.estate
                 for r in b.readings:
+                    ts, dev = r.ts, r.dev
                     for metric, value in r.metrics.items():
-                        sid = self._series_id(b.estate, r.dev, metric)
-                        num, txt = _split(value)
-                        row = (r.ts, sid, num, txt)
-                        rows.append(row)
-                        prev = newest.get(sid)
-                        if prev is None or prev[0] <= r.ts:
-                            newest[sid] = row
+                        sid = series.get((estate, dev, metric))
+                        if sid is None:
+                            sid = self._series_id(estate, dev, metric)
+                        if type(value) is str:
+                            rows.append((ts, sid, None, value))
+                        else:
+                            rows.append((ts, sid, float(value), None))
                 result.readings += len(b.readings)
                 for e in b.events:
                     event_rows.append(
@@ -261,19 +258,26 @@ class TelemetryWriter:
                     [b for i, b in enumerate(batches) if i not in result.duplicates and b.readings]
                 )
             elif rows:
-                first = self.conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM readings")
+                first = self.conn.execute(
+                    "SELECT coalesce(max(rowid), 0) + 1 FROM readings"
+                ).fetchone()[0]
                 self.conn.execute(
                     "INSERT OR IGNORE INTO commit_marks VALUES (?, ?)",
-                    (committed // MINUTE_MS, first.fetchone()[0]),
+                    (committed // MINUTE_MS, first),
                 )
                 self.conn.executemany("INSERT INTO readings VALUES (?, ?, ?, ?)", rows)
-            # Older readings replayed from a gateway's buffer must not overwrite "now".
-            self.conn.executemany(
-                "INSERT INTO latest (ts, series, num, txt) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, num = excluded.num, "
-                "txt = excluded.txt WHERE excluded.ts >= latest.ts",
-                newest.values(),
-            )
+                # "Now" from the rows just appended, in SQL: SQLite takes num and txt from the
+                # row holding max(ts). An older reading replayed from a gateway's buffer must
+                # not overwrite a newer one.
+                self.conn.execute(
+                    "INSERT INTO latest (series, ts, num, txt) "
+                    "SELECT series, max(ts), num, txt FROM readings WHERE rowid >= ? "
+                    "GROUP BY series ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, "
+                    "num = excluded.num, txt = excluded.txt WHERE excluded.ts >= latest.ts",
+                    (first,),
+                )
+            if self.raw_sink is not None and rows:
+                self._upsert_latest(rows)
             if event_rows:
                 self.conn.executemany(
                     "INSERT INTO events (ts, estate, gateway, device, kind, type, data) "
@@ -313,6 +317,20 @@ class TelemetryWriter:
         result.values = len(rows)
         result.events = len(event_rows)
         return result
+
+    def _upsert_latest(self, rows: list[tuple[int, int, float | None, str | None]]) -> None:
+        """Keep "now" when the raw rows live elsewhere (InfluxDB)."""
+        newest: dict[int, tuple[int, int, float | None, str | None]] = {}
+        for row in rows:
+            prev = newest.get(row[1])
+            if prev is None or prev[0] <= row[0]:
+                newest[row[1]] = row
+        self.conn.executemany(
+            "INSERT INTO latest (ts, series, num, txt) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, num = excluded.num, "
+            "txt = excluded.txt WHERE excluded.ts >= latest.ts",
+            newest.values(),
+        )
 
     # --- maintenance, run on the writer thread by the scheduler ------------------------------
     def rollup(self, max_rows: int = 1_000_000) -> int:
