@@ -1,0 +1,370 @@
+"""Evaluating rules on the stream: readings, events and gateway statuses in, edges out.
+
+The evaluator remembers, per rule, which subjects the condition currently holds for, and emits
+a :class:`Signal` only when that changes (it starts holding, or it clears), or for every
+matching event. Hysteresis comes from that memory: a held condition is only ended by its clear
+test. Time-based conditions (no data, windows sliding past old samples) are checked by
+:meth:`Evaluator.check_time`, which the engine's tick calls with its clock.
+
+Hot path: a reading costs one dict lookup for its kind and, per rule on that kind, one test
+call and one set lookup; nothing is allocated unless something changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.datafile import format_duration
+from alerts.rules.index import KindRules, RuleIndex
+from alerts.rules.spec import Composite, EventCount, Rule, ValueTest
+from alerts.windows import Aggregate, SeriesWindow, WindowBank
+from protocol.messages import Event, Reading, Value
+
+__all__ = ["NO_DATA_INTERVALS", "DeviceClock", "Evaluator", "Signal"]
+
+# A device is missing after this many of its kind's reporting intervals without a message
+# (the same allowance the devices view uses for "online").
+NO_DATA_INTERVALS = 3
+
+SubjectKey = tuple[str, str]  # (estate, device or gateway)
+
+
+@dataclass(slots=True)
+class Signal:
+    rule: Rule
+    estate: str
+    subject: str
+    kind: str  # the device's kind, or "gateway"
+    gateway: str | None
+    hit: bool  # True: the condition holds (or the event happened); False: it cleared
+    ts: int
+    detail: dict[str, Any]
+
+
+@dataclass(slots=True)
+class DeviceClock:
+    """When a device was last heard from: the deadman clock of its no-data rules."""
+
+    kind: str
+    gateway: str
+    last_ms: int
+
+
+class Evaluator:
+    def __init__(self, windows: WindowBank, intervals_ms: Mapping[str, int]) -> None:
+        self.windows = windows
+        self.intervals_ms = intervals_ms
+        self.asserted: dict[str, set[SubjectKey]] = {}
+        self.clocks: dict[SubjectKey, DeviceClock] = {}
+        self.latest: dict[SubjectKey, dict[str, Value]] = {}  # composite rules' metrics only
+        self.event_counts: dict[tuple[str, str, str], SeriesWindow] = {}
+        # Held conditions that can clear by time alone: windows and counts slide.
+        self._timed: dict[
+            tuple[str, str, str], tuple[Rule, ValueTest | Composite | EventCount]
+        ] = {}
+
+    # --- condition memory ----------------------------------------------------------------------
+    def holds(self, rule_id: str, estate: str, subject: str) -> bool:
+        held = self.asserted.get(rule_id)
+        return held is not None and (estate, subject) in held
+
+    def remember(self, rule_id: str, estate: str, subject: str) -> None:
+        self.asserted.setdefault(rule_id, set()).add((estate, subject))
+
+    def forget(self, rule_id: str, estate: str, subject: str) -> None:
+        """Drop a held condition (its alarm was resolved by a person, or not raised at all),
+        so the next reading that meets it raises a new alarm."""
+        held = self.asserted.get(rule_id)
+        if held is not None:
+            held.discard((estate, subject))
+        self._timed.pop((rule_id, estate, subject), None)
+
+    def _hold(self, rule: Rule, key: SubjectKey) -> None:
+        held = self.asserted.get(rule.id)
+        if held is None:
+            held = self.asserted[rule.id] = set()
+        held.add(key)
+
+    # --- readings ------------------------------------------------------------------------------
+    def observe_readings(
+        self,
+        index: RuleIndex,
+        estate: str,
+        gateway: str,
+        readings: Sequence[Reading],
+        out: list[Signal],
+    ) -> None:
+        kinds = index.kinds
+        asserted = self.asserted
+        clocks = self.clocks
+        windows = self.windows
+        tracked = windows.horizons
+        for r in readings:
+            key = (estate, r.dev)
+            ts = r.ts
+            clock = clocks.get(key)
+            if clock is None:
+                clocks[key] = DeviceClock(r.kind, gateway, ts)
+            elif ts > clock.last_ms:
+                clock.last_ms = ts
+                clock.gateway = gateway
+            m = r.metrics
+            if r.kind in tracked:
+                # Once per reading, for the rules' windows and the weather criteria alike.
+                windows.observe(estate, r.dev, m, ts, r.kind)
+            kr = kinds.get(r.kind)
+            if kr is None:
+                continue
+            if kr.no_data:
+                self._heard(kr, key, r.kind, gateway, ts, out)
+            for metric, test, rule in kr.values:
+                v = m.get(metric)
+                if v is None:
+                    continue
+                held = asserted.get(rule.id)
+                if held is not None and key in held:
+                    if test.clear(v):
+                        held.discard(key)
+                        out.append(
+                            Signal(rule, estate, r.dev, r.kind, gateway, False, ts,
+                                   _value_detail(test, v, ts))
+                        )  # fmt: skip
+                elif test.hit(v):
+                    self._hold(rule, key)
+                    out.append(
+                        Signal(rule, estate, r.dev, r.kind, gateway, True, ts,
+                               _value_detail(test, v, ts))
+                    )  # fmt: skip
+            if kr.windowed:
+                for metric, test, rule in kr.windowed:
+                    if metric in m:
+                        self._window_test(rule, test, estate, r.dev, r.kind, gateway, ts, out)
+            if kr.composites:
+                self._composites(kr, estate, r, gateway, out)
+
+    def _window_test(
+        self,
+        rule: Rule,
+        test: ValueTest,
+        estate: str,
+        dev: str,
+        kind: str,
+        gateway: str | None,
+        now: int,
+        out: list[Signal],
+    ) -> None:
+        assert test.agg is not None
+        v = self.windows.value(estate, dev, test.metric, test.agg, now)
+        if v is None:
+            return
+        key = (estate, dev)
+        if self.holds(rule.id, estate, dev):
+            if test.clear(v):
+                self.forget(rule.id, estate, dev)
+                out.append(
+                    Signal(rule, estate, dev, kind, gateway, False, now,
+                           _value_detail(test, v, now))
+                )  # fmt: skip
+        elif test.hit(v):
+            self._hold(rule, key)
+            self._timed[(rule.id, estate, dev)] = (rule, test)
+            out.append(
+                Signal(rule, estate, dev, kind, gateway, True, now, _value_detail(test, v, now))
+            )
+
+    def _composites(
+        self, kr: KindRules, estate: str, r: Reading, gateway: str, out: list[Signal]
+    ) -> None:
+        key = (estate, r.dev)
+        latest = self.latest.get(key)
+        if latest is None:
+            latest = self.latest[key] = {}
+        for metric in kr.composite_metrics:
+            v = r.metrics.get(metric)
+            if v is not None:
+                latest[metric] = v
+        for comp, rule in kr.composites:
+            self._composite(rule, comp, estate, r.dev, r.kind, gateway, r.ts, out)
+
+    def _composite(
+        self,
+        rule: Rule,
+        comp: Composite,
+        estate: str,
+        dev: str,
+        kind: str,
+        gateway: str | None,
+        now: int,
+        out: list[Signal],
+    ) -> None:
+        latest = self.latest.get((estate, dev), {})
+        values: dict[str, Value] = {}
+        for p in comp.parts:
+            v = (
+                self.windows.value(estate, dev, p.metric, p.agg, now)
+                if p.agg is not None
+                else latest.get(p.metric)
+            )
+            if v is not None:
+                values[p.agg.key(p.metric) if p.agg else p.metric] = v
+        got = [(p, values.get(p.agg.key(p.metric) if p.agg else p.metric)) for p in comp.parts]
+        detail = {"values": values, "test": comp.text, "ts": now}
+        if self.holds(rule.id, estate, dev):
+            cleared = [v is not None and p.clear(v) for p, v in got]
+            if any(cleared) if comp.all else all(cleared):
+                self.forget(rule.id, estate, dev)
+                out.append(Signal(rule, estate, dev, kind, gateway, False, now, detail))
+        else:
+            hits = [v is not None and p.hit(v) for p, v in got]
+            if all(hits) if comp.all else any(hits):
+                self._hold(rule, (estate, dev))
+                if any(p.agg is not None for p in comp.parts):
+                    self._timed[(rule.id, estate, dev)] = (rule, comp)
+                out.append(Signal(rule, estate, dev, kind, gateway, True, now, detail))
+
+    def _heard(
+        self, kr: KindRules, key: SubjectKey, kind: str, gateway: str, ts: int, out: list[Signal]
+    ) -> None:
+        for _cond, rule in kr.no_data:
+            held = self.asserted.get(rule.id)
+            if held is not None and key in held:
+                held.discard(key)
+                out.append(Signal(rule, key[0], key[1], kind, gateway, False, ts, {"heard_ms": ts}))
+
+    # --- events --------------------------------------------------------------------------------
+    def observe_events(
+        self,
+        index: RuleIndex,
+        estate: str,
+        gateway: str,
+        events: Sequence[Event],
+        out: list[Signal],
+    ) -> None:
+        for e in events:
+            key = (estate, e.dev)
+            clock = self.clocks.get(key)
+            if clock is None:
+                self.clocks[key] = DeviceClock(e.kind, gateway, e.ts)
+            elif e.ts > clock.last_ms:
+                clock.last_ms = e.ts
+            kr = index.kinds.get(e.kind)
+            if kr is None:
+                continue
+            if kr.no_data:
+                self._heard(kr, key, e.kind, gateway, e.ts, out)
+            detail = {"event": e.type, "data": e.data, "ts": e.ts}
+            for rule in kr.clear_events.get(e.type, ()):
+                if self.holds(rule.id, estate, e.dev):
+                    self.forget(rule.id, estate, e.dev)
+                    out.append(Signal(rule, estate, e.dev, e.kind, gateway, False, e.ts, detail))
+            for match, rule in kr.events.get(e.type, ()):
+                if match.matches(e.data):
+                    # Every event is a signal: a repeat is recorded on the open alarm.
+                    self._hold(rule, key)
+                    out.append(Signal(rule, estate, e.dev, e.kind, gateway, True, e.ts, detail))
+            for count, rule in kr.counts.get(e.type, ()):
+                ckey = (estate, e.dev, e.type)
+                w = self.event_counts.get(ckey)
+                if w is None:
+                    w = self.event_counts[ckey] = SeriesWindow(count.window_ms)
+                elif w.horizon_ms < count.window_ms:
+                    w.horizon_ms = count.window_ms
+                w.append(e.ts, 1.0)
+                self._count_test(rule, count, estate, e.dev, e.kind, gateway, e.ts, out)
+
+    def _count_test(
+        self,
+        rule: Rule,
+        count: EventCount,
+        estate: str,
+        dev: str,
+        kind: str,
+        gateway: str | None,
+        now: int,
+        out: list[Signal],
+    ) -> None:
+        w = self.event_counts.get((estate, dev, count.type))
+        n = 0 if w is None else int(w.aggregate(Aggregate("count", count.window_ms), now) or 0)
+        detail = {
+            "event": count.type,
+            "count": n,
+            "window": format_duration(count.window_ms),
+            "test": count.test.text,
+            "ts": now,
+        }
+        if self.holds(rule.id, estate, dev):
+            if count.test.clear(n):
+                self.forget(rule.id, estate, dev)
+                out.append(Signal(rule, estate, dev, kind, gateway, False, now, detail))
+        elif count.test.hit(n):
+            self._hold(rule, (estate, dev))
+            self._timed[(rule.id, estate, dev)] = (rule, count)
+            out.append(Signal(rule, estate, dev, kind, gateway, True, now, detail))
+
+    # --- gateways ------------------------------------------------------------------------------
+    def observe_status(
+        self,
+        index: RuleIndex,
+        estate: str,
+        gateway: str,
+        online: bool,
+        ts: int,
+        out: list[Signal],
+    ) -> None:
+        detail = {"gateway": gateway, "state": "online" if online else "offline", "ts": ts}
+        for rule in index.gateway:
+            held = self.holds(rule.id, estate, gateway)
+            if online and held:
+                self.forget(rule.id, estate, gateway)
+                out.append(Signal(rule, estate, gateway, "gateway", gateway, False, ts, detail))
+            elif not online and not held:
+                self._hold(rule, (estate, gateway))
+                out.append(Signal(rule, estate, gateway, "gateway", gateway, True, ts, detail))
+
+    # --- time ----------------------------------------------------------------------------------
+    def check_time(
+        self, index_for: Callable[[str], RuleIndex], now: int, out: list[Signal]
+    ) -> None:
+        """Deadman clocks, and held window/count conditions that cleared as time passed."""
+        for (estate, dev), clock in self.clocks.items():
+            kr = index_for(estate).kinds.get(clock.kind)
+            if kr is None or not kr.no_data:
+                continue
+            for cond, rule in kr.no_data:
+                after = cond.after_ms
+                if after is None:
+                    after = NO_DATA_INTERVALS * self.intervals_ms.get(clock.kind, 60_000)
+                if now - clock.last_ms > after and not self.holds(rule.id, estate, dev):
+                    self._hold(rule, (estate, dev))
+                    detail = {"last_seen_ms": clock.last_ms, "after": format_duration(after)}
+                    out.append(
+                        Signal(rule, estate, dev, clock.kind, clock.gateway, True, now, detail)
+                    )
+        for (_rid, estate, dev), (rule, timed) in list(self._timed.items()):
+            found = self.clocks.get((estate, dev))
+            kind = found.kind if found else ""
+            gateway = found.gateway if found else None
+            if isinstance(timed, EventCount):
+                self._count_test(rule, timed, estate, dev, kind, gateway, now, out)
+            elif isinstance(timed, Composite):
+                self._composite(rule, timed, estate, dev, kind, gateway, now, out)
+            else:
+                self._window_test(rule, timed, estate, dev, kind, gateway, now, out)
+
+    def restore(self, held: Iterable[tuple[Rule, str, str]]) -> None:
+        """After a restart: the conditions of the open alarms hold until shown otherwise."""
+        for rule, estate, subject in held:
+            self._hold(rule, (estate, subject))
+            c = rule.condition
+            if isinstance(c, EventCount | Composite) or (isinstance(c, ValueTest) and c.agg):
+                self._timed[(rule.id, estate, subject)] = (rule, c)
+
+
+def _value_detail(test: ValueTest, v: Value, ts: int) -> dict[str, Any]:
+    detail: dict[str, Any] = {"metric": test.metric, "value": v, "test": test.text, "ts": ts}
+    if test.agg is not None:
+        detail["aggregate"] = test.agg.fn
+        detail["window"] = format_duration(test.agg.window_ms)
+    return detail

@@ -1,0 +1,582 @@
+"""Rule files: YAML in, checked :class:`Rule` objects out, or every mistake with file and line.
+
+A rules folder holds ``*.yaml`` files, each with any of three sections::
+
+    rules:            # alarm rules (see the shipped defaults for every kind of the catalog)
+      - id: hydrant-pressure-low
+        kinds: [fire_hydrant]
+        when: {metric: pressure_mpa, below: 0.07, clear: 0.08}
+        for: 5m
+        severity: major
+        summary: {zh: 消火栓静压低于 0.07 MPa, en: Hydrant static pressure below 0.07 MPa}
+    chains:           # escalation chains, by id
+      default: [{after: 0m, notify: control_room}]
+    inhibit:          # what hides what
+      - {id: gw-offline, when: {gateway: offline}, hides: {tag: no_data}}
+
+An estate overrides defaults with files in ``<override dir>/<estate>/``: an entry whose ``id``
+names a default rule replaces only the keys it gives (``{id: elevator-trapped,
+rescue_deadline: 1h}``; ``enabled: false`` switches a rule off); a new id adds a rule for that
+estate alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alerts.datafile import DataFileError, Node, format_duration, load_yaml
+from alerts.escalation import DEFAULT_CHAIN, Chain, Step, Until
+from alerts.inhibit import InhibitRule
+from alerts.rules.spec import (
+    Composite,
+    Condition,
+    EventCount,
+    EventMatch,
+    GatewayOffline,
+    NoData,
+    Rule,
+    Severity,
+    ValueTest,
+)
+from alerts.windows import AGGREGATES, Aggregate
+from protocol.catalog import Catalog, Metric, ValueType
+from protocol.messages import Value
+
+__all__ = ["BUNDLED_RULES", "RuleFileError", "RuleSet", "load_rules"]
+
+BUNDLED_RULES = Path(__file__).with_name("defaults")
+
+_FILE_KEYS = frozenset({"rules", "chains", "inhibit"})
+_RULE_KEYS = frozenset(
+    {
+        "id",
+        "kinds",
+        "when",
+        "for",
+        "severity",
+        "summary",
+        "tags",
+        "escalation",
+        "clear_event",
+        "auto_resolve",
+        "rescue_deadline",
+        "enabled",
+        "description",
+    }
+)
+_NUMERIC_OPS = ("above", "below", "at_least", "at_most", "outside")
+_OPS = (*_NUMERIC_OPS, "equals", "in", "bit")
+_TEST_KEYS = frozenset({"metric", "agg", "window", "clear", *_OPS})
+_STEP_KEYS = frozenset({"after", "at", "notify", "until"})
+_INHIBIT_KEYS = frozenset({"id", "when", "hides"})
+# Float sums (0.1 mm forty times) land a hair off the threshold; thresholds are not that exact.
+_EPS = 1e-9
+
+
+class RuleFileError(DataFileError):
+    """Rule files with mistakes: ``problems`` lists each as ``file:line: what``."""
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    defaults: dict[str, Rule]
+    estates: dict[str, dict[str, Rule]] = field(default_factory=dict)
+    chains: dict[str, Chain] = field(default_factory=lambda: {"default": DEFAULT_CHAIN})
+    inhibit: tuple[InhibitRule, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def rules_for(self, estate: str) -> list[Rule]:
+        """The rules in force for an estate: defaults, overridden and extended by its own."""
+        merged = dict(self.defaults)
+        merged.update(self.estates.get(estate, {}))
+        return [r for r in merged.values() if r.enabled]
+
+    def all_rules(self) -> Iterable[Rule]:
+        yield from self.defaults.values()
+        for own in self.estates.values():
+            yield from own.values()
+
+    def chain(self, chain_id: str | None) -> Chain:
+        return self.chains.get(chain_id or "default", self.chains.get("default", DEFAULT_CHAIN))
+
+
+def load_rules(
+    catalog: Catalog, rules_dir: Path = BUNDLED_RULES, override_dir: Path | None = None
+) -> RuleSet:
+    """Load and check every rule file; raises RuleFileError listing all the mistakes found."""
+    problems: list[str] = []
+    default_docs = _read_dir(rules_dir, problems)
+    estate_docs: dict[str, list[Node]] = {}
+    if override_dir is not None and override_dir.is_dir():
+        for sub in sorted(p for p in override_dir.iterdir() if p.is_dir()):
+            estate_docs[sub.name] = _read_dir(sub, problems)
+
+    chains: dict[str, Chain] = {"default": DEFAULT_CHAIN}
+    inhibit: list[InhibitRule] = []
+    for doc in [*default_docs, *(d for docs in estate_docs.values() for d in docs)]:
+        try:
+            chains.update(_chains(doc))
+            if doc.has("inhibit"):
+                for item in doc.child("inhibit").seq():
+                    try:
+                        inhibit.append(_inhibit_rule(item, catalog))
+                    except DataFileError as exc:
+                        problems.extend(exc.problems)
+        except DataFileError as exc:
+            problems.extend(exc.problems)
+
+    build = _RuleBuilder(catalog, chains)
+    defaults: dict[str, Rule] = {}
+    raw_defaults: dict[str, Node] = {}
+    for doc in default_docs:
+        for item in _rule_items(doc, problems):
+            rule = build.rule(item, None, problems)
+            if rule is None:
+                continue
+            if rule.id in defaults:
+                problems.append(
+                    f"{item.file}:{item.line}: rule id {rule.id!r} is defined twice "
+                    f"(first at {defaults[rule.id].source})"
+                )
+                continue
+            defaults[rule.id] = rule
+            raw_defaults[rule.id] = item
+
+    estates: dict[str, dict[str, Rule]] = {}
+    for estate, docs in estate_docs.items():
+        own: dict[str, Rule] = {}
+        for doc in docs:
+            for item in _rule_items(doc, problems):
+                rid = item.child("id").value
+                base = raw_defaults.get(rid) if isinstance(rid, str) else None
+                if base is not None and isinstance(item.value, dict):
+                    # An override replaces only the keys it names.
+                    item = Node({**base.value, **item.value}, item.file, item.line, item.path)
+                rule = build.rule(item, estate, problems)
+                if rule is None:
+                    continue
+                if rule.id in own:
+                    problems.append(
+                        f"{item.file}:{item.line}: rule id {rule.id!r} is defined twice "
+                        f"for estate {estate!r}"
+                    )
+                    continue
+                own[rule.id] = rule
+        estates[estate] = own
+
+    if problems:
+        raise RuleFileError(problems)
+    files = tuple(d.file for d in default_docs) + tuple(
+        d.file for docs in estate_docs.values() for d in docs
+    )
+    return RuleSet(defaults, estates, chains, tuple(inhibit), files)
+
+
+def _read_dir(folder: Path, problems: list[str]) -> list[Node]:
+    if not folder.is_dir():
+        problems.append(f"{folder}:1: not a folder of rule files")
+        return []
+    docs = []
+    for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+        try:
+            doc = load_yaml(path)
+            if doc.value is None:
+                continue
+            doc.mapping(_FILE_KEYS)
+            docs.append(doc)
+        except DataFileError as exc:
+            problems.extend(exc.problems)
+    return docs
+
+
+def _rule_items(doc: Node, problems: list[str]) -> list[Node]:
+    if not doc.has("rules"):
+        return []
+    try:
+        return doc.child("rules").seq()
+    except DataFileError as exc:
+        problems.extend(exc.problems)
+        return []
+
+
+# --- chains and inhibitions -------------------------------------------------------------------
+
+
+def _chains(doc: Node) -> dict[str, Chain]:
+    if not doc.has("chains"):
+        return {}
+    out = {}
+    for chain_id, node in doc.child("chains").items():
+        steps = []
+        for sn in node.seq():
+            sn.mapping(_STEP_KEYS)
+            at = sn.child("at")
+            if at.value is not None and at.value != "deadline":
+                raise at.error("'at' can only be 'deadline'")
+            if at.value is not None and sn.has("after"):
+                raise sn.error("a step has either 'after' or 'at: deadline', not both")
+            until_node = sn.child("until")
+            try:
+                until = Until(until_node.text("acknowledged"))
+            except ValueError:
+                raise until_node.error("'until' must be acknowledged or resolved") from None
+            steps.append(
+                Step(
+                    notify=tuple(sn.child("notify").texts()),
+                    after_ms=sn.child("after").duration_ms() if sn.has("after") else 0,
+                    at_deadline=at.value == "deadline",
+                    until=until,
+                )
+            )
+        if not steps:
+            raise node.error(f"chain {chain_id!r} has no steps")
+        out[chain_id] = Chain(chain_id, tuple(steps))
+    return out
+
+
+def _inhibit_rule(node: Node, catalog: Catalog) -> InhibitRule:
+    node.mapping(_INHIBIT_KEYS)
+    rid = node.child("id").text()
+    hides = node.child("hides").mapping(frozenset({"tag"}))
+    tag = hides.child("tag").text()
+    when = node.child("when").mapping(frozenset({"gateway", "kind", "metric", "in"}))
+    if when.has("gateway"):
+        if when.child("gateway").value != "offline":
+            raise when.child("gateway").error("only 'gateway: offline' is known")
+        return InhibitRule(rid, tag, gateway_offline=True)
+    kind_name = when.child("kind").text()
+    kind = catalog.kinds.get(kind_name)
+    if kind is None:
+        raise when.child("kind").error(f"unknown kind {kind_name!r}")
+    metric = when.child("metric").text()
+    if metric not in kind.metrics:
+        raise when.child("metric").error(f"kind {kind_name!r} has no metric {metric!r}")
+    values = frozenset(n.value for n in when.child("in").seq_or_one())
+    return InhibitRule(rid, tag, kind=kind_name, metric=metric, values=values)
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+
+class _RuleBuilder:
+    def __init__(self, catalog: Catalog, chains: dict[str, Chain]) -> None:
+        self.catalog = catalog
+        self.chains = chains
+
+    def rule(self, node: Node, estate: str | None, problems: list[str]) -> Rule | None:
+        try:
+            return self._rule(node, estate)
+        except DataFileError as exc:
+            problems.extend(exc.problems)
+            return None
+
+    def _rule(self, node: Node, estate: str | None) -> Rule:
+        node.mapping(_RULE_KEYS)
+        rid = node.child("id").text()
+        if not all(c.isalnum() or c in "-_." for c in rid):
+            raise node.child("id").error("a rule id is letters, digits and - _ .")
+        when = node.child("when")
+        kinds = self._kinds(node, when)
+        condition = self._condition(when, kinds)
+        sev_node = node.child("severity")
+        try:
+            severity = Severity(sev_node.text())
+        except ValueError:
+            raise sev_node.error(
+                f"severity must be one of {', '.join(s.value for s in Severity)}"
+            ) from None
+        summary = node.child("summary")
+        if isinstance(summary.value, str):
+            zh = en = summary.text()
+        else:
+            summary.mapping(frozenset({"zh", "en"}))
+            zh = summary.child("zh").text()
+            en = summary.child("en").text(rid)
+        tags = frozenset(node.child("tags").texts()) if node.has("tags") else frozenset()
+        if isinstance(condition, NoData):
+            tags |= {"no_data"}
+        if isinstance(condition, GatewayOffline):
+            tags |= {"gateway"}
+        escalation = node.child("escalation").text() if node.has("escalation") else None
+        if escalation is not None and escalation not in self.chains:
+            raise node.child("escalation").error(
+                f"unknown escalation chain {escalation!r} (known: {', '.join(sorted(self.chains))})"
+            )
+        clear_events: frozenset[str] = frozenset()
+        if node.has("clear_event"):
+            if not isinstance(condition, EventMatch):
+                raise node.child("clear_event").error("only event rules are cleared by an event")
+            clear_events = frozenset(self._event_types(node.child("clear_event"), kinds))
+        event_only = ("clear_event", "auto_resolve", "rescue_deadline")
+        for key in event_only[1:]:
+            if node.has(key) and not isinstance(condition, EventMatch):
+                raise node.child(key).error(f"'{key}' is for event rules")
+        deadline = (
+            node.child("rescue_deadline").duration_ms() if node.has("rescue_deadline") else None
+        )
+        for_ms = node.child("for").duration_ms() if node.has("for") else 0
+        if for_ms and isinstance(condition, EventMatch):
+            raise node.child("for").error("an event happens at once: 'for' does not apply")
+        return Rule(
+            id=rid,
+            condition=condition,
+            severity=severity,
+            summary_zh=zh,
+            summary_en=en,
+            kinds=kinds,
+            for_ms=for_ms,
+            tags=tags,
+            escalation=escalation,
+            clear_events=clear_events,
+            auto_resolve_ms=(
+                node.child("auto_resolve").duration_ms() if node.has("auto_resolve") else None
+            ),
+            deadline_ms=deadline,
+            rescue=deadline is not None,
+            source=f"{node.file}:{node.line}",
+            estate=estate,
+            enabled=node.child("enabled").boolean() if node.has("enabled") else True,
+        )
+
+    # --- kinds ---------------------------------------------------------------------------------
+    def _kinds(self, node: Node, when: Node) -> frozenset[str] | None:
+        if when.is_map() and when.has("gateway"):
+            if node.has("kinds"):
+                raise node.child("kinds").error("a gateway rule is about gateways, not kinds")
+            return None
+        if not node.has("kinds"):
+            if when.is_map() and when.has("event"):
+                types = set(when.child("event").texts())
+                found = {k.name for k in self.catalog.kinds.values() if k.events & types}
+                if found:
+                    return frozenset(found)
+            raise node.error("'kinds' is missing: say which device kinds the rule is about")
+        kn = node.child("kinds")
+        if kn.value == "*":
+            return None
+        names = kn.texts()
+        for name in names:
+            if name not in self.catalog.kinds:
+                raise kn.error(f"unknown kind {name!r}")
+        return frozenset(names)
+
+    def _kind_names(self, kinds: frozenset[str] | None) -> list[str]:
+        return sorted(kinds) if kinds is not None else sorted(self.catalog.kinds)
+
+    def _event_types(self, node: Node, kinds: frozenset[str] | None) -> list[str]:
+        types = node.texts()
+        for t in types:
+            if t not in self.catalog.event_types:
+                raise node.error(f"unknown event type {t!r}")
+            for k in self._kind_names(kinds):
+                if t not in self.catalog.kinds[k].events:
+                    raise node.error(f"kind {k!r} does not send {t!r}")
+        return types
+
+    # --- conditions ----------------------------------------------------------------------------
+    def _condition(self, when: Node, kinds: frozenset[str] | None) -> Condition:
+        when.mapping()
+        if when.has("no_data"):
+            when.mapping(frozenset({"no_data"}))
+            nd = when.child("no_data")
+            return NoData(None if nd.value in ("auto", True) else nd.duration_ms())
+        if when.has("gateway"):
+            when.mapping(frozenset({"gateway"}))
+            if when.child("gateway").value != "offline":
+                raise when.child("gateway").error("only 'gateway: offline' is known")
+            return GatewayOffline()
+        if kinds is None:
+            raise when.error("'kinds: \"*\"' is only for no-data rules")
+        if when.has("event"):
+            when.mapping(frozenset({"event", "data"}))
+            types = self._event_types(when.child("event"), kinds)
+            data: tuple[tuple[str, Any], ...] = ()
+            if when.has("data"):
+                data = tuple(
+                    (k, n.value) for k, n in when.child("data").items() if _scalar(n, "data")
+                )
+            return EventMatch(frozenset(types), data)
+        if when.has("count"):
+            when.mapping(frozenset({"count", "window", *_NUMERIC_OPS, "clear"}))
+            (etype,) = self._event_types(when.child("count"), kinds)
+            window = when.child("window").duration_ms()
+            test = self._test(when, "count", ValueType.INTEGER, (), numeric_only=True)
+            return EventCount(etype, window, test)
+        for joiner in ("all", "any"):
+            if when.has(joiner):
+                when.mapping(frozenset({joiner}))
+                parts = tuple(self._value_test(n, kinds) for n in when.child(joiner).seq())
+                if len(parts) < 2:
+                    raise when.child(joiner).error(f"'{joiner}' needs at least two conditions")
+                return Composite(parts, all=joiner == "all")
+        return self._value_test(when, kinds)
+
+    def _value_test(self, node: Node, kinds: frozenset[str]) -> ValueTest:
+        node.mapping(_TEST_KEYS)
+        mnode = node.child("metric")
+        name = mnode.text()
+        metric: Metric | None = None
+        for k in sorted(kinds):
+            m = self.catalog.kinds[k].metrics.get(name)
+            if m is None:
+                raise mnode.error(f"kind {k!r} has no metric {name!r}")
+            if metric is not None and m.type is not metric.type:
+                raise mnode.error(f"metric {name!r} has different types across the kinds")
+            metric = m
+        assert metric is not None
+        agg: Aggregate | None = None
+        if node.has("agg") or node.has("window"):
+            fn = node.child("agg").text()
+            if fn not in AGGREGATES:
+                raise node.child("agg").error(
+                    f"unknown aggregate {fn!r} (known: {', '.join(sorted(AGGREGATES))})"
+                )
+            if metric.type not in (ValueType.NUMBER, ValueType.INTEGER):
+                raise node.child("agg").error(f"{name!r} is not a number, it cannot be aggregated")
+            agg = Aggregate(fn, node.child("window").duration_ms())
+        test = self._test(
+            node, name, metric.type, metric.values, numeric_only=agg is not None, metric=metric
+        )
+        if agg is None:
+            return test
+        label = f"{fn}({name}, {format_duration(agg.window_ms)})"
+        return ValueTest(name, test.hit, test.clear, test.text.replace(name, label, 1), agg)
+
+    def _test(
+        self,
+        node: Node,
+        name: str,
+        vtype: ValueType,
+        enum_values: tuple[str, ...],
+        numeric_only: bool,
+        metric: Metric | None = None,
+    ) -> ValueTest:
+        ops = [op for op in _OPS if node.has(op)]
+        if len(ops) != 1:
+            raise node.error(f"give exactly one of {', '.join(_OPS)}")
+        op = ops[0]
+        arg = node.child(op)
+        clear = node.child("clear")
+        numeric = numeric_only or vtype in (ValueType.NUMBER, ValueType.INTEGER)
+        if op in _NUMERIC_OPS:
+            if not numeric:
+                raise arg.error(f"{name!r} is a {vtype.value}: use 'equals' or 'in'")
+            return _numeric_test(name, op, arg, clear)
+        if clear.value is not None:
+            raise clear.error(f"'clear' goes with {', '.join(_NUMERIC_OPS)}")
+        if op == "bit":
+            bit = self._bit(arg)
+            return ValueTest(
+                name,
+                lambda v: type(v) is int and (v >> bit) & 1 == 1,
+                lambda v: type(v) is int and (v >> bit) & 1 == 0,
+                f"{name} bit {arg.value}",
+            )
+        if op == "equals":
+            target = _typed_value(arg, vtype, enum_values)
+            return ValueTest(
+                name, lambda v: v == target, lambda v: v != target, f"{name} = {target}"
+            )
+        targets = frozenset(_typed_value(n, vtype, enum_values) for n in arg.seq_or_one())
+        return ValueTest(
+            name,
+            lambda v: v in targets,
+            lambda v: v not in targets,
+            f"{name} in {sorted(map(str, targets))}",
+        )
+
+    def _bit(self, arg: Node) -> int:
+        if type(arg.value) is int and 0 <= arg.value <= 15:
+            return int(arg.value)
+        for bit in self.catalog.status_word_bits.values():
+            if bit.name == arg.value:
+                return bit.bit
+        names = ", ".join(b.name for b in self.catalog.status_word_bits.values())
+        raise arg.error(f"unknown status-word bit {arg.value!r} (known: {names})")
+
+
+def _scalar(node: Node, what: str) -> bool:
+    if isinstance(node.value, dict | list):
+        raise node.error(f"{what} values must be plain values")
+    return True
+
+
+def _typed_value(node: Node, vtype: ValueType, enum_values: tuple[str, ...]) -> Value:
+    v = node.value
+    if vtype is ValueType.BOOLEAN:
+        return node.boolean()
+    if vtype is ValueType.ENUM:
+        if v not in enum_values:
+            raise node.error(f"{v!r} is not one of {', '.join(enum_values)}")
+        return str(v)
+    if vtype is ValueType.INTEGER:
+        return node.integer()
+    return node.number()
+
+
+def _numeric_test(name: str, op: str, arg: Node, clear: Node) -> ValueTest:
+    # Values reaching a numeric test are numbers: the catalog checked them at decode.
+    if op == "outside":
+        lo, hi = _band(arg)
+        clo, chi = _band(clear) if clear.value is not None else (lo, hi)
+        if not lo <= clo <= chi <= hi:
+            raise clear.error("the clear band must lie inside the alarm band")
+
+        def out_hit(v: Any) -> bool:
+            return bool(v < lo or v > hi)
+
+        def out_clear(v: Any) -> bool:
+            return bool(clo <= v <= chi)
+
+        return ValueTest(name, out_hit, out_clear, f"{name} outside {_num(lo)}..{_num(hi)}")
+    x = arg.number()
+    c = clear.number() if clear.value is not None else x
+    if not math.isfinite(x) or not math.isfinite(c):
+        raise arg.error("thresholds must be finite")
+    tol = _EPS * max(1.0, abs(x))
+    upward = op in ("above", "at_least")
+    if upward and c > x:
+        raise clear.error(f"for '{op}' the clear level must not be above {_num(x)}")
+    if not upward and c < x:
+        raise clear.error(f"for '{op}' the clear level must not be below {_num(x)}")
+    strict = op in ("above", "below")
+    # hit: beyond x; clear: back past c (with c == x, simply "no longer hit").
+    if upward:
+        lim = x + tol if strict else x - tol
+
+        def hit(v: Any) -> bool:
+            return bool(v > lim) if strict else bool(v >= lim)
+
+        def cleared(v: Any) -> bool:
+            return bool(v <= c) if (strict or c < x) else bool(v < lim)
+
+        sign = ">" if strict else "≥"
+    else:
+        lim = x - tol if strict else x + tol
+
+        def hit(v: Any) -> bool:
+            return bool(v < lim) if strict else bool(v <= lim)
+
+        def cleared(v: Any) -> bool:
+            return bool(v >= c) if (strict or c > x) else bool(v > lim)
+
+        sign = "<" if strict else "≤"
+    return ValueTest(name, hit, cleared, f"{name} {sign} {_num(x)}")
+
+
+def _band(node: Node) -> tuple[float, float]:
+    items = node.seq()
+    if len(items) != 2:
+        raise node.error("a band is [low, high]")
+    lo, hi = items[0].number(), items[1].number()
+    if lo > hi:
+        raise node.error(f"band low {lo} is above high {hi}")
+    return lo, hi
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"

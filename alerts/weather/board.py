@@ -1,0 +1,82 @@
+"""The weather picture of every estate: per hazard, the level its stations observed, the level
+of the official warnings that cover it, and the higher of the two (the estate's level)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.weather.levels import Criteria, Hazard, Observed, WeatherLevel
+from alerts.weather.warnings import OfficialWarning
+from alerts.windows import Aggregate
+
+__all__ = ["EstateHazardLevel", "WeatherBoard"]
+
+
+@dataclass(frozen=True, slots=True)
+class EstateHazardLevel:
+    hazard: Hazard
+    level: WeatherLevel
+    observed: WeatherLevel
+    official: WeatherLevel
+    station: str | None  # the station that observed the observed level
+    warning: str | None  # the official warning that set the official level
+    evidence: tuple[dict[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hazard": self.hazard.value,
+            "level": self.level.colour,
+            "observed": self.observed.colour,
+            "official": self.official.colour,
+            "station": self.station,
+            "warning": self.warning,
+            "evidence": list(self.evidence),
+        }
+
+
+class WeatherBoard:
+    def __init__(self, criteria: Criteria) -> None:
+        self.criteria = criteria
+        self.observed: dict[tuple[str, str], dict[Hazard, Observed]] = {}  # (estate, station)
+        self.warnings: dict[str, OfficialWarning] = {}
+
+    def observe_station(
+        self,
+        estate: str,
+        station: str,
+        value_of: Callable[[str, Aggregate], float | None],
+        region: str,
+    ) -> None:
+        self.observed[(estate, station)] = self.criteria.levels(value_of, region)
+
+    def stations(self) -> Iterable[tuple[str, str]]:
+        return list(self.observed)
+
+    def add_warning(self, warning: OfficialWarning) -> None:
+        self.warnings[warning.id] = warning
+
+    def estate_levels(self, estate: str, region: str, now: int) -> dict[Hazard, EstateHazardLevel]:
+        out = {}
+        for hazard in self.criteria.hazards:
+            obs, station = WeatherLevel.NONE, None
+            evidence: tuple[dict[str, Any], ...] = ()
+            for (e, st), levels in self.observed.items():
+                o = levels.get(hazard)
+                if e == estate and o is not None and o.level > obs:
+                    obs, station, evidence = o.level, st, o.evidence
+            official, warning_id = WeatherLevel.NONE, None
+            for w in self.warnings.values():
+                covers = w.hazard is hazard and w.active(now) and w.covers(estate, region)
+                if covers and w.level > official:
+                    official, warning_id = w.level, w.id
+            out[hazard] = EstateHazardLevel(
+                hazard, max(obs, official), obs, official, station, warning_id, evidence
+            )
+        return out
+
+    def estates_covered(self, warning: OfficialWarning, regions: dict[str, str]) -> set[str]:
+        """The estates (of those whose region is known) a warning covers."""
+        found = {e for e, r in regions.items() if warning.covers(e, r)}
+        return found | set(warning.estates)

@@ -1,0 +1,57 @@
+"""Drills (应急演练): recorded with participants and findings, counted per year."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from api.deps import Ctx, CurrentUser, guard, require_operate
+from api.routes.alarms import MS, check_estate_filter, engine_errors, engine_of, visible_estates
+
+router = APIRouter(prefix="/api/v1", tags=["plans"])
+
+
+class DrillIn(BaseModel):
+    estate: str = Field(min_length=1, max_length=63)
+    plan: str = Field(min_length=1, max_length=64, examples=["elevator_entrapment"])
+    held_ms: int = MS
+    status: Literal["held", "missed"] = "held"
+    drill_id: str | None = Field(
+        default=None, max_length=32, description="the scheduled drill this records, if any"
+    )
+    participants: list[str] = Field(default_factory=list, max_length=500)
+    findings: str = Field(default="", max_length=5000)
+    outcome: str = Field(default="", max_length=2000)
+
+
+@router.get("/drills", **guard("user"))
+def list_drills(
+    ctx: Ctx,
+    p: CurrentUser,
+    estate: str | None = Query(None, max_length=63),
+    plan: str | None = Query(None, max_length=64),
+    year: int | None = Query(None, ge=2000, le=2999),
+) -> dict[str, Any]:
+    """Drills, newest first; with ``estate`` and ``year`` also ``yearly``: per plan, drills
+    held against the number required."""
+    check_estate_filter(p, estate)
+    return engine_of(ctx).list_drills(estate, plan, year, visible_estates(p))
+
+
+@router.post("/drills", status_code=201, **guard("user"))
+def record_drill(body: DrillIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    require_operate(p, body.estate)
+    with engine_errors():
+        return engine_of(ctx).record_drill(
+            body.estate,
+            body.plan,
+            body.held_ms,
+            p.username,
+            participants=[x[:100] for x in body.participants],
+            findings=body.findings,
+            outcome=body.outcome,
+            drill_id=body.drill_id,
+            status=body.status,
+        )

@@ -1,0 +1,68 @@
+"""Official weather warnings (预警信号), and the weather level of an estate per hazard."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field, model_validator
+
+from api.deps import Ctx, CurrentUser, guard
+from api.routes.alarms import MS, engine_errors, engine_of
+
+router = APIRouter(prefix="/api/v1", tags=["weather"])
+
+Hazard = Literal[
+    "strong_wind", "snowstorm", "cold_wave", "sandstorm", "rainstorm", "road_icing",
+    "low_temperature",
+]  # fmt: skip
+
+
+class WarningIn(BaseModel):
+    hazard: Hazard
+    level: Literal["blue", "yellow", "orange", "red"]
+    estates: list[str] = Field(default_factory=list, max_length=1000)
+    region: str = Field(default="", max_length=100, examples=["呼和浩特市"])
+    issued_ms: int | None = MS
+    expires_ms: int = MS
+    text: str = Field(default="", max_length=2000)
+    source: str = Field(default="", max_length=200, examples=["呼和浩特市气象台"])
+
+    @model_validator(mode="after")
+    def _covers_something(self) -> WarningIn:
+        if not self.estates and not self.region:
+            raise ValueError("give the estates or the region the warning covers")
+        return self
+
+
+@router.post("/warnings", status_code=201, **guard("authority"))
+def post_warning(body: WarningIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    """An official warning; the plans of the estates it covers follow it at once (the estate's
+    level is the higher of observed and official) and stand down when it expires."""
+    engine = engine_of(ctx)
+    issued = body.issued_ms if body.issued_ms is not None else engine.clock()
+    with engine_errors():
+        return engine.post_warning(
+            body.hazard,
+            body.level,
+            issued,
+            body.expires_ms,
+            p.username,
+            estates=body.estates,
+            region=body.region,
+            text=body.text,
+            source=body.source,
+        )
+
+
+@router.get("/warnings", **guard("user"))
+def list_warnings(ctx: Ctx, active: bool | None = Query(None)) -> dict[str, Any]:
+    items = engine_of(ctx).list_warnings(active)
+    return {"items": items, "total": len(items)}
+
+
+@router.get("/estates/{estate}/weather", **guard("estate:read"))
+def estate_weather(estate: str, ctx: Ctx) -> dict[str, Any]:
+    """Per hazard: the level observed by the estate's stations (CMA criteria), the official
+    one, and the estate's level (the higher), with the evidence."""
+    return {"estate": estate, "hazards": engine_of(ctx).weather_levels(estate)}

@@ -1,0 +1,168 @@
+"""The alerts' tables on SQLite and on PostgreSQL: the same tests, both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from alerts.alarms import Alarm, AlarmState, TimelineEntry
+from alerts.plans import ActivationEntry, ActivationTask, PlanActivation, ResponseLevel, Source
+from alerts.rules.spec import Severity
+from alerts.silences import Matcher, Silence
+from alerts.store import SCHEMA_VERSION, AlertStore, StoreBatch, schema_version
+from alerts.weather import Hazard, OfficialWarning, WeatherLevel
+from ingest.state import StateStore, create_engine
+from tests.alerts.conftest import START
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[AlertStore]:
+    engine = create_engine(database_url)
+    s = AlertStore(engine)
+    s.migrate(START)
+    yield s
+    engine.dispose()
+
+
+def alarm(aid: str, state: AlarmState = AlarmState.PENDING) -> Alarm:
+    return Alarm(
+        id=aid,
+        rule="hydrant-pressure-low",
+        estate="e1",
+        subject="h1",
+        kind="fire_hydrant",
+        gateway="gw-01",
+        severity=Severity.MAJOR,
+        state=state,
+        summary_zh="消火栓静压低于 0.07 MPa",
+        summary_en="Hydrant static pressure below 0.07 MPa",
+        started_ms=START,
+        updated_ms=START,
+        tags=("fire",),
+        detail={"metric": "pressure_mpa", "value": 0.05},
+        for_ms=300_000,
+    )
+
+
+def test_alarms_and_their_timelines_round_trip(store: AlertStore) -> None:
+    a = alarm("al-1")
+    store.write(
+        StoreBatch(
+            alarms={a.id: a},
+            alarm_entries=[TimelineEntry(a.id, START, "pending", "rules", {"value": 0.05})],
+        )
+    )
+    (back,) = store.open_alarms()
+    assert back == a
+    a.state, a.fired_ms, a.acked_by = AlarmState.ACKNOWLEDGED, START + 1, "王班长"
+    store.write(
+        StoreBatch(
+            alarms={a.id: a},
+            alarm_entries=[TimelineEntry(a.id, START + 2, "acknowledged", "王班长")],
+        )
+    )
+    got = store.get_alarm("al-1")
+    assert got is not None and (got.state, got.acked_by) == (AlarmState.ACKNOWLEDGED, "王班长")
+    assert [e["action"] for e in store.alarm_timeline("al-1")] == ["pending", "acknowledged"]
+    assert [x.id for x in store.list_alarms(estate="e1", state=["acknowledged"])] == ["al-1"]
+    assert store.list_alarms(estates=["e2"]) == []
+
+
+def test_one_open_alarm_per_rule_and_subject_in_the_database_too(store: AlertStore) -> None:
+    store.write(StoreBatch(alarms={"al-1": alarm("al-1")}))
+    with pytest.raises(sa.exc.IntegrityError):
+        store.write(StoreBatch(alarms={"al-2": alarm("al-2")}))
+    done = alarm("al-1", AlarmState.RESOLVED)
+    store.write(StoreBatch(alarms={"al-1": done, "al-2": alarm("al-2")}))  # resolve, then anew
+    assert [a.id for a in store.open_alarms()] == ["al-2"]
+
+
+def test_a_pending_alarm_that_never_fired_leaves_nothing(store: AlertStore) -> None:
+    a = alarm("al-1")
+    store.write(
+        StoreBatch(alarms={a.id: a}, alarm_entries=[TimelineEntry(a.id, START, "pending", "rules")])
+    )
+    store.write(StoreBatch(alarms={a.id: a}, forget_alarms={a.id}))
+    assert store.get_alarm("al-1") is None and store.alarm_timeline("al-1") == []
+
+
+def test_silences_warnings_clocks_and_windows(store: AlertStore) -> None:
+    s = Silence(
+        "si-1",
+        (Matcher.parse("device", "lift-.*", "=~"),),
+        START,
+        START + 10,
+        "王工",
+        "年检",
+        START,
+    )
+    store.save_silence(s)
+    assert store.silences(ending_after_ms=START) == [s]
+    assert store.silences(ending_after_ms=START + 10) == []
+    w = OfficialWarning(
+        "wa-1", Hazard.SNOWSTORM, WeatherLevel.ORANGE, START, START + 5, region="呼和浩特"
+    )
+    store.save_warning(w)
+    assert store.warnings() == [w]
+    store.save_clocks([("e1", "h1", "fire_hydrant", "gw-01", START)])
+    store.save_clocks([("e1", "h1", "fire_hydrant", "gw-01", START + 5)])
+    assert store.clocks() == [("e1", "h1", "fire_hydrant", "gw-01", START + 5)]
+    store.save_windows([("e1", "ws-01", "snow_mm", b"\x00\x01")], START)
+    assert store.windows() == [("e1", "ws-01", "snow_mm", b"\x00\x01")]
+
+
+def test_activations_with_tasks_and_timeline(store: AlertStore) -> None:
+    act = PlanActivation(
+        id="pa-1",
+        estate="e1",
+        plan="snowstorm",
+        level=ResponseLevel.III,
+        started_ms=START,
+        updated_ms=START,
+        hold_ms=7_200_000,
+        max_level=ResponseLevel.III,
+        levels_reached=[1, 2],
+        sources={"observed:snowstorm": Source("observed:snowstorm", ResponseLevel.III, {"v": 6.0})},
+    )
+    task = ActivationTask(
+        "duty-patrol",
+        ResponseLevel.IV,
+        "增加值班人员",
+        "More duty",
+        "duty_manager",
+        START,
+        START + 1,
+    )
+    store.write(
+        StoreBatch(
+            activations={act.id: act},
+            activation_entries=[
+                ActivationEntry(act.id, START, "activated", "weather", ResponseLevel.IV)
+            ],
+            tasks={(act.id, task.task_id): task},
+        )
+    )
+    (back,) = store.active_activations()
+    assert (back.level, back.levels_reached, back.tasks["duty-patrol"].text_zh) == (
+        ResponseLevel.III,
+        [1, 2],
+        "增加值班人员",
+    )
+    assert back.sources["observed:snowstorm"].detail == {"v": 6.0}
+    assert [e["level"] for e in store.activation_timeline("pa-1")] == ["Ⅳ"]
+    assert store.list_activations(estates=["e2"]) == []
+
+
+def test_schema_is_stamped_and_lives_beside_the_state_store(database_url: str) -> None:
+    state = StateStore.open(database_url)  # the same database, its own schema_version table
+    alerts = AlertStore(state.engine)
+    assert alerts.migrate(START) == 0
+    assert alerts.migrate(START) == SCHEMA_VERSION
+    with state.engine.begin() as conn:
+        conn.execute(schema_version.insert().values(version=SCHEMA_VERSION + 1, applied_ms=START))
+    with pytest.raises(RuntimeError, match="newer than this program"):
+        alerts.migrate(START)
+    state.add_estate("e1", "E1")  # the state store is untouched
+    state.close()

@@ -1,0 +1,96 @@
+"""Window aggregates kept incrementally: sums, extremes, rates, the fall of the minimum."""
+
+from __future__ import annotations
+
+import pytest
+
+from alerts.windows import DAY_MS, Aggregate, SeriesWindow, WindowBank
+
+H = 3_600_000
+SUM_12H = Aggregate("sum", 12 * H)
+
+
+def test_sum_over_a_sliding_window() -> None:
+    w = SeriesWindow(horizon_ms=12 * H)
+    for i in range(24):  # 0.5 mm every hour for a day
+        w.append(i * H, 0.5)
+    now = 23 * H
+    assert w.aggregate(SUM_12H, now) == pytest.approx(6.0)  # hours 12..23
+    assert w.aggregate(Aggregate("sum", 6 * H), now) == pytest.approx(3.0)
+    assert w.aggregate(SUM_12H, now + 6 * H) == pytest.approx(3.0)  # time passed, no new data
+    assert w.aggregate(SUM_12H, now + 12 * H) == 0.0
+    assert len(w) <= 13  # older samples were dropped as they left the horizon
+
+
+def test_forty_tenths_make_four() -> None:
+    # float sums are a hair off; the thresholds allow for it, the sums stay close
+    w = SeriesWindow(horizon_ms=12 * H)
+    for i in range(40):
+        w.append(i * 60_000, 0.1)
+    total = w.aggregate(SUM_12H, 40 * 60_000)
+    assert total == pytest.approx(4.0, abs=1e-9)
+
+
+def test_extremes_mean_count_and_rate() -> None:
+    w = SeriesWindow(horizon_ms=2 * H)
+    for i, v in enumerate([1.0, 5.0, 3.0, -2.0, 4.0]):
+        w.append(i * 60_000 * 10, v)  # every 10 min
+    now = 40 * 60_000
+    assert w.aggregate(Aggregate("max", H), now) == 5.0
+    assert w.aggregate(Aggregate("min", H), now) == -2.0
+    assert w.aggregate(Aggregate("mean", H), now) == pytest.approx(2.2)
+    assert w.aggregate(Aggregate("count", 15 * 60_000), now) == 2.0
+    # from 1.0 at 0 min to 4.0 at 40 min: 4.5 per hour
+    assert w.aggregate(Aggregate("rate", H), now) == pytest.approx(4.5)
+    assert w.aggregate(Aggregate("max", H), now + 3 * H) is None
+
+
+def test_fall_of_the_daily_minimum() -> None:
+    """Yesterday's minimum 2 °C, today's -9 °C: the minimum fell 11 °C in 24 h."""
+    w = SeriesWindow(horizon_ms=DAY_MS + DAY_MS)
+    for hour in range(48):
+        day_one = hour < 24
+        temp = (2.0 if day_one else -9.0) + (hour % 24) / 4  # minimum at each day's start
+        w.append(hour * H, temp)
+    assert w.aggregate(Aggregate("min_fall", DAY_MS), 47 * H) == pytest.approx(11.0)
+    assert w.aggregate(Aggregate("min_fall", 2 * DAY_MS), 47 * H) is None  # not 3 days of data
+
+
+def test_late_samples_are_put_in_order() -> None:
+    w = SeriesWindow(horizon_ms=12 * H)
+    w.append(0, 1.0)
+    w.append(2 * H, 1.0)
+    w.append(1 * H, 1.0)  # replayed from a gateway's buffer
+    assert w.aggregate(Aggregate("sum", 90 * 60_000), 2 * H) == pytest.approx(2.0)
+    assert w.last_ts == 2 * H
+
+
+def test_bounded_by_sample_count_and_grows_as_needed() -> None:
+    w = SeriesWindow(horizon_ms=100 * DAY_MS, capacity=4, max_samples=100)
+    for i in range(1000):
+        w.append(i, 1.0)
+    assert len(w) <= 100
+    assert w.aggregate(Aggregate("sum", 50), 999) == pytest.approx(50.0)
+
+
+def test_round_trip_through_bytes() -> None:
+    w = SeriesWindow(horizon_ms=12 * H)
+    for i in range(10):
+        w.append(i * H, float(i))
+    back = SeriesWindow.from_bytes(w.to_bytes())
+    assert back.aggregate(SUM_12H, 9 * H) == w.aggregate(SUM_12H, 9 * H) == pytest.approx(45.0)
+    assert back.horizon_ms == 12 * H
+
+
+def test_bank_tracks_only_what_rules_and_criteria_need() -> None:
+    bank = WindowBank()
+    bank.track("weather_station", "snow_mm", SUM_12H)
+    bank.track("weather_station", "temp_c", Aggregate("min_fall", 2 * DAY_MS))
+    bank.observe(
+        "e1", "ws-01", {"snow_mm": 1.5, "temp_c": -3.0, "wind_speed_ms": 4.0}, 0, "weather_station"
+    )
+    bank.observe("e1", "lift-1", {"snow_mm": 9.0}, 0, "elevator")
+    assert set(bank.series) == {("e1", "ws-01", "snow_mm"), ("e1", "ws-01", "temp_c")}
+    assert bank.series[("e1", "ws-01", "temp_c")].horizon_ms == 3 * DAY_MS
+    assert bank.value("e1", "ws-01", "snow_mm", SUM_12H, 0) == 1.5
+    assert bank.value("e1", "ws-02", "snow_mm", SUM_12H, 0) is None
