@@ -24,8 +24,9 @@ def cpu_model() -> str:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -35,11 +36,23 @@ def record(name: str, figures: dict[str, Any], settings: dict[str, Any]) -> Path
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = RESULTS / f"{stamp}-{name}.json"
-    path.write_text(json.dumps({
-        "bench": name, "when": stamp, "commit": commit(), "cpu": cpu_model(),
-        "cores": __import__("os").cpu_count(), "python": platform.python_version(),
-        "settings": settings, "figures": figures,
-    }, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "bench": name,
+                "when": stamp,
+                "commit": commit(),
+                "cpu": cpu_model(),
+                "cores": __import__("os").cpu_count(),
+                "python": platform.python_version(),
+                "settings": settings,
+                "figures": figures,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
     return path
 
 

@@ -324,6 +324,7 @@ class Ingest:
             self._run_maintenance()
             pending = self._next_batch()
             if not pending:
+                self.telemetry.flush_latest_if_due()
                 if self._stopping.is_set():
                     return
                 continue

@@ -131,12 +131,18 @@ class RawSink(Protocol):
 class TelemetryWriter:
     """The single writer. Not thread-safe by design: one thread owns it."""
 
-    def __init__(self, path: Path, raw_sink: RawSink | None = None) -> None:
+    def __init__(
+        self, path: Path, raw_sink: RawSink | None = None, latest_interval_s: float = 0.0
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.raw_sink = raw_sink
+        self.latest_interval_s = latest_interval_s
         self.conn = connect(path)
         self._migrate()
+        self._latest_flushed = 0.0
+        self._unfolded = False
+        self.flush_latest()  # rows appended after the last fold, before a crash
         self._series: dict[tuple[str, str, str], int] = {
             (e, d, m): i
             for i, e, d, m in self.conn.execute("SELECT id, estate, device, metric FROM series")
@@ -266,16 +272,9 @@ class TelemetryWriter:
                     (committed // MINUTE_MS, first),
                 )
                 self.conn.executemany("INSERT INTO readings VALUES (?, ?, ?, ?)", rows)
-                # "Now" from the rows just appended, in SQL: SQLite takes num and txt from the
-                # row holding max(ts). An older reading replayed from a gateway's buffer must
-                # not overwrite a newer one.
-                self.conn.execute(
-                    "INSERT INTO latest (series, ts, num, txt) "
-                    "SELECT series, max(ts), num, txt FROM readings WHERE rowid >= ? "
-                    "GROUP BY series ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, "
-                    "num = excluded.num, txt = excluded.txt WHERE excluded.ts >= latest.ts",
-                    (first,),
-                )
+                self._unfolded = True
+                if time.monotonic() - self._latest_flushed >= self.latest_interval_s:
+                    self._fold_latest()
             if self.raw_sink is not None and rows:
                 self._upsert_latest(rows)
             if event_rows:
@@ -317,6 +316,36 @@ class TelemetryWriter:
         result.values = len(rows)
         result.events = len(event_rows)
         return result
+
+    def _fold_latest(self) -> None:
+        """Fold rows appended since the last fold into ``latest``, in SQL: SQLite takes num and
+        txt from the row holding max(ts). At most once per latest_interval_s under load, so a
+        series updated many times in that while is written once; run at start too, so a crash
+        loses nothing of "now". An older reading replayed from a gateway's buffer never
+        overwrites a newer one."""
+        done = self.conn.execute(
+            "SELECT value FROM rollup_state WHERE name = 'latest_rowid'"
+        ).fetchone()
+        last = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
+        self.conn.execute(
+            "INSERT INTO latest (series, ts, num, txt) "
+            "SELECT series, max(ts), num, txt FROM readings WHERE rowid > ? AND rowid <= ? "
+            "GROUP BY series ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, "
+            "num = excluded.num, txt = excluded.txt WHERE excluded.ts >= latest.ts",
+            (done[0] if done else 0, last),
+        )
+        self.conn.execute("INSERT OR REPLACE INTO rollup_state VALUES ('latest_rowid', ?)", (last,))
+        self._latest_flushed = time.monotonic()
+        self._unfolded = False
+
+    def flush_latest(self) -> None:
+        with self.conn:
+            self._fold_latest()
+
+    def flush_latest_if_due(self) -> None:
+        """For the writer thread when it is idle: the last rows of a burst reach "now" too."""
+        if self._unfolded and time.monotonic() - self._latest_flushed >= self.latest_interval_s:
+            self.flush_latest()
 
     def _upsert_latest(self, rows: list[tuple[int, int, float | None, str | None]]) -> None:
         """Keep "now" when the raw rows live elsewhere (InfluxDB)."""

@@ -76,3 +76,42 @@ def test_series_survive_reopen(tmp_path: Path) -> None:
     n = w2.conn.execute("SELECT count(*) FROM series").fetchone()[0]
     assert n == 1
     assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (2, 0.4)
+
+
+def test_latest_folded_once_a_second_under_load_and_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    w = TelemetryWriter(path, latest_interval_s=3600)
+    w.write(
+        [
+            EstateBatch(
+                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 1, {"pressure_mpa": 0.3})]
+            )
+        ]
+    )
+    w.write(
+        [
+            EstateBatch(
+                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 2, {"pressure_mpa": 0.4})]
+            )
+        ]
+    )
+    # not folded yet: the interval has not passed and the writer was never idle
+    assert TelemetryReader(path).latest("e1") == {}
+    w.conn.close()  # the process dies before the next fold
+    TelemetryWriter(path)  # the restart folds what was appended
+    assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (2, 0.4)
+
+
+def test_an_idle_writer_folds_when_due(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    w = TelemetryWriter(path, latest_interval_s=0.05)
+    w.write(
+        [
+            EstateBatch(
+                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 1, {"pressure_mpa": 0.3})]
+            )
+        ]
+    )
+    w._latest_flushed -= 1  # as if the interval had passed
+    w.flush_latest_if_due()
+    assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (1, 0.3)
