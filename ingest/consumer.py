@@ -109,6 +109,10 @@ class IngestStats:
         return (last[1] - base[1]) / span, (last[2] - base[2]) / span
 
 
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @dataclass(slots=True)
 class _Received:
     delivery: Delivery
@@ -372,7 +376,13 @@ class Ingest:
                 if d.status is not None and d.estate and d.gateway:
                     gs = d.status
                     self.state.set_gateway_status(
-                        d.estate, d.gateway, gs.state, gs.ts, gs.fw, gs.buffered
+                        d.estate,
+                        d.gateway,
+                        gs.state,
+                        gs.ts,
+                        gs.fw,
+                        gs.buffered,
+                        _int_or_none(gs.extra.get("dropped")),
                     )
                 if d.command_ack is not None:
                     log.info(

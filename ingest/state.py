@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -46,6 +46,8 @@ gateways = sa.Table(
     sa.Column("state_ms", sa.BigInteger),
     sa.Column("fw", sa.String(64)),
     sa.Column("buffered", sa.BigInteger),
+    # readings the gateway's store-and-forward buffer had to drop, as its status reports
+    sa.Column("dropped", sa.BigInteger),
 )
 
 devices = sa.Table(
@@ -72,8 +74,13 @@ dead_letters = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),
 )
 
-# version -> migration from version-1; empty while the schema is at its first version.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+def _v2_gateway_drops(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE gateways ADD COLUMN dropped BIGINT"))
+
+
+# version -> migration from version-1
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_gateway_drops}
 
 
 class NotFound(LookupError):
@@ -212,13 +219,20 @@ class StateStore:
         return {(r[0], r[1]) for r in rows}
 
     def set_gateway_status(
-        self, estate_id: str, gw_id: str, state: str, ts: int, fw: str | None, buffered: int | None
+        self,
+        estate_id: str,
+        gw_id: str,
+        state: str,
+        ts: int,
+        fw: str | None,
+        buffered: int | None,
+        dropped: int | None = None,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 gateways.update()
                 .where(gateways.c.estate == estate_id, gateways.c.id == gw_id)
-                .values(state=state, state_ms=ts, fw=fw, buffered=buffered)
+                .values(state=state, state_ms=ts, fw=fw, buffered=buffered, dropped=dropped)
             )
 
     # --- devices -----------------------------------------------------------------------------

@@ -92,3 +92,41 @@ def test_refuses_a_newer_schema(database_url: str) -> None:
     with pytest.raises(RuntimeError, match="upgrade estatewatch"):
         migrate(engine)
     engine.dispose()
+
+
+def test_a_version_1_database_is_migrated(database_url: str) -> None:
+    """A database made by the first release (no gateways.dropped) is brought to the current
+    schema and keeps its rows."""
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                "applied_ms BIGINT NOT NULL)"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO schema_version VALUES (1, 0)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE estates (id VARCHAR(63) PRIMARY KEY, name "
+                "VARCHAR(200) NOT NULL, region VARCHAR(100) NOT NULL DEFAULT '', "
+                "created_ms BIGINT NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TABLE gateways (estate VARCHAR(63), id VARCHAR(63), "
+                "name VARCHAR(200) NOT NULL DEFAULT '', created_ms BIGINT NOT NULL, "
+                "state VARCHAR(16) NOT NULL DEFAULT 'unknown', state_ms BIGINT, "
+                "fw VARCHAR(64), buffered BIGINT, PRIMARY KEY (estate, id))"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO estates VALUES ('old', 'Old', '', 0)"))
+        conn.execute(
+            sa.text("INSERT INTO gateways (estate, id, created_ms) VALUES ('old', 'gw-01', 0)")
+        )
+    assert migrate(engine) == 1
+    store = StateStore(engine)
+    store.set_gateway_status("old", "gw-01", "online", 5, "2.0", 3, dropped=12)
+    assert store.get_gateway("old", "gw-01")["dropped"] == 12
+    engine.dispose()
