@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alerts.engine import AlertEngine
 from api.live import LiveHub
 from api.users import UserStore
 from ingest.shards import ShardedTelemetryReader
@@ -28,6 +29,7 @@ class ApiContext:
     users: UserStore | None = None
     live: LiveHub | None = None
     inspections: InspectionBook | None = None
+    alerts: AlertEngine | None = None
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
     on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)
     # Prometheus text exposition of the process's metrics

@@ -45,6 +45,9 @@ class ShardedTelemetryReader:
     def recent_events(self, estate: str, limit: int = 100) -> list[dict[str, Any]]:
         return self._for(estate).recent_events(estate, limit)
 
+    def hours_with_data(self, estate: str, from_ms: int, to_ms: int) -> dict[str, int]:
+        return self._for(estate).hours_with_data(estate, from_ms, to_ms)
+
     def gateway_health(self, estate: str) -> dict[str, dict[str, Any]]:
         return self._for(estate).gateway_health(estate)
 

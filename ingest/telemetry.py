@@ -504,6 +504,17 @@ class TelemetryReader:
             for ts, gw, dev, kind, typ, data in cur
         ]
 
+    def hours_with_data(self, estate: str, from_ms: int, to_ms: int) -> dict[str, int]:
+        """device -> hours in [from, to) with at least one reading (from the 1-hour rollups),
+        for uptime figures."""
+        cur = self._conn().execute(
+            "SELECT s.device, count(DISTINCT r.bucket) FROM rollup_1h r "
+            "JOIN series s ON s.id = r.series WHERE s.estate = ? AND r.bucket >= ? "
+            "AND r.bucket < ? GROUP BY s.device",
+            (estate, from_ms // 3_600_000 * 3_600_000, to_ms),
+        )
+        return {device: int(n) for device, n in cur}
+
     def gateway_health(self, estate: str) -> dict[str, dict[str, Any]]:
         """gateway -> highest seq stored, messages missing (lost unless replayed), duplicates."""
         cur = self._conn().execute(
