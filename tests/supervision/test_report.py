@@ -103,7 +103,7 @@ def test_report_counts_alarms_rescues_and_uptime(tmp_path: Path) -> None:
             )
         ]
     )
-    fire = [a for a in engine.list_alarms(estate="north") if a["kind"] == "fire_panel"][0]
+    fire = next(a for a in engine.list_alarms(estate="north") if a["kind"] == "fire_panel")
     now[0] += 2 * MIN
     engine.acknowledge(fire["id"], "duty-1")
     now[0] += 8 * MIN
