@@ -57,6 +57,8 @@ class Evaluator:
         self.windows = windows
         self.intervals_ms = intervals_ms
         self.asserted: dict[str, set[SubjectKey]] = {}
+        # How many held conditions each subject has: a subject with none skips quiet groups.
+        self.held_count: dict[SubjectKey, int] = {}
         self.clocks: dict[SubjectKey, DeviceClock] = {}
         self.latest: dict[SubjectKey, dict[str, Value]] = {}  # composite rules' metrics only
         self.event_counts: dict[tuple[str, str, str], SeriesWindow] = {}
@@ -70,22 +72,29 @@ class Evaluator:
         held = self.asserted.get(rule_id)
         return held is not None and (estate, subject) in held
 
-    def remember(self, rule_id: str, estate: str, subject: str) -> None:
-        self.asserted.setdefault(rule_id, set()).add((estate, subject))
-
     def forget(self, rule_id: str, estate: str, subject: str) -> None:
         """Drop a held condition (its alarm was resolved by a person, or not raised at all),
         so the next reading that meets it raises a new alarm."""
-        held = self.asserted.get(rule_id)
-        if held is not None:
-            held.discard((estate, subject))
+        self._release(rule_id, (estate, subject))
         self._timed.pop((rule_id, estate, subject), None)
 
     def _hold(self, rule: Rule, key: SubjectKey) -> None:
         held = self.asserted.get(rule.id)
         if held is None:
             held = self.asserted[rule.id] = set()
-        held.add(key)
+        if key not in held:
+            held.add(key)
+            self.held_count[key] = self.held_count.get(key, 0) + 1
+
+    def _release(self, rule_id: str, key: SubjectKey) -> None:
+        held = self.asserted.get(rule_id)
+        if held is not None and key in held:
+            held.discard(key)
+            n = self.held_count.get(key, 1) - 1
+            if n > 0:
+                self.held_count[key] = n
+            else:
+                self.held_count.pop(key, None)
 
     # --- readings ------------------------------------------------------------------------------
     def observe_readings(
@@ -98,6 +107,7 @@ class Evaluator:
     ) -> None:
         kinds = index.kinds
         asserted = self.asserted
+        held_count = self.held_count
         clocks = self.clocks
         windows = self.windows
         tracked = windows.horizons
@@ -117,26 +127,30 @@ class Evaluator:
             kr = kinds.get(r.kind)
             if kr is None:
                 continue
-            if kr.no_data:
+            holding = key in held_count
+            if holding and kr.no_data:
                 self._heard(kr, key, r.kind, gateway, ts, out)
-            for metric, test, rule in kr.values:
+            for metric, group in kr.groups:
                 v = m.get(metric)
                 if v is None:
                     continue
-                held = asserted.get(rule.id)
-                if held is not None and key in held:
-                    if test.clear(v):
-                        held.discard(key)
-                        out.append(
-                            Signal(rule, estate, r.dev, r.kind, gateway, False, ts,
-                                   _value_detail(test, v, ts))
-                        )  # fmt: skip
-                elif test.hit(v):
-                    self._hold(rule, key)
-                    out.append(
-                        Signal(rule, estate, r.dev, r.kind, gateway, True, ts,
-                               _value_detail(test, v, ts))
-                    )  # fmt: skip
+                if not holding:
+                    quiet = group.quiet
+                    if quiet is not None and quiet(v):
+                        continue
+                for test, rule in group.tests:
+                    held = asserted.get(rule.id)
+                    if held is not None and key in held:
+                        if test.clear(v):
+                            self._release(rule.id, key)
+                            detail = _value_detail(test, v, ts)
+                            out.append(
+                                Signal(rule, estate, r.dev, r.kind, gateway, False, ts, detail)
+                            )
+                    elif test.hit(v):
+                        self._hold(rule, key)
+                        detail = _value_detail(test, v, ts)
+                        out.append(Signal(rule, estate, r.dev, r.kind, gateway, True, ts, detail))
             if kr.windowed:
                 for metric, test, rule in kr.windowed:
                     if metric in m:
@@ -230,7 +244,7 @@ class Evaluator:
         for _cond, rule in kr.no_data:
             held = self.asserted.get(rule.id)
             if held is not None and key in held:
-                held.discard(key)
+                self._release(rule.id, key)
                 out.append(Signal(rule, key[0], key[1], kind, gateway, False, ts, {"heard_ms": ts}))
 
     # --- events --------------------------------------------------------------------------------
@@ -252,7 +266,7 @@ class Evaluator:
             kr = index.kinds.get(e.kind)
             if kr is None:
                 continue
-            if kr.no_data:
+            if kr.no_data and key in self.held_count:
                 self._heard(kr, key, e.kind, gateway, e.ts, out)
             detail = {"event": e.type, "data": e.data, "ts": e.ts}
             for rule in kr.clear_events.get(e.type, ()):

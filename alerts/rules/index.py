@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from alerts.rules.spec import (
@@ -11,20 +11,57 @@ from alerts.rules.spec import (
     EventMatch,
     GatewayOffline,
     NoData,
+    Quiet,
     Rule,
     ValueTest,
 )
 from alerts.windows import Aggregate
 from protocol.catalog import Catalog
+from protocol.messages import Value
 
 __all__ = ["KindRules", "RuleIndex"]
+
+
+@dataclass(slots=True)
+class ValueGroup:
+    """The value tests of one (kind, metric). ``quiet(v)`` True means no test of the group
+    can hit ``v``: a device with no condition held skips them all at once, which keeps a
+    thousand rules nearly as cheap as ten."""
+
+    tests: list[tuple[ValueTest, Rule]] = field(default_factory=list)
+    quiet: Callable[[Value], bool] | None = None
+
+    def seal(self) -> None:
+        self.quiet = _group_quiet([t.quiet for t, _ in self.tests])
+
+
+def _group_quiet(parts: list[Quiet | None]) -> Callable[[Value], bool] | None:
+    if not parts or any(p is None for p in parts):
+        return None
+    quiets = [p for p in parts if p is not None]
+    shapes = {p.shape for p in quiets}
+    if shapes == {"range"}:
+        lo = max(p.lo for p in quiets)
+        hi = min(p.hi for p in quiets)
+        if lo >= hi:
+            return None
+        return lambda v: lo < v < hi  # type: ignore[operator]
+    if shapes == {"values"}:
+        values = frozenset().union(*(p.values or () for p in quiets))
+        return lambda v: v not in values
+    if shapes == {"mask"}:
+        mask = 0
+        for p in quiets:
+            mask |= p.mask
+        return lambda v: type(v) is int and not v & mask
+    return None
 
 
 @dataclass(slots=True)
 class KindRules:
     """The rules one kind's readings and events can trigger."""
 
-    values: list[tuple[str, ValueTest, Rule]] = field(default_factory=list)  # reading's value
+    groups: list[tuple[str, ValueGroup]] = field(default_factory=list)  # reading's value
     windowed: list[tuple[str, ValueTest, Rule]] = field(default_factory=list)  # an aggregate
     composites: list[tuple[Composite, Rule]] = field(default_factory=list)
     composite_metrics: frozenset[str] = frozenset()
@@ -39,6 +76,7 @@ class RuleIndex:
         self.rules = {r.id: r for r in rules}
         self.kinds: dict[str, KindRules] = {}
         self.gateway: list[Rule] = []
+        groups: dict[tuple[str, str], ValueGroup] = {}
         for rule in self.rules.values():
             c = rule.condition
             if isinstance(c, GatewayOffline):
@@ -48,7 +86,10 @@ class RuleIndex:
             for kind in sorted(kinds):
                 kr = self.kinds.setdefault(kind, KindRules())
                 if isinstance(c, ValueTest):
-                    (kr.windowed if c.agg else kr.values).append((c.metric, c, rule))
+                    if c.agg is not None:
+                        kr.windowed.append((c.metric, c, rule))
+                    else:
+                        groups.setdefault((kind, c.metric), ValueGroup()).tests.append((c, rule))
                 elif isinstance(c, Composite):
                     kr.composites.append((c, rule))
                     kr.composite_metrics |= {p.metric for p in c.parts}
@@ -61,6 +102,9 @@ class RuleIndex:
                     kr.counts.setdefault(c.type, []).append((c, rule))
                 else:
                     kr.no_data.append((c, rule))
+        for (kind, metric), group in groups.items():
+            group.seal()
+            self.kinds[kind].groups.append((metric, group))
 
     def window_needs(self) -> Iterable[tuple[str, str, Aggregate]]:
         """(kind, metric, aggregate) the windows must keep history for."""

@@ -38,6 +38,7 @@ from alerts.rules.spec import (
     EventMatch,
     GatewayOffline,
     NoData,
+    Quiet,
     Rule,
     Severity,
     ValueTest,
@@ -475,11 +476,16 @@ class _RuleBuilder:
                 lambda v: type(v) is int and (v >> bit) & 1 == 1,
                 lambda v: type(v) is int and (v >> bit) & 1 == 0,
                 f"{name} bit {arg.value}",
+                quiet=Quiet(mask=1 << bit),
             )
         if op == "equals":
             target = _typed_value(arg, vtype, enum_values)
             return ValueTest(
-                name, lambda v: v == target, lambda v: v != target, f"{name} = {target}"
+                name,
+                lambda v: v == target,
+                lambda v: v != target,
+                f"{name} = {target}",
+                quiet=Quiet(values=frozenset({target})),
             )
         targets = frozenset(_typed_value(n, vtype, enum_values) for n in arg.seq_or_one())
         return ValueTest(
@@ -487,6 +493,7 @@ class _RuleBuilder:
             lambda v: v in targets,
             lambda v: v not in targets,
             f"{name} in {sorted(map(str, targets))}",
+            quiet=Quiet(values=targets),
         )
 
     def _bit(self, arg: Node) -> int:
@@ -532,7 +539,8 @@ def _numeric_test(name: str, op: str, arg: Node, clear: Node) -> ValueTest:
         def out_clear(v: Any) -> bool:
             return bool(clo <= v <= chi)
 
-        return ValueTest(name, out_hit, out_clear, f"{name} outside {_num(lo)}..{_num(hi)}")
+        text = f"{name} outside {_num(lo)}..{_num(hi)}"
+        return ValueTest(name, out_hit, out_clear, text, quiet=Quiet(lo, hi))
     x = arg.number()
     c = clear.number() if clear.value is not None else x
     if not math.isfinite(x) or not math.isfinite(c):
@@ -555,6 +563,7 @@ def _numeric_test(name: str, op: str, arg: Node, clear: Node) -> ValueTest:
             return bool(v <= c) if (strict or c < x) else bool(v < lim)
 
         sign = ">" if strict else "≥"
+        quiet = Quiet(hi=x if strict else x - tol)
     else:
         lim = x - tol if strict else x + tol
 
@@ -565,7 +574,8 @@ def _numeric_test(name: str, op: str, arg: Node, clear: Node) -> ValueTest:
             return bool(v >= c) if (strict or c > x) else bool(v > lim)
 
         sign = "<" if strict else "≤"
-    return ValueTest(name, hit, cleared, f"{name} {sign} {_num(x)}")
+        quiet = Quiet(lo=x if strict else x + tol)
+    return ValueTest(name, hit, cleared, f"{name} {sign} {_num(x)}", quiet=quiet)
 
 
 def _band(node: Node) -> tuple[float, float]:

@@ -8,6 +8,7 @@ the condition clears (for thresholds, with hysteresis: the clear test is separat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,6 +24,7 @@ __all__ = [
     "EventMatch",
     "GatewayOffline",
     "NoData",
+    "Quiet",
     "Rule",
     "Severity",
     "ValueTest",
@@ -49,6 +51,22 @@ _SEVERITY_RANK = {
 
 
 @dataclass(frozen=True, slots=True)
+class Quiet:
+    """Values for which a test surely does not hit: strictly inside (lo, hi), not one of
+    ``values``, or with none of ``mask``'s bits set. Lets a reading skip a kind's rules in
+    one comparison when nothing is held for its device (see ``index.ValueGroup``)."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    values: frozenset[object] | None = None
+    mask: int = 0
+
+    @property
+    def shape(self) -> str:
+        return "values" if self.values is not None else ("mask" if self.mask else "range")
+
+
+@dataclass(frozen=True, slots=True)
 class ValueTest:
     """A test of one metric: its value in the reading, or an aggregate over a window.
 
@@ -61,6 +79,7 @@ class ValueTest:
     clear: Callable[[Value], bool]
     text: str  # for people: "pressure_mpa < 0.07"
     agg: Aggregate | None = None
+    quiet: Quiet | None = None
 
 
 @dataclass(frozen=True, slots=True)

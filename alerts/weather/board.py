@@ -39,7 +39,8 @@ class EstateHazardLevel:
 class WeatherBoard:
     def __init__(self, criteria: Criteria) -> None:
         self.criteria = criteria
-        self.observed: dict[tuple[str, str], dict[Hazard, Observed]] = {}  # (estate, station)
+        # estate -> station -> hazard -> what it observed
+        self.observed: dict[str, dict[str, dict[Hazard, Observed]]] = {}
         self.warnings: dict[str, OfficialWarning] = {}
 
     def observe_station(
@@ -49,10 +50,10 @@ class WeatherBoard:
         value_of: Callable[[str, Aggregate], float | None],
         region: str,
     ) -> None:
-        self.observed[(estate, station)] = self.criteria.levels(value_of, region)
+        self.observed.setdefault(estate, {})[station] = self.criteria.levels(value_of, region)
 
     def stations(self) -> Iterable[tuple[str, str]]:
-        return list(self.observed)
+        return [(e, st) for e, stations in self.observed.items() for st in stations]
 
     def add_warning(self, warning: OfficialWarning) -> None:
         self.warnings[warning.id] = warning
@@ -62,9 +63,9 @@ class WeatherBoard:
         for hazard in self.criteria.hazards:
             obs, station = WeatherLevel.NONE, None
             evidence: tuple[dict[str, Any], ...] = ()
-            for (e, st), levels in self.observed.items():
+            for st, levels in self.observed.get(estate, {}).items():
                 o = levels.get(hazard)
-                if e == estate and o is not None and o.level > obs:
+                if o is not None and o.level > obs:
                     obs, station, evidence = o.level, st, o.evidence
             official, warning_id = WeatherLevel.NONE, None
             for w in self.warnings.values():

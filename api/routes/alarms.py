@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api/v1", tags=["alarms"])
 STATES = ("pending", "firing", "acknowledged", "resolved")
 SEVERITIES = ("critical", "major", "minor", "warning")
 # Epoch milliseconds accepted from callers (JS-safe integers; far beyond any real date).
-MS = Field(ge=0, lt=2**53)
+Ms = Annotated[int, Field(ge=0, lt=2**53, examples=[1768003200000])]
 
 
 def engine_of(ctx: Ctx) -> AlertEngine:

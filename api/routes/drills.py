@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import Ctx, CurrentUser, guard, require_operate
-from api.routes.alarms import MS, check_estate_filter, engine_errors, engine_of, visible_estates
+from api.routes.alarms import Ms, check_estate_filter, engine_errors, engine_of, visible_estates
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1", tags=["plans"])
 class DrillIn(BaseModel):
     estate: str = Field(min_length=1, max_length=63)
     plan: str = Field(min_length=1, max_length=64, examples=["elevator_entrapment"])
-    held_ms: int = MS
+    held_ms: Ms
     status: Literal["held", "missed"] = "held"
     drill_id: str | None = Field(
         default=None, max_length=32, description="the scheduled drill this records, if any"

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Ctx, CurrentUser, guard, require_operate
 from api.errors import ApiError
-from api.routes.alarms import MS, engine_errors, engine_of, visible_estates
+from api.routes.alarms import Ms, engine_errors, engine_of, visible_estates
 from api.users import Role
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
@@ -28,8 +28,8 @@ class SilenceIn(BaseModel):
         description="the estate it is limited to; only an admin may silence every estate",
     )
     matchers: list[MatcherIn] = Field(min_length=1, max_length=20)
-    starts_ms: int | None = MS
-    ends_ms: int | None = MS
+    starts_ms: Ms | None = None
+    ends_ms: Ms | None = None
     duration_min: int | None = Field(default=None, ge=1, le=60 * 24 * 90)
     comment: str = Field(min_length=1, max_length=500, examples=["2 号电梯年检"])
 

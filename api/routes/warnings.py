@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import Ctx, CurrentUser, guard
-from api.routes.alarms import MS, engine_errors, engine_of
+from api.routes.alarms import Ms, engine_errors, engine_of
 
 router = APIRouter(prefix="/api/v1", tags=["weather"])
 
@@ -23,8 +23,8 @@ class WarningIn(BaseModel):
     level: Literal["blue", "yellow", "orange", "red"]
     estates: list[str] = Field(default_factory=list, max_length=1000)
     region: str = Field(default="", max_length=100, examples=["呼和浩特市"])
-    issued_ms: int | None = MS
-    expires_ms: int = MS
+    issued_ms: Ms | None = None
+    expires_ms: Ms
     text: str = Field(default="", max_length=2000)
     source: str = Field(default="", max_length=200, examples=["呼和浩特市气象台"])
 

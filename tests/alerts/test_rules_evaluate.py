@@ -156,8 +156,30 @@ def test_a_forgotten_condition_is_raised_again(ev: Evaluator) -> None:
     assert read(ev, 2 * MIN, "p1", "fire_pump", fault=True) == [("fire-pump-fault", True)]
 
 
-def test_rules_are_indexed_by_kind() -> None:
+def test_rules_are_indexed_by_kind_and_metric() -> None:
     lift = INDEX.kinds["elevator"]
-    assert {r.id for _, _, r in lift.values} == {"elevator-machine-room-temp"}
+    assert [(m, [r.id for _, r in g.tests]) for m, g in lift.groups] == [
+        ("machine_room_temp_c", ["elevator-machine-room-temp"])
+    ]
     assert set(lift.events) >= {"elevator.trapped", "elevator.overspeed", "ebike.in_elevator"}
     assert "weather_station" not in {k for k, kr in INDEX.kinds.items() if kr.events}
+
+
+def test_a_quiet_value_skips_every_test_of_its_group() -> None:
+    ((_, hydrant),) = INDEX.kinds["fire_hydrant"].groups
+    assert hydrant.quiet is not None
+    assert hydrant.quiet(0.3)  # between "below 0.07" and "above 0.5"
+    assert not hydrant.quiet(0.07) and not hydrant.quiet(0.6)
+    (_, pump_fault), *_ = INDEX.kinds["fire_pump"].groups
+    assert pump_fault.quiet is not None and pump_fault.quiet(False) and not pump_fault.quiet(True)
+    bits = dict(INDEX.kinds["fire_panel"].groups)["status_word"]
+    assert bits.quiet is not None and bits.quiet(1 << 11) and not bits.quiet(1 << 2)
+
+
+def test_a_held_device_is_still_cleared_through_a_quiet_value(ev: Evaluator) -> None:
+    assert read(ev, 0, "h1", "fire_hydrant", pressure_mpa=0.01) == [("hydrant-pressure-low", True)]
+    assert ev.held_count == {("e1", "h1"): 1}
+    assert read(ev, MIN, "h1", "fire_hydrant", pressure_mpa=0.3) == [
+        ("hydrant-pressure-low", False)
+    ]
+    assert ev.held_count == {}
