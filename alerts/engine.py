@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 ChangeListener = Callable[[dict[str, Any]], None]
 
 _MINUTE = 60_000
+_DAY = 86_400_000
 
 
 class AlertEngine:
@@ -93,6 +94,7 @@ class AlertEngine:
         plan_hold_ms: int = 2 * 3_600_000,
         flapping: FlapDetector | None = None,
         deadman_every_ms: int = 5_000,
+        startup_grace_ms: int = 60_000,
         weather_every_ms: int = _MINUTE,
         snapshot_every_ms: int = 5 * _MINUTE,
     ) -> None:
@@ -141,9 +143,13 @@ class AlertEngine:
 
         self._regions: dict[str, str] = {}
         self._regions_loaded_ms = -(10**15)
-        self._last_deadman = self._last_weather = now
+        self._last_weather = now
+        # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
+        # restored from the last snapshot call devices silent.
+        self._last_deadman = now + startup_grace_ms - deadman_every_ms
         self._last_snapshot = now
         self._drill_clocks = self.store.drill_clocks()
+        self._drill_due: dict[tuple[str, str], int] = {}  # cache of the next cron time
         self._restore(now)
 
     # --- set-up --------------------------------------------------------------------------------
@@ -185,7 +191,7 @@ class AlertEngine:
             self.evaluator.clocks[(estate, dev)] = DeviceClock(kind, gw, last)
         for estate, dev, metric, data in self.store.windows():
             self.windows.series[(estate, dev, metric)] = SeriesWindow.from_bytes(data)
-        for w in self.store.warnings(expiring_after_ms=now - 86_400_000):
+        for w in self.store.warnings(expiring_after_ms=now - _DAY):
             self.weather.add_warning(w)
         self.plan_book.load(self.store.active_activations())
         for estate, gw in self._offline_gateways():
@@ -648,6 +654,10 @@ class AlertEngine:
                 self._weather_tick(now, batch, emitted, plan_estates)
                 self._drills_tick(now, batch)
                 self.silences.prune(now)
+                for wid in [
+                    w.id for w in self.weather.warnings.values() if w.expires_ms < now - _DAY
+                ]:
+                    del self.weather.warnings[wid]  # kept in the store
             for plan_change in self.plan_book.tick(now):
                 self._plan_changed(plan_change, batch, emitted, plan_estates)
             self._write(batch)
@@ -686,9 +696,12 @@ class AlertEngine:
                     self._drill_clocks[key] = now  # schedules count from when we first knew
                     self.store.save_drill_clock(estate, plan.id, now)
                     continue
-                due = next_drill(plan.drill_cron, last)
-                if due is None or due > now:
+                due = self._drill_due.get(key)
+                if due is None:
+                    due = self._drill_due[key] = next_drill(plan.drill_cron, last) or 2**62
+                if due > now:
                     continue
+                self._drill_due.pop(key, None)
                 drill = Drill(
                     new_id("dr"), estate, plan.id, DrillStatus.SCHEDULED, now, scheduled_ms=due
                 )
