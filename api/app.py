@@ -10,7 +10,16 @@ from fastapi.responses import FileResponse
 from api import errors
 from api.context import ApiContext
 from api.deps import guard
-from api.routes import deadletters, estates, health, inspections, live, telemetry, users
+from api.routes import (
+    deadletters,
+    estates,
+    health,
+    inspections,
+    live,
+    overview,
+    telemetry,
+    users,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -30,6 +39,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(users.router)
     app.include_router(live.router)
     app.include_router(inspections.router)
+    app.include_router(overview.router)
 
     @app.get("/", **guard("public"))
     def index() -> FileResponse:

@@ -1,0 +1,259 @@
+"""What the dashboard pages read that no other resource gives in one call, and their assets.
+
+- ``GET /api/v1/catalog``: the device catalog's labels (families, kinds, metrics, event types),
+  so the page names things in zh-CN and English from the one catalog the wire contract uses.
+- ``GET /api/v1/estates/{estate}/summary``: the estate overview: devices per family online /
+  offline / in alarm, gateways with their buffers and message health, the weather level per
+  hazard, open alarms by severity and active plans.
+- ``GET /api/v1/overview``: the authority's table, one row per estate the caller may read.
+- ``GET /static/{name}``: the page's scripts and styles, from this package, never a CDN.
+
+Alarm, plan and weather figures come from the alerts engine when this process runs one
+(``ctx.alerts``; ``--role api`` does not); without it they are ``null`` and
+``alerts_available`` is false, so the page says so instead of showing zeros that look like
+good news.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from alerts.engine import AlertEngine
+from api.context import ApiContext
+from api.deps import Ctx, CurrentUser, guard
+from api.errors import ApiError
+from api.routes.estates import device_views
+from protocol.catalog import Catalog
+
+router = APIRouter(tags=["dashboard"])
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+MEDIA_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+SEVERITIES = ("critical", "major", "minor", "warning")
+# Alarms a person still has to deal with; pending ones have not held long enough to count.
+IN_ALARM = ("firing", "acknowledged")
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+MANY = 100_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@router.get("/static/{name:path}", include_in_schema=True, **guard("public"))
+def static_asset(name: str) -> FileResponse:
+    """A file of the page (scripts, styles). Only files inside ``api/static`` are served."""
+    try:
+        path = (STATIC / name).resolve()
+        found = path.is_relative_to(STATIC) and path.is_file()
+    except (OSError, ValueError):  # a name no file can have (a NUL byte, too long)
+        found = False
+    media = MEDIA_TYPES.get(path.suffix) if found else None
+    if media is None:
+        raise ApiError(404, "not_found", f"no asset {name!r}")
+    # no-cache: the browser revalidates, so a new release is picked up without a hard reload
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
+
+
+def catalog_labels(catalog: Catalog) -> dict[str, Any]:
+    return {
+        "version": catalog.version,
+        "families": [{"id": f, "zh": zh, "en": en} for f, (zh, en) in catalog.families.items()],
+        "kinds": {
+            k.name: {
+                "family": k.family,
+                "zh": k.label_zh,
+                "en": k.label_en,
+                "interval_s": k.interval_s,
+                "metrics": {
+                    m.name: {
+                        "type": m.type.value,
+                        "unit": m.unit,
+                        "values": list(m.values),
+                        "zh": m.label_zh,
+                        "en": m.label_en,
+                    }
+                    for m in k.metrics.values()
+                },
+            }
+            for k in catalog.kinds.values()
+        },
+        "event_types": {
+            e.type: {"family": e.family, "zh": e.label_zh, "en": e.label_en}
+            for e in catalog.event_types.values()
+        },
+        "status_word_bits": {
+            str(b.bit): {"name": b.name, "zh": b.label_zh, "en": b.label_en}
+            for b in catalog.status_word_bits.values()
+        },
+    }
+
+
+@router.get("/api/v1/catalog", **guard("user"))
+def catalog(ctx: Ctx) -> dict[str, Any]:
+    """Labels of device families, kinds, metrics (with units) and event types, zh-CN and en."""
+    return catalog_labels(ctx.catalog)
+
+
+def _devices(ctx: ApiContext, estate: str, now: int) -> list[dict[str, Any]]:
+    offline = {g["id"] for g in ctx.state.list_gateways(estate) if g["state"] == "offline"}
+    return device_views(
+        ctx.catalog, ctx.state.list_devices(estate), ctx.telemetry.latest(estate), offline, now
+    )
+
+
+def _open_alarms(
+    engine: AlertEngine, estate: str | None, visible: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    return engine.list_alarms(estate, IN_ALARM, None, MANY, 0, visible)
+
+
+def _active_plans(
+    engine: AlertEngine, estate: str | None, visible: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": a["id"],
+            "estate": a["estate"],
+            "plan": a["plan"],
+            "plan_name": a["plan_name"],
+            "level": a["level"],
+            "started_ms": a["started_ms"],
+            "tasks_open": sum(1 for t in a["tasks"] if t["done_ms"] is None),
+            "tasks_overdue": sum(
+                1 for t in a["tasks"] if t["done_ms"] is None and t["due_ms"] < now_ms()
+            ),
+        }
+        for a in engine.list_activations(estate, True, MANY, visible)
+    ]
+
+
+def _by_severity(alarms: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(a["severity"] for a in alarms)
+    return {s: counts.get(s, 0) for s in SEVERITIES}
+
+
+def estate_summary(
+    catalog: Catalog,
+    devices: list[dict[str, Any]],
+    gateways: list[dict[str, Any]],
+    alarms: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """Devices per family (every family of the catalog, even one the estate lacks, so the
+    wall shows the same tiles in the same places) and gateways with their health. Pure."""
+    alarmed = {a["device"] for a in alarms or () if a.get("device")}
+    families: dict[str, dict[str, Any]] = {
+        f: {"family": f, "zh": zh, "en": en, "total": 0, "online": 0, "offline": 0, "in_alarm": 0}
+        for f, (zh, en) in catalog.families.items()
+    }
+    for d in devices:
+        fam = families.get(d["family"] or "")
+        if fam is None:
+            continue
+        fam["total"] += 1
+        fam["online" if d["online"] else "offline"] += 1
+        fam["in_alarm"] += d["id"] in alarmed
+    gw_alarms = Counter(a["subject"] for a in alarms or () if a.get("kind") == "gateway")
+    return {
+        "families": list(families.values()),
+        "devices": {
+            "total": len(devices),
+            "online": sum(d["online"] for d in devices),
+            "in_alarm": len(alarmed & {d["id"] for d in devices}),
+        },
+        "gateways": [{**g, "in_alarm": gw_alarms.get(g["id"], 0)} for g in gateways],
+        "last_data_ms": max((d["last_seen_ms"] or 0 for d in devices), default=0) or None,
+    }
+
+
+@router.get("/api/v1/estates/{estate}/summary", **guard("estate:read"))
+def summary(estate: str, ctx: Ctx) -> dict[str, Any]:
+    """The estate overview in one call: devices per family online / offline / in alarm,
+    gateways with buffers and lost messages, weather level per hazard, open alarms by
+    severity, active plans. Alarm, weather and plan parts are null without the alerts engine."""
+    info = ctx.state.get_estate(estate)
+    now = now_ms()
+    health = ctx.telemetry.gateway_health(estate)
+    gateways = [
+        {**g, **health.get(g["id"], {"max_seq": None, "lost_messages": 0, "duplicates": 0})}
+        for g in ctx.state.list_gateways(estate)
+    ]
+    engine = ctx.alerts
+    alarms = _open_alarms(engine, estate) if engine else None
+    body = estate_summary(ctx.catalog, _devices(ctx, estate, now), gateways, alarms)
+    return {
+        "estate": info,
+        "now_ms": now,
+        "alerts_available": engine is not None,
+        **body,
+        "alarms": _by_severity(alarms) if alarms is not None else None,
+        "weather": list(engine.weather_levels(estate)) if engine else None,
+        "plans": _active_plans(engine, estate) if engine else None,
+    }
+
+
+def _year_start_ms(now: int) -> int:
+    year = datetime.fromtimestamp(now / 1000, SHANGHAI).year
+    return int(datetime(year, 1, 1, tzinfo=SHANGHAI).timestamp() * 1000)
+
+
+@router.get("/api/v1/overview", **guard("user"))
+def overview(ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    """Every estate the caller may read, one row each: open alarms by severity, active plans
+    and their levels, rescue deadlines breached (open now, and this year), devices online,
+    last data."""
+    now = now_ms()
+    engine = ctx.alerts
+    visible = None if p.sees_all_estates else p.estates
+    estates = [e for e in ctx.state.list_estates() if p.can_read(e["id"])]
+    alarms = _open_alarms(engine, None, visible) if engine else []
+    plans = _active_plans(engine, None, visible) if engine else []
+    rescues = engine.rescues(None, visible) if engine else []
+    year_start = _year_start_ms(now)
+    items = []
+    for e in estates:
+        devices = _devices(ctx, e["id"], now)
+        mine = [a for a in alarms if a["estate"] == e["id"]]
+        online = sum(d["online"] for d in devices)
+        row: dict[str, Any] = {
+            "estate": e["id"],
+            "name": e["name"],
+            "region": e["region"],
+            "devices": len(devices),
+            "online": online,
+            "online_pct": round(100 * online / len(devices), 1) if devices else None,
+            "last_data_ms": max((d["last_seen_ms"] or 0 for d in devices), default=0) or None,
+            "alarms": None,
+            "unacknowledged": None,
+            "plans": None,
+            "rescue_breached_open": None,
+            "rescue_breached_year": None,
+        }
+        if engine:
+            row.update(
+                alarms=_by_severity(mine),
+                unacknowledged=sum(a["state"] == "firing" for a in mine),
+                plans=[pl for pl in plans if pl["estate"] == e["id"]],
+                rescue_breached_open=sum(bool(a.get("deadline_breached")) for a in mine),
+                rescue_breached_year=sum(
+                    bool(r["breached"]) and r["trapped_ms"] >= year_start
+                    for r in rescues
+                    if r["estate"] == e["id"]
+                ),
+            )
+        items.append(row)
+    return {"items": items, "total": len(items), "alerts_available": engine is not None}

@@ -1,0 +1,89 @@
+// For admins: the service's own health, every gateway's health, and the dead letters (what
+// was not stored, and why).
+
+import { api } from "../api.js";
+import { errorBox, fill, h } from "../dom.js";
+import { fmtAgo, fmtDateTime, fmtNumber, t, tOr } from "../i18n.js";
+import { gatewayTable } from "./estate.js";
+
+const PAGE = 50;
+
+export function mount(root, _params, app) {
+  const health = h("div", { class: "kpis" });
+  const gateways = h("div", {});
+  const counts = h("div", { class: "chips" });
+  const letters = h("div", {});
+  const reason = h("select", { name: "reason", onchange: () => { offset = 0; loadLetters(); } }, h("option", { value: "" }, t("deadletter.all_reasons")));
+  const estate = h("select", { name: "estate", onchange: () => { offset = 0; loadLetters(); } }, h("option", { value: "" }, t("deadletter.all_estates")),
+    app.estates.map((e) => h("option", { value: e.id }, e.name)));
+  const pager = h("div", { class: "pager" });
+  let offset = 0;
+
+  root.append(h("div", { class: "page admin" },
+    h("h1", {}, t("admin.title")),
+    h("h2", {}, t("admin.health")), health,
+    h("h2", {}, t("gateway.title")), gateways,
+    h("h2", {}, t("deadletter.title")),
+    h("p", { class: "muted" }, t("deadletter.explain")),
+    counts, h("div", { class: "filters" }, reason, estate), letters, pager));
+
+  async function loadHealth() {
+    try {
+      const hz = await api("/healthz");
+      const ing = hz.ingest || {};
+      const broker = hz.broker || {};
+      fill(health, 
+        h("span", { class: ["kpi", broker.connected === false ? "bad" : "on"] }, t("admin.broker", { state: t(broker.connected === false ? "admin.disconnected" : "admin.connected") })),
+        ing.queue_capacity != null ? h("span", { class: "kpi" }, t("admin.queue", { depth: ing.queue_depth, capacity: ing.queue_capacity })) : null,
+        ing.readings != null ? h("span", { class: "kpi" }, t("admin.readings", { n: fmtNumber(ing.readings) })) : null,
+        ing.lost_messages != null ? h("span", { class: ["kpi", ing.lost_messages ? "warn" : null] }, t("admin.lost", { n: ing.lost_messages })) : null,
+        ing.commit_failures != null ? h("span", { class: ["kpi", ing.commit_failures ? "bad" : null] }, t("admin.commit_failures", { n: ing.commit_failures })) : null,
+        ing.last_commit_ms ? h("span", { class: "kpi" }, t("admin.last_commit", { ago: fmtAgo(ing.last_commit_ms) })) : null);
+    } catch (exc) {
+      fill(health, errorBox(exc, loadHealth));
+    }
+  }
+
+  async function loadGateways() {
+    try {
+      const all = await Promise.all(app.estates.map(async (e) => [e, (await api(`/api/v1/estates/${encodeURIComponent(e.id)}/gateways`)).items]));
+      gateways.replaceChildren(...all.map(([e, items]) => h("section", { class: "estate-gateways" }, h("h3", {}, e.name), gatewayTable(items))));
+    } catch (exc) {
+      gateways.replaceChildren(errorBox(exc, loadGateways));
+    }
+  }
+
+  async function loadLetters() {
+    try {
+      const q = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
+      if (reason.value) q.set("reason", reason.value);
+      if (estate.value) q.set("estate", estate.value);
+      const body = await api(`/api/v1/deadletters?${q}`);
+      const keep = reason.value;
+      reason.replaceChildren(h("option", { value: "" }, t("deadletter.all_reasons")),
+        Object.keys(body.counts).sort().map((r) => h("option", { value: r }, `${tOr("deadletter.reason." + r, r)} (${body.counts[r]})`)));
+      reason.value = keep;
+      counts.replaceChildren(...Object.entries(body.counts).map(([r, n]) => h("span", { class: "chip" }, tOr("deadletter.reason." + r, r), " ", h("b", {}, n))));
+      letters.replaceChildren(body.items.length ? h("table", { class: "deadletters" },
+        h("thead", {}, h("tr", {}, ["deadletter.received", "deadletter.reason", "deadletter.topic", "deadletter.detail", "deadletter.payload"].map((k) => h("th", {}, t(k))))),
+        h("tbody", {}, body.items.map((d) => h("tr", {},
+          h("td", {}, fmtDateTime(d.received_ms)),
+          h("td", {}, tOr("deadletter.reason." + d.reason, d.reason)),
+          h("td", { class: "mono" }, d.topic, d.item_index != null ? ` #${d.item_index}` : ""),
+          h("td", {}, d.detail),
+          h("td", {}, h("details", {}, h("summary", {}, t("deadletter.show")), h("pre", {}, d.payload))))))) : h("p", { class: "muted" }, t("deadletter.none")));
+      pager.replaceChildren(
+        h("button", { type: "button", disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); loadLetters(); } }, t("action.newer")),
+        h("span", {}, ` ${offset + 1}–${offset + body.items.length} `),
+        h("button", { type: "button", disabled: body.items.length < PAGE, onclick: () => { offset += PAGE; loadLetters(); } }, t("action.older")));
+    } catch (exc) {
+      letters.replaceChildren(errorBox(exc, loadLetters));
+    }
+  }
+
+  loadHealth();
+  loadGateways();
+  loadLetters();
+  const timer = setInterval(() => { loadHealth(); loadGateways(); }, 15_000);
+  return { destroy() { clearInterval(timer); } };
+}

@@ -1,0 +1,141 @@
+// The active emergency plans of one estate: response level, sources, checklist to tick
+// (overdue tasks in red), and the activation's timeline.
+
+import { api, optional } from "../api.js";
+import { errorBox, h, unavailableBox } from "../dom.js";
+import { fmtDateTime, fmtDuration, fmtTime, lang, pick, t, tOr } from "../i18n.js";
+
+const LEVEL_CLASS = { "Ⅳ": "lvl-4", "Ⅲ": "lvl-3", "Ⅱ": "lvl-2", "Ⅰ": "lvl-1" };
+const LEVEL_ORDER = ["Ⅳ", "Ⅲ", "Ⅱ", "Ⅰ"];
+
+export function levelBadge(level) {
+  return h("span", { class: ["level", LEVEL_CLASS[level] || "lvl-none"] }, t("plan.level", { level }));
+}
+
+export function sourceLabel(src) {
+  const [kind, rest] = src.key.split(":");
+  if (kind === "observed") return t("plan.source.observed", { hazard: tOr("hazard." + rest, rest) });
+  if (kind === "warning") return t("plan.source.warning", { id: rest });
+  if (kind === "alarm") return t("plan.source.alarm", { id: rest });
+  return tOr("plan.source." + kind, src.key);
+}
+
+export class PlanPanel {
+  constructor(app, estate) {
+    this.app = app;
+    this.estate = estate;
+    this.activations = new Map();
+    this.timelines = new Map();
+    this.folded = new Set(); // activations whose timeline the person folded away
+    this.available = null;
+    this.node = h("div", { class: "plans" });
+    this.ticker = setInterval(() => this.render(), 30_000); // tasks become overdue as time passes
+  }
+
+  destroy() { clearInterval(this.ticker); }
+
+  async load() {
+    try {
+      const q = new URLSearchParams({ estate: this.estate, active: "true" });
+      const body = await optional("/api/v1/plans/activations?" + q);
+      this.available = body !== null;
+      this.activations.clear();
+      for (const a of body ? body.items : []) if (a.active && a.estate === this.estate) this.activations.set(a.id, a);
+      this.error = null;
+    } catch (exc) {
+      this.error = exc;
+    }
+    this.render();
+  }
+
+  // A live "plan" event: {action, activation, entry}.
+  onPlan(data) {
+    const a = data.activation || data;
+    if (!a || !a.id || a.estate !== this.estate) return;
+    if (a.active) this.activations.set(a.id, a);
+    else this.activations.delete(a.id);
+    this.available = true;
+    this.timelines.delete(a.id);
+    this.render();
+  }
+
+  render() {
+    const parts = [];
+    if (this.error) parts.push(errorBox(this.error, () => this.load()));
+    if (this.available === false) parts.push(unavailableBox(t("plan.title")));
+    else if (this.available && !this.activations.size) parts.push(h("p", { class: "all-clear" }, t("plan.none")));
+    const acts = [...this.activations.values()].sort((a, b) => LEVEL_ORDER.indexOf(b.level) - LEVEL_ORDER.indexOf(a.level));
+    for (const a of acts) parts.push(this.activation(a));
+    this.node.replaceChildren(...parts);
+  }
+
+  activation(a) {
+    const now = Date.now();
+    const canOperate = this.app.canOperate(a.estate);
+    const tasks = a.tasks.slice().sort((x, y) => LEVEL_ORDER.indexOf(x.level) - LEVEL_ORDER.indexOf(y.level) || x.due_ms - y.due_ms);
+    const open = tasks.filter((x) => x.done_ms == null);
+    const overdue = open.filter((x) => x.due_ms < now);
+    const timeline = h("ol", { class: "plan-timeline" });
+    this.fillTimeline(a, timeline);
+    return h("section", { class: "activation", dataset: { id: a.id, level: a.level } },
+      h("div", { class: "plan-head" },
+        levelBadge(a.level),
+        h("h3", {}, pick(a.plan_name, a.plan)),
+        h("span", { class: "since" }, t("plan.since", { time: fmtDateTime(a.started_ms), took: fmtDuration(now - a.started_ms) }))),
+      h("div", { class: "sources" }, t("plan.sources"), " ", a.sources.length
+        ? a.sources.map((s) => h("span", { class: "chip" }, sourceLabel(s), " → ", s.level))
+        : t("plan.no_sources", { since: a.below_since_ms ? fmtTime(a.below_since_ms) : "—" })),
+      h("div", { class: "task-count" }, t("plan.tasks_left", { open: open.length, total: tasks.length }),
+        overdue.length ? h("span", { class: "overdue-count" }, " · ", t("plan.tasks_overdue", { n: overdue.length })) : null),
+      h("ul", { class: "checklist" }, tasks.map((task) => this.task(a, task, now, canOperate))),
+      h("details", {
+        class: "timeline-box", open: !this.folded.has(a.id),
+        ontoggle: (ev) => { if (ev.target.open) this.folded.delete(a.id); else this.folded.add(a.id); },
+      }, h("summary", {}, t("plan.timeline")), timeline));
+  }
+
+  task(a, task, now, canOperate) {
+    const done = task.done_ms != null;
+    const overdue = !done && task.due_ms < now;
+    const text = lang() === "en" ? task.text_en || task.text : task.text;
+    let status;
+    if (done) status = t(task.late ? "plan.done_late" : "plan.done", { time: fmtTime(task.done_ms), who: task.done_by || "" });
+    else if (overdue) status = t("plan.overdue", { late: fmtDuration(now - task.due_ms) });
+    else status = t("plan.due", { time: fmtTime(task.due_ms), left: fmtDuration(task.due_ms - now) });
+    const err = h("span", { class: "task-error" });
+    const box = h("input", {
+      type: "checkbox", checked: done, disabled: done || !canOperate, "aria-label": text,
+      onchange: async () => {
+        box.disabled = true;
+        try {
+          const updated = await api(`/api/v1/plans/activations/${encodeURIComponent(a.id)}/tasks/${encodeURIComponent(task.id)}/done`, { method: "POST", body: {} });
+          if (updated && updated.id) this.onPlan({ activation: updated });
+        } catch (exc) {
+          box.checked = false;
+          box.disabled = false;
+          err.replaceChildren(errorBox(exc));
+        }
+      },
+    });
+    return h("li", { class: ["task", done ? "done" : null, overdue ? "overdue" : null, task.late ? "late" : null], dataset: { task: task.id } },
+      h("label", {}, box, h("span", { class: "text" }, text)),
+      h("span", { class: "role" }, tOr("role." + task.role, task.role), " · ", t("plan.level_short", { level: task.level })),
+      h("span", { class: "status" }, status),
+      err);
+  }
+
+  async fillTimeline(a, list) {
+    try {
+      if (!this.timelines.has(a.id)) {
+        const full = await optional(`/api/v1/plans/activations/${encodeURIComponent(a.id)}`);
+        this.timelines.set(a.id, full ? full.timeline || [] : []);
+      }
+      list.replaceChildren(...this.timelines.get(a.id).map((e) => h("li", {},
+        h("time", {}, fmtDateTime(e.ts)), " ", tOr("plan.action." + e.action, e.action),
+        e.level ? [" ", e.level] : null, " · ", e.by,
+        e.detail && (e.detail.task || e.detail.reason) ? ` · ${e.detail.task || e.detail.reason}` : null)));
+    } catch (exc) {
+      list.replaceChildren(errorBox(exc));
+    }
+  }
+}
