@@ -7,7 +7,7 @@ a rule or a plan can find it; the loaders raise :class:`DataFileError` and never
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,12 +208,3 @@ def load_yaml(path: Path) -> Node:
         raise DataFileError([f"{name}:1: not valid YAML: {exc}"]) from None
     line = value.line if isinstance(value, _LineDict) else 1
     return Node(value, name, line, "")
-
-
-def plain(value: Any) -> Any:
-    """A data-file value as plain dicts and lists (for storing or showing)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value

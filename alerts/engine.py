@@ -61,6 +61,7 @@ from alerts.weather import (
     WeatherLevel,
     load_criteria,
 )
+from alerts.weather.levels import check_criteria
 from alerts.windows import SeriesWindow, WindowBank
 from ingest.pipeline import Delivery
 from ingest.state import NotFound
@@ -78,6 +79,24 @@ _DAY = 86_400_000
 
 
 class AlertEngine:
+    """Wiring (composition root)::
+
+        alerts = AlertEngine(state.engine, catalog, now_ms, publish=mqtt_publish,
+                             receivers=receivers_from_config(settings...))
+        ingest.add_listener(alerts.on_committed)
+        alerts.add_listener(lambda c: live.publish(c["estate"], c["type"], c))
+        scheduler.add_job(alerts.tick, "interval", seconds=1, max_instances=1)
+        alerts.start() ... alerts.stop()
+
+    ``engine``: the state store's SQLAlchemy engine (its own tables, prefixed ``alert_``).
+    ``clock``: epoch ms; tests pass a simulated one. ``publish(topic, payload, retain)``: MQTT
+    out (alarm changes on ``{root}/{estate}/alerts``, plans retained on ``{root}/{estate}/plans``).
+    ``receivers``: role (control_room, supervisor, authority) → notifiers. ``rules_dir``,
+    ``override_dir`` (``<estate>/*.yaml``), ``plans_dir``, ``criteria_path``: the data files.
+    ``estate_region``: estate → region text (default: the state store's ``estates.region``).
+    Raises RuleFileError or DataFileError when a data file has a mistake.
+    """
+
     def __init__(
         self,
         engine: sa.Engine,
@@ -117,6 +136,8 @@ class AlertEngine:
         self.plans: dict[str, Plan] = load_plans(plans_dir)
         self._check_plan_rules(self.rules, self.plans)
         self.criteria = load_criteria(criteria_path)
+        metrics = {k: list(v.metrics) for k, v in catalog.kinds.items()}
+        check_criteria(self.criteria, metrics, str(criteria_path))
 
         self.windows = WindowBank()
         intervals = {k.name: k.interval_s * 1000 for k in catalog.kinds.values()}

@@ -23,7 +23,6 @@ estate alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,11 +94,6 @@ class RuleSet:
         merged = dict(self.defaults)
         merged.update(self.estates.get(estate, {}))
         return [r for r in merged.values() if r.enabled]
-
-    def all_rules(self) -> Iterable[Rule]:
-        yield from self.defaults.values()
-        for own in self.estates.values():
-            yield from own.values()
 
     def chain(self, chain_id: str | None) -> Chain:
         return self.chains.get(chain_id or "default", self.chains.get("default", DEFAULT_CHAIN))

@@ -8,7 +8,7 @@ value). The numbers live in ``cma.yaml``.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -25,6 +25,7 @@ __all__ = [
     "HazardCriteria",
     "Observed",
     "WeatherLevel",
+    "check_criteria",
     "load_criteria",
     "wind_force",
 ]
@@ -288,9 +289,11 @@ def _criterion(node: Node, scale: tuple[float, ...]) -> Criterion:
     return Criterion(node.child("metric").text(), agg, op, node.child(op).number())
 
 
-def check_criteria(criteria: Criteria, metrics: Iterable[str]) -> None:
-    """Every metric the criteria use must be one the station kind reports."""
-    known = set(metrics)
-    for _kind, metric, _agg in criteria.window_needs():
-        if metric not in known:
-            raise DataFileError([f"weather criteria use unknown metric {metric!r}"])
+def check_criteria(criteria: Criteria, kinds: Mapping[str, Iterable[str]], source: str) -> None:
+    """The station kind must exist and report every metric the criteria use."""
+    if criteria.kind not in kinds:
+        raise DataFileError([f"{source}:1: unknown station kind {criteria.kind!r}"])
+    known = set(kinds[criteria.kind])
+    unknown = sorted({m for _k, m, _a in criteria.window_needs() if m not in known})
+    if unknown:
+        raise DataFileError([f"{source}:1: kind {criteria.kind!r} reports no {', '.join(unknown)}"])

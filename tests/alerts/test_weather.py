@@ -3,11 +3,22 @@ boundary, and the wind-force scale (GB/T 28591-2012)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from alerts.weather import Hazard, OfficialWarning, WeatherBoard, WeatherLevel, load_criteria
-from alerts.weather.levels import Criteria
+from alerts.datafile import DataFileError
+from alerts.weather import (
+    BUNDLED_CRITERIA,
+    Hazard,
+    OfficialWarning,
+    WeatherBoard,
+    WeatherLevel,
+    load_criteria,
+)
+from alerts.weather.levels import Criteria, check_criteria
 from alerts.windows import Aggregate
+from protocol.catalog import default_catalog
 
 B, Y, O, R, N = (  # noqa: E741 - blue, yellow, orange, red, none
     WeatherLevel.BLUE,
@@ -247,3 +258,15 @@ def test_a_warning_must_cover_something_and_end_after_it_starts() -> None:
         OfficialWarning("w", Hazard.SANDSTORM, Y, 1, 2)
     with pytest.raises(ValueError, match="expire after"):
         OfficialWarning("w", Hazard.SANDSTORM, Y, 2, 2, estates=("e1",))
+
+
+def test_criteria_must_use_metrics_the_station_reports(tmp_path: Path) -> None:
+    text = BUNDLED_CRITERIA.read_text(encoding="utf-8").replace(
+        "metric: snow_mm,", "metric: snow_cm,"
+    )
+    path = tmp_path / "cma.yaml"
+    path.write_text(text, encoding="utf-8")
+    kinds = {k: list(v.metrics) for k, v in default_catalog().kinds.items()}
+    check_criteria(CRITERIA, kinds, "bundled")
+    with pytest.raises(DataFileError, match="reports no snow_cm"):
+        check_criteria(load_criteria(path), kinds, str(path))
