@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 ChangeListener = Callable[[dict[str, Any]], None]
 
 _MINUTE = 60_000
+# Changes kept in memory while the database is away (alarm states, timeline entries, ...).
+MAX_UNWRITTEN = 200_000
 _DAY = 86_400_000
 
 
@@ -116,6 +118,7 @@ class AlertEngine:
         startup_grace_ms: int = 60_000,
         weather_every_ms: int = _MINUTE,
         snapshot_every_ms: int = 5 * _MINUTE,
+        notification_retention_ms: int = 30 * _DAY,
     ) -> None:
         self.clock = clock
         self.catalog = catalog
@@ -126,6 +129,7 @@ class AlertEngine:
         self.deadman_every_ms = deadman_every_ms
         self.weather_every_ms = weather_every_ms
         self.snapshot_every_ms = snapshot_every_ms
+        self.notification_retention_ms = notification_retention_ms
         self._lock = threading.RLock()
         self._listeners: list[ChangeListener] = []
 
@@ -164,13 +168,14 @@ class AlertEngine:
 
         self._regions: dict[str, str] = {}
         self._regions_loaded_ms = -(10**15)
-        self._last_weather = now
+        self._last_weather = self._last_purge = now
         # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
         # restored from the last snapshot call devices silent.
         self._last_deadman = now + startup_grace_ms - deadman_every_ms
         self._last_snapshot = now
         self._drill_clocks = self.store.drill_clocks()
         self._drill_due: dict[tuple[str, str], int] = {}  # cache of the next cron time
+        self._unwritten: StoreBatch | None = None  # changes the database refused, to retry
         self._restore(now)
 
     # --- set-up --------------------------------------------------------------------------------
@@ -684,6 +689,9 @@ class AlertEngine:
             self._write(batch)
             if now - self._last_snapshot >= self.snapshot_every_ms:
                 self._snapshot(now)
+            if now - self._last_purge >= _DAY:
+                self._last_purge = now
+                self.store.purge_notifications(now - self.notification_retention_ms)
         self._emit(emitted, plan_estates)
         if not self.outbox.running:
             self.outbox.deliver_due()
@@ -759,10 +767,26 @@ class AlertEngine:
 
     # --- writing and telling -------------------------------------------------------------------
     def _write(self, batch: StoreBatch) -> None:
-        if batch:
+        """Store a batch of changes. If the database is away, keep them (bounded) and write
+        them before the next batch, so no change and no notification is lost meanwhile."""
+        if self._unwritten is not None:
+            self._unwritten.merge(batch)
+            batch = self._unwritten
+        if not batch:
+            return
+        try:
             self.store.write(batch)
-            if batch.notifications:
-                self.outbox.wake()
+        except sa.exc.SQLAlchemyError:
+            if batch.size > MAX_UNWRITTEN:
+                log.error("alerts: the database is away; %d changes dropped", batch.size)
+                self._unwritten = None
+                raise
+            log.exception("alerts: could not store %d changes; will retry", batch.size)
+            self._unwritten = batch
+            return
+        self._unwritten = None
+        if batch.notifications:
+            self.outbox.wake()
 
     def _emit(self, emitted: list[dict[str, Any]], plan_estates: set[str]) -> None:
         for item in emitted:

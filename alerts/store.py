@@ -280,6 +280,27 @@ class StoreBatch:
     rescues: dict[str, tuple[Rescue, bool]] = field(default_factory=dict)
     notifications: list[Notification] = field(default_factory=list)
 
+    def merge(self, later: StoreBatch) -> None:
+        """Fold a later batch into this one (the later state of an object wins)."""
+        self.alarms.update(later.alarms)
+        self.alarm_entries.extend(later.alarm_entries)
+        self.forget_alarms |= later.forget_alarms
+        self.activations.update(later.activations)
+        self.activation_entries.extend(later.activation_entries)
+        self.tasks.update(later.tasks)
+        self.rescues.update(later.rescues)
+        self.notifications.extend(later.notifications)
+
+    @property
+    def size(self) -> int:
+        return (
+            len(self.alarms)
+            + len(self.alarm_entries)
+            + len(self.activations)
+            + len(self.activation_entries)
+            + len(self.notifications)
+        )
+
     def __bool__(self) -> bool:
         return bool(
             self.alarms
@@ -529,6 +550,16 @@ class AlertStore:
                 sa.select(notifications.c.attempts).where(notifications.c.key == key)
             ).scalar_one_or_none()
         return int(found or 0)
+
+    def purge_notifications(self, older_than_ms: int) -> int:
+        """Forget delivered (or abandoned) notifications created before the cutoff."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                notifications.delete().where(
+                    notifications.c.state != "pending", notifications.c.created_ms < older_than_ms
+                )
+            )
+        return int(res.rowcount or 0)
 
     def list_notifications(
         self, estate: str | None = None, receiver: str | None = None, limit: int = 500

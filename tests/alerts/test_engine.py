@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from alerts.rules.loader import BUNDLED_RULES, RuleFileError
 from tests.alerts.conftest import (
@@ -393,3 +394,27 @@ def test_listeners_hear_every_change_after_it_is_stored(site: Site) -> None:
     assert ("plan", "activated", "e1") in kinds  # the fire plan at Ⅲ
     alarm_id = next(h["alarm"]["id"] for h in heard if h["type"] == "alarm")
     assert site.engine.get_alarm(alarm_id)["state"] == "firing"
+
+
+def test_changes_the_database_refused_are_written_when_it_is_back(
+    make_engine: EngineFactory,
+    sqlite_url: str,
+    clock: SimClock,
+    receivers: dict[str, RecordingNotifier],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    real_write = site.engine.store.write
+
+    def away(_batch: Any) -> None:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(site.engine.store, "write", away)
+    site.reading("p1", "fire_pump", fault=True)
+    assert site.open_alarms() == []  # not stored yet
+    monkeypatch.setattr(site.engine.store, "write", real_write)
+    clock.advance(SECOND)
+    site.engine.tick()
+    (alarm,) = site.open_alarms()
+    assert alarm["rule"] == "fire-pump-fault"
+    assert receivers["control_room"].events() == ["firing"]

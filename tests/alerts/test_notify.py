@@ -208,3 +208,12 @@ def test_the_notify_thread_delivers_on_its_own(
         threading.Event().wait(0.01)
     site.engine.stop()
     assert cr.events() == ["firing"]
+
+
+def test_old_delivered_notifications_are_purged(store: AlertStore) -> None:
+    store.write(
+        StoreBatch(notifications=[NOTE, Notification("k2", "cr", "e1", "firing", {}, START)])
+    )
+    store.notification_sent(NOTE.key, START)
+    assert store.purge_notifications(START + 1) == 1  # k2 is still pending: kept
+    assert [r["key"] for r in store.list_notifications()] == ["k2"]
