@@ -167,6 +167,7 @@ class AlertEngine:
         self.outbox = Outbox(self.store, notifiers, clock)
 
         self._regions: dict[str, str] = {}
+        self._estate_ids: set[str] = set()
         self._regions_loaded_ms = -(10**15)
         self._last_weather = self._last_purge = now
         # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
@@ -250,13 +251,20 @@ class AlertEngine:
         return own.get(rule_id) or self.rules.defaults.get(rule_id)
 
     def _region(self, estate: str) -> str:
-        if self._estate_region is not None:
-            return self._estate_region(estate)
+        """The estate's region text (for low-temperature thresholds and regional warnings),
+        cached for a few minutes: it is asked for on every weather evaluation."""
         now = time.monotonic_ns() // 1_000_000
-        if estate not in self._regions and now - self._regions_loaded_ms > _MINUTE:
+        if now - self._regions_loaded_ms > 5 * _MINUTE:
             self._regions_loaded_ms = now
-            self._regions = self._load_regions()
-        return self._regions.get(estate, "")
+            table = self._load_regions()
+            self._estate_ids = set(table)
+            self._regions = table if self._estate_region is None else {}
+        found = self._regions.get(estate)
+        if found is None:
+            found = self._estate_region(estate) if self._estate_region is not None else ""
+            if estate:
+                self._regions[estate] = found
+        return found
 
     def _load_regions(self) -> dict[str, str]:
         try:
@@ -270,9 +278,8 @@ class AlertEngine:
             return {}
 
     def _known_estates(self) -> set[str]:
-        if self._estate_region is None:
-            self._region("")  # refresh the regions now and then
-        return set(self._regions) | {e for e, _ in self.evaluator.clocks}
+        self._region("")  # refreshes the registered estates now and then
+        return self._estate_ids | set(self._regions) | {e for e, _ in self.evaluator.clocks}
 
     # --- lifecycle -----------------------------------------------------------------------------
     def add_listener(self, listener: ChangeListener) -> None:

@@ -418,3 +418,17 @@ def test_changes_the_database_refused_are_written_when_it_is_back(
     (alarm,) = site.open_alarms()
     assert alarm["rule"] == "fire-pump-fault"
     assert receivers["control_room"].events() == ["firing"]
+
+
+def test_low_temperature_levels_follow_the_estates_region(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    """-30 °C is yellow by the default thresholds, but only blue in Hulunbuir."""
+    regions = {"e1": "内蒙古自治区呼伦贝尔市", "e2": ""}
+    engine = make_engine(sqlite_url, estate_region=regions.__getitem__)
+    for estate in ("e1", "e2"):
+        Site(engine, clock, estate=estate).reading("ws-01", "weather_station", temp_c=-30.0)
+    levels = {
+        a["estate"]: a["level"] for a in engine.list_activations() if a["plan"] == "severe_cold"
+    }
+    assert levels == {"e1": "Ⅳ", "e2": "Ⅲ"}
