@@ -119,6 +119,7 @@ class AlertEngine:
         weather_every_ms: int = _MINUTE,
         snapshot_every_ms: int = 5 * _MINUTE,
         notification_retention_ms: int = 30 * _DAY,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.clock = clock
         self.catalog = catalog
@@ -130,6 +131,8 @@ class AlertEngine:
         self.weather_every_ms = weather_every_ms
         self.snapshot_every_ms = snapshot_every_ms
         self.notification_retention_ms = notification_retention_ms
+        # With ingest split over shards, each engine keeps the state of its own estates only.
+        self.owns: Callable[[str], bool] = owns or (lambda _estate: True)
         self._lock = threading.RLock()
         self._listeners: list[ChangeListener] = []
 
@@ -164,7 +167,7 @@ class AlertEngine:
             for n in items:
                 notifiers[n.name] = n
                 self.receivers.setdefault(role, []).append(n.name)
-        self.outbox = Outbox(self.store, notifiers, clock)
+        self.outbox = Outbox(self.store, notifiers, clock, owns=self.owns)
 
         self._regions: dict[str, str] = {}
         self._estate_ids: set[str] = set()
@@ -204,7 +207,8 @@ class AlertEngine:
     def _restore(self, now: int) -> None:
         """Pick up where the last run stopped: open alarms (pending timers included) and the
         conditions behind them, deadman clocks, window samples, warnings, activations."""
-        open_alarms = self.store.open_alarms()
+        owns = self.owns
+        open_alarms = [a for a in self.store.open_alarms() if owns(a.estate)]
         self.alarms.load(open_alarms)
         held = []
         for a in open_alarms:
@@ -215,14 +219,24 @@ class AlertEngine:
                 self.inhibitor.observe_status(a.estate, a.gateway, online=False)
         self.evaluator.restore(held)
         for estate, dev, kind, gw, last in self.store.clocks():
-            self.evaluator.clocks[(estate, dev)] = DeviceClock(kind, gw, last)
+            if owns(estate):
+                self.evaluator.clocks[(estate, dev)] = DeviceClock(kind, gw, last)
         for estate, dev, metric, data in self.store.windows():
-            self.windows.series[(estate, dev, metric)] = SeriesWindow.from_bytes(data)
+            if owns(estate):
+                self.windows.series[(estate, dev, metric)] = SeriesWindow.from_bytes(data)
+        self._refresh_shared(now)
+        self.plan_book.load([a for a in self.store.active_activations() if owns(a.estate)])
+        for estate, gw in self._offline_gateways():
+            if owns(estate):
+                self.inhibitor.observe_status(estate, gw, online=False)
+
+    def _refresh_shared(self, now: int) -> None:
+        """Warnings and silences may be posted to another process (the API's, or another
+        shard's): read them from the store now and then."""
         for w in self.store.warnings(expiring_after_ms=now - _DAY):
             self.weather.add_warning(w)
-        self.plan_book.load(self.store.active_activations())
-        for estate, gw in self._offline_gateways():
-            self.inhibitor.observe_status(estate, gw, online=False)
+        for s in self.store.silences(ending_after_ms=now):
+            self.silences.add(s)
 
     def _offline_gateways(self) -> list[tuple[str, str]]:
         # The state store's view of gateways (read only; alerts may read ingest's store).
@@ -684,6 +698,7 @@ class AlertEngine:
                     self._escalate(alarm, now, batch, emitted)
             if now - self._last_weather >= self.weather_every_ms:
                 self._last_weather = now
+                self._refresh_shared(now)
                 self._weather_tick(now, batch, emitted, plan_estates)
                 self._drills_tick(now, batch)
                 self.silences.prune(now)
@@ -719,10 +734,10 @@ class AlertEngine:
 
     def _estates_covered(self, w: OfficialWarning) -> set[str]:
         regions = {e: self._region(e) for e in self._known_estates()}
-        return self.weather.estates_covered(w, regions)
+        return {e for e in self.weather.estates_covered(w, regions) if self.owns(e)}
 
     def _drills_tick(self, now: int, batch: StoreBatch) -> None:
-        for estate in sorted(self._known_estates()):
+        for estate in sorted(e for e in self._known_estates() if self.owns(e)):
             for plan in self.plans.values():
                 if plan.drill_cron is None:
                     continue

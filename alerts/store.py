@@ -499,18 +499,25 @@ class AlertStore:
             ]
 
     # --- notification log ----------------------------------------------------------------------
-    def due_notifications(self, now: int, limit: int = 100) -> list[Notification]:
+    def due_notifications(
+        self, now: int, limit: int = 100, owns: Callable[[str], bool] | None = None
+    ) -> list[Notification]:
+        """Pending and due, oldest first; ``owns`` keeps only some estates' (a shard's)."""
         q = (
             sa.select(notifications)
             .where(notifications.c.state == "pending", notifications.c.next_ms <= now)
             .order_by(notifications.c.created_ms, notifications.c.key)
-            .limit(limit)
         )
+        out: list[Notification] = []
         with self.engine.connect() as conn:
-            return [
-                Notification(r.key, r.receiver, r.estate, r.event, r.payload, r.created_ms)
-                for r in conn.execute(q)
-            ]
+            for r in conn.execute(q).yield_per(500):
+                if owns is None or owns(r.estate):
+                    out.append(
+                        Notification(r.key, r.receiver, r.estate, r.event, r.payload, r.created_ms)
+                    )
+                    if len(out) >= limit:
+                        break
+        return out
 
     def notification_sent(self, key: str, now: int) -> None:
         with self.engine.begin() as conn:

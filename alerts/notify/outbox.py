@@ -31,6 +31,7 @@ class Outbox:
         backoff_ms: int = 2_000,
         max_backoff_ms: int = 600_000,
         batch: int = 100,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
@@ -39,6 +40,7 @@ class Outbox:
         self.backoff_ms = backoff_ms
         self.max_backoff_ms = max_backoff_ms
         self.batch = batch
+        self.owns = owns  # shards deliver their own estates' notifications only
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,7 +59,7 @@ class Outbox:
         with self._lock:
             now = self.clock() if now is None else now
             sent = 0
-            for n in self.store.due_notifications(now, self.batch):
+            for n in self.store.due_notifications(now, self.batch, self.owns):
                 notifier = self.notifiers.get(n.receiver)
                 if notifier is None:
                     self.store.notification_failed(n.key, None, f"no receiver {n.receiver!r}")

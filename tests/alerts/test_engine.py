@@ -432,3 +432,29 @@ def test_low_temperature_levels_follow_the_estates_region(
         a["estate"]: a["level"] for a in engine.list_activations() if a["plan"] == "severe_cold"
     }
     assert levels == {"e1": "Ⅳ", "e2": "Ⅲ"}
+
+
+def test_shards_keep_and_tell_only_their_own_estates(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    """Ingest split over processes: each engine owns some estates of the shared database."""
+    told = {"a": RecordingNotifier("cr-a"), "b": RecordingNotifier("cr-b")}
+    shard_a = make_engine(
+        sqlite_url, owns=lambda e: e == "e1", receivers={"control_room": [told["a"]]}
+    )
+    shard_b = make_engine(
+        sqlite_url, owns=lambda e: e == "e2", receivers={"control_room": [told["b"]]}
+    )
+    Site(shard_a, clock, estate="e1").reading("p1", "fire_pump", fault=True)
+    shard_b.tick()
+    shard_a.tick()
+    assert (told["a"].events(), told["b"].events()) == (["firing"], [])
+    restarted_b = make_engine(sqlite_url, owns=lambda e: e == "e2")
+    assert restarted_b.alarms.open == {}
+    # a warning posted through one process reaches the others within a minute
+    shard_a.post_warning("sandstorm", "yellow", clock.now, clock.now + HOUR, "auth", estates=["e2"])
+    Site(shard_b, clock, estate="e2").reading("ws-01", "weather_station", visibility_m=9000.0)
+    clock.advance(MINUTE)
+    shard_b.tick()
+    (act,) = shard_b.list_activations(estate="e2", active=True)
+    assert (act["plan"], act["level"]) == ("sandstorm", "Ⅲ")
