@@ -10,6 +10,7 @@ told of it: listeners (the live stream), MQTT and webhooks through the notificat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -1016,6 +1017,29 @@ class AlertEngine:
             self._write(batch)
             result = warning.as_dict(now)
             result["estates_covered"] = sorted(self._estates_covered(warning))
+        self._emit(emitted, plan_estates)
+        return result
+
+    def cancel_warning(self, warning_id: str, by: str) -> dict[str, Any]:
+        """The issuer lifts a warning early; plans it alone kept up stand down at once."""
+        emitted: list[dict[str, Any]] = []
+        plan_estates: set[str] = set()
+        with self._lock:
+            now = self.clock()
+            found = [w for w in self.store.warnings() if w.id == warning_id]
+            if not found:
+                raise NotFound(f"warning {warning_id!r} not found")
+            w = found[0]
+            if not w.active(now):
+                raise InvalidTransition(f"warning {warning_id} is not in force")
+            lifted = dataclasses.replace(w, cancelled_ms=now, text=f"{w.text} (lifted by {by})")
+            self.store.save_warning(lifted)
+            self.weather.add_warning(lifted)
+            batch = StoreBatch()
+            for estate in sorted(self._estates_covered(lifted)):
+                self._weather_plans(estate, now, batch, emitted, plan_estates)
+            self._write(batch)
+            result = lifted.as_dict(now)
         self._emit(emitted, plan_estates)
         return result
 

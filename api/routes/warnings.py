@@ -55,6 +55,13 @@ def post_warning(body: WarningIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
         )
 
 
+@router.delete("/warnings/{warning_id}", **guard("authority"))
+def cancel_warning(warning_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    """Lift a warning before it expires; plans kept up by it alone stand down at once."""
+    with engine_errors():
+        return engine_of(ctx).cancel_warning(warning_id, p.username)
+
+
 @router.get("/warnings", **guard("user"))
 def list_warnings(ctx: Ctx, active: bool | None = Query(None)) -> dict[str, Any]:
     items = engine_of(ctx).list_warnings(active)

@@ -184,6 +184,16 @@ def test_an_official_warning_for_a_region_activates_its_estates_plans(world: Wor
     snow = next(h for h in weather if h["hazard"] == "snowstorm")
     assert (snow["observed"], snow["official"], snow["level"]) == ("none", "orange", "orange")
     assert world.get("op2", "/api/v1/plans/activations").json()["total"] == 0
+    wid = world.get("auth", "/api/v1/warnings", active=True).json()["items"][0]["id"]
+    assert world.client.delete(f"/api/v1/warnings/{wid}", headers=world.h("op1")).status_code == 403
+    r = world.client.delete(f"/api/v1/warnings/{wid}", headers=world.h("auth"))
+    assert r.status_code == 200 and r.json()["active"] is False
+    assert (
+        world.get("op1", "/api/v1/plans/activations", estate="e1", active=True).json()["total"] == 0
+    )
+    assert (
+        world.client.delete(f"/api/v1/warnings/{wid}", headers=world.h("auth")).status_code == 409
+    )
     r = world.post("auth", "/api/v1/warnings", {**body, "region": ""})
     assert r.status_code == 422
     r = world.post("auth", "/api/v1/warnings", {**body, "expires_ms": 1})
