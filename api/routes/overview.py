@@ -125,6 +125,7 @@ def _open_alarms(
 def _active_plans(
     engine: AlertEngine, estate: str | None, visible: frozenset[str] | None = None
 ) -> list[dict[str, Any]]:
+    now = engine.clock()  # the engine's time decides what is overdue, as it does for escalation
     return [
         {
             "id": a["id"],
@@ -135,7 +136,7 @@ def _active_plans(
             "started_ms": a["started_ms"],
             "tasks_open": sum(1 for t in a["tasks"] if t["done_ms"] is None),
             "tasks_overdue": sum(
-                1 for t in a["tasks"] if t["done_ms"] is None and t["due_ms"] < now_ms()
+                1 for t in a["tasks"] if t["done_ms"] is None and t["due_ms"] < now
             ),
         }
         for a in engine.list_activations(estate, True, MANY, visible)
@@ -223,7 +224,7 @@ def overview(ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     alarms = _open_alarms(engine, None, visible) if engine else []
     plans = _active_plans(engine, None, visible) if engine else []
     rescues = engine.rescues(None, visible) if engine else []
-    year_start = _year_start_ms(now)
+    year_start = _year_start_ms(engine.clock() if engine else now)
     items = []
     for e in estates:
         devices = _devices(ctx, e["id"], now)

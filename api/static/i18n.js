@@ -23,7 +23,7 @@ export function setLang(next) {
   document.documentElement.lang = next;
 }
 
-// t("alarm.ack") or t("alarm.count", {n: 3}) with "{n}" placeholders.
+// t("alarm.ack"), or t("plan.tasks_overdue", {n: 3}) filling its "{n}".
 export function t(key, vars) {
   const text = messages[current][key] ?? messages["zh-CN"][key] ?? key;
   if (!vars) return text;

@@ -12,12 +12,16 @@ export function levelBadge(level) {
   return h("span", { class: ["level", LEVEL_CLASS[level] || "lvl-none"] }, t("plan.level", { level }));
 }
 
+// What put the plan at its level, as a person says it: "暴雪 黄色（站点观测 ws-1）".
 export function sourceLabel(src) {
   const [kind, rest] = src.key.split(":");
-  if (kind === "observed") return t("plan.source.observed", { hazard: tOr("hazard." + rest, rest) });
-  if (kind === "warning") return t("plan.source.warning", { id: rest });
-  if (kind === "alarm") return t("plan.source.alarm", { id: rest });
-  return tOr("plan.source." + kind, src.key);
+  const d = src.detail || {};
+  const colour = d.weather_level ? t("weather.level." + d.weather_level) : "";
+  if (kind === "observed") return t("plan.source.observed", { hazard: tOr("hazard." + rest, rest), level: colour, station: d.station || "" });
+  if (kind === "warning") return t("plan.source.warning", { hazard: tOr("hazard." + (d.hazard || ""), d.hazard || ""), level: colour, source: (d.warning && d.warning.source) || rest });
+  if (kind === "alarm") return t("plan.source.alarm", { summary: d.summary || d.rule || rest, subject: d.subject || "" });
+  if (kind === "manual") return t("plan.source.manual", { who: d.by || "", reason: d.reason || "" });
+  return src.key;
 }
 
 export class PlanPanel {
@@ -119,8 +123,7 @@ export class PlanPanel {
     });
     return h("li", { class: ["task", done ? "done" : null, overdue ? "overdue" : null, task.late ? "late" : null], dataset: { task: task.id } },
       h("label", {}, box, h("span", { class: "text" }, text)),
-      h("span", { class: "role" }, tOr("role." + task.role, task.role), " · ", t("plan.level_short", { level: task.level })),
-      h("span", { class: "status" }, status),
+      h("span", { class: "status" }, status, h("span", { class: "role" }, tOr("role." + task.role, task.role), " · ", t("plan.level_short", { level: task.level }))),
       err);
   }
 
