@@ -23,9 +23,9 @@ function niceTicks(lo, hi, count = 5) {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
   const start = Math.floor(lo / step) * step;
-  const ticks = [];
-  for (let v = start; v <= hi + step * 0.5; v += step) ticks.push(Number(v.toFixed(10)));
-  return { ticks, lo: ticks[0], hi: ticks[ticks.length - 1] };
+  const n = Math.max(1, Math.ceil((hi - start) / step - 1e-9));
+  const ticks = Array.from({ length: n + 1 }, (_, i) => Number((start + i * step).toFixed(10)));
+  return { ticks, lo: ticks[0], hi: ticks[n] };
 }
 
 function timeLabel(ms, step) {

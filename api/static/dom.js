@@ -1,6 +1,6 @@
 // Building the page from data without innerHTML: text is always text, never markup.
 
-import { t } from "./i18n.js";
+import { t, tOr } from "./i18n.js";
 
 // h("button", {class: "ack", onclick: fn, dataset: {id}}, "确认", childNode, [more, children])
 export function h(tag, attrs, ...children) {
@@ -46,10 +46,15 @@ export function hintFor(err) {
   return "";
 }
 
+// The service's own message always shows (it names the specifics); a known error code adds
+// what it means and what to do in the page's language.
 export function errorBox(err, retry) {
-  return h("div", { class: "error-box", role: "alert" },
-    h("strong", {}, t("err.title")), " ", err.message || String(err),
-    hintFor(err) ? h("div", { class: "hint" }, hintFor(err)) : null,
+  const local = err.code ? tOr("err.code." + err.code, "") : "";
+  const hint = local ? "" : hintFor(err);
+  return h("div", { class: "error-box", role: "alert", dataset: { code: err.code || "" } },
+    h("strong", {}, t("err.title")), " ", local || err.message || String(err),
+    local && err.message ? h("div", { class: "detail" }, err.message) : null,
+    hint ? h("div", { class: "hint" }, hint) : null,
     retry ? h("button", { type: "button", onclick: retry }, t("action.retry")) : null);
 }
 

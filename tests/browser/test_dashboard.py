@@ -35,7 +35,11 @@ WAIT_S = 15
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
     from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -56,27 +60,28 @@ class Page:
 
     def find(self, css: str, timeout: float = WAIT_S) -> WebElement:
         """The first element matching css, once it is shown."""
-        return self.until(lambda d: self._shown(d, css), timeout, f"no visible {css!r}")
+        return self.until(lambda d: self.shown(d, css), timeout, f"no visible {css!r}")
 
     def text(self, css: str) -> str:
         """The text of the first shown match, read in the same poll that found it (live
         updates redraw parts of the page at any moment)."""
-        return self.until(lambda d: (e := self._shown(d, css)) and e.text, message=css)
+        return self.until(lambda d: (e := self.shown(d, css)) and e.text, message=css)
 
     def click(self, css: str) -> None:
-        self.until(lambda d: (e := self._shown(d, css)) and (e.click() or True), message=css)
+        self.until(lambda d: (e := self.shown(d, css)) and (e.click() or True), message=css)
 
     @staticmethod
-    def _shown(d: WebDriver, css: str) -> WebElement | None:
+    def shown(d: WebDriver, css: str) -> WebElement | None:
         return next((e for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), None)
 
     def until(self, condition: Any, timeout: float = WAIT_S, message: str = "") -> Any:
-        # A redrawn element goes stale between finding and using it: look again.
+        # A redrawn element goes stale between finding and using it, or is briefly covered
+        # while the page lays out: look again.
         wait = WebDriverWait(
             self.driver,
             timeout,
             poll_frequency=0.1,
-            ignored_exceptions=[StaleElementReferenceException],
+            ignored_exceptions=[StaleElementReferenceException, ElementClickInterceptedException],
         )
         try:
             return wait.until(condition)
@@ -101,8 +106,9 @@ class Page:
 
     def login(self, username: str) -> None:
         self.open("#/login")
-        self.find("#login-user").send_keys(username)
-        self.find("#login-pass").send_keys(PASSWORD)
+        for css, text in (("#login-user", username), ("#login-pass", PASSWORD)):
+            self.find(css).clear()
+            self.find(css).send_keys(text)
         self.find("#login-submit").click()
         self.until(
             lambda d: d.execute_script("return location.hash") not in ("#/login", ""),
@@ -270,19 +276,40 @@ def test_operator_sees_an_alarm_live_acknowledges_it_and_ticks_a_plan_task(
 
     page.click('.alarm[data-state="firing"] button.ack')
     page.find('.alarm[data-severity="critical"][data-state="acknowledged"]')
+    page.click(".alarm button.assign")
+    page.find('.alarm input[name="assign"]').send_keys("张工")
+    page.click('.alarm .inline-form button[type="submit"]')
+    page.until(lambda d: "指派给 张工" in page.text(".alarm .meta"), message="not assigned")
     page.shot("04-alarm-acknowledged")
     acked = api(service, "GET", f"/api/v1/alarms?estate={ESTATE}&state=acknowledged").json()
-    assert [a["acked_by"] for a in acked["items"]] == ["duty-xinhua"]
+    assert [(a["acked_by"], a["assignee"]) for a in acked["items"]] == [("duty-xinhua", "张工")]
 
     # The fire alarm activated the fire plan at level III; tick its first task.
     first = '.activation[data-level="Ⅲ"] li.task:not(.done)'
-    task_id = page.until(lambda d: (e := page._shown(d, first)) and e.get_attribute("data-task"))
+    task_id = page.until(lambda d: (e := page.shown(d, first)) and e.get_attribute("data-task"))
     page.click(f'li.task[data-task="{task_id}"] input[type=checkbox]')
     page.find(f'li.task.done[data-task="{task_id}"]')
     page.shot("05-plan-task-done")
     acts = api(service, "GET", f"/api/v1/plans/activations?estate={ESTATE}&active=true").json()
     done = {t["id"]: t["done_by"] for a in acts["items"] for t in a["tasks"]}
     assert done[task_id] == "duty-xinhua"
+
+    # Ten minutes on, the level III tasks (due within 5 min) are overdue: red.
+    page.js("const real = Date.now; Date.now = () => real() + 10 * 60_000")
+    page.click("#lang")  # the view is drawn again, in English, at the later time
+    page.click("#lang")
+    overdue = page.find(".activation li.task.overdue")
+    assert overdue.value_of_css_property("border-color") == "rgb(255, 92, 92)"
+    assert "已超时" in page.text(".activation li.task.overdue .status")
+    page.shot("06-plan-tasks-overdue")
+
+    # Resolved, the alarm leaves the feed.
+    page.click(".alarm button.resolve")
+    page.find('.alarm input[name="resolve"]').send_keys("误报，已复位")
+    page.click('.alarm .inline-form button[type="submit"]')
+    page.find(".p-alarms .all-clear")
+    resolved = api(service, "GET", f"/api/v1/alarms?estate={ESTATE}&state=resolved").json()
+    assert [a["resolved_by"] for a in resolved["items"]] == ["duty-xinhua"]
     gw.close()
     assert page.script_errors() == []
 
@@ -298,6 +325,11 @@ def test_authority_opens_the_overview_an_estate_read_only_and_downloads_the_repo
         [{"dev": "ws-1", "kind": "weather_station", "ts": now_ms(), "m": {"temp_c": -21.5}}],
     )
     gw.close()
+    page.open("#/login")
+    page.find("#login-user").send_keys("bureau")
+    page.find("#login-pass").send_keys("not-the-password")
+    page.click("#login-submit")
+    assert "用户名或密码错误" in page.text('.error-box[data-code="bad_credentials"]')
     page.login("bureau")
     assert page.js("return location.hash") == "#/authority"
     page.find(f'tr.estate-row[data-estate="{ESTATE}"]')
@@ -306,26 +338,36 @@ def test_authority_opens_the_overview_an_estate_read_only_and_downloads_the_repo
         lambda d: "100%" in d.find_element(By.CSS_SELECTOR, f'tr[data-estate="{ESTATE}"]').text,
         message="the weather station is not counted online",
     )
-    page.shot("06-authority-overview")
+    page.shot("07-authority-overview")
 
     page.click(f'tr.estate-row[data-estate="{ESTATE}"] td')
     page.find(".badge.readonly")
     assert page.js("return location.hash") == f"#/estate/{ESTATE}"
     assert not page.driver.find_elements(By.CSS_SELECTOR, "button.ack")
-    page.shot("07-authority-estate-read-only")
+    page.shot("08-authority-estate-read-only")
 
     page.find("#lang").click()  # the English switch
     page.find(".strip h1")
     page.until(lambda d: d.find_element(By.CSS_SELECTOR, ".badge.readonly").text == "read-only")
     assert page.js("return document.documentElement.lang") == "en"
-    page.shot("08-authority-estate-english")
+    page.shot("09-authority-estate-english")
     page.find("#lang").click()
+
+    # A random inspection draw, reproducible from its recorded seed.
+    page.click('#nav a[href="#/inspections"]')
+    page.find('.draw-form input[name="share"]').clear()
+    page.find('.draw-form input[name="share"]').send_keys("50")
+    page.click('.draw-form button[type="submit"]')
+    assert "可复现核验通过" in page.text(".draw-result .draw")
+    (draw,) = api(service, "GET", "/api/v1/inspections/draws").json()["items"]
+    assert (draw["drawn_by"], len(draw["chosen"])) == ("bureau", 1)
+    page.shot("10-inspection-draw")
 
     page.open("#/report")
     if api(service, "GET", "/api/v1/reports/yearly").status_code == 404:
         pytest.skip("yearly report not wired yet")
     page.find('.report[data-loaded="1"]')
-    page.shot("09-yearly-report")
+    page.shot("11-yearly-report")
     page.find('button.download[data-format="csv"]').click()
     saved = page.find(".saved").get_attribute("data-saved")
     downloads = Path(page.shots.parent / "downloads")
@@ -333,5 +375,5 @@ def test_authority_opens_the_overview_an_estate_read_only_and_downloads_the_repo
     page.until(lambda d: path.exists() and path.stat().st_size > 0, message="no CSV saved")
     text = path.read_text(encoding="utf-8-sig")
     assert "测试 新华小区" in text and "测试 北苑小区" in text
-    page.shot("10-report-downloaded")
+    page.shot("12-report-downloaded")
     assert page.script_errors() == []

@@ -187,7 +187,8 @@ export class AlarmFeed {
       return true;
     } catch (exc) {
       if (errSlot) errSlot.replaceChildren(errorBox(exc));
-      else this.app.notice(`${t("err.title")} ${exc.message}`);
+      else this.app.notice(`${t("err.title")} ${tOr("err.code." + exc.code, "")} ${exc.message}`);
+      if (exc.status === 409) this.load(); // someone else changed it: show where it stands
       return false;
     }
   }

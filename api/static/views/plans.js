@@ -118,6 +118,7 @@ export class PlanPanel {
           box.checked = false;
           box.disabled = false;
           err.replaceChildren(errorBox(exc));
+          if (exc.status === 409) setTimeout(() => this.load(), 3000); // done by someone else
         }
       },
     });
