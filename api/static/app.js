@@ -50,6 +50,11 @@ export const app = {
     box.className = "notice " + kind;
     box.textContent = message || "";
   },
+  // Estates registered after the page loaded (the authority table lists them at once).
+  async refreshEstates() {
+    this.estates = (await api("/api/v1/estates")).items;
+    header();
+  },
   async signedIn(user) {
     this.user = user;
     const [estates, catalog] = await Promise.all([api("/api/v1/estates"), api("/api/v1/catalog")]);

@@ -9,6 +9,7 @@ import { PlanPanel } from "./plans.js";
 
 const HAZARDS = ["snowstorm", "cold_wave", "low_temperature", "strong_wind", "sandstorm", "rainstorm", "road_icing"];
 const RECENT_EVENTS = 12;
+const TITLE = document.title;
 
 export function weatherChips(weather) {
   if (weather === null) return unavailableBox(t("weather.title"));
@@ -47,7 +48,12 @@ export function gatewayTable(gateways, { compact = false } = {}) {
 export function mount(root, params, app) {
   const estate = params.estate;
   if (!app.estates.some((e) => e.id === estate)) {
-    root.append(errorBox({ status: 404, message: t("estate.not_found", { estate }) }));
+    const wait = h("p", { class: "loading" }, t("app.loading"));
+    root.append(wait);
+    app.refreshEstates().then(() => {
+      if (app.estates.some((e) => e.id === estate)) app.go(location.hash); // draw it now
+      else wait.replaceWith(errorBox({ status: 404, message: t("estate.not_found", { estate }) }));
+    }, (exc) => wait.replaceWith(errorBox(exc)));
     return {};
   }
   const readOnly = !app.canOperate(estate);
@@ -62,6 +68,8 @@ export function mount(root, params, app) {
     onChange: (items) => {
       const n = items.filter((a) => a.state !== "pending").length;
       alarmCount.textContent = n ? String(n) : "";
+      // The tab's title counts them too, for a browser tab in the background.
+      document.title = `${n ? `(${n}) ` : ""}${app.estateName(estate)} · ${t("app.title")}`;
     },
   });
   const plans = new PlanPanel(app, estate);
@@ -135,6 +143,7 @@ export function mount(root, params, app) {
       else if (name === "resync") { loadSummary(); feed.load(); plans.load(); }
     },
     destroy() {
+      document.title = TITLE;
       clearInterval(timer);
       feed.destroy();
       plans.destroy();
