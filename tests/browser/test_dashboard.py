@@ -377,3 +377,28 @@ def test_authority_opens_the_overview_an_estate_read_only_and_downloads_the_repo
     assert "测试 新华小区" in text and "测试 北苑小区" in text
     page.shot("12-report-downloaded")
     assert page.script_errors() == []
+
+
+def test_the_demo_link_opens_the_admin_pages_with_gateway_health_and_dead_letters(
+    service: Service, page: Page
+) -> None:
+    gw = Gateway(estate_with_gateway(service, ESTATE, "测试 新华小区"))
+    gw.send(
+        "readings",
+        [{"dev": "ws-1", "kind": "weather_station", "ts": now_ms(), "m": {"temp_c": 1.5}}],
+    )
+    gw.client.publish(gw.prefix + "telemetry", b"{not json", qos=1).wait_for_publish(5)
+    gw.close()
+    # `make demo` prints /#token=<bootstrap admin token>: no login, and the token leaves the URL.
+    page.open("#token=test-admin-token")
+    page.find('#nav a[href="#/admin"]')
+    assert "token" not in page.driver.current_url
+    page.click('#nav a[href="#/admin"]')
+    page.find('.estate-gateways table.gateways tr[data-gateway="gw-01"]')
+    assert "已连接" in page.text(".admin .kpis")
+    page.until(lambda d: "不是合法 JSON" in page.text(".deadletters"), message="no dead letter")
+    page.shot("13-admin-health-and-dead-letters")
+    page.click("#logout")
+    page.find("#login-user")
+    assert page.js("return localStorage.getItem('ew.token')") is None
+    assert page.script_errors() == []

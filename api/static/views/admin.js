@@ -84,6 +84,10 @@ export function mount(root, _params, app) {
   loadHealth();
   loadGateways();
   loadLetters();
-  const timer = setInterval(() => { loadHealth(); loadGateways(); }, 15_000);
+  const timer = setInterval(() => {
+    loadHealth();
+    loadGateways();
+    if (offset === 0) loadLetters(); // the newest page follows what arrives
+  }, 15_000);
   return { destroy() { clearInterval(timer); } };
 }

@@ -23,6 +23,8 @@ export function weatherChips(weather) {
   }));
 }
 
+const NUMERIC_COLS = new Set(["gateway.buffered", "gateway.max_seq", "gateway.lost", "gateway.duplicates"]);
+
 // compact: the dashboard's narrow column (state time and firmware as a tooltip).
 export function gatewayTable(gateways, { compact = false } = {}) {
   if (!gateways.length) return h("p", { class: "muted" }, t("gateway.none"));
@@ -30,7 +32,7 @@ export function gatewayTable(gateways, { compact = false } = {}) {
     ? ["gateway.one", "gateway.state", "gateway.buffered", "gateway.lost", "gateway.duplicates"]
     : ["gateway.one", "gateway.state", "gateway.since", "gateway.buffered", "gateway.max_seq", "gateway.lost", "gateway.duplicates", "gateway.fw"];
   return h("table", { class: ["gateways", compact ? "compact" : null] },
-    h("thead", {}, h("tr", {}, cols.map((k) => h("th", {}, t(k))))),
+    h("thead", {}, h("tr", {}, cols.map((k) => h("th", { class: NUMERIC_COLS.has(k) ? "num" : null }, t(k))))),
     h("tbody", {}, gateways.map((g) => h("tr", {
       dataset: { gateway: g.id }, class: g.state === "offline" ? "bad" : null,
       title: compact ? `${t("gateway.since")} ${g.state_ms ? fmtAgo(g.state_ms) : "—"} · ${t("gateway.max_seq")} ${g.max_seq ?? "—"} · ${t("gateway.fw")} ${g.fw || "—"}` : null,
