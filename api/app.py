@@ -11,14 +11,20 @@ from api import errors
 from api.context import ApiContext
 from api.deps import guard
 from api.routes import (
+    alarms,
     deadletters,
+    drills,
     estates,
     health,
     inspections,
     live,
     overview,
+    plans,
+    reports,
+    silences,
     telemetry,
     users,
+    warnings,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -40,6 +46,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(live.router)
     app.include_router(inspections.router)
     app.include_router(overview.router)
+    app.include_router(reports.router)
+    for alerting in (alarms, silences, plans, warnings, drills):
+        app.include_router(alerting.router)
 
     @app.get("/", **guard("public"))
     def index() -> FileResponse:

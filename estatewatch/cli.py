@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _stop_on_sigterm() -> None:
     def handler(_sig: int, _frame: FrameType | None) -> None:
+        # the first TERM stops cleanly; more while stopping must not interrupt the stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():

@@ -8,14 +8,16 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, generate_latest
 
+from alerts.engine import AlertEngine
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
@@ -26,7 +28,7 @@ from ingest.consumer import Ingest
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
-from ingest.shards import ShardedTelemetryReader
+from ingest.shards import ShardedTelemetryReader, shard_of
 from ingest.state import StateStore, now_ms
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
@@ -34,6 +36,23 @@ from protocol.endpoint import MqttEndpoint, parse_mqtt_url
 from supervision.inspections import InspectionBook
 
 log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+def retry_schema(make: Callable[[], T], what: str, attempts: int = 10) -> T:
+    """The processes of a deployment may start at once on a new database: one creates the
+    tables while the others find them half made ("already exists", "locked"). Try again."""
+    for attempt in range(attempts):
+        try:
+            return make()
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("%s: schema busy (%s); trying again", what, str(exc).splitlines()[0])
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class StartupError(RuntimeError):
@@ -77,6 +96,7 @@ class Service:
         self.broker: Broker | None = None
         self.endpoint: MqttEndpoint | None = None
         self.ingest: Ingest | None = None
+        self.alerts: AlertEngine | None = None
         self.api_port = settings.api_port
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
@@ -100,7 +120,7 @@ class Service:
             raise StartupError(
                 f"--shard {self.shard} is not below ESTATEWATCH_INGEST_SHARDS={s.ingest_shards}"
             )
-        self.state = StateStore.open(s.state_database_url)
+        self.state = retry_schema(lambda: StateStore.open(s.state_database_url), "state")
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.registry = CollectorRegistry()
         self.live = LiveHub()
@@ -147,6 +167,7 @@ class Service:
         )
         self.registry, self.ingest.commit_seconds = ingest_registry(self.ingest)
         self.ingest.add_listener(self._push_live)
+        self._start_alerts()
         self.ingest.start()
         self.scheduler.add_job(
             self.rollup,
@@ -168,6 +189,55 @@ class Service:
             self.scheduler.add_job(
                 self.ingest.subscribe_new_estates, "interval", seconds=5, id="subscribe-new-estates"
             )
+
+    def _start_alerts(self) -> None:
+        """Rules over what ingest commits; alarms, weather levels and plans. Runs with ingest:
+        its windows and timers are per device, and a shard owns its estates' devices."""
+        assert self.ingest is not None
+        ingest = self.ingest
+
+        def publish(topic: str, payload: bytes, retain: bool) -> None:
+            ingest.client.publish(topic, payload, qos=1, retain=retain)
+
+        s = self.settings
+        shard = ingest.shard
+        owns = (lambda e: shard_of(e, shard[1]) == shard[0]) if shard else None
+        rules = s.data_path / "rules"
+        self.alerts = retry_schema(
+            lambda: AlertEngine(
+                self.state.engine,
+                self.catalog,
+                clock=now_ms,
+                publish=publish,
+                root=s.mqtt_root,
+                override_dir=rules if rules.is_dir() else None,
+                estate_region=self._estate_region,
+                owns=owns,
+            ),
+            "alerts",
+        )
+        self.alerts.add_listener(self._push_alert_change)
+        ingest.add_listener(self.alerts.on_committed)
+        self.alerts.start()
+        self.scheduler.add_job(
+            self.alerts.tick,
+            "interval",
+            seconds=1,
+            id="alerts-tick",
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def _estate_region(self, estate: str) -> str:
+        try:
+            return str(self.state.get_estate(estate)["region"])
+        except LookupError:
+            return ""
+
+    def _push_alert_change(self, change: dict[str, Any]) -> None:
+        estate = change.get("estate")
+        if estate and self.live.subscribers:
+            self.live.publish(str(estate), str(change.get("type", "alarm")), change)
 
     def _push_live(self, deliveries: Sequence[Delivery]) -> None:
         if self.live.subscribers:
@@ -233,9 +303,10 @@ class Service:
             catalog=self.catalog,
             admin_token=self.token,
             issue_credentials=self._issue_credentials if self.broker else None,
-            users=UserStore(self.state.engine),
+            users=retry_schema(lambda: UserStore(self.state.engine), "users"),
             live=self.live,
-            inspections=InspectionBook(self.state.engine),
+            inspections=retry_schema(lambda: InspectionBook(self.state.engine), "inspections"),
+            alerts=self.alerts,
             health=self.health,
             on_gateway_registered=(lambda e, g: ingest.registry.reload())
             if ingest
@@ -313,6 +384,8 @@ class Service:
             self.scheduler.shutdown(wait=False)
         if self.ingest is not None:
             self.ingest.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
         if hasattr(self, "telemetry_writer"):
             self.telemetry_writer.close()
         if hasattr(self, "state"):

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
 from alerts.plans.model import Plan
@@ -299,6 +300,11 @@ def to_csv(report: dict[str, Any]) -> str:
     return "\ufeff" + out.getvalue()  # BOM: Excel opens UTF-8 Chinese correctly
 
 
+def _cells(values: list[Any]) -> list[Any]:
+    # A worksheet cannot hold control characters: drop them rather than fail the download.
+    return [ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values]
+
+
 def to_xlsx(report: dict[str, Any]) -> bytes:
     wb = Workbook()
     ws = wb.active
@@ -309,18 +315,18 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
     for cell in ws[2]:
         cell.font = Font(bold=True)
     for part in [*report["estates"], report["total"]]:
-        ws.append(_flat(part))
+        ws.append(_cells(_flat(part)))
     al = wb.create_sheet("告警 Alarms")
     al.append(["小区 estate", "系统 family", *(f"{s}" for s in SEVERITIES)])
     for part in [*report["estates"], report["total"]]:
         for fam, sev in sorted(part["alarms"].items()):
-            al.append([part["estate"], fam, *(sev.get(s, 0) for s in SEVERITIES)])
+            al.append(_cells([part["estate"], fam, *(sev.get(s, 0) for s in SEVERITIES)]))
     pl = wb.create_sheet("预案 Plans")
     pl.append(["小区 estate", "预案 plan", "级别 level", "次数 activations"])
     for part in [*report["estates"], report["total"]]:
         for plan, levels in sorted(part["activations"].items()):
             for level, n in sorted(levels.items()):
-                pl.append([part["estate"], plan, level, n])
+                pl.append(_cells([part["estate"], plan, level, n]))
     dr = wb.create_sheet("演练 Drills")
     dr.append(
         ["小区 estate", "预案 plan", "名称 name", "已演练 held", "应演练 required", "欠缺 short"]
@@ -328,7 +334,16 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
     for part in [*report["estates"], report["total"]]:
         for d in part["drills"]:
             dr.append(
-                [part["estate"], d["plan"], d["plan_name"], d["held"], d["required"], d["short"]]
+                _cells(
+                    [
+                        part["estate"],
+                        d["plan"],
+                        d["plan_name"],
+                        d["held"],
+                        d["required"],
+                        d["short"],
+                    ]
+                )
             )
     buf = io.BytesIO()
     wb.save(buf)

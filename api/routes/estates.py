@@ -15,19 +15,24 @@ from protocol.messages import Value
 router = APIRouter(prefix="/api/v1", tags=["estates"])
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+PRINTABLE_OR_EMPTY = r"^[^\x00-\x1f\x7f]*$"
 # A device is online while it reports within a few of its reporting intervals.
 ONLINE_INTERVALS = 3
 
 
 class EstateIn(BaseModel):
     id: str = Field(pattern=ID_PATTERN, examples=["hohhot-xinhua"])
-    name: str = Field(min_length=1, max_length=200, examples=["新华小区"])
-    region: str = Field(default="", max_length=100, examples=["呼和浩特市"])
+    # printable text only: names end up in reports, spreadsheets and MQTT payloads
+    name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE, examples=["新华小区"])
+    region: str = Field(
+        default="", max_length=100, pattern=PRINTABLE_OR_EMPTY, examples=["呼和浩特市"]
+    )
 
 
 class GatewayIn(BaseModel):
     id: str = Field(pattern=ID_PATTERN, examples=["gw-01"])
-    name: str = Field(default="", max_length=200)
+    name: str = Field(default="", max_length=200, pattern=PRINTABLE_OR_EMPTY)
 
 
 @router.post("/estates", status_code=201, **guard("admin"))

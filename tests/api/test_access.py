@@ -8,6 +8,7 @@ kind of user against an estate they do not belong to.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from alerts.engine import AlertEngine
 from api.app import create_app
 from api.context import ApiContext
 from api.users import Role, UserStore
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
+from supervision.inspections import InspectionBook
 
 ADMIN = "bootstrap-admin-token"
 LEVELS = {"public", "user", "estate:read", "estate:operate", "authority", "admin"}
@@ -45,6 +48,8 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
         catalog=default_catalog(),
         admin_token=ADMIN,
         users=users,
+        inspections=InspectionBook(state.engine),
+        alerts=AlertEngine(state.engine, default_catalog(), clock=lambda: time.time_ns() // 10**6),
     )
     with TestClient(create_app(ctx)) as client:
         tokens = {"admin": ADMIN}

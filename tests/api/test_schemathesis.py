@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from alerts.engine import AlertEngine
 from api.app import create_app
 from api.context import ApiContext
 from api.users import UserStore
@@ -39,6 +41,7 @@ def _app_schema() -> schemathesis.BaseSchema:
         admin_token=ADMIN,
         users=UserStore(state.engine),
         inspections=InspectionBook(state.engine),
+        alerts=AlertEngine(state.engine, default_catalog(), clock=lambda: time.time_ns() // 10**6),
     )
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(ctx))
 

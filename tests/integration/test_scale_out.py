@@ -43,12 +43,13 @@ def test_two_ingest_shards_and_an_api_process(mosquitto: ManagedMosquitto, tmp_p
     ):
         ports[name] = free_port()
         env = {**base, "ESTATEWATCH_API_PORT": str(ports[name])}
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "estatewatch.cli", "run", *args],
                 env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         )
     try:
@@ -66,9 +67,11 @@ def test_two_ingest_shards_and_an_api_process(mosquitto: ManagedMosquitto, tmp_p
             except httpx.HTTPError:
                 return False
 
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not all(up(n) for n in ports) and time.monotonic() < deadline:
             time.sleep(0.2)
+        logs = {n: (tmp_path / f"{n}.log").read_text(errors="replace")[-2000:] for n in ports}
+        assert all(up(n) for n in ports), logs
         api = client("api")
         for e in ESTATES:
             assert api.post("/api/v1/estates", json={"id": e, "name": e}).status_code == 201
