@@ -363,12 +363,16 @@ class AlertStore:
         if not batch:
             return
         with self.engine.begin() as conn:
-            keep = [a for a in batch.alarms.values() if a.id not in batch.forget_alarms]
-            _upsert(conn, alarms, [_alarm_row(a) for a in keep], ["id"])
+            # Order matters for the one-open-alarm-per-(rule, subject) index: a pending alarm
+            # forgotten and one closed in this batch must be gone before their successor for
+            # the same subject opens.
             if batch.forget_alarms:
                 ids = list(batch.forget_alarms)
                 conn.execute(alarms.delete().where(alarms.c.id.in_(ids)))
                 conn.execute(alarm_timeline.delete().where(alarm_timeline.c.alarm_id.in_(ids)))
+            keep = [a for a in batch.alarms.values() if a.id not in batch.forget_alarms]
+            keep.sort(key=lambda a: a.state.open)  # closed first, then open
+            _upsert(conn, alarms, [_alarm_row(a) for a in keep], ["id"])
             entries = [e for e in batch.alarm_entries if e.alarm_id not in batch.forget_alarms]
             if entries:
                 conn.execute(

@@ -86,10 +86,12 @@ class Service:
         pick_free_api_port: bool = False,
         role: str = "all",
         shard: int = 0,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         if role not in ROLES:
             raise StartupError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         self.settings = settings
+        self.clock = clock  # the alert engine's time; tests play scenarios in simulated time
         self.role = role
         self.shard = shard
         self.pick_free_api_port = pick_free_api_port
@@ -207,7 +209,7 @@ class Service:
             lambda: AlertEngine(
                 self.state.engine,
                 self.catalog,
-                clock=now_ms,
+                clock=self.clock,
                 publish=publish,
                 root=s.mqtt_root,
                 override_dir=rules if rules.is_dir() else None,

@@ -87,6 +87,7 @@ class IngestStats:
     last_commit_duration_s: float = 0.0
     commit_failures: int = 0
     duplicates: int = 0
+    newest_reading_ts: int | None = None  # the latest reading time committed (device clock)
     dead_letters: Counter[str] = field(default_factory=Counter)
     gateway_last_seen: dict[tuple[str, str], int] = field(default_factory=dict)
     # replaced whole after each commit, so readers on other threads see a consistent dict
@@ -402,6 +403,11 @@ class Ingest:
         s.committed_messages += len(pending)
         s.readings += result.readings
         s.events += result.events
+        for b in batches:
+            if b.readings and (
+                s.newest_reading_ts is None or b.readings[-1].ts > s.newest_reading_ts
+            ):
+                s.newest_reading_ts = b.readings[-1].ts
         s.duplicates += len(result.duplicates)
         s.commits += 1
         s.last_commit_ms = now_ms()

@@ -166,3 +166,18 @@ def test_schema_is_stamped_and_lives_beside_the_state_store(database_url: str) -
         alerts.migrate(START)
     state.add_estate("e1", "E1")  # the state store is untouched
     state.close()
+
+
+
+def test_a_successor_opens_in_the_same_batch_its_predecessor_closes(store: AlertStore) -> None:
+    """A pending alarm forgotten, or an alarm resolved, and a new one for the same rule and
+    subject in one write: the database's one-open-alarm index must not refuse it."""
+    first = alarm("al-1")
+    store.write(StoreBatch(alarms={first.id: first}))
+    second = alarm("al-2")
+    store.write(StoreBatch(alarms={second.id: second}, forget_alarms={first.id}))
+    second.state = AlarmState.RESOLVED
+    third = alarm("al-3", AlarmState.FIRING)
+    # the successor comes first in the batch, as it can when both happen in one tick
+    store.write(StoreBatch(alarms={third.id: third, second.id: second}))
+    assert [a.id for a in store.open_alarms()] == ["al-3"]

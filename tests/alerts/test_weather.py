@@ -162,9 +162,12 @@ def icing(
 
 
 ROAD_ICING = [
-    (icing(12, -0.1), Y), (icing(12, 0.0), N), (icing(12, -0.1, amount=0.0), N),
-    (icing(6, -0.1), O), (icing(6, -0.1, "rain"), O),
-    (icing(2, -0.1), R), (icing(2, -3.0, "rain"), R), (icing(2, 0.0), N),
+    (icing(12, -0.1, "rain"), Y), (icing(12, 0.0, "rain"), N),
+    (icing(12, -0.1, "rain", amount=0.0), N),
+    (icing(6, -0.1, "rain"), O), (icing(2, -0.1, "rain"), R), (icing(2, -3.0, "rain"), R),
+    (icing(2, 0.0, "rain"), N),
+    # snow on a frozen road is snow cover (snowstorm levels), not observed icing
+    (icing(2, -5.0), N), (icing(12, -0.1), N),
 ]  # fmt: skip
 
 
