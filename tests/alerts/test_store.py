@@ -168,7 +168,6 @@ def test_schema_is_stamped_and_lives_beside_the_state_store(database_url: str) -
     state.close()
 
 
-
 def test_a_successor_opens_in_the_same_batch_its_predecessor_closes(store: AlertStore) -> None:
     """A pending alarm forgotten, or an alarm resolved, and a new one for the same rule and
     subject in one write: the database's one-open-alarm index must not refuse it."""
