@@ -114,12 +114,30 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+@dataclass(eq=False)
+class _Lane:
+    """One MQTT session and its bounded queue. Events have a lane of their own: a fire alarm
+    must not wait behind a telemetry backlog (GB 26875: the monitoring centre within 10 s),
+    and telemetry backpressure must not hold back the events' socket."""
+
+    name: str
+    client: mqtt.Client
+    queue: queue.Queue[_Received]
+    events: bool
+    generation: int = 0
+    connected: threading.Event = field(default_factory=threading.Event)
+
+    def wants(self, topic_filter: str) -> bool:
+        return topic_filter.endswith("/events") == self.events
+
+
 @dataclass(slots=True)
 class _Received:
     delivery: Delivery
     mid: int
     qos: int
     generation: int
+    lane: _Lane
 
 
 class Ingest:
@@ -150,11 +168,7 @@ class Ingest:
         self.commit_seconds: Histogram | None = None  # set by whoever exports metrics
         self.linger_s = linger_s
         self.max_batch_readings = max_batch_readings
-        # Bounded: a full queue blocks the MQTT network thread, which is the backpressure.
-        self._queue: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
         self._known_devices = state.known_devices()
-        self._generation = 0
-        self._connected = threading.Event()
         self._closing = threading.Event()  # disconnecting on purpose
         self._stopping = threading.Event()  # the writer drains the queue and ends
         self._listeners: list[CommitListener] = []
@@ -162,7 +176,17 @@ class Ingest:
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         if self.shard:
             client_id = f"{client_id}-{self.shard[0]}of{self.shard[1]}"
-        self.client = self._make_client(client_id)
+        # Bounded: a full queue blocks that lane's MQTT network thread, which is the
+        # backpressure; the broker holds the rest.
+        self.telemetry_lane = self._lane("telemetry", client_id, queue_size, events=False)
+        self.events_lane = self._lane("events", f"{client_id}-events", queue_size, events=True)
+        self.lanes = (self.telemetry_lane, self.events_lane)
+        self.client = self.telemetry_lane.client  # publishes (alerts, plans) go out on it
+
+    def _lane(self, name: str, client_id: str, size: int, events: bool) -> _Lane:
+        lane = _Lane(name, self._make_client(client_id), queue.Queue(maxsize=size), events)
+        lane.client.user_data_set(lane)
+        return lane
 
     def _make_client(self, client_id: str) -> mqtt.Client:
         client = mqtt.Client(
@@ -198,14 +222,17 @@ class Ingest:
         fresh = sorted(mine - self._subscribed_estates)
         if fresh:
             filters = [f for e in fresh for f in estate_subscriptions(e, self.root)]
-            _rc, mid = self.client.subscribe([(f, 1) for f in filters])
-            if mid is not None:
-                self._pending_subscriptions[mid] = fresh  # counted once the broker confirms
+            for lane in self.lanes:
+                mine_ = [(f, 1) for f in filters if lane.wants(f)]
+                _rc, mid = lane.client.subscribe(mine_)
+                if mid is not None and not lane.events:
+                    self._pending_subscriptions[mid] = fresh  # counted once the broker confirms
 
     def _on_subscribe(
-        self, _c: mqtt.Client, _u: object, mid: int, _codes: object, _props: object
+        self, _c: mqtt.Client, lane: _Lane, mid: int, _codes: object, _props: object
     ) -> None:
-        self._subscribed_estates.update(self._pending_subscriptions.pop(mid, []))
+        if not lane.events:
+            self._subscribed_estates.update(self._pending_subscriptions.pop(mid, []))
 
     def add_listener(self, listener: CommitListener) -> None:
         """Register before start(); a listener that raises is logged and does not stop ingest."""
@@ -213,23 +240,30 @@ class Ingest:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return all(lane.connected.is_set() for lane in self.lanes)
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return sum(lane.queue.qsize() for lane in self.lanes)
 
     @property
     def queue_capacity(self) -> int:
-        return self._queue.maxsize
+        return sum(lane.queue.maxsize for lane in self.lanes)
 
     def start(self, wait_s: float = 10.0) -> None:
         self.stats.samples.append((time.monotonic(), 0, 0))
         self._writer.start()
-        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
-        self.client.loop_start()
-        if wait_s and not self._connected.wait(wait_s):
-            log.warning("ingest: not yet connected to %s, still trying", self.endpoint.url)
+        for lane in self.lanes:
+            lane.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
+            lane.client.loop_start()
+        deadline = time.monotonic() + wait_s
+        for lane in self.lanes:
+            if wait_s and not lane.connected.wait(max(0.0, deadline - time.monotonic())):
+                log.warning(
+                    "ingest: %s lane not yet connected to %s, still trying",
+                    lane.name,
+                    self.endpoint.url,
+                )
 
     def stop(self) -> None:
         """Commit and acknowledge what was received, then disconnect. Messages arriving
@@ -237,34 +271,41 @@ class Ingest:
         self._closing.set()
         self._stopping.set()
         self._writer.join(30)
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._connected.clear()
+        for lane in self.lanes:
+            lane.client.disconnect()
+            lane.client.loop_stop()
+            lane.connected.clear()
 
     # --- MQTT network thread -----------------------------------------------------------------
     def _on_connect(
-        self, client: mqtt.Client, _u: object, _flags: object, reason: object, _props: object
+        self, client: mqtt.Client, lane: _Lane, _flags: object, reason: object, _props: object
     ) -> None:
         if getattr(reason, "is_failure", False):
             log.error("ingest: broker refused the connection: %s", reason)
             return
-        self._generation += 1
+        lane.generation += 1
         if self.shard is None:
-            client.subscribe([(f, 1) for f in service_subscriptions(self.root)])
+            client.subscribe([(f, 1) for f in service_subscriptions(self.root) if lane.wants(f)])
         else:
-            self._subscribed_estates.clear()
-            self.subscribe_new_estates()
-        self._connected.set()
-        log.info("ingest: connected to %s", self.endpoint.url)
+            if not lane.events:
+                self._subscribed_estates.clear()
+            estates = sorted(self._subscribed_estates) if lane.events else []
+            filters = [f for e in estates for f in estate_subscriptions(e, self.root)]
+            if filters:
+                client.subscribe([(f, 1) for f in filters if lane.wants(f)])
+            if not lane.events:
+                self.subscribe_new_estates()
+        lane.connected.set()
+        log.info("ingest: %s lane connected to %s", lane.name, self.endpoint.url)
 
     def _on_disconnect(
-        self, _c: mqtt.Client, _u: object, _flags: object, reason: object, _props: object
+        self, _c: mqtt.Client, lane: _Lane, _flags: object, reason: object, _props: object
     ) -> None:
-        self._connected.clear()
+        lane.connected.clear()
         if not self._closing.is_set():
             log.warning("ingest: disconnected from broker (%s); reconnecting", reason)
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: mqtt.Client, lane: _Lane, msg: mqtt.MQTTMessage) -> None:
         if self._closing.is_set():
             return  # not acknowledged: the broker keeps it for the next session
         received = now_ms()
@@ -278,28 +319,40 @@ class Ingest:
             delivery.dead_letters.append(
                 DeadLetter(received, msg.topic, "internal_error", repr(exc), bytes(msg.payload))
             )
-        self._queue.put(_Received(delivery, msg.mid, msg.qos, self._generation))
+        lane.queue.put(_Received(delivery, msg.mid, msg.qos, lane.generation, lane))
 
     # --- writer thread -----------------------------------------------------------------------
     def _next_batch(self) -> list[_Received]:
+        """Events first, on their own; else a batch of telemetry up to the size limit or the
+        linger time, cut short when an event arrives."""
+        events = self.events_lane.queue
+        pending: list[_Received] = []
+        while True:
+            try:
+                pending.append(events.get_nowait())
+            except queue.Empty:
+                break
+        if pending:
+            return pending
+        telemetry = self.telemetry_lane.queue
         try:
-            first = self._queue.get(timeout=0.2)
+            first = telemetry.get(timeout=0.05)
         except queue.Empty:
             return []
         pending = [first]
         readings = first.delivery.reading_count
         deadline = time.monotonic() + self.linger_s
-        while readings < self.max_batch_readings:
+        while readings < self.max_batch_readings and events.empty():
             try:
-                item = self._queue.get_nowait()
+                item = telemetry.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
-                    item = self._queue.get(timeout=remaining)
+                    item = telemetry.get(timeout=min(remaining, 0.02))
                 except queue.Empty:
-                    break
+                    continue
             pending.append(item)
             readings += item.delivery.reading_count
         return pending
@@ -340,8 +393,10 @@ class Ingest:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
             for item in pending:
-                if item.qos > 0 and item.generation == self._generation:
-                    self.client.ack(item.mid, item.qos)
+                # an ack on a newer connection would name another message: skip it, the
+                # broker redelivers and the seq book drops the repeat
+                if item.qos > 0 and item.generation == item.lane.generation:
+                    item.lane.client.ack(item.mid, item.qos)
             deliveries = fresh
             for listener in self._listeners:
                 try:
