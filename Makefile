@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo run test lint format clean
+.PHONY: setup demo run test bench lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -35,6 +35,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# Benchmarks: figures as ratios against references measured in the same run; never part of
+# make test's pass or fail. About 20 minutes; `make bench ARGS=--full` for the issue's sizes.
+bench: $(STAMP)
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
+	  { echo "make bench needs Mosquitto: apt-get install mosquitto mosquitto-clients"; exit 1; }
+	$(PY) -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
