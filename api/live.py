@@ -95,8 +95,11 @@ class LiveHub:
 
 def device_updates(deliveries: Any) -> list[tuple[str, str, dict[str, Any]]]:
     """(estate, event, data) for the dashboard from committed ingest deliveries: the newest
-    reading per device, events as they are, gateway statuses."""
+    reading per device across the whole commit (a dashboard needs "now", not every reading:
+    under load one commit holds many readings of each device), events as they are, gateway
+    statuses."""
     out: list[tuple[str, str, dict[str, Any]]] = []
+    newest: dict[tuple[str, str], Any] = {}
     for d in deliveries:
         if d.estate is None:
             continue
@@ -115,18 +118,11 @@ def device_updates(deliveries: Any) -> list[tuple[str, str, dict[str, Any]]]:
             )
         if d.batch is None:
             continue
-        newest: dict[str, Any] = {}
         for r in d.batch.readings:
-            if r.dev not in newest or newest[r.dev].ts <= r.ts:
-                newest[r.dev] = r
-        for r in newest.values():
-            out.append(
-                (
-                    d.estate,
-                    "device",
-                    {"dev": r.dev, "kind": r.kind, "ts": r.ts, "metrics": r.metrics},
-                )
-            )
+            key = (d.estate, r.dev)
+            seen = newest.get(key)
+            if seen is None or seen.ts <= r.ts:
+                newest[key] = r
         for e in d.batch.events:
             out.append(
                 (
@@ -135,4 +131,8 @@ def device_updates(deliveries: Any) -> list[tuple[str, str, dict[str, Any]]]:
                     {"dev": e.dev, "kind": e.kind, "ts": e.ts, "type": e.type, "data": e.data},
                 )
             )
+    for (estate, _dev), r in newest.items():
+        out.append(
+            (estate, "device", {"dev": r.dev, "kind": r.kind, "ts": r.ts, "metrics": r.metrics})
+        )
     return out
