@@ -138,32 +138,26 @@ def ingest_run(
     state.add_gateway(ESTATE, GW)
     writer = TelemetryWriter(folder / "telemetry.db", latest_interval_s=1.0)  # as the service
     cid = f"bench-ingest-{time.monotonic_ns()}"
-    ingest = Ingest(
-        broker.endpoint,
-        state,
-        writer,
-        default_catalog(),
-        client_id=cid,
-        queue_size=1000,
-        linger_s=0.05,
-        max_batch_readings=20_000,
-    )
-    if wire:
-        wire(ingest)
-    ingest.start()  # creates the session
+
+    def consumer() -> Ingest:
+        made = Ingest(
+            broker.endpoint,
+            state,
+            writer,
+            default_catalog(),
+            client_id=cid,
+            queue_size=1000,
+            linger_s=0.05,
+            max_batch_readings=20_000,
+        )
+        if wire:
+            wire(made)
+        return made
+
+    ingest = consumer()
+    ingest.start()  # creates the session, so the broker queues what comes next
     ingest.stop()
-    ingest = Ingest(
-        broker.endpoint,
-        state,
-        writer,
-        default_catalog(),
-        client_id=cid,
-        queue_size=1000,
-        linger_s=0.05,
-        max_batch_readings=20_000,
-    )
-    if wire:
-        wire(ingest)
+    ingest = consumer()
     preload(broker, messages)
     first: list[float] = []
     orig = ingest._on_message

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from simulators.datafile import TableChecker
 from simulators.spec import SpecError, resolve
 
 SCENARIOS_DIR = Path(__file__).with_name("scenarios")
@@ -144,23 +145,12 @@ class Scenario:
 QUIET = Scenario("quiet-day", "nothing happens", None, None)
 
 
-class _ScenarioLoader:
+class _ScenarioLoader(TableChecker):
     def __init__(self, source: str) -> None:
         self.source = source
 
     def fail(self, where: str, what: str) -> ScenarioError:
         return ScenarioError(f"scenario {self.source}: {where}: {what}")
-
-    def table(self, value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"must be a table, got {type(value).__name__}")
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise self.fail(
-                where,
-                f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
-            )
-        return value
 
     def duration(self, value: Any, where: str) -> int:
         if not isinstance(value, str):

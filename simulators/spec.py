@@ -15,6 +15,7 @@ from typing import Any
 
 from protocol.catalog import Catalog, default_catalog
 from protocol.topics import is_valid_id
+from simulators.datafile import TableChecker
 
 SPECS_DIR = Path(__file__).with_name("specs")
 
@@ -139,24 +140,13 @@ def small_estate(
     return EstateSpec(estate, name, region, gateway, Climate(january_mean_c), tuple(devices))
 
 
-class _SpecLoader:
+class _SpecLoader(TableChecker):
     def __init__(self, source: str, catalog: Catalog) -> None:
         self.source = source
         self.catalog = catalog
 
     def fail(self, where: str, what: str) -> SpecError:
         return SpecError(f"estate spec {self.source}: {where}: {what}")
-
-    def table(self, value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"must be a table, got {type(value).__name__}")
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise self.fail(
-                where,
-                f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
-            )
-        return value
 
     def count(self, value: Any, where: str, lo: int = 0, hi: int = 100_000) -> int:
         if type(value) is not int or not lo <= value <= hi:
