@@ -42,6 +42,7 @@ def main() -> None:
     seq = args.first_seq
     i = 0
     sent = 0
+    infos: list[mqtt.MQTTMessageInfo] = []
     while time.monotonic() - start < args.seconds:
         due = start + (seq - args.first_seq) / per_s
         delay = due - time.monotonic()
@@ -55,9 +56,12 @@ def main() -> None:
         now = int(time.time() * 1000)
         # fresh timestamps so "now" and the rules' windows see live data
         fresh = [Reading(r.dev, r.kind, now, r.metrics) for r in batch]
-        c.publish(topic, encode_telemetry(args.gw, seq, now, fresh), 1)
+        infos.append(c.publish(topic, encode_telemetry(args.gw, seq, now, fresh), 1))
         seq += 1
         sent += len(batch)
+    # count only what the broker has taken: wait for every PUBACK before leaving
+    for info in infos:
+        info.wait_for_publish(120)
     c.disconnect()
     c.loop_stop()
     print(

@@ -59,6 +59,13 @@ class Settings:
             "and kept in the data dir"
         },
     )
+    ingest_queue_readings: int = field(
+        default=100_000,
+        metadata={
+            "help": "readings held between the broker and the store writer, per lane "
+            "(the memory bound; the broker holds the rest)"
+        },
+    )
     ingest_queue_size: int = field(
         default=1000,
         metadata={"help": "MQTT messages held between the broker and the store writer"},

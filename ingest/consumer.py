@@ -114,6 +114,28 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+class ReadingBudget:
+    """How many readings a lane may hold between the network thread and the writer. Memory
+    follows readings, not messages (one message may carry 5,000), so this is the bound that
+    matters; a message larger than the whole budget still passes when the lane is empty."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._cv = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cv:
+            while self.used and self.used + n > self.capacity:
+                self._cv.wait()
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cv:
+            self.used -= n
+            self._cv.notify_all()
+
+
 @dataclass(eq=False)
 class _Lane:
     """One MQTT session and its bounded queue. Events have a lane of their own: a fire alarm
@@ -124,6 +146,7 @@ class _Lane:
     client: mqtt.Client
     queue: queue.Queue[_Received]
     events: bool
+    budget: ReadingBudget
     generation: int = 0
     connected: threading.Event = field(default_factory=threading.Event)
 
@@ -138,6 +161,7 @@ class _Received:
     qos: int
     generation: int
     lane: _Lane
+    weight: int = 1
 
 
 class Ingest:
@@ -149,6 +173,7 @@ class Ingest:
         catalog: Catalog,
         root: str = "estates",
         queue_size: int = 1000,
+        queue_readings: int = 100_000,
         linger_s: float = 0.1,
         max_batch_readings: int = 20_000,
         client_id: str = "estatewatch-ingest",
@@ -178,13 +203,23 @@ class Ingest:
             client_id = f"{client_id}-{self.shard[0]}of{self.shard[1]}"
         # Bounded: a full queue blocks that lane's MQTT network thread, which is the
         # backpressure; the broker holds the rest.
-        self.telemetry_lane = self._lane("telemetry", client_id, queue_size, events=False)
-        self.events_lane = self._lane("events", f"{client_id}-events", queue_size, events=True)
+        self.telemetry_lane = self._lane(
+            "telemetry", client_id, queue_size, queue_readings, events=False
+        )
+        self.events_lane = self._lane(
+            "events", f"{client_id}-events", queue_size, queue_readings, events=True
+        )
         self.lanes = (self.telemetry_lane, self.events_lane)
         self.client = self.telemetry_lane.client  # publishes (alerts, plans) go out on it
 
-    def _lane(self, name: str, client_id: str, size: int, events: bool) -> _Lane:
-        lane = _Lane(name, self._make_client(client_id), queue.Queue(maxsize=size), events)
+    def _lane(self, name: str, client_id: str, size: int, readings: int, events: bool) -> _Lane:
+        lane = _Lane(
+            name,
+            self._make_client(client_id),
+            queue.Queue(maxsize=size),
+            events,
+            ReadingBudget(readings),
+        )
         lane.client.user_data_set(lane)
         return lane
 
@@ -249,6 +284,14 @@ class Ingest:
     @property
     def queue_capacity(self) -> int:
         return sum(lane.queue.maxsize for lane in self.lanes)
+
+    @property
+    def queued_readings(self) -> int:
+        return sum(lane.budget.used for lane in self.lanes)
+
+    @property
+    def queued_readings_capacity(self) -> int:
+        return sum(lane.budget.capacity for lane in self.lanes)
 
     def start(self, wait_s: float = 10.0) -> None:
         self.stats.samples.append((time.monotonic(), 0, 0))
@@ -319,7 +362,11 @@ class Ingest:
             delivery.dead_letters.append(
                 DeadLetter(received, msg.topic, "internal_error", repr(exc), bytes(msg.payload))
             )
-        lane.queue.put(_Received(delivery, msg.mid, msg.qos, lane.generation, lane))
+        weight = 1 + delivery.reading_count
+        if delivery.batch is not None:
+            weight += len(delivery.batch.events)
+        lane.budget.acquire(weight)  # blocks while the writer is behind: backpressure
+        lane.queue.put(_Received(delivery, msg.mid, msg.qos, lane.generation, lane, weight))
 
     # --- writer thread -----------------------------------------------------------------------
     def _next_batch(self) -> list[_Received]:
@@ -397,6 +444,7 @@ class Ingest:
                 # broker redelivers and the seq book drops the repeat
                 if item.qos > 0 and item.generation == item.lane.generation:
                     item.lane.client.ack(item.mid, item.qos)
+                item.lane.budget.release(item.weight)
             deliveries = fresh
             for listener in self._listeners:
                 try:

@@ -78,6 +78,12 @@ class IngestCollector(Collector):
         g = GaugeMetricFamily("estatewatch_ingest_queue_capacity", "bound of that queue")
         g.add_metric([], self.ingest.queue_capacity)
         yield g
+        g = GaugeMetricFamily(
+            "estatewatch_ingest_queued_readings",
+            "readings held between the MQTT threads and the store writer",
+        )
+        g.add_metric([], self.ingest.queued_readings)
+        yield g
         g = GaugeMetricFamily("estatewatch_broker_connected", "1 while connected to the broker")
         g.add_metric([], 1.0 if self.ingest.connected else 0.0)
         yield g
