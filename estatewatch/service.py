@@ -155,7 +155,10 @@ class Service:
         )
         # "now" is folded at most once a second under load; dashboards get each reading
         # live from the stream meanwhile
-        self.telemetry_writer = TelemetryWriter(path, raw_sink=self.influx, latest_interval_s=1.0)
+        self.telemetry_writer = retry_schema(
+            lambda: TelemetryWriter(path, raw_sink=self.influx, latest_interval_s=1.0),
+            "telemetry",
+        )
         self.ingest = Ingest(
             self.endpoint,
             self.state,
@@ -287,7 +290,7 @@ class Service:
         paths = [s.shard_telemetry_path(i) for i in range(max(s.ingest_shards, 1))]
         for path in paths:  # the API may start before an ingest shard has made its file
             if not path.exists():
-                TelemetryWriter(path).close()
+                retry_schema(lambda p=path: TelemetryWriter(p).close(), f"telemetry {path.name}")
         return ShardedTelemetryReader(paths, influx)
 
     def _start_api(self) -> None:

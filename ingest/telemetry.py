@@ -163,7 +163,7 @@ class TelemetryWriter:
             found = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
             if found is None:
                 self.conn.execute(
-                    "INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, now_ms())
+                    "INSERT OR IGNORE INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, now_ms())
                 )
                 return
             if found > SCHEMA_VERSION:
@@ -174,7 +174,9 @@ class TelemetryWriter:
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 if MIGRATIONS[version]:
                     self.conn.executescript(MIGRATIONS[version])
-                self.conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, now_ms()))
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO schema_version VALUES (?, ?)", (version, now_ms())
+                )
 
     def _series_id(self, estate: str, device: str, metric: str) -> int:
         key = (estate, device, metric)
