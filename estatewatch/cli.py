@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # a 1-s job still running when its next turn comes is skipped on purpose (coalesce)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     from estatewatch.service import Service, StartupError
 
     service = Service(
