@@ -388,7 +388,8 @@ class Service:
             self._server.should_exit = True
         if self._api_thread:
             self._api_thread.join(10)
-        if hasattr(self, "scheduler"):
+        # start() may have failed part way: stop only what it got to
+        if hasattr(self, "scheduler") and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.ingest is not None:
             self.ingest.stop()

@@ -246,22 +246,29 @@ class Ingest:
     def subscribed_estates(self) -> list[str]:
         return sorted(self._subscribed_estates)
 
+    def _my_estates(self) -> set[str]:
+        assert self.shard is not None
+        index, count = self.shard
+        self.registry.reload()
+        return {e for e in self.registry.estates if shard_of(e, count) == index}
+
+    def _subscribe(self, lane: _Lane, estates: list[str]) -> None:
+        filters = [
+            (f, 1) for e in estates for f in estate_subscriptions(e, self.root) if lane.wants(f)
+        ]
+        if filters:
+            _rc, mid = lane.client.subscribe(filters)
+            if mid is not None and not lane.events:
+                self._pending_subscriptions[mid] = estates  # counted once the broker confirms
+
     def subscribe_new_estates(self) -> None:
         """In a sharded deployment, subscribe to registered estates of this shard not yet
         subscribed (run after registrations; unregistered estates have no broker account)."""
         if self.shard is None:
             return
-        index, count = self.shard
-        self.registry.reload()
-        mine = {e for e in self.registry.estates if shard_of(e, count) == index}
-        fresh = sorted(mine - self._subscribed_estates)
-        if fresh:
-            filters = [f for e in fresh for f in estate_subscriptions(e, self.root)]
-            for lane in self.lanes:
-                mine_ = [(f, 1) for f in filters if lane.wants(f)]
-                _rc, mid = lane.client.subscribe(mine_)
-                if mid is not None and not lane.events:
-                    self._pending_subscriptions[mid] = fresh  # counted once the broker confirms
+        fresh = sorted(self._my_estates() - self._subscribed_estates)
+        for lane in self.lanes:
+            self._subscribe(lane, fresh)
 
     def _on_subscribe(
         self, _c: mqtt.Client, lane: _Lane, mid: int, _codes: object, _props: object
@@ -330,14 +337,8 @@ class Ingest:
         if self.shard is None:
             client.subscribe([(f, 1) for f in service_subscriptions(self.root) if lane.wants(f)])
         else:
-            if not lane.events:
-                self._subscribed_estates.clear()
-            estates = sorted(self._subscribed_estates) if lane.events else []
-            filters = [f for e in estates for f in estate_subscriptions(e, self.root)]
-            if filters:
-                client.subscribe([(f, 1) for f in filters if lane.wants(f)])
-            if not lane.events:
-                self.subscribe_new_estates()
+            # a session the broker lost has no subscriptions: make this lane's again
+            self._subscribe(lane, sorted(self._my_estates()))
         lane.connected.set()
         log.info("ingest: %s lane connected to %s", lane.name, self.endpoint.url)
 
@@ -463,10 +464,11 @@ class Ingest:
             # A redelivered message's bad items were dead-lettered the first time. Dead letters
             # go first: a crash before the readings commit repeats them (at least once), while
             # the readings themselves are stored exactly once.
-            dups = {id(with_batch[i]) for i in self.telemetry.find_duplicates(batches)}
+            dup_index = self.telemetry.find_duplicates(batches)
+            dups = {id(with_batch[i]) for i in dup_index}
             letters = [letter for d in deliveries if id(d) not in dups for letter in d.dead_letters]
             self.state.add_dead_letters(letters)
-            result = self.telemetry.write(batches)
+            result = self.telemetry.write(batches, dup_index)
             new_devices: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
             for i, b in enumerate(batches):
                 if i in result.duplicates:

@@ -214,16 +214,19 @@ class TelemetryWriter:
                 seen.add(key)
         return dups
 
-    def write(self, batches: Sequence[EstateBatch]) -> WriteResult:
+    def write(
+        self, batches: Sequence[EstateBatch], duplicates: set[int] | None = None
+    ) -> WriteResult:
         """Append the readings and events of many messages in one transaction, skipping
-        messages whose (gateway, seq) is already stored."""
+        messages whose (gateway, seq) is already stored. ``duplicates``: what
+        find_duplicates() said of these batches just before, so it is not asked twice."""
         result = WriteResult()
         rows: list[tuple[int, int, float | None, str | None]] = []
         event_rows: list[tuple[int, str, str, str, str, str, str]] = []
         seq_rows: list[tuple[str, str, int, int]] = []
         accepted: list[tuple[str, str, int]] = []
         committed = now_ms()
-        result.duplicates = self.find_duplicates(batches)
+        result.duplicates = self.find_duplicates(batches) if duplicates is None else duplicates
         with self.conn:
             for i, b in enumerate(batches):
                 if i in result.duplicates:
