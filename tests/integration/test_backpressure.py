@@ -25,9 +25,11 @@ pytestmark = pytest.mark.integration
 class SlowWriter(TelemetryWriter):
     """A disk that cannot keep up: every commit takes 30 ms more."""
 
-    def write(self, batches: Sequence[EstateBatch]) -> WriteResult:
+    def write(
+        self, batches: Sequence[EstateBatch], duplicates: set[int] | None = None
+    ) -> WriteResult:
         time.sleep(0.03)
-        return super().write(batches)
+        return super().write(batches, duplicates)
 
 
 def test_slow_store_bounded_queue_nothing_lost(mosquitto: ManagedMosquitto, tmp_path: Path) -> None:
