@@ -320,8 +320,17 @@ def test_listeners_see_each_message_once(service: Service) -> None:
     try:
         pub.publish(range(1, 11))
         pub.publish(range(3, 6))
-        wait_for(lambda: service.ingest.stats.committed_messages >= 13, 20, "commits")
+        # Listeners run after the commit's counters move, so wait on the listener itself: a
+        # sentinel sent after the repeats reaches it only once the repeats' commit was handed on.
+        pub.publish(range(11, 12))
+
+        def sentinel_seen() -> bool:
+            with lock:
+                return 11 in seen
+
+        wait_for(sentinel_seen, 20, "the sentinel at the listener")
+        assert service.ingest.stats.committed_messages >= 14
         with lock:
-            assert sorted(seen) == list(range(1, 11))
+            assert sorted(seen) == list(range(1, 12))
     finally:
         pub.close()
