@@ -4,10 +4,13 @@
 telemetry store through the real ``TelemetryWriter`` (500 readings a message, 40 messages a
 commit) and folded by its ``rollup()``. Writing every device at its real interval for 30 days
 would take hours, so the simulator runs with every kind's interval set to one reading an hour
-(``--full``: every 10 minutes). The chart queries read only ``rollup_1h`` (a day of 24 hours and
-a month of 720 hours both exceed 500 minutes), which holds one row per series and hour whether a
-device reported every hour or every minute: that table, the one the figure depends on, has its
-full real size. The raw and 1-minute tables are smaller than a real month's.
+(``--full``: every 10 minutes). A chart of 500 points reads, for 30 days, ``rollup_1h`` (720
+hourly rows merged into 2-hour points), which holds one row per series and hour whether a
+device reported every hour or every minute, so that table has its full real size. For 1 day it
+reads ``rollup_1m`` (5-minute points merged from minutes): so that the day's rows are as many as
+a real device's, the charted devices' last day is also written at their kinds' real reporting
+intervals (10 s to 5 min). The other devices' raw and 1-minute rows are fewer than a real
+month's; they only deepen the indexes the queries seek in.
 
 Then ``TelemetryReader.telemetry(..., max_points=500, now=end of data)`` is timed for the last
 day and the last 30 days over several devices and metrics, each pair in turn (the order
@@ -27,6 +30,7 @@ from typing import Any
 from bench.common import record, verdict
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
 from protocol.catalog import Catalog, default_catalog
+from protocol.messages import Reading
 from simulators.estate import SimulatedEstate
 from simulators.spec import load_spec
 
@@ -106,25 +110,49 @@ def fill(path: Path, days: int, interval_s: int, seed: int) -> dict[str, Any]:
     }
 
 
-def charted_devices(n_per: int) -> list[tuple[str, str, int]]:
-    """(device, metric, interval_ms) to chart: the first ``n_per`` devices of each kind."""
+def charted_devices(n_per: int) -> list[tuple[str, str, str, int]]:
+    """(device, kind, metric, interval_ms) to chart: the first ``n_per`` devices of each kind."""
     catalog = default_catalog()
     spec = load_spec("large")
     out = []
     for kind, metric in CHARTED:
         devs = [d.id for d in spec.devices if d.kind == kind][:n_per]
-        out += [(d, metric, catalog.kinds[kind].interval_s * 1000) for d in devs]
+        out += [(d, kind, metric, catalog.kinds[kind].interval_s * 1000) for d in devs]
     return out
+
+
+def fill_real_day(path: Path, end: int, n_per: int) -> int:
+    """The charted devices' last day at their real reporting intervals, folded into the
+    rollups like the rest; how many readings."""
+    writer = TelemetryWriter(path, latest_interval_s=1.0)
+    readings: list[Reading] = []
+    try:
+        for dev, kind, metric, interval in charted_devices(n_per):
+            # offset half an interval so no reading repeats the hourly fill's timestamps
+            for i, ts in enumerate(range(end - DAY + interval // 2, end, interval)):
+                readings.append(Reading(dev, kind, ts, {metric: 1.0 + (i % 97) / 100}))
+        batches = [
+            EstateBatch(ESTATE, GW, readings[i : i + PER_MESSAGE])
+            for i in range(0, len(readings), PER_MESSAGE)
+        ]
+        for i in range(0, len(batches), PER_COMMIT):
+            writer.write(batches[i : i + PER_COMMIT])
+        while writer.rollup():
+            pass
+        writer.flush_latest()
+    finally:
+        writer.close()
+    return len(readings)
 
 
 def time_queries(path: Path, end: int, repeats: int, n_per: int) -> dict[str, Any]:
     reader = TelemetryReader(path)
     spans = {"1d": DAY, "30d": 30 * DAY}
     times: dict[str, list[float]] = {k: [] for k in spans}
-    shape: dict[str, tuple[str, int]] = {}
+    shape: dict[str, tuple[str, int, int]] = {}
     targets = charted_devices(n_per)
     for rep in range(repeats + 1):
-        for i, (dev, metric, interval) in enumerate(targets):
+        for i, (dev, _kind, metric, interval) in enumerate(targets):
             order = list(spans) if (rep + i) % 2 == 0 else list(spans)[::-1]
             for name in order:
                 t0 = time.perf_counter()
@@ -134,7 +162,7 @@ def time_queries(path: Path, end: int, repeats: int, n_per: int) -> dict[str, An
                 dt = time.perf_counter() - t0
                 if rep > 0:  # the first round warms the page cache and the connection
                     times[name].append(dt)
-                shape[name] = (body["resolution"], len(body["points"]))
+                shape[name] = (body["resolution"], len(body["points"]), body["step_ms"])
                 assert body["points"], f"no points for {dev}.{metric} over {name}"
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
@@ -148,6 +176,8 @@ def time_queries(path: Path, end: int, repeats: int, n_per: int) -> dict[str, An
         "points_30d": shape["30d"][1],
         "resolution_1d": shape["1d"][0],
         "resolution_30d": shape["30d"][0],
+        "step_1d_min": shape["1d"][2] // 60_000,
+        "step_30d_min": shape["30d"][2] // 60_000,
         "ratio": round(med["30d"] / med["1d"], 3),
     }
 
@@ -159,6 +189,7 @@ def run(
         path = Path(tmp) / "telemetry.db"
         figures = fill(path, days, interval_s, seed)
         end = START_MS + days * DAY
+        figures["charted_day_readings"] = fill_real_day(path, end, n_per)
         figures |= time_queries(path, end, repeats, n_per)
     return figures
 
@@ -188,8 +219,9 @@ def main() -> None:
     print("bench 5: query cost against history", flush=True)
     print(
         f"  writing {args.days} days of the large estate, every device every "
-        f"{args.interval_s // 60} min (real intervals are 10 s–5 min; rollup_1h, which the "
-        "charts read, is full-size either way) ...",
+        f"{args.interval_s // 60} min (real intervals are 10 s–5 min: rollup_1h, which the "
+        "30-day chart reads, is full-size either way; the charted devices' last day is also "
+        "written at real intervals, for the 1-day chart's rollup_1m) ...",
         flush=True,
     )
     f = run(args.days, args.interval_s, args.repeats, args.per_kind, args.seed)
@@ -205,9 +237,9 @@ def main() -> None:
         f"{f['series']:,} series, {f['db_mb']:,} MB): write {f['write_values_per_s']:,} values/s, "
         f"rollup {f['rollup_values_per_s']:,} values/s; rollup_1h {f['rollup_1h_rows']:,} rows\n"
         f"  1 day:   median {f['query_1d_ms']:.3f} ms (p90 {f['query_1d_p90_ms']:.3f}), "
-        f"{f['points_1d']} points at {f['resolution_1d']}\n"
+        f"{f['points_1d']} points of {f['step_1d_min']} min from {f['resolution_1d']}\n"
         f"  30 days: median {f['query_30d_ms']:.3f} ms (p90 {f['query_30d_p90_ms']:.3f}), "
-        f"{f['points_30d']} points at {f['resolution_30d']}\n"
+        f"{f['points_30d']} points of {f['step_30d_min']} min from {f['resolution_30d']}\n"
         f"  {f['charted_series']} series × {f['queries_each'] // f['charted_series']} rounds; "
         f"ratio {f['ratio']:.3f}",
         flush=True,

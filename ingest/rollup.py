@@ -118,9 +118,17 @@ def points(
 
 @dataclass(frozen=True)
 class Resolution:
-    name: str  # "raw", "1m" or "1h"
+    name: str  # the rows read: "raw", "1m" or "1h"
     step_ms: int  # width of a returned point (for "raw": the kind's reporting interval)
-    merge_ms: int = 0  # >0: 1-hour buckets merged into buckets this wide
+    merge_ms: int = 0  # >0: stored buckets merged into aligned buckets this wide
+
+
+# Point widths a chart may use, finest first. Each is a whole number of the stored rollup it
+# is merged from (minutes from rollup_1m, hours from rollup_1h), so a point is exact.
+CHART_WIDTHS_MS = tuple(
+    [m * MINUTE_MS for m in (1, 2, 5, 10, 15, 30)]
+    + [h * HOUR_MS for h in (1, 2, 3, 6, 12, 24, 48, 168)]
+)
 
 
 def choose_resolution(
@@ -131,15 +139,19 @@ def choose_resolution(
     now_ms: int,
     raw_recent_ms: int = 2 * HOUR_MS,
 ) -> Resolution:
-    """The finest resolution that fits max_points. Raw rows only for recent, short ranges:
-    they are found by scanning what was written since, while rollups are indexed."""
+    """The finest point width that fits max_points, merged from the coarsest stored rows that
+    make it up: a day at 500 points is 5-minute points from rollup_1m (1,440 rows), a month is
+    2-hour points from rollup_1h (720 rows), so a longer range never reads more rows than a
+    shorter one reads at the width below it. Raw rows only for recent, short ranges: they are
+    found by scanning what was written since, while rollups are indexed."""
     span = max(to_ms - from_ms, 1)
     # +1: a range that does not start on a bucket boundary touches one bucket more
     if from_ms >= now_ms - raw_recent_ms and span // max(interval_ms, 1) + 1 <= max_points:
         return Resolution("raw", interval_ms)
-    if span // MINUTE_MS + 1 <= max_points:
-        return Resolution("1m", MINUTE_MS)
-    if span // HOUR_MS + 1 <= max_points:
-        return Resolution("1h", HOUR_MS)
+    for width in CHART_WIDTHS_MS:
+        if span // width + 1 <= max_points:
+            stored = HOUR_MS if width % HOUR_MS == 0 else MINUTE_MS
+            name = "1h" if stored == HOUR_MS else "1m"
+            return Resolution(name, width, merge_ms=0 if width == stored else width)
     hours = math.ceil(span / HOUR_MS / max(max_points - 1, 1))
     return Resolution("1h", hours * HOUR_MS, merge_ms=hours * HOUR_MS)

@@ -578,13 +578,8 @@ class TelemetryReader:
             data = conn.execute(
                 f"SELECT bucket, min, max, sum, count, last FROM {table} "
                 "WHERE series = ? AND bucket BETWEEN ? AND ? ORDER BY bucket",
-                (
-                    sid,
-                    from_ms // res.step_ms * res.step_ms
-                    if not res.merge_ms
-                    else from_ms // HOUR_MS * HOUR_MS,
-                    to_ms,
-                ),
+                # the first merged bucket starts at or before from_ms, aligned to its width
+                (sid, from_ms // res.step_ms * res.step_ms, to_ms),
             ).fetchall()
         if not data:
             return body

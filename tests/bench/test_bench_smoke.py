@@ -44,7 +44,7 @@ def test_query_cost_runs_at_a_tiny_size() -> None:
         "points_30d",
         "ratio",
     )
-    assert f["resolution_1d"] == f["resolution_30d"] == "1h"
+    assert (f["resolution_1d"], f["resolution_30d"]) == ("1m", "1h")
     assert len(query_cost.targets(f)) == 1
 
 

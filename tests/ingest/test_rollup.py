@@ -35,9 +35,18 @@ def test_resolution_follows_range_and_max_points() -> None:
         ).name
         == "1m"
     )
-    assert choose_resolution(now - 86_400_000, now, 500, 10_000, now).name == "1h"
+    # a day at 500 points: 5-minute points merged from the 1-minute rollups, not 24 hourly ones
+    day = choose_resolution(now - 86_400_000, now, 500, 10_000, now)
+    assert (day.name, day.step_ms, day.merge_ms) == ("1m", 5 * MINUTE_MS, 5 * MINUTE_MS)
+    # a month at 500: 2-hour points from the 1-hour rollups (720 rows, fewer than the day's)
+    month = choose_resolution(now - 30 * 86_400_000, now, 500, 10_000, now)
+    assert (month.name, month.step_ms) == ("1h", 2 * HOUR_MS)
     r = choose_resolution(now - 30 * 86_400_000, now, 100, 10_000, now)
-    assert r.name == "1h" and r.merge_ms == 8 * HOUR_MS
+    assert r.name == "1h" and r.merge_ms == 12 * HOUR_MS
+    # the ladder ends at a week; beyond it, as many hours a point as it takes
+    r = choose_resolution(now - 3 * 365 * 86_400_000, now, 100, 10_000, now)
+    assert r.name == "1h" and r.step_ms % HOUR_MS == 0
+    assert 3 * 365 * 86_400_000 // r.step_ms + 1 <= 100
 
 
 def test_points_never_exceed_max_points() -> None:

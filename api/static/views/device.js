@@ -58,6 +58,13 @@ export function mount(root, params, app) {
       h("th", {}, metricName(app, dev.kind, k)), h("td", { class: "value" }, metricValue(app, dev.kind, k, v)))));
   }
 
+  // a point's width: "5 分钟" / "2 小时" / "30 秒"
+  function stepText(ms) {
+    if (ms % 3600000 === 0) return t("chart.step.h", { n: ms / 3600000 });
+    if (ms % 60000 === 0) return t("chart.step.min", { n: ms / 60000 });
+    return t("chart.step.s", { n: Math.round(ms / 1000) });
+  }
+
   async function loadChart() {
     const metric = metricPick.value;
     if (!metric) { chartBox.replaceChildren(h("p", { class: "muted" }, t("chart.no_numeric"))); return; }
@@ -72,7 +79,7 @@ export function mount(root, params, app) {
     try {
       const body = await api(`/api/v1/estates/${encodeURIComponent(estate)}/devices/${encodeURIComponent(device)}/telemetry?${q}`, { signal: loading.signal });
       renderChart(chartBox, { points: body.points, from: body.from, to: body.to, unit: body.unit, stepMs: body.step_ms });
-      chartInfo.replaceChildren(t("chart.resolution", { res: t("chart.res." + body.resolution), n: body.points.length }));
+      chartInfo.replaceChildren(t("chart.resolution", { res: t("chart.res." + body.resolution), step: stepText(body.step_ms), n: body.points.length }));
     } catch (exc) {
       if (exc.name === "AbortError") return;
       chartInfo.replaceChildren();
