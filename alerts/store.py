@@ -32,6 +32,7 @@ from alerts.rules.spec import Severity
 from alerts.silences import Matcher, Silence
 from alerts.weather.levels import Hazard, WeatherLevel
 from alerts.weather.warnings import OfficialWarning
+from ingest.state import SchemaBusy
 
 __all__ = ["SCHEMA_VERSION", "AlertStore", "StoreBatch", "metadata"]
 
@@ -348,6 +349,9 @@ class AlertStore:
                 )
                 return 0
             found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar_one()
+            if found is None:
+                # SQLite commits DDL at once: another process made the tables, not yet the row
+                raise SchemaBusy("the alerts schema is being created by another process")
             if found > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"the alerts tables are at schema version {found}, newer than this "

@@ -29,7 +29,7 @@ from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader, shard_of
-from ingest.state import StateStore, now_ms
+from ingest.state import SchemaBusy, StateStore, now_ms
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
 from protocol.endpoint import MqttEndpoint, parse_mqtt_url
@@ -47,7 +47,12 @@ def retry_schema(make: Callable[[], T], what: str, attempts: int = 10) -> T:
     for attempt in range(attempts):
         try:
             return make()
-        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
+        except (
+            sa.exc.OperationalError,
+            sa.exc.IntegrityError,
+            sa.exc.ProgrammingError,
+            SchemaBusy,
+        ) as exc:
             if attempt == attempts - 1:
                 raise
             log.info("%s: schema busy (%s); trying again", what, str(exc).splitlines()[0])

@@ -320,7 +320,8 @@ class Ingest:
         meanwhile stay unacknowledged, so the broker delivers them again next time."""
         self._closing.set()
         self._stopping.set()
-        self._writer.join(30)
+        if self._writer.ident is not None:  # a start that failed early never ran it
+            self._writer.join(30)
         for lane in self.lanes:
             lane.client.disconnect()
             lane.client.loop_stop()

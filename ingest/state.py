@@ -126,6 +126,11 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+class SchemaBusy(RuntimeError):
+    """Another process is creating the schema right now (its version row is not written yet):
+    try again in a moment."""
+
+
 def migrate(engine: Engine) -> int:
     """Bring the schema to SCHEMA_VERSION; returns the version found before."""
     with engine.begin() as conn:
@@ -136,6 +141,9 @@ def migrate(engine: Engine) -> int:
             )
             return 0
         found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar_one()
+        if found is None:
+            # SQLite commits DDL at once: another process made the tables, not yet the row
+            raise SchemaBusy("the state schema is being created by another process")
         if found > SCHEMA_VERSION:
             raise RuntimeError(
                 f"the database is at schema version {found}, newer than this program's "

@@ -10,6 +10,7 @@ from ingest.state import (
     AlreadyExists,
     DeadLetter,
     NotFound,
+    SchemaBusy,
     StateStore,
     create_engine,
     migrate,
@@ -91,6 +92,33 @@ def test_refuses_a_newer_schema(database_url: str) -> None:
         )
     with pytest.raises(RuntimeError, match="upgrade estatewatch"):
         migrate(engine)
+    engine.dispose()
+
+
+def test_tables_without_their_version_row_are_busy_and_retried(database_url: str) -> None:
+    """What a second process sees while the first is between creating the tables and stamping
+    them (SQLite commits the DDL at once): SchemaBusy, which start-up retries."""
+    from estatewatch.service import retry_schema
+
+    engine = create_engine(database_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM schema_version"))
+    with pytest.raises(SchemaBusy):
+        migrate(engine)
+    calls = []
+
+    def stamp_then_migrate() -> int:
+        calls.append(1)
+        if len(calls) == 2:  # the other process finishes meanwhile
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("INSERT INTO schema_version VALUES (:v, 0)"), {"v": SCHEMA_VERSION}
+                )
+        return migrate(engine)
+
+    assert retry_schema(stamp_then_migrate, "state") == SCHEMA_VERSION
+    assert len(calls) == 2  # busy once, then through
     engine.dispose()
 
 
