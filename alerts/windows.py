@@ -8,7 +8,9 @@ numpy reductions over the window's slice. Nothing is re-read from the telemetry 
 
 from __future__ import annotations
 
+import math
 import struct
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ import numpy.typing as npt
 __all__ = [
     "AGGREGATES",
     "DAY_MS",
+    "HOUR_MS",
     "Aggregate",
     "SeriesWindow",
     "WindowBank",
@@ -34,6 +37,8 @@ AGGREGATES = frozenset({"sum", "max", "min", "mean", "count", "rate", "min_fall"
 
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
+# Samples appended in time order wait in a tail this long before joining the numpy arrays.
+_TAIL = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,44 +65,137 @@ class SeriesWindow:
     Bounded twice: by time (older samples are dropped as new ones arrive) and by
     ``max_samples`` (a device reporting far faster than its kind's interval cannot grow it
     without limit; the oldest samples go first).
+
+    Appending is cheap: samples in time order wait in a short tail (``array`` buffers, no numpy
+    call per sample) and join the numpy arrays in one go when an aggregate is asked for or the
+    tail is full. The series also keeps an *envelope*, bounds ``lo <= v <= hi`` on the value of
+    every kept sample (possibly loose: still covering samples dropped since it was last made
+    exact, see :meth:`tighten`), the last two sample times and the last value: enough for the
+    rules to tell, without computing an aggregate, that no aggregate can reach a threshold
+    (``index.WindowGroup``).
     """
 
-    __slots__ = ("_cum", "_end", "_start", "_ts", "_val", "horizon_ms", "max_samples")
+    __slots__ = (
+        "_absmax",
+        "_cum",
+        "_end",
+        "_loose",
+        "_start",
+        "_tail_ts",
+        "_tail_val",
+        "_ts",
+        "_val",
+        "hi",
+        "horizon_ms",
+        "last_val",
+        "lo",
+        "max_samples",
+        "mean_slack",
+        "newest_ts",
+        "prev_ts",
+    )
 
     def __init__(self, horizon_ms: int, capacity: int = 64, max_samples: int = 200_000) -> None:
         self.horizon_ms = horizon_ms
         self.max_samples = max_samples
         self._ts: _I64 = np.zeros(capacity, dtype=np.int64)
         self._val: _F64 = np.zeros(capacity, dtype=np.float64)
-        # _cum[i] = sum of _val[_start..i]; rebased whenever the arrays are compacted.
+        # _cum[i] = sum of _val[0..i]; rebuilt whenever the arrays are compacted.
         self._cum: _F64 = np.zeros(capacity, dtype=np.float64)
         self._start = 0
         self._end = 0
+        self._tail_ts = array("q")
+        self._tail_val = array("d")
+        # Python-side facts, kept on append (no numpy scalar per sample).
+        self.newest_ts: int | None = None  # the last sample's time (the newest)
+        self.prev_ts: int | None = None  # the one before it
+        self.last_val = math.nan  # the last sample's value
+        # The envelope: lo <= v <= hi for every kept sample (see tighten()).
+        self.lo = math.inf
+        self.hi = -math.inf
+        self._loose = False
+        self._absmax = 0.0  # >= |v| of every sample since the prefix sums were rebuilt
+        # How far a mean computed from the prefix sums may be off (see _slack).
+        self.mean_slack = 0.0
 
     def __len__(self) -> int:
+        self._flush()
         return self._end - self._start
 
     @property
     def last_ts(self) -> int | None:
-        return int(self._ts[self._end - 1]) if self._end > self._start else None
+        return self.newest_ts
 
     # --- writing -------------------------------------------------------------------------------
     def append(self, ts: int, value: float) -> None:
-        end = self._end
-        if end > self._start and ts < self._ts[end - 1]:
+        last = self.newest_ts
+        if last is not None and ts < last:
             self._insert_late(ts, value)
             return
-        if end == self._ts.shape[0]:
-            self._make_room()
+        tail = self._tail_ts
+        tail.append(ts)
+        self._tail_val.append(value)
+        self.prev_ts = last
+        self.newest_ts = ts
+        self.last_val = value
+        if not self.lo <= value <= self.hi:  # False for NaN too
+            self._widen(value)
+        if len(tail) >= _TAIL:
+            self._flush()
+
+    def _widen(self, value: float) -> None:
+        if value != value:  # NaN: no bound holds until it is dropped
+            self.lo = self.hi = math.nan
+            return
+        if value < self.lo:
+            self.lo = value
+        if value > self.hi:
+            self.hi = value
+        a = abs(value)
+        if a > self._absmax:
+            self._absmax = a
+            self._slack()
+
+    def _slack(self) -> None:
+        # A mean from the prefix sums of n samples is within (2n² + 2)·u·max|v| of the exact
+        # mean of those samples (u = 2^-53, sequential sums); n: up to the next flush.
+        n = self._end + _TAIL
+        self.mean_slack = (2.0 * n * n + 2.0) * 1.12e-16 * self._absmax
+
+    def _flush(self) -> None:
+        """Move the tail into the arrays, then drop what is older than the horizon."""
+        tail_ts = self._tail_ts
+        k = len(tail_ts)
+        if not k:
+            return
+        end = self._end
+        if end + k > self._ts.shape[0]:
+            self._make_room(k)
             end = self._end
-        self._ts[end] = ts
-        self._val[end] = value
-        self._cum[end] = value + (self._cum[end - 1] if end > 0 else 0.0)
-        self._end = end + 1
-        self._drop_before(ts - self.horizon_ms)
+        stop = end + k
+        # (No view of the tail buffers may outlive this: they could not be emptied then.)
+        self._ts[end:stop] = np.frombuffer(tail_ts, dtype=np.int64)
+        self._val[end:stop] = np.frombuffer(self._tail_val, dtype=np.float64)
+        del tail_ts[:]
+        del self._tail_val[:]
+        # The prefix sums continue one sample at a time (as np.cumsum does), from the last.
+        acc = np.empty(k + 1, dtype=np.float64)
+        acc[0] = self._cum[end - 1] if end > 0 else 0.0
+        acc[1:] = self._val[end:stop]
+        np.cumsum(acc, out=acc)
+        self._cum[end:stop] = acc[1:]
+        self._end = stop
+        n = stop - self._start
+        if n > self.max_samples:
+            self._start += n - self.max_samples
+            self._loose = True
+            self._sync()
+        self._drop_before(int(self._ts[stop - 1]) - self.horizon_ms)
+        self._slack()
 
     def _insert_late(self, ts: int, value: float) -> None:
         # A replayed older sample (store-and-forward): rare, so rebuild the slice in order.
+        self._flush()
         s, e = self._start, self._end
         i = s + int(np.searchsorted(self._ts[s:e], ts, side="right"))
         ts_arr = np.insert(self._ts[s:e], i - s, ts)
@@ -105,22 +203,21 @@ class SeriesWindow:
         self._reset(ts_arr, val_arr)
         self._drop_before(int(self._ts[self._end - 1]) - self.horizon_ms)
 
-    def _make_room(self) -> None:
-        n = len(self)
-        cap = self._ts.shape[0]
-        if n >= self.max_samples:
-            self._start += n - self.max_samples + 1
-            n = len(self)
-        new_cap = cap * 2 if n > cap // 2 else cap
-        new_cap = min(max(new_cap, n + 1), self.max_samples + 1)
+    def _make_room(self, k: int) -> None:
         s, e = self._start, self._end
+        n = e - s
+        cap = self._ts.shape[0]
+        need = n + k
+        new_cap = cap if need <= cap // 2 else max(2 * need, 64)
         ts_arr, val_arr = self._ts[s:e].copy(), self._val[s:e].copy()
-        self._ts = np.zeros(new_cap, dtype=np.int64)
-        self._val = np.zeros(new_cap, dtype=np.float64)
-        self._cum = np.zeros(new_cap, dtype=np.float64)
+        if new_cap != cap:
+            self._ts = np.zeros(new_cap, dtype=np.int64)
+            self._val = np.zeros(new_cap, dtype=np.float64)
+            self._cum = np.zeros(new_cap, dtype=np.float64)
         self._reset(ts_arr, val_arr)
 
     def _reset(self, ts_arr: _I64, val_arr: _F64) -> None:
+        """The arrays hold exactly these samples (the tail must be empty)."""
         n = ts_arr.shape[0]
         if n > self._ts.shape[0]:
             cap = max(n * 2, 64)
@@ -131,11 +228,47 @@ class SeriesWindow:
         self._val[:n] = val_arr
         np.cumsum(val_arr, out=self._cum[:n])
         self._start, self._end = 0, n
+        self._exact()
 
     def _drop_before(self, cutoff: int) -> None:
         s, e = self._start, self._end
         if e > s and self._ts[s] <= cutoff:
             self._start = s + int(np.searchsorted(self._ts[s:e], cutoff, side="right"))
+            self._loose = True
+            self._sync()
+
+    def _sync(self) -> None:
+        """Newest/previous time and last value from the arrays (after a rebuild or drops)."""
+        s, e = self._start, self._end
+        self.newest_ts = int(self._ts[e - 1]) if e > s else None
+        self.prev_ts = int(self._ts[e - 2]) if e - s >= 2 else None
+        self.last_val = float(self._val[e - 1]) if e > s else math.nan
+
+    def _exact(self) -> None:
+        s, e = self._start, self._end
+        self._sync()
+        if e > s:
+            vals = self._val[s:e]
+            self.lo, self.hi = float(vals.min()), float(vals.max())
+            self._absmax = float(np.abs(self._val[:e]).max())
+        else:
+            self.lo, self.hi = math.inf, -math.inf
+            self._absmax = 0.0
+        self._loose = False
+        self._slack()
+
+    def tighten(self) -> bool:
+        """Make the envelope exact again (it may still cover samples dropped since it was
+        last made exact); False if it was exact already, so nothing changed."""
+        self._flush()
+        if not self._loose:
+            return False
+        absmax = self._absmax  # covers the prefix sums' older part, which stays
+        self._exact()
+        if absmax > self._absmax:
+            self._absmax = absmax
+            self._slack()
+        return True
 
     # --- reading -------------------------------------------------------------------------------
     def _bounds(self, lo_excl: int, hi_incl: int) -> tuple[int, int]:
@@ -154,6 +287,7 @@ class SeriesWindow:
     def aggregate(self, agg: Aggregate, now: int) -> float | None:
         """The aggregate over the samples with ``now - window < ts <= now``; None if there is
         nothing to aggregate (``sum`` and ``count`` are 0 then)."""
+        self._flush()
         fn = agg.fn
         i, j = self._bounds(now - agg.window_ms, now)
         if fn == "sum":
@@ -187,6 +321,7 @@ class SeriesWindow:
 
     # --- persistence ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
+        self._flush()
         s, e = self._start, self._end
         head = struct.pack("<qq", self.horizon_ms, e - s)
         return head + self._ts[s:e].tobytes() + self._val[s:e].tobytes()

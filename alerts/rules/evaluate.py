@@ -6,8 +6,11 @@ matching event. Hysteresis comes from that memory: a held condition is only ende
 test. Time-based conditions (no data, windows sliding past old samples) are checked by
 :meth:`Evaluator.check_time`, which the engine's tick calls with its clock.
 
-Hot path: a reading costs one dict lookup for its kind and, per rule on that kind, one test
-call and one set lookup; nothing is allocated unless something changes.
+Hot path: a reading costs one dict lookup for its kind and, per group of rules on one of its
+metrics (value tests, window aggregates, ``all`` composites gated on a part), one quiet check
+when its device holds no condition; only the rules of a group that is not quiet are tested, in
+rule order, each window aggregate computed once for all of them. A device with a condition held
+has every rule on its kind tested (so held ones can clear). The signals are the same either way.
 """
 
 from __future__ import annotations
@@ -151,12 +154,59 @@ class Evaluator:
                         self._hold(rule, key)
                         detail = _value_detail(test, v, ts)
                         out.append(Signal(rule, estate, r.dev, r.kind, gateway, True, ts, detail))
-            if kr.windowed:
-                for metric, test, rule in kr.windowed:
-                    if metric in m:
-                        self._window_test(rule, test, estate, r.dev, r.kind, gateway, ts, out)
+            if kr.window_groups:
+                if holding:
+                    self._windows_all(kr, estate, r, gateway, out)
+                else:
+                    self._windows_unless_quiet(kr, estate, r, gateway, out)
             if kr.composites:
-                self._composites(kr, estate, r, gateway, out)
+                self._composites(kr, estate, r, gateway, holding, out)
+
+    def _windows_all(
+        self, kr: KindRules, estate: str, r: Reading, gateway: str, out: list[Signal]
+    ) -> None:
+        """Every window test on the reading's metrics, in rule order (a held device: some
+        may clear); each aggregate is computed once however many rules test it."""
+        m = r.metrics
+        cache: dict[tuple[str, Aggregate], float | None] = {}
+        for metric, test, rule in kr.windowed:
+            if metric in m:
+                self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
+
+    def _windows_unless_quiet(
+        self, kr: KindRules, estate: str, r: Reading, gateway: str, out: list[Signal]
+    ) -> None:
+        """A device with nothing held: the window tests that could hit, in rule order. A group
+        whose series' bounds keep every aggregate quiet is skipped (``WindowGroup.quiet``);
+        the same signals as evaluating them all."""
+        m = r.metrics
+        series = self.windows.series
+        now = r.ts
+        todo: list[tuple[int, ValueTest, Rule]] | None = None
+        for metric, group in kr.window_groups:
+            if metric not in m:
+                continue
+            w = series.get((estate, r.dev, metric))
+            if w is None:
+                continue  # no samples: no aggregate
+            tests = group.tests
+            always = group.always
+            if always is not tests and (
+                group.quiet(w, now) or (w.tighten() and group.quiet(w, now))
+            ):
+                tests = always
+            if tests:
+                if todo is None:
+                    todo = list(tests)
+                else:
+                    todo.extend(tests)
+        if todo is None:
+            return
+        if len(todo) > 1:
+            todo.sort(key=_first)
+        cache: dict[tuple[str, Aggregate], float | None] = {}
+        for _pos, test, rule in todo:
+            self._window_test(rule, test, estate, r.dev, r.kind, gateway, now, out, cache)
 
     def _window_test(
         self,
@@ -168,9 +218,18 @@ class Evaluator:
         gateway: str | None,
         now: int,
         out: list[Signal],
+        cache: dict[tuple[str, Aggregate], float | None] | None = None,
     ) -> None:
-        assert test.agg is not None
-        v = self.windows.value(estate, dev, test.metric, test.agg, now)
+        agg = test.agg
+        assert agg is not None
+        if cache is None:
+            v = self.windows.value(estate, dev, test.metric, agg, now)
+        else:
+            ck = (test.metric, agg)
+            if ck in cache:
+                v = cache[ck]
+            else:
+                v = cache[ck] = self.windows.value(estate, dev, test.metric, agg, now)
         if v is None:
             return
         key = (estate, dev)
@@ -189,18 +248,70 @@ class Evaluator:
             )
 
     def _composites(
-        self, kr: KindRules, estate: str, r: Reading, gateway: str, out: list[Signal]
+        self,
+        kr: KindRules,
+        estate: str,
+        r: Reading,
+        gateway: str,
+        holding: bool,
+        out: list[Signal],
     ) -> None:
         key = (estate, r.dev)
         latest = self.latest.get(key)
         if latest is None:
             latest = self.latest[key] = {}
+        m = r.metrics
         for metric in kr.composite_metrics:
-            v = r.metrics.get(metric)
+            v = m.get(metric)
             if v is not None:
                 latest[metric] = v
-        for comp, rule in kr.composites:
-            self._composite(rule, comp, estate, r.dev, r.kind, gateway, r.ts, out)
+        if holding:  # some may clear: every one, in rule order
+            for comp, rule in kr.composites:
+                self._composite(rule, comp, estate, r.dev, r.kind, gateway, r.ts, out)
+            return
+        # Nothing held: only those that can hit. An ``all`` whose gate part is quiet cannot;
+        # the others stop at their first part that decides (``_may_hit``).
+        todo: list[tuple[int, Composite, Rule]] | None = None
+        for metric, gate in kr.composite_gates:
+            v = latest.get(metric)
+            if v is None:
+                continue  # the gate part has no value: it does not hit
+            quiet = gate.quiet
+            if quiet is not None and quiet(v):
+                continue
+            if todo is None:
+                todo = list(gate.members)
+            else:
+                todo.extend(gate.members)
+        if kr.ungated:
+            if todo is None:
+                todo = list(kr.ungated)
+            else:
+                todo.extend(kr.ungated)
+        if todo is None:
+            return
+        if len(todo) > 1:
+            todo.sort(key=_first)
+        for _pos, comp, rule in todo:
+            if self._may_hit(comp, latest, estate, r.dev, r.ts):
+                self._composite(rule, comp, estate, r.dev, r.kind, gateway, r.ts, out)
+
+    def _may_hit(
+        self, comp: Composite, latest: dict[str, Value], estate: str, dev: str, now: int
+    ) -> bool:
+        """Whether the composite's hit test passes, part by part, stopping at the first part
+        that decides it (a miss for ``all``, a hit for ``any``)."""
+        value = self.windows.value
+        for p in comp.parts:
+            v = (
+                value(estate, dev, p.metric, p.agg, now)
+                if p.agg is not None
+                else latest.get(p.metric)
+            )
+            hit = v is not None and p.hit(v)
+            if hit is not comp.all:
+                return hit
+        return comp.all
 
     def _composite(
         self,
@@ -374,6 +485,10 @@ class Evaluator:
             c = rule.condition
             if isinstance(c, EventCount | Composite) or (isinstance(c, ValueTest) and c.agg):
                 self._timed[(rule.id, estate, subject)] = (rule, c)
+
+
+def _first(entry: tuple[int, Any, Any]) -> int:
+    return entry[0]
 
 
 def _value_detail(test: ValueTest, v: Value, ts: int) -> dict[str, Any]:

@@ -1,7 +1,15 @@
-"""Rules indexed by device kind, so a reading costs a dict lookup, not a scan of every rule."""
+"""Rules indexed by device kind, so a reading costs a dict lookup, not a scan of every rule.
+
+Within a kind, rules are grouped by the metric they read, and each group knows the values none
+of its rules can hit: plain value tests (``ValueGroup``), window aggregates (``WindowGroup``:
+from a series' kept bounds, no aggregate of the window can reach a threshold) and ``all``
+composites (``CompositeGate``: one part quiet, the whole is). A reading of a device with no
+condition held costs about one comparison per group, however many rules the group has.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -15,11 +23,11 @@ from alerts.rules.spec import (
     Rule,
     ValueTest,
 )
-from alerts.windows import Aggregate
+from alerts.windows import HOUR_MS, Aggregate, SeriesWindow
 from protocol.catalog import Catalog
 from protocol.messages import Value
 
-__all__ = ["KindRules", "RuleIndex"]
+__all__ = ["CompositeGate", "KindRules", "RuleIndex", "ValueGroup", "WindowGroup"]
 
 
 @dataclass(slots=True)
@@ -57,13 +65,118 @@ def _group_quiet(parts: list[Quiet | None]) -> Callable[[Value], bool] | None:
     return None
 
 
+# Aggregates that lie within their window's samples' range (min <= agg <= max).
+_WITHIN = frozenset({"max", "min", "mean"})
+
+
+def _band(quiets: list[Quiet]) -> tuple[float, float] | None:
+    """The values quiet for every one of these ranges (their intersection), if any."""
+    lo = max(q.lo for q in quiets)
+    hi = min(q.hi for q in quiets)
+    return (lo, hi) if lo < hi else None
+
+
+@dataclass(slots=True)
+class WindowGroup:
+    """The window-aggregate tests of one (kind, metric), each as (position among the kind's
+    window tests, test, rule).
+
+    ``quiet(w, now)`` True means no *guarded* test can hit at ``now``, known without computing
+    an aggregate: every max/min/mean lies within the series' envelope (lo..hi of the kept
+    samples), so an envelope strictly inside the tests' common quiet range (less the prefix
+    sums' rounding error, for mean) cannot reach a threshold; a rate is (last - first) per hour
+    over at least the time since the previous sample, so it lies within
+    (last - hi, last - lo) / (last_ts - prev_ts). Tests this cannot cover (sum, count,
+    min_fall, quiet sets that are not a range) are in ``always`` and run at every reading.
+    """
+
+    tests: list[tuple[int, ValueTest, Rule]] = field(default_factory=list)
+    always: list[tuple[int, ValueTest, Rule]] = field(default_factory=list)
+    within: tuple[float, float] | None = None  # common quiet range of max/min/mean tests
+    mean: bool = False  # some of those are means: allow for rounding
+    rate: tuple[float, float] | None = None  # common quiet range of rate tests
+    within_lo: float = -math.inf
+    within_hi: float = math.inf
+    rate_lo: float = -math.inf
+    rate_hi: float = math.inf
+
+    def seal(self) -> None:
+        within: list[Quiet] = []
+        rate: list[Quiet] = []
+        for _p, t, _r in self.tests:
+            q, agg = t.quiet, t.agg
+            if q is None or q.shape != "range" or agg is None:
+                continue
+            if agg.fn in _WITHIN:
+                within.append(q)
+                self.mean |= agg.fn == "mean"
+            elif agg.fn == "rate":
+                rate.append(q)
+        self.within = _band(within) if within else None
+        self.rate = _band(rate) if rate else None
+        self.within_lo, self.within_hi = self.within or (-math.inf, math.inf)
+        self.rate_lo, self.rate_hi = self.rate or (-math.inf, math.inf)
+        self.always = []
+        for entry in self.tests:
+            _p, t, _r = entry
+            assert t.agg is not None
+            fn = t.agg.fn
+            covered = (fn in _WITHIN and self.within is not None) or (
+                fn == "rate" and self.rate is not None
+            )
+            if not covered or t.quiet is None or t.quiet.shape != "range":
+                self.always.append(entry)
+
+    @property
+    def guarded(self) -> bool:
+        return len(self.always) < len(self.tests)
+
+    def quiet(self, w: SeriesWindow, now: int) -> bool:
+        """No guarded test can hit at ``now`` (False: not known, evaluate them)."""
+        lo = w.lo
+        hi = w.hi
+        if self.within is not None:
+            slack = w.mean_slack if self.mean else 0.0
+            if not (self.within_lo + slack < lo and hi < self.within_hi - slack):
+                return False
+        if self.rate is None:
+            return True
+        prev = w.prev_ts
+        if prev is None:  # at most one sample: no rate at all
+            return True
+        last = w.newest_ts
+        assert last is not None
+        d = last - prev
+        if last > now or d <= 0:
+            return False
+        v = w.last_val
+        return self.rate_lo < (v - hi) * HOUR_MS / d and (v - lo) * HOUR_MS / d < self.rate_hi
+
+
+@dataclass(slots=True)
+class CompositeGate:
+    """``all`` composites of one kind gated on one of their parts' metric (a plain value
+    test, with (position among the kind's composites, composite, rule)): when the device's
+    latest value of ``metric`` is quiet for every gate part, none of them can hit."""
+
+    members: list[tuple[int, Composite, Rule]] = field(default_factory=list)
+    parts: list[ValueTest] = field(default_factory=list)
+    quiet: Callable[[Value], bool] | None = None
+
+    def seal(self) -> None:
+        self.quiet = _group_quiet([p.quiet for p in self.parts])
+
+
 @dataclass(slots=True)
 class KindRules:
     """The rules one kind's readings and events can trigger."""
 
     groups: list[tuple[str, ValueGroup]] = field(default_factory=list)  # reading's value
     windowed: list[tuple[str, ValueTest, Rule]] = field(default_factory=list)  # an aggregate
+    window_groups: list[tuple[str, WindowGroup]] = field(default_factory=list)  # by metric
     composites: list[tuple[Composite, Rule]] = field(default_factory=list)
+    composite_gates: list[tuple[str, CompositeGate]] = field(default_factory=list)  # by metric
+    ungated: list[tuple[int, Composite, Rule]] = field(default_factory=list)  # no gate part
     composite_metrics: frozenset[str] = frozenset()
     events: dict[str, list[tuple[EventMatch, Rule]]] = field(default_factory=dict)
     counts: dict[str, list[tuple[EventCount, Rule]]] = field(default_factory=dict)
@@ -105,6 +218,9 @@ class RuleIndex:
         for (kind, metric), group in groups.items():
             group.seal()
             self.kinds[kind].groups.append((metric, group))
+        for kr in self.kinds.values():
+            _group_windows(kr)
+            _gate_composites(kr)
 
     def window_needs(self) -> Iterable[tuple[str, str, Aggregate]]:
         """(kind, metric, aggregate) the windows must keep history for."""
@@ -116,3 +232,27 @@ class RuleIndex:
                 for part in comp.parts:
                     if part.agg is not None:
                         yield kind, part.metric, part.agg
+
+
+def _group_windows(kr: KindRules) -> None:
+    by_metric: dict[str, WindowGroup] = {}
+    for pos, (metric, test, rule) in enumerate(kr.windowed):
+        by_metric.setdefault(metric, WindowGroup()).tests.append((pos, test, rule))
+    for group in by_metric.values():
+        group.seal()
+    kr.window_groups = list(by_metric.items())
+
+
+def _gate_composites(kr: KindRules) -> None:
+    gates: dict[str, CompositeGate] = {}
+    for pos, (comp, rule) in enumerate(kr.composites):
+        gate = next((p for p in comp.parts if p.agg is None and p.quiet is not None), None)
+        if not comp.all or gate is None:
+            kr.ungated.append((pos, comp, rule))
+            continue
+        g = gates.setdefault(gate.metric, CompositeGate())
+        g.members.append((pos, comp, rule))
+        g.parts.append(gate)
+    for g in gates.values():
+        g.seal()
+    kr.composite_gates = list(gates.items())

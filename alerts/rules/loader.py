@@ -439,7 +439,9 @@ class _RuleBuilder:
         if agg is None:
             return test
         label = f"{fn}({name}, {format_duration(agg.window_ms)})"
-        return ValueTest(name, test.hit, test.clear, test.text.replace(name, label, 1), agg)
+        text = test.text.replace(name, label, 1)
+        # The quiet values of the test hold for the aggregate as for a value (index.WindowGroup).
+        return ValueTest(name, test.hit, test.clear, text, agg, quiet=test.quiet)
 
     def _test(
         self,
