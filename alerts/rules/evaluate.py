@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerts.datafile import format_duration
-from alerts.rules.index import KindRules, RuleIndex
+from alerts.rules.index import KindRules, RuleIndex, WindowGroup
 from alerts.rules.spec import Composite, EventCount, Rule, ValueTest
 from alerts.windows import Aggregate, SeriesWindow, WindowBank
 from protocol.messages import Event, Reading, Value
@@ -124,13 +124,26 @@ class Evaluator:
                 clock.last_ms = ts
                 clock.gateway = gateway
             m = r.metrics
-            if r.kind in tracked:
-                # Once per reading, for the rules' windows and the weather criteria alike.
-                windows.observe(estate, r.dev, m, ts, r.kind)
             kr = kinds.get(r.kind)
+            tk = tracked.get(r.kind)
+            holding = key in held_count
+            # Window samples, once per reading for the rules' windows and the weather criteria
+            # alike; with nothing held, the window tests that could hit are picked meanwhile.
+            wtodo: list[tuple[int, ValueTest, Rule]] | None = None
+            if kr is not None and kr.window_groups and not holding:
+                plan = kr.window_plan
+                if kr.window_plan_for is not tk or (tk is not None and len(tk) != len(plan or ())):
+                    plan = _window_plan(kr, tk)
+                if plan is not None:
+                    wtodo = self._observe_windows(plan, estate, r)
+                else:
+                    if tk is not None:
+                        windows.observe(estate, r.dev, m, ts, r.kind)
+                    wtodo = self._window_candidates(kr, estate, r)
+            elif tk is not None:
+                windows.observe(estate, r.dev, m, ts, r.kind)
             if kr is None:
                 continue
-            holding = key in held_count
             if holding and kr.no_data:
                 self._heard(kr, key, r.kind, gateway, ts, out)
             for metric, group in kr.groups:
@@ -154,11 +167,10 @@ class Evaluator:
                         self._hold(rule, key)
                         detail = _value_detail(test, v, ts)
                         out.append(Signal(rule, estate, r.dev, r.kind, gateway, True, ts, detail))
-            if kr.window_groups:
-                if holding:
-                    self._windows_all(kr, estate, r, gateway, out)
-                else:
-                    self._windows_unless_quiet(kr, estate, r, gateway, out)
+            if wtodo is not None:
+                self._windows_some(wtodo, estate, r, gateway, out)
+            elif holding and kr.window_groups:
+                self._windows_all(kr, estate, r, gateway, out)
             if kr.composites:
                 self._composites(kr, estate, r, gateway, holding, out)
 
@@ -173,12 +185,50 @@ class Evaluator:
             if metric in m:
                 self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
 
-    def _windows_unless_quiet(
-        self, kr: KindRules, estate: str, r: Reading, gateway: str, out: list[Signal]
-    ) -> None:
-        """A device with nothing held: the window tests that could hit, in rule order. A group
-        whose series' bounds keep every aggregate quiet is skipped (``WindowGroup.quiet``);
-        the same signals as evaluating them all."""
+    def _observe_windows(
+        self, plan: list[tuple[str, int, WindowGroup | None]], estate: str, r: Reading
+    ) -> list[tuple[int, ValueTest, Rule]] | None:
+        """Append the reading's samples (what ``WindowBank.observe`` does) and, for a device
+        with nothing held, return the window tests that could hit (None: none can). A group
+        whose series' bounds keep every aggregate quiet is passed over (``WindowGroup.quiet``)."""
+        m = r.metrics
+        dev = r.dev
+        now = r.ts
+        series = self.windows.series
+        todo: list[tuple[int, ValueTest, Rule]] | None = None
+        for metric, group in plan:
+            v = m.get(metric)
+            if v is None:
+                if group is None or metric not in m:
+                    continue
+                w = series.get((estate, dev, metric))
+            else:
+                skey = (estate, dev, metric)
+                w = series.get(skey)
+                if not isinstance(v, str):
+                    if w is None:
+                        w = series[skey] = SeriesWindow(self.windows.horizons[r.kind][metric])
+                    w.append(now, float(v))
+                if group is None:
+                    continue
+            if w is None:
+                continue  # no samples: no aggregate
+            tests = group.tests
+            if group.always is not tests and (
+                group.quiet(w, now) or (w.tighten() and group.quiet(w, now))
+            ):
+                tests = group.always
+            if tests:
+                if todo is None:
+                    todo = list(tests)
+                else:
+                    todo.extend(tests)
+        return todo
+
+    def _window_candidates(
+        self, kr: KindRules, estate: str, r: Reading
+    ) -> list[tuple[int, ValueTest, Rule]] | None:
+        """``_observe_windows`` without appending (the samples are in): the general case."""
         m = r.metrics
         series = self.windows.series
         now = r.ts
@@ -188,25 +238,33 @@ class Evaluator:
                 continue
             w = series.get((estate, r.dev, metric))
             if w is None:
-                continue  # no samples: no aggregate
+                continue
             tests = group.tests
-            always = group.always
-            if always is not tests and (
+            if group.always is not tests and (
                 group.quiet(w, now) or (w.tighten() and group.quiet(w, now))
             ):
-                tests = always
+                tests = group.always
             if tests:
                 if todo is None:
                     todo = list(tests)
                 else:
                     todo.extend(tests)
-        if todo is None:
-            return
+        return todo
+
+    def _windows_some(
+        self,
+        todo: list[tuple[int, ValueTest, Rule]],
+        estate: str,
+        r: Reading,
+        gateway: str,
+        out: list[Signal],
+    ) -> None:
+        """These window tests, in rule order, each aggregate computed once."""
         if len(todo) > 1:
             todo.sort(key=_first)
         cache: dict[tuple[str, Aggregate], float | None] = {}
         for _pos, test, rule in todo:
-            self._window_test(rule, test, estate, r.dev, r.kind, gateway, now, out, cache)
+            self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
 
     def _window_test(
         self,
@@ -485,6 +543,22 @@ class Evaluator:
             c = rule.condition
             if isinstance(c, EventCount | Composite) or (isinstance(c, ValueTest) and c.agg):
                 self._timed[(rule.id, estate, subject)] = (rule, c)
+
+
+def _window_plan(
+    kr: KindRules, tracked: dict[str, int] | None
+) -> list[tuple[str, WindowGroup | None]] | None:
+    """The kind's tracked metrics (in the bank's order) with their window group, cached on
+    ``kr`` for this ``tracked`` (the bank replaces it on retrack; ``track`` only adds, which
+    the caller sees by its size); None when some group's metric is not tracked (then the
+    general path runs)."""
+    plan: list[tuple[str, WindowGroup | None]] | None = None
+    if tracked is not None:
+        groups = dict(kr.window_groups)
+        if groups.keys() <= tracked.keys():
+            plan = [(metric, groups.get(metric)) for metric in tracked]
+    kr.window_plan, kr.window_plan_for = plan, tracked
+    return plan
 
 
 def _first(entry: tuple[int, Any, Any]) -> int:

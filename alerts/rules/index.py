@@ -177,6 +177,10 @@ class KindRules:
     composites: list[tuple[Composite, Rule]] = field(default_factory=list)
     composite_gates: list[tuple[str, CompositeGate]] = field(default_factory=list)  # by metric
     ungated: list[tuple[int, Composite, Rule]] = field(default_factory=list)  # no gate part
+    # The evaluator's cache: the window bank's tracked metrics of this kind (window_plan_for)
+    # as (metric, window group or None).
+    window_plan: list[tuple[str, WindowGroup | None]] | None = None
+    window_plan_for: dict[str, int] | None = None
     composite_metrics: frozenset[str] = frozenset()
     events: dict[str, list[tuple[EventMatch, Rule]]] = field(default_factory=dict)
     counts: dict[str, list[tuple[EventCount, Rule]]] = field(default_factory=dict)
