@@ -169,7 +169,8 @@ class SeriesWindow:
         if not k:
             return
         end = self._end
-        if end + k > self._ts.shape[0]:
+        moved = end + k > self._ts.shape[0]
+        if moved:
             self._make_room(k)
             end = self._end
         stop = end + k
@@ -185,6 +186,8 @@ class SeriesWindow:
         np.cumsum(acc, out=acc)
         self._cum[end:stop] = acc[1:]
         self._end = stop
+        if moved:  # the prefix sums were rebuilt: the envelope is made exact with them
+            self._exact()
         n = stop - self._start
         if n > self.max_samples:
             self._start += n - self.max_samples
@@ -201,6 +204,11 @@ class SeriesWindow:
         ts_arr = np.insert(self._ts[s:e], i - s, ts)
         val_arr = np.insert(self._val[s:e], i - s, value)
         self._reset(ts_arr, val_arr)
+        self._exact()
+        if self._end - self._start > self.max_samples:
+            self._start = self._end - self.max_samples
+            self._loose = True
+            self._sync()
         self._drop_before(int(self._ts[self._end - 1]) - self.horizon_ms)
 
     def _make_room(self, k: int) -> None:
@@ -217,7 +225,8 @@ class SeriesWindow:
         self._reset(ts_arr, val_arr)
 
     def _reset(self, ts_arr: _I64, val_arr: _F64) -> None:
-        """The arrays hold exactly these samples (the tail must be empty)."""
+        """The arrays hold exactly these samples (the tail must be empty); the caller makes
+        the envelope exact (``_exact``) once the tail is in too."""
         n = ts_arr.shape[0]
         if n > self._ts.shape[0]:
             cap = max(n * 2, 64)
@@ -228,7 +237,6 @@ class SeriesWindow:
         self._val[:n] = val_arr
         np.cumsum(val_arr, out=self._cum[:n])
         self._start, self._end = 0, n
-        self._exact()
 
     def _drop_before(self, cutoff: int) -> None:
         s, e = self._start, self._end
@@ -334,6 +342,7 @@ class SeriesWindow:
         ts_arr = np.frombuffer(data, dtype=np.int64, count=n, offset=off).copy()
         val_arr = np.frombuffer(data, dtype=np.float64, count=n, offset=off + 8 * n).copy()
         w._reset(ts_arr, val_arr)
+        w._exact()
         if n:
             w._drop_before(int(ts_arr[-1]) - w.horizon_ms)
         return w

@@ -186,7 +186,7 @@ class Evaluator:
                 self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
 
     def _observe_windows(
-        self, plan: list[tuple[str, int, WindowGroup | None]], estate: str, r: Reading
+        self, plan: list[tuple[str, WindowGroup | None]], estate: str, r: Reading
     ) -> list[tuple[int, ValueTest, Rule]] | None:
         """Append the reading's samples (what ``WindowBank.observe`` does) and, for a device
         with nothing held, return the window tests that could hit (None: none can). A group
