@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import struct
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -87,12 +88,12 @@ class SeriesWindow:
         "_val",
         "hi",
         "horizon_ms",
-        "last_val",
         "lo",
         "max_samples",
         "mean_slack",
         "newest_ts",
-        "prev_ts",
+        "quiet_for",
+        "quiet_gap",
     )
 
     def __init__(self, horizon_ms: int, capacity: int = 64, max_samples: int = 200_000) -> None:
@@ -106,10 +107,8 @@ class SeriesWindow:
         self._end = 0
         self._tail_ts = array("q")
         self._tail_val = array("d")
-        # Python-side facts, kept on append (no numpy scalar per sample).
+        # Kept on append (no numpy scalar per sample).
         self.newest_ts: int | None = None  # the last sample's time (the newest)
-        self.prev_ts: int | None = None  # the one before it
-        self.last_val = math.nan  # the last sample's value
         # The envelope: lo <= v <= hi for every kept sample (see tighten()).
         self.lo = math.inf
         self.hi = -math.inf
@@ -117,6 +116,9 @@ class SeriesWindow:
         self._absmax = 0.0  # >= |v| of every sample since the prefix sums were rebuilt
         # How far a mean computed from the prefix sums may be off (see _slack).
         self.mean_slack = 0.0
+        # What add() answers for: see mark_quiet().
+        self.quiet_for: object = None
+        self.quiet_gap = 0.0
 
     def __len__(self) -> int:
         self._flush()
@@ -128,22 +130,38 @@ class SeriesWindow:
 
     # --- writing -------------------------------------------------------------------------------
     def append(self, ts: int, value: float) -> None:
+        self.add(ts, value, None)
+
+    def add(self, ts: int, value: float, quiet: object) -> bool:
+        """Append a sample; True if ``quiet`` (a rules' window group) was found quiet for this
+        series (``mark_quiet``) and still is with this sample: the bounds did not move and the
+        sample came at least ``quiet_gap`` ms after the one before."""
         last = self.newest_ts
         if last is not None and ts < last:
             self._insert_late(ts, value)
-            return
+            return False
         tail = self._tail_ts
         tail.append(ts)
         self._tail_val.append(value)
-        self.prev_ts = last
         self.newest_ts = ts
-        self.last_val = value
         if not self.lo <= value <= self.hi:  # False for NaN too
             self._widen(value)
         if len(tail) >= _TAIL:
             self._flush()
+        return (
+            quiet is not None
+            and self.quiet_for is quiet
+            and (last is None or ts - last > self.quiet_gap)
+        )
+
+    def mark_quiet(self, quiet: object, gap: float) -> None:
+        """Remember that ``quiet`` holds for these bounds, for samples at least ``gap`` ms
+        apart; forgotten as soon as the bounds (or the mean's rounding allowance) change."""
+        self.quiet_for = quiet
+        self.quiet_gap = gap
 
     def _widen(self, value: float) -> None:
+        self.quiet_for = None
         if value != value:  # NaN: no bound holds until it is dropped
             self.lo = self.hi = math.nan
             return
@@ -160,6 +178,7 @@ class SeriesWindow:
         # A mean from the prefix sums of n samples is within (2n² + 2)·u·max|v| of the exact
         # mean of those samples (u = 2^-53, sequential sums); n: up to the next flush.
         n = self._end + _TAIL
+        self.quiet_for = None
         self.mean_slack = (2.0 * n * n + 2.0) * 1.12e-16 * self._absmax
 
     def _flush(self) -> None:
@@ -246,14 +265,29 @@ class SeriesWindow:
             self._sync()
 
     def _sync(self) -> None:
-        """Newest/previous time and last value from the arrays (after a rebuild or drops)."""
+        """The newest time from the arrays (after a rebuild or drops)."""
         s, e = self._start, self._end
         self.newest_ts = int(self._ts[e - 1]) if e > s else None
-        self.prev_ts = int(self._ts[e - 2]) if e - s >= 2 else None
-        self.last_val = float(self._val[e - 1]) if e > s else math.nan
+
+    @property
+    def prev_ts(self) -> int | None:
+        """The time of the sample before the newest (None: fewer than two)."""
+        tail = self._tail_ts
+        if len(tail) >= 2:
+            return tail[-2]
+        i = self._end - 2 + len(tail)  # the index of the one before, in the arrays
+        return int(self._ts[i]) if i >= self._start else None
+
+    @property
+    def last_val(self) -> float:
+        """The newest sample's value (NaN: none)."""
+        if self._tail_val:
+            return self._tail_val[-1]
+        return float(self._val[self._end - 1]) if self._end > self._start else math.nan
 
     def _exact(self) -> None:
         s, e = self._start, self._end
+        self.quiet_for = None
         self._sync()
         if e > s:
             vals = self._val[s:e]
@@ -351,6 +385,16 @@ class SeriesWindow:
 SeriesKey = tuple[str, str, str]  # (estate, device, metric)
 
 
+class _Group(Protocol):
+    """What ``WindowBank.add_reading`` needs of a rules' window group."""
+
+    @property
+    def always(self) -> Sized: ...
+
+
+_G = TypeVar("_G", bound=_Group)
+
+
 class WindowBank:
     """The windows of every tracked series; which (kind, metric) are tracked, and for how
     long, is decided by the rules and the weather criteria in force."""
@@ -394,6 +438,70 @@ class WindowBank:
             if w is None:
                 w = series[key] = SeriesWindow(horizon)
             w.append(ts, float(v))
+
+    def add_reading(
+        self,
+        plan: Sequence[tuple[int, str, _G | None]],
+        found: list[SeriesWindow | None],
+        estate: str,
+        dev: str,
+        kind: str,
+        metrics: Mapping[str, object],
+        ts: int,
+    ) -> list[tuple[_G, SeriesWindow]] | None:
+        """``observe`` for one device's reading, along a plan of the kind's tracked metrics
+        ``(position, metric, group)``, with the device's series at those positions in
+        ``found`` (filled in as met). Returns the (group, series) whose group is not known
+        quiet (``SeriesWindow.add``; a group that has tests run at every reading is never),
+        for each metric the reading has: the caller checks those. This is the hot loop of
+        window rules: a quiet sample costs a few attribute operations, no call."""
+        unsure: list[tuple[_G, SeriesWindow]] | None = None
+        for i, metric, group in plan:
+            v = metrics.get(metric)
+            w = found[i]
+            if w is not None and type(v) is float:
+                last = w.newest_ts
+                if last is not None and ts >= last:  # in order: append, inline
+                    tail = w._tail_ts
+                    tail.append(ts)
+                    w._tail_val.append(v)
+                    w.newest_ts = ts
+                    if not w.lo <= v <= w.hi:  # False for NaN too
+                        w._widen(v)
+                    if len(tail) >= _TAIL:
+                        w._flush()
+                    if group is None or (
+                        w.quiet_for is group and ts - last > w.quiet_gap and not group.always
+                    ):
+                        continue
+                    if unsure is None:
+                        unsure = [(group, w)]
+                    else:
+                        unsure.append((group, w))
+                    continue
+            # The general case: a new series, a late sample, not a float, no value.
+            if w is None:
+                if v is None and (group is None or metric not in metrics):
+                    continue
+                skey = (estate, dev, metric)
+                w = self.series.get(skey)
+                if w is None:
+                    if v is None or isinstance(v, str):
+                        continue  # nothing to add, nothing to aggregate
+                    w = self.series[skey] = SeriesWindow(self.horizons[kind][metric])
+                found[i] = w
+            if v is not None and not isinstance(v, str):
+                if w.add(ts, float(v), group) and group is not None and not group.always:  # type: ignore[arg-type]
+                    continue
+            elif group is None or metric not in metrics:
+                continue
+            if group is None:
+                continue
+            if unsure is None:
+                unsure = [(group, w)]
+            else:
+                unsure.append((group, w))
+        return unsure
 
     def get(self, estate: str, dev: str, metric: str) -> SeriesWindow | None:
         return self.series.get((estate, dev, metric))

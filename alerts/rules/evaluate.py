@@ -16,7 +16,7 @@ has every rule on its kind tested (so held ones can clear). The signals are the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.datafile import format_duration
@@ -53,6 +53,10 @@ class DeviceClock:
     kind: str
     gateway: str
     last_ms: int
+    # The evaluator's cache: the device's window series, in the order of ``series_plan``
+    # (its kind's window plan, see _window_plan), so a reading finds them without lookups.
+    series: list[SeriesWindow | None] | None = field(default=None, compare=False, repr=False)
+    series_plan: object = field(default=None, compare=False, repr=False)
 
 
 class Evaluator:
@@ -119,7 +123,7 @@ class Evaluator:
             ts = r.ts
             clock = clocks.get(key)
             if clock is None:
-                clocks[key] = DeviceClock(r.kind, gateway, ts)
+                clock = clocks[key] = DeviceClock(r.kind, gateway, ts)
             elif ts > clock.last_ms:
                 clock.last_ms = ts
                 clock.gateway = gateway
@@ -135,7 +139,7 @@ class Evaluator:
                 if kr.window_plan_for is not tk or (tk is not None and len(tk) != len(plan or ())):
                     plan = _window_plan(kr, tk)
                 if plan is not None:
-                    wtodo = self._observe_windows(plan, estate, r)
+                    wtodo = self._observe_windows(plan, clock, estate, r)
                 else:
                     if tk is not None:
                         windows.observe(estate, r.dev, m, ts, r.kind)
@@ -186,33 +190,25 @@ class Evaluator:
                 self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
 
     def _observe_windows(
-        self, plan: list[tuple[str, WindowGroup | None]], estate: str, r: Reading
+        self,
+        plan: list[tuple[int, str, WindowGroup | None]],
+        clock: DeviceClock,
+        estate: str,
+        r: Reading,
     ) -> list[tuple[int, ValueTest, Rule]] | None:
         """Append the reading's samples (what ``WindowBank.observe`` does) and, for a device
         with nothing held, return the window tests that could hit (None: none can). A group
         whose series' bounds keep every aggregate quiet is passed over (``WindowGroup.quiet``)."""
-        m = r.metrics
-        dev = r.dev
-        now = r.ts
-        series = self.windows.series
+        found = clock.series
+        if clock.series_plan is not plan or found is None:
+            found = clock.series = [None] * len(plan)
+            clock.series_plan = plan
+        unsure = self.windows.add_reading(plan, found, estate, r.dev, r.kind, r.metrics, r.ts)
+        if unsure is None:
+            return None
         todo: list[tuple[int, ValueTest, Rule]] | None = None
-        for metric, group in plan:
-            v = m.get(metric)
-            if v is None:
-                if group is None or metric not in m:
-                    continue
-                w = series.get((estate, dev, metric))
-            else:
-                skey = (estate, dev, metric)
-                w = series.get(skey)
-                if not isinstance(v, str):
-                    if w is None:
-                        w = series[skey] = SeriesWindow(self.windows.horizons[r.kind][metric])
-                    w.append(now, float(v))
-                if group is None:
-                    continue
-            if w is None:
-                continue  # no samples: no aggregate
+        now = r.ts
+        for group, w in unsure:
             tests = group.tests
             if group.always is not tests and (
                 group.quiet(w, now) or (w.tighten() and group.quiet(w, now))
@@ -319,10 +315,13 @@ class Evaluator:
         if latest is None:
             latest = self.latest[key] = {}
         m = r.metrics
-        for metric in kr.composite_metrics:
-            v = m.get(metric)
-            if v is not None:
-                latest[metric] = v
+        if None in m.values():  # not from the decoder (values are never None): one by one
+            for metric in kr.composite_metrics:
+                v = m.get(metric)
+                if v is not None:
+                    latest[metric] = v
+        else:  # every value (only the composites' metrics are ever read back)
+            latest.update(m)
         if holding:  # some may clear: every one, in rule order
             for comp, rule in kr.composites:
                 self._composite(rule, comp, estate, r.dev, r.kind, gateway, r.ts, out)
@@ -547,16 +546,16 @@ class Evaluator:
 
 def _window_plan(
     kr: KindRules, tracked: dict[str, int] | None
-) -> list[tuple[str, WindowGroup | None]] | None:
+) -> list[tuple[int, str, WindowGroup | None]] | None:
     """The kind's tracked metrics (in the bank's order) with their window group, cached on
     ``kr`` for this ``tracked`` (the bank replaces it on retrack; ``track`` only adds, which
     the caller sees by its size); None when some group's metric is not tracked (then the
     general path runs)."""
-    plan: list[tuple[str, WindowGroup | None]] | None = None
+    plan: list[tuple[int, str, WindowGroup | None]] | None = None
     if tracked is not None:
         groups = dict(kr.window_groups)
         if groups.keys() <= tracked.keys():
-            plan = [(metric, groups.get(metric)) for metric in tracked]
+            plan = [(i, metric, groups.get(metric)) for i, metric in enumerate(tracked)]
     kr.window_plan, kr.window_plan_for = plan, tracked
     return plan
 

@@ -140,17 +140,27 @@ class WindowGroup:
             if not (self.within_lo + slack < lo and hi < self.within_hi - slack):
                 return False
         if self.rate is None:
+            w.mark_quiet(self, -1)
             return True
         prev = w.prev_ts
-        if prev is None:  # at most one sample: no rate at all
-            return True
         last = w.newest_ts
-        assert last is not None
-        d = last - prev
-        if last > now or d <= 0:
-            return False
-        v = w.last_val
-        return self.rate_lo < (v - hi) * HOUR_MS / d and (v - lo) * HOUR_MS / d < self.rate_hi
+        if prev is not None:  # else at most one sample: no rate at all
+            assert last is not None
+            d = last - prev
+            if last > now or d <= 0:
+                return False
+            v = w.last_val
+            if not (
+                self.rate_lo < (v - hi) * HOUR_MS / d and (v - lo) * HOUR_MS / d < self.rate_hi
+            ):
+                return False
+        # Any later value within lo..hi keeps |rate| <= (hi - lo) per gap: quiet while the
+        # gap is wide enough (with a margin for rounding). Needs 0 inside the rate range.
+        if self.rate_lo < 0.0 < self.rate_hi:
+            span = (hi - lo) * HOUR_MS
+            gap = max(span / self.rate_hi, span / -self.rate_lo) * (1 + 1e-6) + 1
+            w.mark_quiet(self, gap)
+        return True
 
 
 @dataclass(slots=True)
@@ -178,8 +188,8 @@ class KindRules:
     composite_gates: list[tuple[str, CompositeGate]] = field(default_factory=list)  # by metric
     ungated: list[tuple[int, Composite, Rule]] = field(default_factory=list)  # no gate part
     # The evaluator's cache: the window bank's tracked metrics of this kind (window_plan_for)
-    # as (metric, window group or None).
-    window_plan: list[tuple[str, WindowGroup | None]] | None = None
+    # as (position, metric, window group or None).
+    window_plan: list[tuple[int, str, WindowGroup | None]] | None = None
     window_plan_for: dict[str, int] | None = None
     composite_metrics: frozenset[str] = frozenset()
     events: dict[str, list[tuple[EventMatch, Rule]]] = field(default_factory=dict)
@@ -248,15 +258,27 @@ def _group_windows(kr: KindRules) -> None:
 
 
 def _gate_composites(kr: KindRules) -> None:
-    gates: dict[str, CompositeGate] = {}
+    """Gate each ``all`` composite on one of its plain parts that has quiet values, choosing
+    the parts greedily so that few metrics gate many composites (fewer checks per reading)."""
+    options: dict[int, dict[str, ValueTest]] = {}
     for pos, (comp, rule) in enumerate(kr.composites):
-        gate = next((p for p in comp.parts if p.agg is None and p.quiet is not None), None)
-        if not comp.all or gate is None:
+        parts = {p.metric: p for p in reversed(comp.parts) if p.agg is None and p.quiet is not None}
+        if comp.all and parts:
+            options[pos] = parts
+        else:
             kr.ungated.append((pos, comp, rule))
-            continue
-        g = gates.setdefault(gate.metric, CompositeGate())
-        g.members.append((pos, comp, rule))
-        g.parts.append(gate)
+    gates: dict[str, CompositeGate] = {}
+    while options:
+        counts: dict[str, int] = {}
+        for parts in options.values():
+            for metric in parts:
+                counts[metric] = counts.get(metric, 0) + 1
+        best = max(counts, key=lambda metric: counts[metric])  # the first of the most
+        g = gates.setdefault(best, CompositeGate())
+        for pos in [pos for pos, parts in options.items() if best in parts]:
+            comp, rule = kr.composites[pos]
+            g.members.append((pos, comp, rule))
+            g.parts.append(options.pop(pos)[best])
     for g in gates.values():
         g.seal()
     kr.composite_gates = list(gates.items())
