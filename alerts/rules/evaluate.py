@@ -155,9 +155,13 @@ class Evaluator:
                 if v is None:
                     continue
                 if not holding:
-                    quiet = group.quiet
-                    if quiet is not None and quiet(v):
-                        continue
+                    if group.ranged:
+                        if group.lo < v < group.hi:  # type: ignore[operator]
+                            continue
+                    else:
+                        quiet = group.quiet
+                        if quiet is not None and quiet(v):
+                            continue
                 for test, rule in group.tests:
                     held = asserted.get(rule.id)
                     if held is not None and key in held:
@@ -333,9 +337,13 @@ class Evaluator:
             v = latest.get(metric)
             if v is None:
                 continue  # the gate part has no value: it does not hit
-            quiet = gate.quiet
-            if quiet is not None and quiet(v):
-                continue
+            if gate.ranged:
+                if gate.lo < v < gate.hi:  # type: ignore[operator]
+                    continue
+            else:
+                quiet = gate.quiet
+                if quiet is not None and quiet(v):
+                    continue
             if todo is None:
                 todo = list(gate.members)
             else:

@@ -38,9 +38,25 @@ class ValueGroup:
 
     tests: list[tuple[ValueTest, Rule]] = field(default_factory=list)
     quiet: Callable[[Value], bool] | None = None
+    # When quiet is a range: lo < v < hi, for the evaluator to compare inline.
+    ranged: bool = False
+    lo: float = -math.inf
+    hi: float = math.inf
 
     def seal(self) -> None:
-        self.quiet = _group_quiet([t.quiet for t, _ in self.tests])
+        parts = [t.quiet for t, _ in self.tests]
+        self.quiet = _group_quiet(parts)
+        self.ranged, self.lo, self.hi = _group_range(parts)
+
+
+def _group_range(parts: list[Quiet | None]) -> tuple[bool, float, float]:
+    """(True, lo, hi) if every part is quiet strictly inside a range, lo < hi."""
+    if parts and all(p is not None and p.shape == "range" for p in parts):
+        lo = max(p.lo for p in parts if p is not None)
+        hi = min(p.hi for p in parts if p is not None)
+        if lo < hi:
+            return True, lo, hi
+    return False, -math.inf, math.inf
 
 
 def _group_quiet(parts: list[Quiet | None]) -> Callable[[Value], bool] | None:
@@ -172,9 +188,14 @@ class CompositeGate:
     members: list[tuple[int, Composite, Rule]] = field(default_factory=list)
     parts: list[ValueTest] = field(default_factory=list)
     quiet: Callable[[Value], bool] | None = None
+    ranged: bool = False  # as ValueGroup's
+    lo: float = -math.inf
+    hi: float = math.inf
 
     def seal(self) -> None:
-        self.quiet = _group_quiet([p.quiet for p in self.parts])
+        quiets = [p.quiet for p in self.parts]
+        self.quiet = _group_quiet(quiets)
+        self.ranged, self.lo, self.hi = _group_range(quiets)
 
 
 @dataclass(slots=True)

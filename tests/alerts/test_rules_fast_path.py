@@ -378,6 +378,9 @@ def test_series_window_agrees_with_the_definition(seed: int) -> None:
         v = rng.uniform(-50, 50)
         w.append(t, v)
         naive.append(t, v)
+        # (read from the short tail or from the arrays, whichever holds them now)
+        assert w.prev_ts == (naive.samples[-2][0] if len(naive.samples) > 1 else None)
+        assert w.last_val == naive.samples[-1][1]
         if step % 37 == 0 or rng.random() < 0.05:
             now = ts - rng.choice((0, 0, MIN))
             for fn in ("max", "min", "mean", "sum", "count", "rate"):
@@ -387,6 +390,8 @@ def test_series_window_agrees_with_the_definition(seed: int) -> None:
             assert len(w) == len(kept)
             assert w.lo <= min(kept) and w.hi >= max(kept)
             assert w.last_ts == naive.samples[-1][0]
+            assert w.last_val == naive.samples[-1][1]
+            assert w.prev_ts == (naive.samples[-2][0] if len(naive.samples) > 1 else None)
             w.tighten()
             assert (w.lo, w.hi) == (min(kept), max(kept))
             data = SeriesWindow.from_bytes(w.to_bytes())
