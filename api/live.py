@@ -1,41 +1,87 @@
 """The live stream: changes pushed to dashboards as Server-Sent Events, per estate.
 
-``publish`` is called from any thread (the ingest writer, the alerts engine); each subscriber has
-a bounded queue on the API's event loop. A subscriber too slow to keep up loses its oldest
-events and is told to reload (``resync``) rather than letting memory grow.
+``publish`` is called from any thread (the ingest writer, the alerts engine); each subscriber
+has bounded buffers on the API's event loop. Alarms, plans, events and gateway states come
+first, in order: an alarm must not wait behind a snowstorm's worth of readings. Device updates
+are coalesced per device (a dashboard shows "now", so a device's newer reading replaces one not
+yet sent), so under load they cost one frame per device per send, not one per reading. A
+subscriber too slow to keep up loses its oldest urgent events and is told to reload
+(``resync``) rather than letting memory grow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-QUEUE_SIZE = 500
+QUEUE_SIZE = 500  # urgent events (alarms, plans, device events, gateways) kept per subscriber
+DEVICE_SLOTS = 20_000  # devices with an update waiting, per subscriber (a large estate: 5,000)
+FRAMES_PER_SEND = 2_000  # frames joined into one write
+
+Update = tuple[str, str, dict[str, Any]]  # (estate, event, data)
+
+
+def _frame(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 @dataclass(eq=False)
 class Subscription:
     estates: frozenset[str] | None  # None: every estate
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
-    )
+    urgent: deque[tuple[str, dict[str, Any]]] = field(default_factory=deque)
+    devices: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
 
     def wants(self, estate: str) -> bool:
         return self.estates is None or estate in self.estates
 
+    @property
+    def pending(self) -> int:
+        return len(self.urgent) + len(self.devices)
+
     def offer(self, event: str, data: dict[str, Any]) -> None:
         """Runs on the subscriber's loop."""
-        if self.queue.full():
-            self.queue.get_nowait()
-            self.overflowed = True
-        self.queue.put_nowait((event, data))
+        self.offer_many([(str(data.get("estate", "")), event, data)])
+
+    def offer_many(self, updates: Sequence[Update]) -> None:
+        """Runs on the subscriber's loop."""
+        for estate, event, data in updates:
+            if event == "device":
+                key = (estate, str(data.get("dev", "")))
+                if key not in self.devices and len(self.devices) >= DEVICE_SLOTS:
+                    self.overflowed = True
+                    continue
+                self.devices[key] = data
+            else:
+                if len(self.urgent) >= QUEUE_SIZE:
+                    self.urgent.popleft()
+                    self.overflowed = True
+                self.urgent.append((event, data))
+        self.wake.set()
+
+    def take(self, limit: int = FRAMES_PER_SEND) -> bytes:
+        """What to send next: a resync notice when something was dropped, the urgent events,
+        then device updates, up to ``limit`` frames."""
+        out: list[bytes] = []
+        if self.overflowed:
+            self.overflowed = False
+            out.append(b"event: resync\ndata: {}\n\n")
+        while self.urgent and len(out) < limit:
+            out.append(_frame(*self.urgent.popleft()))
+        while self.devices and len(out) < limit:
+            key = next(iter(self.devices))
+            out.append(_frame("device", self.devices.pop(key)))
+        if not self.pending:
+            self.wake.clear()
+        return b"".join(out)
 
 
 class LiveHub:
@@ -59,15 +105,24 @@ class LiveHub:
         return len(self._subs)
 
     def publish(self, estate: str, event: str, data: dict[str, Any]) -> None:
+        self.publish_many([(estate, event, data)])
+
+    def publish_many(self, updates: Sequence[Update]) -> None:
+        """Hand a batch (one commit's) to every subscriber that may see it: one wake-up of its
+        loop per batch, not per update."""
         with self._lock:
-            targets = [s for s in self._subs if s.wants(estate)]
-        if not targets:
-            return
-        payload = {"estate": estate, **data}
-        self.published += 1
-        for sub in targets:
+            subs = list(self._subs)
+        for sub in subs:
+            mine = [
+                (estate, event, {"estate": estate, **data})
+                for estate, event, data in updates
+                if sub.wants(estate)
+            ]
+            if not mine:
+                continue
+            self.published += len(mine)
             try:
-                sub.loop.call_soon_threadsafe(sub.offer, event, payload)
+                sub.loop.call_soon_threadsafe(sub.offer_many, mine)
             except RuntimeError:  # its loop has closed: the client went away
                 self.unsubscribe(sub)
 
@@ -78,17 +133,17 @@ class LiveHub:
         try:
             yield b"event: hello\ndata: {}\n\n"
             while True:
-                try:
-                    event, data = await asyncio.wait_for(sub.queue.get(), keepalive_s)
-                except TimeoutError:
-                    if await is_disconnected():
-                        return
-                    yield b": keepalive\n\n"
-                    continue
-                if sub.overflowed:
-                    sub.overflowed = False
-                    yield b"event: resync\ndata: {}\n\n"
-                yield b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+                if not sub.pending and not sub.overflowed:
+                    try:
+                        await asyncio.wait_for(sub.wake.wait(), keepalive_s)
+                    except TimeoutError:
+                        if await is_disconnected():
+                            return
+                        yield b": keepalive\n\n"
+                        continue
+                chunk = sub.take()
+                if chunk:
+                    yield chunk
         finally:
             self.unsubscribe(sub)
 

@@ -253,8 +253,7 @@ class Service:
 
     def _push_live(self, deliveries: Sequence[Delivery]) -> None:
         if self.live.subscribers:
-            for estate, event, data in device_updates(deliveries):
-                self.live.publish(estate, event, data)
+            self.live.publish_many(device_updates(deliveries))
 
     def rollup(self) -> int:
         """Fold new readings into the rollups, on the writer thread; returns rows folded."""
