@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alerts.engine import AlertEngine
 from bench.common import record, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
+from estatewatch.settings import Settings
 from ingest.consumer import Ingest, IngestStats
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryWriter, connect
@@ -148,7 +149,7 @@ def ingest_run(
             client_id=cid,
             queue_size=1000,
             linger_s=0.05,
-            max_batch_readings=20_000,
+            max_batch_readings=Settings().commit_max_readings,  # as the service
         )
         if wire:
             wire(made)

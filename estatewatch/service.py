@@ -80,6 +80,7 @@ def admin_token(settings: Settings) -> str:
 
 
 ROLES = ("all", "ingest", "api")
+ROLLUP_MAX_ROWS = 2_000_000  # raw rows folded per merge (~30 s of a large estate under load)
 
 
 class Service:
@@ -130,6 +131,7 @@ class Service:
             )
         self.state = retry_schema(lambda: StateStore.open(s.state_database_url), "state")
         self.scheduler = BackgroundScheduler(timezone=UTC)
+        self._rollup_lock = threading.Lock()
         self.registry = CollectorRegistry()
         self.live = LiveHub()
         if self.role in ("all", "ingest"):
@@ -256,17 +258,20 @@ class Service:
             self.live.publish_many(device_updates(deliveries))
 
     def rollup(self) -> int:
-        """Fold new readings into the rollups, on the writer thread; returns rows folded."""
+        """Fold new readings into the rollups; returns rows folded. Reading and aggregating
+        run on this (scheduler) thread over a read-only connection; only the merge runs on
+        the writer thread, so events waiting to be committed wait for the upserts alone."""
         assert self.ingest is not None
+        writer = self.telemetry_writer
         total = 0
-        chunk = 50_000  # ~0.3 s on the writer thread: events waiting behind it get their turn
-        while True:
-            n = self.ingest.run_maintenance(
-                functools.partial(self.telemetry_writer.rollup, max_rows=chunk)
-            ).result(timeout=300)
-            total += n
-            if n < chunk:
-                return total
+        with self._rollup_lock:  # the rollup and retention jobs both fold
+            while (plan := writer.prepare_rollup(ROLLUP_MAX_ROWS)) is not None:
+                total += self.ingest.run_maintenance(
+                    functools.partial(writer.apply_rollup, plan)
+                ).result(timeout=300)
+                if plan.end - plan.start < ROLLUP_MAX_ROWS:
+                    break
+        return total
 
     def purge_telemetry(self) -> int:
         assert self.ingest is not None

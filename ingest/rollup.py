@@ -50,14 +50,18 @@ class Buckets:
         )
 
 
+def empty_buckets() -> Buckets:
+    i, f = np.empty(0, np.int64), np.empty(0, np.float64)
+    return Buckets(i, i, f, f, f, i, i, f)
+
+
 def aggregate(series: I64, ts: I64, value: F64, width_ms: int) -> Buckets:
     """Group raw rows by (series, bucket of width_ms); rows need not be in order."""
     bucket = ts // width_ms * width_ms
     order = np.lexsort((ts, bucket, series))
     s, b, t, v = series[order], bucket[order], ts[order], value[order]
     if len(s) == 0:
-        empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
-        return Buckets(empty_i, empty_i, empty_f, empty_f, empty_f, empty_i, empty_i, empty_f)
+        return empty_buckets()
     starts = np.flatnonzero(np.r_[True, (s[1:] != s[:-1]) | (b[1:] != b[:-1])])
     ends = np.r_[starts[1:], len(s)] - 1
     return Buckets(
@@ -155,3 +159,25 @@ def choose_resolution(
             return Resolution(name, width, merge_ms=0 if width == stored else width)
     hours = math.ceil(span / HOUR_MS / max(max_points - 1, 1))
     return Resolution("1h", hours * HOUR_MS, merge_ms=hours * HOUR_MS)
+
+
+def rebucket(b: Buckets, width_ms: int) -> Buckets:
+    """Merge buckets into aligned buckets ``width_ms`` wide, one per (series, bucket): minutes
+    into hours, or the partial minutes of several runs into whole ones."""
+    key = b.bucket // width_ms * width_ms
+    order = np.lexsort((b.last_ts, key, b.series))
+    s, k = b.series[order], key[order]
+    if len(s) == 0:
+        return b
+    starts = np.flatnonzero(np.r_[True, (s[1:] != s[:-1]) | (k[1:] != k[:-1])])
+    ends = np.r_[starts[1:], len(s)] - 1
+    return Buckets(
+        series=s[starts],
+        bucket=k[starts],
+        min=np.minimum.reduceat(b.min[order], starts),
+        max=np.maximum.reduceat(b.max[order], starts),
+        sum=np.add.reduceat(b.sum[order], starts),
+        count=np.add.reduceat(b.count[order], starts),
+        last_ts=b.last_ts[order][ends],
+        last=b.last[order][ends],
+    )

@@ -24,7 +24,15 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from ingest.rollup import HOUR_MS, MINUTE_MS, aggregate, choose_resolution, points
+from ingest.rollup import (
+    HOUR_MS,
+    MINUTE_MS,
+    Buckets,
+    choose_resolution,
+    empty_buckets,
+    points,
+    rebucket,
+)
 from ingest.seqs import GatewaySeqs, SeqBook, Verdict
 from protocol.messages import Event, Reading, Value
 
@@ -97,6 +105,16 @@ class EstateBatch:
     seq: int | None = None
 
 
+@dataclass(frozen=True)
+class RollupPlan:
+    """Raw rows (start, end] by rowid, aggregated, waiting to be merged into the rollups."""
+
+    start: int
+    end: int
+    minute: Buckets
+    hour: Buckets
+
+
 @dataclass
 class WriteResult:
     values: int = 0  # metric values appended
@@ -129,7 +147,8 @@ class RawSink(Protocol):
 
 
 class TelemetryWriter:
-    """The single writer. Not thread-safe by design: one thread owns it."""
+    """The single writer. Not thread-safe by design: one thread owns it; only
+    ``prepare_rollup`` (reads, on a connection of its own) may run on another."""
 
     def __init__(
         self, path: Path, raw_sink: RawSink | None = None, latest_interval_s: float = 0.0
@@ -139,6 +158,8 @@ class TelemetryWriter:
         self.raw_sink = raw_sink
         self.latest_interval_s = latest_interval_s
         self.conn = connect(path)
+        self._reader: sqlite3.Connection | None = None  # prepare_rollup's, made when needed
+        self._reader_lock = threading.Lock()
         self._migrate()
         self._latest_flushed = 0.0
         self._unfolded = False
@@ -367,35 +388,77 @@ class TelemetryWriter:
         )
 
     # --- maintenance, run on the writer thread by the scheduler ------------------------------
-    def rollup(self, max_rows: int = 1_000_000) -> int:
-        """Fold raw rows written since the last run into the 1-minute and 1-hour rollups.
-        Works by rowid, so late rows (a gateway's backlog) are folded in too. Returns rows read."""
+    def prepare_rollup(
+        self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
+    ) -> RollupPlan | None:
+        """Aggregate the raw rows written since the last fold (at most ``max_rows`` rowids) into
+        1-minute and 1-hour buckets. SQLite groups the rows itself, so no Python object is made
+        per row (and the interpreter lock is free meanwhile); by default on a read-only
+        connection of its own: in WAL mode reading never blocks the writer, so only
+        ``apply_rollup``'s upserts run on the writer thread."""
+        if conn is None:
+            with self._reader_lock:
+                if self._reader is None:
+                    self._reader = connect(self.path, readonly=True)
+                return self.prepare_rollup(max_rows, self._reader)
+        done = conn.execute("SELECT value FROM rollup_state WHERE name = 'rollup_rowid'").fetchone()
+        start = done[0] if done else 0
+        newest = conn.execute("SELECT max(rowid) FROM readings").fetchone()[0]
+        if newest is None or newest <= start:
+            return None
+        end = min(newest, start + max_rows)
+        where = "FROM readings WHERE rowid > ? AND rowid <= ? AND num IS NOT NULL"
+        group = "GROUP BY series, b ORDER BY series, b"
+        stats = conn.execute(
+            f"SELECT series, ts / {MINUTE_MS} * {MINUTE_MS} AS b, min(num), max(num), sum(num), "
+            f"count(num) {where} {group}",
+            (start, end),
+        ).fetchall()
+        # with max() the only aggregate, SQLite takes num from the row holding the max
+        lasts = conn.execute(
+            f"SELECT max(ts), num, ts / {MINUTE_MS} * {MINUTE_MS} AS b {where} {group}",
+            (start, end),
+        ).fetchall()
+        if stats:
+            st = np.array(stats, dtype=np.float64)
+            la = np.array(lasts, dtype=np.float64)
+            minute = Buckets(
+                series=st[:, 0].astype(np.int64),
+                bucket=st[:, 1].astype(np.int64),
+                min=st[:, 2],
+                max=st[:, 3],
+                sum=st[:, 4],
+                count=st[:, 5].astype(np.int64),
+                last_ts=la[:, 0].astype(np.int64),
+                last=la[:, 1],
+            )
+        else:
+            minute = empty_buckets()
+        return RollupPlan(start, end, minute, rebucket(minute, HOUR_MS))
+
+    def apply_rollup(self, plan: RollupPlan) -> int:
+        """Merge a prepared fold into the rollups and move the mark, in one transaction; the
+        raw rows covered (0 when another fold moved the mark first: this one would count
+        twice)."""
         done = self.conn.execute(
             "SELECT value FROM rollup_state WHERE name = 'rollup_rowid'"
         ).fetchone()
-        start = done[0] if done else 0
-        cur = self.conn.execute(
-            "SELECT rowid, series, ts, num FROM readings WHERE rowid > ? AND num IS NOT NULL "
-            "ORDER BY rowid LIMIT ?",
-            (start, max_rows),
-        )
-        data = cur.fetchall()
-        if not data:
+        if (done[0] if done else 0) != plan.start:
             return 0
-        arr = np.array(data, dtype=np.float64)
-        last_rowid = int(arr[-1, 0])
-        series = arr[:, 1].astype(np.int64)
-        ts = arr[:, 2].astype(np.int64)
-        values = arr[:, 3]
         with self.conn:
-            for table, width in (("rollup_1m", MINUTE_MS), ("rollup_1h", HOUR_MS)):
-                self.conn.executemany(
-                    _MERGE.format(table=table), aggregate(series, ts, values, width).rows()
-                )
+            for table, buckets in (("rollup_1m", plan.minute), ("rollup_1h", plan.hour)):
+                self.conn.executemany(_MERGE.format(table=table), buckets.rows())
             self.conn.execute(
-                "INSERT OR REPLACE INTO rollup_state VALUES ('rollup_rowid', ?)", (last_rowid,)
+                "INSERT OR REPLACE INTO rollup_state VALUES ('rollup_rowid', ?)", (plan.end,)
             )
-        return len(data)
+        return plan.end - plan.start
+
+    def rollup(self, max_rows: int = 1_000_000) -> int:
+        """Fold raw rows written since the last run into the 1-minute and 1-hour rollups.
+        Works by rowid, so late rows (a gateway's backlog) are folded in too. Returns the raw
+        rows (rowids) it covered, 0 when there was nothing new."""
+        plan = self.prepare_rollup(max_rows, self.conn)
+        return self.apply_rollup(plan) if plan else 0
 
     def purge(self, raw_before_ms: int, minute_rollups_before_ms: int, chunk: int = 200_000) -> int:
         """Delete raw rows committed before raw_before_ms (only once rolled up), 1-minute
@@ -433,6 +496,10 @@ class TelemetryWriter:
         return deleted
 
     def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         self.conn.close()
 
 
