@@ -147,7 +147,8 @@ def ingest_run(
             writer,
             default_catalog(),
             client_id=cid,
-            queue_size=1000,
+            queue_size=Settings().ingest_queue_size,
+            queue_readings=Settings().ingest_queue_readings,
             linger_s=0.05,
             max_batch_readings=Settings().commit_max_readings,  # as the service
         )

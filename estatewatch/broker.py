@@ -178,7 +178,7 @@ class ManagedMosquitto:
             f"persistence_location {persistence}/",
             "autosave_interval 10",
             f"max_queued_messages {self.max_queued_messages}",
-            "max_inflight_messages 1000",
+            "max_inflight_messages 10000",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",

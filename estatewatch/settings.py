@@ -67,7 +67,7 @@ class Settings:
         },
     )
     ingest_queue_size: int = field(
-        default=1000,
+        default=10_000,
         metadata={"help": "MQTT messages held between the broker and the store writer"},
     )
     commit_interval_ms: int = field(
