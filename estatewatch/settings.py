@@ -60,7 +60,7 @@ class Settings:
         },
     )
     ingest_queue_readings: int = field(
-        default=100_000,
+        default=50_000,
         metadata={
             "help": "readings held between the broker and the store writer, per lane "
             "(the memory bound; the broker holds the rest)"

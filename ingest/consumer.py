@@ -173,7 +173,7 @@ class Ingest:
         catalog: Catalog,
         root: str = "estates",
         queue_size: int = 1000,
-        queue_readings: int = 100_000,
+        queue_readings: int = 50_000,
         linger_s: float = 0.1,
         max_batch_readings: int = 20_000,
         client_id: str = "estatewatch-ingest",

@@ -136,7 +136,9 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA cache_size=-65536")
+    # The writer's page cache keeps the indexes it updates hot; readers (one per API worker
+    # thread, and the rollup job's) mostly scan once, and 64 MB each would add up.
+    conn.execute(f"PRAGMA cache_size={-8192 if readonly else -65536}")
     return conn
 
 
