@@ -39,6 +39,12 @@ class Subscription:
     devices: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
+    closed: bool = False  # the service is stopping: end the stream
+
+    def close(self) -> None:
+        """Runs on the subscriber's loop."""
+        self.closed = True
+        self.wake.set()
 
     def wants(self, estate: str) -> bool:
         return self.estates is None or estate in self.estates
@@ -104,6 +110,17 @@ class LiveHub:
     def subscribers(self) -> int:
         return len(self._subs)
 
+    def close(self) -> None:
+        """End every open stream (the service is stopping), so the server need not wait out
+        its graceful-shutdown timeout for streams that never end on their own."""
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.close)
+            except RuntimeError:  # its loop has closed already
+                self.unsubscribe(sub)
+
     def publish(self, estate: str, event: str, data: dict[str, Any]) -> None:
         self.publish_many([(estate, event, data)])
 
@@ -132,7 +149,7 @@ class LiveHub:
         """SSE frames for one subscriber until the client goes away."""
         try:
             yield b"event: hello\ndata: {}\n\n"
-            while True:
+            while not sub.closed:
                 if not sub.pending and not sub.overflowed:
                     try:
                         await asyncio.wait_for(sub.wake.wait(), keepalive_s)
@@ -141,6 +158,8 @@ class LiveHub:
                             return
                         yield b": keepalive\n\n"
                         continue
+                if sub.closed:
+                    return
                 chunk = sub.take()
                 if chunk:
                     yield chunk

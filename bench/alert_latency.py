@@ -80,16 +80,20 @@ def _measure(
         url = f"{service.url}/api/v1/estates/{ESTATE}/stream"
         with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(5, read=60)) as r:
             event = ""
-            for line in r.iter_lines():
-                if stop.is_set():
-                    return
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "alarm":
-                    data = orjson.loads(line[6:])
-                    subject = (data.get("alarm") or {}).get("subject", "")
-                    if subject.startswith("probe-") and subject not in on_stream:
-                        on_stream[subject] = time.time()
+            try:
+                for line in r.iter_lines():
+                    if stop.is_set():
+                        return
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "alarm":
+                        data = orjson.loads(line[6:])
+                        subject = (data.get("alarm") or {}).get("subject", "")
+                        if subject.startswith("probe-") and subject not in on_stream:
+                            on_stream[subject] = time.time()
+            except httpx.HTTPError:
+                if not stop.is_set():  # the service stopping after the probes is the end
+                    raise
 
     reader = threading.Thread(target=stream, daemon=True)
     reader.start()

@@ -398,6 +398,7 @@ class Service:
             return
         self._stopped = True
         if self._server:
+            self.live.close()  # open dashboards' streams end, so the server stops at once
             self._server.should_exit = True
         if self._api_thread:
             self._api_thread.join(10)

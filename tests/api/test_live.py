@@ -176,3 +176,21 @@ def test_a_slow_subscriber_is_bounded_and_told_to_resync() -> None:
     assert got[1] == ("resync", {})
     alarms = [d["i"] for ev, d in got if ev == "alarm"]
     assert alarms == list(range(1500, 2000))  # the oldest were dropped, the newest kept in order
+
+
+def test_closing_the_hub_ends_open_streams() -> None:
+    async def run() -> list[bytes]:
+        hub = LiveHub()
+        sub = hub.subscribe(None)
+
+        async def never() -> bool:
+            return False
+
+        gen = hub.stream(sub, never, keepalive_s=30)
+        frames = [await gen.__anext__()]
+        hub.close()  # as Service.stop does, from another thread in the service
+        frames += [f async for f in gen]  # ends now, not after the 30-s keepalive
+        assert hub.subscribers == 0
+        return frames
+
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == [b"event: hello\ndata: {}\n\n"]
