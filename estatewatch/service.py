@@ -10,6 +10,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError
 from datetime import UTC
 from typing import Any, TypeVar
 
@@ -265,10 +266,13 @@ class Service:
         writer = self.telemetry_writer
         total = 0
         with self._rollup_lock:  # the rollup and retention jobs both fold
-            while (plan := writer.prepare_rollup(ROLLUP_MAX_ROWS)) is not None:
-                total += self.ingest.run_maintenance(
-                    functools.partial(writer.apply_rollup, plan)
-                ).result(timeout=300)
+            while not self._stopped and (plan := writer.prepare_rollup(ROLLUP_MAX_ROWS)):
+                try:
+                    total += self.ingest.run_maintenance(
+                        functools.partial(writer.apply_rollup, plan)
+                    ).result(timeout=300)
+                except CancelledError:  # stopping: the next start folds these rows
+                    break
                 if plan.end - plan.start < ROLLUP_MAX_ROWS:
                     break
         return total
@@ -280,9 +284,12 @@ class Service:
         raw_cutoff = now - s.raw_retention_days * 86_400_000
         minute_cutoff = now - s.minute_rollup_retention_days * 86_400_000
         self.rollup()  # raw rows go only once they are in the rollups
-        n: int = self.ingest.run_maintenance(
-            lambda: self.telemetry_writer.purge(raw_cutoff, minute_cutoff)
-        ).result(timeout=3600)
+        try:
+            n: int = self.ingest.run_maintenance(
+                lambda: self.telemetry_writer.purge(raw_cutoff, minute_cutoff)
+            ).result(timeout=3600)
+        except CancelledError:  # stopping: the next run purges
+            return 0
         if n:
             log.info("retention: deleted %d raw values older than %d days", n, s.raw_retention_days)
         return n

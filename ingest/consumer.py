@@ -322,6 +322,7 @@ class Ingest:
         self._stopping.set()
         if self._writer.ident is not None:  # a start that failed early never ran it
             self._writer.join(30)
+        self._cancel_maintenance()
         for lane in self.lanes:
             lane.client.disconnect()
             lane.client.loop_stop()
@@ -410,8 +411,21 @@ class Ingest:
         """Run ``task`` on the writer thread between commits: SQLite has one writer, and
         rollups and purges are writes."""
         future: Future[T] = Future()
+        if self._stopping.is_set():  # the writer is going: nothing would run it
+            future.cancel()
+            return future
         self._maintenance.put((task, future))  # bounded: a caller waits rather than piling up
         return future
+
+    def _cancel_maintenance(self) -> None:
+        """After the writer has stopped: tasks still queued will not run; their callers get
+        CancelledError at once instead of waiting out their timeout."""
+        while True:
+            try:
+                _task, future = self._maintenance.get_nowait()
+            except queue.Empty:
+                return
+            future.cancel()
 
     def _run_maintenance(self) -> None:
         while True:

@@ -105,3 +105,34 @@ def test_slow_store_bounded_queue_nothing_lost(mosquitto: ManagedMosquitto, tmp_
         pub.loop_stop()
         ingest.stop()
         state.close()
+
+
+def test_maintenance_left_at_stop_is_cancelled_not_waited_for(
+    mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    """A rollup handed to the writer just as the service stops must not hang its caller (the
+    scheduler thread) for the task's whole timeout."""
+    from concurrent.futures import CancelledError
+
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    writer = TelemetryWriter(tmp_path / "t.db")
+    ingest = Ingest(mosquitto.endpoint, state, writer, default_catalog())
+    ingest.start()
+    assert ingest.run_maintenance(lambda: 7).result(timeout=10) == 7
+    gate = threading.Event()
+    blocked = ingest.run_maintenance(gate.wait)  # holds the writer thread
+    deadline = time.monotonic() + 10
+    while not blocked.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queued = ingest.run_maintenance(lambda: 8)  # behind it: run or cancelled, never left
+    stopper = threading.Thread(target=ingest.stop)
+    stopper.start()
+    time.sleep(0.2)
+    gate.set()
+    stopper.join(30)
+    assert blocked.result(timeout=1) is True
+    assert queued.done()  # the writer ran it on its way out, or stop() cancelled it
+    with pytest.raises(CancelledError):  # after the stop: at once
+        ingest.run_maintenance(lambda: 9).result(timeout=1)
+    writer.close()
+    state.close()
