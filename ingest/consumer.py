@@ -198,6 +198,7 @@ class Ingest:
         self._stopping = threading.Event()  # the writer drains the queue and ends
         self._listeners: list[CommitListener] = []
         self._maintenance: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(16)
+        self._maintenance_lock = threading.Lock()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         if self.shard:
             client_id = f"{client_id}-{self.shard[0]}of{self.shard[1]}"
@@ -319,7 +320,8 @@ class Ingest:
         """Commit and acknowledge what was received, then disconnect. Messages arriving
         meanwhile stay unacknowledged, so the broker delivers them again next time."""
         self._closing.set()
-        self._stopping.set()
+        with self._maintenance_lock:
+            self._stopping.set()
         if self._writer.ident is not None:  # a start that failed early never ran it
             self._writer.join(30)
         self._cancel_maintenance()
@@ -411,11 +413,18 @@ class Ingest:
         """Run ``task`` on the writer thread between commits: SQLite has one writer, and
         rollups and purges are writes."""
         future: Future[T] = Future()
-        if self._stopping.is_set():  # the writer is going: nothing would run it
-            future.cancel()
-            return future
-        self._maintenance.put((task, future))  # bounded: a caller waits rather than piling up
-        return future
+        while True:
+            # under the lock stop() sets _stopping with, so nothing is queued after its drain
+            with self._maintenance_lock:
+                if self._stopping.is_set():  # the writer is going: nothing would run it
+                    future.cancel()
+                    return future
+                try:
+                    self._maintenance.put_nowait((task, future))
+                    return future
+                except queue.Full:
+                    pass
+            time.sleep(0.05)  # bounded: a caller waits rather than piling up
 
     def _cancel_maintenance(self) -> None:
         """After the writer has stopped: tasks still queued will not run; their callers get
