@@ -32,7 +32,7 @@ from alerts.rules.spec import Severity
 from alerts.silences import Matcher, Silence
 from alerts.weather.levels import Hazard, WeatherLevel
 from alerts.weather.warnings import OfficialWarning
-from ingest.state import SchemaBusy
+from ingest.state import migrate_schema
 
 __all__ = ["SCHEMA_VERSION", "AlertStore", "StoreBatch", "metadata"]
 
@@ -342,25 +342,15 @@ class AlertStore:
     def migrate(self, now_ms: int) -> int:
         """Bring the alerts' schema to SCHEMA_VERSION; returns the version found before."""
         with self.engine.begin() as conn:
-            if not sa.inspect(conn).has_table(schema_version.name):
-                metadata.create_all(conn)
-                conn.execute(
-                    schema_version.insert().values(version=SCHEMA_VERSION, applied_ms=now_ms)
-                )
-                return 0
-            found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar_one()
-            if found is None:
-                # SQLite commits DDL at once: another process made the tables, not yet the row
-                raise SchemaBusy("the alerts schema is being created by another process")
-            if found > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the alerts tables are at schema version {found}, newer than this "
-                    f"program's {SCHEMA_VERSION}: upgrade estatewatch"
-                )
-            for version in range(found + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[version](conn)
-                conn.execute(schema_version.insert().values(version=version, applied_ms=now_ms))
-            return int(found)
+            return migrate_schema(
+                conn,
+                metadata,
+                schema_version,
+                SCHEMA_VERSION,
+                MIGRATIONS,
+                now_ms,
+                "the alerts tables",
+            )
 
     # --- one batch of changes ------------------------------------------------------------------
     def write(self, batch: StoreBatch) -> None:

@@ -53,10 +53,6 @@ class Subscription:
     def pending(self) -> int:
         return len(self.urgent) + len(self.devices)
 
-    def offer(self, event: str, data: dict[str, Any]) -> None:
-        """Runs on the subscriber's loop."""
-        self.offer_many([(str(data.get("estate", "")), event, data)])
-
     def offer_many(self, updates: Sequence[Update]) -> None:
         """Runs on the subscriber's loop."""
         for estate, event, data in updates:
@@ -129,12 +125,12 @@ class LiveHub:
         loop per batch, not per update."""
         with self._lock:
             subs = list(self._subs)
+        if not subs:
+            return
+        # built once, shared read-only by every subscriber's loop
+        stamped = [(estate, event, {"estate": estate, **data}) for estate, event, data in updates]
         for sub in subs:
-            mine = [
-                (estate, event, {"estate": estate, **data})
-                for estate, event, data in updates
-                if sub.wants(estate)
-            ]
+            mine = [u for u in stamped if sub.wants(u[0])]
             if not mine:
                 continue
             self.published += len(mine)

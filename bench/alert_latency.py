@@ -25,7 +25,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import record, verdict
+from bench.common import report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.service import Service
 from estatewatch.settings import Settings
@@ -220,10 +220,7 @@ def main() -> None:
     args = p.parse_args()
     print("bench 2: alert latency", flush=True)
     f = run(args.load, args.seconds)
-    path = record("alert-latency", f, vars(args))
-    for row in targets(f):
-        print("  " + " | ".join(row))
-    print(f"  recorded in {path}")
+    report("alert-latency", f, vars(args), targets(f))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import record, verdict
+from bench.common import report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
 from gateway.buffer import ForwardBuffer
 from gateway.publisher import GatewayPublisher, LinkSettings
@@ -364,10 +364,7 @@ def main() -> None:
         f"ratio {f['ratio']:.3f} (per round {f['ratios']})",
         flush=True,
     )
-    path = record("backlog-drain", f, settings)
-    for row in targets(f):
-        print("  " + " | ".join(row))
-    print(f"  recorded in {path}")
+    report("backlog-drain", f, settings, targets(f))
 
 
 if __name__ == "__main__":

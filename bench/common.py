@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ def record(name: str, figures: dict[str, Any], settings: dict[str, Any]) -> Path
                 "when": stamp,
                 "commit": commit(),
                 "cpu": cpu_model(),
-                "cores": __import__("os").cpu_count(),
+                "cores": os.cpu_count(),
                 "python": platform.python_version(),
                 "settings": settings,
                 "figures": figures,
@@ -54,6 +56,17 @@ def record(name: str, figures: dict[str, Any], settings: dict[str, Any]) -> Path
         + "\n"
     )
     return path
+
+
+def report(
+    name: str, figures: dict[str, Any], settings: dict[str, Any], rows: Iterable[tuple[str, ...]]
+) -> None:
+    """A bench run alone (``python -m bench.<name>``): record it, print each figure beside its
+    target."""
+    path = record(name, figures, settings)
+    for row in rows:
+        print("  " + " | ".join(row))
+    print(f"  recorded in {path}")
 
 
 def verdict(ok: bool) -> str:

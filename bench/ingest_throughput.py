@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.engine import AlertEngine
-from bench.common import record, verdict
+from bench.common import report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest, IngestStats
@@ -319,10 +319,7 @@ def main() -> None:
     args = p.parse_args()
     print("bench 1: ingest throughput (decode, validate, dedup, commit, default rules)", flush=True)
     f = run(args.readings, one_reading_messages=args.one_reading_messages, rules=not args.no_rules)
-    path = record("ingest-throughput", f, vars(args))
-    for row in targets(f):
-        print("  " + " | ".join(row))
-    print(f"  recorded in {path}")
+    report("ingest-throughput", f, vars(args), targets(f))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import record, verdict
+from bench.common import report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
 from ingest.state import StateStore
 
@@ -225,10 +225,7 @@ def main() -> None:
     args = p.parse_args()
     print("bench 3: memory under load", flush=True)
     f = run(args.max_rate, args.seconds)
-    path = record("memory", f, vars(args))
-    for row in targets(f):
-        print("  " + " | ".join(row))
-    print(f"  recorded in {path}")
+    report("memory", f, vars(args), targets(f))
 
 
 if __name__ == "__main__":

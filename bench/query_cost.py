@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import record, verdict
+from bench.common import report, verdict
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
 from protocol.catalog import Catalog, default_catalog
 from protocol.messages import Reading
@@ -244,10 +244,7 @@ def main() -> None:
         f"ratio {f['ratio']:.3f}",
         flush=True,
     )
-    path = record("query-cost", f, settings)
-    for row in targets(f):
-        print("  " + " | ".join(row))
-    print(f"  recorded in {path}")
+    report("query-cost", f, settings, targets(f))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import yaml
 from alerts.engine import AlertEngine
 from alerts.rules.loader import BUNDLED_RULES, load_rules
 from alerts.rules.spec import Composite, ValueTest
-from bench.common import record, verdict
+from bench.common import report, verdict
 from ingest.pipeline import Delivery
 from ingest.state import create_engine
 from ingest.telemetry import EstateBatch
@@ -421,10 +421,7 @@ def main() -> None:
         f"  ratio {f['ratio']:.3f} (value tests only: {f['ratio_value_tests_only']:.3f})",
         flush=True,
     )
-    path = record("rules-scaling", f, settings)
-    for row in targets(f):
-        print("  " + " | ".join(row))
-    print(f"  recorded in {path}")
+    report("rules-scaling", f, settings, targets(f))
 
 
 if __name__ == "__main__":

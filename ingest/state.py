@@ -131,28 +131,43 @@ class SchemaBusy(RuntimeError):
     try again in a moment."""
 
 
+def migrate_schema(
+    conn: Connection,
+    tables: sa.MetaData,
+    version_table: sa.Table,
+    current: int,
+    migrations: dict[int, Callable[[Connection], None]],
+    applied_ms: int,
+    what: str,
+) -> int:
+    """Create ``tables`` on a new database, else run ``migrations`` up to ``current``, stamping
+    each version in ``version_table``; returns the version found before (0: new). ``what`` names
+    the tables in errors. Shared by the state store and the alerts store."""
+    if not sa.inspect(conn).has_table(version_table.name):
+        tables.create_all(conn)
+        conn.execute(version_table.insert().values(version=current, applied_ms=applied_ms))
+        return 0
+    found = conn.execute(sa.select(sa.func.max(version_table.c.version))).scalar_one()
+    if found is None:
+        # SQLite commits DDL at once: another process made the tables, not yet the row
+        raise SchemaBusy(f"{what}: the schema is being created by another process")
+    if found > current:
+        raise RuntimeError(
+            f"{what}: schema version {found}, newer than this program's {current}: "
+            "upgrade estatewatch"
+        )
+    for version in range(found + 1, current + 1):
+        migrations[version](conn)
+        conn.execute(version_table.insert().values(version=version, applied_ms=applied_ms))
+    return int(found)
+
+
 def migrate(engine: Engine) -> int:
     """Bring the schema to SCHEMA_VERSION; returns the version found before."""
     with engine.begin() as conn:
-        if not sa.inspect(conn).has_table("schema_version"):
-            metadata.create_all(conn)
-            conn.execute(
-                schema_version.insert().values(version=SCHEMA_VERSION, applied_ms=now_ms())
-            )
-            return 0
-        found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar_one()
-        if found is None:
-            # SQLite commits DDL at once: another process made the tables, not yet the row
-            raise SchemaBusy("the state schema is being created by another process")
-        if found > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the database is at schema version {found}, newer than this program's "
-                f"{SCHEMA_VERSION}: upgrade estatewatch"
-            )
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[version](conn)
-            conn.execute(schema_version.insert().values(version=version, applied_ms=now_ms()))
-        return int(found)
+        return migrate_schema(
+            conn, metadata, schema_version, SCHEMA_VERSION, MIGRATIONS, now_ms(), "the database"
+        )
 
 
 class StateStore:

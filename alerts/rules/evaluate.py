@@ -213,11 +213,7 @@ class Evaluator:
         todo: list[tuple[int, ValueTest, Rule]] | None = None
         now = r.ts
         for group, w in unsure:
-            tests = group.tests
-            if group.always is not tests and (
-                group.quiet(w, now) or (w.tighten() and group.quiet(w, now))
-            ):
-                tests = group.always
+            tests = _due_tests(group, w, now)
             if tests:
                 if todo is None:
                     todo = list(tests)
@@ -239,11 +235,7 @@ class Evaluator:
             w = series.get((estate, r.dev, metric))
             if w is None:
                 continue
-            tests = group.tests
-            if group.always is not tests and (
-                group.quiet(w, now) or (w.tighten() and group.quiet(w, now))
-            ):
-                tests = group.always
+            tests = _due_tests(group, w, now)
             if tests:
                 if todo is None:
                     todo = list(tests)
@@ -566,6 +558,18 @@ def _window_plan(
             plan = [(i, metric, groups.get(metric)) for i, metric in enumerate(tracked)]
     kr.window_plan, kr.window_plan_for = plan, tracked
     return plan
+
+
+def _due_tests(
+    group: WindowGroup, w: SeriesWindow, now: int
+) -> Sequence[tuple[int, ValueTest, Rule]]:
+    """The group's tests to run on series ``w``: all of them, or only those that must always
+    run when the series' bounds (tightened once if loose) keep every aggregate quiet."""
+    if group.always is not group.tests and (
+        group.quiet(w, now) or (w.tighten() and group.quiet(w, now))
+    ):
+        return group.always
+    return group.tests
 
 
 def _first(entry: tuple[int, Any, Any]) -> int:
