@@ -148,7 +148,7 @@ def ingest_run(
             default_catalog(),
             client_id=cid,
             queue_size=Settings().ingest_queue_size,
-            queue_readings=Settings().ingest_queue_readings,
+            queue_bytes=Settings().ingest_queue_mb << 20,
             linger_s=0.05,
             max_batch_readings=Settings().commit_max_readings,  # as the service
         )

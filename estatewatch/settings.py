@@ -59,11 +59,11 @@ class Settings:
             "and kept in the data dir"
         },
     )
-    ingest_queue_readings: int = field(
-        default=50_000,
+    ingest_queue_mb: int = field(
+        default=8,
         metadata={
-            "help": "readings held between the broker and the store writer, per lane "
-            "(the memory bound; the broker holds the rest)"
+            "help": "MiB of undecoded payloads held between the broker and the store writer, "
+            "per lane (the memory bound; the broker holds the rest)"
         },
     )
     ingest_queue_size: int = field(

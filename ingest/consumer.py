@@ -1,4 +1,5 @@
-"""The MQTT edge of ingest: broker → judge → bounded queue → one writer thread → stores.
+"""The MQTT edge of ingest: broker → bounded queue of payloads → one writer thread (judge,
+commit, acknowledge) → stores.
 
 Messages are acknowledged to the broker (paho-mqtt manual ack) only after what they carry is
 committed, so a crash before the commit makes the broker deliver them again. The queue between
@@ -110,14 +111,19 @@ class IngestStats:
         return (last[1] - base[1]) / span, (last[2] - base[2]) / span
 
 
+# What a queued message costs besides its payload (its record and the topic string).
+_OVERHEAD_BYTES = 200
+
+
 def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class ReadingBudget:
-    """How many readings a lane may hold between the network thread and the writer. Memory
-    follows readings, not messages (one message may carry 5,000), so this is the bound that
-    matters; a message larger than the whole budget still passes when the lane is empty."""
+class ByteBudget:
+    """How many payload bytes a lane may hold between the network thread and the writer.
+    Memory follows bytes, not messages (one message may carry 5,000 readings), so this is the
+    bound that matters; a message larger than the whole budget still passes when the lane is
+    empty."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -146,7 +152,7 @@ class _Lane:
     client: mqtt.Client
     queue: queue.Queue[_Received]
     events: bool
-    budget: ReadingBudget
+    budget: ByteBudget
     generation: int = 0
     connected: threading.Event = field(default_factory=threading.Event)
 
@@ -156,12 +162,15 @@ class _Lane:
 
 @dataclass(slots=True)
 class _Received:
-    delivery: Delivery
+    topic: str
+    payload: bytes
+    received_ms: int
     mid: int
     qos: int
     generation: int
     lane: _Lane
-    weight: int = 1
+    weight: int
+    delivery: Delivery | None = None  # judged on the writer thread
 
 
 class Ingest:
@@ -173,7 +182,7 @@ class Ingest:
         catalog: Catalog,
         root: str = "estates",
         queue_size: int = 1000,
-        queue_readings: int = 50_000,
+        queue_bytes: int = 8 << 20,
         linger_s: float = 0.1,
         max_batch_readings: int = 20_000,
         client_id: str = "estatewatch-ingest",
@@ -205,21 +214,21 @@ class Ingest:
         # Bounded: a full queue blocks that lane's MQTT network thread, which is the
         # backpressure; the broker holds the rest.
         self.telemetry_lane = self._lane(
-            "telemetry", client_id, queue_size, queue_readings, events=False
+            "telemetry", client_id, queue_size, queue_bytes, events=False
         )
         self.events_lane = self._lane(
-            "events", f"{client_id}-events", queue_size, queue_readings, events=True
+            "events", f"{client_id}-events", queue_size, queue_bytes, events=True
         )
         self.lanes = (self.telemetry_lane, self.events_lane)
         self.client = self.telemetry_lane.client  # publishes (alerts, plans) go out on it
 
-    def _lane(self, name: str, client_id: str, size: int, readings: int, events: bool) -> _Lane:
+    def _lane(self, name: str, client_id: str, size: int, max_bytes: int, events: bool) -> _Lane:
         lane = _Lane(
             name,
             self._make_client(client_id),
             queue.Queue(maxsize=size),
             events,
-            ReadingBudget(readings),
+            ByteBudget(max_bytes),
         )
         lane.client.user_data_set(lane)
         return lane
@@ -294,11 +303,11 @@ class Ingest:
         return sum(lane.queue.maxsize for lane in self.lanes)
 
     @property
-    def queued_readings(self) -> int:
+    def queued_bytes(self) -> int:
         return sum(lane.budget.used for lane in self.lanes)
 
     @property
-    def queued_readings_capacity(self) -> int:
+    def queued_bytes_capacity(self) -> int:
         return sum(lane.budget.capacity for lane in self.lanes)
 
     def start(self, wait_s: float = 10.0) -> None:
@@ -356,22 +365,28 @@ class Ingest:
     def _on_message(self, _c: mqtt.Client, lane: _Lane, msg: mqtt.MQTTMessage) -> None:
         if self._closing.is_set():
             return  # not acknowledged: the broker keeps it for the next session
-        received = now_ms()
         self.stats.received += 1
-        try:
-            payload = bytes(msg.payload)
-            delivery = judge(msg.topic, payload, received, self.registry, self.catalog, self.root)
-        except Exception as exc:  # a bug must not stop ingest; keep the message for a person
-            log.exception("ingest: could not judge a message on %s", msg.topic)
-            delivery = Delivery(topic=msg.topic, received_ms=received)
-            delivery.dead_letters.append(
-                DeadLetter(received, msg.topic, "internal_error", repr(exc), bytes(msg.payload))
-            )
-        weight = 1 + delivery.reading_count
-        if delivery.batch is not None:
-            weight += len(delivery.batch.events)
+        # Only queue the bytes: decoding here would hold the interpreter lock against the
+        # writer, whose SQLite steps release and retake it per row (a lock convoy).
+        payload = bytes(msg.payload)
+        weight = len(payload) + _OVERHEAD_BYTES
         lane.budget.acquire(weight)  # blocks while the writer is behind: backpressure
-        lane.queue.put(_Received(delivery, msg.mid, msg.qos, lane.generation, lane, weight))
+        lane.queue.put(
+            _Received(msg.topic, payload, now_ms(), msg.mid, msg.qos, lane.generation, lane, weight)
+        )
+
+    def _judge(self, item: _Received) -> Delivery:
+        try:
+            return judge(
+                item.topic, item.payload, item.received_ms, self.registry, self.catalog, self.root
+            )
+        except Exception as exc:  # a bug must not stop ingest; keep the message for a person
+            log.exception("ingest: could not judge a message on %s", item.topic)
+            delivery = Delivery(topic=item.topic, received_ms=item.received_ms)
+            delivery.dead_letters.append(
+                DeadLetter(item.received_ms, item.topic, "internal_error", repr(exc), item.payload)
+            )
+            return delivery
 
     # --- writer thread -----------------------------------------------------------------------
     def _next_batch(self) -> list[_Received]:
@@ -381,9 +396,11 @@ class Ingest:
         pending: list[_Received] = []
         while True:
             try:
-                pending.append(events.get_nowait())
+                item = events.get_nowait()
             except queue.Empty:
                 break
+            self._take(item)
+            pending.append(item)
         if pending:
             return pending
         telemetry = self.telemetry_lane.queue
@@ -392,7 +409,7 @@ class Ingest:
         except queue.Empty:
             return []
         pending = [first]
-        readings = first.delivery.reading_count
+        readings = self._take(first)
         deadline = time.monotonic() + self.linger_s
         while readings < self.max_batch_readings and events.empty():
             try:
@@ -406,8 +423,13 @@ class Ingest:
                 except queue.Empty:
                     continue
             pending.append(item)
-            readings += item.delivery.reading_count
+            readings += self._take(item)
         return pending
+
+    def _take(self, item: _Received) -> int:
+        """Judge a message taken off a lane; its reading count."""
+        item.delivery = self._judge(item)
+        return item.delivery.reading_count
 
     def run_maintenance(self, task: Callable[[], T]) -> Future[T]:
         """Run ``task`` on the writer thread between commits: SQLite has one writer, and
@@ -481,7 +503,7 @@ class Ingest:
         """Store one batch of messages; the deliveries that were not duplicates, or None when
         the store failed."""
         started = time.perf_counter()
-        deliveries = [p.delivery for p in pending]
+        deliveries = [p.delivery for p in pending if p.delivery is not None]  # all are judged
         with_batch = [d for d in deliveries if d.batch is not None]
         batches = [d.batch for d in with_batch if d.batch is not None]
         try:

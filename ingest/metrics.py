@@ -79,10 +79,10 @@ class IngestCollector(Collector):
         g.add_metric([], self.ingest.queue_capacity)
         yield g
         g = GaugeMetricFamily(
-            "estatewatch_ingest_queued_readings",
-            "readings held between the MQTT threads and the store writer",
+            "estatewatch_ingest_queued_bytes",
+            "undecoded payload bytes held between the MQTT threads and the store writer",
         )
-        g.add_metric([], self.ingest.queued_readings)
+        g.add_metric([], self.ingest.queued_bytes)
         yield g
         g = GaugeMetricFamily("estatewatch_broker_connected", "1 while connected to the broker")
         g.add_metric([], 1.0 if self.ingest.connected else 0.0)

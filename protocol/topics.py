@@ -6,6 +6,7 @@ Gateway topics are ``{root}/{estate}/gw/{gw}/{channel}``; estate-wide topics are
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -101,6 +102,7 @@ def plans_topic(estate: str, root: str = DEFAULT_ROOT) -> str:
     return f"{root}/{estate}/plans"
 
 
+@functools.lru_cache(maxsize=4096)  # a gateway publishes on a handful of topics, over and over
 def parse_gateway_topic(topic: str, root: str = DEFAULT_ROOT) -> GatewayTopic:
     """Split a gateway topic into estate, gateway and channel; TopicError if it is not one."""
     _check_root(root)

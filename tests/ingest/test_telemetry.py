@@ -115,3 +115,41 @@ def test_an_idle_writer_folds_when_due(tmp_path: Path) -> None:
     w._latest_flushed -= 1  # as if the interval had passed
     w.flush_latest_if_due()
     assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (1, 0.3)
+
+
+def test_values_stored_exactly_as_decoded(tmp_path: Path) -> None:
+    """Rows travel to SQLite as one JSON array per commit: every float must come back
+    bit-for-bit, ints and booleans as their float, text as text, events' data intact."""
+    import random
+    import sqlite3
+
+    rng = random.Random(5)
+    floats = [rng.uniform(-1e6, 1e6) for _ in range(3000)]
+    floats += [rng.random() * 10 ** rng.randint(-300, 300) for _ in range(1000)]
+    floats += [0.1, 0.2, 0.30000000000000004, -0.0, 5e-324, 1.7976931348623157e308]
+    values: list[float | int | bool | str] = [*floats, 0, -7, 2**53, True, False, "开启", 'a"b']
+    path = tmp_path / "t.db"
+    w = TelemetryWriter(path)
+    w.write(
+        [
+            EstateBatch(
+                "e1",
+                "g",
+                readings=[Reading("d-1", "k", 1000 + i, {"x": v}) for i, v in enumerate(values)],
+                events=[Event("d-1", "k", 1000, "t", {"note": '门 "开"', "n": 1.5})],
+                seq=1,
+            )
+        ]
+    )
+    conn = sqlite3.connect(path)
+    stored = conn.execute("SELECT num, txt FROM readings ORDER BY ts").fetchall()
+    want = [(None, v) if isinstance(v, str) else (float(v), None) for v in values]
+    assert stored == want
+    assert conn.execute("SELECT typeof(ts), typeof(series) FROM readings LIMIT 1").fetchone() == (
+        "integer",
+        "integer",
+    )
+    assert TelemetryReader(path).recent_events("e1")[0]["data"] == {"note": '门 "开"', "n": 1.5}
+    assert conn.execute("SELECT estate, gateway, seq FROM message_seqs").fetchall() == [
+        ("e1", "g", 1)
+    ]
