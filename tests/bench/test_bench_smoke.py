@@ -62,3 +62,17 @@ def test_backlog_drain_runs_at_a_tiny_size() -> None:
         "ratio",
     )
     assert len(backlog_drain.targets(f)) == 1
+
+
+def test_memory_rows_only_for_the_levels_that_ran() -> None:
+    """A one-level diagnosis must not report a 150 % ÷ 80 % ratio it never measured."""
+    from bench import memory
+
+    level = {"rss_mb_max": 250.0, "slope_mb_per_min": 0.5}
+    one = memory.targets({"load_80pct": level})
+    assert [r[0] for r in one] == ["3: RSS at 80 % load (slope)"]
+    assert one[0][3] == "met"
+    both = memory.targets(
+        {"load_80pct": level, "load_150pct": {**level, "rss_mb_max": 600.0}, "lost_readings": 0}
+    )
+    assert both[1][1:] == ("2.40", "≤ 2, no crash, none lost", "MISSED")
