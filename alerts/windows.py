@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import struct
 from array import array
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from operator import itemgetter
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,7 @@ __all__ = [
     "DAY_MS",
     "HOUR_MS",
     "Aggregate",
+    "DeviceSeries",
     "SeriesWindow",
     "WindowBank",
 ]
@@ -74,12 +76,16 @@ class SeriesWindow:
     exact, see :meth:`tighten`), the last two sample times and the last value: enough for the
     rules to tell, without computing an aggregate, that no aggregate can reach a threshold
     (``index.WindowGroup``).
+
+    A series of a device fed through :class:`DeviceSeries` may have samples still waiting
+    there (``_log``): whatever reads the series takes them first (``catch_up``).
     """
 
     __slots__ = (
         "_absmax",
         "_cum",
         "_end",
+        "_log",
         "_loose",
         "_start",
         "_tail_ts",
@@ -119,6 +125,21 @@ class SeriesWindow:
         # What add() answers for: see mark_quiet().
         self.quiet_for: object = None
         self.quiet_gap = 0.0
+        self._log: DeviceSeries[Any] | None = None
+
+    def catch_up(self) -> None:
+        """Take the samples still waiting in the device's log (see ``DeviceSeries``)."""
+        log = self._log
+        if log is not None and log.times:
+            log.catch_up()
+
+    def _changed(self) -> None:
+        """The bounds, the quiet mark or the newest time changed: the device's log must look
+        again before it takes a reading without the series (``DeviceSeries.refresh``)."""
+        self.quiet_for = None
+        log = self._log
+        if log is not None:
+            log.stale()
 
     def __len__(self) -> int:
         self._flush()
@@ -126,6 +147,7 @@ class SeriesWindow:
 
     @property
     def last_ts(self) -> int | None:
+        self.catch_up()
         return self.newest_ts
 
     # --- writing -------------------------------------------------------------------------------
@@ -136,6 +158,10 @@ class SeriesWindow:
         """Append a sample; True if ``quiet`` (a rules' window group) was found quiet for this
         series (``mark_quiet``) and still is with this sample: the bounds did not move and the
         sample came at least ``quiet_gap`` ms after the one before."""
+        log = self._log
+        if log is not None:  # the device's rows come first; its log must look again
+            log.catch_up()
+            log.stale()
         last = self.newest_ts
         if last is not None and ts < last:
             self._insert_late(ts, value)
@@ -157,11 +183,21 @@ class SeriesWindow:
     def mark_quiet(self, quiet: object, gap: float) -> None:
         """Remember that ``quiet`` holds for these bounds, for samples at least ``gap`` ms
         apart; forgotten as soon as the bounds (or the mean's rounding allowance) change."""
+        self._changed()
         self.quiet_for = quiet
         self.quiet_gap = gap
 
+    def loosen(self, lo: float, hi: float) -> None:
+        """Widen the envelope to at least ``lo..hi`` (it may be loose: see ``tighten``)."""
+        if lo < self.lo or self.hi < hi:
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+            self._loose = True
+            # A later sample anywhere within the envelope keeps |v| within this.
+            self._absmax = max(self._absmax, abs(self.lo), abs(self.hi))
+            self._slack()
+
     def _widen(self, value: float) -> None:
-        self.quiet_for = None
+        self._changed()
         if value != value:  # NaN: no bound holds until it is dropped
             self.lo = self.hi = math.nan
             return
@@ -176,13 +212,15 @@ class SeriesWindow:
 
     def _slack(self) -> None:
         # A mean from the prefix sums of n samples is within (2n² + 2)·u·max|v| of the exact
-        # mean of those samples (u = 2^-53, sequential sums); n: up to the next flush.
-        n = self._end + _TAIL
-        self.quiet_for = None
+        # mean of those samples (u = 2^-53, sequential sums); n: up to the next flush (the
+        # tail and a device's log can hold up to _TAIL each).
+        n = self._end + 2 * _TAIL
+        self._changed()
         self.mean_slack = (2.0 * n * n + 2.0) * 1.12e-16 * self._absmax
 
     def _flush(self) -> None:
         """Move the tail into the arrays, then drop what is older than the horizon."""
+        self.catch_up()
         tail_ts = self._tail_ts
         k = len(tail_ts)
         if not k:
@@ -272,6 +310,7 @@ class SeriesWindow:
     @property
     def prev_ts(self) -> int | None:
         """The time of the sample before the newest (None: fewer than two)."""
+        self.catch_up()
         tail = self._tail_ts
         if len(tail) >= 2:
             return tail[-2]
@@ -281,13 +320,14 @@ class SeriesWindow:
     @property
     def last_val(self) -> float:
         """The newest sample's value (NaN: none)."""
+        self.catch_up()
         if self._tail_val:
             return self._tail_val[-1]
         return float(self._val[self._end - 1]) if self._end > self._start else math.nan
 
     def _exact(self) -> None:
         s, e = self._start, self._end
-        self.quiet_for = None
+        self._changed()
         self._sync()
         if e > s:
             vals = self._val[s:e]
@@ -395,6 +435,175 @@ class _Group(Protocol):
 _G = TypeVar("_G", bound=_Group)
 
 
+class DeviceSeries(Generic[_G]):
+    """One device's series along its kind's window plan ``(position, metric, group)``, with
+    a log of the readings not yet handed to them.
+
+    Most readings change nothing a rule looks at: they come in time order with a value for
+    each of the device's series, every window group is known quiet for its series
+    (``SeriesWindow.mark_quiet``) at the gap the reading keeps, and the values lie within
+    their series' envelopes. Such a reading is kept here as one row (its time and values)
+    instead of being appended to each series: one append per reading however many series the
+    rules track. A value outside its envelope widens it there and then (its group is checked
+    again). The rows go to the series (``catch_up``) when the log is ``_TAIL`` long or when
+    anything reads a series' samples; any change to a series (bounds, quiet mark, times)
+    makes the log ``stale``, and the next reading looks at the series again (``refresh``).
+    """
+
+    __slots__ = (
+        "_gap",
+        "_groups",
+        "_hi",
+        "_last",
+        "_lo",
+        "_members",
+        "_pick",
+        "_single",
+        "_unseen",
+        "fast",
+        "found",
+        "fresh",
+        "plan",
+        "rows",
+        "times",
+    )
+
+    _pick: Callable[[Mapping[str, object]], Any]  # the members' values of a reading
+
+    def __init__(self, plan: Sequence[tuple[int, str, _G | None]]) -> None:
+        self.plan = plan
+        self.found: list[SeriesWindow | None] = [None] * len(plan)
+        self.times = array("q")  # the kept rows' times
+        self.rows: list[tuple[Any, ...]] = []  # and values (the reading's, as they came)
+        self.fresh = False  # fast is up to date with the series
+        self.fast = False  # rows may be taken
+        self._members: list[SeriesWindow] = []  # the found series, in a row's order
+        self._groups: list[_G | None] = []  # their groups
+        self._single = False  # one member: _pick gives the value, not a tuple
+        self._lo: tuple[float, ...] = ()
+        self._hi: tuple[float, ...] = ()
+        self._unseen: frozenset[str] = frozenset()  # planned metrics with no series yet
+        self._last = 0  # the members' newest time
+        self._gap = 0.0  # a row must come more than this after _last (the groups' quiet gaps)
+
+    def attach(self, i: int, w: SeriesWindow) -> None:
+        """``w`` is the series at plan position ``i`` (it leaves any log it had)."""
+        w.catch_up()
+        w._log = self
+        self.found[i] = w
+        self.stale()
+
+    def stale(self) -> None:
+        """A series changed: look again before taking a row."""
+        self.fresh = self.fast = False
+
+    def take(
+        self, metrics: Mapping[str, object], ts: int
+    ) -> Sequence[tuple[_G, SeriesWindow]] | None:
+        """Keep the reading as a row if it can be (see above). Returns the (group, series)
+        whose envelope the row widened, for the caller to check (mostly none); None: not
+        taken, the reading goes series by series (``WindowBank.add_reading``)."""
+        if not self.fast:
+            if self.fresh:
+                return None
+            self.refresh()
+            if not self.fast:
+                return None
+        if ts - self._last <= self._gap:
+            return None
+        if self._unseen and not self._unseen.isdisjoint(metrics.keys()):
+            return None  # a new series
+        lo, hi = self._lo, self._hi
+        try:
+            if self._single:
+                v = self._pick(metrics)
+                row: tuple[Any, ...] = (v,)
+                inside = lo[0] <= v <= hi[0]
+            else:
+                row = self._pick(metrics)
+                inside = True
+                for a, v, b in zip(lo, row, hi, strict=True):
+                    if not a <= v <= b:
+                        inside = False
+                        break
+            if not inside:  # (False for NaN; a str or None raises TypeError)
+                out = [(k, float(v)) for k, v in enumerate(row) if not lo[k] <= v <= hi[k]]
+        except (KeyError, TypeError):
+            return None
+        times = self.times
+        times.append(ts)
+        self.rows.append(row)
+        self._last = ts
+        if inside:
+            if len(times) >= _TAIL:
+                self.catch_up()
+            return ()
+        widened = []
+        for k, v in out:
+            w = self._members[k]
+            w._widen(v)
+            group = self._groups[k]
+            if group is not None:
+                widened.append((group, w))
+        if len(times) >= _TAIL:
+            self.catch_up()
+        return widened
+
+    def refresh(self) -> None:
+        """Look at the series again: may a reading be kept as a row, and within what."""
+        self.fresh = True
+        self.fast = False
+        pending = bool(self.times)  # then the members are the same and _last their newest
+        members: list[SeriesWindow] = []
+        groups: list[_G | None] = []
+        names: list[str] = []
+        unseen: list[str] = []
+        gap = -1.0
+        last: int | None = None
+        for (_i, metric, group), w in zip(self.plan, self.found, strict=True):
+            if w is None:
+                unseen.append(metric)
+                continue
+            if group is not None:
+                if w.quiet_for is not group or group.always:
+                    return
+                gap = max(gap, w.quiet_gap)
+            t = self._last if pending else w.newest_ts
+            if t is None or (last is not None and t != last):
+                return  # a row has one time for all
+            last = t
+            members.append(w)
+            groups.append(group)
+            names.append(metric)
+        if last is None:
+            return
+        self.fast = True
+        self._members, self._groups = members, groups
+        self._pick = itemgetter(*names)
+        self._single = len(names) == 1
+        self._lo = tuple(w.lo for w in members)
+        self._hi = tuple(w.hi for w in members)
+        self._unseen = frozenset(unseen)
+        self._last = last
+        self._gap = gap
+
+    def catch_up(self) -> None:
+        """Hand the kept rows to their series."""
+        times = self.times
+        if not times:
+            return
+        rows = self.rows
+        self.times, self.rows = array("q"), []
+        self.stale()
+        last = times[-1]
+        for k, w in enumerate(self._members):
+            w._tail_ts.extend(times)
+            w._tail_val.extend([row[k] for row in rows])
+            w.newest_ts = last
+            if len(w._tail_ts) >= _TAIL:
+                w._flush()
+
+
 class WindowBank:
     """The windows of every tracked series; which (kind, metric) are tracked, and for how
     long, is decided by the rules and the weather criteria in force."""
@@ -441,22 +650,24 @@ class WindowBank:
 
     def add_reading(
         self,
-        plan: Sequence[tuple[int, str, _G | None]],
-        found: list[SeriesWindow | None],
+        device: DeviceSeries[_G],
         estate: str,
         dev: str,
         kind: str,
         metrics: Mapping[str, object],
         ts: int,
     ) -> list[tuple[_G, SeriesWindow]] | None:
-        """``observe`` for one device's reading, along a plan of the kind's tracked metrics
-        ``(position, metric, group)``, with the device's series at those positions in
-        ``found`` (filled in as met). Returns the (group, series) whose group is not known
-        quiet (``SeriesWindow.add``; a group that has tests run at every reading is never),
-        for each metric the reading has: the caller checks those. This is the hot loop of
-        window rules: a quiet sample costs a few attribute operations, no call."""
+        """``observe`` for one device's reading that its log did not take
+        (``DeviceSeries.take``), along its kind's plan of tracked metrics
+        ``(position, metric, group)`` (``device.plan``), with the device's series at those
+        positions in ``device.found`` (filled in as met). Returns the (group, series) whose
+        group is not known quiet (``SeriesWindow.add``; a group that has tests run at every
+        reading is never), for each metric the reading has: the caller checks those."""
+        device.catch_up()
+        device.stale()  # the series move on without the log
+        found = device.found
         unsure: list[tuple[_G, SeriesWindow]] | None = None
-        for i, metric, group in plan:
+        for i, metric, group in device.plan:
             v = metrics.get(metric)
             w = found[i]
             if w is not None and type(v) is float:
@@ -489,7 +700,7 @@ class WindowBank:
                     if v is None or isinstance(v, str):
                         continue  # nothing to add, nothing to aggregate
                     w = self.series[skey] = SeriesWindow(self.horizons[kind][metric])
-                found[i] = w
+                device.attach(i, w)
             if v is not None and not isinstance(v, str):
                 if w.add(ts, float(v), group) and group is not None and not group.always:  # type: ignore[arg-type]
                     continue

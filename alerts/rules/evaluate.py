@@ -22,7 +22,7 @@ from typing import Any
 from alerts.datafile import format_duration
 from alerts.rules.index import KindRules, RuleIndex, WindowGroup
 from alerts.rules.spec import Composite, EventCount, Rule, ValueTest
-from alerts.windows import Aggregate, SeriesWindow, WindowBank
+from alerts.windows import Aggregate, DeviceSeries, SeriesWindow, WindowBank
 from protocol.messages import Event, Reading, Value
 
 __all__ = ["NO_DATA_INTERVALS", "DeviceClock", "Evaluator", "Signal"]
@@ -53,10 +53,9 @@ class DeviceClock:
     kind: str
     gateway: str
     last_ms: int
-    # The evaluator's cache: the device's window series, in the order of ``series_plan``
-    # (its kind's window plan, see _window_plan), so a reading finds them without lookups.
-    series: list[SeriesWindow | None] | None = field(default=None, compare=False, repr=False)
-    series_plan: object = field(default=None, compare=False, repr=False)
+    # The evaluator's cache: the device's window series along its kind's window plan (see
+    # _window_plan), so a reading finds them without lookups.
+    series: DeviceSeries[WindowGroup] | None = field(default=None, compare=False, repr=False)
 
 
 class Evaluator:
@@ -139,7 +138,15 @@ class Evaluator:
                 if kr.window_plan_for is not tk or (tk is not None and len(tk) != len(plan or ())):
                     plan = _window_plan(kr, tk)
                 if plan is not None:
-                    wtodo = self._observe_windows(plan, clock, estate, r)
+                    device = clock.series
+                    if device is None or device.plan is not plan:
+                        device = clock.series = DeviceSeries(plan)
+                    # Mostly one row in the device's log and nothing to check.
+                    unsure = device.take(m, ts)
+                    if unsure is None:
+                        unsure = windows.add_reading(device, estate, r.dev, r.kind, m, ts)
+                    if unsure:
+                        wtodo = self._window_due(unsure, ts)
                 else:
                     if tk is not None:
                         windows.observe(estate, r.dev, m, ts, r.kind)
@@ -193,25 +200,13 @@ class Evaluator:
             if metric in m:
                 self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
 
-    def _observe_windows(
-        self,
-        plan: list[tuple[int, str, WindowGroup | None]],
-        clock: DeviceClock,
-        estate: str,
-        r: Reading,
+    def _window_due(
+        self, unsure: Iterable[tuple[WindowGroup, SeriesWindow]], now: int
     ) -> list[tuple[int, ValueTest, Rule]] | None:
-        """Append the reading's samples (what ``WindowBank.observe`` does) and, for a device
-        with nothing held, return the window tests that could hit (None: none can). A group
-        whose series' bounds keep every aggregate quiet is passed over (``WindowGroup.quiet``)."""
-        found = clock.series
-        if clock.series_plan is not plan or found is None:
-            found = clock.series = [None] * len(plan)
-            clock.series_plan = plan
-        unsure = self.windows.add_reading(plan, found, estate, r.dev, r.kind, r.metrics, r.ts)
-        if unsure is None:
-            return None
+        """For a device with nothing held, the window tests that could hit among these
+        groups (None: none can). A group whose series' bounds keep every aggregate quiet is
+        passed over (``WindowGroup.quiet``)."""
         todo: list[tuple[int, ValueTest, Rule]] | None = None
-        now = r.ts
         for group, w in unsure:
             tests = _due_tests(group, w, now)
             if tests:
@@ -224,7 +219,8 @@ class Evaluator:
     def _window_candidates(
         self, kr: KindRules, estate: str, r: Reading
     ) -> list[tuple[int, ValueTest, Rule]] | None:
-        """``_observe_windows`` without appending (the samples are in): the general case."""
+        """The window tests that could hit, without appending (the samples are in): the general
+        case."""
         m = r.metrics
         series = self.windows.series
         now = r.ts

@@ -148,35 +148,88 @@ class WindowGroup:
         return len(self.always) < len(self.tests)
 
     def quiet(self, w: SeriesWindow, now: int) -> bool:
-        """No guarded test can hit at ``now`` (False: not known, evaluate them)."""
+        """No guarded test can hit at ``now`` (False: not known, evaluate them). When quiet,
+        the series is marked so (``SeriesWindow.mark_quiet``), its envelope first loosened
+        towards the thresholds (``_room``) so that the next samples seldom leave it: a
+        sample within the envelope changes nothing, one outside it brings the group back
+        here."""
+        if self.rate is not None:
+            w.catch_up()  # the times and last value below, and the slack they come with
+        quiet, gap = self._quiet(w, now)
+        if not quiet:
+            return False
+        a, b = self._room(w)
+        if a < w.lo or w.hi < b:
+            w.loosen(a, b)
+            quiet, gap = self._quiet(w, now)
+            if not quiet:  # rounding at the edge: back to the exact envelope
+                w.tighten()
+                quiet, gap = self._quiet(w, now)
+                if not quiet:
+                    return False
+        if gap is not None:
+            w.mark_quiet(self, gap)
+        return True
+
+    def _quiet(self, w: SeriesWindow, now: int) -> tuple[bool, float | None]:
+        """Whether no guarded test can hit at ``now``, and while samples stay within the
+        envelope, for samples how far apart (None: not known beyond this one)."""
         lo = w.lo
         hi = w.hi
         if self.within is not None:
             slack = w.mean_slack if self.mean else 0.0
             if not (self.within_lo + slack < lo and hi < self.within_hi - slack):
-                return False
+                return False, None
         if self.rate is None:
-            w.mark_quiet(self, -1)
-            return True
+            return True, -1.0
         prev = w.prev_ts
         last = w.newest_ts
         if prev is not None:  # else at most one sample: no rate at all
             assert last is not None
             d = last - prev
             if last > now or d <= 0:
-                return False
+                return False, None
             v = w.last_val
             if not (
                 self.rate_lo < (v - hi) * HOUR_MS / d and (v - lo) * HOUR_MS / d < self.rate_hi
             ):
-                return False
+                return False, None
         # Any later value within lo..hi keeps |rate| <= (hi - lo) per gap: quiet while the
         # gap is wide enough (with a margin for rounding). Needs 0 inside the rate range.
         if self.rate_lo < 0.0 < self.rate_hi:
             span = (hi - lo) * HOUR_MS
-            gap = max(span / self.rate_hi, span / -self.rate_lo) * (1 + 1e-6) + 1
-            w.mark_quiet(self, gap)
-        return True
+            return True, max(span / self.rate_hi, span / -self.rate_lo) * (1 + 1e-6) + 1
+        return True, None
+
+    def _room(self, w: SeriesWindow) -> tuple[float, float]:
+        """An envelope around the series' one that the group is still quiet for: half the
+        way to the nearest threshold of max/min/mean, and for rates no wider than keeps
+        samples at the series' last gap quiet (half the rate allowed over that gap)."""
+        lo, hi = w.lo, w.hi
+        if not lo <= hi:  # no samples, or a NaN
+            return lo, hi
+        below = above = math.inf
+        if self.within is not None:
+            below = (lo - self.within_lo) / 2
+            above = (self.within_hi - hi) / 2
+        if self.rate is not None:
+            prev, last = w.prev_ts, w.newest_ts
+            if prev is None or last is None or last <= prev:
+                return lo, hi
+            if not self.rate_lo < 0.0 < self.rate_hi:
+                return lo, hi
+            allowed = min(self.rate_hi, -self.rate_lo) * (last - prev) / HOUR_MS / 2
+            extra = (allowed - (hi - lo)) / 2
+            if not extra > 0.0:
+                return lo, hi
+            below, above = min(below, extra), min(above, extra)
+        if below == math.inf:  # one-sided: as far the other way
+            below = above
+        if above == math.inf:
+            above = below
+        if not (0.0 < below < math.inf and 0.0 < above < math.inf):
+            return lo, hi
+        return lo - below, hi + above
 
 
 @dataclass(slots=True)

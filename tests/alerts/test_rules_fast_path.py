@@ -307,6 +307,10 @@ def test_a_window_group_is_quiet_while_its_series_stays_inside_the_range() -> No
         w.append(i * MIN, 5.0)
     assert not g.quiet(w, 20 * MIN)  # the envelope still covers the dropped 9.0 ...
     assert w.tighten() and g.quiet(w, 20 * MIN)  # ... until made exact
+    # Marked quiet, the envelope is loosened half the way to the thresholds (mean < 8 and
+    # min > -10), so the next samples seldom leave it.
+    assert (w.lo, w.hi) == (-2.5, 6.5)
+    assert w.tighten() and (w.lo, w.hi) == (5.0, 5.0)
     assert not w.tighten()  # exact already
 
 

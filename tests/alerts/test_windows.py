@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from alerts.windows import DAY_MS, Aggregate, SeriesWindow, WindowBank
+from alerts import windows
+from alerts.rules.index import WindowGroup
+from alerts.rules.spec import Quiet, ValueTest
+from alerts.windows import DAY_MS, Aggregate, DeviceSeries, SeriesWindow, WindowBank
 
 H = 3_600_000
 SUM_12H = Aggregate("sum", 12 * H)
@@ -94,3 +99,57 @@ def test_bank_tracks_only_what_rules_and_criteria_need() -> None:
     assert bank.series[("e1", "ws-01", "temp_c")].horizon_ms == 3 * DAY_MS
     assert bank.value("e1", "ws-01", "snow_mm", SUM_12H, 0) == 1.5
     assert bank.value("e1", "ws-02", "snow_mm", SUM_12H, 0) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_device_log_keeps_the_same_samples_as_series_by_series(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings kept as rows in a device's log (``DeviceSeries.take``) reach its series in
+    the same order with the same values as appended one series at a time: quiet stretches,
+    excursions that widen an envelope, ints, a str, missing metrics, late readings."""
+    monkeypatch.setattr(windows, "_TAIL", 3 if seed % 2 else 128)
+    rng = random.Random(seed)
+    agg = Aggregate("max", 10 * 60_000)
+    group = WindowGroup()
+    for pos, (fn, q) in enumerate((("max", Quiet(hi=50.0)), ("rate", Quiet(lo=-9e4, hi=9e4)))):
+        test = ValueTest("t", lambda v: False, lambda v: True, "t", Aggregate(fn, H), q)
+        group.tests.append((pos, test, None))  # type: ignore[arg-type]
+    group.seal()
+    plan = [(0, "t", group), (1, "rh", None)]
+    fast, slow = WindowBank(), WindowBank()
+    for bank in (fast, slow):
+        bank.track("k", "t", agg)
+        bank.track("k", "rh", agg)
+    device: DeviceSeries[WindowGroup] = DeviceSeries(plan)
+    taken = 0
+    ts = 0
+    for step in range(600):
+        ts += rng.choice((20_000, 30_000, 30_000, 60_000))
+        t = ts - rng.randrange(1, 10) * 60_000 if rng.random() < 0.02 else ts
+        m: dict[str, object] = {"t": rng.gauss(20, 2), "rh": float(rng.randrange(30, 60))}
+        if rng.random() < 0.05:
+            m["t"] = rng.choice((35.0, "n/a", 21))
+        if rng.random() < 0.03:
+            del m["rh"]
+        unsure = device.take(m, t)
+        if unsure is None:
+            unsure = fast.add_reading(device, "e", "d", "k", m, t)
+        else:
+            taken += 1
+        for g, w in unsure or ():  # as the evaluator does
+            if not g.quiet(w, t):
+                w.tighten() and g.quiet(w, t)
+        slow.observe("e", "d", m, t, "k")  # type: ignore[arg-type]
+        if step % 50 == 49 or rng.random() < 0.02:
+            for metric in ("t", "rh"):
+                a, b = fast.get("e", "d", metric), slow.get("e", "d", metric)
+                assert a is not None and b is not None
+                assert (a.last_ts, a.prev_ts, len(a)) == (b.last_ts, b.prev_ts, len(b))
+                assert a.to_bytes() == b.to_bytes()
+                for fn in ("max", "min", "mean", "sum", "count", "rate"):
+                    at = Aggregate(fn, rng.choice((2, 5, 10)) * 60_000)
+                    x, y = a.aggregate(at, ts), b.aggregate(at, ts)
+                    # (prefix sums may round apart where the arrays were joined)
+                    assert x == y or x == pytest.approx(y, rel=1e-12)
+    assert taken > 250  # most readings were kept as rows: the comparison is not vacuous
