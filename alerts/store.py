@@ -9,6 +9,7 @@ come in batches, one transaction per batch of changes, never one per reading.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -315,22 +316,32 @@ class StoreBatch:
         )
 
 
-def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
-    if not rows:
-        return
-    mod: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+@functools.lru_cache(maxsize=64)
+def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
+    # Built once per table: making the ``excluded`` alias costs more than the write itself
+    # on the alerts' hot path (a commit's few alarms).
+    mod: Any = postgresql if dialect == "postgresql" else sqlite
     stmt = mod.insert(table)
     update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update), rows)
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_new_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
+    mod: Any = postgresql if dialect == "postgresql" else sqlite
+    return mod.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+
+def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys)), rows)
 
 
 def _insert_new(
     conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]
 ) -> None:
-    if not rows:
-        return
-    mod: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(mod.insert(table).on_conflict_do_nothing(index_elements=keys), rows)
+    if rows:
+        conn.execute(_insert_new_statement(conn.dialect.name, table, tuple(keys)), rows)
 
 
 class AlertStore:
