@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alerts.engine import AlertEngine
 from bench.common import report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
+from estatewatch.cli import tune_interpreter
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest, IngestStats
 from ingest.state import StateStore
@@ -231,6 +232,7 @@ def run(
     one_reading_messages: int = 20_000,
     rules: bool = True,
 ) -> dict[str, Any]:
+    tune_interpreter()  # as the service's process is
     readings = estate_readings(total)
     values_per_reading = sum(len(r.metrics) for r in readings) / len(readings)
     figures: dict[str, Any] = {"values_per_reading": round(values_per_reading, 2)}

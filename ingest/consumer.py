@@ -9,6 +9,7 @@ waits, stops reading the socket, and the broker holds the backlog.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import ssl
@@ -27,7 +28,7 @@ from prometheus_client import Histogram
 from ingest.pipeline import Delivery, judge
 from ingest.shards import estate_subscriptions, shard_of
 from ingest.state import DeadLetter, StateStore, now_ms
-from ingest.telemetry import TelemetryWriter
+from ingest.telemetry import EstateBatch, PreparedRows, TelemetryWriter
 from protocol.catalog import Catalog
 from protocol.endpoint import MqttEndpoint
 from protocol.topics import service_subscriptions
@@ -130,11 +131,15 @@ class ByteBudget:
         self.used = 0
         self._cv = threading.Condition()
 
-    def acquire(self, n: int) -> None:
+    def acquire(self, n: int, give_up: threading.Event) -> bool:
+        """Wait for room for n bytes; False (nothing taken) once ``give_up`` is set."""
         with self._cv:
             while self.used and self.used + n > self.capacity:
-                self._cv.wait()
+                if give_up.is_set():
+                    return False
+                self._cv.wait(0.1)
             self.used += n
+            return True
 
     def release(self, n: int) -> None:
         with self._cv:
@@ -170,7 +175,8 @@ class _Received:
     generation: int
     lane: _Lane
     weight: int
-    delivery: Delivery | None = None  # judged on the writer thread
+    delivery: Delivery | None = None  # judged on the decoder thread
+    rows: PreparedRows | None = None  # its readings encoded for the store, ditto
 
 
 class Ingest:
@@ -208,7 +214,25 @@ class Ingest:
         self._listeners: list[CommitListener] = []
         self._maintenance: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(16)
         self._maintenance_lock = threading.Lock()
+        # decoder: lanes → judge + rows → hand-off (one batch ahead) → writer: commit, ack,
+        # listeners. SQLite's half of a commit runs without the interpreter lock, so the
+        # decoder's Python work overlaps it on the other core.
+        # (0 events | 1 telemetry | 2 end, order, batch): events overtake telemetry waiting
+        # there, so a fire alarm waits for at most the commit in progress.
+        self._handoff: queue.PriorityQueue[tuple[int, int, list[_Received] | None]] = (
+            queue.PriorityQueue(maxsize=2)
+        )
+        self._handed = itertools.count()
+        self._decoder = threading.Thread(
+            target=self._decode_loop, name="ingest-decoder", daemon=True
+        )
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        # writer → listeners (rules, live stream) on a thread of their own, in commit order:
+        # bounded, so listeners that fall behind hold the writer back, not memory.
+        self._committed: queue.Queue[list[Delivery] | None] = queue.Queue(maxsize=2)
+        self._notifier = threading.Thread(
+            target=self._listen_loop, name="ingest-listeners", daemon=True
+        )
         if self.shard:
             client_id = f"{client_id}-{self.shard[0]}of{self.shard[1]}"
         # Bounded: a full queue blocks that lane's MQTT network thread, which is the
@@ -312,7 +336,9 @@ class Ingest:
 
     def start(self, wait_s: float = 10.0) -> None:
         self.stats.samples.append((time.monotonic(), 0, 0))
+        self._notifier.start()
         self._writer.start()
+        self._decoder.start()
         for lane in self.lanes:
             lane.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
             lane.client.loop_start()
@@ -332,7 +358,9 @@ class Ingest:
         with self._maintenance_lock:
             self._stopping.set()
         if self._writer.ident is not None:  # a start that failed early never ran it
+            self._decoder.join(30)
             self._writer.join(30)
+            self._notifier.join(30)
         self._cancel_maintenance()
         for lane in self.lanes:
             lane.client.disconnect()
@@ -370,10 +398,21 @@ class Ingest:
         # writer, whose SQLite steps release and retake it per row (a lock convoy).
         payload = bytes(msg.payload)
         weight = len(payload) + _OVERHEAD_BYTES
-        lane.budget.acquire(weight)  # blocks while the writer is behind: backpressure
-        lane.queue.put(
-            _Received(msg.topic, payload, now_ms(), msg.mid, msg.qos, lane.generation, lane, weight)
+        # Both waits block while the writer is behind (backpressure), until stop() gives up on
+        # them: the message is then not acknowledged, and the broker keeps it.
+        if not lane.budget.acquire(weight, self._closing):
+            return
+        item = _Received(
+            msg.topic, payload, now_ms(), msg.mid, msg.qos, lane.generation, lane, weight
         )
+        while True:
+            try:
+                lane.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._closing.is_set():
+                    lane.budget.release(weight)
+                    return
 
     def _judge(self, item: _Received) -> Delivery:
         try:
@@ -427,9 +466,15 @@ class Ingest:
         return pending
 
     def _take(self, item: _Received) -> int:
-        """Judge a message taken off a lane; its reading count."""
-        item.delivery = self._judge(item)
-        return item.delivery.reading_count
+        """Judge a message taken off a lane and encode its readings' rows; its reading
+        count."""
+        item.delivery = delivery = self._judge(item)
+        if delivery.batch is not None and delivery.batch.readings:
+            try:
+                item.rows = self.telemetry.prepare_rows(delivery.batch)
+            except Exception:  # the writer makes the rows itself then
+                log.exception("ingest: could not prepare the rows of a message on %s", item.topic)
+        return delivery.reading_count
 
     def run_maintenance(self, task: Callable[[], T]) -> Future[T]:
         """Run ``task`` on the writer thread between commits: SQLite has one writer, and
@@ -471,28 +516,54 @@ class Ingest:
                     log.exception("ingest: maintenance task failed")
                     future.set_exception(exc)
 
+    def _decode_loop(self) -> None:
+        """Judge batches off the lanes and hand them to the writer, at most one ahead: the
+        hand-off is bounded, so a slow store holds the decoder, then the lanes, then the
+        broker. Ends (after a last None) once stopping and the lanes are drained."""
+        while True:
+            pending = self._next_batch()
+            if pending:
+                rank = 0 if pending[0].lane.events else 1
+                self._handoff.put((rank, next(self._handed), pending))
+            elif self._stopping.is_set():
+                self._handoff.put((2, next(self._handed), None))
+                return
+
     def _write_loop(self) -> None:
         while True:
             self._run_maintenance()
-            pending = self._next_batch()
-            if not pending:
+            try:
+                _rank, _order, pending = self._handoff.get(timeout=0.05)
+            except queue.Empty:
                 self.telemetry.flush_latest_if_due()
-                if self._stopping.is_set():
-                    return
                 continue
+            if pending is None:  # the decoder has drained the lanes and stopped
+                self.telemetry.flush_latest_if_due()
+                self._committed.put(None)
+                return
             delay = 0.5
             while (fresh := self._commit(pending)) is None:
                 # Never drop what was received: retry until the store takes it. Unacked
                 # messages stay with the broker meanwhile, and the full queue holds back more.
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+            freed: dict[ByteBudget, int] = {}
             for item in pending:
                 # an ack on a newer connection would name another message: skip it, the
                 # broker redelivers and the seq book drops the repeat
                 if item.qos > 0 and item.generation == item.lane.generation:
                     item.lane.client.ack(item.mid, item.qos)
-                item.lane.budget.release(item.weight)
-            deliveries = fresh
+                freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
+            for budget, weight in freed.items():  # one wake-up a lane, not one a message
+                budget.release(weight)
+            if self._listeners:
+                self._committed.put(fresh)
+
+    def _listen_loop(self) -> None:
+        """Hand each commit's deliveries to the listeners, in commit order, off the writer:
+        rule evaluation is Python, the writer's commit mostly SQLite without the interpreter
+        lock, so the two overlap."""
+        while (deliveries := self._committed.get()) is not None:
             for listener in self._listeners:
                 try:
                     listener(deliveries)
@@ -504,8 +575,14 @@ class Ingest:
         the store failed."""
         started = time.perf_counter()
         deliveries = [p.delivery for p in pending if p.delivery is not None]  # all are judged
-        with_batch = [d for d in deliveries if d.batch is not None]
-        batches = [d.batch for d in with_batch if d.batch is not None]
+        with_batch: list[Delivery] = []
+        batches: list[EstateBatch] = []
+        prepared: list[PreparedRows | None] = []  # beside batches, index for index
+        for p in pending:
+            if p.delivery is not None and p.delivery.batch is not None:
+                with_batch.append(p.delivery)
+                batches.append(p.delivery.batch)
+                prepared.append(p.rows)
         try:
             # A redelivered message's bad items were dead-lettered the first time. Dead letters
             # go first: a crash before the readings commit repeats them (at least once), while
@@ -514,7 +591,7 @@ class Ingest:
             dups = {id(with_batch[i]) for i in dup_index}
             letters = [letter for d in deliveries if id(d) not in dups for letter in d.dead_letters]
             self.state.add_dead_letters(letters)
-            result = self.telemetry.write(batches, dup_index)
+            result = self.telemetry.write(batches, dup_index, prepared)
             new_devices: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
             for i, b in enumerate(batches):
                 if i in result.duplicates:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -90,11 +90,23 @@ def _insert_json(conn: sqlite3.Connection, table: str, columns: str, rows: list[
     SQLite then runs the whole insert with the interpreter lock released, where executemany
     retakes it for every row and waits behind any busy thread each time (a lock convoy with
     the MQTT threads). Floats survive the trip exactly (shortest round-trip repr)."""
+    _insert_json_arrays(conn, table, columns, [orjson.dumps(rows)])
+
+
+def _insert_json_arrays(
+    conn: sqlite3.Connection, table: str, columns: str, arrays: Sequence[bytes]
+) -> None:
+    """As _insert_json, for rows already encoded as JSON arrays of arrays (by
+    ``prepare_rows`` on another thread), joined into one array without decoding them."""
     names = [c.strip() for c in columns.split(",")]
     picks = ", ".join(f"value ->> {i}" for i in range(len(names)))
+    if len(arrays) == 1:
+        joined = arrays[0]
+    else:
+        # each is "[...]": the insides joined by commas make one array
+        joined = b"[" + b",".join(memoryview(a)[1:-1] for a in arrays if len(a) > 2) + b"]"
     conn.execute(
-        f"INSERT INTO {table} ({', '.join(names)}) SELECT {picks} FROM json_each(?)",
-        (orjson.dumps(rows),),
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT {picks} FROM json_each(?)", (joined,)
     )
 
 
@@ -127,6 +139,13 @@ class RollupPlan:
     end: int
     minute: Buckets
     hour: Buckets
+
+
+class PreparedRows(NamedTuple):
+    """A batch's readings as the JSON rows of ``readings``, encoded ahead of its commit."""
+
+    json: bytes
+    count: int
 
 
 @dataclass
@@ -235,6 +254,30 @@ class TelemetryWriter:
             is not None
         )
 
+    def prepare_rows(self, batch: EstateBatch) -> PreparedRows | None:
+        """The batch's readings as the rows ``write`` inserts, encoded on the caller's thread
+        (ingest's decoder, while the writer commits the batch before): the Python half of a
+        write, so the writer is left with SQLite's half, which runs without the interpreter
+        lock. None when a series is new (``write`` makes it in its own transaction) or the
+        raw rows go to InfluxDB. Reads only the series cache, which the writer only adds to."""
+        if self.raw_sink is not None or not batch.readings or batch.events:
+            return None
+        series = self._series
+        estate = batch.estate
+        rows: list[tuple[int, int, float | None, str | None]] = []
+        append = rows.append
+        for r in batch.readings:
+            ts, dev = r.ts, r.dev
+            for metric, value in r.metrics.items():
+                sid = series.get((estate, dev, metric))
+                if sid is None:
+                    return None
+                if type(value) is str:
+                    append((ts, sid, None, value))
+                else:
+                    append((ts, sid, float(value), None))
+        return PreparedRows(orjson.dumps(rows), len(rows))
+
     def find_duplicates(self, batches: Sequence[EstateBatch]) -> set[int]:
         """Indexes of the batches whose (gateway, seq) is already stored, or repeated earlier in
         ``batches``. Read-only."""
@@ -252,13 +295,19 @@ class TelemetryWriter:
         return dups
 
     def write(
-        self, batches: Sequence[EstateBatch], duplicates: set[int] | None = None
+        self,
+        batches: Sequence[EstateBatch],
+        duplicates: set[int] | None = None,
+        prepared: Sequence[PreparedRows | None] | None = None,
     ) -> WriteResult:
         """Append the readings and events of many messages in one transaction, skipping
         messages whose (gateway, seq) is already stored. ``duplicates``: what
-        find_duplicates() said of these batches just before, so it is not asked twice."""
+        find_duplicates() said of these batches just before, so it is not asked twice;
+        ``prepared``: what prepare_rows() made of each batch (None: rows made here)."""
         result = WriteResult()
         rows: list[tuple[int, int, float | None, str | None]] = []
+        arrays: list[bytes] = []  # prepared rows, inserted with these
+        prepared_values = 0
         event_rows: list[tuple[int, str, str, str, str, str, str]] = []
         seq_rows: list[tuple[str, str, int, int]] = []
         accepted: list[tuple[str, str, int]] = []
@@ -273,6 +322,12 @@ class TelemetryWriter:
                 if b.seq is not None:
                     accepted.append((b.estate, b.gateway, b.seq))
                     seq_rows.append((b.estate, b.gateway, b.seq, committed))
+                result.readings += len(b.readings)
+                ready = prepared[i] if prepared is not None else None
+                if ready is not None:
+                    arrays.append(ready.json)
+                    prepared_values += ready.count
+                    continue  # a prepared batch has readings only (events have a lane)
                 # The hot loop: plain dict lookups and tuple appends, no calls per value.
                 series = self._series
                 estate = b.estate
@@ -286,7 +341,6 @@ class TelemetryWriter:
                             rows.append((ts, sid, None, value))
                         else:
                             rows.append((ts, sid, float(value), None))
-                result.readings += len(b.readings)
                 for e in b.events:
                     event_rows.append(
                         (
@@ -305,7 +359,9 @@ class TelemetryWriter:
                 self.raw_sink.write(
                     [b for i, b in enumerate(batches) if i not in result.duplicates and b.readings]
                 )
-            elif rows:
+            elif rows or arrays:
+                if rows:
+                    arrays.append(orjson.dumps(rows))
                 first = self.conn.execute(
                     "SELECT coalesce(max(rowid), 0) + 1 FROM readings"
                 ).fetchone()[0]
@@ -313,7 +369,7 @@ class TelemetryWriter:
                     "INSERT OR IGNORE INTO commit_marks VALUES (?, ?)",
                     (committed // MINUTE_MS, first),
                 )
-                _insert_json(self.conn, "readings", "ts, series, num, txt", rows)
+                _insert_json_arrays(self.conn, "readings", "ts, series, num, txt", arrays)
                 self._unfolded = True
                 if time.monotonic() - self._latest_flushed >= self.latest_interval_s:
                     self._fold_latest()
@@ -355,7 +411,7 @@ class TelemetryWriter:
                 ],
             )
         self.seqs.gateways.update(touched)
-        result.values = len(rows)
+        result.values = len(rows) + prepared_values
         result.events = len(event_rows)
         return result
 

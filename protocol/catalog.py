@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, Union
+
+import msgspec
 
 __all__ = [
     "BUNDLED_CATALOG",
@@ -135,6 +137,91 @@ def _compile(kinds: Mapping[str, Kind]) -> dict[str, KindCheck]:
     return out
 
 
+_UInt = Annotated[int, msgspec.Meta(ge=0)]
+
+
+def _typed_value(m: Metric) -> Any:
+    """The msgspec type that accepts exactly the values the decode loop accepts as they are
+    (an integral float for an integer metric is not: the loop normalises it, so it goes there)."""
+    if m.type is ValueType.BOOLEAN:
+        return bool
+    if m.type is ValueType.ENUM:
+        return Literal[tuple(m.values)]
+    bounds: dict[str, float] = {}
+    if m.type is ValueType.INTEGER:
+        if m.min is not None:
+            bounds["ge"] = math.ceil(m.min)
+        if m.max is not None:
+            bounds["le"] = math.floor(m.max)
+        return Annotated[int, msgspec.Meta(**bounds)] if bounds else int
+    if m.min is not None:
+        bounds["ge"] = m.min
+    if m.max is not None:
+        bounds["le"] = m.max
+    return Annotated[float, msgspec.Meta(**bounds)] if bounds else float
+
+
+class TypedTelemetry:
+    """The msgspec decoder of _compile_typed; pickles as its kinds (a catalog goes to worker
+    processes) and is built again there."""
+
+    def __init__(self, kinds: Mapping[str, Kind], max_items: int) -> None:
+        self._args = (kinds, max_items)
+        self.decode = _compile_typed(kinds, max_items).decode
+
+    def __reduce__(self) -> tuple[type[TypedTelemetry], tuple[Mapping[str, Kind], int]]:
+        return (TypedTelemetry, self._args)
+
+
+def _compile_typed(kinds: Mapping[str, Kind], max_items: int) -> msgspec.json.Decoder[Any]:
+    """A msgspec decoder of a whole telemetry message that succeeds only on a message the
+    decode loop would take whole: every reading of a known kind, every metric known and in
+    range. It checks in C what the loop checks in Python (about 0.3 µs a reading against 4);
+    ``dev`` patterns, the future limit and empty ``m`` are left to the caller. Field names
+    are positional (``f0``…) renamed to the metric names, so a metric may be any name."""
+    readings = []
+    for i, (name, kind) in enumerate(kinds.items()):
+        fields = [
+            (f"f{j}", Union[_typed_value(m), msgspec.UnsetType], msgspec.UNSET)  # noqa: UP007
+            for j, m in enumerate(kind.metrics.values())
+        ]
+        rename = {f"f{j}": m for j, m in enumerate(kind.metrics)}
+        metrics = msgspec.defstruct(
+            f"Metrics{i}", fields, rename=rename, forbid_unknown_fields=True
+        )
+        readings.append(
+            msgspec.defstruct(
+                f"Reading{i}",
+                [("dev", str), ("ts", _UInt), ("m", metrics)],
+                tag_field="kind",
+                tag=name,
+            )
+        )
+    if not readings:  # a catalog without kinds: nothing is ever valid
+        readings.append(msgspec.defstruct("NoReading", [("never", Literal[()])]))
+    envelope = msgspec.defstruct(
+        "TelemetryEnvelope",
+        [
+            ("v", Literal[1]),
+            ("gw", str),
+            ("seq", _UInt),
+            ("sent", _UInt),
+            (
+                "readings",
+                Annotated[
+                    list[Union[tuple(readings)]],  # type: ignore[misc]  # noqa: UP007
+                    msgspec.Meta(min_length=1, max_length=max_items),
+                ],
+            ),
+        ],
+    )
+    return msgspec.json.Decoder(envelope)
+
+
+# Same limit as messages.MAX_ITEMS (which imports this module).
+_MAX_ITEMS = 5000
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     version: int
@@ -144,9 +231,12 @@ class Catalog:
     status_word_bits: Mapping[int, StatusBit] = field(default_factory=dict)
     # Built once per catalog so decoding never re-derives per-reading checks.
     _checks: Mapping[str, KindCheck] = field(init=False, repr=False, compare=False)
+    # Whole valid telemetry messages decoded in C; see _compile_typed.
+    _typed_telemetry: TypedTelemetry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_checks", _compile(self.kinds))
+        object.__setattr__(self, "_typed_telemetry", TypedTelemetry(self.kinds, _MAX_ITEMS))
 
 
 class CatalogError(ValueError):

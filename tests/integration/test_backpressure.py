@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from estatewatch.broker import ManagedMosquitto
 from ingest.consumer import Ingest
 from ingest.state import StateStore
-from ingest.telemetry import EstateBatch, TelemetryWriter, WriteResult
+from ingest.telemetry import EstateBatch, PreparedRows, TelemetryWriter, WriteResult
 from protocol.catalog import default_catalog
 
 pytestmark = pytest.mark.integration
@@ -26,10 +26,13 @@ class SlowWriter(TelemetryWriter):
     """A disk that cannot keep up: every commit takes 30 ms more."""
 
     def write(
-        self, batches: Sequence[EstateBatch], duplicates: set[int] | None = None
+        self,
+        batches: Sequence[EstateBatch],
+        duplicates: set[int] | None = None,
+        prepared: Sequence[PreparedRows | None] | None = None,
     ) -> WriteResult:
         time.sleep(0.03)
-        return super().write(batches, duplicates)
+        return super().write(batches, duplicates, prepared)
 
 
 # Each message below is ~250 bytes of payload, plus the per-message overhead counted.
@@ -156,11 +159,12 @@ def test_a_message_larger_than_the_byte_bound_passes_an_empty_lane() -> None:
     from ingest.consumer import ByteBudget
 
     budget = ByteBudget(1000)
-    budget.acquire(400)
+    never = threading.Event()
+    assert budget.acquire(400, never)
     passed = threading.Event()
 
     def big() -> None:
-        budget.acquire(5000)
+        assert budget.acquire(5000, never)
         passed.set()
 
     t = threading.Thread(target=big)
@@ -170,3 +174,22 @@ def test_a_message_larger_than_the_byte_bound_passes_an_empty_lane() -> None:
     assert passed.wait(5)  # alone in the lane, it goes
     t.join()
     assert budget.used == 5000
+
+
+def test_a_wait_for_room_gives_up_when_told() -> None:
+    """stop() must not hang on a network thread waiting for a writer that is gone: the wait
+    ends, nothing is taken, and the message stays unacknowledged with the broker."""
+    from ingest.consumer import ByteBudget
+
+    budget = ByteBudget(1000)
+    closing = threading.Event()
+    assert budget.acquire(900, closing)
+    result: list[bool] = []
+    t = threading.Thread(target=lambda: result.append(budget.acquire(500, closing)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive()  # full: it waits
+    closing.set()
+    t.join(2)
+    assert result == [False]
+    assert budget.used == 900
