@@ -145,7 +145,7 @@ class PreparedRows(NamedTuple):
     """A batch's readings as the JSON rows of ``readings``, encoded ahead of its commit."""
 
     json: bytes
-    count: int
+    values: int
 
 
 @dataclass
@@ -326,7 +326,7 @@ class TelemetryWriter:
                 ready = prepared[i] if prepared is not None else None
                 if ready is not None:
                     arrays.append(ready.json)
-                    prepared_values += ready.count
+                    prepared_values += ready.values
                     continue  # a prepared batch has readings only (events have a lane)
                 # The hot loop: plain dict lookups and tuple appends, no calls per value.
                 series = self._series

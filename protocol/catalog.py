@@ -147,18 +147,11 @@ def _typed_value(m: Metric) -> Any:
         return bool
     if m.type is ValueType.ENUM:
         return Literal[tuple(m.values)]
-    bounds: dict[str, float] = {}
     if m.type is ValueType.INTEGER:
-        if m.min is not None:
-            bounds["ge"] = math.ceil(m.min)
-        if m.max is not None:
-            bounds["le"] = math.floor(m.max)
-        return Annotated[int, msgspec.Meta(**bounds)] if bounds else int
-    if m.min is not None:
-        bounds["ge"] = m.min
-    if m.max is not None:
-        bounds["le"] = m.max
-    return Annotated[float, msgspec.Meta(**bounds)] if bounds else float
+        lo = None if m.min is None else math.ceil(m.min)
+        hi = None if m.max is None else math.floor(m.max)
+        return Annotated[int, msgspec.Meta(ge=lo, le=hi)]
+    return Annotated[float, msgspec.Meta(ge=m.min, le=m.max)]
 
 
 class TypedTelemetry:
