@@ -13,6 +13,7 @@ import itertools
 import logging
 import queue
 import ssl
+import struct
 import threading
 import time
 from collections import Counter, deque
@@ -110,6 +111,23 @@ class IngestStats:
         last = samples[-1]
         span = max(now - base[0], 1e-9)
         return (last[1] - base[1]) / span, (last[2] - base[2]) / span
+
+
+_PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 PUBACK: type 4, remaining length 2, packet id
+
+
+def ack_all(client: mqtt.Client, mids: Sequence[int]) -> None:
+    """Acknowledge QoS 1 messages, in the order they were received, as one write: paho's
+    ack() queues a packet and wakes the network thread (a syscall) per message, and that
+    thread then sends each with a send() of its own; here a commit's PUBACKs go as one entry
+    of paho's packet queue. _packet_queue is paho's own (private) call; without it, ack()."""
+    queue_packet = getattr(client, "_packet_queue", None)
+    if queue_packet is None or len(mids) == 1:
+        for mid in mids:
+            client.ack(mid, 1)
+        return
+    data = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+    queue_packet(mqtt.PUBACK, data, 0, 0)
 
 
 # What a queued message costs besides its payload (its record and the topic string).
@@ -548,12 +566,17 @@ class Ingest:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
             freed: dict[ByteBudget, int] = {}
+            acks: dict[_Lane, list[int]] = {}
             for item in pending:
                 # an ack on a newer connection would name another message: skip it, the
                 # broker redelivers and the seq book drops the repeat
-                if item.qos > 0 and item.generation == item.lane.generation:
+                if item.qos == 1 and item.generation == item.lane.generation:
+                    acks.setdefault(item.lane, []).append(item.mid)
+                elif item.qos > 1 and item.generation == item.lane.generation:
                     item.lane.client.ack(item.mid, item.qos)
                 freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
+            for lane, mids in acks.items():
+                ack_all(lane.client, mids)
             for budget, weight in freed.items():  # one wake-up a lane, not one a message
                 budget.release(weight)
             if self._listeners:
