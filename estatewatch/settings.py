@@ -74,7 +74,8 @@ class Settings:
         default=500, metadata={"help": "longest a received reading waits before it is committed"}
     )
     commit_max_readings: int = field(
-        default=2000, metadata={"help": "readings that trigger a commit before the interval ends"}
+        default=10_000,
+        metadata={"help": "readings that trigger a commit before the interval ends"},
     )
     raw_retention_days: int = field(
         default=30, metadata={"help": "days raw readings are kept (rollups stay longer)"}

@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -165,6 +165,32 @@ class ByteBudget:
             self._cv.notify_all()
 
 
+class _Handoff(Generic[T]):
+    """Between two of ingest's threads: events first, then telemetry, then the end, each in
+    the order put. Telemetry takes one of ``capacity`` slots (its backpressure); events take
+    none, so an event never waits for a telemetry slot to free (their bytes are already bounded
+    by their lane's budget, which is released only after their commit)."""
+
+    EVENTS, TELEMETRY, END = 0, 1, 2
+
+    def __init__(self, capacity: int) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, T | None]] = queue.PriorityQueue()
+        self._slots = threading.Semaphore(capacity)
+        self._order = itertools.count()
+
+    def put(self, rank: int, item: T | None) -> None:
+        if rank == self.TELEMETRY:
+            self._slots.acquire()
+        self._queue.put((rank, next(self._order), item))
+
+    def get(self, timeout: float | None = None) -> tuple[int, T | None]:
+        """(rank, item); raises queue.Empty after ``timeout``."""
+        rank, _order, item = self._queue.get(timeout=timeout)
+        if rank == self.TELEMETRY:
+            self._slots.release()
+        return rank, item
+
+
 @dataclass(eq=False)
 class _Lane:
     """One MQTT session and its bounded queue. Events have a lane of their own: a fire alarm
@@ -195,6 +221,11 @@ class _Received:
     weight: int
     delivery: Delivery | None = None  # judged on the decoder thread
     rows: PreparedRows | None = None  # its readings encoded for the store, ditto
+
+
+def _rank(pending: list[_Received]) -> int:
+    # a batch is all events or all telemetry (see _next_batch)
+    return _Handoff.EVENTS if pending[0].lane.events else _Handoff.TELEMETRY
 
 
 class Ingest:
@@ -235,19 +266,16 @@ class Ingest:
         # decoder: lanes → judge + rows → hand-off (one batch ahead) → writer: commit, ack,
         # listeners. SQLite's half of a commit runs without the interpreter lock, so the
         # decoder's Python work overlaps it on the other core.
-        # (0 events | 1 telemetry | 2 end, order, batch): events overtake telemetry waiting
-        # there, so a fire alarm waits for at most the commit in progress.
-        self._handoff: queue.PriorityQueue[tuple[int, int, list[_Received] | None]] = (
-            queue.PriorityQueue(maxsize=2)
-        )
-        self._handed = itertools.count()
+        # events overtake telemetry waiting there, so a fire alarm waits for at most the
+        # commit in progress
+        self._handoff: _Handoff[list[_Received]] = _Handoff(1)
         self._decoder = threading.Thread(
             target=self._decode_loop, name="ingest-decoder", daemon=True
         )
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
-        # writer → listeners (rules, live stream) on a thread of their own, in commit order:
-        # bounded, so listeners that fall behind hold the writer back, not memory.
-        self._committed: queue.Queue[list[Delivery] | None] = queue.Queue(maxsize=2)
+        # writer → listeners (rules, live stream) on a thread of their own, in commit order
+        # but events first: bounded, so listeners that fall behind hold the writer back.
+        self._committed: _Handoff[list[Delivery]] = _Handoff(2)
         self._notifier = threading.Thread(
             target=self._listen_loop, name="ingest-listeners", daemon=True
         )
@@ -541,23 +569,22 @@ class Ingest:
         while True:
             pending = self._next_batch()
             if pending:
-                rank = 0 if pending[0].lane.events else 1
-                self._handoff.put((rank, next(self._handed), pending))
+                self._handoff.put(_rank(pending), pending)
             elif self._stopping.is_set():
-                self._handoff.put((2, next(self._handed), None))
+                self._handoff.put(_Handoff.END, None)
                 return
 
     def _write_loop(self) -> None:
         while True:
             self._run_maintenance()
             try:
-                _rank, _order, pending = self._handoff.get(timeout=0.05)
+                _, pending = self._handoff.get(timeout=0.05)
             except queue.Empty:
                 self.telemetry.flush_latest_if_due()
                 continue
             if pending is None:  # the decoder has drained the lanes and stopped
                 self.telemetry.flush_latest_if_due()
-                self._committed.put(None)
+                self._committed.put(_Handoff.END, None)
                 return
             delay = 0.5
             while (fresh := self._commit(pending)) is None:
@@ -580,13 +607,14 @@ class Ingest:
             for budget, weight in freed.items():  # one wake-up a lane, not one a message
                 budget.release(weight)
             if self._listeners:
-                self._committed.put(fresh)
+                self._committed.put(_rank(pending), fresh)
 
     def _listen_loop(self) -> None:
-        """Hand each commit's deliveries to the listeners, in commit order, off the writer:
+        """Hand each commit's deliveries to the listeners, in commit order (a commit of events
+        before telemetry commits still waiting), off the writer:
         rule evaluation is Python, the writer's commit mostly SQLite without the interpreter
         lock, so the two overlap."""
-        while (deliveries := self._committed.get()) is not None:
+        while (deliveries := self._committed.get()[1]) is not None:
             for listener in self._listeners:
                 try:
                     listener(deliveries)
