@@ -23,6 +23,7 @@ are fed but not timed.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import random
@@ -39,6 +40,7 @@ from alerts.engine import AlertEngine
 from alerts.rules.loader import BUNDLED_RULES, load_rules
 from alerts.rules.spec import Composite, ValueTest
 from bench.common import report, verdict
+from estatewatch.cli import tune_interpreter
 from ingest.pipeline import Delivery
 from ingest.state import create_engine
 from ingest.telemetry import EstateBatch
@@ -315,6 +317,7 @@ VARIANTS = (
 def run(
     minutes: int = 30, warmup: int = 5, sizes: tuple[int, int] = (10, 1000), seed: int = 7
 ) -> dict[str, Any]:
+    tune_interpreter()  # the service's process settings (the collector's thresholds)
     catalog = default_catalog()
     chunks = minutes_of_readings(warmup + minutes, seed)
     seen = observe(chunks, catalog)
@@ -345,6 +348,7 @@ def run(
             )
             assert len(engine.rules.defaults) == n, f"{len(engine.rules.defaults)} of {n} loaded"
             fed.append(Fed(name, engine, clock, coverage))
+        gc.freeze()  # as the service does once set up: the engines' start-up state
         try:
             for k, chunk in enumerate(chunks):
                 ds = deliveries(chunk)
