@@ -11,6 +11,7 @@ paho subscriber's publish-to-receive time for the same probe messages.
 from __future__ import annotations
 
 import argparse
+import gc
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
+from estatewatch.cli import tune_interpreter
 from estatewatch.service import Service
 from estatewatch.settings import Settings
 
@@ -42,6 +44,7 @@ def _client(creds: Any, client_id: str) -> mqtt.Client:
 
 
 def run(load_rate: float, seconds: float = 30.0, probes_per_s: float = 10.0) -> dict[str, Any]:
+    tune_interpreter()  # as `estatewatch run` does
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=str(Path(tmp) / "data"),
@@ -52,6 +55,7 @@ def run(load_rate: float, seconds: float = 30.0, probes_per_s: float = 10.0) -> 
         )
         service = Service(settings)
         service.start()
+        gc.freeze()  # as `estatewatch run` does once started
         try:
             return _measure(service, load_rate, seconds, probes_per_s)
         finally:

@@ -262,6 +262,17 @@ class TelemetryWriter:
         raw rows go to InfluxDB. Reads only the series cache, which the writer only adds to."""
         if self.raw_sink is not None or not batch.readings or batch.events:
             return None
+        rows = self._reading_rows(batch, create=False)
+        if rows is None:
+            return None
+        return PreparedRows(orjson.dumps(rows), len(rows))
+
+    def _reading_rows(
+        self, batch: EstateBatch, create: bool
+    ) -> list[tuple[int, int, float | None, str | None]] | None:
+        """The ``readings`` rows of a batch. A series not yet known is made (``create``: on the
+        writer, in its transaction) or makes the answer None (elsewhere). The hot loop: plain
+        dict lookups and tuple appends, no calls per value."""
         series = self._series
         estate = batch.estate
         rows: list[tuple[int, int, float | None, str | None]] = []
@@ -271,12 +282,14 @@ class TelemetryWriter:
             for metric, value in r.metrics.items():
                 sid = series.get((estate, dev, metric))
                 if sid is None:
-                    return None
+                    if not create:
+                        return None
+                    sid = self._series_id(estate, dev, metric)
                 if type(value) is str:
                     append((ts, sid, None, value))
                 else:
                     append((ts, sid, float(value), None))
-        return PreparedRows(orjson.dumps(rows), len(rows))
+        return rows
 
     def find_duplicates(self, batches: Sequence[EstateBatch]) -> set[int]:
         """Indexes of the batches whose (gateway, seq) is already stored, or repeated earlier in
@@ -328,19 +341,7 @@ class TelemetryWriter:
                     arrays.append(ready.json)
                     prepared_values += ready.values
                     continue  # a prepared batch has readings only (events have a lane)
-                # The hot loop: plain dict lookups and tuple appends, no calls per value.
-                series = self._series
-                estate = b.estate
-                for r in b.readings:
-                    ts, dev = r.ts, r.dev
-                    for metric, value in r.metrics.items():
-                        sid = series.get((estate, dev, metric))
-                        if sid is None:
-                            sid = self._series_id(estate, dev, metric)
-                        if type(value) is str:
-                            rows.append((ts, sid, None, value))
-                        else:
-                            rows.append((ts, sid, float(value), None))
+                rows.extend(self._reading_rows(b, create=True) or ())
                 for e in b.events:
                     event_rows.append(
                         (

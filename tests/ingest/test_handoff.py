@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ingest.consumer import _Handoff
+from ingest.consumer import INCIDENT_BATCH_READINGS, INCIDENT_S, Ingest, _Handoff, _Received
+from ingest.state import StateStore
+from ingest.telemetry import TelemetryWriter
+from protocol.catalog import default_catalog
+from protocol.endpoint import MqttEndpoint
+from protocol.messages import Event, Reading, encode_events, encode_telemetry
 
 
 def test_events_overtake_waiting_telemetry_and_each_kind_keeps_its_order() -> None:
@@ -47,3 +55,64 @@ def test_telemetry_is_bounded_but_events_still_pass() -> None:
     assert done.wait(1)
     assert h.get(timeout=1) == (_Handoff.TELEMETRY, "t2")
     t.join()
+
+
+def test_telemetry_without_a_slot_gives_up_after_its_timeout() -> None:
+    # the decoder then passes waiting events on before it tries again
+    h: _Handoff[str] = _Handoff(1)
+    assert h.put(_Handoff.TELEMETRY, "t1", timeout=0.05)
+    assert not h.put(_Handoff.TELEMETRY, "t2", timeout=0.05)  # nothing put
+    assert h.put(_Handoff.EVENTS, "e1", timeout=0.05)
+    assert [h.get(timeout=1)[1] for _ in range(2)] == ["e1", "t1"]
+    with pytest.raises(queue.Empty):
+        h.get(timeout=0.01)
+
+
+def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None:
+    """The decoder's batches: up to max_batch_readings normally; after an event (an incident,
+    when the next alarm must not wait behind a long commit), at most INCIDENT_BATCH_READINGS.
+    No broker: messages are put on the lanes as the network thread would."""
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("inc", "事件")
+    state.add_gateway("inc", "gw-01")
+    writer = TelemetryWriter(tmp_path / "t.db")
+    ingest = Ingest(
+        MqttEndpoint("127.0.0.1", 1), state, writer, default_catalog(), linger_s=0.0,
+        max_batch_readings=10_000,
+    )  # fmt: skip
+    now = int(time.time() * 1000)
+    seq = iter(range(1, 1000))
+
+    def telemetry(n: int) -> None:
+        for _ in range(n):
+            readings = [
+                Reading(f"h-{i}", "fire_hydrant", now, {"pressure_mpa": 0.3}) for i in range(500)
+            ]
+            payload = encode_telemetry("gw-01", next(seq), now, readings)
+            ingest.telemetry_lane.queue.put(
+                _Received("estates/inc/gw/gw-01/telemetry", payload, now, 1, 1, 0,
+                          ingest.telemetry_lane, len(payload))
+            )  # fmt: skip
+
+    def event() -> None:
+        e = Event("h-1", "fire_hydrant", now, "fire.fault", {})
+        payload = encode_events("gw-01", next(seq), now, [e])
+        ingest.events_lane.queue.put(
+            _Received("estates/inc/gw/gw-01/events", payload, now, 1, 1, 0,
+                      ingest.events_lane, len(payload))
+        )  # fmt: skip
+
+    def readings(batch: list[Any]) -> int:
+        return sum(item.delivery.reading_count for item in batch)
+
+    telemetry(30)
+    assert readings(ingest._next_batch()) == 10_000
+    event()
+    first = ingest._next_batch()
+    assert [item.lane.events for item in first] == [True]  # the event, on its own, first
+    assert readings(ingest._next_batch()) == INCIDENT_BATCH_READINGS
+    ingest._last_event -= INCIDENT_S  # the incident is over
+    telemetry(30)  # 1,000 were left; 16,000 now
+    assert readings(ingest._next_batch()) == 10_000
+    writer.close()
+    state.close()
