@@ -146,6 +146,10 @@ def run(
                 sampler.join()
                 out = gen.stdout.read() if gen.stdout else ""
                 last = [ln for ln in out.splitlines() if ln.startswith("sent ")]
+                if not last:  # it failed: say how, since "published" is then unknown
+                    print(f"  load generator gave no count (exit {gen.returncode}):", flush=True)
+                    print("    " + "\n    ".join(out.strip().splitlines()[-8:]), flush=True)
+                    figures["load_generator_failed"] = out.strip().splitlines()[-3:]
                 sent = int(last[-1].split()[1]) if last else 0
                 seq = int(last[-1].split()[-1]) + 1 if last else seq
                 published += sent
