@@ -306,11 +306,9 @@ class Ingest:
         self._listeners: list[CommitListener] = []
         self._maintenance: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(16)
         self._maintenance_lock = threading.Lock()
-        # decoder: lanes → judge + rows → hand-off (one batch ahead) → writer: commit, ack,
-        # listeners. SQLite's half of a commit runs without the interpreter lock, so the
-        # decoder's Python work overlaps it on the other core.
-        # events overtake telemetry waiting there, so a fire alarm waits for at most the
-        # commit in progress
+        # decoder: lanes → judge + rows → hand-off (one telemetry batch ahead; events overtake
+        # it) → writer: commit, ack. SQLite's half of a commit runs without the interpreter
+        # lock, so the decoder's Python work overlaps it on the other core.
         self._handoff: _Handoff[list[_Received]] = _Handoff(1)
         self._decoder = threading.Thread(
             target=self._decode_loop, name="ingest-decoder", daemon=True
@@ -572,7 +570,7 @@ class Ingest:
         """Judge a message taken off a lane and encode its readings' rows; its reading
         count."""
         item.delivery = delivery = self._judge(item)
-        if delivery.batch is not None and delivery.batch.readings:
+        if delivery.batch is not None:
             try:
                 item.rows = self.telemetry.prepare_rows(delivery.batch)
             except Exception:  # the writer makes the rows itself then
@@ -660,10 +658,9 @@ class Ingest:
             for item in pending:
                 # an ack on a newer connection would name another message: skip it, the
                 # broker redelivers and the seq book drops the repeat
-                if item.qos == 1 and item.generation == item.lane.generation:
+                # (QoS 1 at most: the subscriptions are QoS 1, so the broker sends no QoS 2)
+                if item.qos > 0 and item.generation == item.lane.generation:
                     acks.setdefault(item.lane, []).append(item.mid)
-                elif item.qos > 1 and item.generation == item.lane.generation:
-                    item.lane.client.ack(item.mid, item.qos)
                 freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
             for lane, mids in acks.items():
                 ack_all(lane.client, mids)

@@ -420,7 +420,7 @@ def _decode_whole(
         doc = orjson.loads(payload)
     except (msgspec.ValidationError, msgspec.DecodeError, orjson.JSONDecodeError):
         return None
-    if typed.gw != topic_gw:
+    if typed.gw != topic_gw or len(typed.readings) > MAX_ITEMS:
         return None
     max_ts = now_ms + MAX_FUTURE_MS
     valid_devs = _valid_devs
@@ -434,8 +434,8 @@ def _decode_whole(
         m = r["m"]
         if ts > max_ts or not m or kind != t.__struct_config__.tag:
             return None
-        if dev not in valid_devs:
-            if type(dev) is not str or _dev_match(dev) is None:
+        if dev not in valid_devs:  # a str: msgspec checked that
+            if _dev_match(dev) is None:
                 return None
             if len(valid_devs) >= _MAX_VALID_DEVS:
                 valid_devs.clear()
