@@ -20,6 +20,7 @@ import msgspec
 
 __all__ = [
     "BUNDLED_CATALOG",
+    "MAX_SAFE_INT",
     "Catalog",
     "CatalogError",
     "EventType",
@@ -35,6 +36,10 @@ BUNDLED_CATALOG = Path(__file__).with_name("catalog_v1.toml")
 
 # Same limit as messages.MAX_TEXT_LEN: an enum value must fit what the decoder accepts.
 _MAX_ENUM_LEN = 64
+
+# The largest integer the contract allows anywhere (seq, times, counts, integer metrics): a
+# JSON-safe integer, which SQLite's INTEGER, PostgreSQL's BIGINT and JavaScript hold exactly.
+MAX_SAFE_INT = 2**53 - 1
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 _EVENT_TYPE_RE = re.compile(r"([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)")
@@ -137,7 +142,9 @@ def _compile(kinds: Mapping[str, Kind]) -> dict[str, KindCheck]:
     return out
 
 
-_UInt = Annotated[int, msgspec.Meta(ge=0)]
+# Same bounds as messages._is_uint and messages._is_seq (CONTRACT.md "Bounds").
+_UInt = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INT)]
+_Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SAFE_INT)]
 
 
 def _typed_value(m: Metric) -> Any:
@@ -196,7 +203,7 @@ def _compile_typed(kinds: Mapping[str, Kind]) -> msgspec.json.Decoder[Any]:
         [
             ("v", Literal[1]),
             ("gw", str),
-            ("seq", _UInt),
+            ("seq", _Seq),
             ("sent", _UInt),
             (
                 "readings",
@@ -425,6 +432,8 @@ class _Loader:
                 )
                 if not ok:
                     raise self.fail(where, f"'{key}' must be a finite {vtype.value}")
+                if vtype is ValueType.INTEGER and abs(bound) > MAX_SAFE_INT:
+                    raise self.fail(where, f"'{key}' is beyond ±{MAX_SAFE_INT} (2^53 - 1)")
             if lo > hi:
                 raise self.fail(where, f"min {lo} > max {hi}")
             if unit is not None:

@@ -14,8 +14,12 @@ Decisions callers should know:
 * An ``enum`` value that is a string but not one of the catalog's values is OUT_OF_RANGE;
   a non-string, or a string longer than MAX_TEXT_LEN, is BAD_VALUE_TYPE.
 * ``dev`` is 1-64 characters of ``[A-Za-z0-9._:-]`` starting with a letter or digit (vendor
-  device ids are looser than estate/gateway ids); ``ts`` and ``sent`` are non-negative ints.
-* Event ``data`` missing or ``null`` becomes ``{}``; any other non-object is BAD_ITEM.
+  device ids are looser than estate/gateway ids); ``ts`` and ``sent`` are ints
+  0..MAX_SAFE_INT, ``seq`` 1..MAX_SAFE_INT (CONTRACT.md "Bounds": every integer fits SQLite's
+  INTEGER and a JavaScript number, so no store can overflow on it); so are a status's counts.
+* Event ``data`` missing or ``null`` becomes ``{}``; any other non-object is BAD_ITEM, and so
+  is one nested deeper than MAX_DATA_DEPTH; one over MAX_DATA_BYTES encoded is TOO_LARGE.
+* Short texts (``fw``, ids of commands) have no control characters.
 * Timestamps are only checked against the future limit; old ones are fine (store-and-forward).
 * Encoders raise ValueError for what the decoder would reject as a whole message
   (no items, more than MAX_ITEMS, over MAX_PAYLOAD_BYTES) and for fields that clash with
@@ -38,6 +42,7 @@ from protocol.catalog import (
     CHECK_ENUM,
     CHECK_INTEGER,
     CHECK_NUMBER,
+    MAX_SAFE_INT,
     Catalog,
     KindCheck,
     MetricCheck,
@@ -45,9 +50,12 @@ from protocol.catalog import (
 
 __all__ = [
     "CONTRACT_VERSION",
+    "MAX_DATA_BYTES",
+    "MAX_DATA_DEPTH",
     "MAX_FUTURE_MS",
     "MAX_ITEMS",
     "MAX_PAYLOAD_BYTES",
+    "MAX_SAFE_INT",
     "MAX_TEXT_LEN",
     "STATUS_STATES",
     "Command",
@@ -78,11 +86,16 @@ MAX_PAYLOAD_BYTES = 1_048_576
 MAX_ITEMS = 5000
 MAX_FUTURE_MS = 86_400_000
 MAX_TEXT_LEN = 64
+# Event data (CONTRACT.md "Bounds"): a store encodes it again, and encoders have recursion
+# limits (orjson's is 254), so a deeper object would fail its commit, not its decoding.
+MAX_DATA_DEPTH = 16
+MAX_DATA_BYTES = 65_536
 CONTRACT_VERSION = 1
 STATUS_STATES = ("online", "offline")
 
 _DEV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _dev_match = _DEV_RE.fullmatch
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class Reason(StrEnum):
@@ -229,7 +242,42 @@ def _num(x: float) -> str:
 
 
 def _is_uint(value: object) -> TypeGuard[int]:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_SAFE_INT
+
+
+def _is_seq(value: object) -> TypeGuard[int]:
+    return type(value) is int and 1 <= value <= MAX_SAFE_INT
+
+
+def _depth_over(value: object, limit: int) -> int | None:
+    """The nesting depth of a JSON value (an object or array is 1 deeper than its parent; a
+    top-level object is 1) if over ``limit``, else None. Iterative, and stops at the first
+    branch found too deep, so a hostile value costs no recursion."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children: Iterable[object] = (
+            v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        )
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if depth + 1 > limit:
+                    return depth + 1
+                stack.append((child, depth + 1))
+    return None
+
+
+def _data_problem(data: dict[str, Any]) -> tuple[Reason, str] | None:
+    """Why event data is outside its bounds, or None."""
+    if not data:
+        return None
+    depth = _depth_over(data, MAX_DATA_DEPTH)
+    if depth is not None:
+        return Reason.BAD_ITEM, f"'data' is nested {depth}+ deep, over {MAX_DATA_DEPTH}"
+    size = len(orjson.dumps(data))
+    if size > MAX_DATA_BYTES:
+        return Reason.TOO_LARGE, f"'data' is {size} bytes encoded, over {MAX_DATA_BYTES}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,14 +327,15 @@ def _envelope(doc: dict[str, Any], topic_gw: str, list_key: str) -> tuple[str, i
     _check_version(doc)
     gw = _check_gw(doc, topic_gw)
     seq = doc.get("seq")
-    if not _is_uint(seq):
+    if not _is_seq(seq):
         raise MessageRejected(
-            Reason.BAD_ENVELOPE, f"'seq' is {_show(seq)}, expected a non-negative integer"
+            Reason.BAD_ENVELOPE, f"'seq' is {_show(seq)}, expected an integer 1..{MAX_SAFE_INT}"
         )
     sent = doc.get("sent")
     if not _is_uint(sent):
         raise MessageRejected(
-            Reason.BAD_ENVELOPE, f"'sent' is {_show(sent)}, expected epoch milliseconds"
+            Reason.BAD_ENVELOPE,
+            f"'sent' is {_show(sent)}, expected epoch milliseconds 0..{MAX_SAFE_INT}",
         )
     items = doc.get(list_key)
     if type(items) is not list:
@@ -329,7 +378,7 @@ def _shape_problem(item: Any, extra_key: str | None) -> str:
     ts = item.get("ts")
     if not _is_uint(ts):
         shown = "missing" if "ts" not in item else _show(ts)
-        return f"'ts' is {shown}, expected epoch milliseconds (non-negative integer)"
+        return f"'ts' is {shown}, expected epoch milliseconds (integer 0..{MAX_SAFE_INT})"
     if extra_key == "m":
         m = item.get("m")
         if type(m) is not dict:
@@ -473,7 +522,7 @@ def _decode_each(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) -
             and _dev_match(dev) is not None
             and type(kind := r.get("kind")) is str
             and type(ts := r.get("ts")) is int
-            and ts >= 0
+            and 0 <= ts <= MAX_SAFE_INT
             and type(m := r.get("m")) is dict
             and m
         ):
@@ -538,7 +587,7 @@ def decode_events(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) 
             and _dev_match(dev) is not None
             and type(kind := e.get("kind")) is str
             and type(ts := e.get("ts")) is int
-            and ts >= 0
+            and 0 <= ts <= MAX_SAFE_INT
             and type(etype := e.get("type")) is str
             and ((data := e.get("data")) is None or type(data) is dict)
         ):
@@ -562,11 +611,20 @@ def decode_events(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) 
                 detail = f"{where}: unknown event type {_show(etype)}"
             rejects.append(Reject(Reason.UNKNOWN_EVENT_TYPE, detail, i, e))
             continue
+        if data and (problem := _data_problem(data)) is not None:
+            rejects.append(Reject(problem[0], f"{where}: {problem[1]}", i, e))
+            continue
         events.append(Event(dev, kind, ts, etype, {} if data is None else data))
     return EventBatch(gw=gw, seq=seq, sent=sent, events=events, rejects=rejects)
 
 
 _STATUS_KEYS = frozenset({"v", "gw", "state", "ts", "fw", "buffered"})
+# Optional counts of a status (CONTRACT.md "Status"), bounded like every integer.
+_STATUS_COUNTS = ("buffered_readings", "dropped")
+
+
+def _is_short_text(value: object) -> TypeGuard[str]:
+    return type(value) is str and len(value) <= MAX_TEXT_LEN and not _CONTROL_RE.search(value)
 
 
 def decode_status(payload: bytes, topic_gw: str, now_ms: int) -> Status:
@@ -585,25 +643,31 @@ def decode_status(payload: bytes, topic_gw: str, now_ms: int) -> Status:
     if ts > now_ms + MAX_FUTURE_MS:
         raise MessageRejected(Reason.FUTURE_TIMESTAMP, _future_detail("status", ts, now_ms))
     fw = doc.get("fw")
-    if fw is not None and (type(fw) is not str or len(fw) > MAX_TEXT_LEN):
+    if fw is not None and not _is_short_text(fw):
         raise MessageRejected(
-            Reason.BAD_ENVELOPE, f"'fw' is {_show(fw)}, expected a string of <= {MAX_TEXT_LEN}"
+            Reason.BAD_ENVELOPE,
+            f"'fw' is {_show(fw)}, expected a string of <= {MAX_TEXT_LEN} "
+            "without control characters",
         )
+    for key in ("buffered", *_STATUS_COUNTS):
+        count = doc.get(key)
+        if count is not None and not _is_uint(count):
+            raise MessageRejected(
+                Reason.BAD_ENVELOPE,
+                f"'{key}' is {_show(count)}, expected a count 0..{MAX_SAFE_INT}",
+            )
     buffered = doc.get("buffered")
-    if buffered is not None and not _is_uint(buffered):
-        raise MessageRejected(
-            Reason.BAD_ENVELOPE, f"'buffered' is {_show(buffered)}, expected a count"
-        )
     extra = {k: v for k, v in doc.items() if k not in _STATUS_KEYS}
     return Status(gw=gw, state=state, ts=ts, fw=fw, buffered=buffered, extra=extra)
 
 
 def _short_text(doc: dict[str, Any], key: str) -> str:
     value = doc.get(key)
-    if type(value) is not str or not value or len(value) > MAX_TEXT_LEN:
+    if not value or not _is_short_text(value):
         raise MessageRejected(
             Reason.BAD_ENVELOPE,
-            f"'{key}' is {_show(value)}, expected a non-empty string of <= {MAX_TEXT_LEN}",
+            f"'{key}' is {_show(value)}, expected a non-empty string of <= {MAX_TEXT_LEN} "
+            "without control characters",
         )
     return value
 

@@ -73,7 +73,9 @@ def reading(draw: st.DrawFn) -> dict[str, Any]:
     elif spoil == 4:
         r["dev"] = draw(st.sampled_from(["", "-lead", "a" * 65, "sp ace", "nl\n", 7]))
     elif spoil == 5:
-        r["ts"] = draw(st.sampled_from([-1, NOW + MAX_FUTURE_MS + 1, 1.5, "0", True]))
+        r["ts"] = draw(
+            st.sampled_from([-1, NOW + MAX_FUTURE_MS + 1, 1.5, "0", True, 2**53, 2**64 - 1])
+        )
     elif spoil == 6:
         r["m"] = draw(st.sampled_from([{}, [], None, "m"]))
     elif spoil == 7:
@@ -88,7 +90,7 @@ def message(draw: st.DrawFn) -> bytes:
     doc: dict[str, Any] = {
         "v": 1,
         "gw": GW,
-        "seq": draw(st.integers(0, 2**40)),
+        "seq": draw(st.integers(1, 2**40)),
         "sent": NOW,
         "readings": draw(st.lists(reading(), min_size=1, max_size=6)),
     }
@@ -99,6 +101,10 @@ def message(draw: st.DrawFn) -> bytes:
         doc["gw"] = draw(st.sampled_from(["gw-02", 1, None]))
     elif spoil == 3:
         doc[draw(st.sampled_from(["seq", "sent"]))] = draw(st.sampled_from([-1, 1.5, "1"]))
+    elif spoil == 6:  # CONTRACT.md "Bounds": seq 1..2^53-1, sent 0..2^53-1
+        doc[draw(st.sampled_from(["seq", "sent"]))] = draw(
+            st.sampled_from([0, 2**53 - 1, 2**53, 2**63 - 1, 2**63, 2**64 - 1])
+        )
     elif spoil == 4:
         doc["readings"] = draw(st.sampled_from([[], {}, None, [1, "x"]]))
     elif spoil == 5:
