@@ -33,7 +33,7 @@ from ingest.rollup import (
     points,
     rebucket,
 )
-from ingest.seqs import GatewaySeqs, SeqBook, Verdict
+from ingest.seqs import GatewaySeqs, SeqBook, Verdict, load_missing, missing_count
 from protocol.messages import Event, Reading, Value
 
 SCHEMA_VERSION = 2
@@ -209,7 +209,7 @@ class TelemetryWriter:
             "SELECT estate, gateway, max_seq, missing, untracked_lost, duplicates FROM gateway_seqs"
         ):
             self.seqs.gateways[(estate, gw)] = GatewaySeqs(
-                max_seq, set(orjson.loads(missing)), untracked
+                max_seq, load_missing(missing), untracked
             )
             self._duplicates[(estate, gw)] = dups
 
@@ -389,32 +389,40 @@ class TelemetryWriter:
             for estate, gw, seq in accepted:
                 g = touched.get((estate, gw))
                 if g is None:
-                    old = self.seqs.get(estate, gw)
-                    g = touched[(estate, gw)] = GatewaySeqs(
-                        old.max_seq, set(old.missing), old.untracked_lost
-                    )
+                    g = touched[(estate, gw)] = self.seqs.get(estate, gw).copy()
                 g.accept(seq)
             dup_gws = {(batches[i].estate, batches[i].gateway) for i in result.duplicates}
             for gw_key in dup_gws - touched.keys():
                 touched[gw_key] = self.seqs.get(*gw_key)
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO gateway_seqs VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e,
-                        gw,
-                        g.max_seq,
-                        orjson.dumps(sorted(g.missing)).decode(),
-                        g.untracked_lost,
-                        self._duplicates.get((e, gw), 0),
-                    )
-                    for (e, gw), g in touched.items()
-                ],
-            )
+            self._save_seqs(touched)
         self.seqs.gateways.update(touched)
         result.values = len(rows) + prepared_values
         result.events = len(event_rows)
         return result
+
+    def _save_seqs(self, touched: dict[tuple[str, str], GatewaySeqs]) -> None:
+        """Write the seq book of the gateways a commit touched. Their gaps (a JSON of ranges)
+        only when they changed: a gateway with open gaps that sends on in order changes only
+        its max_seq. A gateway with gaps in memory has its row (gaps are made by commits)."""
+        full: list[tuple[str, str, int, str, int, int]] = []
+        counts: list[tuple[int, int, int, str, str]] = []
+        for (e, gw), g in touched.items():
+            dups = self._duplicates.get((e, gw), 0)
+            old = self.seqs.gateways.get((e, gw))
+            if old is not None and old.missing and old.missing == g.missing:
+                counts.append((g.max_seq, g.untracked_lost, dups, e, gw))
+            else:
+                full.append((e, gw, g.max_seq, g.missing_json(), g.untracked_lost, dups))
+        if full:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO gateway_seqs VALUES (?, ?, ?, ?, ?, ?)", full
+            )
+        if counts:
+            self.conn.executemany(
+                "UPDATE gateway_seqs SET max_seq = ?, untracked_lost = ?, duplicates = ? "
+                "WHERE estate = ? AND gateway = ?",
+                counts,
+            )
 
     def _fold_latest(self) -> None:
         """Fold rows appended since the last fold into ``latest``, in SQL: SQLite takes num and
@@ -670,7 +678,7 @@ class TelemetryReader:
         return {
             gw: {
                 "max_seq": max_seq,
-                "lost_messages": len(orjson.loads(missing)) + untracked,
+                "lost_messages": missing_count(missing) + untracked,
                 "duplicates": dups,
             }
             for gw, max_seq, missing, untracked, dups in cur
