@@ -58,14 +58,15 @@ class Delivery:
 def _item_letter(
     topic: str, received_ms: int, estate: str, gw: str, reject: Reject, payload: bytes
 ) -> DeadLetter:
-    # A bad item of a batch is kept on its own; a whole-message reject keeps the whole payload.
+    # A bad item of a batch is kept on its own; a whole-message reject keeps the payload (the
+    # store keeps its head, size and hash).
     if reject.index is None:
         body = payload
     else:
         try:
             body = orjson.dumps(reject.item)
-        except TypeError:
-            body = repr(reject.item).encode()
+        except TypeError:  # too deep to encode again (orjson stops at 254 levels)
+            body = payload
     return DeadLetter(
         received_ms, topic, reject.reason.value, reject.detail, body, estate, gw, reject.index
     )

@@ -7,6 +7,7 @@ is stamped with the latest version; an older one runs the numbered migrations af
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# What a dead letter keeps of its message: the first DEADLETTER_HEAD_BYTES, and the SHA-256 and
+# size of the whole, so a 64 MiB body costs 4 KiB here and in GET /deadletters (issue 12), and
+# the whole can still be matched against a gateway's own copy. Topic and detail are cut too.
+DEADLETTER_HEAD_BYTES = 4096
+DEADLETTER_TOPIC_CHARS = 512
+DEADLETTER_DETAIL_CHARS = 1000
 
 metadata = sa.MetaData()
 
@@ -71,7 +79,9 @@ dead_letters = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False, index=True),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("item_index", sa.Integer),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # the first DEADLETTER_HEAD_BYTES
+    sa.Column("payload_size", sa.BigInteger),  # of the whole message (None: before v3)
+    sa.Column("payload_sha256", sa.String(64)),  # hex, of the whole message
 )
 
 
@@ -79,8 +89,30 @@ def _v2_gateway_drops(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE gateways ADD COLUMN dropped BIGINT"))
 
 
+def _v3_bounded_dead_letters(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE dead_letters ADD COLUMN payload_size BIGINT"))
+    conn.execute(sa.text("ALTER TABLE dead_letters ADD COLUMN payload_sha256 VARCHAR(64)"))
+    # letters stored whole before: keep their size, cut them to the head (no hash: reading
+    # every large body back to hash it would cost what this bound is meant to save)
+    head = (
+        "substring(payload from 1 for :n)"
+        if conn.dialect.name == "postgresql"
+        else "substr(payload, 1, :n)"
+    )
+    conn.execute(
+        sa.text(
+            f"UPDATE dead_letters SET payload_size = length(payload), payload = {head} "
+            "WHERE length(payload) > :n"
+        ),
+        {"n": DEADLETTER_HEAD_BYTES},
+    )
+
+
 # version -> migration from version-1
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_gateway_drops}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v2_gateway_drops,
+    3: _v3_bounded_dead_letters,
+}
 
 
 class NotFound(LookupError):
@@ -301,6 +333,8 @@ class StateStore:
 
     # --- dead letters ------------------------------------------------------------------------
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Store letters bounded: the head of each payload with the size and SHA-256 of the
+        whole (see DEADLETTER_HEAD_BYTES)."""
         if not letters:
             return
         with self.engine.begin() as conn:
@@ -309,13 +343,15 @@ class StateStore:
                 [
                     {
                         "received_ms": d.received_ms,
-                        "topic": d.topic,
+                        "topic": d.topic[:DEADLETTER_TOPIC_CHARS],
                         "estate": d.estate,
                         "gateway": d.gateway,
                         "reason": d.reason,
-                        "detail": d.detail,
+                        "detail": d.detail[:DEADLETTER_DETAIL_CHARS],
                         "item_index": d.item_index,
-                        "payload": d.payload,
+                        "payload": d.payload[:DEADLETTER_HEAD_BYTES],
+                        "payload_size": len(d.payload),
+                        "payload_sha256": hashlib.sha256(d.payload).hexdigest(),
                     }
                     for d in letters
                 ],

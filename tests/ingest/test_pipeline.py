@@ -88,3 +88,16 @@ def test_events_and_status() -> None:
     st = orjson.dumps({"v": 1, "gw": "gw-01", "state": "offline", "ts": NOW})
     d = judge("estates/e1/gw/gw-01/status", st, NOW, REG, CAT)
     assert d.status is not None and d.status.state == "offline"
+
+
+def test_an_event_too_deep_to_encode_again_keeps_the_message_as_its_body() -> None:
+    """orjson encodes at most 254 levels: an item nested deeper than that is dead-lettered
+    with the message's own bytes, not a repr (which recursed past Python's limit)."""
+    deep = b'{"a":' * 999 + b"{}" + b"}" * 999
+    event = {"dev": "lift-1", "kind": "elevator", "ts": 1000, "type": "elevator.trapped"}
+    doc = {"v": 1, "gw": "gw-01", "seq": 3, "sent": 1000, "events": [dict(event, data="D")]}
+    payload = orjson.dumps(doc).replace(b'"D"', deep)
+    d = judge("estates/e1/gw/gw-01/events", payload, 2000, REG, CAT)
+    assert [(x.reason, x.item_index) for x in d.dead_letters] == [("bad_item", 0)]
+    assert d.dead_letters[0].payload == payload
+    assert d.batch is not None and not d.batch.events

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import sqlalchemy as sa
 
 from ingest.state import (
+    DEADLETTER_HEAD_BYTES,
     SCHEMA_VERSION,
     AlreadyExists,
     DeadLetter,
@@ -149,6 +152,21 @@ def test_a_version_1_database_is_migrated(database_url: str) -> None:
                 "fw VARCHAR(64), buffered BIGINT, PRIMARY KEY (estate, id))"
             )
         )
+        conn.execute(
+            sa.text(
+                "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, received_ms BIGINT NOT NULL, "
+                "topic TEXT NOT NULL, estate VARCHAR(63), gateway VARCHAR(63), "
+                "reason VARCHAR(32) NOT NULL, detail TEXT NOT NULL, item_index INTEGER, "
+                f"payload {'BYTEA' if engine.dialect.name == 'postgresql' else 'BLOB'} NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO dead_letters (id, received_ms, topic, reason, detail, payload) "
+                "VALUES (1, 0, 't', 'too_large', 'big', :big), (2, 0, 't', 'bad_item', 'x', :small)"
+            ),
+            {"big": b"x" * 100_000, "small": b"{}"},
+        )
         conn.execute(sa.text("INSERT INTO estates VALUES ('old', 'Old', '', 0)"))
         conn.execute(
             sa.text("INSERT INTO gateways (estate, id, created_ms) VALUES ('old', 'gw-01', 0)")
@@ -157,4 +175,29 @@ def test_a_version_1_database_is_migrated(database_url: str) -> None:
     store = StateStore(engine)
     store.set_gateway_status("old", "gw-01", "online", 5, "2.0", 3, dropped=12)
     assert store.get_gateway("old", "gw-01")["dropped"] == 12
+    # v3: a dead letter stored whole before is cut to its head, keeping its size
+    letters = {r["id"]: r for r in store.list_dead_letters()}
+    assert letters[1]["payload"] == b"x" * DEADLETTER_HEAD_BYTES
+    assert letters[1]["payload_size"] == 100_000
+    assert (letters[2]["payload"], letters[2]["payload_size"]) == (b"{}", None)
     engine.dispose()
+
+
+def test_dead_letters_are_bounded_head_hash_and_size(store: StateStore) -> None:
+    """Issue 12: payloads of 1.5-64 MiB were stored whole (state DB +79 MB, GET /deadletters
+    of 79 MB). The letter keeps the head, and the size and SHA-256 of the whole."""
+    body = b'{"v":1,' + b"x" * (3 << 20)
+    topic = "estates/e1/gw/g/telemetry/" + "t" * 70_000
+    store.add_dead_letters(
+        [
+            DeadLetter(1, topic, "too_large", "d" * 50_000, body, "e1", "g"),
+            DeadLetter(2, "estates/e1/gw/g/status", "invalid_json", "short", b"{oops", "e1", "g"),
+        ]
+    )
+    big, small = sorted(store.list_dead_letters(), key=lambda r: r["received_ms"])
+    assert big["payload"] == body[:DEADLETTER_HEAD_BYTES]
+    assert big["payload_size"] == len(body)
+    assert big["payload_sha256"] == hashlib.sha256(body).hexdigest()
+    assert len(big["topic"]) <= 512 and len(big["detail"]) <= 1000
+    assert (small["payload"], small["payload_size"]) == (b"{oops", 5)
+    assert small["payload_sha256"] == hashlib.sha256(b"{oops").hexdigest()
