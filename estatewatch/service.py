@@ -398,6 +398,7 @@ class Service:
             "last_commit_ms": st.last_commit_ms,
             "commit_failures": st.commit_failures,
         }
+        body["writer"] = self.ingest.writer_health()
         return body
 
     def stop(self) -> None:
@@ -412,11 +413,12 @@ class Service:
         # start() may have failed part way: stop only what it got to
         if hasattr(self, "scheduler") and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if self.ingest is not None:
-            self.ingest.stop()
+        # a writer stuck in a failing commit is not waited for (it is a daemon thread; what it
+        # holds is unacknowledged); its store is then not closed under it
+        writer_stopped = self.ingest.stop() if self.ingest is not None else True
         if self.alerts is not None:
             self.alerts.stop()
-        if hasattr(self, "telemetry_writer"):
+        if hasattr(self, "telemetry_writer") and writer_stopped:
             self.telemetry_writer.close()
         if hasattr(self, "state"):
             self.state.close()

@@ -5,13 +5,21 @@ Messages are acknowledged to the broker (paho-mqtt manual ack) only after what t
 committed, so a crash before the commit makes the broker deliver them again. The queue between
 the network thread and the writer is bounded: when the writer falls behind, the network thread
 waits, stops reading the socket, and the broker holds the backlog.
+
+A commit that fails is told apart by its cause (``is_transient``): a store that is locked,
+unreachable or full is retried, with backoff, until it takes the batch; anything else is taken
+to be a message's fault, and the batch is split in halves, and those again, until the message
+the store refuses is found alone: that one is dead-lettered (``store_refused``) and
+acknowledged, the rest committed. So no message can stop ingest for every estate (issue 12).
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import queue
+import sqlite3
 import ssl
 import struct
 import threading
@@ -23,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import paho.mqtt.client as mqtt
+import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Histogram
 
@@ -88,7 +97,10 @@ class IngestStats:
     commits: int = 0
     last_commit_ms: int | None = None
     last_commit_duration_s: float = 0.0
-    commit_failures: int = 0
+    commit_failures: int = 0  # store calls that failed (each retry and each split counts)
+    poison_messages: int = 0  # messages the store refused alone: dead-lettered and acknowledged
+    failing_since: float | None = None  # monotonic time the writer began retrying, while it does
+    last_error: str | None = None  # the last commit failure, shortened
     duplicates: int = 0
     newest_reading_ts: int | None = None  # the latest reading time committed (device clock)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -226,6 +238,48 @@ class _Lane:
         return topic_filter.endswith("/events") == self.events
 
 
+class _Outcome(enum.Enum):
+    STORED = 1  # committed (or nothing to store): goes to the listeners
+    DUPLICATE = 2  # its (gateway, seq) was stored before
+    POISON = 3  # the store refused it alone: dead-lettered
+
+
+# The reason of a message dead-lettered because the store refused it (not the decoder).
+STORE_REFUSED = "store_refused"
+
+# Statuses of a store's HTTP API (InfluxDB) that blame the data, not the store.
+_DATA_STATUSES = frozenset({400, 413, 422})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a commit failed because of the store itself (locked, unreachable, full, a
+    server error): the same batch may go through later, so it is retried, never dead-lettered.
+    False blames the data: an integer SQLite cannot hold, a value that cannot be encoded, a
+    constraint, a point InfluxDB refuses as bad (400/413/422)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(
+            e, sqlite3.OperationalError | OSError | sa.exc.OperationalError | sa.exc.InterfaceError
+        ):
+            return True  # locked, busy, disk full or I/O, a lost connection (OSError: network)
+        if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated:
+            return True
+        status = getattr(e, "status", None)
+        if type(status) is int and 400 <= status < 600:  # an HTTP store (InfluxDB)
+            return status not in _DATA_STATUSES
+        if type(e).__module__.split(".")[0] == "urllib3":
+            return True  # connection refused, timeouts, retries used up
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
+    return False
+
+
+def _shorten(exc: BaseException, limit: int = 300) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass(slots=True)
 class _Received:
     topic: str
@@ -238,6 +292,10 @@ class _Received:
     weight: int
     delivery: Delivery | None = None  # judged on the decoder thread
     rows: PreparedRows | None = None  # its readings encoded for the store, ditto
+    # Set by the writer as parts of a commit succeed, so a retry or a split redoes only the
+    # rest: its dead letters are stored / what became of it.
+    lettered: bool = False
+    outcome: _Outcome | None = None
 
 
 # A telemetry batch's readings while events are arriving (the last within INCIDENT_S): an
@@ -284,6 +342,7 @@ class Ingest:
         max_batch_readings: int = 20_000,
         client_id: str = "estatewatch-ingest",
         shard: tuple[int, int] | None = None,
+        stall_s: float = 60.0,
     ) -> None:
         self.endpoint = endpoint
         self.state = state
@@ -303,6 +362,11 @@ class Ingest:
         self._known_devices = state.known_devices()
         self._closing = threading.Event()  # disconnecting on purpose
         self._stopping = threading.Event()  # the writer drains the queue and ends
+        # stopping while the store fails: the writer gave up, and the decoder stops with it
+        self._abandoned = threading.Event()
+        # the writer's health: not stuck in one batch (or its retries) for longer than this
+        self.stall_s = stall_s
+        self._writer_progress = time.monotonic()  # last time it was idle or finished a batch
         self._listeners: list[CommitListener] = []
         self._maintenance: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(16)
         self._maintenance_lock = threading.Lock()
@@ -438,21 +502,61 @@ class Ingest:
                     self.endpoint.url,
                 )
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 20.0) -> bool:
         """Commit and acknowledge what was received, then disconnect. Messages arriving
-        meanwhile stay unacknowledged, so the broker delivers them again next time."""
+        meanwhile stay unacknowledged, so the broker delivers them again next time. A store
+        that fails meanwhile is not waited for: what is not committed stays unacknowledged.
+        False if the writer was still in a commit after ``timeout_s`` (then the caller must
+        not close the stores under it)."""
         self._closing.set()
         with self._maintenance_lock:
             self._stopping.set()
+        deadline = time.monotonic() + timeout_s
         if self._writer.ident is not None:  # a start that failed early never ran it
-            self._decoder.join(30)
-            self._writer.join(30)
-            self._notifier.join(30)
+            for thread in (self._decoder, self._writer, self._notifier):
+                thread.join(max(0.0, deadline - time.monotonic()))
+        stopped = not self._writer.is_alive()
+        if not stopped:
+            log.warning(
+                "ingest: the writer is still in a commit after %.0f s; stopping without it "
+                "(nothing of that commit is acknowledged: the broker delivers it again)",
+                timeout_s,
+            )
         self._cancel_maintenance()
         for lane in self.lanes:
             lane.client.disconnect()
             lane.client.loop_stop()
             lane.connected.clear()
+        return stopped
+
+    def writer_health(self) -> dict[str, Any]:
+        """Whether the writer is committing: not "ok" while it retries a failing store, or has
+        been in one batch (or the queue has not moved) for longer than ``stall_s``, or its
+        thread is gone."""
+        now = time.monotonic()
+        st = self.stats
+        busy_s = now - self._writer_progress
+        if not (self._writer.is_alive() and self._decoder.is_alive()):
+            state = "stopped"
+        elif st.failing_since is not None:
+            state = "retrying"
+        elif busy_s > self.stall_s:
+            state = "stalled"
+        else:
+            state = "ok"
+        return {
+            "ok": state == "ok",
+            "state": state,
+            "busy_s": round(busy_s, 1),
+            "stall_after_s": self.stall_s,
+            "retrying_s": round(now - st.failing_since, 1) if st.failing_since else 0.0,
+            "last_error": st.last_error,
+            "last_commit_age_s": round(now_ms() / 1000 - st.last_commit_ms / 1000, 1)
+            if st.last_commit_ms
+            else None,
+            "commit_failures": st.commit_failures,
+            "poison_messages": st.poison_messages,
+        }
 
     # --- MQTT network thread -----------------------------------------------------------------
     def _on_connect(
@@ -616,18 +720,21 @@ class Ingest:
                 except Exception as exc:
                     log.exception("ingest: maintenance task failed")
                     future.set_exception(exc)
+                self._writer_progress = time.monotonic()  # a long task is not a stuck writer
 
     def _decode_loop(self) -> None:
         """Judge batches off the lanes and hand them to the writer, at most one ahead: the
         hand-off is bounded, so a slow store holds the decoder, then the lanes, then the
         broker. Ends (after a last None) once stopping and the lanes are drained."""
-        while True:
+        while not self._abandoned.is_set():
             pending = self._next_batch()
             if pending:
                 rank = _rank(pending)
                 # While telemetry waits for its slot, events arriving still go ahead: they
                 # must not wait behind the commit in progress *and* this batch.
                 while not self._handoff.put(rank, pending, timeout=0.01):
+                    if self._abandoned.is_set():
+                        return  # the writer is gone: nothing of these is acknowledged
                     events = self._take_events()
                     if events:
                         self._handoff.put(_Handoff.EVENTS, events)
@@ -641,6 +748,7 @@ class Ingest:
             try:
                 _, pending = self._handoff.get(timeout=0.05)
             except queue.Empty:
+                self._writer_progress = time.monotonic()  # idle: nothing is waiting for it
                 self.telemetry.flush_latest_if_due()
                 continue
             if pending is None:  # the decoder has drained the lanes and stopped
@@ -648,11 +756,20 @@ class Ingest:
                 self._committed.put(_Handoff.END, None)
                 return
             delay = 0.5
-            while (fresh := self._commit(pending)) is None:
-                # Never drop what was received: retry until the store takes it. Unacked
-                # messages stay with the broker meanwhile, and the full queue holds back more.
-                time.sleep(delay)
+            while not self._commit(pending):
+                # The store itself failed (locked, unreachable): never drop what was received,
+                # retry until it takes the batch. Unacked messages stay with the broker
+                # meanwhile, and the full queue holds back more. A stop does not wait for it.
+                if self._closing.wait(delay):
+                    self._abandon(pending)
+                    return
                 delay = min(delay * 2, 10.0)
+            self._writer_progress = time.monotonic()
+            fresh = [
+                p.delivery
+                for p in pending
+                if p.outcome is _Outcome.STORED and p.delivery is not None
+            ]
             freed: dict[ByteBudget, int] = {}
             acks: dict[_Lane, list[int]] = {}
             for item in pending:
@@ -668,6 +785,22 @@ class Ingest:
                 budget.release(weight)
             if self._listeners:
                 self._committed.put(_rank(pending), fresh)
+
+    def _abandon(self, pending: list[_Received]) -> None:
+        """Stopping while the store fails: leave the batch unacknowledged (the broker delivers
+        it again) and end the writer, the decoder and the listeners."""
+        log.warning(
+            "ingest: stopping while the store fails; %d messages are left unacknowledged for "
+            "the broker to deliver again",
+            sum(p.outcome is None for p in pending),
+        )
+        self._abandoned.set()
+        freed: dict[ByteBudget, int] = {}
+        for item in pending:
+            freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
+        for budget, weight in freed.items():
+            budget.release(weight)
+        self._committed.put(_Handoff.END, None)
 
     def _listen_loop(self) -> None:
         """Hand each commit's deliveries to the listeners, in commit order (a commit of events
@@ -695,84 +828,163 @@ class Ingest:
             except Exception:
                 log.exception("ingest: commit listener %r failed", listener)
 
-    def _commit(self, pending: list[_Received]) -> list[Delivery] | None:
-        """Store one batch of messages; the deliveries that were not duplicates, or None when
-        the store failed."""
+    def _commit(self, pending: list[_Received]) -> bool:
+        """Store what of ``pending`` is not yet stored; True once every message is stored, a
+        duplicate or dead-lettered, False when the store failed (try again later)."""
+        ok = self._store_or_split([p for p in pending if p.outcome is None])
+        st = self.stats
+        if ok:
+            st.failing_since = None
+        elif st.failing_since is None:
+            st.failing_since = time.monotonic()
+        return ok
+
+    def _store_or_split(self, items: list[_Received]) -> bool:
+        """Store ``items``; when the store refuses them for something other than its own state,
+        store each half on its own, down to the one message at fault, which is dead-lettered.
+        False on a failure of the store itself (see is_transient)."""
+        if not items:
+            return True
+        try:
+            self._store(items)
+            return True
+        except Exception as exc:
+            self.stats.commit_failures += 1
+            self.stats.last_error = _shorten(exc)
+            if is_transient(exc):
+                log.warning(
+                    "ingest: commit of %d messages failed (%s); retrying, nothing is "
+                    "acknowledged until then",
+                    len(items),
+                    self.stats.last_error,
+                )
+                return False
+            if len(items) == 1:
+                return self._poison(items[0], exc)
+            log.warning(
+                "ingest: commit of %d messages refused (%s); splitting it to find the message "
+                "at fault",
+                len(items),
+                self.stats.last_error,
+            )
+        half = len(items) // 2
+        # A half stored stays stored if the other fails: a retry skips it (outcome is set).
+        return self._store_or_split(
+            [p for p in items[:half] if p.outcome is None]
+        ) and self._store_or_split([p for p in items[half:] if p.outcome is None])
+
+    def _poison(self, item: _Received, exc: Exception) -> bool:
+        """The store refuses this message alone: dead-letter it (bounded, with the reason) so
+        it is acknowledged and never tried again. False if even that could not be stored."""
+        d = item.delivery
+        letter = DeadLetter(
+            item.received_ms,
+            item.topic,
+            STORE_REFUSED,
+            f"the store refused this message: {_shorten(exc, 800)}",
+            item.payload,
+            d.estate if d else None,
+            d.gateway if d else None,
+        )
+        try:
+            self.state.add_dead_letters([letter])
+        except Exception:
+            log.exception("ingest: could not dead-letter a message the store refuses; retrying")
+            return False
+        log.error(
+            "ingest: the store refuses a message on %s (%s); dead-lettered as %s",
+            item.topic,
+            self.stats.last_error,
+            STORE_REFUSED,
+        )
+        item.outcome = _Outcome.POISON
+        self.stats.poison_messages += 1
+        self.stats.dead_letters[STORE_REFUSED] += 1
+        return True
+
+    def _store(self, items: list[_Received]) -> None:
+        """Store one batch of messages (raises when a store fails). Each step marks the
+        messages it finished, so after a failure a retry or a split does only the rest."""
         started = time.perf_counter()
-        deliveries = [p.delivery for p in pending if p.delivery is not None]  # all are judged
-        with_batch: list[Delivery] = []
+        with_batch: list[_Received] = []
         batches: list[EstateBatch] = []
         prepared: list[PreparedRows | None] = []  # beside batches, index for index
-        for p in pending:
+        for p in items:
             if p.delivery is not None and p.delivery.batch is not None:
-                with_batch.append(p.delivery)
+                with_batch.append(p)
                 batches.append(p.delivery.batch)
                 prepared.append(p.rows)
-        try:
-            # A redelivered message's bad items were dead-lettered the first time. Dead letters
-            # go first: a crash before the readings commit repeats them (at least once), while
-            # the readings themselves are stored exactly once.
-            dup_index = self.telemetry.find_duplicates(batches)
-            dups = {id(with_batch[i]) for i in dup_index}
-            letters = [letter for d in deliveries if id(d) not in dups for letter in d.dead_letters]
-            self.state.add_dead_letters(letters)
-            result = self.telemetry.write(batches, dup_index, prepared)
-            new_devices: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
-            for i, b in enumerate(batches):
-                if i in result.duplicates:
-                    continue
-                for r in b.readings or b.events:
-                    key = (b.estate, r.dev)
-                    if key not in self._known_devices and key not in new_devices:
-                        new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, r.ts)
-            self.state.add_devices(new_devices.values())
-            for d in deliveries:
-                if d.status is not None and d.estate and d.gateway:
-                    gs = d.status
-                    self.state.set_gateway_status(
-                        d.estate,
-                        d.gateway,
-                        gs.state,
-                        gs.ts,
-                        gs.fw,
-                        gs.buffered,
-                        _int_or_none(gs.extra.get("dropped")),
-                    )
-                if d.command_ack is not None:
-                    log.info(
-                        "gateway %s/%s acknowledged command %s: ok=%s %s",
-                        d.estate,
-                        d.gateway,
-                        d.command_ack.id,
-                        d.command_ack.ok,
-                        d.command_ack.error or "",
-                    )
-        except Exception:
-            self.stats.commit_failures += 1
-            log.exception("ingest: commit failed; retrying (nothing is acknowledged until then)")
-            return None
-        self._known_devices.update(new_devices)
         s = self.stats
-        s.committed_messages += len(pending)
+        # A redelivered message's bad items were dead-lettered the first time. Dead letters
+        # go first: a crash before the readings commit repeats them (at least once), while
+        # the readings themselves are stored exactly once.
+        dup_index = self.telemetry.find_duplicates(batches)
+        dups = {id(with_batch[i]) for i in dup_index}
+        fresh_letters = [p for p in items if not p.lettered and id(p) not in dups]
+        letters = [x for p in fresh_letters if p.delivery for x in p.delivery.dead_letters]
+        self.state.add_dead_letters(letters)
+        for p in items:
+            p.lettered = True  # a duplicate's letters were stored the first time
+        for letter in letters:
+            s.dead_letters[letter.reason] += 1
+        # Devices before their readings: one registered for readings that then fail is
+        # harmless (it exists), while one missed after they commit would wait for its next.
+        new_devices: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
+        for i, b in enumerate(batches):
+            if i in dup_index:
+                continue
+            for r in b.readings or b.events:
+                key = (b.estate, r.dev)
+                if key not in self._known_devices and key not in new_devices:
+                    new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, r.ts)
+        self.state.add_devices(new_devices.values())
+        self._known_devices.update(new_devices)
+        result = self.telemetry.write(batches, dup_index, prepared)
+        for i, p in enumerate(with_batch):
+            p.outcome = _Outcome.DUPLICATE if i in result.duplicates else _Outcome.STORED
+        s.committed_messages += len(with_batch)
         s.readings += result.readings
         s.events += result.events
+        s.duplicates += len(result.duplicates)
         for b in batches:
             if b.readings and (
                 s.newest_reading_ts is None or b.readings[-1].ts > s.newest_reading_ts
             ):
                 s.newest_reading_ts = b.readings[-1].ts
-        s.duplicates += len(result.duplicates)
+        s.gateway_lost = {k: g.lost for k, g in self.telemetry.seqs.gateways.items()}
+        for p in items:
+            d = p.delivery
+            if p.outcome is not None or d is None:
+                continue
+            if d.status is not None and d.estate and d.gateway:
+                gs = d.status
+                self.state.set_gateway_status(
+                    d.estate,
+                    d.gateway,
+                    gs.state,
+                    gs.ts,
+                    gs.fw,
+                    gs.buffered,
+                    _int_or_none(gs.extra.get("dropped")),
+                )
+            if d.command_ack is not None:
+                log.info(
+                    "gateway %s/%s acknowledged command %s: ok=%s %s",
+                    d.estate,
+                    d.gateway,
+                    d.command_ack.id,
+                    d.command_ack.ok,
+                    (d.command_ack.error or "")[:200],
+                )
+            p.outcome = _Outcome.STORED  # one status at a time: a retry skips those done
+            s.committed_messages += 1
         s.commits += 1
         s.last_commit_ms = now_ms()
         s.last_commit_duration_s = time.perf_counter() - started
         if self.commit_seconds is not None:
             self.commit_seconds.observe(s.last_commit_duration_s)
         s.samples.append((time.monotonic(), s.committed_messages, s.readings))
-        s.gateway_lost = {k: g.lost for k, g in self.telemetry.seqs.gateways.items()}
-        for letter in letters:
-            s.dead_letters[letter.reason] += 1
-        for d in deliveries:
-            if d.estate and d.gateway and (d.batch is not None or d.status is not None):
+        for p in items:
+            d = p.delivery
+            if d and d.estate and d.gateway and (d.batch is not None or d.status is not None):
                 s.gateway_last_seen[(d.estate, d.gateway)] = d.received_ms
-        dup_ids = {id(with_batch[i]) for i in result.duplicates}
-        return [d for d in deliveries if id(d) not in dup_ids]

@@ -52,10 +52,43 @@ class IngestCollector(Collector):
             c.add_metric([reason], n)
         yield c
         c = CounterMetricFamily(
-            "estatewatch_ingest_commit_failures", "commits that failed and were retried"
+            "estatewatch_ingest_commit_failures",
+            "store calls that failed (retried when the store failed, else split)",
         )
         c.add_metric([], st.commit_failures)
         yield c
+        c = CounterMetricFamily(
+            "estatewatch_ingest_poison_messages",
+            "messages the store refused on their own: dead-lettered (store_refused), acknowledged",
+        )
+        c.add_metric([], st.poison_messages)
+        yield c
+        health = self.ingest.writer_health()
+        g = GaugeMetricFamily(
+            "estatewatch_ingest_writer_ok",
+            "1 while the writer commits: not retrying a failing store, not stuck in a batch",
+        )
+        g.add_metric([], 1.0 if health["ok"] else 0.0)
+        yield g
+        g = GaugeMetricFamily(
+            "estatewatch_ingest_writer_retrying_seconds",
+            "how long the writer has been retrying a failing store (0 when it is not)",
+        )
+        g.add_metric([], health["retrying_s"])
+        yield g
+        g = GaugeMetricFamily(
+            "estatewatch_ingest_writer_busy_seconds",
+            "time since the writer last finished a batch or was idle",
+        )
+        g.add_metric([], health["busy_s"])
+        yield g
+        if st.last_commit_ms is not None:
+            g = GaugeMetricFamily(
+                "estatewatch_ingest_last_commit_age_seconds",
+                "time since the last successful commit",
+            )
+            g.add_metric([], max(0.0, time.time() - st.last_commit_ms / 1000))
+            yield g
         msg_rate, reading_rate = st.rates(time.monotonic(), RATE_WINDOW_S)
         g = GaugeMetricFamily(
             "estatewatch_ingest_messages_per_second",

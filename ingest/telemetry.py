@@ -146,6 +146,7 @@ class PreparedRows(NamedTuple):
 
     json: bytes
     values: int
+    epoch: int = 0  # TelemetryWriter.series_epoch when the series ids were looked up
 
 
 @dataclass
@@ -203,6 +204,9 @@ class TelemetryWriter:
             (e, d, m): i
             for i, e, d, m in self.conn.execute("SELECT id, estate, device, metric FROM series")
         }
+        # Moves when a failed write forgets the series ids it made (SQLite hands the same ids
+        # out again): rows prepared before with those ids are made again.
+        self.series_epoch = 0
         self.seqs = SeqBook()
         self._duplicates: dict[tuple[str, str], int] = {}
         for estate, gw, max_seq, missing, untracked, dups in self.conn.execute(
@@ -262,10 +266,11 @@ class TelemetryWriter:
         raw rows go to InfluxDB. Reads only the series cache, which the writer only adds to."""
         if self.raw_sink is not None or not batch.readings or batch.events:
             return None
+        epoch = self.series_epoch  # before the lookups (see _forget_series)
         rows = self._reading_rows(batch, create=False)
         if rows is None:
             return None
-        return PreparedRows(orjson.dumps(rows), len(rows))
+        return PreparedRows(orjson.dumps(rows), len(rows), epoch)
 
     def _reading_rows(
         self, batch: EstateBatch, create: bool
@@ -316,7 +321,37 @@ class TelemetryWriter:
         """Append the readings and events of many messages in one transaction, skipping
         messages whose (gateway, seq) is already stored. ``duplicates``: what
         find_duplicates() said of these batches just before, so it is not asked twice;
-        ``prepared``: what prepare_rows() made of each batch (None: rows made here)."""
+        ``prepared``: what prepare_rows() made of each batch (None: rows made here). All or
+        nothing: on an error the transaction rolls back and so does what this object keeps
+        (series ids, duplicate counts, the seq book)."""
+        series_before = len(self._series)
+        dups = self.find_duplicates(batches) if duplicates is None else duplicates
+        dup_counts = {
+            (batches[i].estate, batches[i].gateway): self._duplicates.get(
+                (batches[i].estate, batches[i].gateway), 0
+            )
+            for i in dups
+        }
+        try:
+            return self._write(batches, dups, prepared)
+        except BaseException:
+            self._forget_series(series_before)
+            self._duplicates.update(dup_counts)
+            raise
+
+    def _forget_series(self, keep: int) -> None:
+        """Drop the series ids cached after the first ``keep`` (made in a transaction that
+        rolled back), then move the epoch, so rows prepared meanwhile are made again."""
+        for key in list(self._series)[keep:]:  # a dict keeps insertion order
+            del self._series[key]
+        self.series_epoch += 1
+
+    def _write(
+        self,
+        batches: Sequence[EstateBatch],
+        duplicates: set[int],
+        prepared: Sequence[PreparedRows | None] | None,
+    ) -> WriteResult:
         result = WriteResult()
         rows: list[tuple[int, int, float | None, str | None]] = []
         arrays: list[bytes] = []  # prepared rows, inserted with these
@@ -325,7 +360,7 @@ class TelemetryWriter:
         seq_rows: list[tuple[str, str, int, int]] = []
         accepted: list[tuple[str, str, int]] = []
         committed = now_ms()
-        result.duplicates = self.find_duplicates(batches) if duplicates is None else duplicates
+        result.duplicates = duplicates
         with self.conn:
             for i, b in enumerate(batches):
                 if i in result.duplicates:
@@ -337,7 +372,7 @@ class TelemetryWriter:
                     seq_rows.append((b.estate, b.gateway, b.seq, committed))
                 result.readings += len(b.readings)
                 ready = prepared[i] if prepared is not None else None
-                if ready is not None:
+                if ready is not None and ready.epoch == self.series_epoch:
                     arrays.append(ready.json)
                     prepared_values += ready.values
                     continue  # a prepared batch has readings only (events have a lane)

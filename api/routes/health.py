@@ -16,6 +16,10 @@ def healthz(ctx: Ctx) -> dict[str, Any]:
     """Liveness and the state of the parts: broker connection, ingest queue, databases."""
     body: dict[str, Any] = {"status": "ok"}
     body.update(ctx.health())
+    # the ingest writer: retrying a failing store, or stuck in a batch (issue 12)
+    writer = body.get("writer")
+    if isinstance(writer, dict) and writer.get("ok") is False:
+        body["status"] = "degraded"
     return body
 
 
