@@ -179,6 +179,7 @@ class Service:
             linger_s=s.commit_interval_ms / 1000,
             max_batch_readings=s.commit_max_readings,
             shard=(self.shard, s.ingest_shards) if self.role == "ingest" else None,
+            stall_s=s.ingest_stall_s,
         )
         self.registry, self.ingest.commit_seconds = ingest_registry(self.ingest)
         self.ingest.add_listener(self._push_live)

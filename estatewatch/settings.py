@@ -77,6 +77,13 @@ class Settings:
         default=10_000,
         metadata={"help": "readings that trigger a commit before the interval ends"},
     )
+    ingest_stall_s: int = field(
+        default=60,
+        metadata={
+            "help": "/healthz says degraded when the store writer has been in one batch "
+            "(or its retries) this long"
+        },
+    )
     raw_retention_days: int = field(
         default=30, metadata={"help": "days raw readings are kept (rollups stay longer)"}
     )

@@ -502,32 +502,44 @@ class Ingest:
                     self.endpoint.url,
                 )
 
-    def stop(self, timeout_s: float = 20.0) -> bool:
+    def stop(self, timeout_s: float = 30.0, stuck_s: float = 5.0) -> bool:
         """Commit and acknowledge what was received, then disconnect. Messages arriving
         meanwhile stay unacknowledged, so the broker delivers them again next time. A store
-        that fails meanwhile is not waited for: what is not committed stays unacknowledged.
-        False if the writer was still in a commit after ``timeout_s`` (then the caller must
-        not close the stores under it)."""
+        that fails meanwhile is not waited for (the writer gives up at its first failure),
+        nor a writer that has finished no batch for ``stuck_s`` (one waiting on a locked
+        database): what is not committed stays unacknowledged. False if the writer was left
+        in its commit (then the caller must not close the stores under it)."""
         self._closing.set()
         with self._maintenance_lock:
             self._stopping.set()
+        if self._writer.ident is None:  # a start that failed early never ran it
+            self._cancel_maintenance()
+            self._disconnect()
+            return True
         deadline = time.monotonic() + timeout_s
-        if self._writer.ident is not None:  # a start that failed early never ran it
-            for thread in (self._decoder, self._writer, self._notifier):
-                thread.join(max(0.0, deadline - time.monotonic()))
+        while self._writer.is_alive() and time.monotonic() < deadline:
+            self._writer.join(0.05)
+            if time.monotonic() - self._writer_progress > stuck_s:
+                break
         stopped = not self._writer.is_alive()
         if not stopped:
             log.warning(
-                "ingest: the writer is still in a commit after %.0f s; stopping without it "
-                "(nothing of that commit is acknowledged: the broker delivers it again)",
-                timeout_s,
+                "ingest: the writer is stuck in a commit; stopping without it (nothing of "
+                "that commit is acknowledged: the broker delivers it again)"
             )
+            self._abandoned.set()  # the decoder stops too
+            self._committed.put(_Handoff.END, None)  # and the listeners, after what they have
+        for thread in (self._decoder, self._notifier):
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._cancel_maintenance()
+        self._disconnect()
+        return stopped
+
+    def _disconnect(self) -> None:
         for lane in self.lanes:
             lane.client.disconnect()
             lane.client.loop_stop()
             lane.connected.clear()
-        return stopped
 
     def writer_health(self) -> dict[str, Any]:
         """Whether the writer is committing: not "ok" while it retries a failing store, or has
