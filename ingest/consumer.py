@@ -260,12 +260,16 @@ def is_transient(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(
-            e, sqlite3.OperationalError | OSError | sa.exc.OperationalError | sa.exc.InterfaceError
-        ):
-            return True  # locked, busy, disk full or I/O, a lost connection (OSError: network)
-        if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated:
-            return True
+        if isinstance(e, sa.exc.DBAPIError):  # SQLAlchemy's wrapper of a driver's error
+            if e.connection_invalidated:
+                return True
+            if isinstance(e.orig, sqlite3.Error):
+                e = e.orig  # judged below: SQLite's InterfaceError is a value it cannot bind
+                continue
+            # PostgreSQL: a lost or refused connection, a server shutting down
+            return isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError)
+        if isinstance(e, sqlite3.OperationalError | OSError):
+            return True  # locked, busy, read-only, disk full or I/O; OSError: the network
         status = getattr(e, "status", None)
         if type(status) is int and 400 <= status < 600:  # an HTTP store (InfluxDB)
             return status not in _DATA_STATUSES

@@ -183,6 +183,9 @@ def test_dead_letters_are_not_written_again_on_a_retry(world: World) -> None:
         (TypeError("Recursion limit reached"), False),
         (sqlite3.IntegrityError("NOT NULL constraint failed"), False),
         (sa.exc.DataError("INSERT", {}, Exception("value out of range")), False),
+        (sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("locked")), True),
+        (sa.exc.InterfaceError("INSERT", {}, sqlite3.InterfaceError("binding")), False),
+        (sa.exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE")), False),
         (ValueError("bad"), False),
     ],
 )
