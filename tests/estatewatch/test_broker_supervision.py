@@ -70,7 +70,6 @@ def test_a_broker_that_dies_is_restarted_and_healthz_says_so_meanwhile(service: 
 
     wait_for(back, 30, "the broker back and the service reconnected")
     assert (503, "down") in seen  # degraded while it was down, not "ok"
-    assert seen[0] == (503, "down")
     body = api.get("/healthz").json()
     assert body["status"] == "ok"
     assert body["broker"]["restarts"] == 1
