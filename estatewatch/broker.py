@@ -145,7 +145,7 @@ class ManagedMosquitto:
         supervise_interval_s: float = 0.5,
         port_fallback: bool = False,
     ) -> None:
-        self.folder = folder
+        self.folder = folder.resolve()  # Mosquitto's command line names it: one spelling
         self.host = host
         self.requested_port = port
         self.port = port  # the gateways' listener, settled by start()
@@ -165,7 +165,7 @@ class ManagedMosquitto:
         self._folder_lock: int | None = None  # fd holding the flock on broker.lock
         self._stopped = threading.Event()  # stop() was called: the supervisor ends
         self._supervisor: threading.Thread | None = None
-        folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self._passwords = self._load_passwords()
         if SERVICE_USER not in self._passwords:
             self._passwords[SERVICE_USER] = (secrets.token_urlsafe(18), "")
@@ -344,27 +344,28 @@ class ManagedMosquitto:
 
     def _stop_orphan(self) -> None:
         """Stop the Mosquitto a previous service left running over this folder (killed with
-        SIGKILL, that service could not stop it), so never two run over one persistence."""
+        SIGKILL, that service could not stop it), so never two run over one persistence. Found
+        by its recorded pid and by the process table (a Mosquitto started with our config)."""
         try:
-            pid = int(self.pid_path.read_text().split()[0])
+            recorded = {int(self.pid_path.read_text().split()[0])}
         except (FileNotFoundError, ValueError, IndexError):
-            return
-        if not _is_our_mosquitto(pid, self.conf_path):
-            return
-        log.warning(
-            "the Mosquitto a previous run of the service started is still running (pid %d), "
-            "left behind when that run ended without stopping it; stopping it cleanly (it "
-            "saves its queued messages to %s) and starting a new one on the same port",
-            pid,
-            self.folder / "persistence",
-        )
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, self.conf_path, 30):
-            log.warning("Mosquitto pid %d did not stop within 30 s; killing it", pid)
+            recorded = set()
+        pids = {p for p in recorded | set(mosquittos_over(self.conf_path)) if p != self.pid}
+        for pid in sorted(p for p in pids if _is_our_mosquitto(p, self.conf_path)):
+            log.warning(
+                "the Mosquitto a previous run of the service started is still running (pid "
+                "%d), left behind when that run ended without stopping it; stopping it cleanly "
+                "(it saves its queued messages to %s) and starting a new one on the same port",
+                pid,
+                self.folder / "persistence",
+            )
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, self.conf_path, 5)
+                os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, self.conf_path, 30):
+                log.warning("Mosquitto pid %d did not stop within 30 s; killing it", pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid, self.conf_path, 5)
 
     def _settle_ports(self) -> None:
         """With ``port_fallback``, the gateways' port stays what it was (gateways are
@@ -483,6 +484,16 @@ class ManagedMosquitto:
                     self._proc.send_signal(signal.SIGHUP)  # Mosquitto reloads passwords and ACL
             password = self._passwords[user][0]
         return GatewayCredentials(user, password, self.host, self.port, prefix)
+
+
+def mosquittos_over(conf_path: Path) -> list[int]:
+    """Live processes started with this config, from the process table (Linux's /proc;
+    elsewhere none are found)."""
+    try:
+        entries = [e.name for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+    return [int(pid) for pid in entries if _is_our_mosquitto(int(pid), conf_path)]
 
 
 def _is_our_mosquitto(pid: int, conf_path: Path) -> bool:

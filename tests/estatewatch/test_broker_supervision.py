@@ -138,9 +138,12 @@ def _client(host: str, port: int, user: str, password: str, cid: str) -> mqtt.Cl
     return c
 
 
+@pytest.mark.parametrize("pidfile", ["kept", "lost"])
 def test_a_broker_left_running_by_a_killed_service_is_stopped_cleanly_and_replaced(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, pidfile: str
 ) -> None:
+    """Lost pidfile: a broker left by a version that kept none is found in the process
+    table."""
     folder = tmp_path / "broker"
     wanted = free_port()
     broker = ManagedMosquitto(folder, wanted, port_fallback=True)
@@ -182,6 +185,8 @@ def test_a_broker_left_running_by_a_killed_service_is_stopped_cleanly_and_replac
     gw.disconnect()
     gw.loop_stop()
 
+    if pidfile == "lost":
+        (folder / "mosquitto.pid").unlink()
     with caplog.at_level(logging.WARNING, logger="estatewatch.broker"):
         broker.start()
     try:
