@@ -208,3 +208,30 @@ def test_a_broker_left_running_by_a_killed_service_is_stopped_cleanly_and_replac
     finally:
         broker.stop()
     assert mosquittos_over(broker.conf_path) == []
+
+
+def test_healthz_says_an_external_broker_is_gone(
+    mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    """Issue 13: /healthz said "ok" with the broker gone. An external broker is not the
+    service's to restart, but its absence shows."""
+    from tests.conftest import service_settings
+
+    ep = mosquitto.endpoint
+    url = f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}"
+    service = Service(service_settings(tmp_path, mqtt_url=url))
+    service.start()
+    try:
+        api = httpx.Client(base_url=service.url, timeout=5)
+        wait_for(lambda: api.get("/healthz").status_code == 200, 20, "connected")
+        mosquitto.stop()
+        r = wait_for(
+            lambda: (r := api.get("/healthz")).status_code == 503 and r, 20, "503 without broker"
+        )
+        assert r.json()["status"] == "degraded"
+        assert r.json()["broker"]["state"] == "down"
+        assert r.json()["broker"]["managed"] is None
+        mosquitto.start()
+        wait_for(lambda: api.get("/healthz").status_code == 200, 40, "connected again", every=0.2)
+    finally:
+        service.stop()
