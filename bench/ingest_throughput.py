@@ -79,7 +79,7 @@ def make_session(broker: ManagedMosquitto, client_id: str) -> None:
     done = threading.Event()
     c.on_subscribe = lambda *a: done.set()
     c.on_connect = lambda cl, *a: cl.subscribe(f"estates/{ESTATE}/gw/+/telemetry", 1)
-    c.connect(broker.host, broker.port)
+    c.connect(broker.endpoint.host, broker.endpoint.port)
     c.loop_start()
     done.wait(10)
     c.disconnect()
@@ -120,7 +120,7 @@ def bare_subscriber(broker: ManagedMosquitto, messages: list[bytes]) -> float:
             done.set()
 
     c.on_message = on_message
-    c.connect(broker.host, broker.port)
+    c.connect(broker.endpoint.host, broker.endpoint.port)
     c.loop_start()
     done.wait(600)
     c.disconnect()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -33,6 +35,12 @@ SERVICE_USER = "estatewatch-service"
 # Mosquitto drops QoS 1 messages for a slow subscriber beyond 1,000 queued (its default). The
 # service applies backpressure instead, so the broker must be allowed to hold a storm's backlog.
 MAX_QUEUED_MESSAGES = 200_000
+# ... but not without bound: 2 GiB of queued payloads per session (about 200,000 messages of
+# 10 KiB); beyond either bound Mosquitto drops, and the gateways' seq gaps count the loss.
+MAX_QUEUED_BYTES = 2 << 30
+# CONTRACT.md: a message is at most 1 MiB; 64 KiB more for the topic and MQTT headers. Mosquitto
+# refuses (disconnects) a bigger packet before holding it in memory.
+MAX_PACKET_SIZE = (1 << 20) + (64 << 10)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -85,9 +93,14 @@ class Broker(Protocol):
     """What the service needs from a broker it runs itself."""
 
     name: str
-    endpoint: MqttEndpoint  # how the service itself connects
     enforces_credentials: bool
+    binds_client_ids: bool  # a gateway can connect only with its own client id
+    restarts: int  # times the supervisor restarted a broker that died
 
+    @property
+    def endpoint(self) -> MqttEndpoint: ...  # how the service itself connects
+    @property
+    def running(self) -> bool: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def issue_gateway_credentials(
@@ -95,11 +108,29 @@ class Broker(Protocol):
     ) -> GatewayCredentials | None: ...
 
 
+class BrokerFolderBusy(RuntimeError):
+    """Another service already runs the broker over this folder's persistence."""
+
+
 class ManagedMosquitto:
-    """A Mosquitto process with its own config, persistence, password file and ACL."""
+    """A Mosquitto process with its own config, persistence, password files and ACLs.
+
+    Two listeners. Gateways connect to ``port`` with ``use_username_as_clientid``: whatever
+    client id a gateway sends, the broker uses its username (``estate.gw``), so it can reach
+    only its own session and never the service's (ids without a dot). The service connects to
+    ``service_port`` (loopback), whose password file holds only the service's account, so its
+    lanes keep the client ids they choose. Both ports are recorded in the folder and kept.
+
+    Supervised: a lock (``broker.lock``, held while this object runs the broker) keeps a second
+    service off the folder; the pid of the Mosquitto is recorded (``mosquitto.pid``), so a
+    service restarted after a crash stops the broker its predecessor left running (cleanly: it
+    saves its queued messages) before starting its own on the same ports; a thread restarts a
+    Mosquitto that dies.
+    """
 
     name = "mosquitto"
     enforces_credentials = True
+    binds_client_ids = True
 
     def __init__(
         self,
@@ -109,22 +140,45 @@ class ManagedMosquitto:
         executable: str | None = None,
         root: str = "estates",
         max_queued_messages: int = MAX_QUEUED_MESSAGES,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+        max_packet_size: int = MAX_PACKET_SIZE,
+        supervise_interval_s: float = 0.5,
+        port_fallback: bool = False,
     ) -> None:
-        self.folder = folder
+        self.folder = folder.resolve()  # Mosquitto's command line names it: one spelling
         self.host = host
-        self.port = port
+        self.requested_port = port
+        self.port = port  # the gateways' listener, settled by start()
+        self.service_port = 0  # the service's own listener (loopback), settled by start()
         self.root = root
         self.executable = executable or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.max_queued_messages = max_queued_messages
+        self.max_queued_bytes = max_queued_bytes
+        self.max_packet_size = max_packet_size
+        self.supervise_interval_s = supervise_interval_s
+        # False: ``port`` or fail (tests, benchmarks); True: the service's choice, see
+        # _settle_ports
+        self.port_fallback = port_fallback
+        self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._folder_lock: int | None = None  # fd holding the flock on broker.lock
+        self._stopped = threading.Event()  # stop() was called: the supervisor ends
+        self._supervisor: threading.Thread | None = None
+        self.folder.mkdir(parents=True, exist_ok=True)
         self._passwords = self._load_passwords()
         if SERVICE_USER not in self._passwords:
             self._passwords[SERVICE_USER] = (secrets.token_urlsafe(18), "")
         self._write_auth_files()
-        self.endpoint = MqttEndpoint(
-            host=host, port=port, username=SERVICE_USER, password=self._passwords[SERVICE_USER][0]
+
+    @property
+    def endpoint(self) -> MqttEndpoint:
+        """How the service itself connects: its own listener, its own account."""
+        return MqttEndpoint(
+            host="127.0.0.1",
+            port=self.service_port or self.port,
+            username=SERVICE_USER,
+            password=self._passwords[SERVICE_USER][0],
         )
 
     @property
@@ -135,12 +189,25 @@ class ManagedMosquitto:
     def log_path(self) -> Path:
         return self.folder / "mosquitto.log"
 
+    @property
+    def pid_path(self) -> Path:
+        return self.folder / "mosquitto.pid"
+
+    @property
+    def ports_path(self) -> Path:
+        return self.folder / "ports.json"
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     @staticmethod
     def available(executable: str | None = None) -> bool:
         return bool(executable or shutil.which("mosquitto")) or Path("/usr/sbin/mosquitto").exists()
 
-    # The clear passwords are kept (0600) beside the hashed file so credentials can be shown
-    # again to an admin; the broker itself reads only the hashed file.
+    # The clear passwords are kept (0600) beside the hashed files so credentials can be shown
+    # again to an admin; the broker itself reads only the hashed files.
     def _load_passwords(self) -> dict[str, tuple[str, str]]:
         path = self.folder / "credentials.txt"
         out: dict[str, tuple[str, str]] = {}
@@ -156,81 +223,255 @@ class ManagedMosquitto:
         clear = self.folder / "credentials.txt"
         lines = [f"{u} {p} {prefix}".rstrip() for u, (p, prefix) in sorted(self._passwords.items())]
         _write_private(clear, "\n".join(lines) + "\n")
-        pw_lines = [f"{u}:{mosquitto_password_hash(p)}" for u, (p, _) in self._passwords.items()]
+        gateways = {u: v for u, v in self._passwords.items() if u != SERVICE_USER and v[1]}
+        pw_lines = [f"{u}:{mosquitto_password_hash(p)}" for u, (p, _) in sorted(gateways.items())]
         _write_private(self.folder / "passwd", "\n".join(pw_lines) + "\n")
-        acl = [f"user {SERVICE_USER}", f"topic readwrite {self.root}/#", ""]
-        for user, (_, prefix) in sorted(self._passwords.items()):
-            if user == SERVICE_USER or not prefix:
-                continue
+        acl: list[str] = []
+        for user, (_, prefix) in sorted(gateways.items()):
             # A gateway publishes only under its own prefix and reads only its own commands.
             acl += [f"user {user}", f"topic write {prefix}#", f"topic read {prefix}cmd", ""]
         _write_private(self.folder / "acl", "\n".join(acl))
+        service_pw = mosquitto_password_hash(self._passwords[SERVICE_USER][0])
+        _write_private(self.folder / "service.passwd", f"{SERVICE_USER}:{service_pw}\n")
+        _write_private(
+            self.folder / "service.acl", f"user {SERVICE_USER}\ntopic readwrite {self.root}/#\n"
+        )
 
     def _write_conf(self) -> None:
         persistence = self.folder / "persistence"
         persistence.mkdir(exist_ok=True)
         lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous false",
-            f"password_file {self.folder / 'passwd'}",
-            f"acl_file {self.folder / 'acl'}",
+            "per_listener_settings true",
             "persistence true",
             f"persistence_location {persistence}/",
             "autosave_interval 10",
             f"max_queued_messages {self.max_queued_messages}",
+            f"max_queued_bytes {self.max_queued_bytes}",
+            f"max_packet_size {self.max_packet_size}",
             "max_inflight_messages 10000",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
             "log_type notice",
+            "",
+            "# gateways: the client id is the username, so no one takes another's session",
+            f"listener {self.port} {self.host}",
+            "use_username_as_clientid true",
+            "allow_anonymous false",
+            f"password_file {self.folder / 'passwd'}",
+            f"acl_file {self.folder / 'acl'}",
+            "",
+            "# the service's lanes and notices: only the service's account exists here",
+            f"listener {self.service_port} 127.0.0.1",
+            "allow_anonymous false",
+            f"password_file {self.folder / 'service.passwd'}",
+            f"acl_file {self.folder / 'service.acl'}",
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else Mosquitto switches to a user that cannot write here
-        self.conf_path.write_text("\n".join(lines) + "\n")
+        _write_private(self.conf_path, "\n".join(lines) + "\n")
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._write_conf()
-        self._proc = subprocess.Popen(
-            [self.executable, "-c", str(self.conf_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        # The port answering is not enough: another broker may hold it while ours exits.
-        up = wait_for_port(self.host, self.port, 10)
-        time.sleep(0.2)
-        if not up or self._proc.poll() is not None:
-            err = b""
-            if self._proc.poll() is not None and self._proc.stderr:
-                err = self._proc.stderr.read()
-            self.stop()
-            raise RuntimeError(
-                f"Mosquitto did not start on {self.host}:{self.port}: "
-                f"{err.decode(errors='replace').strip()} (see {self.log_path})"
+        with self._lock:
+            self._take_folder()
+            try:
+                self._stop_orphan()
+                self._settle_ports()
+                self._launch()
+            except BaseException:
+                self._release_folder()
+                raise
+            self._stopped.clear()
+        if self._supervisor is None or not self._supervisor.is_alive():
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="broker-supervisor", daemon=True
             )
-        log.info("Mosquitto running on %s:%d (config %s)", self.host, self.port, self.conf_path)
+            self._supervisor.start()
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc and proc.stderr:
-            proc.stderr.close()
+        self._stopped.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(20)
+        self._supervisor = None
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc and proc.poll() is None:
+                proc.terminate()  # Mosquitto saves its persistence on the way down
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            with contextlib.suppress(FileNotFoundError):
+                self.pid_path.unlink()
+            self._release_folder()
 
     def kill(self) -> None:
-        """Stop without a clean shutdown, as a crash or power loss would."""
-        if self._proc and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(5)
-        self._proc = None
+        """SIGKILL the Mosquitto, as a crash would; the supervisor starts it again."""
+        proc = self._proc
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def _take_folder(self) -> None:
+        if self._folder_lock is not None:
+            return
+        path = self.folder / "broker.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by Mosquitto
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise BrokerFolderBusy(
+                f"another estatewatch service (pid {holder}) runs the broker over {self.folder}: "
+                "stop it first, or give this one its own ESTATEWATCH_DATA_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._folder_lock = fd
+
+    def _release_folder(self) -> None:
+        fd, self._folder_lock = self._folder_lock, None
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
+
+    def _stop_orphan(self) -> None:
+        """Stop the Mosquitto a previous service left running over this folder (killed with
+        SIGKILL, that service could not stop it), so never two run over one persistence. Found
+        by its recorded pid and by the process table (a Mosquitto started with our config)."""
+        try:
+            recorded = {int(self.pid_path.read_text().split()[0])}
+        except (FileNotFoundError, ValueError, IndexError):
+            recorded = set()
+        pids = {p for p in recorded | set(mosquittos_over(self.conf_path)) if p != self.pid}
+        for pid in sorted(p for p in pids if _is_our_mosquitto(p, self.conf_path)):
+            log.warning(
+                "the Mosquitto a previous run of the service started is still running (pid "
+                "%d), left behind when that run ended without stopping it; stopping it cleanly "
+                "(it saves its queued messages to %s) and starting a new one on the same port",
+                pid,
+                self.folder / "persistence",
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, self.conf_path, 30):
+                log.warning("Mosquitto pid %d did not stop within 30 s; killing it", pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid, self.conf_path, 5)
+
+    def _settle_ports(self) -> None:
+        """With ``port_fallback``, the gateways' port stays what it was (gateways are
+        configured with it) unless the setting was changed, and is a free one when neither is
+        free; the service's port is kept when free."""
+        try:
+            recorded = json.loads(self.ports_path.read_text())
+        except (FileNotFoundError, ValueError):
+            recorded = {}
+        if not isinstance(recorded, dict):
+            recorded = {}
+        was_port = int(recorded.get("port") or 0)
+        same_setting = int(recorded.get("requested") or 0) == self.requested_port
+        order = [was_port, self.requested_port] if same_setting else [self.requested_port, was_port]
+        port = next((p for p in order if p and port_is_free(p, self.host)), 0)
+        if not self.port_fallback and self.requested_port:
+            port = self.requested_port  # taken: Mosquitto says so
+        elif not port:
+            port = free_port(self.host)
+            if was_port or self.requested_port:
+                log.warning(
+                    "broker port %s is in use; gateways must be told the new port %d",
+                    was_port or self.requested_port,
+                    port,
+                )
+        elif was_port and port != was_port:
+            log.warning("broker port changes from %d to %d: tell the gateways", was_port, port)
+        service_port = int(recorded.get("service_port") or 0)
+        if not service_port or service_port == port or not port_is_free(service_port):
+            service_port = free_port()
+            while service_port == port:
+                service_port = free_port()
+        self.port, self.service_port = port, service_port
+        record = {"port": port, "service_port": service_port, "requested": self.requested_port}
+        _write_private(self.ports_path, json.dumps(record) + "\n")
+
+    def _launch(self) -> None:
+        self._write_conf()
+        stderr_path = self.folder / "mosquitto.stderr"
+        with open(stderr_path, "wb") as err:  # a file, not a pipe: the broker outlives us
+            proc = subprocess.Popen(
+                [self.executable, "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        self._proc = proc
+        _write_private(self.pid_path, f"{proc.pid}\n")
+        # The port answering is not enough: another broker may hold it while ours exits.
+        up = wait_for_port(self.host, self.port, 10) and wait_for_port(
+            "127.0.0.1", self.service_port, 5
+        )
+        time.sleep(0.2)
+        if not up or proc.poll() is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(5)
+            self._proc = None
+            with contextlib.suppress(FileNotFoundError):
+                self.pid_path.unlink()
+            err_text = stderr_path.read_text(errors="replace").strip()
+            raise RuntimeError(
+                f"Mosquitto did not start on {self.host}:{self.port} and "
+                f"127.0.0.1:{self.service_port}: {err_text} (see {self.log_path})"
+            )
+        log.info(
+            "Mosquitto running (pid %d) on %s:%d for gateways, 127.0.0.1:%d for the service "
+            "(config %s)",
+            proc.pid,
+            self.host,
+            self.port,
+            self.service_port,
+            self.conf_path,
+        )
+
+    def _supervise(self) -> None:
+        """Start the Mosquitto again when it dies, on the same ports, with a growing pause
+        while it keeps failing; the service's clients reconnect by themselves."""
+        delay = 1.0
+        while not self._stopped.wait(self.supervise_interval_s):
+            with self._lock:
+                if self._stopped.is_set():
+                    return
+                proc = self._proc
+                if proc is not None and proc.poll() is None:
+                    continue
+                if proc is not None:
+                    log.warning(
+                        "Mosquitto (pid %d) died (exit code %s); restarting it on port %d. "
+                        "Its log ends: %s",
+                        proc.pid,
+                        proc.returncode,
+                        self.port,
+                        _tail(self.log_path),
+                    )
+                    self._proc = None
+                try:
+                    self._launch()
+                except (RuntimeError, OSError) as exc:
+                    log.error("Mosquitto did not restart (%s); trying again in %.0f s", exc, delay)
+                else:
+                    self.restarts += 1
+                    delay = 1.0
+                    continue
+            self._stopped.wait(delay)
+            delay = min(delay * 2, 30.0)
 
     def issue_gateway_credentials(self, estate: str, gw: str, root: str) -> GatewayCredentials:
         user = gateway_username(estate, gw)
@@ -245,12 +486,52 @@ class ManagedMosquitto:
         return GatewayCredentials(user, password, self.host, self.port, prefix)
 
 
+def mosquittos_over(conf_path: Path) -> list[int]:
+    """Live processes started with this config, from the process table (Linux's /proc;
+    elsewhere none are found)."""
+    try:
+        entries = [e.name for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+    return [int(pid) for pid in entries if _is_our_mosquitto(int(pid), conf_path)]
+
+
+def _is_our_mosquitto(pid: int, conf_path: Path) -> bool:
+    """A live process started with this folder's config (a recorded pid may be reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[:1]
+    return state != ["Z"] and str(conf_path).encode() in args
+
+
+def _wait_gone(pid: int, conf_path: Path, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _is_our_mosquitto(pid, conf_path):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
+    except OSError:
+        return "(no log)"
+
+
 class EmbeddedBroker:
     """amqtt in a thread of its own, for machines without Mosquitto. It does not check
-    credentials or ACLs: fine for a demo on one machine, not for an estate network."""
+    credentials, ACLs or client ids (any client may take the service's session) and is not
+    supervised: fine for a demo on one machine, not for an estate network."""
 
     name = "embedded amqtt"
     enforces_credentials = False
+    binds_client_ids = False
+    restarts = 0
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -300,7 +581,17 @@ class EmbeddedBroker:
             raise RuntimeError(f"embedded MQTT broker did not start: {errors[0]}")
         if not wait_for_port(self.host, self.port, 10):
             raise RuntimeError(f"embedded MQTT broker did not listen on {self.host}:{self.port}")
-        log.info("embedded amqtt broker running on %s:%d", self.host, self.port)
+        log.warning(
+            "embedded amqtt broker running on %s:%d: it checks no credentials, ACLs or client "
+            "ids, so any client on the network can read, publish and take the service's "
+            "session; install Mosquitto for an estate network",
+            self.host,
+            self.port,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -316,12 +607,12 @@ def choose_port(preferred: int) -> int:
 
 
 def local_broker(folder: Path, preferred_port: int, root: str) -> Broker:
-    """Mosquitto when installed, else the embedded broker; the port is the preferred one when
-    free (1883 is often taken by a system Mosquitto)."""
-    port = choose_port(preferred_port)
+    """Mosquitto when installed, else the embedded broker. Mosquitto keeps the port it had
+    (recorded in the folder), else takes the preferred one when free (1883 is often taken by a
+    system Mosquitto), else a free one."""
     if ManagedMosquitto.available():
-        return ManagedMosquitto(folder, port, root=root)
-    return EmbeddedBroker(port)
+        return ManagedMosquitto(folder, preferred_port, root=root, port_fallback=True)
+    return EmbeddedBroker(choose_port(preferred_port))
 
 
 def _write_private(path: Path, text: str) -> None:

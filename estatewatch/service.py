@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from alerts.engine import AlertEngine
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
 from api.users import UserStore
-from estatewatch.broker import Broker, choose_port, local_broker, port_is_free
+from estatewatch.broker import Broker, BrokerFolderBusy, choose_port, local_broker, port_is_free
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest
 from ingest.influx import InfluxTelemetrySink
@@ -151,7 +151,10 @@ class Service:
             log.info("broker: %s (given by ESTATEWATCH_MQTT_URL)", self.endpoint.url)
         else:
             self.broker = local_broker(s.data_path / "broker", s.broker_port, s.mqtt_root)
-            self.broker.start()
+            try:
+                self.broker.start()
+            except BrokerFolderBusy as exc:
+                raise StartupError(str(exc)) from None
             self.endpoint = self.broker.endpoint
             log.info("broker: %s started by the service on %s", self.broker.name, self.endpoint.url)
         path = s.shard_telemetry_path(self.shard)
@@ -182,6 +185,7 @@ class Service:
             stall_s=s.ingest_stall_s,
         )
         self.registry, self.ingest.commit_seconds = ingest_registry(self.ingest)
+        self._broker_metrics()
         self.ingest.add_listener(self._push_live)
         self._start_alerts()
         self.ingest.start()
@@ -243,6 +247,25 @@ class Service:
             max_instances=1,
             coalesce=True,
         )
+
+    def _broker_metrics(self) -> None:
+        Gauge(
+            "estatewatch_broker_up",
+            "1 while the service is connected to its broker (and the broker it runs is running)",
+            registry=self.registry,
+        ).set_function(lambda: 1.0 if self.broker_state() == "up" else 0.0)
+        Gauge(
+            "estatewatch_broker_restarts",
+            "times the broker the service runs died and was started again",
+            registry=self.registry,
+        ).set_function(lambda: float(self.broker.restarts if self.broker else 0))
+
+    def broker_state(self) -> str:
+        """``up``, or ``down`` while the broker the service runs is not running or the service
+        is not connected to its broker (/healthz answers 503 then)."""
+        if self.broker is not None and not self.broker.running:
+            return "down"
+        return "up" if self.ingest is not None and self.ingest.connected else "down"
 
     def _estate_region(self, estate: str) -> str:
         try:
@@ -378,10 +401,15 @@ class Service:
             return body
         st = self.ingest.stats
         body["broker"] = {
+            "state": self.broker_state(),
             "url": self.endpoint.url if self.endpoint else None,
             "managed": self.broker.name if self.broker else None,
             "connected": self.ingest.connected,
         }
+        if self.broker is not None:
+            body["broker"]["running"] = self.broker.running
+            body["broker"]["restarts"] = self.broker.restarts
+            body["broker"]["client_ids_bound"] = self.broker.binds_client_ids
         body["ingest"] = {
             "shard": list(self.ingest.shard) if self.ingest.shard else None,
             "estates": self.ingest.subscribed_estates if self.ingest.shard else "all",

@@ -12,15 +12,24 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", **guard("public"))
-def healthz(ctx: Ctx) -> dict[str, Any]:
-    """Liveness and the state of the parts: broker connection, ingest queue, databases."""
+def healthz(ctx: Ctx, response: Response) -> dict[str, Any]:
+    """Liveness and the state of the parts: broker connection, ingest queue, databases.
+    503 with ``"status": "degraded"`` while a part is down."""
     body: dict[str, Any] = {"status": "ok"}
     body.update(ctx.health())
-    # the ingest writer: retrying a failing store, or stuck in a batch (issue 12)
+    # the ingest writer retrying a failing store or stuck in a batch, or the broker down
     writer = body.get("writer")
-    if isinstance(writer, dict) and writer.get("ok") is False:
+    writer_stuck = isinstance(writer, dict) and writer.get("ok") is False
+    if writer_stuck or _broker_down(body):
         body["status"] = "degraded"
+        response.status_code = 503
     return body
+
+
+def _broker_down(body: dict[str, Any]) -> bool:
+    # the broker (its process, when the service runs it, and the connection) is down
+    broker = body.get("broker")
+    return isinstance(broker, dict) and broker.get("state") == "down"
 
 
 @router.get("/metrics", **guard("admin"))

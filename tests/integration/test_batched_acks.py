@@ -39,7 +39,7 @@ def _session(
 
     c.on_connect = lambda cl, *_a: cl.subscribe(TOPIC, 1)
     c.on_message = on_message
-    c.connect(broker.host, broker.port)
+    c.connect(ep.host, ep.port)
     c.loop_start()
     return c
 
@@ -48,7 +48,7 @@ def _publish(broker: ManagedMosquitto, n: int) -> None:
     ep = broker.endpoint
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="acks-publisher")
     pub.username_pw_set(ep.username, ep.password)
-    pub.connect(broker.host, broker.port)
+    pub.connect(ep.host, ep.port)
     pub.loop_start()
     for info in [pub.publish(TOPIC, str(i).encode(), 1) for i in range(n)]:
         info.wait_for_publish(10)

@@ -334,3 +334,159 @@ def test_listeners_see_each_message_once(service: Service) -> None:
             assert sorted(seen) == list(range(1, 12))
     finally:
         pub.close()
+
+
+def _brokers_over(conf: Path) -> list[int]:
+    """Pids of live Mosquitto processes started with this config, from the process list."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and str(conf).encode() in args:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_killed_three_times_with_its_own_broker_loses_no_reading(tmp_path: Path) -> None:
+    """Finding 3 of issue 12: `estatewatch run` with the Mosquitto it starts itself, a gateway
+    (its buffer on disk, QoS 1) sending numbered readings, the service killed with SIGKILL (its
+    process alone: the broker lives on) three times under load. Every reading is stored once,
+    never two brokers run over the data dir, the gateway keeps its one address, and the
+    gateway's last seq is the service's (no tail lost uncounted)."""
+    from gateway.buffer import ForwardBuffer
+    from gateway.publisher import GatewayPublisher, LinkSettings
+    from protocol.endpoint import MqttEndpoint
+    from protocol.messages import Reading
+
+    data = tmp_path / "data"
+    token = "durability-admin-token-0123456789"
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "ESTATEWATCH_DATA_DIR": str(data),
+        "ESTATEWATCH_BROKER_PORT": str(free_port()),
+        "ESTATEWATCH_API_PORT": str(api_port),
+        "ESTATEWATCH_ADMIN_TOKEN": token,
+        "ESTATEWATCH_LOG_LEVEL": "WARNING",
+    }
+    env.pop("ESTATEWATCH_MQTT_URL", None)
+    conf = data / "broker" / "mosquitto.conf"
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{api_port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    logs: list[Path] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        logs.append(tmp_path / f"run-{len(logs)}.log")
+        with open(logs[-1], "wb") as err:
+            return subprocess.Popen(
+                [sys.executable, "-m", "estatewatch.cli", "run"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    def up() -> bool:
+        try:
+            return api.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # what the process list shows, all along: never two brokers over this data dir
+    most_brokers, broker_pids = 0, set()
+    watching = threading.Event()
+
+    def watch() -> None:
+        nonlocal most_brokers
+        while not watching.wait(0.05):
+            pids = _brokers_over(conf)
+            most_brokers = max(most_brokers, len(pids))
+            broker_pids.update(pids)
+
+    service = start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    pub: GatewayPublisher | None = None
+    producing = threading.Event()
+    produced = 0
+    try:
+        wait_for(up, 60, "the service", every=0.2)
+        watcher.start()
+        assert api.post("/api/v1/estates", json={"id": ESTATE, "name": "断电测试小区"}).is_success
+        r = api.post(f"/api/v1/estates/{ESTATE}/gateways", json={"id": GW})
+        creds = r.json()["mqtt"]
+        broker_port = creds["port"]
+        pub = GatewayPublisher(
+            ESTATE,
+            GW,
+            MqttEndpoint(creds["host"], broker_port, creds["username"], creds["password"]),
+            tmp_path / "gw",
+            buffer=ForwardBuffer(tmp_path / "gw.buffer.db", batch_linger_ms=100),
+            link=LinkSettings(reconnect_min_s=0.2, reconnect_max_s=1.0, max_inflight=20),
+        )
+        assert pub.start(10)
+        base_ts = int(time.time() * 1000) - 3_600_000
+
+        def produce() -> None:
+            nonlocal produced
+            assert pub is not None
+            while not producing.is_set():  # 500 readings a second, ten at a time
+                batch = [
+                    Reading(
+                        f"d-{i % 50:03d}", "water_pressure", base_ts + i, {"pressure_mpa": i / 1e6}
+                    )
+                    for i in range(produced, produced + 10)
+                ]
+                pub.publish_telemetry(batch)
+                produced += 10
+                time.sleep(0.02)
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        telemetry = data / "telemetry.db"
+        for kill in range(3):
+            floor = stored(telemetry)[0]
+            wait_for(lambda f=floor: stored(telemetry)[0] > f + 1000, 60, "readings stored")
+            os.kill(service.pid, signal.SIGKILL)  # the service's process only
+            service.wait(10)
+            time.sleep(1.0)  # the gateway goes on publishing to the orphaned broker
+            assert len(_brokers_over(conf)) == 1, f"kill {kill}: the broker outlives the service"
+            service = start()
+            wait_for(up, 60, "the restarted service", every=0.2)
+        time.sleep(2.0)
+        producing.set()
+        producer.join(10)
+        wait_for(lambda: pub is not None and pub.buffered.messages == 0, 60, "the gateway drained")
+        wait_for(lambda: stored(telemetry)[0] >= produced, 60, "all readings", every=0.3)
+        time.sleep(1.0)  # anything stored twice would show up now
+        rows, distinct, values = stored(telemetry)
+        assert produced >= 5000
+        assert (rows, distinct) == (produced, produced)
+        assert values == {i / 1e6 for i in range(produced)}
+        assert most_brokers == 1
+        assert len(broker_pids) == 4  # one per start: each restart replaced the orphan
+        assert _brokers_over(conf) == [int((data / "broker" / "mosquitto.pid").read_text())]
+        for log_file in logs[1:]:
+            assert "still running" in log_file.read_text(), log_file.read_text()
+        last_seq = pub.buffered.last_seq
+        gws = api.get(f"/api/v1/estates/{ESTATE}/gateways").json()["items"]
+        assert (gws[0]["max_seq"], gws[0]["lost_messages"]) == (last_seq, 0)
+        assert api.get("/healthz").json()["broker"]["state"] == "up"
+        assert creds["port"] == broker_port == pub.endpoint.port
+    finally:
+        producing.set()
+        watching.set()
+        if pub is not None:
+            pub.stop()
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+        assert _brokers_over(conf) == []  # a clean stop takes its broker with it
