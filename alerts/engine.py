@@ -995,6 +995,9 @@ class AlertEngine:
         source: str = "",
     ) -> dict[str, Any]:
         """An official warning; the plans of the estates it covers follow it at once."""
+        unknown = sorted(set(estates) - set(self._load_regions()) - self._known_estates())
+        if unknown:
+            raise NotFound(f"estate {', '.join(map(repr, unknown[:5]))} not found")
         emitted: list[dict[str, Any]] = []
         plan_estates: set[str] = set()
         with self._lock:
@@ -1046,11 +1049,17 @@ class AlertEngine:
         self._emit(emitted, plan_estates)
         return result
 
-    def list_warnings(self, active: bool | None = None) -> list[dict[str, Any]]:
+    def list_warnings(
+        self, active: bool | None = None, estates: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """``estates``: only warnings covering one of these (by name or by region)."""
         now = self.clock()
         items = self.store.warnings()
         if active is not None:
             items = [w for w in items if w.active(now) == active]
+        if estates is not None:
+            regions = {e: self._region(e) for e in estates}
+            items = [w for w in items if any(w.covers(e, r) for e, r in regions.items())]
         return [w.as_dict(now) for w in items]
 
     def weather_levels(self, estate: str) -> list[dict[str, Any]]:

@@ -496,7 +496,7 @@ class AlertStore:
                 Silence(
                     id=r.id,
                     matchers=tuple(
-                        Matcher.parse(m["name"], m["value"], m["op"]) for m in r.matchers
+                        Matcher.load(m["name"], m["value"], m["op"], r.id) for m in r.matchers
                     ),
                     starts_ms=r.starts_ms,
                     ends_ms=r.ends_ms,

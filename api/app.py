@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
-from api import errors
+from api import bounds, errors
 from api.context import ApiContext
 from api.deps import guard
 from api.routes import (
@@ -38,6 +38,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
+    bounds.install(app)
     app.include_router(health.router)
     app.include_router(estates.router)
     app.include_router(deadletters.router)

@@ -25,8 +25,10 @@ from api.context import ApiContext
 from api.live import LiveHub, device_updates
 from api.users import UserStore
 from estatewatch.broker import Broker, BrokerFolderBusy, choose_port, local_broker, port_is_free
+from estatewatch.datafiles import check_data_files, state_opened
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest
+from ingest.datafiles import explain_corruption, sqlite_path
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
@@ -130,7 +132,10 @@ class Service:
             raise StartupError(
                 f"--shard {self.shard} is not below ESTATEWATCH_INGEST_SHARDS={s.ingest_shards}"
             )
-        self.state = retry_schema(lambda: StateStore.open(s.state_database_url), "state")
+        check_data_files(s)
+        with explain_corruption(sqlite_path(s.state_database_url), "state database"):
+            self.state = retry_schema(lambda: StateStore.open(s.state_database_url), "state")
+        state_opened(s)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self._rollup_lock = threading.Lock()
         self.registry = CollectorRegistry()
@@ -167,10 +172,11 @@ class Service:
         )
         # "now" is folded at most once a second under load; dashboards get each reading
         # live from the stream meanwhile
-        self.telemetry_writer = retry_schema(
-            lambda: TelemetryWriter(path, raw_sink=self.influx, latest_interval_s=1.0),
-            "telemetry",
-        )
+        with explain_corruption(path, "telemetry database"):
+            self.telemetry_writer = retry_schema(
+                lambda: TelemetryWriter(path, raw_sink=self.influx, latest_interval_s=1.0),
+                "telemetry",
+            )
         self.ingest = Ingest(
             self.endpoint,
             self.state,

@@ -8,6 +8,7 @@ process subscribes to the topics of the estates whose id hashes to it.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,10 @@ class ShardedTelemetryReader:
     def _for(self, estate: str) -> TelemetryReader:
         return self.readers[shard_of(estate, len(self.readers))]
 
-    def latest(self, estate: str) -> dict[str, dict[str, tuple[int, Value]]]:
-        return self._for(estate).latest(estate)
+    def latest(
+        self, estate: str, devices: Collection[str] | None = None
+    ) -> dict[str, dict[str, tuple[int, Value]]]:
+        return self._for(estate).latest(estate, devices)
 
     def count_readings(self, estate: str | None = None) -> int:
         if estate is None:

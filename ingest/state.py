@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,6 +326,32 @@ class StateStore:
                 sa.select(devices).where(devices.c.estate == estate_id).order_by(devices.c.id)
             ).all()
         return [dict(r._mapping) for r in rows]
+
+    def device_page(
+        self,
+        estate_id: str,
+        kinds: Collection[str] | None = None,
+        after: str | None = None,
+        limit: int = 500,
+        device: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of an estate's devices in id order (after the id ``after``), and how many
+        match in all: an estate may have 200,000 devices, too many for one answer."""
+        where = [devices.c.estate == estate_id]
+        if kinds is not None:
+            where.append(devices.c.kind.in_(list(kinds)))
+        if device is not None:
+            where.append(devices.c.id == device)
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(devices).where(*where)
+            ).scalar_one()
+            if after is not None:
+                where.append(devices.c.id > after)
+            rows = conn.execute(
+                sa.select(devices).where(*where).order_by(devices.c.id).limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows], int(total)
 
     def known_devices(self) -> set[tuple[str, str]]:
         with self.engine.connect() as conn:

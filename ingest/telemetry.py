@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -649,14 +649,20 @@ class TelemetryReader:
             self._local.conn = conn
         return conn
 
-    def latest(self, estate: str) -> dict[str, dict[str, tuple[int, Value]]]:
-        """device -> metric -> (ts, stored value) for one estate."""
+    def latest(
+        self, estate: str, devices: Collection[str] | None = None
+    ) -> dict[str, dict[str, tuple[int, Value]]]:
+        """device -> metric -> (ts, stored value) for one estate (only ``devices``: a page)."""
         out: dict[str, dict[str, tuple[int, Value]]] = {}
-        cur = self._conn().execute(
+        sql = (
             "SELECT s.device, s.metric, l.ts, l.num, l.txt FROM latest l "
-            "JOIN series s ON s.id = l.series WHERE s.estate = ?",
-            (estate,),
+            "JOIN series s ON s.id = l.series WHERE s.estate = ?"
         )
+        args: list[str] = [estate]
+        if devices is not None:
+            sql += " AND s.device IN (SELECT value FROM json_each(?))"
+            args.append(orjson.dumps(list(devices)).decode())
+        cur = self._conn().execute(sql, args)
         for device, metric, ts, num, txt in cur:
             out.setdefault(device, {})[metric] = (ts, txt if txt is not None else num)
         return out

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import Ctx, CurrentUser, guard, require_operate
+from api.errors import ApiError
 from api.routes.alarms import Ms, check_estate_filter, engine_errors, engine_of, visible_estates
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])
@@ -40,11 +41,20 @@ def list_drills(
     return engine_of(ctx).list_drills(estate, plan, year, visible_estates(p))
 
 
+# A drill is recorded after it is held; a little ahead is allowed for clocks and time zones.
+HELD_AHEAD_MAX_MS = 7 * 86_400_000
+
+
 @router.post("/drills", status_code=201, **guard("user"))
 def record_drill(body: DrillIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     require_operate(p, body.estate)
+    engine = engine_of(ctx)
+    if body.held_ms > engine.clock() + HELD_AHEAD_MAX_MS:
+        raise ApiError(
+            422, "invalid_request", "held_ms: a drill is recorded when held, at most 7 days ahead"
+        )
     with engine_errors():
-        return engine_of(ctx).record_drill(
+        return engine.record_drill(
             body.estate,
             body.plan,
             body.held_ms,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import Ctx, CurrentUser, guard
@@ -17,6 +17,9 @@ router = APIRouter(prefix="/api/v1", tags=["estates"])
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 PRINTABLE_OR_EMPTY = r"^[^\x00-\x1f\x7f]*$"
+# /devices answers a page at a time (an estate may have 200,000 devices)
+DEVICE_PAGE = 500
+DEVICE_PAGE_MAX = 1000
 # A device is online while it reports within a few of its reporting intervals.
 ONLINE_INTERVALS = 3
 
@@ -124,20 +127,35 @@ def device_views(
 
 @router.get("/estates/{estate}/devices", **guard("estate:read"))
 def list_devices(
-    estate: str, ctx: Ctx, kind: str | None = None, family: str | None = None
+    estate: str,
+    ctx: Ctx,
+    kind: str | None = Query(None, max_length=64),
+    family: str | None = Query(None, max_length=64),
+    device: str | None = Query(None, max_length=63, description="only this device"),
+    limit: int = Query(DEVICE_PAGE, ge=1, le=DEVICE_PAGE_MAX),
+    cursor: str | None = Query(
+        None, max_length=63, description="the ``next_cursor`` of the page before"
+    ),
 ) -> dict[str, Any]:
-    """Every device of the estate with its kind, latest metrics, last-seen time and online flag."""
+    """The estate's devices in id order, a page at a time, with their kind, latest metrics,
+    last-seen time and online flag; ``total`` counts every match, ``next_cursor`` (null on the
+    last page) fetches the next page."""
     ctx.state.get_estate(estate)
+    kinds: set[str] | None = None
+    if kind:
+        kinds = {kind}
+    if family:
+        of_family = {k for k, v in ctx.catalog.kinds.items() if v.family == family}
+        kinds = of_family if kinds is None else kinds & of_family
+    rows, total = ctx.state.device_page(estate, kinds, cursor, limit + 1, device)
+    more = len(rows) > limit
+    rows = rows[:limit]
     offline = {g["id"] for g in ctx.state.list_gateways(estate) if g["state"] == "offline"}
     items = device_views(
         ctx.catalog,
-        ctx.state.list_devices(estate),
-        ctx.telemetry.latest(estate),
+        rows,
+        ctx.telemetry.latest(estate, [d["id"] for d in rows]),
         offline,
         time.time_ns() // 1_000_000,
     )
-    if kind:
-        items = [d for d in items if d["kind"] == kind]
-    if family:
-        items = [d for d in items if d["family"] == family]
-    return {"items": items, "total": len(items)}
+    return {"items": items, "total": total, "next_cursor": rows[-1]["id"] if more else None}

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from alerts.silences import MAX_VALUE_LEN
 from api.deps import Ctx, CurrentUser, guard, require_operate
 from api.errors import ApiError
 from api.routes.alarms import Ms, engine_errors, engine_of, visible_estates
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/api/v1", tags=["alarms"])
 
 class MatcherIn(BaseModel):
     name: Literal["rule", "device", "subject", "kind", "gateway", "severity"]
-    value: str = Field(min_length=1, max_length=200, examples=["lift-b2-1"])
+    value: str = Field(min_length=1, max_length=MAX_VALUE_LEN, examples=["lift-b2-1"])
     op: Literal["=", "!=", "=~", "!~"] = "="
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import Ctx, CurrentUser, guard
-from api.routes.alarms import Ms, engine_errors, engine_of
+from api.routes.alarms import Ms, engine_errors, engine_of, visible_estates
 
 router = APIRouter(prefix="/api/v1", tags=["weather"])
 
@@ -63,8 +63,9 @@ def cancel_warning(warning_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
 
 
 @router.get("/warnings", **guard("user"))
-def list_warnings(ctx: Ctx, active: bool | None = Query(None)) -> dict[str, Any]:
-    items = engine_of(ctx).list_warnings(active)
+def list_warnings(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -> dict[str, Any]:
+    """The warnings that cover the user's estates (all of them for admins and authorities)."""
+    items = engine_of(ctx).list_warnings(active, visible_estates(p))
     return {"items": items, "total": len(items)}
 
 

@@ -65,6 +65,23 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   return r.json();
 }
 
+// Every page of a paged list (``items`` + ``next_cursor``), as one ``{ items, total }``.
+// Bounded: a list longer than maxPages pages is cut there (the view says how many in all).
+export async function apiPages(path, { signal, maxPages = 50 } = {}) {
+  const sep = path.includes("?") ? "&" : "?";
+  const items = [];
+  let cursor = null;
+  let total = 0;
+  for (let page = 0; page < maxPages; page++) {
+    const body = await api(cursor === null ? path : `${path}${sep}cursor=${encodeURIComponent(cursor)}`, { signal });
+    items.push(...body.items);
+    total = body.total;
+    cursor = body.next_cursor;
+    if (!cursor) break;
+  }
+  return { items, total };
+}
+
 // Same as api() but null when the route is not available (alerts engine not wired yet).
 export async function optional(path, opts) {
   try { return await api(path, opts); } catch (exc) {

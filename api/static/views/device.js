@@ -91,7 +91,7 @@ export function mount(root, params, app) {
 
   async function load() {
     try {
-      const body = await api(`/api/v1/estates/${encodeURIComponent(estate)}/devices`);
+      const body = await api(`/api/v1/estates/${encodeURIComponent(estate)}/devices?${new URLSearchParams({ device })}`);
       dev = body.items.find((d) => d.id === device);
       if (!dev) { head.replaceChildren(errorBox({ status: 404, message: t("device.not_found", { device }) })); return; }
       renderDevice();

@@ -1,6 +1,6 @@
 // The devices of one family in one estate, with their latest values, updated live.
 
-import { api, optional } from "../api.js";
+import { apiPages, optional } from "../api.js";
 import { errorBox, h } from "../dom.js";
 import { fmtAgo, fmtNumber, pick, t, tOr } from "../i18n.js";
 import { alarmsPath } from "./alarms.js";
@@ -57,7 +57,7 @@ export function mount(root, params, app) {
     try {
       const q = new URLSearchParams({ family });
       const [got, alarms] = await Promise.all([
-        api(`/api/v1/estates/${encodeURIComponent(estate)}/devices?${q}`),
+        apiPages(`/api/v1/estates/${encodeURIComponent(estate)}/devices?${q}`),
         optional(alarmsPath(estate, ["firing", "acknowledged"])),
       ]);
       devices.clear();

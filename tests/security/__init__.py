@@ -1,0 +1,1 @@
+"""Adversary tests: what an attacker with legitimate credentials must not be able to do."""
