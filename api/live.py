@@ -19,6 +19,7 @@ token at every keepalive (a revocation by another process, an expiry).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections import deque
@@ -37,6 +38,9 @@ TOTAL = 200  # open streams in all
 STALL_S = 10.0  # a subscriber that takes nothing this long while updates wait is dropped
 
 Update = tuple[str, str, dict[str, Any]]  # (estate, event, data)
+# An update as subscribers hold it: its estate, its device (None: an urgent event) and its SSE
+# frame, encoded once by publish_many for every subscriber (not once per subscriber)
+Frame = tuple[str, tuple[str, str] | None, bytes]
 
 
 def _frame(event: str, data: dict[str, Any]) -> bytes:
@@ -58,8 +62,8 @@ class Subscription:
     owner: str = ""  # the user it belongs to
     token_hash: str | None = None  # the token it was opened with (None: the bootstrap admin)
     stall_s: float = STALL_S
-    urgent: deque[tuple[str, dict[str, Any]]] = field(default_factory=deque)
-    devices: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    urgent: deque[bytes] = field(default_factory=deque)
+    devices: dict[tuple[str, str], bytes] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
     closed: bool = False  # the stream ends: service stopping, token revoked, client too slow
@@ -81,7 +85,7 @@ class Subscription:
     def pending(self) -> int:
         return len(self.urgent) + len(self.devices)
 
-    def offer_many(self, updates: Sequence[Update]) -> None:
+    def offer_many(self, updates: Sequence[Frame]) -> None:
         """Runs on the subscriber's loop."""
         if self.closed:
             return
@@ -92,18 +96,17 @@ class Subscription:
             self.dropped = True  # it has not read for stall_s: it is not coming back
             self.close()
             return
-        for estate, event, data in updates:
-            if event == "device":
-                key = (estate, str(data.get("dev", "")))
+        for _estate, key, frame in updates:
+            if key is not None:
                 if key not in self.devices and len(self.devices) >= DEVICE_SLOTS:
                     self.overflowed = True
                     continue
-                self.devices[key] = data
+                self.devices[key] = frame
             else:
                 if len(self.urgent) >= QUEUE_SIZE:
                     self.urgent.popleft()
                     self.overflowed = True
-                self.urgent.append((event, data))
+                self.urgent.append(frame)
         self.wake.set()
 
     def take(self, limit: int = FRAMES_PER_SEND) -> bytes:
@@ -116,11 +119,14 @@ class Subscription:
             self.overflowed = False
             out.append(b"event: resync\ndata: {}\n\n")
         while self.urgent and len(out) < limit and size < BYTES_PER_SEND:
-            out.append(_frame(*self.urgent.popleft()))
+            out.append(self.urgent.popleft())
             size += len(out[-1])
-        while self.devices and len(out) < limit and size < BYTES_PER_SEND:
-            key = next(iter(self.devices))
-            out.append(_frame("device", self.devices.pop(key)))
+        # the oldest keys in one scan: popping next(iter(...)) one at a time rescans the
+        # emptied front of the dict every time (quadratic: seconds of event loop for 20,000)
+        for key in list(itertools.islice(self.devices, max(0, limit - len(out)))):
+            if size >= BYTES_PER_SEND:
+                break
+            out.append(self.devices.pop(key))
             size += len(out[-1])
         if not self.pending:
             self.wake.clear()
@@ -202,10 +208,21 @@ class LiveHub:
             subs = [s for s in self._subs if not s.closed]
         if not subs:
             return
-        # built once, shared read-only by every subscriber's loop
-        stamped = [(estate, event, {"estate": estate, **data}) for estate, event, data in updates]
+        # encoded once, shared read-only by every subscriber's loop
+        every: list[Frame] = []
+        by_estate: dict[str, list[Frame]] = {}
+        for estate, event, data in updates:
+            key = (estate, str(data.get("dev", ""))) if event == "device" else None
+            f = (estate, key, _frame(event, {"estate": estate, **data}))
+            every.append(f)
+            by_estate.setdefault(estate, []).append(f)
         for sub in subs:
-            mine = [u for u in stamped if sub.wants(u[0])]
+            if sub.estates is None:
+                mine = every
+            elif len(sub.estates) == 1:
+                mine = by_estate.get(next(iter(sub.estates)), [])
+            else:  # in publish order across its estates
+                mine = [f for f in every if f[0] in sub.estates]
             if not mine:
                 continue
             self.published += len(mine)
