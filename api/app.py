@@ -15,6 +15,7 @@ from api.routes import (
     deadletters,
     drills,
     estates,
+    gateways,
     health,
     inspections,
     live,
@@ -41,6 +42,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     bounds.install(app)
     app.include_router(health.router)
     app.include_router(estates.router)
+    app.include_router(gateways.router)
     app.include_router(deadletters.router)
     app.include_router(telemetry.router)
     app.include_router(users.router)

@@ -8,6 +8,7 @@ from typing import Any
 
 from alerts.engine import AlertEngine
 from api.live import LiveHub
+from api.throttle import LoginThrottle
 from api.users import UserStore
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore
@@ -17,6 +18,8 @@ from supervision.inspections import InspectionBook
 
 # (estate, gateway) -> MQTT credentials for the gateway, or None when the broker checks none.
 IssueCredentials = Callable[[str, str], dict[str, Any] | None]
+# (estate, gateway) -> the broker account is gone and its connection cut (False: no account)
+RevokeCredentials = Callable[[str, str], bool]
 
 
 @dataclass
@@ -26,11 +29,17 @@ class ApiContext:
     catalog: Catalog
     admin_token: str
     issue_credentials: IssueCredentials | None = None
+    # new credentials for a gateway (the old ones stop working at once); None: broker not ours
+    rotate_credentials: IssueCredentials | None = None
+    revoke_credentials: RevokeCredentials | None = None
     users: UserStore | None = None
     live: LiveHub | None = None
     inspections: InspectionBook | None = None
     alerts: AlertEngine | None = None
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
     on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)
+    # a gateway was disabled, enabled or deleted: ingest reloads who may publish
+    on_gateway_changed: Callable[[str, str], None] = field(default=lambda e, g: None)
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     # Prometheus text exposition of the process's metrics
     metrics: Callable[[], bytes] = field(default=lambda: b"")

@@ -34,6 +34,18 @@ def request_token(request: Request, creds: HTTPAuthorizationCredentials | None) 
     return creds.credentials if creds else request.cookies.get(COOKIE)
 
 
+def bearer_token(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def presented_tokens(request: Request) -> list[str]:
+    """Every token the request carries (the bearer header's and the login cookie's), for a
+    logout that must revoke them all."""
+    found = [bearer_token(request), request.cookies.get(COOKIE)]
+    return list(dict.fromkeys(t for t in found if t))
+
+
 def principal(
     request: Request,
     ctx: Ctx,

@@ -5,10 +5,15 @@ draws), ``operator`` (reads its estates, acknowledges and resolves their alarms,
 plan tasks), ``viewer`` (reads its estates). Passwords are kept as scrypt hashes, tokens as
 SHA-256 hashes (they are random and long, so a fast hash is enough); neither is ever stored
 in clear. Own tables and schema version on the state database's engine.
+
+A password has at least ``MIN_PASSWORD`` characters and is not one of the 30,000 most common
+ones (zxcvbn's list). Disabling, deleting a user or rotating its password deletes its tokens
+at once; the API then ends its live streams.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -21,8 +26,12 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ingest.state import NotFound
+
 SCHEMA_VERSION = 1
 TOKEN_DAYS = 30
+MIN_PASSWORD = 10
+MAX_PASSWORD = 200
 
 metadata = sa.MetaData()
 schema_version = sa.Table(
@@ -121,9 +130,39 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The 30,000 most common passwords of zxcvbn's list, lower case (loaded on first use)."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(p.lower() for p in FREQUENCY_LISTS["passwords"])
+
+
+def password_problem(password: str, username: str = "") -> str | None:
+    """Why a new password is refused, or None when it may be used."""
+    if len(password) < MIN_PASSWORD:
+        return f"the password must have at least {MIN_PASSWORD} characters"
+    if len(password) > MAX_PASSWORD:
+        return f"the password must have at most {MAX_PASSWORD} characters"
+    folded = password.lower()
+    if folded in common_passwords() or len(set(password)) < 4:
+        return "this password is one of the most common ones: choose another"
+    if len(username) >= 3 and username.lower() in folded:
+        return "the password must not contain the user name"
+    return None
+
+
+def new_password() -> str:
+    """A random password for a rotation (shown once)."""
+    return secrets.token_urlsafe(15)  # 20 characters
+
+
 class UserStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # an unknown user's password is checked against this, so that the answer takes as
+        # long as for a known user: the time tells nothing about which names exist
+        self._dummy_hash = hash_password(secrets.token_urlsafe(16))
         with engine.begin() as conn:
             if not sa.inspect(conn).has_table("users_schema_version"):
                 metadata.create_all(conn)
@@ -139,8 +178,8 @@ class UserStore:
     def create_user(
         self, username: str, role: Role, password: str, estates: list[str], display_name: str = ""
     ) -> Principal:
-        if len(password) < 8:
-            raise UserError("the password must have at least 8 characters")
+        if problem := password_problem(password, username):
+            raise UserError(problem)
         if role in (Role.OPERATOR, Role.VIEWER) and not estates:
             raise UserError(f"an {role.value} must be bound to at least one estate")
         try:
@@ -168,10 +207,12 @@ class UserStore:
         ]
 
     def login(self, username: str, password: str) -> tuple[Principal, str] | None:
-        """A new token for the right password, else None."""
+        """A new token for the right password, else None. The password is hashed whether the
+        user exists or not (constant-time answer)."""
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(users).where(users.c.username == username)).first()
-        if row is None or row.disabled or not check_password(password, row.password_hash):
+        ok = check_password(password, row.password_hash if row else self._dummy_hash)
+        if row is None or row.disabled or not ok:
             return None
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
@@ -201,3 +242,57 @@ class UserStore:
     def revoke(self, token: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(tokens.delete().where(tokens.c.token_hash == token_hash(token)))
+
+    def token_valid(self, token: str) -> bool:
+        return self.principal_for_token(token) is not None
+
+    # --- lifecycle: each change takes effect at once (the user's tokens go) ----------------
+    def _row(self, conn: Any, username: str) -> Any:
+        row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+        if row is None:
+            raise NotFound(f"user {username!r} not found")
+        return row
+
+    def get_user(self, username: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            r = self._row(conn, username)
+        return {**self._principal(r).public(), "disabled": r.disabled, "created_ms": r.created_ms}
+
+    def set_disabled(self, username: str, disabled: bool) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            self._row(conn, username)
+            conn.execute(
+                users.update().where(users.c.username == username).values(disabled=disabled)
+            )
+            if disabled:
+                conn.execute(tokens.delete().where(tokens.c.username == username))
+        return self.get_user(username)
+
+    def delete_user(self, username: str) -> None:
+        """The account and its tokens go; what the user did (alarm notes, draws) keeps the
+        name it was done under."""
+        with self.engine.begin() as conn:
+            self._row(conn, username)
+            conn.execute(tokens.delete().where(tokens.c.username == username))
+            conn.execute(users.delete().where(users.c.username == username))
+
+    def set_password(self, username: str, password: str, checked: bool = True) -> None:
+        """A new password; every token of the user is revoked (log in again everywhere).
+        ``checked=False`` for a random one of ours (a rotation), which needs no policy."""
+        with self.engine.connect() as conn:
+            self._row(conn, username)  # 404 before any policy talk
+        if checked and (problem := password_problem(password, username)):
+            raise UserError(problem)
+        digest = hash_password(password)
+        with self.engine.begin() as conn:
+            self._row(conn, username)
+            conn.execute(
+                users.update().where(users.c.username == username).values(password_hash=digest)
+            )
+            conn.execute(tokens.delete().where(tokens.c.username == username))
+
+    def verify_password(self, username: str, password: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+        ok = check_password(password, row.password_hash if row else self._dummy_hash)
+        return row is not None and ok

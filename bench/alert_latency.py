@@ -50,7 +50,7 @@ def run(load_rate: float, seconds: float = 30.0, probes_per_s: float = 10.0) -> 
             data_dir=str(Path(tmp) / "data"),
             broker_port=free_port(),
             api_port=free_port(),
-            admin_token="bench",
+            admin_token="bench-admin-token-0123456789",
             log_level="WARNING",
         )
         service = Service(settings)
@@ -80,7 +80,7 @@ def _measure(
     stop = threading.Event()
 
     def stream() -> None:
-        headers = {"Authorization": "Bearer bench"}
+        headers = {"Authorization": "Bearer bench-admin-token-0123456789"}
         url = f"{service.url}/api/v1/estates/{ESTATE}/stream"
         with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(5, read=60)) as r:
             event = ""

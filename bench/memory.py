@@ -62,7 +62,7 @@ def run(
             "ESTATEWATCH_DATA_DIR": str(data),
             "ESTATEWATCH_MQTT_URL": f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}",
             "ESTATEWATCH_API_PORT": str(api_port),
-            "ESTATEWATCH_ADMIN_TOKEN": "bench",
+            "ESTATEWATCH_ADMIN_TOKEN": "bench-admin-token-0123456789",
             "ESTATEWATCH_LOG_LEVEL": "WARNING",
         }
         service = subprocess.Popen(
@@ -73,7 +73,7 @@ def run(
         )
         api = httpx.Client(
             base_url=f"http://127.0.0.1:{api_port}",
-            headers={"Authorization": "Bearer bench"},
+            headers={"Authorization": "Bearer bench-admin-token-0123456789"},
             timeout=10,
         )
         try:

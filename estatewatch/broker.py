@@ -106,6 +106,10 @@ class Broker(Protocol):
     def issue_gateway_credentials(
         self, estate: str, gw: str, root: str
     ) -> GatewayCredentials | None: ...
+    def rotate_gateway_credentials(
+        self, estate: str, gw: str, root: str
+    ) -> GatewayCredentials | None: ...
+    def revoke_gateway_credentials(self, estate: str, gw: str) -> bool: ...
 
 
 class BrokerFolderBusy(RuntimeError):
@@ -485,6 +489,39 @@ class ManagedMosquitto:
             password = self._passwords[user][0]
         return GatewayCredentials(user, password, self.host, self.port, prefix)
 
+    # --- a gateway's account: rotate and revoke ----------------------------------------------
+    # Mosquitto (2.0) re-checks every connected client's username and password when SIGHUP
+    # reloads the password file, and disconnects the ones that no longer match: so a new
+    # password or a removed account also cuts the gateway's current connection, at once.
+    # (tests/security/test_credentials.py holds this against the installed Mosquitto.)
+
+    def _reload_auth(self) -> None:
+        """Rewrite the password file and ACL and make the running broker read them."""
+        self._write_auth_files()
+        if self._proc and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGHUP)
+
+    def rotate_gateway_credentials(self, estate: str, gw: str, root: str) -> GatewayCredentials:
+        """A new password for the gateway (its account is made if it has none); the old one
+        stops working and a connection made with it is cut."""
+        user = gateway_username(estate, gw)
+        prefix = gateway_prefix(estate, gw, root)
+        password = secrets.token_urlsafe(18)
+        with self._lock:
+            self._passwords[user] = (password, prefix)
+            self._reload_auth()
+        return GatewayCredentials(user, password, self.host, self.port, prefix)
+
+    def revoke_gateway_credentials(self, estate: str, gw: str) -> bool:
+        """Remove the gateway's account and ACL entries and cut its connection; False when
+        it had none."""
+        user = gateway_username(estate, gw)
+        with self._lock:
+            if self._passwords.pop(user, None) is None:
+                return False
+            self._reload_auth()
+        return True
+
 
 def mosquittos_over(conf_path: Path) -> list[int]:
     """Live processes started with this config, from the process table (Linux's /proc;
@@ -600,6 +637,12 @@ class EmbeddedBroker:
 
     def issue_gateway_credentials(self, estate: str, gw: str, root: str) -> None:
         return None  # nothing to issue: this broker lets anyone in
+
+    def rotate_gateway_credentials(self, estate: str, gw: str, root: str) -> None:
+        return None
+
+    def revoke_gateway_credentials(self, estate: str, gw: str) -> bool:
+        return False  # no accounts here: ingest's registry is what turns the gateway away
 
 
 def choose_port(preferred: int) -> int:

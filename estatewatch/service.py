@@ -68,13 +68,30 @@ class StartupError(RuntimeError):
     """The service cannot start; the message says what to change."""
 
 
+MIN_ADMIN_TOKEN = 24  # characters: the bootstrap admin's token can do everything
+
+
 def admin_token(settings: Settings) -> str:
-    """The configured token, else one generated once and kept (0600) in the data dir."""
+    """The configured token, else one generated once and kept (0600) in the data dir. A
+    token shorter than MIN_ADMIN_TOKEN is refused: it could be guessed."""
     if settings.admin_token:
+        if len(settings.admin_token) < MIN_ADMIN_TOKEN:
+            raise StartupError(
+                f"ESTATEWATCH_ADMIN_TOKEN has {len(settings.admin_token)} characters: use at "
+                f"least {MIN_ADMIN_TOKEN} (e.g. the output of "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`), or leave it "
+                "empty to have one generated in the data dir"
+            )
         return settings.admin_token
     path = settings.data_path / "admin-token"
     if path.exists():
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        if len(token) < MIN_ADMIN_TOKEN:
+            raise StartupError(
+                f"{path} holds a token of {len(token)} characters: use at least "
+                f"{MIN_ADMIN_TOKEN}, or delete the file to have a new one generated"
+            )
+        return token
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -359,12 +376,17 @@ class Service:
             catalog=self.catalog,
             admin_token=self.token,
             issue_credentials=self._issue_credentials if self.broker else None,
+            rotate_credentials=self._rotate_credentials if self.broker else None,
+            revoke_credentials=self._revoke_credentials if self.broker else None,
             users=retry_schema(lambda: UserStore(self.state.engine), "users"),
             live=self.live,
             inspections=retry_schema(lambda: InspectionBook(self.state.engine), "inspections"),
             alerts=self.alerts,
             health=self.health,
             on_gateway_registered=(lambda e, g: ingest.registry.reload())
+            if ingest
+            else (lambda e, g: None),
+            on_gateway_changed=(lambda e, g: ingest.registry.reload())
             if ingest
             else (lambda e, g: None),
             metrics=lambda: generate_latest(self.registry),
@@ -390,6 +412,15 @@ class Service:
         assert self.broker is not None
         creds = self.broker.issue_gateway_credentials(estate, gw, self.settings.mqtt_root)
         return dataclasses.asdict(creds) if creds else None
+
+    def _rotate_credentials(self, estate: str, gw: str) -> dict[str, Any] | None:
+        assert self.broker is not None
+        creds = self.broker.rotate_gateway_credentials(estate, gw, self.settings.mqtt_root)
+        return dataclasses.asdict(creds) if creds else None
+
+    def _revoke_credentials(self, estate: str, gw: str) -> bool:
+        assert self.broker is not None
+        return self.broker.revoke_gateway_credentials(estate, gw)
 
     def _purge_dead_letters(self) -> None:
         cutoff = now_ms() - self.settings.deadletter_retention_days * 86_400_000

@@ -85,6 +85,28 @@ dead_letters = sa.Table(
 )
 
 
+# Gateways an admin disabled or deleted (a gateway without a row here is enabled). A table
+# with its own schema version rather than a column of `gateways`, so that it is added to a
+# database of any state schema version without a migration of its own in that line.
+ACCESS_SCHEMA_VERSION = 1
+access_metadata = sa.MetaData()
+access_schema_version = sa.Table(
+    "gateway_access_schema_version",
+    access_metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_ms", sa.BigInteger, nullable=False),
+)
+gateway_access = sa.Table(
+    "gateway_access",
+    access_metadata,
+    sa.Column("estate", sa.String(63), primary_key=True),
+    sa.Column("id", sa.String(63), primary_key=True),
+    sa.Column("access", sa.String(16), nullable=False),  # "disabled" or "deleted"
+    sa.Column("changed_ms", sa.BigInteger, nullable=False),
+)
+GATEWAY_ACCESS = ("enabled", "disabled", "deleted")
+
+
 def _v2_gateway_drops(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE gateways ADD COLUMN dropped BIGINT"))
 
@@ -197,9 +219,20 @@ def migrate_schema(
 def migrate(engine: Engine) -> int:
     """Bring the schema to SCHEMA_VERSION; returns the version found before."""
     with engine.begin() as conn:
-        return migrate_schema(
+        found = migrate_schema(
             conn, metadata, schema_version, SCHEMA_VERSION, MIGRATIONS, now_ms(), "the database"
         )
+    with engine.begin() as conn:
+        migrate_schema(
+            conn,
+            access_metadata,
+            access_schema_version,
+            ACCESS_SCHEMA_VERSION,
+            {},
+            now_ms(),
+            "the gateway access table",
+        )
+    return found
 
 
 class StateStore:
@@ -248,30 +281,78 @@ class StateStore:
                 conn.execute(gateways.insert().values(**row))
         except sa.exc.IntegrityError:
             raise AlreadyExists(
-                f"gateway {gw_id!r} already exists in estate {estate_id!r}"
+                f"gateway {gw_id!r} already exists in estate {estate_id!r} "
+                "(a deleted gateway's id stays taken: its history keeps it)"
             ) from None
         return self.get_gateway(estate_id, gw_id)
 
+    def _gateways_query(self) -> sa.Select[Any]:
+        access = sa.func.coalesce(gateway_access.c.access, "enabled").label("access")
+        return sa.select(gateways, access, gateway_access.c.changed_ms.label("access_ms")).join(
+            gateway_access,
+            sa.and_(
+                gateway_access.c.estate == gateways.c.estate, gateway_access.c.id == gateways.c.id
+            ),
+            isouter=True,
+        )
+
     def get_gateway(self, estate_id: str, gw_id: str) -> dict[str, Any]:
+        """A gateway with its ``access`` (enabled, disabled or deleted)."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(gateways).where(gateways.c.estate == estate_id, gateways.c.id == gw_id)
+                self._gateways_query().where(gateways.c.estate == estate_id, gateways.c.id == gw_id)
             ).first()
         if row is None:
             raise NotFound(f"gateway {gw_id!r} not found in estate {estate_id!r}")
         return dict(row._mapping)
 
-    def list_gateways(self, estate_id: str | None = None) -> list[dict[str, Any]]:
-        q = sa.select(gateways).order_by(gateways.c.estate, gateways.c.id)
+    def list_gateways(
+        self, estate_id: str | None = None, include_deleted: bool = False
+    ) -> list[dict[str, Any]]:
+        q = self._gateways_query().order_by(gateways.c.estate, gateways.c.id)
         if estate_id is not None:
             q = q.where(gateways.c.estate == estate_id)
+        if not include_deleted:
+            q = q.where(sa.func.coalesce(gateway_access.c.access, "enabled") != "deleted")
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def registered_gateways(self) -> set[tuple[str, str]]:
+        """The gateways whose messages are taken: registered, neither disabled nor deleted."""
+        q = (
+            sa.select(gateways.c.estate, gateways.c.id)
+            .join(
+                gateway_access,
+                sa.and_(
+                    gateway_access.c.estate == gateways.c.estate,
+                    gateway_access.c.id == gateways.c.id,
+                ),
+                isouter=True,
+            )
+            .where(gateway_access.c.access.is_(None))
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(gateways.c.estate, gateways.c.id)).all()
+            rows = conn.execute(q).all()
         return {(r[0], r[1]) for r in rows}
+
+    def set_gateway_access(self, estate_id: str, gw_id: str, access: str) -> dict[str, Any]:
+        """Enable, disable or delete a gateway. Deleting keeps its row and its data (its id
+        stays taken) and cannot be undone."""
+        if access not in GATEWAY_ACCESS:
+            raise ValueError(f"access must be one of {', '.join(GATEWAY_ACCESS)}")
+        current = self.get_gateway(estate_id, gw_id)["access"]
+        if current == "deleted":
+            raise NotFound(f"gateway {gw_id!r} of estate {estate_id!r} was deleted")
+        key = sa.and_(gateway_access.c.estate == estate_id, gateway_access.c.id == gw_id)
+        with self.engine.begin() as conn:
+            conn.execute(gateway_access.delete().where(key))
+            if access != "enabled":
+                conn.execute(
+                    gateway_access.insert().values(
+                        estate=estate_id, id=gw_id, access=access, changed_ms=now_ms()
+                    )
+                )
+        return self.get_gateway(estate_id, gw_id)
 
     def set_gateway_status(
         self,

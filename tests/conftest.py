@@ -65,7 +65,7 @@ def service_settings(tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": str(tmp_path / "data"),
         "broker_port": free_port(),
         "api_port": free_port(),
-        "admin_token": "test-admin-token",
+        "admin_token": "test-admin-token-0123456789",
         "commit_interval_ms": 50,
     }
     values.update(overrides)

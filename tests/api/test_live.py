@@ -49,7 +49,7 @@ def test_reading_reaches_the_dashboard_stream(service: Service) -> None:
     stop = threading.Event()
     url = f"{service.url}/api/v1/estates/live-a/stream"
     reader = threading.Thread(
-        target=read_events, args=(url, "test-admin-token", got, stop), daemon=True
+        target=read_events, args=(url, "test-admin-token-0123456789", got, stop), daemon=True
     )
     reader.start()
     deadline = time.monotonic() + 10

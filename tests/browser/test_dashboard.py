@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).parent / "artifacts"
-ADMIN = {"Authorization": "Bearer test-admin-token"}
+ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
 ESTATE = "bt-xinhua"
 PASSWORD = "browser-test-1"
 WAIT_S = 15
@@ -394,7 +394,7 @@ def test_the_demo_link_opens_the_admin_pages_with_gateway_health_and_dead_letter
     gw.client.publish(gw.prefix + "telemetry", b"{not json", qos=1).wait_for_publish(5)
     gw.close()
     # `make demo` prints /#token=<bootstrap admin token>: no login, and the token leaves the URL.
-    page.open("#token=test-admin-token")
+    page.open("#token=test-admin-token-0123456789")
     page.find('#nav a[href="#/admin"]')
     assert "token" not in page.driver.current_url
     page.click('#nav a[href="#/admin"]')

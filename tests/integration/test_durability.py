@@ -120,7 +120,7 @@ def test_killed_three_times_while_100000_readings_arrive_stores_each_once(
         "ESTATEWATCH_DATA_DIR": str(data),
         "ESTATEWATCH_MQTT_URL": f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}",
         "ESTATEWATCH_API_PORT": str(free_port()),
-        "ESTATEWATCH_ADMIN_TOKEN": "t",
+        "ESTATEWATCH_ADMIN_TOKEN": "test-admin-token-0123456789",
         "ESTATEWATCH_LOG_LEVEL": "WARNING",
     }
     telemetry = data / "telemetry.db"
@@ -212,7 +212,9 @@ def test_broker_restarted_mid_run_loses_nothing(service: Service) -> None:
 
 
 def test_counters_agree_for_valid_duplicate_and_bad_messages(service: Service) -> None:
-    api = httpx.Client(base_url=service.url, headers={"Authorization": "Bearer test-admin-token"})
+    api = httpx.Client(
+        base_url=service.url, headers={"Authorization": "Bearer test-admin-token-0123456789"}
+    )
     service.state.add_estate(ESTATE, "计数测试小区")
     service.state.add_gateway(ESTATE, GW)
     service.ingest.registry.reload()

@@ -71,7 +71,9 @@ def telemetry(readings: list[dict[str, Any]], seq: int, gw: str = GW, v: Any = 1
 def test_simulated_gateway_to_api_with_bad_input_dead_lettered(
     service: Service, tmp_path: Path
 ) -> None:
-    api = httpx.Client(base_url=service.url, headers={"Authorization": "Bearer test-admin-token"})
+    api = httpx.Client(
+        base_url=service.url, headers={"Authorization": "Bearer test-admin-token-0123456789"}
+    )
     assert api.get("/healthz").json()["broker"]["connected"] is True
     assert (
         api.post(

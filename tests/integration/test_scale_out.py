@@ -31,7 +31,7 @@ def test_two_ingest_shards_and_an_api_process(mosquitto: ManagedMosquitto, tmp_p
         "ESTATEWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
         "ESTATEWATCH_MQTT_URL": f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}",
         "ESTATEWATCH_INGEST_SHARDS": "2",
-        "ESTATEWATCH_ADMIN_TOKEN": "t",
+        "ESTATEWATCH_ADMIN_TOKEN": "test-admin-token-0123456789",
         "ESTATEWATCH_LOG_LEVEL": "WARNING",
     }
     procs = []
@@ -57,7 +57,7 @@ def test_two_ingest_shards_and_an_api_process(mosquitto: ManagedMosquitto, tmp_p
         def client(name: str) -> httpx.Client:
             return httpx.Client(
                 base_url=f"http://127.0.0.1:{ports[name]}",
-                headers={"Authorization": "Bearer t"},
+                headers={"Authorization": "Bearer test-admin-token-0123456789"},
                 timeout=5,
             )
 

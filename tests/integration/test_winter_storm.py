@@ -79,7 +79,9 @@ def test_winter_storm_raises_the_snowstorm_plan_and_stands_it_down(tmp_path: Pat
         )
         assert sim.returncode == 0, sim.stdout[-2000:] + sim.stderr[-2000:]
         api = httpx.Client(
-            base_url=service.url, headers={"Authorization": "Bearer test-admin-token"}, timeout=10
+            base_url=service.url,
+            headers={"Authorization": "Bearer test-admin-token-0123456789"},
+            timeout=10,
         )
 
         def snowstorm() -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
-// For admins: the service's own health, every gateway's health, and the dead letters (what
-// was not stored, and why).
+// For admins: the service's own health, every gateway's health and credentials (disable,
+// enable, rotate, delete), the users (disable, enable, rotate, delete), and the dead letters
+// (what was not stored, and why). New credentials are shown once, in the notice box.
 
 import { api } from "../api.js";
 import { errorBox, fill, h } from "../dom.js";
@@ -17,12 +18,16 @@ export function mount(root, _params, app) {
   const estate = h("select", { name: "estate", onchange: () => { offset = 0; loadLetters(); } }, h("option", { value: "" }, t("deadletter.all_estates")),
     app.estates.map((e) => h("option", { value: e.id }, e.name)));
   const pager = h("div", { class: "pager" });
+  const notice = h("div", { id: "credentials-notice", "aria-live": "polite" });
+  const people = h("div", {});
   let offset = 0;
 
   root.append(h("div", { class: "page admin" },
     h("h1", {}, t("admin.title")),
     h("h2", {}, t("admin.health")), health,
+    notice,
     h("h2", {}, t("gateway.title")), gateways,
+    h("h2", {}, t("admin.users")), people,
     h("h2", {}, t("deadletter.title")),
     h("p", { class: "muted" }, t("deadletter.explain")),
     counts, h("div", { class: "filters" }, reason, estate), letters, pager));
@@ -47,7 +52,8 @@ export function mount(root, _params, app) {
   async function loadGateways() {
     try {
       const all = await Promise.all(app.estates.map(async (e) => [e, (await api(`/api/v1/estates/${encodeURIComponent(e.id)}/gateways`)).items]));
-      gateways.replaceChildren(...all.map(([e, items]) => h("section", { class: "estate-gateways" }, h("h3", {}, e.name), gatewayTable(items))));
+      gateways.replaceChildren(...all.map(([e, items]) => h("section", { class: "estate-gateways", dataset: { estate: e.id } }, h("h3", {}, e.name),
+        gatewayTable(items, { actions: (g) => gatewayActions(e, g) }))));
     } catch (exc) {
       gateways.replaceChildren(errorBox(exc, loadGateways));
     }
@@ -81,8 +87,103 @@ export function mount(root, _params, app) {
     }
   }
 
+  // A button that acts at once, or (risky) asks "confirm?" on the first click and acts on
+  // the second; the outcome goes to the notice box.
+  function act(action, label, run, { confirm = false } = {}) {
+    const b = h("button", { type: "button", dataset: { action } }, label);
+    let armed = false;
+    b.addEventListener("click", async () => {
+      if (confirm && !armed) {
+        armed = true;
+        b.textContent = t("action.confirm", { what: label });
+        b.classList.add("armed");
+        return;
+      }
+      b.disabled = true;
+      try {
+        await run();
+      } catch (exc) {
+        fill(notice, errorBox(exc));
+      } finally {
+        b.disabled = false;
+      }
+    });
+    return b;
+  }
+
+  function shownOnce(title, rows) {
+    fill(notice, h("div", { class: "secret-once", role: "status" },
+      h("strong", {}, title), h("p", { class: "muted" }, t("cred.once")),
+      h("dl", {}, rows.map(([k, v]) => [h("dt", {}, t(k)), h("dd", { class: "mono", dataset: { field: k } }, String(v))]))));
+  }
+
+  function gatewayActions(e, g) {
+    const base = `/api/v1/estates/${encodeURIComponent(e.id)}/gateways/${encodeURIComponent(g.id)}`;
+    const who = `${e.name} · ${g.id}`;
+    const showCreds = (creds) => creds
+      ? shownOnce(t("cred.gateway_new", { who }), [["cred.username", creds.username], ["cred.password", creds.password], ["cred.topic_prefix", creds.topic_prefix], ["cred.port", creds.port]])
+      : fill(notice, h("p", { class: "ok" }, t("cred.gateway_enabled", { who })));
+    const disabled = g.access === "disabled";
+    return [
+      h("span", { class: ["access", disabled ? "bad" : "on"], dataset: { access: g.access || "enabled" } }, t("gateway.access." + (g.access || "enabled"))), " ",
+      disabled
+        ? act("enable", t("action.enable"), async () => { showCreds((await api(`${base}/enable`, { method: "POST" })).mqtt); loadGateways(); })
+        : act("disable", t("action.disable"), async () => {
+          await api(`${base}/disable`, { method: "POST" });
+          fill(notice, h("p", { class: "ok" }, t("cred.gateway_disabled", { who })));
+          loadGateways();
+        }, { confirm: true }),
+      " ",
+      disabled ? null : act("rotate", t("action.rotate"), async () => { showCreds((await api(`${base}/rotate`, { method: "POST" })).mqtt); loadGateways(); }, { confirm: true }),
+      " ",
+      act("delete", t("action.delete"), async () => {
+        await api(base, { method: "DELETE" });
+        fill(notice, h("p", { class: "ok" }, t("cred.gateway_deleted", { who })));
+        loadGateways();
+      }, { confirm: true }),
+    ];
+  }
+
+  async function loadUsers() {
+    try {
+      const { items } = await api("/api/v1/users");
+      if (!items.length) { fill(people, h("p", { class: "muted" }, t("user.none"))); return; }
+      const base = (u) => `/api/v1/users/${encodeURIComponent(u.username)}`;
+      fill(people, h("table", { class: "users" },
+        h("thead", {}, h("tr", {}, ["user.name", "user.display", "user.role", "user.estates", "user.status", "user.actions"].map((k) => h("th", {}, t(k))))),
+        h("tbody", {}, items.map((u) => h("tr", { dataset: { user: u.username }, class: u.disabled ? "muted" : null },
+          h("td", { class: "mono" }, u.username),
+          h("td", {}, u.display_name || "—"),
+          h("td", {}, tOr("role." + u.role, u.role)),
+          h("td", {}, u.estates.length ? u.estates.join(", ") : "—"),
+          h("td", { class: u.disabled ? "bad" : "on", dataset: { status: u.disabled ? "disabled" : "enabled" } }, t(u.disabled ? "user.disabled" : "user.enabled")),
+          h("td", { class: "actions" },
+            u.disabled
+              ? act("enable", t("action.enable"), async () => { await api(`${base(u)}/enable`, { method: "POST" }); loadUsers(); })
+              : act("disable", t("action.disable"), async () => {
+                await api(`${base(u)}/disable`, { method: "POST" });
+                fill(notice, h("p", { class: "ok" }, t("cred.user_disabled", { who: u.username })));
+                loadUsers();
+              }, { confirm: true }),
+            " ",
+            act("rotate", t("action.rotate"), async () => {
+              const r = await api(`${base(u)}/rotate`, { method: "POST" });
+              shownOnce(t("cred.user_new", { who: u.username }), [["cred.username", r.username], ["cred.password", r.password]]);
+            }, { confirm: true }),
+            " ",
+            act("delete", t("action.delete"), async () => {
+              await api(base(u), { method: "DELETE" });
+              fill(notice, h("p", { class: "ok" }, t("cred.user_deleted", { who: u.username })));
+              loadUsers();
+            }, { confirm: true })))))));
+    } catch (exc) {
+      fill(people, errorBox(exc, loadUsers));
+    }
+  }
+
   loadHealth();
   loadGateways();
+  loadUsers();
   loadLetters();
   const timer = setInterval(() => {
     loadHealth();

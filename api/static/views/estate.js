@@ -26,11 +26,13 @@ export function weatherChips(weather) {
 const NUMERIC_COLS = new Set(["gateway.buffered", "gateway.max_seq", "gateway.lost", "gateway.duplicates"]);
 
 // compact: the dashboard's narrow column (state time and firmware as a tooltip).
-export function gatewayTable(gateways, { compact = false } = {}) {
+// actions(g): an extra last cell (the admin page's credential buttons)
+export function gatewayTable(gateways, { compact = false, actions = null } = {}) {
   if (!gateways.length) return h("p", { class: "muted" }, t("gateway.none"));
   const cols = compact
     ? ["gateway.one", "gateway.state", "gateway.buffered", "gateway.lost", "gateway.duplicates"]
     : ["gateway.one", "gateway.state", "gateway.since", "gateway.buffered", "gateway.max_seq", "gateway.lost", "gateway.duplicates", "gateway.fw"];
+  if (actions) cols.push("gateway.access");
   return h("table", { class: ["gateways", compact ? "compact" : null] },
     h("thead", {}, h("tr", {}, cols.map((k) => h("th", { class: NUMERIC_COLS.has(k) ? "num" : null }, t(k))))),
     h("tbody", {}, gateways.map((g) => h("tr", {
@@ -44,7 +46,8 @@ export function gatewayTable(gateways, { compact = false } = {}) {
     compact ? null : h("td", { class: "num" }, g.max_seq ?? "—"),
     h("td", { class: g.lost_messages ? "bad num" : "num" }, g.lost_messages ?? 0),
     h("td", { class: "num" }, g.duplicates ?? 0),
-    compact ? null : h("td", {}, g.fw || "—")))));
+    compact ? null : h("td", {}, g.fw || "—"),
+    actions ? h("td", { class: "actions" }, actions(g)) : null))));
 }
 
 export function mount(root, params, app) {
