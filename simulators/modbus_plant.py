@@ -190,6 +190,11 @@ class PlantModbusServer:
             self._error = exc
             self._ready.set()
         finally:
+            # a silent slave's answer may still be sleeping: cancel it rather than leak it
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
 
