@@ -175,8 +175,9 @@ def _header(buf: bytes | bytearray) -> Frame:
 class FrameReader:
     """Cuts a TCP byte stream into frames, resynchronising on ``@@`` after a bad one.
 
-    There is no escaping in this protocol, so the start marker can occur inside data; a false
-    start fails its end marker or checksum and the search goes on from the next byte pair."""
+    There is no escaping in this protocol, so the start marker can occur inside data (or a
+    stray ``@`` precede one); a false start fails its length, end marker or checksum and the
+    search goes on from the next byte."""
 
     def __init__(self, max_app_len: int = MAX_APP_LEN, max_buffer: int = 64 * 1024) -> None:
         self.max_app_len = max_app_len
@@ -214,7 +215,7 @@ class FrameReader:
                         header,
                     )
                 )
-                del self.buf[:2]
+                del self.buf[:1]
                 continue
             total = HEADER_LEN + app_len + 1 + len(END)
             if len(self.buf) < total:
@@ -231,7 +232,7 @@ class FrameReader:
                         header,
                     )
                 )
-                del self.buf[:2]
+                del self.buf[:1]
                 continue
             body = bytes(self.buf[2 : HEADER_LEN + app_len])
             checksum = self.buf[HEADER_LEN + app_len]
@@ -260,10 +261,10 @@ class FrameReader:
 
     def cut_short(self) -> FrameError:
         """The started frame will not be completed (the line went quiet or closed): drop its
-        start marker so the search resumes after it."""
+        first byte so the search resumes after it."""
         header = _header(self.buf) if len(self.buf) >= HEADER_LEN else None
         have = len(self.buf)
-        del self.buf[:2]
+        del self.buf[:1]
         return FrameError("truncated", f"the frame stopped after {have} bytes", header)
 
 

@@ -35,8 +35,12 @@ PLANT: dict[str, tuple[int, dict[str, dict[int, int]], dict[str, Any]]] = {
     "heating-substation": (
         1,
         {"holding": {0: 653, 1: 0xFFCE, 2: 450, 3: 300}},  # 65.3 °C, −5.0 °C, 0.450, 0.300 MPa
-        {"supply_temp_c": 65.3, "return_temp_c": -5.0, "supply_pressure_mpa": 0.45,
-         "return_pressure_mpa": 0.3},
+        {
+            "supply_temp_c": 65.3,
+            "return_temp_c": -5.0,
+            "supply_pressure_mpa": 0.45,
+            "return_pressure_mpa": 0.3,
+        },
     ),
     "water-pump": (
         2,
@@ -45,8 +49,18 @@ PLANT: dict[str, tuple[int, dict[str, dict[int, int]], dict[str, Any]]] = {
     ),
     "power-meter-3p": (
         3,
-        {"input": {0: 0x4366, 1: 0x8000, 6: 0x4144, 7: 0x0000, 12: 0x4602, 13: 0x7800,
-                   100: 0x00BC, 101: 0x614E}},  # 230.5 V, 12.25 A, 8350 W, 12345678 × 0.01 kWh
+        {
+            "input": {
+                0: 0x4366,
+                1: 0x8000,
+                6: 0x4144,
+                7: 0x0000,
+                12: 0x4602,
+                13: 0x7800,
+                100: 0x00BC,
+                101: 0x614E,
+            }
+        },  # 230.5 V, 12.25 A, 8350 W, 12345678 × 0.01 kWh
         {"voltage_v": 230.5, "current_a": 12.25, "power_kw": 8.35, "energy_kwh": 123456.78},
     ),
     "gas-detector": (
@@ -59,7 +73,7 @@ PLANT: dict[str, tuple[int, dict[str, dict[int, int]], dict[str, Any]]] = {
         {"holding": {0: 875}},  # 87.5 %
         {"level_pct": 87.5},
     ),
-}  # fmt: skip
+}
 
 
 def test_every_shipped_map_is_tested_here() -> None:
@@ -124,7 +138,9 @@ def plant(request: pytest.FixtureRequest) -> Iterator[PlantModbusServer]:
 
 
 def adapter_for(server: PlantModbusServer, **extra: Any) -> ModbusAdapter:
-    devices = [{"dev": f"d-{unit}", "map": name, "unit": unit} for name, (unit, _, _) in PLANT.items()]
+    devices = [
+        {"dev": f"d-{unit}", "map": name, "unit": unit} for name, (unit, _, _) in PLANT.items()
+    ]
     cfg = {
         "type": "modbus",
         "name": "bench",
@@ -177,8 +193,9 @@ def test_status_bits_raise_an_event_when_they_turn_on_not_while_they_stay_on(
     plant: PlantModbusServer,
 ) -> None:
     gas = plant.slaves[4]
-    adapter = adapter_for(plant, devices=[{"dev": "gas-1", "map": "gas-detector", "unit": 4,
-                                           "interval_s": 0.1}])  # fmt: skip
+    adapter = adapter_for(
+        plant, devices=[{"dev": "gas-1", "map": "gas-detector", "unit": 4, "interval_s": 0.1}]
+    )
     try:
         collect_until(adapter, lambda g: len(g.readings) >= 5 and len(g.events) == 1)
         gas.write("input", 1, [0])  # alarm clears
@@ -199,8 +216,10 @@ def test_a_slave_that_stops_answering_is_reported_and_its_readings_stop(
 ) -> None:
     dead = plant.slaves[9]
     dead.write("holding", 0, [500, 400, 300, 200])
-    devices = [{"dev": "hs-1", "map": "heating-substation", "unit": 1, "interval_s": 0.2},
-               {"dev": "hs-9", "map": "heating-substation", "unit": 9, "interval_s": 0.2}]  # fmt: skip
+    devices = [
+        {"dev": "hs-1", "map": "heating-substation", "unit": 1, "interval_s": 0.2},
+        {"dev": "hs-9", "map": "heating-substation", "unit": 9, "interval_s": 0.2},
+    ]
     adapter = adapter_for(plant, devices=devices)
     try:
         collect_until(adapter, lambda g: {r.dev for r in g.readings} == {"hs-1", "hs-9"})
@@ -244,8 +263,14 @@ def test_a_range_answering_an_exception_code_is_reported_and_only_its_points_sto
 
 def test_an_unreachable_line_is_reported(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    cfg = {"type": "modbus", "host": "127.0.0.1", "port": port, "timeout_s": 0.2, "retries": 0,
-           "devices": [{"dev": "hs-1", "map": "heating-substation", "unit": 1}]}  # fmt: skip
+    cfg = {
+        "type": "modbus",
+        "host": "127.0.0.1",
+        "port": port,
+        "timeout_s": 0.2,
+        "retries": 0,
+        "devices": [{"dev": "hs-1", "map": "heating-substation", "unit": 1}],
+    }
     adapter = modbus_adapter(cfg, "test", CAT)
     try:
         deadline = time.monotonic() + 10
@@ -259,9 +284,7 @@ def test_an_unreachable_line_is_reported(tmp_path: Path) -> None:
         adapter.close()
 
 
-def test_a_user_adds_a_map_as_a_file_without_code(
-    plant: PlantModbusServer, tmp_path: Path
-) -> None:
+def test_a_user_adds_a_map_as_a_file_without_code(plant: PlantModbusServer, tmp_path: Path) -> None:
     (tmp_path / "my-boiler.toml").write_text(
         'model = "my-boiler"\nkind = "heating_station"\nword_order = "little"\n'
         "[[points]]\n"
@@ -269,9 +292,14 @@ def test_a_user_adds_a_map_as_a_file_without_code(
         "offset = -40\n"
     )
     plant.slaves[1].write("input", 50, encode_registers(105.5, "float32", "big", "little"))
-    cfg = {"type": "modbus", "transport": plant.framing, "host": "127.0.0.1",
-           "port": plant.port, "timeout_s": 0.5,
-           "devices": [{"dev": "boiler-1", "map": "my-boiler.toml", "unit": 1}]}  # fmt: skip
+    cfg = {
+        "type": "modbus",
+        "transport": plant.framing,
+        "host": "127.0.0.1",
+        "port": plant.port,
+        "timeout_s": 0.5,
+        "devices": [{"dev": "boiler-1", "map": "my-boiler.toml", "unit": 1}],
+    }
     adapter = modbus_adapter(cfg, "test", CAT, tmp_path)
     try:
         got = collect_until(adapter, lambda g: len(g.readings) >= 1)
@@ -284,16 +312,25 @@ def test_a_user_adds_a_map_as_a_file_without_code(
     ("doc", "message"),
     [
         ('kind = "boiler"\n', "'boiler' is not a catalog kind"),
-        ('kind = "heating_station"\n[[points]]\nmetric = "temp_c"\naddress = 0\n',
-         "metric 'temp_c' is not one of heating_station's"),
-        ('kind = "heating_station"\n[[points]]\nmetric = "supply_temp_c"\naddress = 0\n'
-         'type = "int24"\n', "type must be one of"),
-        ('kind = "heating_station"\n[[events]]\ntype = "fire.alarm"\naddress = 0\nbit = 1\n',
-         "event type 'fire.alarm' is not one of heating_station's"),
-        ('kind = "gas_detector"\n[[events]]\ntype = "gas.leak"\naddress = 0\n',
-         "needs bit = 0 … 15"),
+        (
+            'kind = "heating_station"\n[[points]]\nmetric = "temp_c"\naddress = 0\n',
+            "metric 'temp_c' is not one of heating_station's",
+        ),
+        (
+            'kind = "heating_station"\n[[points]]\nmetric = "supply_temp_c"\naddress = 0\n'
+            'type = "int24"\n',
+            "type must be one of",
+        ),
+        (
+            'kind = "heating_station"\n[[events]]\ntype = "fire.alarm"\naddress = 0\nbit = 1\n',
+            "event type 'fire.alarm' is not one of heating_station's",
+        ),
+        (
+            'kind = "gas_detector"\n[[events]]\ntype = "gas.leak"\naddress = 0\n',
+            "needs bit = 0 … 15",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_map_with_a_mistake_is_named_with_what_to_fix(
     tmp_path: Path, doc: str, message: str
 ) -> None:
