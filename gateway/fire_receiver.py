@@ -297,6 +297,7 @@ class FireReceiver:
         self.clock_skew_s: float | None = None
         self.last_frame_ms: int | None = None
         self._words: dict[tuple[str, str], int] = {}  # (dev, point) -> last status word
+        self._last_ts: dict[str, int] = {}  # dev -> newest ts given
         self._readings: deque[Reading] = deque()
         self._events: deque[Event] = deque()
         self.dropped_items = 0
@@ -442,8 +443,8 @@ class FireReceiver:
         self.counters.bad[err.reason] = self.counters.bad.get(err.reason, 0) + 1
         log.warning("%s: bad frame from %s: %s", self.name, conn.peer, err)
         if answer and err.header is not None:
+            self.counters.denied += 1  # counted first: whoever got the answer sees the count
             self._reply(conn, err.header, Cmd.DENY)
-            self.counters.denied += 1
         else:
             self.counters.dropped += 1
 
@@ -503,15 +504,23 @@ class FireReceiver:
                     self._events.popleft()
                     self.dropped_items += 1
                 self._events.append(event)
-        self._reply(conn, frame, Cmd.CONFIRM)
         self.counters.confirmed += 1
+        self._reply(conn, frame, Cmd.CONFIRM)
 
-    def _ts(self, label: bytes) -> int:
-        """The object's time label when plausible, else the time it arrived."""
+    def _ts(self, label: bytes, dev: str | None = None) -> int:
+        """The object's time label when plausible, else the time it arrived.
+
+        Labels count whole seconds: a device's reports within one second get a millisecond
+        each, in arrival order, so the newest state is the device's latest value."""
         now = self.clock()
         ts = label_ms(label, self.tz)
         if ts is None or not now - LABEL_PAST_MS <= ts <= now + LABEL_FUTURE_MS:
-            return now
+            ts = now
+        if dev is not None:
+            last = self._last_ts.get(dev)
+            if last is not None and last - 1000 < ts <= last:
+                ts = last + 1
+            self._last_ts[dev] = max(ts, last or ts)
         return ts
 
     def _object(
@@ -531,7 +540,13 @@ class FireReceiver:
                 kind = self.catalog.kinds[target.kind]
                 if "fire.reset" in kind.events:
                     events.append(
-                        Event(target.dev, target.kind, self._ts(obj.time_label), "fire.reset", {})
+                        Event(
+                            target.dev,
+                            target.kind,
+                            self._ts(obj.time_label, target.dev),
+                            "fire.reset",
+                            {},
+                        )
                     )
         elif isinstance(obj, UitdState):
             self.uitd = {"status": obj.flags} | {
@@ -594,7 +609,7 @@ class FireReceiver:
             target = self.mapping.default
             if target is None:
                 return
-        ts = self._ts(obj.time_label)
+        ts = self._ts(obj.time_label, target.dev)
         kind = self.catalog.kinds[target.kind]
         if (reading := self._status_reading(target, kind, obj.status, ts)) is not None:
             readings.append(reading)
@@ -609,7 +624,6 @@ class FireReceiver:
         target = self.mapping.component(
             obj.system_type, obj.system_address, obj.component_type, obj.component_address
         )
-        ts = self._ts(obj.time_label)
         address = f"{obj.system_type}-{obj.system_address}-{obj.component_address}"
         if target is None:
             self.counters.unmapped += 1
@@ -618,6 +632,7 @@ class FireReceiver:
             target, point, own = self.mapping.default, f"comp-{address}", False
         else:
             point, own = target.point or target.dev, True
+        ts = self._ts(obj.time_label, target.dev)
         kind = self.catalog.kinds[target.kind]
         if own and (reading := self._status_reading(target, kind, obj.status, ts)) is not None:
             readings.append(reading)
@@ -645,7 +660,12 @@ class FireReceiver:
             return
         value = obj.value * target.scale.get(obj.analog_type, resolution)
         readings.append(
-            Reading(target.dev, target.kind, self._ts(obj.time_label), {metric: round(value, 4)})
+            Reading(
+                target.dev,
+                target.kind,
+                self._ts(obj.time_label, target.dev),
+                {metric: round(value, 4)},
+            )
         )
 
 
