@@ -49,6 +49,7 @@ import tomllib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -75,7 +76,7 @@ from gateway.gbt26875 import (
     encode_app,
     encode_frame,
     label_ms,
-    now_label,
+    time_label,
 )
 from protocol.catalog import Catalog, Kind, ValueType
 from protocol.messages import Command, Event, Reading
@@ -436,7 +437,7 @@ class FireReceiver:
     def _reply(self, conn: _Conn, to: Frame, command: Cmd) -> None:
         self._send(
             conn,
-            Frame(to.serial, to.version, now_label(self.tz), self.address, to.source, command),
+            Frame(to.serial, to.version, self._label(), self.address, to.source, command),
         )
 
     def _bad(self, err: FrameError, conn: _Conn, answer: bool) -> None:
@@ -448,9 +449,13 @@ class FireReceiver:
         else:
             self.counters.dropped += 1
 
+    def _label(self) -> bytes:
+        """Now, as a time label in the device's zone (the adapter's clock: a simulation's too)."""
+        return time_label(datetime.fromtimestamp(self.clock() / 1000, self.tz))
+
     def _send_sync(self, conn: _Conn) -> None:
         conn.serial = (conn.serial + 1) & 0xFFFF
-        label = now_label(self.tz)
+        label = self._label()
         frame = Frame(
             conn.serial,
             (1, 0),

@@ -357,7 +357,11 @@ def _num(tbl: dict[str, Any], key: str, where: str, default: float, lo: float, h
 
 
 def modbus_adapter(
-    cfg: dict[str, Any], where: str, catalog: Catalog, base: Path | None = None
+    cfg: dict[str, Any],
+    where: str,
+    catalog: Catalog,
+    base: Path | None = None,
+    clock: Callable[[], int] = now_ms,
 ) -> ModbusAdapter:
     """Build the adapter a ``[[adapters]] type = "modbus"`` table describes."""
     unknown = sorted(set(cfg) - ADAPTER_KEYS)
@@ -421,4 +425,4 @@ def modbus_adapter(
             )
         )
     name = str(cfg.get("name", link.describe().replace(" ", "-")))
-    return ModbusAdapter(name, link, devices, catalog)
+    return ModbusAdapter(name, link, devices, catalog, clock)

@@ -184,6 +184,8 @@ def point_value(
     )
     if not math.isfinite(raw):  # a float32 NaN marks "no value" on many meters
         return None
+    if point.type == "float32":  # its ~7 significant digits, not the binary expansion's noise
+        raw = float(f"{raw:.7g}")
     value = raw * point.scale + point.offset
     if value_type is ValueType.INTEGER:
         return round(value)

@@ -20,8 +20,11 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from gateway.adapter import Collected
 from gateway.registermap import REGISTER_FUNCTIONS, EventBit, Point, RegisterMap, encode_registers
-from protocol.messages import Reading
+from protocol.messages import Command, Event, Reading
+from simulators.adapter import SimulatorAdapter
+from simulators.transmission_device import FireRoom
 
 # Function codes per table (pymodbus hands the action the request's code).
 _FUNCTION_OF = {
@@ -36,6 +39,7 @@ _FUNCTION_OF = {
     23: "holding",
     4: "input",
 }
+GAS_ALARM_CLEARS_LEL = 10.0  # a simulated detector's alarm resets below this concentration
 REGISTERS = 2048  # addresses 0 … 2047 of each register table
 BIT_WORDS = 128  # 2,048 coils and discrete inputs
 
@@ -220,3 +224,62 @@ class ModbusPlant:
             value = reading.metrics.get(point.metric)
             if isinstance(value, (int, float)):
                 regs.write_point(point, float(value))
+        lel = reading.metrics.get("lel_pct")
+        if isinstance(lel, (int, float)) and lel < GAS_ALARM_CLEARS_LEL:
+            for item in regmap.events:  # the detector's alarm relay drops out again
+                regs.set_event(item, False)
+
+    def put_event(self, event: Event) -> None:
+        """A status event of the simulation sets the map's bit for it (the level, if told)."""
+        unit, regmap = self.devices[event.dev]
+        for item in regmap.events:
+            level = item.data.get("level")
+            if item.type == event.type and (level is None or level == event.data.get("level")):
+                self.server.slaves[unit].set_event(item, True)
+
+
+class FieldBridge:
+    """A simulated estate of which some devices speak real field protocols: the plant's
+    readings go into Modbus registers (:class:`ModbusPlant`) and the fire panel's states and
+    alarms into GB/T 26875.3 frames (``FireRoom``), instead of straight to the gateway; the
+    gateway's own Modbus adapter and receiver read them back. Everything else passes through.
+    """
+
+    def __init__(
+        self, inner: SimulatorAdapter, plant: ModbusPlant | None, fire: FireRoom | None
+    ) -> None:
+        self.inner = inner
+        self.plant = plant
+        self.fire = fire
+        self.name = inner.name
+
+    def poll(self) -> Collected:
+        got = self.inner.poll()
+        readings, events = [], []
+        for r in got.readings:
+            if self.plant is not None and self.plant.owns(r.dev):
+                self.plant.put(r)
+            elif self.fire is not None and self.fire.owns(r.dev) and r.kind == "fire_panel":
+                self.fire.put_reading(r)
+            else:
+                readings.append(r)
+        for e in got.events:
+            if self.plant is not None and self.plant.owns(e.dev):
+                self.plant.put_event(e)
+            elif self.fire is not None and self.fire.owns(e.dev):
+                self.fire.put_event(e)
+            else:
+                events.append(e)
+        return Collected(readings, events)
+
+    def owns(self, dev: str) -> bool:
+        return self.inner.owns(dev)
+
+    def execute(self, command: Command) -> str | None:
+        return self.inner.execute(command)
+
+    def network_down(self) -> bool:
+        return self.inner.network_down()
+
+    def close(self) -> None:
+        self.inner.close()

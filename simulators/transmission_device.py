@@ -187,8 +187,10 @@ class TransmissionDevice:
                 return reply
         return None
 
-    def system_state(self, system_type: int, system_address: int, status: int) -> Frame | None:
-        label = time_label(self.now())
+    def system_state(
+        self, system_type: int, system_address: int, status: int, at: datetime | None = None
+    ) -> Frame | None:
+        label = time_label(at or self.now())
         return self.send([SystemState(system_type, system_address, status, label)])
 
     def component_state(
@@ -199,8 +201,9 @@ class TransmissionDevice:
         component_address: int,
         status: int,
         description: str = "",
+        at: datetime | None = None,
     ) -> Frame | None:
-        label = time_label(self.now())
+        label = time_label(at or self.now())
         obj = ComponentState(
             system_type,
             system_address,
@@ -264,7 +267,7 @@ class FireRoom:
         self.device = device
         self.where = where
         self.words: dict[str, int] = dict.fromkeys(where, NORMAL)
-        self._queue: queue.Queue[tuple[Address, int, str]] = queue.Queue(max_queued)
+        self._queue: queue.Queue[tuple[Address, int, str, datetime]] = queue.Queue(max_queued)
         self.dropped = 0
         self.unconfirmed = 0
         self._halt = threading.Event()
@@ -283,7 +286,7 @@ class FireRoom:
 
     def put_reading(self, reading: Reading) -> None:
         """A periodic state report: the word as it stands, so a silent panel is noticed."""
-        self._enqueue(reading.dev, self.words[reading.dev], "")
+        self._enqueue(reading.dev, self.words[reading.dev], "", reading.ts)
 
     def put_event(self, event: Event) -> None:
         bit = EVENT_BITS.get(event.type)
@@ -291,34 +294,38 @@ class FireRoom:
             return
         word = self.words[event.dev]
         if event.type == "fire.reset":  # a reset clears the conditions and says so once
-            self._enqueue(event.dev, NORMAL | 1 << 13, "")
+            self._enqueue(event.dev, NORMAL | 1 << 13, "", event.ts)
             self.words[event.dev] = NORMAL
             return
         zone = str(event.data.get("zone", ""))
         if event.type == "fire.alarm":  # an alarm holds until the panel is reset
             self.words[event.dev] = word | 1 << bit
-            self._enqueue(event.dev, self.words[event.dev], zone)
+            self._enqueue(event.dev, self.words[event.dev], zone, event.ts)
             return
-        self._enqueue(event.dev, word | 1 << bit, zone)  # other conditions: reported, then gone
-        self._enqueue(event.dev, word, zone)
+        # other conditions: reported, then gone
+        self._enqueue(event.dev, word | 1 << bit, zone, event.ts)
+        self._enqueue(event.dev, word, zone, event.ts)
 
-    def _enqueue(self, dev: str, word: int, zone: str) -> None:
+    def _enqueue(self, dev: str, word: int, zone: str, ts: int) -> None:
+        at = datetime.fromtimestamp(ts / 1000, self.device.tz)  # the label: when it happened
         try:
-            self._queue.put_nowait((self.where[dev], word, zone))
+            self._queue.put_nowait((self.where[dev], word, zone, at))
         except queue.Full:
             self.dropped += 1
 
     def _run(self) -> None:
         while not self._halt.is_set():
             try:
-                where, word, zone = self._queue.get(timeout=0.2)
+                where, word, zone, at = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             try:
                 if not self.device.connected:
                     self.device.connect()
                 if where.component_address is None:
-                    reply = self.device.system_state(where.system_type, where.system_address, word)
+                    reply = self.device.system_state(
+                        where.system_type, where.system_address, word, at
+                    )
                 else:
                     reply = self.device.component_state(
                         where.system_type,
@@ -327,6 +334,7 @@ class FireRoom:
                         where.component_address,
                         word,
                         zone,
+                        at,
                     )
                 if reply is None or reply.command != Cmd.CONFIRM:
                     self.unconfirmed += 1
