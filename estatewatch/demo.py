@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from datetime import datetime
+from typing import Any
 
 from estatewatch.service import Service
 from gateway.publisher import GatewayPublisher, now_ms
@@ -100,6 +101,14 @@ def run_demo(
         f"  Ctrl-C stops everything · 按 Ctrl-C 停止\n",
         flush=True,
     )
+    if field_protocols:
+        first = pairs[0][0]
+        links: list[dict[str, Any]] = [getattr(a, "health", dict)() for a in first.adapters[1:]]
+        print(
+            f"  field:       {pairs[0][1].estate.spec.estate} plant on Modbus "
+            f"({links[0].get('link')}), fire panel in GB/T 26875.3 ({links[1].get('listen')})\n",
+            flush=True,
+        )
     started = time.monotonic()
     try:
         while duration_s is None or time.monotonic() - started < duration_s:
