@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.adapter import Collected
@@ -129,12 +129,23 @@ class SlaveRegisters:
 
 
 class PlantModbusServer:
-    """pymodbus's TCP server for a set of slaves, in a thread with its own event loop."""
+    """pymodbus's server for a set of slaves, in a thread with its own event loop: on a TCP
+    port (``tcp``, ``rtu-over-tcp``), or on a serial line (``rtu``, ``serial`` = the device)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", framing: str = "tcp") -> None:
-        if framing not in ("tcp", "rtu-over-tcp"):
-            raise ValueError("framing must be tcp or rtu-over-tcp")
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        framing: str = "tcp",
+        serial: str | None = None,
+        baudrate: int = 9600,
+    ) -> None:
+        if framing not in ("tcp", "rtu-over-tcp", "rtu"):
+            raise ValueError("framing must be tcp, rtu-over-tcp or rtu")
+        if (framing == "rtu") != (serial is not None):
+            raise ValueError("framing rtu, and only it, needs serial= (the line's device)")
         self.host, self.port, self.framing = host, port, framing
+        self.serial, self.baudrate = serial, baudrate
         self.slaves: dict[int, SlaveRegisters] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,8 +193,16 @@ class PlantModbusServer:
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            framer = FramerType.RTU if self.framing == "rtu-over-tcp" else FramerType.SOCKET
-            server = ModbusTcpServer(self._devices(), framer=framer, address=(self.host, self.port))
+            server: ModbusTcpServer | ModbusSerialServer
+            if self.serial is not None:
+                server = ModbusSerialServer(
+                    self._devices(), port=self.serial, baudrate=self.baudrate
+                )
+            else:
+                framer = FramerType.RTU if self.framing == "rtu-over-tcp" else FramerType.SOCKET
+                server = ModbusTcpServer(
+                    self._devices(), framer=framer, address=(self.host, self.port)
+                )
             await server.serve_forever(background=True)
             self._ready.set()
             await self._stop.wait()

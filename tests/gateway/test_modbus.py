@@ -5,6 +5,8 @@ exception code."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -349,3 +351,61 @@ def test_adapter_config_mistakes_are_named() -> None:
         modbus_adapter(base | {"baud": 9600}, "w", CAT)
     with pytest.raises(ModbusConfigError, match="needs serial"):
         modbus_adapter(base | {"transport": "rtu"}, "w", CAT)
+
+
+@pytest.fixture
+def serial_line(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two ends of a null-modem cable: a pty pair joined by socat."""
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.fail("socat is not installed: .ci/run installs it (apt-get install socat)")
+    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
+    proc = subprocess.Popen(
+        [socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not (a.exists() and b.exists()):
+        assert time.monotonic() < deadline, "socat made no pty pair"
+        time.sleep(0.05)
+    yield str(a), str(b)
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_rtu_on_a_serial_line(serial_line: tuple[str, str]) -> None:
+    slave_end, gateway_end = serial_line
+    server = PlantModbusServer(framing="rtu", serial=slave_end, baudrate=19200)
+    unit, tables, expected = PLANT["heating-substation"]
+    for function, regs in tables.items():
+        for address, value in regs.items():
+            server.slave(unit).write(function, address, [value])
+    dead = server.slave(7)
+    dead.silent, dead.silence_s = True, 60.0  # never answers while the test runs
+    server.start()
+    cfg = {
+        "type": "modbus",
+        "transport": "rtu",
+        "serial": gateway_end,
+        "baudrate": 19200,
+        "parity": "N",
+        "timeout_s": 0.3,
+        "retries": 0,
+        "devices": [
+            {"dev": "hs-1", "map": "heating-substation", "unit": unit, "interval_s": 0.5},
+            {"dev": "hs-7", "map": "heating-substation", "unit": 7, "interval_s": 0.5},
+        ],
+    }
+    adapter = modbus_adapter(cfg, "test", CAT)
+    try:
+        got = collect_until(adapter, lambda g: len(g.readings) >= 2)
+        assert {r.dev for r in got.readings} == {"hs-1"}
+        assert got.readings[0].metrics == pytest.approx(expected)
+        health = adapter.health()
+        assert health["link"] == f"rtu {gateway_end} 19200 8N1"
+        assert health["devices"]["hs-7"]["state"] == "timeout"
+        assert health["devices"]["hs-1"]["state"] == "ok"
+    finally:
+        adapter.close()
+        server.stop()
