@@ -35,6 +35,7 @@ mapping = "fire-mapping.toml"      # which system/component is which catalog dev
 # timezone = "Asia/Shanghai"       # the device's time labels are local time
 # sync_clock = true                # set the device's clock (type 90) on connect and when off
 # max_connections = 4
+# idle_timeout_s = 600             # a connection silent this long is closed
 ```
 """
 
@@ -93,6 +94,7 @@ ADAPTER_KEYS = {
     "timezone",
     "sync_clock",
     "max_connections",
+    "idle_timeout_s",
 }
 BAD_REASONS = ("checksum", "truncated", "oversize", "unknown_type", "bad_length", "bad_command")
 # Bit of a system / component status word → catalog event type.
@@ -128,6 +130,9 @@ UNIT_OF = {
 }
 MAX_QUEUED = 10_000
 PARTIAL_FRAME_S = 2.0  # a started frame not finished this long after its last byte is cut short
+# A device sends at least a heartbeat every minute or so; a connection silent this long is a
+# dead one the network never reported (a powered-off device), and its slot is freed.
+IDLE_TIMEOUT_S = 600.0
 CLOCK_TOLERANCE_S = 60  # a device clock further off than this is set again
 LABEL_PAST_MS = 7 * 86_400_000  # older time labels (or impossible ones) give way to arrival time
 LABEL_FUTURE_MS = 300_000
@@ -283,6 +288,7 @@ class FireReceiver:
         tz: str = "Asia/Shanghai",
         sync_clock: bool = True,
         max_connections: int = 4,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
         clock: Callable[[], int] | None = None,
     ) -> None:
         self.name = f"gbt26875:{name}"
@@ -292,6 +298,7 @@ class FireReceiver:
         self.tz = ZoneInfo(tz)
         self.sync_clock = sync_clock
         self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.counters = Counters()
         self.uitd: dict[str, Any] = {}
@@ -418,6 +425,11 @@ class FireReceiver:
                 items: list[Frame | FrameError] = [conn.reader.cut_short()]
                 items += conn.reader.feed(b"")  # a whole frame may sit behind the cut one
                 self._handle(conn, items)
+            if now - conn.last_rx > self.idle_timeout_s:
+                log.warning(
+                    "%s: %s silent for %.0f s: closing it", self.name, conn.peer, now - conn.last_rx
+                )
+                self._drop(conn)
 
     def _handle(self, conn: _Conn, items: list[Frame | FrameError]) -> None:
         for item in items:
@@ -702,6 +714,9 @@ def fire_receiver(
     max_conn = cfg.get("max_connections", 4)
     if type(max_conn) is not int or not 1 <= max_conn <= 64:
         raise FireConfigError(f"{where}: max_connections must be 1 … 64")
+    idle = cfg.get("idle_timeout_s", IDLE_TIMEOUT_S)
+    if type(idle) not in (int, float) or not 5 <= idle <= 86400:
+        raise FireConfigError(f"{where}: idle_timeout_s must be 5 … 86400 seconds")
     try:
         return FireReceiver(
             str(cfg.get("name", "fire")),
@@ -713,6 +728,7 @@ def fire_receiver(
             tz=tz,
             sync_clock=bool(cfg.get("sync_clock", True)),
             max_connections=max_conn,
+            idle_timeout_s=float(idle),
         )
     except OSError as exc:
         raise FireConfigError(f"{where}: cannot listen on {listen}: {exc.strerror}") from None

@@ -19,6 +19,14 @@ system, 21 transmission device running state, 24 transmission device operation i
 command carrying a time label). Types 5–7 and 25–26 (versions, configuration) have variable or
 vendor-defined content and are denied as unsupported, like any other type.
 
+The type-flag numbers follow the standard's table 3 (uplink 1–8 for the building's fire
+systems, 21–28 for the transmission device itself; downlink 61–91): 8 is a fire system's clock,
+21 the transmission device's running state, 28 its clock and 90 the centre's "synchronise the
+clock" command. Some transcriptions number these differently (8 as the device's state, 24 as
+its time); we checked the numbering against a published implementation of the standard's
+table and chose it; a device that differs is answered with a denial (unknown type), counted,
+and never misread.
+
 Time labels are second, minute, hour, day, month, year − 2000, in the device's local time.
 """
 

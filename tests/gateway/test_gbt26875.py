@@ -447,3 +447,23 @@ def test_a_mapping_with_a_mistake_is_named() -> None:
             "m.toml",
             CAT,
         )
+
+
+def test_a_silent_connection_is_closed_and_connections_are_bounded() -> None:
+    rx = FireReceiver("t", "127.0.0.1", 0, MAPPING, CAT, max_connections=1, idle_timeout_s=0.5)
+    try:
+        first = socket.create_connection(("127.0.0.1", rx.port))
+        first.settimeout(5)
+        assert first.recv(100).startswith(b"@@")  # the clock sync: it was accepted
+        second = socket.create_connection(("127.0.0.1", rx.port))
+        second.settimeout(5)
+        assert second.recv(100) == b""  # one connection at most: the second is closed
+        second.close()
+        deadline = time.monotonic() + 5
+        while rx.health()["connections"] != 0:  # nothing said for 0.5 s: a dead link
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert first.recv(100) == b""
+        first.close()
+    finally:
+        rx.close()
