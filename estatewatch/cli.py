@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
     demo.add_argument("--seed", type=int, default=2026, help="simulation seed")
+    demo.add_argument(
+        "--field-protocols",
+        action="store_true",
+        help="the first estate's plant on Modbus (local pymodbus server), its fire panel "
+        "in GB/T 26875.3 (simulated transmission device)",
+    )
     from estatewatch.estate_cli import add_estate_commands
 
     add_estate_commands(sub)  # gateway, simulate: estate-side processes
@@ -139,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from estatewatch.demo import run_demo
 
-            run_demo(service, args.duration, args.seed)
+            run_demo(service, args.duration, args.seed, args.field_protocols)
         else:
             print(
                 f"estatewatch {service.role} running: {service.url}  (API docs {service.url}/docs)",

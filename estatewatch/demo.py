@@ -4,6 +4,11 @@ a winter storm faster than real time, so alarms and plans have something to show
 Each estate runs the real gateway (on-disk buffer, QoS 1, status, commands) with the simulator
 as its adapter. The simulated clock starts now and runs at ``DEMO_SPEED`` until the scenario is
 over, then at real speed: readings stay within the contract's one-day future limit.
+
+With ``--field-protocols`` the first estate's plant answers on Modbus (a local pymodbus server,
+read by the gateway's Modbus adapter through the shipped register maps) and its fire panel and
+detectors report in GB/T 26875.3 through a simulated transmission device to the gateway's
+receiver: the same path real equipment takes (``estatewatch/field_demo.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import logging
 import time
 from datetime import datetime
+from typing import Any
 
 from estatewatch.service import Service
 from gateway.publisher import GatewayPublisher, now_ms
@@ -52,7 +58,7 @@ def register(service: Service, spec: EstateSpec) -> MqttEndpoint:
 
 
 def simulated_gateway(
-    service: Service, spec_name: str, seed: int
+    service: Service, spec_name: str, seed: int, field_protocols: bool = False
 ) -> tuple[Gateway, SimulatorAdapter]:
     spec = load_spec(spec_name, service.catalog)
     scenario = load_scenario(DEMO_SCENARIO)
@@ -68,11 +74,21 @@ def simulated_gateway(
         root=service.settings.mqtt_root,
         fw="estatewatch-sim 0.2",
     )
+    if field_protocols:
+        from estatewatch.field_demo import field_adapters
+
+        adapters = field_adapters(adapter, service.catalog)
+        return Gateway(publisher, adapters, network_down=adapter.network_down), adapter
     return Gateway(publisher, [adapter], network_down=adapter.network_down), adapter
 
 
-def run_demo(service: Service, duration_s: float | None, seed: int = 2026) -> None:
-    pairs = [simulated_gateway(service, name, seed + i) for i, name in enumerate(DEMO_SPECS)]
+def run_demo(
+    service: Service, duration_s: float | None, seed: int = 2026, field_protocols: bool = False
+) -> None:
+    pairs = [
+        simulated_gateway(service, name, seed + i, field_protocols and i == 0)
+        for i, name in enumerate(DEMO_SPECS)
+    ]
     for gateway, _ in pairs:
         gateway.start()
     estates = ", ".join(a.estate.spec.estate for _, a in pairs)
@@ -85,6 +101,14 @@ def run_demo(service: Service, duration_s: float | None, seed: int = 2026) -> No
         f"  Ctrl-C stops everything · 按 Ctrl-C 停止\n",
         flush=True,
     )
+    if field_protocols:
+        first = pairs[0][0]
+        links: list[dict[str, Any]] = [getattr(a, "health", dict)() for a in first.adapters[1:]]
+        print(
+            f"  field:       {pairs[0][1].estate.spec.estate} plant on Modbus "
+            f"({links[0].get('link')}), fire panel in GB/T 26875.3 ({links[1].get('listen')})\n",
+            flush=True,
+        )
     started = time.monotonic()
     try:
         while duration_s is None or time.monotonic() - started < duration_s:

@@ -22,8 +22,9 @@ from gateway.adapter import DeviceAdapter
 from gateway.buffer import BufferError, ForwardBuffer
 from gateway.config import ConfigError, GatewayConfig, load_gateway_config, parse_gateway_config
 from gateway.publisher import GatewayPublisher, LinkSettings
+from gateway.registry import build_adapter, known_types, register
 from gateway.runtime import Gateway
-from protocol.catalog import default_catalog
+from protocol.catalog import Catalog, default_catalog
 from protocol.endpoint import EndpointError, parse_mqtt_url
 from simulators.adapter import SimulatorAdapter
 from simulators.clock import SimClock
@@ -40,9 +41,10 @@ def add_estate_commands(sub: Any) -> None:
         "gateway",
         help="run an estate gateway (adapters → on-disk buffer → MQTT)",
         description=(
-            "Run a gateway: poll its device adapters, keep everything in an on-disk buffer "
-            "until the broker acknowledges it, receive commands. The config file format is "
-            "in gateway/config.py."
+            "Run a gateway: poll its device adapters (simulator, modbus, gbt26875), keep "
+            "everything in an on-disk buffer until the broker acknowledges it, receive "
+            "commands. The config file format is in gateway/config.py; a sample with a Modbus "
+            "line and a GB/T 26875.3 fire-panel listener is gateway/examples/plant-and-fire.toml."
         ),
         formatter_class=fmt,
     )
@@ -102,18 +104,30 @@ def simulator_adapter(spec_cfg: dict[str, Any], where: str) -> SimulatorAdapter:
     return SimulatorAdapter(estate, SimClock(start, speed), end)
 
 
+def _simulator(cfg: dict[str, Any], where: str, _catalog: Catalog, _base: Path) -> DeviceAdapter:
+    return simulator_adapter(cfg, where)
+
+
+register("simulator", _simulator)
+
+
 def build_gateway(cfg: GatewayConfig) -> tuple[Gateway, list[SimulatorAdapter]]:
+    if not cfg.adapters:
+        raise ConfigError(
+            f"gateway config {cfg.source}: no [[adapters]]: add at least one "
+            f"(types: {', '.join(known_types())})"
+        )
     adapters: list[DeviceAdapter] = []
-    sims: list[SimulatorAdapter] = []
-    for i, a in enumerate(cfg.adapters):
-        where = f"gateway config {cfg.source}: [[adapters]] #{i + 1}"
-        if a["type"] != "simulator":
-            raise ConfigError(f"{where}: unknown adapter type {a['type']!r} (known: simulator)")
-        sim = simulator_adapter(a, where)
-        adapters.append(sim)
-        sims.append(sim)
-    if not adapters:
-        raise ConfigError(f"gateway config {cfg.source}: no [[adapters]]: add at least one")
+    catalog = default_catalog()
+    try:
+        for i, a in enumerate(cfg.adapters):
+            where = f"gateway config {cfg.source}: [[adapters]] #{i + 1}"
+            adapters.append(build_adapter(a, where, catalog, cfg.base_dir))
+    except BaseException:
+        for built in adapters:  # listeners and pollers already started stop again
+            built.close()
+        raise
+    sims = [a for a in adapters if isinstance(a, SimulatorAdapter)]
     b = cfg.buffer
     buffer = ForwardBuffer(
         cfg.buffer_path,
@@ -141,6 +155,34 @@ def build_gateway(cfg: GatewayConfig) -> tuple[Gateway, list[SimulatorAdapter]]:
     return Gateway(publisher, adapters, cfg.poll_interval_s, network_down), sims
 
 
+def _describe(adapter: DeviceAdapter) -> str:
+    health = gateway_health(adapter)
+    if health.get("type") == "modbus":
+        return f"{adapter.name}: {health['link']}, {len(health['devices'])} slave(s)"
+    if health.get("type") == "gbt26875":
+        return f"{adapter.name}: listening on {health['listen']} (GB/T 26875.3)"
+    return adapter.name
+
+
+def gateway_health(adapter: DeviceAdapter) -> dict[str, Any]:
+    health = getattr(adapter, "health", None)
+    return health() if callable(health) else {}
+
+
+def _field_summary(gateway: Gateway) -> list[str]:
+    """One short phrase per field adapter for the progress line."""
+    parts = []
+    for adapter in gateway.adapters:
+        h = gateway_health(adapter)
+        if h.get("type") == "modbus":
+            bad = [f"{d} {s['state']}" for d, s in h["devices"].items() if s["state"] != "ok"]
+            parts.append(f"modbus {', '.join(bad) if bad else 'all slaves ok'}")
+        elif h.get("type") == "gbt26875":
+            bad = sum(h["bad_frames"].values())
+            parts.append(f"26875 frames {h['frames']} bad {bad} links {h['connections']}")
+    return parts
+
+
 def _progress_line(gateway: Gateway, sims: list[SimulatorAdapter]) -> str:
     st = gateway.publisher.buffered
     link = gateway.publisher.stats
@@ -157,6 +199,7 @@ def _progress_line(gateway: Gateway, sims: list[SimulatorAdapter]) -> str:
         f"dropped {st.dropped_readings:,}",
         f"seq {st.last_seq}",
         "link up" if link.connected else f"link down ({link.last_error or 'connecting'})",
+        *_field_summary(gateway),
     ]
     return " · ".join(parts)
 
@@ -174,7 +217,8 @@ def _run(cfg: GatewayConfig, progress_every: float) -> int:
             f"\n  simulating {s.estate.spec.source} ({len(s.estate.spec.devices)} devices), "
             f"scenario {s.estate.scenario.name}, speed ×{s.clock.speed:g}"
             for s in sims
-        ),
+        )
+        + "".join(f"\n  {_describe(a)}" for a in gateway.adapters if a not in sims),
         flush=True,
     )
     gateway.start()

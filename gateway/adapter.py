@@ -1,14 +1,15 @@
 """The one small interface between the gateway core and whatever talks to devices.
 
-A simulated estate is one adapter; a Modbus poller or a fire-panel serial link would be others,
-each a new file that implements :class:`DeviceAdapter`. The core polls every adapter, buffers and
-publishes what it returns, and hands it the commands addressed to its devices.
+A simulated estate is one adapter, a Modbus line (``gateway/modbus.py``) and a GB/T 26875.3
+fire-panel link (``gateway/fire_receiver.py``) are others; ``gateway/registry.py`` builds them
+from a config's ``[[adapters]]``. The core polls every adapter, buffers and publishes what it
+returns, and hands it the commands addressed to its devices.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from protocol.messages import Command, Event, Reading
 
@@ -44,3 +45,13 @@ class DeviceAdapter(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """An adapter that says how its field side is doing (a slave that stopped answering, bad
+    frames from a panel): the gateway status carries it under ``adapters``, keyed by name."""
+
+    name: str
+
+    def health(self) -> dict[str, Any]: ...

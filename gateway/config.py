@@ -22,9 +22,12 @@ batch_linger_ms = 1000
 durable = true                      # fsync every commit (survives power loss)
 
 [[adapters]]
-type = "simulator"                  # the kinds of adapter are the composition root's business
+type = "simulator"                  # or "modbus", "gbt26875": gateway/registry.py builds them
 spec = "hohhot-typical"
 ```
+
+Modbus and GB/T 26875.3 adapter tables are described in ``gateway/modbus.py`` and
+``gateway/fire_receiver.py``; ``gateway/examples/plant-and-fire.toml`` has both.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class GatewayConfig:
     buffer: BufferSettings = field(default_factory=BufferSettings)
     adapters: tuple[dict[str, Any], ...] = ()
     source: str = "<code>"
+    base_dir: Path = Path(".")  # relative paths in adapter tables (maps, mappings) start here
 
     @property
     def buffer_path(self) -> Path:
@@ -189,6 +193,7 @@ def parse_gateway_config(doc: dict[str, Any], source: str, base: Path) -> Gatewa
         buffer=buffer,
         adapters=tuple(adapters),
         source=source,
+        base_dir=base,
     )
 
 

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,8 @@ class GatewayPublisher:
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
+        # Optional fields for the status message (adapters' field-side health); additive.
+        self.status_extra: Callable[[], dict[str, Any]] | None = None
 
     def topic(self, channel: Channel) -> str:
         return gateway_topic(self.estate, self.gw, channel, self.root)
@@ -175,6 +177,12 @@ class GatewayPublisher:
 
     def _status(self, state: str) -> bytes:
         st = self.buffer.stats
+        extra: dict[str, Any] = {}
+        if self.status_extra is not None and state == "online":
+            try:
+                extra["adapters"] = self.status_extra()
+            except Exception:
+                log.exception("adapter health failed; status sent without it")
         return encode_status(
             self.gw,
             state,
@@ -183,6 +191,7 @@ class GatewayPublisher:
             buffered=st.messages if state == "online" else None,
             buffered_readings=st.readings,
             dropped=st.dropped_readings,
+            **extra,
         )
 
     def _new_client(self) -> mqtt.Client:

@@ -11,8 +11,9 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from gateway.adapter import DeviceAdapter
+from gateway.adapter import DeviceAdapter, ReportsHealth
 from gateway.publisher import GatewayPublisher, now_ms
 from protocol.messages import CommandAck
 
@@ -44,6 +45,19 @@ class Gateway:
         self._network_down = network_down  # a scenario may cut the uplink (simulation only)
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
+        if any(isinstance(a, ReportsHealth) for a in self.adapters):
+            publisher.status_extra = self.adapter_health
+
+    def adapter_health(self) -> dict[str, Any]:
+        """Each reporting adapter's field-side state, for the status message."""
+        out: dict[str, Any] = {}
+        for adapter in self.adapters:
+            if isinstance(adapter, ReportsHealth):
+                try:
+                    out[adapter.name] = adapter.health()
+                except Exception as exc:  # the status must go out even so
+                    out[adapter.name] = {"state": "error", "detail": str(exc)[:200]}
+        return out
 
     def start(self, wait_connected_s: float = 0.0) -> bool:
         connected = self.publisher.start(wait_connected_s)
