@@ -396,7 +396,7 @@ def power_meter(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metri
     kw = st["base_kw"][sel] * (0.6 + 0.5 * ctx.demand(t)) + ctx.noise(3.0, n)
     st["energy"][sel] += kw * (t - g.last_ms[sel]) / HOUR
     return {
-        "voltage_v": np.round(230.0 + ctx.noise(1.5, n), 1),
+        "voltage_v": np.round(226.0 + ctx.noise(1.5, n), 1),  # within 198～235.4 V
         "current_a": np.round(kw * 1000 / (3 * 230.0), 1),
         "power_kw": np.round(kw, 1),
         "energy_kwh": np.round(st["energy"][sel], 1),
