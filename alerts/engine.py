@@ -64,6 +64,7 @@ from alerts.weather import (
 )
 from alerts.weather.levels import check_criteria
 from alerts.windows import SeriesWindow, WindowBank
+from alerts.zones import BUNDLED_ZONES, EstateProfile, load_zones
 from ingest.pipeline import Delivery
 from ingest.state import NotFound
 from protocol.catalog import Catalog
@@ -97,6 +98,8 @@ class AlertEngine:
     ``receivers``: role (control_room, supervisor, authority) → notifiers. ``rules_dir``,
     ``override_dir`` (``<estate>/*.yaml``), ``plans_dir``, ``criteria_path``: the data files.
     ``estate_region``: estate → region text (default: the state store's ``estates.region``).
+    ``estate_profile``: estate → its zone, heating season and rescue deadline (default: from
+    the state store's ``estates`` settings and ``zones.yaml``).
     Raises RuleFileError or DataFileError when a data file has a mistake.
     """
 
@@ -113,6 +116,8 @@ class AlertEngine:
         receivers: Mapping[str, Sequence[Notifier]] | None = None,
         root: str = "estates",
         estate_region: Callable[[str], str] | None = None,
+        estate_profile: Callable[[str], EstateProfile] | None = None,
+        zones_path: Path = BUNDLED_ZONES,
         plan_hold_ms: int = 2 * 3_600_000,
         flapping: FlapDetector | None = None,
         deadman_every_ms: int = 5_000,
@@ -128,6 +133,7 @@ class AlertEngine:
         self.rules_dir, self.override_dir = rules_dir, override_dir
         self._publish = publish
         self._estate_region = estate_region
+        self._estate_profile = estate_profile
         self.deadman_every_ms = deadman_every_ms
         self.weather_every_ms = weather_every_ms
         self.snapshot_every_ms = snapshot_every_ms
@@ -146,11 +152,16 @@ class AlertEngine:
         self.criteria = load_criteria(criteria_path)
         metrics = {k: list(v.metrics) for k, v in catalog.kinds.items()}
         check_criteria(self.criteria, metrics, str(criteria_path))
+        self.zones = load_zones(zones_path)
+        for zone in sorted(self.criteria.zones() - set(self.zones)):
+            log.warning("alerts: %s: zone %r is not in %s", criteria_path, zone, zones_path)
 
         self.windows = WindowBank()
         intervals = {k.name: k.interval_s * 1000 for k in catalog.kinds.values()}
         self.evaluator = Evaluator(self.windows, intervals)
-        self.inhibitor = Inhibitor(self.rules.inhibit)
+        self.inhibitor = Inhibitor(
+            self.rules.inhibit, lambda e, ts: self._profile(e).in_heating_season(ts)
+        )
         self.alarms = AlarmBook(flapping)
         self.silences = SilenceBook(self.store.silences(ending_after_ms=now))
         self.weather = WeatherBoard(self.criteria)
@@ -171,6 +182,7 @@ class AlertEngine:
         self.outbox = Outbox(self.store, notifiers, clock, owns=self.owns)
 
         self._regions: dict[str, str] = {}
+        self._profiles: dict[str, EstateProfile] = {}
         self._estate_ids: set[str] = set()
         self._regions_loaded_ms = -(10**15)
         self._last_weather = self._last_purge = now
@@ -271,9 +283,10 @@ class AlertEngine:
         now = time.monotonic_ns() // 1_000_000
         if now - self._regions_loaded_ms > 5 * _MINUTE:
             self._regions_loaded_ms = now
-            table = self._load_regions()
+            table, profiles = self._load_regions()
             self._estate_ids = set(table)
             self._regions = table if self._estate_region is None else {}
+            self._profiles = profiles if self._estate_profile is None else {}
         found = self._regions.get(estate)
         if found is None:
             found = self._estate_region(estate) if self._estate_region is not None else ""
@@ -281,16 +294,40 @@ class AlertEngine:
                 self._regions[estate] = found
         return found
 
-    def _load_regions(self) -> dict[str, str]:
+    def _profile(self, estate: str) -> EstateProfile:
+        """The estate's zone, heating season and rescue deadline (refreshed with regions)."""
+        self._region(estate)
+        found = self._profiles.get(estate)
+        if found is None:
+            found = (
+                self._estate_profile(estate)
+                if self._estate_profile is not None
+                else EstateProfile()
+            )
+            if estate:
+                self._profiles[estate] = found
+        return found
+
+    def _load_regions(self) -> tuple[dict[str, str], dict[str, EstateProfile]]:
         try:
             with self.store.engine.connect() as conn:
                 if not sa.inspect(conn).has_table("estates"):
-                    return {}
-                rows = conn.execute(sa.text("SELECT id, region FROM estates")).all()
-            return {r[0]: r[1] or "" for r in rows}
+                    return {}, {}
+                rows = conn.execute(sa.text("SELECT * FROM estates")).mappings().all()
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not read estate regions")
-            return {}
+            return {}, {}
+        regions = {r["id"]: r["region"] or "" for r in rows}
+        profiles = {
+            r["id"]: EstateProfile.of(
+                self.zones,
+                r.get("zone") or "",
+                r.get("heating_season") or "",
+                r.get("rescue_arrival_min"),
+            )
+            for r in rows
+        }
+        return regions, profiles
 
     def _known_estates(self) -> set[str]:
         self._region("")  # refreshes the registered estates now and then
@@ -384,7 +421,9 @@ class AlertEngine:
         for sig in signals:
             key = (sig.rule.id, sig.estate, sig.subject)
             if sig.hit and self.alarms.get(key) is None:
-                reason = self.inhibitor.reason(sig.rule.tags, sig.estate, sig.subject, sig.gateway)
+                reason = self.inhibitor.reason(
+                    sig.rule.tags, sig.estate, sig.subject, sig.gateway, sig.ts
+                )
                 if reason is not None:
                     # Not raised; forgotten, so it is raised if it still holds once uninhibited.
                     self.evaluator.forget(sig.rule.id, sig.estate, sig.subject)
@@ -579,7 +618,7 @@ class AlertEngine:
         def value_of(metric: str, agg: Any) -> float | None:
             return windows.value(estate, station, metric, agg, now)
 
-        self.weather.observe_station(estate, station, value_of, self._region(estate))
+        self.weather.observe_station(estate, station, value_of, self._profile(estate).zone)
 
     def _weather_plans(
         self,

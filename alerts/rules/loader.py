@@ -238,7 +238,11 @@ def _inhibit_rule(node: Node, catalog: Catalog) -> InhibitRule:
     rid = node.child("id").text()
     hides = node.child("hides").mapping(frozenset({"tag"}))
     tag = hides.child("tag").text()
-    when = node.child("when").mapping(frozenset({"gateway", "kind", "metric", "in"}))
+    when = node.child("when").mapping(frozenset({"gateway", "kind", "metric", "in", "outside"}))
+    if when.has("outside"):
+        if when.child("outside").value != "heating_season":
+            raise when.child("outside").error("only 'outside: heating_season' is known")
+        return InhibitRule(rid, tag, outside_heating_season=True)
     if when.has("gateway"):
         if when.child("gateway").value != "offline":
             raise when.child("gateway").error("only 'gateway: offline' is known")

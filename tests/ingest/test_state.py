@@ -157,4 +157,9 @@ def test_a_version_1_database_is_migrated(database_url: str) -> None:
     store = StateStore(engine)
     store.set_gateway_status("old", "gw-01", "online", 5, "2.0", 3, dropped=12)
     assert store.get_gateway("old", "gw-01")["dropped"] == 12
+    # v3 (issue 11): the estate's settings, empty until someone sets them
+    old = store.get_estate("old")
+    assert (old["zone"], old["heating_season"], old["rescue_arrival_min"]) == ("", "", None)
+    store.update_estate("old", zone="hulunbuir", rescue_arrival_min=60)
+    assert store.get_estate("old")["zone"] == "hulunbuir"
     engine.dispose()

@@ -48,6 +48,15 @@ EXPECTED_METRICS: dict[str, set[str]] = {
         "return_temp_c",
         "supply_pressure_mpa",
         "return_pressure_mpa",
+        "supply_return_diff_c",  # issue 11, additive
+    },
+    # issue 11, additive: the unit of a floor-heated building
+    "floor_heating": {
+        "supply_temp_c",
+        "return_temp_c",
+        "supply_pressure_mpa",
+        "return_pressure_mpa",
+        "supply_return_diff_c",
     },
     "room_temp": {"temp_c"},
     "pipe_temp": {"temp_c"},
@@ -61,6 +70,7 @@ EXPECTED_METRICS: dict[str, set[str]] = {
         "visibility_m",
         "humidity_pct",
         "road_temp_c",
+        "pm10_ugm3",  # issue 11, additive: dust tells a sandstorm from fog or snow
     },
 }
 
@@ -105,6 +115,8 @@ CONTRACT_SUFFIXES = {
     "kWh": "_kwh",
     "V": "_v",
     "A": "_a",
+    # issue 11, additive (pm10_ugm3); CONTRACT.md's suffix list should gain it too
+    "µg/m³": "_ugm3",
 }
 
 
