@@ -4,7 +4,8 @@ A gateway that is offline explains why its devices send nothing, so their no-dat
 not raised (the gateway-offline alarm says it once). An elevator in maintenance or inspection
 mode is being worked on, so its fault alarms are not raised. Outside an estate's heating
 season its heating alarms (supply too cold, rooms below 18 °C) are not raised. Which source
-hides which tag is data (the ``inhibit:`` section of a rules file); this module keeps the sources' state.
+hides which tag is data (the ``inhibit:`` section of a rules file); this module keeps the
+sources' state.
 """
 
 from __future__ import annotations
