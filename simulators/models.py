@@ -224,9 +224,15 @@ def _pressure(
     return model
 
 
+# GB/T 26875.3 status words: bit 0 set is normal operation (0 would be test mode).
+NORMAL, FIRE_ALARM, FAULT = 0b1, 0b10, 0b100
+
+
 def fire_panel(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
-    word = np.where(ctx.any_active("fire_alarm", t), 2, 0) | np.where(
-        ctx.any_active("fire_pump_failure", t), 4, 0
+    word = (
+        NORMAL
+        | np.where(ctx.any_active("fire_alarm", t), FIRE_ALARM, 0)
+        | np.where(ctx.any_active("fire_pump_failure", t), FAULT, 0)
     )
     return {"status_word": word.astype(np.int64)}
 
@@ -237,7 +243,7 @@ def smoke_detector(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Me
     obscuration = np.where(alarm, 12.0 + ctx.noise(1.0, len(sel)), obscuration)
     return {
         "smoke_obscuration_pct": np.round(obscuration, 2),
-        "status_word": np.where(alarm, 2, 0).astype(np.int64),
+        "status_word": (NORMAL | np.where(alarm, FIRE_ALARM, 0)).astype(np.int64),
     }
 
 

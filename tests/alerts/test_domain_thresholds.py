@@ -59,3 +59,27 @@ def test_fire_tank_level_is_watched(ev: Evaluator) -> None:
 def test_220_v_band_is_plus_7_minus_10_percent(ev: Evaluator, volts: float, abnormal: bool) -> None:
     got = fired(ev, "power_meter", voltage_v=volts)
     assert ("power-voltage-abnormal" in got) is abnormal
+
+
+def test_a_panels_normal_status_word_raises_nothing(ev: Evaluator) -> None:
+    """GB/T 26875.3: bit 0 set is normal operation, so 0x0001 is a quiet panel."""
+    assert fired(ev, "fire_panel", status_word=0x0001) == set()
+    assert fired(ev, "smoke_detector", status_word=0x0001, smoke_obscuration_pct=0.3) == set()
+
+
+def test_a_fault_bit_with_the_normal_bit_is_a_fault(ev: Evaluator) -> None:
+    assert fired(ev, "fire_panel", status_word=0b101) == {"fire-panel-fault-bit"}
+
+
+def test_the_simulated_words_say_normal_operation() -> None:
+    from dataclasses import replace
+
+    from simulators.estate import SimulatedEstate
+    from simulators.scenario import load_scenario
+    from simulators.spec import load_spec
+
+    scenario = replace(load_scenario("quiet-day"), faults=())
+    sim = SimulatedEstate(load_spec("small"), CATALOG, 1, 1_768_003_200_000, scenario)
+    out = sim.advance(1_768_003_200_000 + 10 * MIN)
+    words = [r.metrics["status_word"] for r in out.readings if "status_word" in r.metrics]
+    assert words and all(w == 0b1 for w in words)

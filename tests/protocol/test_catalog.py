@@ -325,7 +325,7 @@ def test_status_word_bits() -> None:
     assert sorted(bits) == list(range(14))
     names = [bits[i].name for i in range(14)]
     assert names == [
-        "test",
+        "normal",  # (issue 11) bit 0: 1 = normal operation, 0 = test (GB/T 26875.3 §8.2.1.1)
         "fire_alarm",
         "fault",
         "disabled",
@@ -341,6 +341,17 @@ def test_status_word_bits() -> None:
         "reset",
     ]
     assert bits[1].label_zh == "火警"
+    assert bits[0].label_zh.startswith("正常运行")
+
+
+def test_components_have_their_own_status_word_table() -> None:
+    """GB/T 26875.3 §8.2.1.2: a component's bits 0-7 are the system's, bit 8 is power fault and
+    9-15 are reserved (the system's bit 8 is main power, 9 backup power, ...)."""
+    comp = CAT.status_bits_of("smoke_detector")
+    assert sorted(comp) == list(range(9))
+    assert comp[8].name == "power_fault" and comp[0].name == "normal"
+    assert CAT.status_bits_of("fire_panel")[8].name == "main_power_fault"
+    assert CAT.kinds["smoke_detector"].status_word == "component"
 
 
 def test_catalog_pickles_for_worker_processes() -> None:
