@@ -96,7 +96,8 @@ class EstateProfile:
 
     zone: str = ""
     heating_season: Season | None = None  # None: no season known, heating rules always apply
-    rescue_arrival_min: int = DEFAULT_RESCUE_ARRIVAL_MIN
+    # Minutes for the lift technician to arrive; None: the rule's own (rescue_deadline, 30 min)
+    rescue_arrival_min: int | None = None
 
     def in_heating_season(self, ts_ms: int) -> bool:
         return self.heating_season is None or self.heating_season.contains(ts_ms)
@@ -118,4 +119,4 @@ class EstateProfile:
                 season = None
         if season is None and zone in zones:
             season = zones[zone].heating_season
-        return cls(zone, season, rescue_arrival_min or DEFAULT_RESCUE_ARRIVAL_MIN)
+        return cls(zone, season, rescue_arrival_min or None)

@@ -495,7 +495,9 @@ def gas_detector(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metr
     leak, el = ctx.active("gas_leak", g, sel, t)
     lel = np.abs(0.4 + ctx.noise(0.2, len(sel)))
     lel = np.where(leak, GAS_PEAK_LEL * np.minimum(1, el / GAS_RAMP_MS) + lel, lel)
-    return {"lel_pct": np.round(lel, 1)}
+    # The linked shut-off valve closes itself at the 20 %LEL alarm level.
+    closed = leak & (lel >= 20.0)
+    return {"lel_pct": np.round(lel, 1), "valve_open": ~closed}
 
 
 def telecom_cabinet(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:

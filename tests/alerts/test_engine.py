@@ -374,6 +374,8 @@ def test_tasks_done_late_or_not_at_all_show_in_the_summary(
     assert {"verify", "extinguish", "call-119", "evacuate"} <= set(due)
     clock.advance(MINUTE)
     site.engine.complete_task(act["id"], "call-119", "监控中心-李")
+    # (issue 11: a confirmed fire puts the linkage in automatic within 2 min too)
+    site.engine.complete_task(act["id"], "linkage-auto", "监控中心-李")
     clock.advance(4 * MINUTE)
     site.engine.tick()  # verify (3 min) is overdue now
     overdue = [n for n in receivers["supervisor"].sent if n.event == "task_overdue"]
@@ -383,7 +385,7 @@ def test_tasks_done_late_or_not_at_all_show_in_the_summary(
         site.engine.complete_task(act["id"], "verify", "保安-赵")
     done = site.engine.stand_down(act["id"], "值班经理", "明火已扑灭")
     summary = done["summary"]
-    assert summary["tasks_on_time"] == ["call-119"]
+    assert summary["tasks_on_time"] == ["call-119", "linkage-auto"]
     assert summary["tasks_late"] == ["verify"]
     assert "evacuate" in summary["tasks_not_done"]
     assert summary["duration_ms"] == 5 * MINUTE

@@ -169,7 +169,8 @@ def test_a_forgotten_condition_is_raised_again(ev: Evaluator) -> None:
 def test_rules_are_indexed_by_kind_and_metric() -> None:
     lift = INDEX.kinds["elevator"]
     assert [(m, [r.id for _, r in g.tests]) for m, g in lift.groups] == [
-        ("machine_room_temp_c", ["elevator-machine-room-temp"])
+        ("mode", ["elevator-out-of-service"]),  # issue 11: GB/T 24476-2023 modes
+        ("machine_room_temp_c", ["elevator-machine-room-temp"]),
     ]
     assert set(lift.events) >= {"elevator.trapped", "elevator.overspeed", "ebike.in_elevator"}
     assert "weather_station" not in {k for k, kr in INDEX.kinds.items() if kr.events}

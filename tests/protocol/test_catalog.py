@@ -42,7 +42,7 @@ EXPECTED_METRICS: dict[str, set[str]] = {
     "water_pressure": {"pressure_mpa"},
     "water_tank": {"level_pct"},
     "power_meter": {"voltage_v", "current_a", "power_kw", "energy_kwh"},
-    "gas_detector": {"lel_pct"},
+    "gas_detector": {"lel_pct", "valve_open"},  # valve_open: issue 11, additive
     "heating_station": {
         "supply_temp_c",
         "return_temp_c",
@@ -98,6 +98,17 @@ EXPECTED_EVENT_TYPES = {
     "elevator.alarm_button",
     "elevator.overspeed",
     "gas.leak",
+    # issue 11, additive: GB/T 24476-2023 faults, the technician's arrival, confirming signals
+    "elevator.safety_circuit_open",
+    "elevator.door_lock_circuit_open",
+    "elevator.door_open_fault",
+    "elevator.door_close_fault",
+    "elevator.door_open_while_running",
+    "elevator.technician_arrived",
+    "gas.valve_closed",
+    "fire.manual_call",
+    "fire.water_flow",
+    "fire.pressure_switch",
 }
 
 # CONTRACT.md "Telemetry batch": metric names end in their unit.
@@ -244,7 +255,17 @@ def test_metric_value_types() -> None:
     el = CAT.kinds["elevator"].metrics
     assert el["direction"].values == ("stopped", "up", "down")
     assert el["door"].values == ("closed", "open", "closing", "opening")
-    assert el["mode"].values == ("normal", "inspection", "maintenance", "fire", "emergency_power")
+    assert el["mode"].values == (
+        "normal",
+        "inspection",
+        "maintenance",
+        "fire",
+        "emergency_power",
+        # issue 11, additive (GB/T 24476-2023): 停止服务, 消防员运行, 地震
+        "out_of_service",
+        "firefighter",
+        "earthquake",
+    )
     assert el["running"].type is ValueType.BOOLEAN
     assert el["people"].type is ValueType.BOOLEAN
     assert el["speed_ms"].unit == "m/s"
