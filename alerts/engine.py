@@ -64,6 +64,7 @@ from alerts.weather import (
 )
 from alerts.weather.levels import check_criteria
 from alerts.windows import SeriesWindow, WindowBank
+from alerts.zones import BUNDLED_ZONES, EstateProfile, load_zones
 from ingest.pipeline import Delivery
 from ingest.state import NotFound
 from protocol.catalog import Catalog
@@ -97,6 +98,8 @@ class AlertEngine:
     ``receivers``: role (control_room, supervisor, authority) → notifiers. ``rules_dir``,
     ``override_dir`` (``<estate>/*.yaml``), ``plans_dir``, ``criteria_path``: the data files.
     ``estate_region``: estate → region text (default: the state store's ``estates.region``).
+    ``estate_profile``: estate → its zone, heating season and rescue deadline (default: from
+    the state store's ``estates`` settings and ``zones.yaml``).
     Raises RuleFileError or DataFileError when a data file has a mistake.
     """
 
@@ -113,6 +116,8 @@ class AlertEngine:
         receivers: Mapping[str, Sequence[Notifier]] | None = None,
         root: str = "estates",
         estate_region: Callable[[str], str] | None = None,
+        estate_profile: Callable[[str], EstateProfile] | None = None,
+        zones_path: Path = BUNDLED_ZONES,
         plan_hold_ms: int = 2 * 3_600_000,
         flapping: FlapDetector | None = None,
         deadman_every_ms: int = 5_000,
@@ -128,6 +133,7 @@ class AlertEngine:
         self.rules_dir, self.override_dir = rules_dir, override_dir
         self._publish = publish
         self._estate_region = estate_region
+        self._estate_profile = estate_profile
         self.deadman_every_ms = deadman_every_ms
         self.weather_every_ms = weather_every_ms
         self.snapshot_every_ms = snapshot_every_ms
@@ -146,11 +152,16 @@ class AlertEngine:
         self.criteria = load_criteria(criteria_path)
         metrics = {k: list(v.metrics) for k, v in catalog.kinds.items()}
         check_criteria(self.criteria, metrics, str(criteria_path))
+        self.zones = load_zones(zones_path)
+        for zone in sorted(self.criteria.zones() - set(self.zones)):
+            log.warning("alerts: %s: zone %r is not in %s", criteria_path, zone, zones_path)
 
         self.windows = WindowBank()
         intervals = {k.name: k.interval_s * 1000 for k in catalog.kinds.values()}
         self.evaluator = Evaluator(self.windows, intervals)
-        self.inhibitor = Inhibitor(self.rules.inhibit)
+        self.inhibitor = Inhibitor(
+            self.rules.inhibit, lambda e, ts: self._profile(e).in_heating_season(ts)
+        )
         self.alarms = AlarmBook(flapping)
         self.silences = SilenceBook(self.store.silences(ending_after_ms=now))
         self.weather = WeatherBoard(self.criteria)
@@ -171,6 +182,7 @@ class AlertEngine:
         self.outbox = Outbox(self.store, notifiers, clock, owns=self.owns)
 
         self._regions: dict[str, str] = {}
+        self._profiles: dict[str, EstateProfile] = {}
         self._estate_ids: set[str] = set()
         self._regions_loaded_ms = -(10**15)
         self._last_weather = self._last_purge = now
@@ -181,6 +193,8 @@ class AlertEngine:
         self._drill_clocks = self.store.drill_clocks()
         self._drill_due: dict[tuple[str, str], int] = {}  # cache of the next cron time
         self._unwritten: StoreBatch | None = None  # changes the database refused, to retry
+        # Rescues whose technician has arrived: alarm id -> (arrived_ms, by)
+        self._arrivals: dict[str, tuple[int, str]] = {}
         self._restore(now)
 
     # --- set-up --------------------------------------------------------------------------------
@@ -211,6 +225,8 @@ class AlertEngine:
         owns = self.owns
         open_alarms = [a for a in self.store.open_alarms() if owns(a.estate)]
         self.alarms.load(open_alarms)
+        arrivals = self.store.arrivals()
+        self._arrivals = {a.id: arrivals[a.id] for a in open_alarms if a.id in arrivals}
         held = []
         for a in open_alarms:
             rule = self._rule(a.estate, a.rule)
@@ -271,9 +287,10 @@ class AlertEngine:
         now = time.monotonic_ns() // 1_000_000
         if now - self._regions_loaded_ms > 5 * _MINUTE:
             self._regions_loaded_ms = now
-            table = self._load_regions()
+            table, profiles = self._load_regions()
             self._estate_ids = set(table)
             self._regions = table if self._estate_region is None else {}
+            self._profiles = profiles if self._estate_profile is None else {}
         found = self._regions.get(estate)
         if found is None:
             found = self._estate_region(estate) if self._estate_region is not None else ""
@@ -281,16 +298,40 @@ class AlertEngine:
                 self._regions[estate] = found
         return found
 
-    def _load_regions(self) -> dict[str, str]:
+    def _profile(self, estate: str) -> EstateProfile:
+        """The estate's zone, heating season and rescue deadline (refreshed with regions)."""
+        self._region(estate)
+        found = self._profiles.get(estate)
+        if found is None:
+            found = (
+                self._estate_profile(estate)
+                if self._estate_profile is not None
+                else EstateProfile()
+            )
+            if estate:
+                self._profiles[estate] = found
+        return found
+
+    def _load_regions(self) -> tuple[dict[str, str], dict[str, EstateProfile]]:
         try:
             with self.store.engine.connect() as conn:
                 if not sa.inspect(conn).has_table("estates"):
-                    return {}
-                rows = conn.execute(sa.text("SELECT id, region FROM estates")).all()
-            return {r[0]: r[1] or "" for r in rows}
+                    return {}, {}
+                rows = conn.execute(sa.text("SELECT * FROM estates")).mappings().all()
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not read estate regions")
-            return {}
+            return {}, {}
+        regions = {r["id"]: r["region"] or "" for r in rows}
+        profiles = {
+            r["id"]: EstateProfile.of(
+                self.zones,
+                r.get("zone") or "",
+                r.get("heating_season") or "",
+                r.get("rescue_arrival_min"),
+            )
+            for r in rows
+        }
+        return regions, profiles
 
     def _known_estates(self) -> set[str]:
         self._region("")  # refreshes the registered estates now and then
@@ -336,6 +377,7 @@ class AlertEngine:
             stations: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
             station_kind = self.criteria.kind
             watched = self.inhibitor.watched
+            arrivals: list[tuple[str, Any]] = []  # (estate, technician-arrived event)
             ev = self.evaluator
             for d in deliveries:
                 if d.status is not None and d.estate and d.gateway:
@@ -359,8 +401,13 @@ class AlertEngine:
                     ev.observe_readings(idx, b.estate, b.gateway, b.readings, signals)
                 if b.events:
                     ev.observe_events(idx, b.estate, b.gateway, b.events, signals)
+                    arrivals.extend(
+                        (b.estate, e) for e in b.events if e.type == "elevator.technician_arrived"
+                    )
             batch = StoreBatch()
             self._apply(signals, now, batch, emitted, plan_estates)
+            for estate, e in arrivals:
+                self._arrival_event(estate, e, batch, emitted)
             # At each station reading, in time order: a station reports once a minute, so
             # this is one evaluation (~40 aggregates) per minute live, and a replayed backlog
             # or a faster-than-real scenario still steps its levels at the reading that
@@ -373,6 +420,20 @@ class AlertEngine:
             self._write(batch)
         self._emit(emitted, plan_estates)
 
+    def _arrival_event(
+        self, estate: str, e: Any, batch: StoreBatch, emitted: list[dict[str, Any]]
+    ) -> None:
+        """A lift's own "technician arrived" signal (its maintenance check-in) for its open
+        entrapment; none open, or recorded already: nothing to do."""
+        for alarm in list(self.alarms.open.values()):
+            if alarm.estate != estate or alarm.subject != e.dev or not alarm.state.open:
+                continue
+            rule = self._rule(estate, alarm.rule)
+            if rule is None or not rule.rescue or alarm.id in self._arrivals:
+                continue
+            who = str(e.data.get("technician") or "device")[:100]
+            self._arrive(alarm, who, e.ts, None, batch, emitted)
+
     def _apply(
         self,
         signals: Iterable[Signal],
@@ -384,7 +445,9 @@ class AlertEngine:
         for sig in signals:
             key = (sig.rule.id, sig.estate, sig.subject)
             if sig.hit and self.alarms.get(key) is None:
-                reason = self.inhibitor.reason(sig.rule.tags, sig.estate, sig.subject, sig.gateway)
+                reason = self.inhibitor.reason(
+                    sig.rule.tags, sig.estate, sig.subject, sig.gateway, sig.ts
+                )
                 if reason is not None:
                     # Not raised; forgotten, so it is raised if it still holds once uninhibited.
                     self.evaluator.forget(sig.rule.id, sig.estate, sig.subject)
@@ -407,6 +470,11 @@ class AlertEngine:
         if action == "cancelled":
             batch.forget_alarms.add(alarm.id)
         rule = self._rule(alarm.estate, alarm.rule)
+        if action in ("pending", "firing") and rule is not None and rule.rescue:
+            # The estate's own arrival deadline (1 h outside a city with districts).
+            minutes = self._profile(alarm.estate).rescue_arrival_min
+            if minutes is not None and alarm.deadline_ms is not None:
+                alarm.deadline_ms = alarm.started_ms + minutes * _MINUTE
         if action == "firing":
             self._refresh_silence(alarm, now, batch)
             if rule is not None and rule.rescue and alarm.deadline_ms is not None:
@@ -422,7 +490,8 @@ class AlertEngine:
         elif action == "resolved":
             if rule is not None and rule.rescue and alarm.deadline_ms is not None:
                 rescue = self._rescue(alarm)
-                batch.rescues[alarm.id] = (rescue, rescue.breached(now))
+                batch.rescues[alarm.id] = (rescue, alarm.deadline_breached or rescue.breached(now))
+                self._arrivals.pop(alarm.id, None)
             if alarm.fired_ms is not None:
                 roles = self._notified_roles(alarm)
                 self._notify_alarm(alarm, "resolved", roles, batch, now, step=None)
@@ -439,6 +508,7 @@ class AlertEngine:
 
     def _rescue(self, alarm: Alarm) -> Rescue:
         assert alarm.deadline_ms is not None
+        arrived = self._arrivals.get(alarm.id)
         return Rescue(
             alarm.id,
             alarm.estate,
@@ -447,6 +517,8 @@ class AlertEngine:
             alarm.deadline_ms,
             alarm.resolved_ms,
             alarm.resolved_by,
+            arrived[0] if arrived else None,
+            arrived[1] if arrived else None,
         )
 
     def _refresh_silence(self, alarm: Alarm, now: int, batch: StoreBatch) -> None:
@@ -505,7 +577,9 @@ class AlertEngine:
         rule = self._rule(alarm.estate, alarm.rule)
         chain = self.rules.chain(rule.escalation if rule else None)
         acked = alarm.state is AlarmState.ACKNOWLEDGED
-        for i in due_steps(chain, alarm.escalated, alarm.fired_ms, alarm.deadline_ms, acked, now):
+        # A technician who arrived in time met the deadline: its steps are not due.
+        deadline = None if alarm.id in self._arrivals else alarm.deadline_ms
+        for i in due_steps(chain, alarm.escalated, alarm.fired_ms, deadline, acked, now):
             step = chain.steps[i]
             if step.at_deadline and not alarm.deadline_breached:
                 alarm.deadline_breached = True
@@ -572,6 +646,22 @@ class AlertEngine:
                 alarm.estate, plan.id, Source(f"alarm:{alarm.id}", level, detail), now
             )
             self._plan_changed(change, batch, emitted, plan_estates)
+        # Independent signals together (a detector and a manual call point, ...): a level of
+        # its own while every member of one group has an open alarm in the estate.
+        for plan in self.plans.values():
+            if alarm.rule not in plan.together_rules:
+                continue
+            open_rules = {
+                a.rule
+                for a in self.alarms.open.values()
+                if a.estate == alarm.estate and a.state.open and a.rule in plan.together_rules
+            }
+            level = plan.level_for_together(open_rules)
+            detail = {"rules": sorted(open_rules), "alarm": alarm.id}
+            change = self.plan_book.set_source(
+                alarm.estate, plan.id, Source("together", level, detail), now
+            )
+            self._plan_changed(change, batch, emitted, plan_estates)
 
     def _observe_station(self, estate: str, station: str, now: int) -> None:
         windows = self.windows
@@ -579,7 +669,7 @@ class AlertEngine:
         def value_of(metric: str, agg: Any) -> float | None:
             return windows.value(estate, station, metric, agg, now)
 
-        self.weather.observe_station(estate, station, value_of, self._region(estate))
+        self.weather.observe_station(estate, station, value_of, self._profile(estate).zone)
 
     def _weather_plans(
         self,
@@ -898,6 +988,89 @@ class AlertEngine:
 
         return self._by_person(resolve)
 
+    def technician_arrived(
+        self, alarm_id: str, by: str, note: str | None = None, at_ms: int | None = None
+    ) -> dict[str, Any]:
+        """The maintenance technician reached the trapped car (TSG T5002-2017: the deadline is
+        the arrival); recorded apart from the release, which ends the alarm."""
+        emitted: list[dict[str, Any]] = []
+        plan_estates: set[str] = set()
+        with self._lock:
+            now = self.clock()
+            batch = StoreBatch()
+            alarm = self._open_alarm(alarm_id)
+            self._arrive(alarm, by, at_ms if at_ms is not None else now, note, batch, emitted)
+            self._write(batch)
+            result = alarm.as_dict()
+        self._emit(emitted, plan_estates)
+        return result
+
+    def _arrive(
+        self,
+        alarm: Alarm,
+        by: str,
+        ts: int,
+        note: str | None,
+        batch: StoreBatch,
+        emitted: list[dict[str, Any]],
+    ) -> None:
+        rule = self._rule(alarm.estate, alarm.rule)
+        if rule is None or not rule.rescue or alarm.deadline_ms is None:
+            raise InvalidTransition(f"alarm {alarm.id} ({alarm.rule}) is not a rescue")
+        if alarm.id in self._arrivals:
+            _at, who = self._arrivals[alarm.id]
+            raise InvalidTransition(f"the technician's arrival was recorded already by {who}")
+        self._arrivals[alarm.id] = (ts, by)
+        detail: dict[str, Any] = {"arrived_ms": ts, "late": ts > alarm.deadline_ms}
+        if note:
+            detail["note"] = note
+        entry = TimelineEntry(alarm.id, ts, "arrived", by, detail)
+        batch.alarm_entries.append(entry)
+        batch.alarms[alarm.id] = alarm
+        rescue = self._rescue(alarm)
+        batch.rescues[alarm.id] = (rescue, alarm.deadline_breached or rescue.breached(ts))
+        emitted.append(
+            {
+                "type": "alarm",
+                "estate": alarm.estate,
+                "action": "arrived",
+                "alarm": alarm.as_dict(),
+                "entry": entry.as_dict(),
+            }
+        )
+
+    def confirm(self, alarm_id: str, by: str, note: str | None = None) -> dict[str, Any]:
+        """A person confirms the alarm on site (a fire, GB 25201 §5.3): recorded on the alarm,
+        and the plans it activates go to their confirmed level (fire: Ⅲ) and stay there
+        until a person stands them down."""
+        emitted: list[dict[str, Any]] = []
+        plan_estates: set[str] = set()
+        with self._lock:
+            now = self.clock()
+            alarm = self._open_alarm(alarm_id)
+            targets = [
+                (plan, plan.level_for_confirmation(alarm.rule)) for plan in self.plans.values()
+            ]
+            targets = [(p, lvl) for p, lvl in targets if lvl is not ResponseLevel.NONE]
+            if not targets:
+                raise InvalidTransition(f"alarm {alarm_id} ({alarm.rule}) is not one to confirm")
+            batch = StoreBatch()
+            detail: dict[str, Any] = {"plans": [p.id for p, _ in targets]}
+            if note:
+                detail["note"] = note
+            entry = TimelineEntry(alarm.id, now, "confirmed", by, detail)
+            self._alarm_changed(
+                AlarmChange(alarm, entry, notify=False), now, batch, emitted, plan_estates
+            )
+            for plan, level in targets:
+                source = Source(f"confirmed:{alarm.id}", level, {"by": by, "alarm": alarm.id})
+                change = self.plan_book.set_source(alarm.estate, plan.id, source, now, by=by)
+                self._plan_changed(change, batch, emitted, plan_estates)
+            self._write(batch)
+            result = alarm.as_dict()
+        self._emit(emitted, plan_estates)
+        return result
+
     def assign(self, alarm_id: str, assignee: str, by: str) -> dict[str, Any]:
         return self._by_person(
             lambda now: self.alarms.assign(self._open_alarm(alarm_id), assignee, by, now)
@@ -1078,6 +1251,8 @@ class AlertEngine:
                     lvl.roman: {
                         "weather": pl.weather.colour if pl.weather else None,
                         "rules": sorted(pl.rules),
+                        "together": [[sorted(alts) for alts in g] for g in pl.together],
+                        "confirm": pl.confirm,
                         "person": pl.person,
                         "tasks": [
                             {"id": t.id, "text": t.text_zh, "role": t.role, "due_ms": t.due_ms}

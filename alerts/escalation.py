@@ -71,7 +71,9 @@ def due_steps(
 
 @dataclass(frozen=True, slots=True)
 class Rescue:
-    """One entrapment, trapped → released, measured against its deadline."""
+    """One entrapment: trapped → technician arrived → released. The deadline is about the
+    arrival (TSG T5002-2017: 30 min in a city with districts, 1 h elsewhere); the release is
+    recorded beside it."""
 
     alarm_id: str
     estate: str
@@ -80,11 +82,15 @@ class Rescue:
     deadline_ms: int
     released_ms: int | None = None
     released_by: str | None = None
+    arrived_ms: int | None = None
+    arrived_by: str | None = None
 
     @property
     def duration_ms(self) -> int | None:
         return None if self.released_ms is None else self.released_ms - self.trapped_ms
 
     def breached(self, now: int) -> bool:
-        end = self.released_ms if self.released_ms is not None else now
+        """Late arrival: arrived after the deadline, or not arrived by now. A release with no
+        arrival recorded counts as the arrival (someone was there to release them)."""
+        end = self.arrived_ms or self.released_ms or now
         return end > self.deadline_ms

@@ -2,13 +2,15 @@
 
 A gateway that is offline explains why its devices send nothing, so their no-data alarms are
 not raised (the gateway-offline alarm says it once). An elevator in maintenance or inspection
-mode is being worked on, so its fault alarms are not raised. Which source hides which tag is
-data (the ``inhibit:`` section of a rules file); this module keeps the sources' state.
+mode is being worked on, so its fault alarms are not raised. Outside an estate's heating
+season its heating alarms (supply too cold, rooms below 18 °C) are not raised. Which source
+hides which tag is data (the ``inhibit:`` section of a rules file); this module keeps the
+sources' state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["InhibitRule", "Inhibitor"]
@@ -24,11 +26,19 @@ class InhibitRule:
     kind: str | None = None
     metric: str | None = None
     values: frozenset[object] = frozenset()
+    # ... or the estate is outside its heating season.
+    outside_heating_season: bool = False
 
 
 class Inhibitor:
-    def __init__(self, rules: tuple[InhibitRule, ...] = ()) -> None:
+    def __init__(
+        self,
+        rules: tuple[InhibitRule, ...] = (),
+        in_heating_season: Callable[[str, int], bool] | None = None,
+    ) -> None:
         self.offline: set[tuple[str, str]] = set()  # (estate, gateway)
+        # (estate, epoch ms) -> inside the estate's heating season (None: always)
+        self.in_heating_season = in_heating_season
         self.modes: dict[tuple[str, str, str], object] = {}  # (estate, device, metric) -> value
         self.set_rules(rules)
 
@@ -55,13 +65,23 @@ class Inhibitor:
                 self.modes[(estate, dev, metric)] = metrics[metric]
 
     def reason(
-        self, tags: frozenset[str], estate: str, device: str, gateway: str | None
+        self,
+        tags: frozenset[str],
+        estate: str,
+        device: str,
+        gateway: str | None,
+        ts: int | None = None,
     ) -> str | None:
-        """Why an alarm with these tags on this device must not be raised now, or None."""
+        """Why an alarm with these tags on this device must not be raised at ``ts`` (the
+        reading's time), or None."""
         for r in self.rules:
             if r.hides_tag not in tags:
                 continue
-            if r.gateway_offline:
+            if r.outside_heating_season:
+                season = self.in_heating_season
+                if ts is not None and season is not None and not season(estate, ts):
+                    return f"{r.id}: outside the heating season"
+            elif r.gateway_offline:
                 if gateway is not None and (estate, gateway) in self.offline:
                     return f"{r.id}: gateway {gateway} is offline"
             elif r.metric is not None:

@@ -37,7 +37,7 @@ from ingest.state import migrate_schema
 
 __all__ = ["SCHEMA_VERSION", "AlertStore", "StoreBatch", "metadata"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 _ID = sa.String(32)
@@ -171,6 +171,9 @@ rescues = sa.Table(
     sa.Column("released_by", sa.String(100)),
     sa.Column("duration_ms", _MS),
     sa.Column("breached", sa.Boolean, nullable=False),
+    # v2: the technician's arrival, which the deadline is about (TSG T5002-2017)
+    sa.Column("arrived_ms", _MS),
+    sa.Column("arrived_by", sa.String(100)),
 )
 
 warnings = sa.Table(
@@ -265,8 +268,14 @@ drill_clocks = sa.Table(
     sa.Column("last_ms", _MS, nullable=False),
 )
 
-# version -> migration from version-1; empty while the schema is at its first version.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+def _v2_rescue_arrival(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE alert_rescues ADD COLUMN arrived_ms BIGINT"))
+    conn.execute(sa.text("ALTER TABLE alert_rescues ADD COLUMN arrived_by VARCHAR(100)"))
+
+
+# version -> migration from version-1
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_rescue_arrival}
 
 
 @dataclass
@@ -620,6 +629,14 @@ class AlertStore:
             ]
 
     # --- rescues -------------------------------------------------------------------------------
+    def arrivals(self) -> dict[str, tuple[int, str]]:
+        """Alarm id → (arrived_ms, by) of the rescues whose technician has arrived."""
+        q = sa.select(rescues.c.alarm_id, rescues.c.arrived_ms, rescues.c.arrived_by).where(
+            rescues.c.arrived_ms.is_not(None)
+        )
+        with self.engine.connect() as conn:
+            return {r[0]: (int(r[1]), r[2] or "") for r in conn.execute(q)}
+
     def rescues(
         self, estate: str | None = None, estates: Collection[str] | None = None
     ) -> list[dict[str, Any]]:
@@ -951,6 +968,8 @@ def _rescue_row(r: Rescue, breached: bool) -> dict[str, Any]:
         "released_by": r.released_by,
         "duration_ms": r.duration_ms,
         "breached": breached,
+        "arrived_ms": r.arrived_ms,
+        "arrived_by": r.arrived_by,
     }
 
 

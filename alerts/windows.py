@@ -34,6 +34,8 @@ HOUR_MS = 3_600_000
 
 # sum: total over the window (precipitation); max/min/mean; count: samples in the window;
 # rate: change per hour from the first sample in the window to the last;
+# rate and mean are judged only over a full window (see SeriesWindow.full): a rate from a new
+# series' first two samples is noise, and every new estate got a spurious plan from it;
 # min_fall: fall of the trailing-24 h minimum over the window (cold wave: Tmin falls by N °C
 # within 24 h / 48 h), i.e. min(24 h ending window ago) - min(24 h ending now).
 AGGREGATES = frozenset({"sum", "max", "min", "mean", "count", "rate", "min_fall"})
@@ -100,6 +102,7 @@ class SeriesWindow:
         "newest_ts",
         "quiet_for",
         "quiet_gap",
+        "since_ms",
     )
 
     def __init__(self, horizon_ms: int, capacity: int = 64, max_samples: int = 200_000) -> None:
@@ -126,6 +129,9 @@ class SeriesWindow:
         self.quiet_for: object = None
         self.quiet_gap = 0.0
         self._log: DeviceSeries[Any] | None = None
+        # The first sample this series ever held (never moves forward): whether a window
+        # reaches back before the series began.
+        self.since_ms: int | None = None
 
     def catch_up(self) -> None:
         """Take the samples still waiting in the device's log (see ``DeviceSeries``)."""
@@ -225,6 +231,8 @@ class SeriesWindow:
         k = len(tail_ts)
         if not k:
             return
+        if self.since_ms is None or tail_ts[0] < self.since_ms:
+            self.since_ms = tail_ts[0]
         end = self._end
         moved = end + k > self._ts.shape[0]
         if moved:
@@ -256,6 +264,8 @@ class SeriesWindow:
     def _insert_late(self, ts: int, value: float) -> None:
         # A replayed older sample (store-and-forward): rare, so rebuild the slice in order.
         self._flush()
+        if self.since_ms is None or ts < self.since_ms:
+            self.since_ms = ts
         s, e = self._start, self._end
         i = s + int(np.searchsorted(self._ts[s:e], ts, side="right"))
         ts_arr = np.insert(self._ts[s:e], i - s, ts)
@@ -380,6 +390,8 @@ class SeriesWindow:
             return self._min_fall(agg.window_ms, now)
         if j <= i:
             return None
+        if (fn == "rate" or fn == "mean") and not self._full(i, agg.window_ms, now):
+            return None
         vals = self._val[i:j]
         if fn == "max":
             return float(vals.max())
@@ -392,6 +404,20 @@ class SeriesWindow:
         if dt <= 0:
             return None
         return float(vals[-1] - vals[0]) * HOUR_MS / dt
+
+    def _full(self, i: int, window_ms: int, now: int) -> bool:
+        """The window holds enough samples to judge: the series began before the window did,
+        and its first sample in the window lies in the window's first half (not just after a
+        gap in the data)."""
+        start = now - window_ms
+        since = self.since_ms
+        return since is not None and since <= start and int(self._ts[i]) - start <= window_ms // 2
+
+    def full(self, agg: Aggregate, now: int) -> bool:
+        """Whether ``agg`` over this series at ``now`` covers its whole window."""
+        self._flush()
+        i, j = self._bounds(now - agg.window_ms, now)
+        return j > i and self._full(i, agg.window_ms, now)
 
     def _min_fall(self, window_ms: int, now: int) -> float | None:
         i, j = self._bounds(now - DAY_MS, now)
@@ -418,6 +444,7 @@ class SeriesWindow:
         w._reset(ts_arr, val_arr)
         w._exact()
         if n:
+            w.since_ms = int(ts_arr[0])
             w._drop_before(int(ts_arr[-1]) - w.horizon_ms)
         return w
 

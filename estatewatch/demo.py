@@ -40,7 +40,7 @@ DEMO_SPEED = 40.0  # the storm's blue snowstorm level comes after 6 minutes, ora
 def register(service: Service, spec: EstateSpec) -> MqttEndpoint:
     """Register the estate and its gateway as an admin would, and return how the gateway logs in."""
     with contextlib.suppress(AlreadyExists):  # a demo run again on the same data dir
-        service.state.add_estate(spec.estate, spec.name, spec.region)
+        service.state.add_estate(spec.estate, spec.name, spec.region, zone=spec.zone)
     with contextlib.suppress(AlreadyExists):
         service.state.add_gateway(spec.estate, spec.gateway, "demo gateway")
     assert service.ingest is not None and service.endpoint is not None

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # What a dead letter keeps of its message: the first DEADLETTER_HEAD_BYTES, and the SHA-256 and
 # size of the whole, so a 64 MiB body costs 4 KiB here and in GET /deadletters (issue 12), and
@@ -41,6 +41,13 @@ estates = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("region", sa.String(100), nullable=False, server_default=""),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
+    # Per-estate domain settings (v3). zone: the climate zone (alerts/zones.yaml) for
+    # low-temperature thresholds and the heating season; heating_season "MM-DD/MM-DD" (empty:
+    # the zone's); rescue_arrival_min: minutes for the elevator technician to arrive (empty:
+    # 30, a city with districts; 60 elsewhere).
+    sa.Column("zone", sa.String(32), nullable=False, server_default=""),
+    sa.Column("heating_season", sa.String(16), nullable=False, server_default=""),
+    sa.Column("rescue_arrival_min", sa.Integer),
 )
 
 gateways = sa.Table(
@@ -130,11 +137,23 @@ def _v3_bounded_dead_letters(conn: Connection) -> None:
     )
 
 
+def _v4_estate_settings(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE estates ADD COLUMN zone VARCHAR(32) NOT NULL DEFAULT ''"))
+    conn.execute(
+        sa.text("ALTER TABLE estates ADD COLUMN heating_season VARCHAR(16) NOT NULL DEFAULT ''")
+    )
+    conn.execute(sa.text("ALTER TABLE estates ADD COLUMN rescue_arrival_min INTEGER"))
+
+
 # version -> migration from version-1
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_gateway_drops,
     3: _v3_bounded_dead_letters,
+    4: _v4_estate_settings,
 }
+
+# The estate settings people may change after creation (PATCH /api/v1/estates/{estate}).
+ESTATE_SETTINGS = ("name", "region", "zone", "heating_season", "rescue_arrival_min")
 
 
 class NotFound(LookupError):
@@ -251,14 +270,44 @@ class StateStore:
         self.engine.dispose()
 
     # --- estates -----------------------------------------------------------------------------
-    def add_estate(self, estate_id: str, name: str, region: str = "") -> dict[str, Any]:
-        row = {"id": estate_id, "name": name, "region": region, "created_ms": now_ms()}
+    def add_estate(
+        self,
+        estate_id: str,
+        name: str,
+        region: str = "",
+        zone: str = "",
+        heating_season: str = "",
+        rescue_arrival_min: int | None = None,
+    ) -> dict[str, Any]:
+        row = {
+            "id": estate_id,
+            "name": name,
+            "region": region,
+            "created_ms": now_ms(),
+            "zone": zone,
+            "heating_season": heating_season,
+            "rescue_arrival_min": rescue_arrival_min,
+        }
         try:
             with self.engine.begin() as conn:
                 conn.execute(estates.insert().values(**row))
         except sa.exc.IntegrityError:
             raise AlreadyExists(f"estate {estate_id!r} already exists") from None
         return row
+
+    def update_estate(self, estate_id: str, **settings: Any) -> dict[str, Any]:
+        """Change some of ``ESTATE_SETTINGS``; the estate as it is now."""
+        unknown = sorted(set(settings) - set(ESTATE_SETTINGS))
+        if unknown:
+            raise ValueError(f"not an estate setting: {', '.join(unknown)}")
+        if settings:
+            with self.engine.begin() as conn:
+                done = conn.execute(
+                    estates.update().where(estates.c.id == estate_id).values(**settings)
+                )
+            if done.rowcount == 0:
+                raise NotFound(f"estate {estate_id!r} not found")
+        return self.get_estate(estate_id)
 
     def get_estate(self, estate_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:

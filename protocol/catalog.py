@@ -82,6 +82,9 @@ class Kind:
     interval_s: int
     metrics: Mapping[str, Metric]
     events: frozenset[str]
+    # Which GB/T 26875.3 table its status_word follows: "system" (§8.2.1.1) or "component"
+    # (§8.2.1.2, a detector's: bit 8 power fault, 9-15 reserved).
+    status_word: str = "system"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +227,18 @@ class Catalog:
     event_types: Mapping[str, EventType]
     families: Mapping[str, tuple[str, str]]  # family -> (label_zh, label_en)
     status_word_bits: Mapping[int, StatusBit] = field(default_factory=dict)
+    component_status_word_bits: Mapping[int, StatusBit] = field(default_factory=dict)
     # Built once per catalog so decoding never re-derives per-reading checks.
     _checks: Mapping[str, KindCheck] = field(init=False, repr=False, compare=False)
     # Whole valid telemetry messages decoded in C; see _compile_typed.
     _typed_telemetry: TypedTelemetry = field(init=False, repr=False, compare=False)
+
+    def status_bits_of(self, kind: str) -> Mapping[int, StatusBit]:
+        """The status-word table a kind's ``status_word`` follows."""
+        k = self.kinds.get(kind)
+        if k is not None and k.status_word == "component":
+            return self.component_status_word_bits
+        return self.status_word_bits
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_checks", _compile(self.kinds))
@@ -242,11 +253,21 @@ class CatalogError(ValueError):
 # Loading and validation
 # ---------------------------------------------------------------------------------------------
 
-_TOP_KEYS = frozenset({"version", "units", "families", "status_word_bits", "event_types", "kinds"})
+_TOP_KEYS = frozenset(
+    {
+        "version",
+        "units",
+        "families",
+        "status_word_bits",
+        "component_status_word_bits",
+        "event_types",
+        "kinds",
+    }
+)
 _FAMILY_KEYS = frozenset({"zh", "en"})
 _BIT_KEYS = frozenset({"name", "zh", "en"})
 _EVENT_KEYS = frozenset({"family", "zh", "en", "fields"})
-_KIND_KEYS = frozenset({"family", "zh", "en", "interval_s", "events", "metrics"})
+_KIND_KEYS = frozenset({"family", "zh", "en", "interval_s", "events", "metrics", "status_word"})
 _METRIC_KEYS = frozenset({"type", "unit", "min", "max", "values", "zh", "en"})
 
 
@@ -291,6 +312,9 @@ class _Loader:
         units = self.units(doc.get("units", {}))
         families = self.families(doc.get("families"))
         bits = self.status_bits(doc.get("status_word_bits", {}))
+        component_bits = self.status_bits(
+            doc.get("component_status_word_bits", {}), "component_status_word_bits"
+        )
         event_types = self.event_types(doc.get("event_types", {}), families)
         kinds_tbl = self.table(doc.get("kinds"), "kinds")
         if not kinds_tbl:
@@ -305,6 +329,7 @@ class _Loader:
             event_types=event_types,
             families=families,
             status_word_bits=bits,
+            component_status_word_bits=component_bits,
         )
 
     def units(self, value: Any) -> dict[str, str]:
@@ -327,11 +352,11 @@ class _Loader:
             out[name] = (self.text(spec, "zh", where), self.text(spec, "en", where))
         return out
 
-    def status_bits(self, value: Any) -> dict[int, StatusBit]:
-        tbl = self.table(value, "status_word_bits")
+    def status_bits(self, value: Any, table: str = "status_word_bits") -> dict[int, StatusBit]:
+        tbl = self.table(value, table)
         out: dict[int, StatusBit] = {}
         for key, spec in tbl.items():
-            where = f"status_word_bits.{key}"
+            where = f"{table}.{key}"
             if not key.isdigit() or not 0 <= int(key) <= 15:
                 raise self.fail(where, "bit number must be 0..15")
             spec = self.table(spec, where, _BIT_KEYS)
@@ -398,6 +423,9 @@ class _Loader:
             m: self.metric(m, mspec, f"{where}.metrics.{m}", units)
             for m, mspec in metrics_tbl.items()
         }
+        status_word = spec.get("status_word", "system")
+        if status_word not in ("system", "component"):
+            raise self.fail(where, "'status_word' must be 'system' or 'component'")
         return Kind(
             name=name,
             family=family,
@@ -406,6 +434,7 @@ class _Loader:
             interval_s=interval,
             metrics=metrics,
             events=frozenset(events),
+            status_word=status_word,
         )
 
     def metric(self, name: str, value: Any, where: str, units: Mapping[str, str]) -> Metric:

@@ -138,12 +138,13 @@ class SimulatedEstate:
             g = self.groups[f.kind]
             zone = f"b{int(g.building[f.pos])}" if f.pos is not None else "estate"
             if ft == "fire_alarm":
-                data = {"zone": zone, "point": dev, "status_word": 2}
+                # status words (GB/T 26875.3): bit 0 normal operation, 1 fire alarm, ...
+                data = {"zone": zone, "point": dev, "status_word": 0b11}
                 events.append(Event(dev, "smoke_detector", f.t0, "fire.alarm", data))
                 if panel:
                     events.append(Event(panel.ids[0], "fire_panel", f.t0 + 500, "fire.alarm", data))
                     events.append(
-                        Event(panel.ids[0], "fire_panel", f.t1, "fire.reset", {"status_word": 0})
+                        Event(panel.ids[0], "fire_panel", f.t1, "fire.reset", {"status_word": 0b1})
                     )
                 if pumps:
                     events.append(
@@ -152,7 +153,7 @@ class SimulatedEstate:
                             "fire_pump",
                             f.t0 + 2000,
                             "fire.start",
-                            {"zone": zone, "point": pumps.ids[0], "status_word": 32},
+                            {"zone": zone, "point": pumps.ids[0], "status_word": 0b100001},
                         )
                     )
             elif ft == "fire_pump_failure":
@@ -165,7 +166,7 @@ class SimulatedEstate:
                         {
                             "zone": "pump-room",
                             "point": dev,
-                            "status_word": 4,
+                            "status_word": 0b101,  # normal + fault
                             "code": "pump_failure",
                         },
                     )

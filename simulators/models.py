@@ -65,6 +65,7 @@ class Context:
         self.scenario = scenario
         self.start_ms = start_ms
         self.faults = faults
+        self._spells: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- weather, a pure function of time ---------------------------------------------------
 
@@ -72,14 +73,60 @@ class Context:
         return (t / HOUR + 8.0) % 24.0  # Asia/Shanghai
 
     def outdoor(self, t: np.ndarray) -> np.ndarray:
-        """Seasonal and daily cycle (coldest mid-January and at dawn) plus the scenario's offset."""
+        """Seasonal cycle (coldest mid-January), a daily cycle with its minimum near sunrise
+        (about 07:30 in winter, 05:00 in summer) and its maximum at 15:00, the climate's cold
+        spells (below the cycle, in winter) and the scenario's offset."""
         c = self.climate
         day = (t / DAY) % 365.25
         seasonal = c.january_mean_c + (c.july_mean_c - c.january_mean_c) * 0.5 * (
             1.0 - np.cos(2.0 * np.pi * (day - 15.0) / 365.25)
         )
-        daily = 0.5 * c.diurnal_range_c * np.cos(2.0 * np.pi * (self.hour(t) - 15.0) / 24.0)
-        return np.asarray(seasonal + daily + self.weather("temp_offset_c", t), dtype=np.float64)
+        h = self.hour(t)
+        t_min = 6.25 + 1.25 * np.cos(2.0 * np.pi * (day - 15.0) / 365.25)  # 07:30 … 05:00
+        t_max = 15.0
+        rise = (h >= t_min) & (h < t_max)
+        x = np.where(
+            rise, (h - t_min) / (t_max - t_min), ((h - t_max) % 24.0) / (24.0 - t_max + t_min)
+        )
+        shape = np.where(rise, -np.cos(np.pi * x), np.cos(np.pi * x))
+        daily = 0.5 * c.diurnal_range_c * shape
+        out = seasonal + daily + self.weather("temp_offset_c", t) + self.cold_spells(t)
+        return np.asarray(out, dtype=np.float64)
+
+    def cold_spells(self, t: np.ndarray) -> np.ndarray:
+        """Winter cold spells below the seasonal cycle: a few a winter, 2–5 days each; the
+        deepest of each winter takes the coldest night to ``cold_spell_min_c`` (a cold year:
+        Hohhot −30 °C, Hailar −42 °C). None while a scenario sets the temperature itself."""
+        c = self.climate
+        if c.cold_spell_min_c != c.cold_spell_min_c or "temp_offset_c" in self.scenario.keyframes:
+            return np.zeros(np.shape(t))
+        if self._spells is None:
+            self._spells = self._draw_spells()
+        centre, half, depth = self._spells
+        days = np.asarray(t, dtype=np.float64)[..., None] / DAY
+        x = np.clip(np.abs(days - centre) / half, 0.0, 1.0)
+        return np.asarray((-depth * 0.5 * (1.0 + np.cos(np.pi * x))).sum(axis=-1))
+
+    def _draw_spells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Its own generator, from the start time: the readings' draws stay as they were.
+        rng = np.random.default_rng(int(self.start_ms // DAY) + 1_000_003)
+        c = self.climate
+        coldest_night = c.january_mean_c - 0.5 * c.diurnal_range_c
+        deepest = max(0.0, coldest_night - c.cold_spell_min_c)
+        centres, halves, depths = [], [], []
+        year0 = int(self.start_ms // (365.25 * DAY))
+        for year in range(year0 - 1, year0 + 3):
+            n = 3
+            # winters: from 1 December (day -31) to the end of February (day 58)
+            at = year * 365.25 + rng.uniform(-31.0, 58.0, n)
+            d = deepest * rng.uniform(0.4, 0.8, n)
+            # the deepest spell sits near mid-January, where the cycle is coldest
+            at[0] = year * 365.25 + 15.0 + rng.uniform(-6.0, 6.0)
+            d[0] = deepest
+            centres.extend(at)
+            halves.extend(rng.uniform(1.0, 2.5, n))
+            depths.extend(d)
+        return np.array(centres), np.array(halves), np.array(depths)
 
     def weather(self, name: str, t: np.ndarray) -> np.ndarray:
         return self.scenario.value(name, (t - self.start_ms).astype(np.float64))
@@ -91,8 +138,13 @@ class Context:
         return np.round(self.scenario.cumulative_mm(name, offsets), 2)
 
     def heating_season(self, t: np.ndarray) -> np.ndarray:
-        day = (t / DAY) % 365.25
-        return (day >= 288) | (day <= 105)  # Hohhot: about mid-October to mid-April
+        """The climate's heating season (Hohhot 10-15/04-15, Hailar 09-15/05-15), by the
+        Asia/Shanghai day of the year."""
+        day = ((t / DAY + 8.0 / 24.0) % 365.25).astype(np.int64)
+        first, last = self.climate.season_days()
+        if first <= last:
+            return (day >= first) & (day <= last)
+        return (day >= first) | (day <= last)
 
     def indoor(self, building: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Indoor air of a building: heated to ~20.5 °C; after a heating failure it cools toward
@@ -172,9 +224,15 @@ def _pressure(
     return model
 
 
+# GB/T 26875.3 status words: bit 0 set is normal operation (0 would be test mode).
+NORMAL, FIRE_ALARM, FAULT = 0b1, 0b10, 0b100
+
+
 def fire_panel(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
-    word = np.where(ctx.any_active("fire_alarm", t), 2, 0) | np.where(
-        ctx.any_active("fire_pump_failure", t), 4, 0
+    word = (
+        NORMAL
+        | np.where(ctx.any_active("fire_alarm", t), FIRE_ALARM, 0)
+        | np.where(ctx.any_active("fire_pump_failure", t), FAULT, 0)
     )
     return {"status_word": word.astype(np.int64)}
 
@@ -185,7 +243,7 @@ def smoke_detector(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Me
     obscuration = np.where(alarm, 12.0 + ctx.noise(1.0, len(sel)), obscuration)
     return {
         "smoke_obscuration_pct": np.round(obscuration, 2),
-        "status_word": np.where(alarm, 2, 0).astype(np.int64),
+        "status_word": (NORMAL | np.where(alarm, FIRE_ALARM, 0)).astype(np.int64),
     }
 
 
@@ -332,7 +390,9 @@ def elevator(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
     shown = np.where(trapped, trap_floor, np.where(running, passing, floor))
     st["floor"][sel] = np.where(trapped, trap_floor, np.where(running, target, floor))
     speed = np.where(running, rated * rng.uniform(0.6, 1.0, n), 0.0)
-    machine_room = 12.0 + 0.25 * (ctx.outdoor(t) + 11.0) + running * 1.0 + ctx.noise(0.3, n)
+    # Heated machine rooms: they follow the outdoors only a little, and not below -35 °C's.
+    out = np.maximum(ctx.outdoor(t), -35.0)
+    machine_room = 12.0 + 0.2 * (out + 11.0) + running * 1.0 + ctx.noise(0.3, n)
     return {
         "floor": shown,
         "direction": DIRECTIONS[direction],
@@ -360,7 +420,9 @@ def water_tank(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metric
 def pipe_temp(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
     out = ctx.outdoor(t)
     inside = ctx.indoor(g.building[sel], t)
-    return {"temp_c": np.round(out + 0.55 * (inside - out) + ctx.noise(0.2, len(sel)), 1)}
+    # Pipes in stairwells and basements of heated buildings: much nearer the inside than the
+    # outside (0.55 put a Hailar January night's pipes below 0 °C with the heating on).
+    return {"temp_c": np.round(out + 0.8 * (inside - out) + ctx.noise(0.2, len(sel)), 1)}
 
 
 def room_temp(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
@@ -372,19 +434,41 @@ def room_temp(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics
 
 
 def heating_station(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
-    """Outdoor-reset curve: design 75/50 °C at about -17 °C (REFERENCE.md §5)."""
+    """Outdoor-reset curve: design 75/50 °C at about -17 °C (REFERENCE.md §5). Outside the
+    climate's heating season the loop stands still, filled, at the room's temperature."""
     n = len(sel)
     out = ctx.outdoor(t)
     supply = np.clip(40.0 + (18.0 - out), 40.0, 85.0)
     ret = supply - np.clip(25.0 * (18.0 - out) / 35.0, 5.0, 30.0)
     season = ctx.heating_season(t)
-    supply = np.where(season, supply, 30.0) + ctx.noise(0.4, n)
-    ret = np.where(season, ret, 28.0) + ctx.noise(0.4, n)
+    supply = np.where(season, supply, 24.0) + ctx.noise(0.4, n)
+    ret = np.where(season, ret, 23.0) + ctx.noise(0.4, n)
+    return _loop(supply, ret, 0.6, 0.35, ctx, n)
+
+
+def floor_heating(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
+    """A floor-heated building's unit: 36～44 °C supply by the outdoor temperature, 5～8 °C
+    difference (REFERENCE.md §5: typically 35～50 °C)."""
+    n = len(sel)
+    out = ctx.outdoor(t)
+    supply = np.clip(36.0 + 0.25 * (18.0 - out), 36.5, 43.5)
+    ret = supply - np.clip(5.0 + 0.08 * (18.0 - out), 5.0, 8.0)
+    season = ctx.heating_season(t)
+    supply = np.where(season, supply, 24.0) + ctx.noise(0.3, n)
+    ret = np.where(season, ret, 23.0) + ctx.noise(0.3, n)
+    return _loop(supply, ret, 0.4, 0.3, ctx, n)
+
+
+def _loop(
+    supply: np.ndarray, ret: np.ndarray, p_supply: float, p_return: float, ctx: Context, n: int
+) -> Metrics:
+    supply, ret = np.round(supply, 1), np.round(ret, 1)
     return {
-        "supply_temp_c": np.round(supply, 1),
-        "return_temp_c": np.round(ret, 1),
-        "supply_pressure_mpa": np.round(0.6 + ctx.noise(0.008, n), 3),
-        "return_pressure_mpa": np.round(0.35 + ctx.noise(0.008, n), 3),
+        "supply_temp_c": supply,
+        "return_temp_c": ret,
+        "supply_pressure_mpa": np.round(p_supply + ctx.noise(0.008, n), 3),
+        "return_pressure_mpa": np.round(p_return + ctx.noise(0.008, n), 3),
+        "supply_return_diff_c": np.round(supply - ret, 1),
     }
 
 
@@ -396,7 +480,7 @@ def power_meter(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metri
     kw = st["base_kw"][sel] * (0.6 + 0.5 * ctx.demand(t)) + ctx.noise(3.0, n)
     st["energy"][sel] += kw * (t - g.last_ms[sel]) / HOUR
     return {
-        "voltage_v": np.round(230.0 + ctx.noise(1.5, n), 1),
+        "voltage_v": np.round(226.0 + ctx.noise(1.5, n), 1),  # within 198～235.4 V
         "current_a": np.round(kw * 1000 / (3 * 230.0), 1),
         "power_kw": np.round(kw, 1),
         "energy_kwh": np.round(st["energy"][sel], 1),
@@ -411,7 +495,9 @@ def gas_detector(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metr
     leak, el = ctx.active("gas_leak", g, sel, t)
     lel = np.abs(0.4 + ctx.noise(0.2, len(sel)))
     lel = np.where(leak, GAS_PEAK_LEL * np.minimum(1, el / GAS_RAMP_MS) + lel, lel)
-    return {"lel_pct": np.round(lel, 1)}
+    # The linked shut-off valve closes itself at the 20 %LEL alarm level.
+    closed = leak & (lel >= 20.0)
+    return {"lel_pct": np.round(lel, 1), "valve_open": ~closed}
 
 
 def telecom_cabinet(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
@@ -449,6 +535,9 @@ def weather_station(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> M
             np.clip(ctx.weather("humidity_pct", t) + ctx.noise(2.0, n), 5, 100), 1
         ),
         "road_temp_c": np.round(out - 1.5 + 4.0 * sun + ctx.noise(0.3, n), 1),
+        "pm10_ugm3": np.round(
+            np.maximum(5.0, ctx.weather("pm10_ugm3", t) * (1 + ctx.noise(0.1, n)))
+        ),
     }
 
 
@@ -472,6 +561,7 @@ MODELS: dict[str, Model] = {
     "power_meter": power_meter,
     "gas_detector": gas_detector,
     "heating_station": heating_station,
+    "floor_heating": floor_heating,
     "room_temp": room_temp,
     "telecom_cabinet": telecom_cabinet,
     "weather_station": weather_station,

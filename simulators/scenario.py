@@ -32,6 +32,7 @@ CONTINUOUS = {
     "gust_ms": 6.0,
     "visibility_m": 15_000.0,
     "humidity_pct": 45.0,
+    "pm10_ugm3": 60.0,  # a clean-ish city day; dust storms reach thousands
 }
 RATES = ("snow_mm_h", "rain_mm_h")
 

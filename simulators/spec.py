@@ -7,6 +7,8 @@ a mistake raises :class:`SpecError` naming the file and what to change.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ BUILDING_STEMS = {
     "gas_detector": "gas",
     "ebike_camera": "cam",
     "ebike_charger": "ebc-s",
+    "floor_heating": "floorheat",
 }
 PLANT_STEMS = {
     "fire_panel": "fire-panel",
@@ -52,13 +55,36 @@ class SpecError(ValueError):
     """A spec file that cannot be used; the message names the file and the problem."""
 
 
+_SEASON_RE = re.compile(r"(\d\d)-(\d\d)/(\d\d)-(\d\d)")
+_MONTH_STARTS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+
+
+def _season_days(text: str) -> tuple[int, int]:
+    m = _SEASON_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"heating season {text!r}: write it as MM-DD/MM-DD, e.g. 10-15/04-15")
+    a, b, c, d = (int(x) for x in m.groups())
+    if not (1 <= a <= 12 and 1 <= c <= 12 and 1 <= b <= 31 and 1 <= d <= 31):
+        raise ValueError(f"heating season {text!r}: no such date")
+    return _MONTH_STARTS[a - 1] + b - 1, _MONTH_STARTS[c - 1] + d - 1
+
+
 @dataclass(frozen=True)
 class Climate:
-    """Monthly means of REFERENCE.md §6; the simulator draws a seasonal and a daily cycle."""
+    """Monthly means of REFERENCE.md §6; the simulator draws a seasonal and a daily cycle.
+    ``heating_season``: "MM-DD/MM-DD", the days the estate's heating runs (Hohhot's by
+    default; Hailar's runs 09-15/05-15)."""
 
     january_mean_c: float
     july_mean_c: float = 23.5
     diurnal_range_c: float = 12.0
+    heating_season: str = "10-15/04-15"
+    # The coldest a cold spell of a cold year reaches (NaN: no cold spells below the cycle).
+    cold_spell_min_c: float = math.nan
+
+    def season_days(self) -> tuple[int, int]:
+        """The heating season's first and last day of the year (0-based, a common year)."""
+        return _season_days(self.heating_season)
 
 
 @dataclass(frozen=True)
@@ -82,6 +108,7 @@ class EstateSpec:
     climate: Climate
     devices: tuple[Device, ...] = field(default=())
     source: str = "<code>"
+    zone: str = ""  # the climate zone the estate names (alerts/zones.yaml), e.g. "hohhot"
 
     @property
     def january_mean_c(self) -> float:
@@ -119,6 +146,7 @@ def small_estate(
     january_mean_c: float,
     buildings: int = 3,
     gateway: str = "gw-01",
+    zone: str = "",
 ) -> EstateSpec:
     """About 15 devices a building plus the shared plant: every family is present."""
     plant = {k: 1 for k in PLANT_STEMS if k != "smoke_detector"}
@@ -137,7 +165,9 @@ def small_estate(
     devices = _plant_devices(plant)
     for b in range(1, buildings + 1):
         devices += _building_devices(b, 6, per_building)
-    return EstateSpec(estate, name, region, gateway, Climate(january_mean_c), tuple(devices))
+    return EstateSpec(
+        estate, name, region, gateway, Climate(january_mean_c), tuple(devices), zone=zone
+    )
 
 
 class _SpecLoader(TableChecker):
@@ -179,7 +209,7 @@ class _SpecLoader(TableChecker):
 
     def load(self, doc: dict[str, Any]) -> EstateSpec:
         self.table(doc, "top level", {"estate", "climate", "buildings", "sheds", "plant"})
-        est = self.table(doc.get("estate"), "[estate]", {"id", "name", "region", "gateway"})
+        est = self.table(doc.get("estate"), "[estate]", {"id", "name", "region", "gateway", "zone"})
         estate_id = self.text(est, "id", "estate")
         gateway = est.get("gateway", "gw-01")
         for what, value in (("id", estate_id), ("gateway", gateway)):
@@ -188,12 +218,25 @@ class _SpecLoader(TableChecker):
         cl = self.table(
             doc.get("climate", {}),
             "[climate]",
-            {"january_mean_c", "july_mean_c", "diurnal_range_c"},
+            {
+                "january_mean_c",
+                "july_mean_c",
+                "diurnal_range_c",
+                "heating_season",
+                "cold_spell_min_c",
+            },
         )
+        season = cl.get("heating_season", "10-15/04-15")
+        try:
+            _season_days(season if isinstance(season, str) else "")
+        except ValueError as exc:
+            raise self.fail("climate.heating_season", str(exc)) from None
         climate = Climate(
             self.number(cl, "january_mean_c", "climate", -11.0),
             self.number(cl, "july_mean_c", "climate", 23.5),
             self.number(cl, "diurnal_range_c", "climate", 12.0),
+            season,
+            self.number(cl, "cold_spell_min_c", "climate", math.nan),
         )
         devices = _plant_devices(self.counts(doc.get("plant", {}), "[plant]", PLANT_STEMS))
         groups = doc.get("buildings", [])
@@ -202,10 +245,17 @@ class _SpecLoader(TableChecker):
         b = 0
         for gi, group in enumerate(groups):
             where = f"[[buildings]] #{gi + 1}"
-            g = self.table(group, where, {"count", "floors", "devices"})
+            g = self.table(group, where, {"count", "floors", "devices", "heating"})
             n = self.count(g.get("count"), f"{where}.count", 1)
             floors = self.count(g.get("floors", 6), f"{where}.floors", 1, 200)
             counts = self.counts(g.get("devices", {}), f"{where}.devices", BUILDING_STEMS)
+            # Floor heating is an attribute of a building: its heat comes through a unit of
+            # its own (kind floor_heating), watched with the floor-heating thresholds.
+            heating = g.get("heating", "radiator")
+            if heating not in ("radiator", "floor"):
+                raise self.fail(f"{where}.heating", f"{heating!r}: use radiator or floor")
+            if heating == "floor":
+                counts.setdefault("floor_heating", 1)
             for _ in range(n):
                 b += 1
                 devices += _building_devices(b, floors, counts)
@@ -235,6 +285,7 @@ class _SpecLoader(TableChecker):
             climate=climate,
             devices=tuple(devices),
             source=self.source,
+            zone=est.get("zone", ""),
         )
 
 

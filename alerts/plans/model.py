@@ -68,6 +68,11 @@ class PlanLevel:
     rules: frozenset[str]  # alarms of these rules activate it
     person: bool  # a person may activate it
     tasks: tuple[TaskSpec, ...]
+    # Independent signals that together activate it: any group whose every member (a set of
+    # alternative rules) has an open alarm in the estate (e.g. detector + manual call point).
+    together: tuple[tuple[frozenset[str], ...], ...] = ()
+    # A person's confirmation of an alarm of the lower levels activates it (GB 25201 §5.3).
+    confirm: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,31 @@ class Plan:
                 best = pl.level
         return best
 
+    def level_for_together(self, open_rules: frozenset[str] | set[str]) -> ResponseLevel:
+        """The highest level one of whose groups of independent signals is all open."""
+        best = ResponseLevel.NONE
+        for pl in self.levels.values():
+            for group in pl.together:
+                if pl.level > best and all(alts & open_rules for alts in group):
+                    best = pl.level
+        return best
+
+    def level_for_confirmation(self, rule_id: str) -> ResponseLevel:
+        """The level a person's confirmation of an alarm of ``rule_id`` raises the plan to."""
+        if self.level_for_rule(rule_id) is ResponseLevel.NONE:
+            return ResponseLevel.NONE
+        best = ResponseLevel.NONE
+        for pl in self.levels.values():
+            if pl.confirm and pl.level > best:
+                best = pl.level
+        return best
+
+    @property
+    def together_rules(self) -> frozenset[str]:
+        return frozenset(
+            r for pl in self.levels.values() for g in pl.together for alts in g for r in alts
+        )
+
     def tasks_up_to(self, level: ResponseLevel) -> list[tuple[ResponseLevel, TaskSpec]]:
         return [
             (lvl, t) for lvl in sorted(self.levels) if lvl <= level for t in self.levels[lvl].tasks
@@ -104,12 +134,12 @@ class Plan:
 
     @property
     def rules(self) -> frozenset[str]:
-        return frozenset(r for pl in self.levels.values() for r in pl.rules)
+        return frozenset(r for pl in self.levels.values() for r in pl.rules) | self.together_rules
 
 
 _PLAN_KEYS = frozenset({"id", "name", "weather", "hold", "drill", "levels", "description"})
 _LEVEL_KEYS = frozenset({"activate", "tasks"})
-_ACTIVATE_KEYS = frozenset({"weather", "rules", "person"})
+_ACTIVATE_KEYS = frozenset({"weather", "rules", "person", "together", "confirm"})
 _TASK_KEYS = frozenset({"id", "zh", "en", "role", "due"})
 
 
@@ -187,6 +217,8 @@ def _level(lvl: ResponseLevel, node: Node, has_weather: bool) -> PlanLevel:
     weather = None
     rules: frozenset[str] = frozenset()
     person = True
+    together: tuple[tuple[frozenset[str], ...], ...] = ()
+    confirm = False
     if act.value is not None:
         act.mapping(_ACTIVATE_KEYS)
         if act.has("weather"):
@@ -200,6 +232,19 @@ def _level(lvl: ResponseLevel, node: Node, has_weather: bool) -> PlanLevel:
             rules = frozenset(act.child("rules").texts())
         if act.has("person"):
             person = act.child("person").boolean()
+        if act.has("together"):
+            groups = []
+            for gn in act.child("together").seq():
+                members = []
+                for mn in gn.seq():
+                    alts = frozenset(mn.texts()) if isinstance(mn.value, list) else {mn.text()}
+                    members.append(frozenset(alts))
+                if len(members) < 2:
+                    raise gn.error("a group of independent signals needs two or more members")
+                groups.append(tuple(members))
+            together = tuple(groups)
+        if act.has("confirm"):
+            confirm = act.child("confirm").boolean()
     tasks = []
     seen: set[str] = set()
     for tn in node.child("tasks").seq():
@@ -219,4 +264,4 @@ def _level(lvl: ResponseLevel, node: Node, has_weather: bool) -> PlanLevel:
         )
     if not tasks:
         raise node.error(f"level {lvl.roman} has no checklist")
-    return PlanLevel(lvl, weather, rules, person, tuple(tasks))
+    return PlanLevel(lvl, weather, rules, person, tuple(tasks), together, confirm)

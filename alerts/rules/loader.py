@@ -238,7 +238,11 @@ def _inhibit_rule(node: Node, catalog: Catalog) -> InhibitRule:
     rid = node.child("id").text()
     hides = node.child("hides").mapping(frozenset({"tag"}))
     tag = hides.child("tag").text()
-    when = node.child("when").mapping(frozenset({"gateway", "kind", "metric", "in"}))
+    when = node.child("when").mapping(frozenset({"gateway", "kind", "metric", "in", "outside"}))
+    if when.has("outside"):
+        if when.child("outside").value != "heating_season":
+            raise when.child("outside").error("only 'outside: heating_season' is known")
+        return InhibitRule(rid, tag, outside_heating_season=True)
     if when.has("gateway"):
         if when.child("gateway").value != "offline":
             raise when.child("gateway").error("only 'gateway: offline' is known")
@@ -261,6 +265,7 @@ class _RuleBuilder:
     def __init__(self, catalog: Catalog, chains: dict[str, Chain]) -> None:
         self.catalog = catalog
         self.chains = chains
+        self._test_kinds: frozenset[str] = frozenset()
 
     def rule(self, node: Node, estate: str | None, problems: list[str]) -> Rule | None:
         try:
@@ -412,6 +417,7 @@ class _RuleBuilder:
 
     def _value_test(self, node: Node, kinds: frozenset[str]) -> ValueTest:
         node.mapping(_TEST_KEYS)
+        self._test_kinds = kinds  # for status-word bits by name (_bit)
         mnode = node.child("metric")
         name = mnode.text()
         metric: Metric | None = None
@@ -493,13 +499,23 @@ class _RuleBuilder:
         )
 
     def _bit(self, arg: Node) -> int:
+        """A bit by number or by name in the status-word table of each of the rule's kinds
+        (a component's differs from a system's above bit 7)."""
         if type(arg.value) is int and 0 <= arg.value <= 15:
             return int(arg.value)
-        for bit in self.catalog.status_word_bits.values():
-            if bit.name == arg.value:
-                return bit.bit
-        names = ", ".join(b.name for b in self.catalog.status_word_bits.values())
-        raise arg.error(f"unknown status-word bit {arg.value!r} (known: {names})")
+        kinds = sorted(self._test_kinds) or [""]
+        found: set[int] = set()
+        for k in kinds:
+            table = self.catalog.status_bits_of(k)
+            got = [b.bit for b in table.values() if b.name == arg.value]
+            if not got:
+                names = ", ".join(b.name for b in table.values())
+                where = f" of kind {k!r}" if k else ""
+                raise arg.error(f"unknown status-word bit {arg.value!r}{where} (known: {names})")
+            found.update(got)
+        if len(found) > 1:
+            raise arg.error(f"status-word bit {arg.value!r} differs across the rule's kinds")
+        return found.pop()
 
 
 def _scalar(node: Node, what: str) -> bool:

@@ -48,9 +48,10 @@ class WeatherBoard:
         estate: str,
         station: str,
         value_of: Callable[[str, Aggregate], float | None],
-        region: str,
+        zone: str,
     ) -> None:
-        self.observed.setdefault(estate, {})[station] = self.criteria.levels(value_of, region)
+        """What a station observed now; ``zone``: the estate's climate zone (zones.yaml)."""
+        self.observed.setdefault(estate, {})[station] = self.criteria.levels(value_of, zone)
 
     def stations(self) -> Iterable[tuple[str, str]]:
         return [(e, st) for e, stations in self.observed.items() for st in stations]

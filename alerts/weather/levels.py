@@ -165,21 +165,23 @@ class HazardCriteria:
     label_zh: str
     label_en: str
     levels: dict[WeatherLevel, Criterion] = field(default_factory=dict)
-    # low temperature: region key -> level -> Tmin threshold (≤)
-    regions: dict[str, dict[WeatherLevel, float]] = field(default_factory=dict)
+    # low temperature: climate zone -> level -> Tmin threshold (≤)
+    zones: dict[str, dict[WeatherLevel, float]] = field(default_factory=dict)
     metric: str = ""
     window_ms: int = 0
 
-    def for_region(self, region: str) -> dict[WeatherLevel, Criterion]:
-        if not self.regions:
+    def for_zone(self, zone: str) -> dict[WeatherLevel, Criterion]:
+        """The criteria in the estate's climate zone: named exactly (an estate in Hailar must
+        not get another region's thresholds because a name contains a name); none if the
+        zone is not one of this hazard's."""
+        if not self.zones:
             return self.levels
-        keys = [k for k in self.regions if k != "default" and k in region]
-        chosen = self.regions[max(keys, key=len)] if keys else self.regions.get("default", {})
+        chosen = self.zones.get(zone, {})
         agg = Aggregate("min", self.window_ms)
         return {lvl: Criterion(self.metric, agg, "at_most", t) for lvl, t in sorted(chosen.items())}
 
-    def level(self, value_of: ValueOf, region: str = "") -> Observed:
-        levels = self.for_region(region)
+    def level(self, value_of: ValueOf, zone: str = "") -> Observed:
+        levels = self.for_zone(zone)
         for lvl in sorted(levels, reverse=True):
             evidence: list[dict[str, Any]] = []
             if levels[lvl].holds(value_of, evidence):
@@ -189,7 +191,7 @@ class HazardCriteria:
     def aggregates(self) -> Iterable[tuple[str, Aggregate]]:
         for c in self.levels.values():
             yield from c.aggregates()
-        if self.regions:
+        if self.zones:
             yield self.metric, Aggregate("min", self.window_ms)
 
 
@@ -202,8 +204,12 @@ class Criteria:
     def wind_force(self, speed_ms: float) -> int:
         return wind_force(speed_ms, self.wind_scale_ms)
 
-    def levels(self, value_of: ValueOf, region: str = "") -> dict[Hazard, Observed]:
-        return {h: c.level(value_of, region) for h, c in self.hazards.items()}
+    def levels(self, value_of: ValueOf, zone: str = "") -> dict[Hazard, Observed]:
+        return {h: c.level(value_of, zone) for h, c in self.hazards.items()}
+
+    def zones(self) -> frozenset[str]:
+        """The climate zones some hazard has thresholds for."""
+        return frozenset(z for c in self.hazards.values() for z in c.zones)
 
     def window_needs(self) -> Iterable[tuple[str, str, Aggregate]]:
         for c in self.hazards.values():
@@ -240,20 +246,25 @@ def load_criteria(path: Path = BUNDLED_CRITERIA) -> Criteria:
 
 def _hazard(hazard: Hazard, node: Node, scale: tuple[float, ...]) -> HazardCriteria:
     colours = {lvl.colour: lvl for lvl in WeatherLevel if lvl}
-    node.mapping(frozenset({"zh", "en", "metric", "window", "regions", *colours}))
+    node.mapping(frozenset({"zh", "en", "metric", "window", "zones", "regions", *colours}))
     zh, en = node.child("zh").text(), node.child("en").text()
     if node.has("regions"):
-        regions: dict[str, dict[WeatherLevel, float]] = {}
-        for region, rn in node.child("regions").items():
-            rn.mapping(frozenset(colours))
-            regions[region] = {colours[c]: n.number() for c, n in rn.items()}
-        if "default" not in regions:
-            raise node.child("regions").error("a 'default' region is needed")
+        raise node.child("regions").error(
+            "'regions' (matched by substring) is now 'zones': thresholds per climate zone, "
+            "which each estate names (estates.zone)"
+        )
+    if node.has("zones"):
+        zones: dict[str, dict[WeatherLevel, float]] = {}
+        for zone, zn in node.child("zones").items():
+            zn.mapping(frozenset(colours))
+            zones[zone] = {colours[c]: n.number() for c, n in zn.items()}
+        if not zones:
+            raise node.child("zones").error("no zones defined")
         return HazardCriteria(
             hazard,
             zh,
             en,
-            regions=regions,
+            zones=zones,
             metric=node.child("metric").text(),
             window_ms=node.child("window").duration_ms(),
         )

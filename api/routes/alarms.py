@@ -138,6 +138,20 @@ def resolve(alarm_id: str, body: ActionIn, ctx: Ctx, p: CurrentUser) -> dict[str
     return _act(ctx, p, alarm_id, lambda e: e.resolve(alarm_id, p.username, body.note))
 
 
+@router.post("/alarms/{alarm_id}/confirm", **guard("user"))
+def confirm(alarm_id: str, body: ActionIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    """Confirm a fire alarm on site (GB 25201 §5.3): the fire plan goes to Ⅲ (call 119,
+    linkage to automatic, evacuate). 409 for an alarm no plan raises on confirmation."""
+    return _act(ctx, p, alarm_id, lambda e: e.confirm(alarm_id, p.username, body.note))
+
+
+@router.post("/alarms/{alarm_id}/arrived", **guard("user"))
+def technician_arrived(alarm_id: str, body: ActionIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    """The lift technician reached a trapped car: the rescue deadline is about this arrival
+    (TSG T5002-2017); the release, which ends the alarm, is recorded beside it."""
+    return _act(ctx, p, alarm_id, lambda e: e.technician_arrived(alarm_id, p.username, body.note))
+
+
 @router.post("/alarms/{alarm_id}/assign", **guard("user"))
 def assign(alarm_id: str, body: AssignIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     return _act(ctx, p, alarm_id, lambda e: e.assign(alarm_id, body.assignee, p.username))
@@ -152,7 +166,8 @@ def add_note(alarm_id: str, body: NoteIn, ctx: Ctx, p: CurrentUser) -> dict[str,
 def list_rescues(
     ctx: Ctx, p: CurrentUser, estate: str | None = Query(None, max_length=63)
 ) -> dict[str, Any]:
-    """Trapped-passenger rescues: trapped → released time against the deadline."""
+    """Trapped-passenger rescues: trapped → technician arrived (the deadline is about the
+    arrival) → released."""
     check_estate_filter(p, estate)
     items = engine_of(ctx).rescues(estate, visible_estates(p))
     return {"items": items, "total": len(items)}

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from alerts.zones import load_zones, parse_season
 from api.deps import Ctx, CurrentUser, guard
+from api.errors import ApiError
 from protocol.catalog import Catalog, ValueType
 from protocol.messages import Value
 
@@ -31,6 +33,41 @@ class EstateIn(BaseModel):
     region: str = Field(
         default="", max_length=100, pattern=PRINTABLE_OR_EMPTY, examples=["呼和浩特市"]
     )
+    # issue 11: the estate's climate zone, own heating season, lift rescue arrival minutes
+    zone: str = Field(default="", pattern=r"^[a-z][a-z0-9_]{0,31}$|^$", examples=["hohhot"])
+    heating_season: str = Field(default="", pattern=r"^(\d\d-\d\d/\d\d-\d\d)?$")
+    rescue_arrival_min: int | None = Field(default=None, ge=1, le=240)
+
+
+ZONE_PATTERN = r"^[a-z][a-z0-9_]{0,31}$|^$"
+SEASON_PATTERN = r"^(\d\d-\d\d/\d\d-\d\d)?$"
+
+
+class EstateSettingsIn(BaseModel):
+    """The estate's own domain settings (issue 11); leave out what stays as it is."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=PRINTABLE)
+    region: str | None = Field(default=None, max_length=100, pattern=PRINTABLE_OR_EMPTY)
+    zone: str | None = Field(
+        default=None,
+        pattern=ZONE_PATTERN,
+        description="climate zone (alerts/zones.yaml: hohhot, baotou, xilingol, hulunbuir): "
+        "low-temperature thresholds and the heating season; empty: none",
+        examples=["hohhot"],
+    )
+    heating_season: str | None = Field(
+        default=None,
+        pattern=SEASON_PATTERN,
+        description="MM-DD/MM-DD, the estate's own heating season; empty: its zone's",
+        examples=["10-15/04-15"],
+    )
+    rescue_arrival_min: int | None = Field(
+        default=None,
+        ge=1,
+        le=240,
+        description="minutes for the lift technician to arrive (30 in a city with districts, "
+        "60 elsewhere); leave out to keep, 0 is refused",
+    )
 
 
 class GatewayIn(BaseModel):
@@ -40,7 +77,29 @@ class GatewayIn(BaseModel):
 
 @router.post("/estates", status_code=201, **guard("admin"))
 def create_estate(body: EstateIn, ctx: Ctx) -> dict[str, Any]:
-    return ctx.state.add_estate(body.id, body.name, body.region)
+    _check_settings(body.zone, body.heating_season)
+    return ctx.state.add_estate(
+        body.id, body.name, body.region, body.zone, body.heating_season, body.rescue_arrival_min
+    )
+
+
+def _check_settings(zone: str | None, heating_season: str | None) -> None:
+    if zone and zone not in load_zones():
+        known = ", ".join(sorted(load_zones()))
+        raise ApiError(422, "invalid_request", f"unknown zone {zone!r} (known: {known})")
+    if heating_season:
+        try:
+            parse_season(heating_season)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
+
+
+@router.patch("/estates/{estate}", **guard("admin"))
+def update_estate(estate: str, body: EstateSettingsIn, ctx: Ctx) -> dict[str, Any]:
+    """Change the estate's settings: name, region, climate zone, heating season, lift rescue
+    arrival minutes. The alert engine picks them up within 5 minutes."""
+    _check_settings(body.zone, body.heating_season)
+    return ctx.state.update_estate(estate, **body.model_dump(exclude_unset=True))
 
 
 @router.get("/estates", **guard("user"))

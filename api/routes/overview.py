@@ -100,6 +100,10 @@ def catalog_labels(catalog: Catalog) -> dict[str, Any]:
             str(b.bit): {"name": b.name, "zh": b.label_zh, "en": b.label_en}
             for b in catalog.status_word_bits.values()
         },
+        "component_status_word_bits": {
+            str(b.bit): {"name": b.name, "zh": b.label_zh, "en": b.label_en}
+            for b in catalog.component_status_word_bits.values()
+        },
     }
 
 

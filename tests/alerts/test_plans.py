@@ -101,9 +101,11 @@ def test_tasks_done_and_overdue() -> None:
         book.complete_task(act, "call-119", "李", MIN, None)
     with pytest.raises(KeyError):
         book.complete_task(act, "dance", "李", MIN, None)
-    overdue = book.tick(4 * MIN)  # verify (3 min) and extinguish? (5 min) → only verify
-    assert [c.tasks[0].task_id for c in overdue] == ["verify"]
+    # verify (3 min), linkage-auto (2 min) and extinguish? (5 min) → not extinguish yet
+    # (issue 11: the confirmed level's linkage to automatic replaced pumps-auto)
+    overdue = book.tick(4 * MIN)
+    assert [c.tasks[0].task_id for c in overdue] == ["verify", "linkage-auto"]
     assert book.tick(5 * MIN) == []  # told once
-    assert [c.tasks[0].task_id for c in book.tick(5 * MIN + 1)] == ["extinguish", "pumps-auto"]
+    assert [c.tasks[0].task_id for c in book.tick(5 * MIN + 1)] == ["extinguish"]
     book.complete_task(act, "verify", "赵", 6 * MIN, "误报")
     assert act.tasks["verify"].late and not act.tasks["call-119"].late

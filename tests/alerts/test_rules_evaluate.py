@@ -91,11 +91,21 @@ def test_window_conditions_clear_by_time_alone(ev: Evaluator) -> None:
 
 
 def test_rate_of_change(ev: Evaluator) -> None:
-    assert read(ev, 0, "wp", "water_pressure", pressure_mpa=0.30) == []
-    # 0.15 MPa lost in 5 minutes: -1.8 MPa/h, a burst main
-    assert read(ev, 5 * MIN, "wp", "water_pressure", pressure_mpa=0.15) == [
+    # (changed with issue 11: a rate needs its full 10-minute window first)
+    for m in range(11):
+        assert read(ev, m * MIN, "wp", "water_pressure", pressure_mpa=0.30) == []
+    # 0.15 MPa lost in 5 minutes: a burst main
+    assert read(ev, 15 * MIN, "wp", "water_pressure", pressure_mpa=0.15) == [
         ("water-pressure-falling", True)
     ]
+
+
+def test_a_rate_is_not_judged_on_a_new_devices_first_samples(ev: Evaluator) -> None:
+    """Issue 11: a rate from the first two samples fired on every new estate."""
+    assert read(ev, 0, "wp", "water_pressure", pressure_mpa=0.30) == []
+    assert read(ev, 5 * MIN, "wp", "water_pressure", pressure_mpa=0.15) == []
+    assert read(ev, 0, "hs", "heating_station", supply_temp_c=62.0) == []
+    assert read(ev, MIN, "hs", "heating_station", supply_temp_c=61.2) == []  # -48 °C/h
 
 
 def test_all_of_two_conditions(ev: Evaluator) -> None:
@@ -159,7 +169,8 @@ def test_a_forgotten_condition_is_raised_again(ev: Evaluator) -> None:
 def test_rules_are_indexed_by_kind_and_metric() -> None:
     lift = INDEX.kinds["elevator"]
     assert [(m, [r.id for _, r in g.tests]) for m, g in lift.groups] == [
-        ("machine_room_temp_c", ["elevator-machine-room-temp"])
+        ("mode", ["elevator-out-of-service"]),  # issue 11: GB/T 24476-2023 modes
+        ("machine_room_temp_c", ["elevator-machine-room-temp"]),
     ]
     assert set(lift.events) >= {"elevator.trapped", "elevator.overspeed", "ebike.in_elevator"}
     assert "weather_station" not in {k for k, kr in INDEX.kinds.items() if kr.events}
@@ -168,8 +179,8 @@ def test_rules_are_indexed_by_kind_and_metric() -> None:
 def test_a_quiet_value_skips_every_test_of_its_group() -> None:
     ((_, hydrant),) = INDEX.kinds["fire_hydrant"].groups
     assert hydrant.quiet is not None
-    assert hydrant.quiet(0.3)  # between "below 0.07" and "above 0.5"
-    assert not hydrant.quiet(0.07) and not hydrant.quiet(0.6)
+    assert hydrant.quiet(0.3)  # between "below 0.07" and "above 1.0" (issue 11: was 0.5)
+    assert not hydrant.quiet(0.07) and not hydrant.quiet(1.1)
     (_, pump_fault), *_ = INDEX.kinds["fire_pump"].groups
     assert pump_fault.quiet is not None and pump_fault.quiet(False) and not pump_fault.quiet(True)
     bits = dict(INDEX.kinds["fire_panel"].groups)["status_word"]

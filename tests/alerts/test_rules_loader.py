@@ -44,6 +44,7 @@ def test_defaults_load_and_cover_every_kind_of_the_catalog() -> None:
     assert {i.id for i in rules.inhibit} == {
         "gateway-offline-hides-no-data",
         "elevator-maintenance-hides-faults",
+        "outside-heating-season-hides-heating",  # issue 11
     }
 
 

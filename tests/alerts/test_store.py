@@ -168,6 +168,28 @@ def test_schema_is_stamped_and_lives_beside_the_state_store(database_url: str) -
     state.close()
 
 
+def test_a_version_1_rescue_table_gains_the_arrival(database_url: str) -> None:
+    """(issue 11) v2 records the technician's arrival beside the release."""
+    import sqlalchemy as sa
+
+    from alerts.escalation import Rescue
+
+    state = StateStore.open(database_url)
+    alerts = AlertStore(state.engine)
+    alerts.migrate(START)
+    with state.engine.begin() as conn:  # back to v1: no arrival columns
+        conn.execute(sa.text("ALTER TABLE alert_rescues DROP COLUMN arrived_ms"))
+        conn.execute(sa.text("ALTER TABLE alert_rescues DROP COLUMN arrived_by"))
+        conn.execute(sa.update(schema_version).values(version=1))
+    assert alerts.migrate(START) == 1
+    rescue = Rescue(
+        "al-1", "e1", "lift-1", START, START + 30, arrived_ms=START + 20, arrived_by="张"
+    )
+    alerts.write(StoreBatch(rescues={"al-1": (rescue, False)}))
+    assert alerts.arrivals() == {"al-1": (START + 20, "张")}
+    state.close()
+
+
 def test_a_successor_opens_in_the_same_batch_its_predecessor_closes(store: AlertStore) -> None:
     """A pending alarm forgotten, or an alarm resolved, and a new one for the same rule and
     subject in one write: the database's one-open-alarm index must not refuse it."""

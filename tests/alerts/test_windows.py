@@ -37,7 +37,10 @@ def test_forty_tenths_make_four() -> None:
 
 
 def test_extremes_mean_count_and_rate() -> None:
+    # (changed with issue 11: rate and mean need a full window, so the series starts an hour
+    # before the window; it used to judge a rate from the first samples)
     w = SeriesWindow(horizon_ms=2 * H)
+    w.append(-H, 0.0)
     for i, v in enumerate([1.0, 5.0, 3.0, -2.0, 4.0]):
         w.append(i * 60_000 * 10, v)  # every 10 min
     now = 40 * 60_000
@@ -48,6 +51,33 @@ def test_extremes_mean_count_and_rate() -> None:
     # from 1.0 at 0 min to 4.0 at 40 min: 4.5 per hour
     assert w.aggregate(Aggregate("rate", H), now) == pytest.approx(4.5)
     assert w.aggregate(Aggregate("max", H), now + 3 * H) is None
+
+
+def test_rate_and_mean_wait_for_a_full_window() -> None:
+    """A new series' first samples give no rate (issue 11: every new estate got a spurious
+    Ⅲ plan from a rate of two noisy samples); nor does a window that holds only the samples
+    after a gap in the data."""
+    w = SeriesWindow(horizon_ms=2 * H)
+    rate, mean = Aggregate("rate", 10 * 60_000), Aggregate("mean", 10 * 60_000)
+    w.append(0, 70.0)
+    w.append(60_000, 69.5)  # -30 °C/h from two samples: noise
+    assert w.aggregate(rate, 60_000) is None
+    assert w.aggregate(mean, 60_000) is None
+    for m in range(2, 11):
+        w.append(m * 60_000, 69.5)
+    assert not w.full(rate, 9 * 60_000)
+    assert w.full(rate, 10 * 60_000)
+    assert w.aggregate(rate, 10 * 60_000) == pytest.approx(0.0)  # (0, 10 min]: from 1 min on
+    # silent for 30 min, then two samples: the window holds only the newest minute
+    w.append(41 * 60_000, 60.0)
+    w.append(42 * 60_000, 59.0)
+    assert w.aggregate(rate, 42 * 60_000) is None
+    for m in range(43, 48):
+        w.append(m * 60_000, 59.0)
+    assert w.aggregate(rate, 47 * 60_000) is not None  # first sample in the window's first half
+    # restored from a snapshot: the series began no later than its first kept sample
+    back = SeriesWindow.from_bytes(w.to_bytes())
+    assert back.since_ms is not None and back.since_ms <= 41 * 60_000
 
 
 def test_fall_of_the_daily_minimum() -> None:

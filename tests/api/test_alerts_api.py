@@ -261,3 +261,30 @@ def test_without_an_engine_the_routes_say_so(tmp_path: Path) -> None:
         r = client.get("/api/v1/alarms", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
     state.close()
+
+
+def test_fire_confirmed_by_a_person_and_a_technicians_arrival_over_the_api(world: World) -> None:
+    """(issue 11) Operators confirm a fire (the plan goes to Ⅲ) and record a lift technician's
+    arrival; a viewer may do neither."""
+    world.site.event("smoke-1", "smoke_detector", "fire.alarm", zone="b3", point="smoke-1")
+    (fire,) = world.get("op1", "/api/v1/alarms", estate="e1").json()["items"]
+    assert world.post("view1", f"/api/v1/alarms/{fire['id']}/confirm").status_code == 403
+    r = world.post("op1", f"/api/v1/alarms/{fire['id']}/confirm", {"note": "确有烟火"})
+    assert r.status_code == 200
+    acts = world.get("op1", "/api/v1/plans/activations", estate="e1").json()["items"]
+    assert [(a["plan"], a["level"]) for a in acts if a["active"]] == [("fire", "Ⅲ")]
+
+    world.site.event("lift-1", "elevator", "elevator.trapped", floor=7, people=True)
+    (trapped,) = [
+        a
+        for a in world.get("op1", "/api/v1/alarms", estate="e1").json()["items"]
+        if a["rule"] == "elevator-trapped"
+    ]
+    world.clock.advance(20 * MINUTE)
+    r = world.post("op1", f"/api/v1/alarms/{trapped['id']}/arrived", {"note": "维保到场"})
+    assert r.status_code == 200
+    again = world.post("op1", f"/api/v1/alarms/{trapped['id']}/arrived")
+    assert again.status_code == 409 and "recorded already" in again.json()["error"]["message"]
+    assert world.post("op1", f"/api/v1/alarms/{fire['id']}/arrived").status_code == 409
+    (rescue,) = world.get("op1", "/api/v1/rescues", estate="e1").json()["items"]
+    assert (rescue["arrived_by"], rescue["breached"]) == ("op1", False)

@@ -121,3 +121,31 @@ def test_dashboard_page_is_served_zh_cn_first(
     assert r.status_code == 200
     assert '<html lang="zh-CN">' in r.text and "智慧小区" in r.text
     assert "http" not in r.text.split("<script>")[0].replace("http-equiv", "")  # no CDN assets
+
+
+def test_estate_settings_zone_heating_season_rescue_deadline(
+    client: tuple[TestClient, StateStore, TelemetryWriter],
+) -> None:
+    """(issue 11) Each estate names its climate zone; its heating season and lift rescue
+    arrival minutes can be its own."""
+    c, _, _ = client
+    body = {"id": "hailar-b", "name": "北苑", "region": "呼伦贝尔市", "zone": "hulunbuir"}
+    r = c.post("/api/v1/estates", json=body, headers=AUTH)
+    assert r.status_code == 201 and r.json()["zone"] == "hulunbuir"
+    r = c.patch(
+        "/api/v1/estates/hailar-b",
+        json={"heating_season": "09-10/05-20", "rescue_arrival_min": 60},
+        headers=AUTH,
+    )
+    assert r.status_code == 200
+    got = c.get("/api/v1/estates/hailar-b", headers=AUTH).json()
+    assert (got["zone"], got["heating_season"], got["rescue_arrival_min"]) == (
+        "hulunbuir",
+        "09-10/05-20",
+        60,
+    )
+    bad = c.patch("/api/v1/estates/hailar-b", json={"zone": "henan"}, headers=AUTH)
+    assert bad.status_code == 422 and "unknown zone 'henan'" in bad.json()["error"]["message"]
+    bad = c.patch("/api/v1/estates/hailar-b", json={"heating_season": "13-01/04-01"}, headers=AUTH)
+    assert bad.status_code == 422
+    assert c.patch("/api/v1/estates/nope", json={"zone": "hohhot"}, headers=AUTH).status_code == 404

@@ -180,6 +180,11 @@ def test_a_version_1_database_is_migrated(database_url: str) -> None:
     assert letters[1]["payload"] == b"x" * DEADLETTER_HEAD_BYTES
     assert letters[1]["payload_size"] == 100_000
     assert (letters[2]["payload"], letters[2]["payload_size"]) == (b"{}", None)
+    # v4 (issue 11): the estate's settings, empty until someone sets them
+    old = store.get_estate("old")
+    assert (old["zone"], old["heating_season"], old["rescue_arrival_min"]) == ("", "", None)
+    store.update_estate("old", zone="hulunbuir", rescue_arrival_min=60)
+    assert store.get_estate("old")["zone"] == "hulunbuir"
     engine.dispose()
 
 

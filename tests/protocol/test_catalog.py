@@ -42,12 +42,21 @@ EXPECTED_METRICS: dict[str, set[str]] = {
     "water_pressure": {"pressure_mpa"},
     "water_tank": {"level_pct"},
     "power_meter": {"voltage_v", "current_a", "power_kw", "energy_kwh"},
-    "gas_detector": {"lel_pct"},
+    "gas_detector": {"lel_pct", "valve_open"},  # valve_open: issue 11, additive
     "heating_station": {
         "supply_temp_c",
         "return_temp_c",
         "supply_pressure_mpa",
         "return_pressure_mpa",
+        "supply_return_diff_c",  # issue 11, additive
+    },
+    # issue 11, additive: the unit of a floor-heated building
+    "floor_heating": {
+        "supply_temp_c",
+        "return_temp_c",
+        "supply_pressure_mpa",
+        "return_pressure_mpa",
+        "supply_return_diff_c",
     },
     "room_temp": {"temp_c"},
     "pipe_temp": {"temp_c"},
@@ -61,6 +70,7 @@ EXPECTED_METRICS: dict[str, set[str]] = {
         "visibility_m",
         "humidity_pct",
         "road_temp_c",
+        "pm10_ugm3",  # issue 11, additive: dust tells a sandstorm from fog or snow
     },
 }
 
@@ -88,6 +98,17 @@ EXPECTED_EVENT_TYPES = {
     "elevator.alarm_button",
     "elevator.overspeed",
     "gas.leak",
+    # issue 11, additive: GB/T 24476-2023 faults, the technician's arrival, confirming signals
+    "elevator.safety_circuit_open",
+    "elevator.door_lock_circuit_open",
+    "elevator.door_open_fault",
+    "elevator.door_close_fault",
+    "elevator.door_open_while_running",
+    "elevator.technician_arrived",
+    "gas.valve_closed",
+    "fire.manual_call",
+    "fire.water_flow",
+    "fire.pressure_switch",
 }
 
 # CONTRACT.md "Telemetry batch": metric names end in their unit.
@@ -105,6 +126,8 @@ CONTRACT_SUFFIXES = {
     "kWh": "_kwh",
     "V": "_v",
     "A": "_a",
+    # issue 11, additive (pm10_ugm3); CONTRACT.md's suffix list should gain it too
+    "µg/m³": "_ugm3",
 }
 
 
@@ -232,7 +255,17 @@ def test_metric_value_types() -> None:
     el = CAT.kinds["elevator"].metrics
     assert el["direction"].values == ("stopped", "up", "down")
     assert el["door"].values == ("closed", "open", "closing", "opening")
-    assert el["mode"].values == ("normal", "inspection", "maintenance", "fire", "emergency_power")
+    assert el["mode"].values == (
+        "normal",
+        "inspection",
+        "maintenance",
+        "fire",
+        "emergency_power",
+        # issue 11, additive (GB/T 24476-2023): 停止服务, 消防员运行, 地震
+        "out_of_service",
+        "firefighter",
+        "earthquake",
+    )
     assert el["running"].type is ValueType.BOOLEAN
     assert el["people"].type is ValueType.BOOLEAN
     assert el["speed_ms"].unit == "m/s"
@@ -313,7 +346,7 @@ def test_status_word_bits() -> None:
     assert sorted(bits) == list(range(14))
     names = [bits[i].name for i in range(14)]
     assert names == [
-        "test",
+        "normal",  # (issue 11) bit 0: 1 = normal operation, 0 = test (GB/T 26875.3 §8.2.1.1)
         "fire_alarm",
         "fault",
         "disabled",
@@ -329,6 +362,17 @@ def test_status_word_bits() -> None:
         "reset",
     ]
     assert bits[1].label_zh == "火警"
+    assert bits[0].label_zh.startswith("正常运行")
+
+
+def test_components_have_their_own_status_word_table() -> None:
+    """GB/T 26875.3 §8.2.1.2: a component's bits 0-7 are the system's, bit 8 is power fault and
+    9-15 are reserved (the system's bit 8 is main power, 9 backup power, ...)."""
+    comp = CAT.status_bits_of("smoke_detector")
+    assert sorted(comp) == list(range(9))
+    assert comp[8].name == "power_fault" and comp[0].name == "normal"
+    assert CAT.status_bits_of("fire_panel")[8].name == "main_power_fault"
+    assert CAT.kinds["smoke_detector"].status_word == "component"
 
 
 def test_catalog_pickles_for_worker_processes() -> None:
