@@ -73,6 +73,11 @@ def simulated_gateway(
 
 def run_demo(service: Service, duration_s: float | None, seed: int = 2026) -> None:
     pairs = [simulated_gateway(service, name, seed + i) for i, name in enumerate(DEMO_SPECS)]
+    from scoring.record import TruthRecorder
+
+    recorders = [TruthRecorder(a.estate) for _, a in pairs]  # the ground truth, for scoring
+    for (_, adapter), rec in zip(pairs, recorders, strict=True):
+        adapter.observers.append(rec)
     for gateway, _ in pairs:
         gateway.start()
     estates = ", ".join(a.estate.spec.estate for _, a in pairs)
@@ -102,3 +107,5 @@ def run_demo(service: Service, duration_s: float | None, seed: int = 2026) -> No
     finally:
         for gateway, _ in pairs:
             gateway.stop()
+        for rec in recorders:  # estatewatch score --truth data/truth-<estate>.jsonl
+            rec.write(service.settings.data_path / f"truth-{rec.estate.spec.estate}.jsonl")

@@ -154,7 +154,9 @@ def _steps(activation: Mapping[str, Any]) -> list[tuple[int, int, str]]:
         elif action == "stood_down":
             out.append((int(e["ts"]), 0, str(action)))
     if not out and activation.get("started_ms") is not None:  # no timeline: its level from start
-        out.append((int(activation["started_ms"]), _ROMAN.get(activation.get("max_level"), 0), ""))
+        out.append(
+            (int(activation["started_ms"]), _ROMAN.get(str(activation.get("max_level")), 0), "")
+        )
     return sorted(out)
 
 

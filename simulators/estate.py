@@ -9,6 +9,7 @@ the same readings however fast or unevenly :meth:`SimulatedEstate.advance` is ca
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -208,12 +209,12 @@ class SimulatedEstate:
                 )
         return events
 
-    def fault_ledger(self) -> list[dict[str, object]]:
+    def fault_ledger(self) -> list[dict[str, Any]]:
         """What this estate was made to do wrong, one record per injected fault: its type, the
         device (or building, or gateway) it broke and when, in epoch ms. The ground truth a
         scorer compares the service's alarms with (``scoring/``); weather is not here: the
         scorer derives its episodes from the station's own readings."""
-        out: list[dict[str, object]] = []
+        out: list[dict[str, Any]] = []
         for f in self.faults:
             devices: list[str] = [f.dev] if f.dev else []
             if f.fault.type == "heating_failure":
