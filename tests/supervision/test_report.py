@@ -146,7 +146,13 @@ def test_report_counts_alarms_rescues_and_uptime(tmp_path: Path) -> None:
     rows = list(csv.reader(io.StringIO(to_csv(report).lstrip("\ufeff"))))
     assert rows[0][0] == "小区 estate" and [r[0] for r in rows[1:]] == ["north", "south", "total"]
     wb = load_workbook(io.BytesIO(to_xlsx(report)))
-    assert wb.sheetnames == ["汇总 Summary", "告警 Alarms", "预案 Plans", "演练 Drills"]
+    assert wb.sheetnames == [
+        "汇总 Summary",
+        "告警 Alarms",
+        "预案 Plans",
+        "演练 Drills",
+        "告警质量 Alarm quality",
+    ]
     assert wb["汇总 Summary"]["A3"].value == "north"
     engine.stop()
     state.close()
