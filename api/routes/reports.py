@@ -72,7 +72,7 @@ def alarm_quality(
     ctx: Ctx,
     estate: str | None = Query(None, max_length=63, description="default: every estate"),
     month: str | None = Query(
-        None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM; default: this month"
+        None, pattern=r"^20\d{2}-(0[1-9]|1[0-2])$", description="YYYY-MM; default: this month"
     ),
 ) -> dict[str, Any]:
     """The alarm-management figures of ISA-18.2 / EEMUA 191 for one month (Asia/Shanghai):
