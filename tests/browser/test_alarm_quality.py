@@ -26,7 +26,8 @@ ESTATE = "aq-xinhua"
 
 
 def test_authority_sees_chattering_floods_and_bad_actors_of_the_month(
-    service: Service, page: Page
+    service: Service,
+    page: Page,  # noqa: F811  (the fixture imported above)
 ) -> None:
     gw = Gateway(estate_with_gateway(service, ESTATE, "质量 新华小区"))
     user(service, "bureau-aq", "authority", [])
