@@ -79,8 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--url", default="http://127.0.0.1:8080", help="the service's address")
     score.add_argument("--token", required=True, help="an admin or authority API token")
     score.add_argument("--estate", help="only this estate (default: the ledger's)")
-    score.add_argument("--from", dest="since", help="period start (default: first cause)")
-    score.add_argument("--to", dest="until", help="period end (default: last deadline or now)")
+    score.add_argument(
+        "--from", dest="since", help="period start (default: the first cause or alarm)"
+    )
+    score.add_argument(
+        "--to", dest="until", help="period end (default: the last deadline or alarm)"
+    )
     score.add_argument("--json", action="store_true", help="print the figures as JSON")
     from estatewatch.estate_cli import add_estate_commands
 
@@ -194,16 +198,19 @@ def run_score(args: argparse.Namespace) -> int:
         return 2
     estates = {c.estate for c in causes}
     estate = args.estate or (next(iter(estates)) if len(estates) == 1 else None)
-    if start is None:
-        start = min((c.start_ms for c in causes), default=int(time.time() * 1000) - 86_400_000)
-    if end is None:
-        end = max((max(c.end_ms, c.deadline_ms) for c in causes), default=0) + 1
-        end = max(end, start + 1)
     try:
         alarms, activations = fetch(args.url, args.token, estate)
     except httpx.HTTPError as exc:
         print(f"estatewatch score: cannot read {args.url}: {exc}", file=sys.stderr)
         return 1
+    # By default the period is everything the ledger and the service know of: the first
+    # cause or alarm to the last deadline or alarm.
+    raised = [int(a["fired_ms"]) for a in alarms if a.get("fired_ms") is not None]
+    if start is None:
+        start = min([c.start_ms for c in causes] + raised, default=int(time.time() * 1000))
+    if end is None:
+        end = max([max(c.end_ms, c.deadline_ms) for c in causes] + raised, default=start) + 1
+    end = max(end, start + 1)
     result = score(causes, alarms, activations, start, end)
     if args.json:
         print(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())

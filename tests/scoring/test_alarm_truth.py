@@ -98,3 +98,14 @@ def test_a_ledger_line_that_is_not_one_is_named(tmp_path: Path) -> None:
     bad.write_text('{"cause": "fault"}\n')
     with pytest.raises(ValueError, match=r"\.jsonl:1: not a ledger line"):
         read_ledger(bad)
+
+
+def test_score_names_a_missing_ledger_and_an_unreachable_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["score", "--truth", str(tmp_path / "none.jsonl"), "--token", "x"])
+    assert rc == 2 and "none.jsonl" in capsys.readouterr().err
+    ledger = tmp_path / "empty.jsonl"
+    ledger.write_text("")
+    rc = main(["score", "--truth", str(ledger), "--token", "x", "--url", "http://127.0.0.1:9"])
+    assert rc == 1 and "cannot read http://127.0.0.1:9" in capsys.readouterr().err
