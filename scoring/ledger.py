@@ -147,6 +147,11 @@ class StationLevels:
         # hazard -> level -> [start, last] of the run in progress, and the finished runs
         self._open: dict[tuple[str, int], list[int]] = {}
         self.episodes: list[tuple[str, int, int, int]] = []  # hazard, level, start, end
+        # the levels each hazard has (a sandstorm starts at yellow; no blue to reach)
+        self._defined = {
+            h: sorted(int(lvl) for lvl in hc.for_region(region))
+            for h, hc in self.criteria.hazards.items()
+        }
 
     def observe(self, ts: int, metrics: Mapping[str, Any]) -> None:
         w, estate, station = self.windows, self.estate, self.station
@@ -156,7 +161,7 @@ class StationLevels:
             return w.value(estate, station, metric, agg, ts)
 
         for hazard, observed in self.criteria.levels(value_of, self.region).items():
-            for lvl in (1, 2, 3, 4):
+            for lvl in self._defined[hazard]:
                 key = (hazard.value, lvl)
                 run = self._open.get(key)
                 if observed.level >= lvl:
