@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -52,6 +53,8 @@ MIN = 60_000
 CLIMATES = (("Hohhot", "small"), ("Hailar", "hailar-small"))
 TOKEN = "bench"
 PER_MESSAGE = 1000
+# each climate's ledger and what the service showed, to score again without replaying
+KEEP = Path(tempfile.gettempdir()) / "estatewatch-alarm-truth"
 
 
 class SimTime:
@@ -259,9 +262,13 @@ def run_climate(
         service.start()
         try:
             played = play(service, clock, spec, scenario, start_ms, end_ms, seed, step_ms, progress)
-            if out_dir is not None:
-                write_ledger(out_dir / f"truth-{spec.estate}.jsonl", played.causes)
             alarms, activations = fetch(service.url, TOKEN, spec.estate)
+            if out_dir is not None:  # to score again later: estatewatch score, or score()
+                out_dir.mkdir(parents=True, exist_ok=True)
+                write_ledger(out_dir / f"truth-{spec.estate}.jsonl", played.causes)
+                seen = {"start_ms": start_ms, "end_ms": end_ms, "alarms": alarms}
+                seen["activations"] = activations
+                (out_dir / f"seen-{spec.estate}.json").write_bytes(orjson.dumps(seen))
             return score(played.causes, alarms, activations, start_ms, end_ms), played
         finally:
             service.stop()
@@ -277,10 +284,12 @@ def _climate(
         end_ms,
         seed,
         per_kind,
+        out_dir=KEEP,
         progress=lambda line: print(f"  {climate}{line}", flush=True),
     )
     text = (
-        f"  {climate} ({spec_name}): played {played.readings:,} readings and {played.events} "
+        f"  {climate} ({spec_name}, ledger and alarms in {KEEP}): played {played.readings:,} "
+        f"readings and {played.events} "
         f"events in {played.seconds:.0f} s ({played.readings / max(played.seconds, 1e-9):,.0f}/s)\n"
         + "\n".join("    " + line for line in format_score(s).splitlines())
     )
