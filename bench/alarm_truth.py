@@ -42,7 +42,7 @@ from estatewatch.settings import Settings
 from ingest.pipeline import Delivery
 from protocol.messages import Event, Reading, encode_events, encode_status, encode_telemetry
 from protocol.topics import Channel, gateway_topic
-from scoring.ledger import Cause, fault_causes, weather_causes, write_ledger
+from scoring.ledger import Cause, fault_causes, read_ledger, weather_causes, write_ledger
 from scoring.score import Score, fetch, format_score, score
 from scoring.year import period, year_scenario
 from simulators.estate import SimulatedEstate
@@ -380,12 +380,31 @@ def targets(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def rescore(folder: Path) -> None:
+    """Score again what a run kept (its ledgers and what the service showed), no replay."""
+    for truth in sorted(folder.glob("truth-*.jsonl")):
+        estate = truth.stem.removeprefix("truth-")
+        seen = orjson.loads((folder / f"seen-{estate}.json").read_bytes())
+        s = score(
+            read_ledger(truth),
+            seen["alarms"],
+            seen["activations"],
+            seen["start_ms"],
+            seen["end_ms"],
+        )
+        print(f"  {estate}:\n" + "\n".join("    " + x for x in format_score(s).splitlines()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--full", action="store_true", help="the whole year, not one season")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--faults-per-kind", type=int, default=None)
+    p.add_argument("--rescore", type=Path, help=f"score a kept run again (e.g. {KEEP})")
     args = p.parse_args()
+    if args.rescore:
+        rescore(args.rescore)
+        return
     print("bench 7: alarms against the truth", flush=True)
     f = run(args.full, args.seed, args.faults_per_kind)
     report("alarm-truth", f, vars(args), targets(f))
