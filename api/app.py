@@ -50,6 +50,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(inspections.router)
     app.include_router(overview.router)
     app.include_router(reports.router)
+    app.include_router(reports.quality_router)
     for alerting in (alarms, silences, plans, warnings, drills):
         app.include_router(alerting.router)
 

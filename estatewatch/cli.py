@@ -71,6 +71,27 @@ def _parser() -> argparse.ArgumentParser:
         help="the first estate's plant on Modbus (local pymodbus server), its fire panel "
         "in GB/T 26875.3 (simulated transmission device)",
     )
+    score = sub.add_parser(
+        "score",
+        help="score the service's alarms and plans against a simulator's ground truth",
+        description=(
+            "Read a ledger (estatewatch simulate --truth FILE) and the service's alarms and "
+            "plan activations through its API; print per fault kind and hazard level the "
+            "detections, misses and delays, per rule and plan the alarms without a cause, and "
+            "the ISA-18.2 / EEMUA 191 alarm-management figures."
+        ),
+    )
+    score.add_argument("--truth", required=True, help="the ledger: one JSON line per cause")
+    score.add_argument("--url", default="http://127.0.0.1:8080", help="the service's address")
+    score.add_argument("--token", required=True, help="an admin or authority API token")
+    score.add_argument("--estate", help="only this estate (default: the ledger's)")
+    score.add_argument(
+        "--from", dest="since", help="period start (default: the first cause or alarm)"
+    )
+    score.add_argument(
+        "--to", dest="until", help="period end (default: the last deadline or alarm)"
+    )
+    score.add_argument("--json", action="store_true", help="print the figures as JSON")
     from estatewatch.estate_cli import add_estate_commands
 
     add_estate_commands(sub)  # gateway, simulate: estate-side processes
@@ -115,6 +136,8 @@ def tune_interpreter() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     tune_interpreter()
     args = _parser().parse_args(argv)
+    if args.command == "score":
+        return run_score(args)
     if args.command in ("gateway", "simulate"):
         from estatewatch.estate_cli import run_estate_command
 
@@ -159,6 +182,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         service.stop()
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    import time
+
+    import httpx
+    import orjson
+
+    from scoring.ledger import read_ledger
+    from scoring.score import fetch, format_score, score
+    from simulators.scenario import parse_start_ms
+
+    try:
+        causes = read_ledger(args.truth)
+        start = parse_start_ms(args.since) if args.since else None
+        end = parse_start_ms(args.until) if args.until else None
+    except (OSError, ValueError) as exc:
+        print(f"estatewatch score: {exc}", file=sys.stderr)
+        return 2
+    estates = {c.estate for c in causes}
+    estate = args.estate or (next(iter(estates)) if len(estates) == 1 else None)
+    try:
+        alarms, activations = fetch(args.url, args.token, estate)
+    except httpx.HTTPError as exc:
+        print(f"estatewatch score: cannot read {args.url}: {exc}", file=sys.stderr)
+        return 1
+    # By default the period is everything the ledger and the service know of: the first
+    # cause or alarm to the last deadline or alarm.
+    raised = [int(a["fired_ms"]) for a in alarms if a.get("fired_ms") is not None]
+    if start is None:
+        start = min([c.start_ms for c in causes] + raised, default=int(time.time() * 1000))
+    if end is None:
+        end = max([max(c.end_ms, c.deadline_ms) for c in causes] + raised, default=start) + 1
+    end = max(end, start + 1)
+    result = score(causes, alarms, activations, start, end)
+    if args.json:
+        print(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_score(result))
     return 0
 
 

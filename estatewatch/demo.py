@@ -89,6 +89,11 @@ def run_demo(
         simulated_gateway(service, name, seed + i, field_protocols and i == 0)
         for i, name in enumerate(DEMO_SPECS)
     ]
+    from scoring.record import TruthRecorder
+
+    recorders = [TruthRecorder(a.estate) for _, a in pairs]  # the ground truth, for scoring
+    for (_, adapter), rec in zip(pairs, recorders, strict=True):
+        adapter.observers.append(rec)
     for gateway, _ in pairs:
         gateway.start()
     estates = ", ".join(a.estate.spec.estate for _, a in pairs)
@@ -126,3 +131,5 @@ def run_demo(
     finally:
         for gateway, _ in pairs:
             gateway.stop()
+        for rec in recorders:  # estatewatch score --truth data/truth-<estate>.jsonl
+            rec.write(service.settings.data_path / f"truth-{rec.estate.spec.estate}.jsonl")

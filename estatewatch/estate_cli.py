@@ -75,6 +75,12 @@ def add_estate_commands(sub: Any) -> None:
     sim.add_argument("--broker", help="mqtt://user:pass@host:port (default 127.0.0.1:1883)")
     sim.add_argument("--state-dir", help="where the gateway buffer lives (default data/gateway)")
     sim.add_argument("--progress-every", type=float, default=None, help="seconds between lines")
+    sim.add_argument(
+        "--truth",
+        help="write the ground truth here when done: one JSON line per injected fault and per "
+        "weather episode at a CMA level, with what it must produce and by when "
+        "(estatewatch score reads it)",
+    )
 
 
 def simulator_adapter(spec_cfg: dict[str, Any], where: str) -> SimulatorAdapter:
@@ -204,12 +210,20 @@ def _progress_line(gateway: Gateway, sims: list[SimulatorAdapter]) -> str:
     return " · ".join(parts)
 
 
-def _run(cfg: GatewayConfig, progress_every: float) -> int:
+def _run(cfg: GatewayConfig, progress_every: float, truth: str | None = None) -> int:
     try:
         gateway, sims = build_gateway(cfg)
     except (SpecError, ConfigError, BufferError, ValueError) as exc:
         print(f"estatewatch: {exc}", file=sys.stderr)
         return 2
+    recorders = []
+    if truth:
+        from scoring.record import TruthRecorder
+
+        for s in sims:
+            rec = TruthRecorder(s.estate)
+            s.observers.append(rec)
+            recorders.append(rec)
     tty = sys.stdout.isatty()
     print(
         f"gateway {cfg.estate}/{cfg.gw} → {cfg.endpoint.url} · buffer {cfg.buffer_path}"
@@ -246,7 +260,19 @@ def _run(cfg: GatewayConfig, progress_every: float) -> int:
         print(f"done: every reading delivered · 全部送达 (last seq {st.last_seq})", flush=True)
     else:
         print(f"stopped with {st.messages} messages buffered; they go out on the next start")
+    if truth:
+        written = sum(_write_truth(rec, truth, len(recorders)) for rec in recorders)
+        print(f"ground truth: {written} causes in {truth}", flush=True)
     return 0
+
+
+def _write_truth(rec: Any, path: str, many: int) -> int:
+    """One ledger file; with several simulated estates, one per estate beside it."""
+    target = Path(path)
+    if many > 1:
+        target = target.with_name(f"{target.stem}-{rec.estate.spec.estate}{target.suffix}")
+    n: int = rec.write(target)
+    return n
 
 
 def _stop_on_sigterm() -> None:
@@ -265,7 +291,7 @@ def run_estate_command(args: argparse.Namespace) -> int:
     try:
         if args.command == "gateway":
             return _run(load_gateway_config(args.config), args.progress_every)
-        return _run(_simulate_config(args), args.progress_every or 5.0)
+        return _run(_simulate_config(args), args.progress_every or 5.0, args.truth)
     except (SpecError, ConfigError, EndpointError) as exc:
         print(f"estatewatch {args.command}: {exc}", file=sys.stderr)
         return 2

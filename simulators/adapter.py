@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.adapter import Collected
 from protocol.messages import Command
 from simulators.clock import SimClock
@@ -17,6 +19,8 @@ class SimulatorAdapter:
         self.end_ms = end_ms
         self.name = f"simulator:{estate.spec.estate}"
         self._devices = {d.id for d in estate.spec.devices}
+        # told everything the estate produced (e.g. the ledger's record of station readings)
+        self.observers: list[Callable[[Collected], None]] = []
 
     @property
     def finished(self) -> bool:
@@ -27,7 +31,10 @@ class SimulatorAdapter:
         return now if self.end_ms is None else min(now, self.end_ms)
 
     def poll(self) -> Collected:
-        return self.estate.advance(self.sim_now_ms())
+        got = self.estate.advance(self.sim_now_ms())
+        for observe in self.observers:
+            observe(got)
+        return got
 
     def owns(self, dev: str) -> bool:
         return dev in self._devices

@@ -9,6 +9,7 @@ the same readings however fast or unevenly :meth:`SimulatedEstate.advance` is ca
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -208,6 +209,36 @@ class SimulatedEstate:
                     Event(dev, "gas_detector", at, "gas.leak", {"lel_pct": 25.0, "level": 1})
                 )
         return events
+
+    def fault_ledger(self) -> list[dict[str, Any]]:
+        """What this estate was made to do wrong, one record per injected fault: its type, the
+        device (or building, or gateway) it broke and when, in epoch ms. The ground truth a
+        scorer compares the service's alarms with (``scoring/``); weather is not here: the
+        scorer derives its episodes from the station's own readings."""
+        out: list[dict[str, Any]] = []
+        for f in self.faults:
+            devices: list[str] = [f.dev] if f.dev else []
+            if f.fault.type == "heating_failure":
+                devices = [d.id for d in self.spec.devices if d.building == f.building]
+                devices += [d.id for d in self.spec.devices if d.kind == "heating_station"]
+            elif f.fault.type in ("fire_alarm", "fire_pump_failure"):
+                # the panel and the pumps report it too (events, status words)
+                plant = ("fire_panel", "fire_pump")
+                devices += [i for k in plant if k in self.groups for i in self.groups[k].ids]
+            out.append(
+                {
+                    "estate": self.spec.estate,
+                    "gateway": self.spec.gateway,
+                    "fault": f.fault.type,
+                    "device": f.dev,
+                    "kind": f.kind,
+                    "building": f.building,
+                    "devices": list(dict.fromkeys(devices)),
+                    "start_ms": f.t0,
+                    "end_ms": f.t1,
+                }
+            )
+        return out
 
     def network_down(self, now_ms: int) -> bool:
         """True while the scenario has the gateway's network cut."""

@@ -3,7 +3,10 @@
 Per estate and in total, for one calendar year in Asia/Shanghai: alarms by family and severity,
 mean time to acknowledge and to resolve, trapped-passenger rescue times against the deadline,
 fire-equipment availability, device uptime, plan activations by hazard and level, drills held
-against the number required. Read from the stores with SQL; shaped as JSON, CSV and XLSX.
+against the number required, and the alarm-management figures of ISA-18.2 / EEMUA 191
+(:mod:`alerts.quality`: alarms per hour, floods, chattering and standing alarms, bad actors,
+time to acknowledge; :func:`estate_alarm_quality` also serves the "alarm quality" page per
+month). Read from the stores with SQL; shaped as JSON, CSV and XLSX.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +26,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
 from alerts.plans.model import Plan
+from alerts.quality import AlarmQuality, RaisedAlarm, alarm_quality
 from alerts.store import activations, alarms, drills, rescues
 from ingest.state import StateStore
 from protocol.catalog import Catalog
@@ -50,6 +54,79 @@ class ReportInputs:
     plans: dict[str, Plan]
     hours_with_data: HoursWithData
     rescue_deadline_min: int = 30
+
+
+def month_bounds(year: int, month: int) -> tuple[int, int]:
+    lo = datetime(year, month, 1, tzinfo=SHANGHAI)
+    hi = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=SHANGHAI)
+    return int(lo.timestamp() * 1000), int(hi.timestamp() * 1000)
+
+
+def estate_alarm_quality(
+    engine: sa.engine.Engine, estate: str, lo: int, hi: int, now_ms: int
+) -> tuple[AlarmQuality, list[dict[str, Any]]]:
+    """The alarm-management figures of one estate over [lo, hi) (up to now, if it is inside),
+    plan activations counting as declared emergencies; and per day (Asia/Shanghai) its new
+    alarms and flood windows, for a chart."""
+    end = max(lo + 1, min(hi, now_ms))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                alarms.c.id,
+                alarms.c.rule,
+                alarms.c.subject,
+                alarms.c.fired_ms,
+                alarms.c.resolved_ms,
+                alarms.c.acked_ms,
+            ).where(
+                alarms.c.estate == estate,
+                alarms.c.fired_ms.is_not(None),
+                alarms.c.fired_ms >= lo,
+                alarms.c.fired_ms < end,
+            )
+        ).all()
+        acts = conn.execute(
+            sa.select(activations.c.started_ms, activations.c.ended_ms).where(
+                activations.c.estate == estate,
+                activations.c.started_ms < end,
+                sa.or_(activations.c.ended_ms.is_(None), activations.c.ended_ms > lo),
+            )
+        ).all()
+    raised = [
+        RaisedAlarm(r.rule, r.subject, r.fired_ms, r.resolved_ms, r.acked_ms, estate, r.id)
+        for r in rows
+    ]
+    q = alarm_quality(raised, lo, end, [(a.started_ms, a.ended_ms or end) for a in acts])
+    days: list[dict[str, Any]] = []
+    day = datetime.fromtimestamp(lo / 1000, SHANGHAI)
+    while int(day.timestamp() * 1000) < end:
+        d0 = int(day.timestamp() * 1000)
+        day += timedelta(days=1)  # Asia/Shanghai keeps no summer time
+        d1 = int(day.timestamp() * 1000)
+        days.append(
+            {
+                "day_ms": d0,
+                "alarms": sum(1 for a in raised if d0 <= a.raised_ms < d1),
+                "flood_windows": sum(1 for f in q.floods if d0 <= f["start_ms"] < d1),
+            }
+        )
+    return q, days
+
+
+def _quality_block(q: AlarmQuality) -> dict[str, Any]:
+    """What the yearly report keeps of the figures: the numbers, the worst offenders."""
+    return {
+        "per_hour": round(q.per_hour, 3),
+        "per_10min_outside_emergencies": round(q.per_10min_outside_emergencies, 3),
+        "flood_windows": q.flood_windows,
+        "flood_share_pct": round(100 * q.flood_share, 3),
+        "peak_10min": q.peak_10min,
+        "chattering": q.chattering,
+        "stale": q.stale,
+        "top": q.top,
+        "ack_p50_min": None if q.ack_p50_s is None else round(q.ack_p50_s / 60, 1),
+        "ack_p90_min": None if q.ack_p90_s is None else round(q.ack_p90_s / 60, 1),
+    }
 
 
 def _minutes(ms: float | None) -> float | None:
@@ -137,6 +214,7 @@ def estate_report(
         roman = {4: "IV", 3: "III", 2: "II", 1: "I"}.get(int(level), str(level))
         activations_by.setdefault(plan, {})
         activations_by[plan][roman] = activations_by[plan].get(roman, 0) + 1
+    quality, _days = estate_alarm_quality(engine, eid, lo, hi, now_ms)
     return {
         "estate": eid,
         "name": estate["name"],
@@ -164,6 +242,7 @@ def estate_report(
             round(100 * min(1.0, seen_hours / expected_hours), 2) if expected_hours else None
         ),
         "activations": activations_by,
+        "alarm_quality": _quality_block(quality),
         "drills": [
             {
                 "plan": pid,
@@ -232,7 +311,38 @@ def _total(parts: list[dict[str, Any]], deadline_min: int) -> dict[str, Any]:
         "fire_availability_pct": wmean("fire_availability_pct", lambda p: p["devices"]),
         "device_uptime_pct": wmean("device_uptime_pct", lambda p: p["devices"]),
         "activations": acts,
+        "alarm_quality": _total_quality(parts),
         "drills": list(drills_.values()),
+    }
+
+
+def _total_quality(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rates are per estate, so the total's are the estates' means; lists are joined (each
+    entry names its estate), the bad actors re-ranked over all."""
+    qs = [p["alarm_quality"] for p in parts]
+
+    def mean(key: str) -> float | None:
+        vals = [q[key] for q in qs if q[key] is not None]
+        return round(sum(vals) / len(vals), 3) if vals else None
+
+    def joined(key: str) -> list[dict[str, Any]]:
+        return [{"estate": p["estate"], **x} for p in parts for x in p["alarm_quality"][key]]
+
+    total_alarms = sum(p["alarms_total"] for p in parts)
+    top = sorted(joined("top"), key=lambda x: -x["alarms"])[:10]
+    for x in top:
+        x["share"] = round(x["alarms"] / total_alarms, 6) if total_alarms else 0.0
+    return {
+        "per_hour": mean("per_hour"),
+        "per_10min_outside_emergencies": mean("per_10min_outside_emergencies"),
+        "flood_windows": sum(q["flood_windows"] for q in qs),
+        "flood_share_pct": mean("flood_share_pct"),
+        "peak_10min": max((q["peak_10min"] for q in qs), default=0),
+        "chattering": joined("chattering"),
+        "stale": joined("stale"),
+        "top": top,
+        "ack_p50_min": mean("ack_p50_min"),
+        "ack_p90_min": mean("ack_p90_min"),
     }
 
 
@@ -269,6 +379,11 @@ COLUMNS = [
     ("fire_availability_pct", "消防设施完好率% fire-equipment availability %"),
     ("device_uptime_pct", "设备在线率% device uptime %"),
     ("activations_total", "预案启动次数 plan activations"),
+    ("alarm_quality.per_hour", "每小时告警数 alarms per hour"),
+    ("alarm_quality.flood_windows", "告警泛滥时段(10分钟) flood windows (10 min)"),
+    ("chattering_count", "振荡告警 chattering alarms"),
+    ("stale_count", "长期未消除告警(>24h) standing alarms (>24 h)"),
+    ("alarm_quality.ack_p50_min", "确认时间中位数(分) time to acknowledge p50 (min)"),
     ("drills_held", "演练次数 drills held"),
     ("drills_required", "应演练次数 drills required"),
 ]
@@ -279,6 +394,10 @@ def _flat(part: dict[str, Any]) -> list[Any]:
     for key, _ in COLUMNS:
         if key == "activations_total":
             row.append(sum(sum(v.values()) for v in part["activations"].values()))
+        elif key == "chattering_count":
+            row.append(len(part["alarm_quality"]["chattering"]))
+        elif key == "stale_count":
+            row.append(len(part["alarm_quality"]["stale"]))
         elif key == "drills_held":
             row.append(sum(d["held"] for d in part["drills"]))
         elif key == "drills_required":
@@ -345,6 +464,65 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
                     ]
                 )
             )
+    aq = wb.create_sheet("告警质量 Alarm quality")
+    aq.append(["ISA-18.2 / EEMUA 191"])
+    aq["A1"].font = Font(bold=True)
+    aq.append(
+        ["小区 estate", "类别 what", "规则 rule", "设备 subject", "次数 alarms", "说明 detail"]
+    )
+    for part in report["estates"]:
+        q = part["alarm_quality"]
+        for x in q["top"]:
+            aq.append(
+                _cells(
+                    [
+                        part["estate"],
+                        "频发 bad actor",
+                        x["rule"],
+                        x["subject"],
+                        x["alarms"],
+                        f"{100 * x['share']:.1f}%",
+                    ]
+                )
+            )
+        for x in q["chattering"]:
+            aq.append(
+                _cells(
+                    [
+                        part["estate"],
+                        "振荡 chattering",
+                        x["rule"],
+                        x["subject"],
+                        x["alarms"],
+                        f"{x['in_60s']} / 60 s",
+                    ]
+                )
+            )
+        for x in q["stale"]:
+            aq.append(
+                _cells(
+                    [
+                        part["estate"],
+                        "长期未消除 standing",
+                        x["rule"],
+                        x["subject"],
+                        1,
+                        f"{x['active_h']} h" + (" open" if x["open"] else ""),
+                    ]
+                )
+            )
+        aq.append(
+            _cells(
+                [
+                    part["estate"],
+                    "泛滥 floods",
+                    "",
+                    "",
+                    q["flood_windows"],
+                    f"peak {q['peak_10min']} / 10 min",
+                ]
+            )
+        )
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()

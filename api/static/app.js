@@ -11,6 +11,7 @@ import * as estateView from "./views/estate.js";
 import * as familyView from "./views/family.js";
 import * as inspectionsView from "./views/inspections.js";
 import * as loginView from "./views/login.js";
+import * as qualityView from "./views/quality.js";
 import * as reportView from "./views/report.js";
 
 const ROUTES = [
@@ -21,6 +22,7 @@ const ROUTES = [
   [/^#\/authority$/, authorityView, []],
   [/^#\/inspections$/, inspectionsView, []],
   [/^#\/report(?:\/(\d{4}))?$/, reportView, ["year"]],
+  [/^#\/quality(?:\/([^/]+)(?:\/(\d{4}-\d{2}))?)?$/, qualityView, ["estate", "month"]],
   [/^#\/admin$/, adminView, []],
 ];
 
@@ -149,6 +151,7 @@ function header() {
   if (app.seesAll) {
     nav.append(h("a", { href: "#/inspections" }, t("nav.inspections")));
     nav.append(h("a", { href: "#/report" }, t("nav.report")));
+    nav.append(h("a", { href: "#/quality" }, t("nav.quality")));
   }
   if (app.isAdmin) nav.append(h("a", { href: "#/admin" }, t("nav.admin")));
   markNav(location.hash);

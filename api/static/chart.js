@@ -104,3 +104,35 @@ export function renderChart(container, { points, from, to, unit, stepMs }) {
   svg.addEventListener("mouseleave", () => { cursor.setAttribute("visibility", "hidden"); readout.textContent = ""; });
   return svg;
 }
+
+// Bars, one a day (or any bucket): [{ts, value, flagged}], a target line at `limit` (dashed),
+// flagged bars (e.g. days with an alarm flood) in the alarm colour. Used by the alarm-quality
+// page: a month of alarms per day is read at a glance, the bad days stand out.
+export function renderBars(container, { bars, from, to, limit, unit, label }) {
+  container.replaceChildren();
+  const width = Math.max(container.clientWidth || 900, 320);
+  const height = 260;
+  const pad = { l: 56, r: 16, t: 18, b: 36 };
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "chart bars-chart", role: "img", "aria-label": label || "" });
+  container.append(svg);
+  const top = Math.max(1, limit || 0, ...bars.map((b) => b.value));
+  const { ticks, hi } = niceTicks(0, top, 4);
+  const x = (ms) => pad.l + ((ms - from) / (to - from)) * (width - pad.l - pad.r);
+  const y = (v) => pad.t + (1 - v / hi) * (height - pad.t - pad.b);
+  for (const v of ticks) {
+    svg.append(el("line", { x1: pad.l, x2: width - pad.r, y1: y(v), y2: y(v), class: "grid" }));
+    svg.append(el("text", { x: pad.l - 6, y: y(v) + 5, "text-anchor": "end", class: "tick" }, fmtNumber(v)));
+  }
+  if (unit) svg.append(el("text", { x: width - pad.r, y: 12, "text-anchor": "end", class: "unit" }, unit));
+  const slot = bars.length > 1 ? (x(bars[1].ts) - x(bars[0].ts)) : (width - pad.l - pad.r);
+  const w = Math.max(2, slot * 0.7);
+  for (const b of bars) {
+    const s = shanghai(b.ts);
+    const rect = el("rect", { x: x(b.ts) + (slot - w) / 2, y: y(b.value), width: w, height: Math.max(0, y(0) - y(b.value)), class: b.flagged ? "bar-flag" : "bar-ok", "data-value": b.value });
+    rect.append(el("title", {}, `${String(s.mo).padStart(2, "0")}-${String(s.d).padStart(2, "0")}: ${b.value}`));
+    svg.append(rect);
+    if (s.d === 1 || s.d % 5 === 0) svg.append(el("text", { x: x(b.ts) + slot / 2, y: height - pad.b + 18, "text-anchor": "middle", class: "tick" }, String(s.d)));
+  }
+  if (limit) svg.append(el("line", { x1: pad.l, x2: width - pad.r, y1: y(limit), y2: y(limit), class: "limit" }));
+  return svg;
+}

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -59,6 +60,10 @@ def test_demo_shows_both_estates_updating_within_30_s(tmp_path: Path) -> None:
         assert api.get("/api/v1/deadletters").json()["items"] == []
         proc.send_signal(2)  # Ctrl-C
         assert proc.wait(20) == 0
+        # the ground truth of what each estate played, for estatewatch score
+        for estate in first:
+            lines = (tmp_path / "data" / f"truth-{estate}.jsonl").read_text().splitlines()
+            assert all(orjson.loads(x)["estate"] == estate for x in lines)
     finally:
         if proc.poll() is None:
             proc.kill()

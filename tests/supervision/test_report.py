@@ -146,7 +146,69 @@ def test_report_counts_alarms_rescues_and_uptime(tmp_path: Path) -> None:
     rows = list(csv.reader(io.StringIO(to_csv(report).lstrip("\ufeff"))))
     assert rows[0][0] == "小区 estate" and [r[0] for r in rows[1:]] == ["north", "south", "total"]
     wb = load_workbook(io.BytesIO(to_xlsx(report)))
-    assert wb.sheetnames == ["汇总 Summary", "告警 Alarms", "预案 Plans", "演练 Drills"]
+    assert wb.sheetnames == [
+        "汇总 Summary",
+        "告警 Alarms",
+        "预案 Plans",
+        "演练 Drills",
+        "告警质量 Alarm quality",
+    ]
     assert wb["汇总 Summary"]["A3"].value == "north"
     engine.stop()
     state.close()
+
+
+def test_report_and_month_figures_count_chatter_standing_and_acknowledgement(
+    tmp_path: Path,
+) -> None:
+    """Known alarms through the real engine and store; the yearly report's and the month's
+    alarm-management figures, worked out by hand."""
+    from supervision.report import estate_alarm_quality, month_bounds
+
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("east", "east 小区", "呼和浩特市")
+    state.add_gateway("east", "gw-01")
+    now = [T0]
+    engine = AlertEngine(state.engine, CAT, clock=lambda: now[0])
+
+    def fire(at: int) -> None:
+        now[0] = at
+        ev = Event("fap-1", "fire_panel", at, "fire.alarm", {"zone": "b1", "point": "sd-1"})
+        engine.on_committed([delivery("east", events=[ev], ts=at)])
+
+    # the panel's fire alarm three times in 40 s, resolved by the operator in between
+    for i in range(3):
+        fire(T0 + i * 20_000)
+        if i < 2:
+            (alarm,) = [a for a in engine.list_alarms("east") if a["state"] == "firing"]
+            now[0] += 1_000
+            engine.resolve(alarm["id"], "duty")
+    (open_alarm,) = [a for a in engine.list_alarms("east") if a["state"] == "firing"]
+    now[0] = T0 + 40_000 + 90_000
+    engine.acknowledge(open_alarm["id"], "duty")  # 90 s after it was raised; never resolved
+
+    lo, hi = month_bounds(2026, 3)
+    q, days = estate_alarm_quality(state.engine, "east", lo, hi, now_ms=T0 + 30 * 3_600_000)
+    assert q.alarms == 3
+    assert q.chattering == [{"rule": "fire-alarm", "subject": "fap-1", "in_60s": 3, "alarms": 3}]
+    # open from 09:00:40 on 2 March to the period's end (3 March 15:00): 30 h → standing
+    assert [(s["rule"], s["open"], s["active_h"]) for s in q.stale] == [
+        ("fire-alarm", True, round((30 * 3_600_000 - 40_000) / 3_600_000, 2))
+    ]
+    assert (q.acked, q.ack_p50_s) == (1, 90.0)
+    assert q.top == [{"rule": "fire-alarm", "subject": "fap-1", "alarms": 3, "share": 1.0}]
+    # days of March up to "now" (the 3rd): 1st none, 2nd three
+    assert [d["alarms"] for d in days] == [0, 3, 0]
+
+    inputs = ReportInputs(state, CAT, engine.plans, lambda e, a, b: {})
+    report = yearly_report(inputs, 2026, now_ms=T0 + 30 * 3_600_000)
+    (east,) = report["estates"]
+    aq = east["alarm_quality"]
+    assert (len(aq["chattering"]), len(aq["stale"]), aq["ack_p50_min"]) == (1, 1, 1.5)
+    assert report["total"]["alarm_quality"]["chattering"][0]["estate"] == "east"
+    header, row = list(csv.reader(io.StringIO(to_csv(report).lstrip("\ufeff"))))[:2]
+    assert row[header.index("振荡告警 chattering alarms")] == "1"
+    assert row[header.index("长期未消除告警(>24h) standing alarms (>24 h)")] == "1"
+    sheet = load_workbook(io.BytesIO(to_xlsx(report)))["告警质量 Alarm quality"]
+    kinds = [r[1] for r in sheet.iter_rows(min_row=3, values_only=True)]
+    assert kinds.count("振荡 chattering") == 1 and kinds.count("长期未消除 standing") == 1

@@ -1,0 +1,414 @@
+"""Bench 7: alarms against the truth. A simulated season (``--full``: year) per bundled climate,
+played through a real Mosquitto into the real service as fast as it goes, then scored.
+
+Per climate (Hohhot: the ``small`` spec; Hailar: ``hailar-small``) the whole service runs in
+this process (its own Mosquitto, SQLite, ingest, alert engine, API) on a clock of its own: the
+alert engine's time is the simulated time up to which everything published has been
+evaluated. The driver publishes a step of simulated time (readings as one gateway would, QoS 1),
+waits until the engine has evaluated it, then moves the engine's clock through the step a
+minute at a time with ``tick()``, so ``for`` timers, deadman clocks and stand-downs see the
+same minutes they would live. Timestamps are in the past (the year ends now).
+
+The ledger (``scoring.ledger``): the simulator's faults, and the weather episodes of the
+station's readings by the service's own CMA criteria. The scorer reads alarms and activations
+through the API. Targets (issue 11): recall 100 % per fault kind and hazard level; no plan
+activation without a cause; ≤ 1 alarm without a cause per estate-month; 0 chattering; 0 stale
+without a cause; ≤ 1 alarm per 10 min per estate outside declared emergencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.common import report, verdict
+from estatewatch.broker import ManagedMosquitto, free_port
+from estatewatch.service import Service
+from estatewatch.settings import Settings
+from ingest.pipeline import Delivery
+from protocol.messages import Event, Reading, encode_events, encode_status, encode_telemetry
+from protocol.topics import Channel, gateway_topic
+from scoring.ledger import Cause, fault_causes, read_ledger, weather_causes, write_ledger
+from scoring.score import Score, fetch, format_score, score
+from scoring.year import period, year_scenario
+from simulators.estate import SimulatedEstate
+from simulators.scenario import SHANGHAI, Scenario
+from simulators.spec import EstateSpec, load_spec
+
+MIN = 60_000
+CLIMATES = (("Hohhot", "small"), ("Hailar", "hailar-small"))
+TOKEN = "bench"
+PER_MESSAGE = 1000
+# each climate's ledger and what the service showed, to score again without replaying
+KEEP = Path(tempfile.gettempdir()) / "estatewatch-alarm-truth"
+
+
+class SimTime:
+    """The alert engine's clock: simulated ms, moved by the driver only."""
+
+    def __init__(self, start_ms: int) -> None:
+        self.ms = start_ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+class DataTime:
+    """A commit listener before the alert engine's: the engine's clock reaches the newest
+    reading or event it is about to evaluate, so an alarm, a plan step or a rescue is stamped
+    at the simulated time it happened, not at the end of the previous step."""
+
+    def __init__(self, clock: SimTime) -> None:
+        self.clock = clock
+
+    def __call__(self, deliveries: Sequence[Delivery]) -> None:
+        newest = self.clock.ms
+        for d in deliveries:
+            b = d.batch
+            if b is None:
+                continue
+            if b.readings:
+                newest = max(newest, b.readings[-1].ts)
+            for e in b.events:
+                newest = max(newest, e.ts)
+        self.clock.ms = newest
+
+
+def _tick_through(service: Service, clock: SimTime, t0: int, t1: int) -> None:
+    """Move the engine's clock through (t0, t1]: a tick a minute while an alarm is pending or
+    a plan is active (their timers count minutes), else one at the end (deadman clocks allow
+    three reporting intervals, minutes at least)."""
+    engine = service.alerts
+    assert engine is not None
+    m = t0 + MIN
+    while m <= t1:
+        busy = engine.plan_book.active or any(
+            a.state.value == "pending" for a in engine.alarms.open.values()
+        )
+        clock.ms = m if busy else t1
+        engine.tick()
+        m = clock.ms + MIN
+    clock.ms = max(clock.ms, t1)
+
+
+class Evaluated:
+    """A commit listener after the alert engine's: counts what the engine has been given."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+        self.events = 0
+        self.cond = threading.Condition()
+
+    def __call__(self, deliveries: Sequence[Delivery]) -> None:
+        r = e = 0
+        for d in deliveries:
+            if d.batch is not None:
+                r += len(d.batch.readings)
+                e += len(d.batch.events)
+        with self.cond:
+            self.readings += r
+            self.events += e
+            self.cond.notify_all()
+
+    def wait(self, readings: int, events: int, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.readings < readings or self.events < events:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"the service evaluated {self.readings}/{readings} readings and "
+                        f"{self.events}/{events} events within {timeout:.0f} s"
+                    )
+                self.cond.wait(min(left, 1.0))
+
+
+@dataclass
+class Played:
+    causes: list[Cause]
+    readings: int
+    events: int
+    seconds: float
+
+
+def play(
+    service: Service,
+    clock: SimTime,
+    spec: EstateSpec,
+    scenario: Scenario,
+    start_ms: int,
+    end_ms: int,
+    seed: int = 7,
+    step_ms: int = 15 * MIN,
+    progress: Callable[[str], None] | None = None,
+) -> Played:
+    """Play the estate from start to end through the service's broker; the ledger."""
+    assert service.ingest is not None and service.alerts is not None
+    broker = service.broker
+    assert isinstance(broker, ManagedMosquitto)
+    with contextlib.suppress(Exception):
+        service.state.add_estate(spec.estate, spec.name, spec.region)
+    with contextlib.suppress(Exception):
+        service.state.add_gateway(spec.estate, spec.gateway)
+    service.ingest.registry.reload()
+    evaluated = Evaluated()
+    service.ingest.add_listener(evaluated)  # after the alert engine's: it has seen them
+    # before the alert engine's (the list is read as each commit is handed on)
+    service.ingest._listeners.insert(0, DataTime(clock))
+    # The driver alone ticks the engine, between steps: a tick of the scheduler's while a
+    # step is being evaluated would judge deadman clocks at the time of an event that
+    # overtook the step's telemetry, and call every device silent.
+    service.scheduler.pause_job("alerts-tick")
+    creds = broker.issue_gateway_credentials(spec.estate, spec.gateway, "estates")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"truth-{spec.estate}")
+    client.username_pw_set(creds.username, creds.password)
+    client.max_inflight_messages_set(1000)
+    client.connect(creds.host, creds.port)
+    client.loop_start()
+    gw, estate_id = spec.gateway, spec.estate
+    topics = {c: gateway_topic(estate_id, gw, c) for c in Channel}
+    estate = SimulatedEstate(spec, service.catalog, seed, start_ms, scenario)
+    station = next((d.id for d in spec.devices if d.kind == "weather_station"), None)
+    station_readings: list[tuple[int, dict[str, Any]]] = []
+    seq = 0
+    sent_r = sent_e = 0
+    infos: list[mqtt.MQTTMessageInfo] = []
+    clock.ms = start_ms
+    began = time.monotonic()
+    last_line = began
+    try:
+        t = start_ms
+        client.publish(topics[Channel.STATUS], encode_status(gw, "online", start_ms), 1, True)
+        while t < end_ms:
+            t_next = min(t + step_ms, end_ms)
+            got = estate.advance(t_next)
+            readings: list[Reading] = got.readings
+            events: list[Event] = got.events
+            if events:
+                seq += 1
+                infos.append(
+                    client.publish(
+                        topics[Channel.EVENTS], encode_events(gw, seq, t_next, events), 1
+                    )
+                )
+                sent_e += len(events)
+            for i in range(0, len(readings), PER_MESSAGE):
+                part = readings[i : i + PER_MESSAGE]
+                seq += 1
+                infos.append(
+                    client.publish(
+                        topics[Channel.TELEMETRY], encode_telemetry(gw, seq, t_next, part), 1
+                    )
+                )
+            sent_r += len(readings)
+            if station:
+                station_readings += [(r.ts, dict(r.metrics)) for r in readings if r.dev == station]
+            evaluated.wait(sent_r, sent_e)
+            infos = [i for i in infos if not i.is_published()]
+            _tick_through(service, clock, t, t_next)
+            clock.ms = t_next
+            t = t_next
+            if progress and time.monotonic() - last_line >= 15:
+                last_line = time.monotonic()
+                when = datetime.fromtimestamp(t / 1000, SHANGHAI)
+                progress(f"    sim {when:%Y-%m-%d %H:%M} · {sent_r:,} readings · {sent_e} events")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    causes = fault_causes(estate.fault_ledger())
+    if station:
+        causes += weather_causes(estate_id, station, spec.region, station_readings)
+    return Played(causes, sent_r, sent_e, time.monotonic() - began)
+
+
+def run_climate(
+    spec_name: str,
+    start_ms: int,
+    end_ms: int,
+    seed: int,
+    faults_per_kind: int,
+    out_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    step_ms: int = 15 * MIN,
+) -> tuple[Score, Played]:
+    """One estate through its own service: played, then scored through the API."""
+    spec = load_spec(spec_name)
+    scenario = year_scenario(spec, start_ms, end_ms, seed, faults_per_kind)
+    clock = SimTime(start_ms)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=str(Path(tmp) / "data"),
+            broker_port=free_port(),
+            api_port=free_port(),
+            admin_token=TOKEN,
+            log_level="WARNING",
+            commit_interval_ms=10,
+        )
+        service = Service(settings, clock=clock)
+        service.start()
+        try:
+            played = play(service, clock, spec, scenario, start_ms, end_ms, seed, step_ms, progress)
+            alarms, activations = fetch(service.url, TOKEN, spec.estate)
+            if out_dir is not None:  # to score again later: estatewatch score, or score()
+                out_dir.mkdir(parents=True, exist_ok=True)
+                write_ledger(out_dir / f"truth-{spec.estate}.jsonl", played.causes)
+                seen = {"start_ms": start_ms, "end_ms": end_ms, "alarms": alarms}
+                seen["activations"] = activations
+                (out_dir / f"seen-{spec.estate}.json").write_bytes(orjson.dumps(seen))
+            return score(played.causes, alarms, activations, start_ms, end_ms), played
+        finally:
+            service.stop()
+
+
+def _climate(
+    climate: str, spec_name: str, start_ms: int, end_ms: int, seed: int, per_kind: int
+) -> tuple[dict[str, Any], str]:
+    """One climate, in a process of its own: its figures and its printed table."""
+    s, played = run_climate(
+        spec_name,
+        start_ms,
+        end_ms,
+        seed,
+        per_kind,
+        out_dir=KEEP,
+        progress=lambda line: print(f"  {climate}{line}", flush=True),
+    )
+    text = (
+        f"  {climate} ({spec_name}, ledger and alarms in {KEEP}): played {played.readings:,} "
+        f"readings and {played.events} "
+        f"events in {played.seconds:.0f} s ({played.readings / max(played.seconds, 1e-9):,.0f}/s)\n"
+        + "\n".join("    " + line for line in format_score(s).splitlines())
+    )
+    figures = {
+        **s.as_dict(),
+        "readings": played.readings,
+        "events": played.events,
+        "seconds": round(played.seconds, 1),
+    }
+    return figures, text
+
+
+def run(full: bool = False, seed: int = 11, faults_per_kind: int | None = None) -> dict[str, Any]:
+    now = int(time.time() * 1000)
+    start_ms, end_ms = period(full, now)
+    per_kind = faults_per_kind or (8 if full else 2)
+    figures: dict[str, Any] = {"full": full, "start_ms": start_ms, "end_ms": end_ms}
+    # The climates are independent services: one process each, side by side.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(CLIMATES), mp_context=ctx) as pool:
+        futures = {
+            climate: pool.submit(_climate, climate, spec, start_ms, end_ms, seed, per_kind)
+            for climate, spec in CLIMATES
+        }
+        for climate, fut in futures.items():
+            f, text = fut.result()
+            print(text, flush=True)
+            figures[climate] = f
+    return figures
+
+
+def targets(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for climate, _ in CLIMATES:
+        c = f.get(climate)
+        if not c:
+            continue
+        worst = min(
+            ((k, r["recall"]) for k, r in c["causes"].items() if r["causes"]),
+            key=lambda kv: kv[1],
+            default=("–", 1.0),
+        )
+        missed = sum(r["missed"] for r in c["causes"].values())
+        rows.append(
+            (
+                f"7 {climate}: recall, worst cause kind",
+                f"{worst[1]:.0%} ({worst[0]}; {missed} missed)",
+                "100 % every fault kind and hazard level",
+                verdict(missed == 0),
+            )
+        )
+        no_plan = len(c["plans_no_cause"])
+        rows.append(
+            (
+                f"7 {climate}: plan activations without cause",
+                str(no_plan),
+                "0",
+                verdict(no_plan == 0),
+            )
+        )
+        rows.append(
+            (
+                f"7 {climate}: alarms without cause",
+                f"{len(c['no_cause'])} ({c['no_cause_per_estate_month']:.2f}/estate-month)",
+                "≤ 1 per estate-month",
+                verdict(c["no_cause_per_estate_month"] <= 1),
+            )
+        )
+        q = c["quality"]
+        no_cause_ids = {a["id"] for a in c["no_cause"]}
+        stale_no_cause = [s for s in q["stale"] if s["id"] in no_cause_ids]
+        rows.append(
+            (
+                f"7 {climate}: chattering / stale without cause",
+                f"{len(q['chattering'])} / {len(stale_no_cause)}",
+                "0 / 0",
+                verdict(not q["chattering"] and not stale_no_cause),
+            )
+        )
+        rows.append(
+            (
+                f"7 {climate}: alarms per 10 min outside emergencies",
+                f"{q['per_10min_outside_emergencies']:.3f} (flood windows {q['flood_windows']})",
+                "≤ 1",
+                verdict(q["per_10min_outside_emergencies"] <= 1),
+            )
+        )
+    return rows
+
+
+def rescore(folder: Path) -> None:
+    """Score again what a run kept (its ledgers and what the service showed), no replay."""
+    for truth in sorted(folder.glob("truth-*.jsonl")):
+        estate = truth.stem.removeprefix("truth-")
+        seen = orjson.loads((folder / f"seen-{estate}.json").read_bytes())
+        s = score(
+            read_ledger(truth),
+            seen["alarms"],
+            seen["activations"],
+            seen["start_ms"],
+            seen["end_ms"],
+        )
+        print(f"  {estate}:\n" + "\n".join("    " + x for x in format_score(s).splitlines()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--full", action="store_true", help="the whole year, not one season")
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--faults-per-kind", type=int, default=None)
+    p.add_argument("--rescore", type=Path, help=f"score a kept run again (e.g. {KEEP})")
+    args = p.parse_args()
+    if args.rescore:
+        rescore(args.rescore)
+        return
+    print("bench 7: alarms against the truth", flush=True)
+    f = run(args.full, args.seed, args.faults_per_kind)
+    report("alarm-truth", f, vars(args), targets(f))
+
+
+if __name__ == "__main__":
+    main()
