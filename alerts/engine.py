@@ -121,8 +121,11 @@ class AlertEngine:
         snapshot_every_ms: int = 5 * _MINUTE,
         notification_retention_ms: int = 30 * _DAY,
         owns: Callable[[str], bool] | None = None,
+        late_after_ms: int = 10 * _MINUTE,
     ) -> None:
         self.clock = clock
+        # Data this much older than its arrival is late: history, not an emergency.
+        self.late_after_ms = late_after_ms
         self.catalog = catalog
         self.root = root
         self.rules_dir, self.override_dir = rules_dir, override_dir

@@ -179,6 +179,7 @@ class Service:
             linger_s=s.commit_interval_ms / 1000,
             max_batch_readings=s.commit_max_readings,
             shard=(self.shard, s.ingest_shards) if self.role == "ingest" else None,
+            max_future_ms=s.max_clock_skew_s * 1000,
         )
         self.registry, self.ingest.commit_seconds = ingest_registry(self.ingest)
         self.ingest.add_listener(self._push_live)
@@ -228,6 +229,7 @@ class Service:
                 override_dir=rules if rules.is_dir() else None,
                 estate_region=self._estate_region,
                 owns=owns,
+                late_after_ms=s.late_after_s * 1000,
             ),
             "alerts",
         )

@@ -103,6 +103,20 @@ class Settings:
     influxdb_token: str = field(default="", metadata={"help": "InfluxDB API token"})
     influxdb_org: str = field(default="estatewatch", metadata={"help": "InfluxDB organisation"})
     influxdb_bucket: str = field(default="telemetry", metadata={"help": "InfluxDB bucket"})
+    max_clock_skew_s: int = field(
+        default=300,
+        metadata={
+            "help": "how far ahead of the service's clock a reading's time may be; later "
+            "ones are dead-lettered (the wire contract's 1 day at most)"
+        },
+    )
+    late_after_s: int = field(
+        default=600,
+        metadata={
+            "help": "a reading that arrives this long after it was taken is late (a backlog, "
+            "a replay): its alarms are recorded and marked late, not paged or escalated"
+        },
+    )
     deadletter_retention_days: int = field(
         default=30, metadata={"help": "days dead letters are kept"}
     )
@@ -178,4 +192,12 @@ def load_settings(
         var = env_name(name)
         if var in environ:
             values[name] = _coerce(name, environ[var], f.type, f"environment {var}")
-    return Settings(**values)
+    settings = Settings(**values)
+    if not 0 <= settings.max_clock_skew_s <= 86_400:
+        raise SettingsError(
+            f"max_clock_skew_s must be 0 … 86400 (the wire contract's one day), "
+            f"got {settings.max_clock_skew_s}"
+        )
+    if settings.late_after_s < 1:
+        raise SettingsError(f"late_after_s must be at least 1, got {settings.late_after_s}")
+    return settings

@@ -32,6 +32,7 @@ from ingest.state import DeadLetter, StateStore, now_ms
 from ingest.telemetry import EstateBatch, PreparedRows, TelemetryWriter
 from protocol.catalog import Catalog
 from protocol.endpoint import MqttEndpoint
+from protocol.messages import MAX_FUTURE_MS
 from protocol.topics import service_subscriptions
 
 log = logging.getLogger(__name__)
@@ -284,8 +285,10 @@ class Ingest:
         max_batch_readings: int = 20_000,
         client_id: str = "estatewatch-ingest",
         shard: tuple[int, int] | None = None,
+        max_future_ms: int = MAX_FUTURE_MS,
     ) -> None:
         self.endpoint = endpoint
+        self.max_future_ms = max_future_ms  # the clock skew allowed a gateway
         self.state = state
         self.telemetry = telemetry
         self.catalog = catalog
@@ -504,7 +507,13 @@ class Ingest:
     def _judge(self, item: _Received) -> Delivery:
         try:
             return judge(
-                item.topic, item.payload, item.received_ms, self.registry, self.catalog, self.root
+                item.topic,
+                item.payload,
+                item.received_ms,
+                self.registry,
+                self.catalog,
+                self.root,
+                self.max_future_ms,
             )
         except Exception as exc:  # a bug must not stop ingest; keep the message for a person
             log.exception("ingest: could not judge a message on %s", item.topic)
@@ -729,11 +738,13 @@ class Ingest:
             for d in deliveries:
                 if d.status is not None and d.estate and d.gateway:
                     gs = d.status
+                    # A Last Will carries the time its gateway connected (it is set then);
+                    # the gateway dropped when the broker sent it, i.e. when it arrived.
                     self.state.set_gateway_status(
                         d.estate,
                         d.gateway,
                         gs.state,
-                        gs.ts,
+                        gs.ts if gs.state == "online" else d.received_ms,
                         gs.fw,
                         gs.buffered,
                         _int_or_none(gs.extra.get("dropped")),
