@@ -154,7 +154,7 @@ class AlertEngine:
         intervals = {k.name: k.interval_s * 1000 for k in catalog.kinds.values()}
         self.evaluator = Evaluator(self.windows, intervals)
         self.inhibitor = Inhibitor(self.rules.inhibit)
-        self.alarms = AlarmBook(flapping)
+        self.alarms = AlarmBook(flapping, late_after_ms)
         self.silences = SilenceBook(self.store.silences(ending_after_ms=now))
         self.weather = WeatherBoard(self.criteria)
         self.plan_book = PlanBook(self.plans, plan_hold_ms)
@@ -359,9 +359,11 @@ class AlertEngine:
                             stations.setdefault((b.estate, r.dev), []).append(
                                 (r.ts, dict(r.metrics))
                             )
-                    ev.observe_readings(idx, b.estate, b.gateway, b.readings, signals)
+                    ev.observe_readings(
+                        idx, b.estate, b.gateway, b.readings, signals, d.received_ms
+                    )
                 if b.events:
-                    ev.observe_events(idx, b.estate, b.gateway, b.events, signals)
+                    ev.observe_events(idx, b.estate, b.gateway, b.events, signals, d.received_ms)
             batch = StoreBatch()
             self._apply(signals, now, batch, emitted, plan_estates)
             # At each station reading, in time order: a station reports once a minute, so
@@ -372,7 +374,7 @@ class AlertEngine:
                 for ts, metrics in sorted(readings, key=lambda x: x[0]):
                     self._observe_station(estate, dev, ts)
                     reading = {"device": dev, "ts": ts, "metrics": metrics}
-                    self._weather_plans(estate, ts, batch, emitted, plan_estates, reading)
+                    self._weather_plans(estate, ts, batch, emitted, plan_estates, reading, wall=now)
             self._write(batch)
         self._emit(emitted, plan_estates)
 
@@ -410,6 +412,15 @@ class AlertEngine:
         if action == "cancelled":
             batch.forget_alarms.add(alarm.id)
         rule = self._rule(alarm.estate, alarm.rule)
+        if alarm.late:
+            # History: stored with its data's times (and a rescue's), shown in the list and
+            # the report, but nobody is paged, nothing escalates, no plan starts, and the
+            # live feed does not announce it as new.
+            if rule is not None and rule.rescue and alarm.deadline_ms is not None:
+                rescue = self._rescue(alarm)
+                if action in ("firing", "resolved"):
+                    batch.rescues[alarm.id] = (rescue, rescue.breached(alarm.resolved_ms or now))
+            return
         if action == "firing":
             self._refresh_silence(alarm, now, batch)
             if rule is not None and rule.rescue and alarm.deadline_ms is not None:
@@ -503,12 +514,19 @@ class AlertEngine:
     def _escalate(
         self, alarm: Alarm, now: int, batch: StoreBatch, emitted: list[dict[str, Any]]
     ) -> None:
-        if alarm.fired_ms is None or not alarm.state.open or alarm.state is AlarmState.PENDING:
+        if (
+            alarm.fired_ms is None
+            or alarm.late
+            or not alarm.state.open
+            or alarm.state is AlarmState.PENDING
+        ):
             return
         rule = self._rule(alarm.estate, alarm.rule)
         chain = self.rules.chain(rule.escalation if rule else None)
         acked = alarm.state is AlarmState.ACKNOWLEDGED
-        for i in due_steps(chain, alarm.escalated, alarm.fired_ms, alarm.deadline_ms, acked, now):
+        # Steps are timed from when the alarm reached the control room, in wall time.
+        raised = alarm.raised_ms if alarm.raised_ms is not None else alarm.fired_ms
+        for i in due_steps(chain, alarm.escalated, raised, alarm.deadline_ms, acked, now):
             step = chain.steps[i]
             if step.at_deadline and not alarm.deadline_breached:
                 alarm.deadline_breached = True
@@ -592,7 +610,12 @@ class AlertEngine:
         emitted: list[dict[str, Any]],
         plan_estates: set[str],
         reading: dict[str, Any] | None = None,
+        wall: int | None = None,
     ) -> None:
+        """Weather levels as of ``now`` (a station reading's time); the activation's own times
+        (start, steps, task deadlines) are ``wall``, the service's clock, so a plan raised
+        from a replayed or faster-than-real station lasts and falls due in real time."""
+        wall = now if wall is None else wall
         levels = self.weather.estate_levels(estate, self._region(estate), now)
         for plan in self.plans.values():
             if not plan.hazards:
@@ -626,7 +649,7 @@ class AlertEngine:
             # Raise first, then drop: replacing one warning by another must not stand down.
             for src in sorted(wanted.values(), key=lambda s: -s.level):
                 by = "warning" if src.key.startswith("warning:") else "weather"
-                change = self.plan_book.set_source(estate, plan.id, src, now, by=by)
+                change = self.plan_book.set_source(estate, plan.id, src, wall, by=by)
                 self._plan_changed(change, batch, emitted, plan_estates)
             act = self.plan_book.active.get((estate, plan.id))
             if act is None:
@@ -634,7 +657,7 @@ class AlertEngine:
             for key in [k for k in act.sources if k.startswith("warning:") and k not in wanted]:
                 gone = Source(key, ResponseLevel.NONE, {"reason": "warning expired or cancelled"})
                 change = self.plan_book.set_source(
-                    estate, plan.id, gone, now, by="warning", stand_down_now=True
+                    estate, plan.id, gone, wall, by="warning", stand_down_now=True
                 )
                 self._plan_changed(change, batch, emitted, plan_estates)
 
@@ -697,8 +720,12 @@ class AlertEngine:
                 self._last_deadman = now
                 self.evaluator.check_time(self._index, now, signals)
             self._apply(signals, now, batch, emitted, plan_estates)
-            for change in self.alarms.tick(now, self._auto_resolve):
+            ev = self.evaluator
+            for change in self.alarms.tick(
+                now, self._auto_resolve, lambda a: ev.subject_now(a.estate, a.subject, now)
+            ):
                 self._alarm_changed(change, now, batch, emitted, plan_estates)
+            self._promote_late(now, batch, emitted, plan_estates)
             for alarm in list(self.alarms.open.values()):
                 if alarm.state is not AlarmState.PENDING:
                     self._refresh_silence(alarm, now, batch)
@@ -724,6 +751,24 @@ class AlertEngine:
         self._emit(emitted, plan_estates)
         if not self.outbox.running:
             self.outbox.deliver_due()
+
+    def _promote_late(
+        self, now: int, batch: StoreBatch, emitted: list[dict[str, Any]], plan_estates: set[str]
+    ) -> None:
+        """A late alarm whose condition still holds once its subject's data is current again
+        (the backlog drained) is an emergency now: raised as new, paged and escalated."""
+        ev = self.evaluator
+        for alarm in list(self.alarms.open.values()):
+            if not alarm.late or alarm.state is not AlarmState.FIRING:
+                continue
+            clock = ev.clocks.get((alarm.estate, alarm.subject))
+            if clock is None or clock.data_ms < 0 or now - clock.data_ms > self.late_after_ms:
+                continue
+            if clock.last_ms - clock.data_ms > self.late_after_ms:
+                continue  # still arriving late
+            if ev.holds(alarm.rule, alarm.estate, alarm.subject):
+                change = self.alarms.promote(alarm, now)
+                self._alarm_changed(change, now, batch, emitted, plan_estates)
 
     def _weather_tick(
         self, now: int, batch: StoreBatch, emitted: list[dict[str, Any]], plan_estates: set[str]
