@@ -22,6 +22,7 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
+from alerts.alarms.model import alarm_durations
 from alerts.plans.model import Plan
 from alerts.store import activations, alarms, drills, rescues
 from ingest.state import StateStore
@@ -75,8 +76,10 @@ def estate_report(
                 alarms.c.severity,
                 alarms.c.subject,
                 alarms.c.fired_ms,
-                alarms.c.acked_ms,
                 alarms.c.resolved_ms,
+                alarms.c.raised_ms,
+                alarms.c.acked_ms,
+                alarms.c.closed_ms,
             ).where(alarms.c.estate == eid, alarms.c.fired_ms >= lo, alarms.c.fired_ms < hi)
         ).all()
         rescue_rows = conn.execute(
@@ -108,14 +111,15 @@ def estate_report(
     by_family: dict[str, dict[str, int]] = {}
     ack_times, resolve_times = [], []
     fire_down_ms = 0
-    for kind, severity, _subject, fired, acked, resolved in rows:
+    for kind, severity, _subject, fired, resolved, raised, acked, closed in rows:
         fam = families.get(kind, "other")
         by_family.setdefault(fam, {s: 0 for s in SEVERITIES})
         by_family[fam][severity] = by_family[fam].get(severity, 0) + 1
-        if acked is not None:
-            ack_times.append(acked - fired)
-        if resolved is not None:
-            resolve_times.append(resolved - fired)
+        took = alarm_durations(raised, acked, closed)  # the one definition, as the API's
+        if took["to_ack_ms"] is not None:
+            ack_times.append(took["to_ack_ms"])
+        if took["to_resolve_ms"] is not None:
+            resolve_times.append(took["to_resolve_ms"])
         if fam == "fire" and severity in OUTAGE_SEVERITIES:
             fire_down_ms += _overlap(fired, resolved or end, lo, end)
 

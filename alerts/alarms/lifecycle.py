@@ -162,7 +162,9 @@ class AlarmBook:
         self, alarm: Alarm, action: str, ts: int, by: str, detail: dict[str, Any], now: int
     ) -> AlarmChange:
         alarm.state = AlarmState.RESOLVED
-        alarm.resolved_ms = ts
+        # Data out of order (lanes, backlogs) can clear an alarm with a time before it fired:
+        # it ended no earlier than it began.
+        alarm.resolved_ms = max(ts, alarm.started_ms, alarm.fired_ms or ts)
         alarm.resolved_by = by
         alarm.updated_ms = now
         alarm.closed_ms = now
