@@ -174,6 +174,7 @@ class AlertEngine:
         self.outbox = Outbox(self.store, notifiers, clock, owns=self.owns)
 
         self._regions: dict[str, str] = {}
+        self._names: dict[str, str] = {}  # estate -> its name, for what people read
         self._estate_ids: set[str] = set()
         self._regions_loaded_ms = -(10**15)
         self._last_weather = self._last_purge = now
@@ -271,12 +272,7 @@ class AlertEngine:
     def _region(self, estate: str) -> str:
         """The estate's region text (for low-temperature thresholds and regional warnings),
         cached for a few minutes: it is asked for on every weather evaluation."""
-        now = time.monotonic_ns() // 1_000_000
-        if now - self._regions_loaded_ms > 5 * _MINUTE:
-            self._regions_loaded_ms = now
-            table = self._load_regions()
-            self._estate_ids = set(table)
-            self._regions = table if self._estate_region is None else {}
+        self._refresh_estates()
         found = self._regions.get(estate)
         if found is None:
             found = self._estate_region(estate) if self._estate_region is not None else ""
@@ -284,16 +280,29 @@ class AlertEngine:
                 self._regions[estate] = found
         return found
 
+    def _refresh_estates(self) -> None:
+        now = time.monotonic_ns() // 1_000_000
+        if now - self._regions_loaded_ms > 5 * _MINUTE:
+            self._regions_loaded_ms = now
+            table = self._load_regions()
+            self._estate_ids = set(table)
+            self._regions = table if self._estate_region is None else {}
+
     def _load_regions(self) -> dict[str, str]:
         try:
             with self.store.engine.connect() as conn:
                 if not sa.inspect(conn).has_table("estates"):
                     return {}
-                rows = conn.execute(sa.text("SELECT id, region FROM estates")).all()
+                rows = conn.execute(sa.text("SELECT id, region, name FROM estates")).all()
+            self._names = {r[0]: r[2] or r[0] for r in rows}
             return {r[0]: r[1] or "" for r in rows}
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not read estate regions")
             return {}
+
+    def _estate_name(self, estate: str) -> str:
+        self._refresh_estates()
+        return self._names.get(estate, estate)
 
     def _known_estates(self) -> set[str]:
         self._region("")  # refreshes the registered estates now and then
@@ -503,9 +512,10 @@ class AlertEngine:
                     f"{alarm.id}:{tag}:mqtt", "mqtt", alarm.estate, event, {"alarm": snapshot}, now
                 )
             )
+        estate_name = self._estate_name(alarm.estate) if roles else alarm.estate
         for role in roles:
             for name in self.receivers.get(role, ()):
-                payload = {"alarm": snapshot, "role": role}
+                payload = {"alarm": snapshot, "role": role, "estate_name": estate_name}
                 key = f"{alarm.id}:{tag}:{name}"
                 batch.notifications.append(
                     Notification(key, name, alarm.estate, event, payload, now)
@@ -655,7 +665,14 @@ class AlertEngine:
             if act is None:
                 continue
             for key in [k for k in act.sources if k.startswith("warning:") and k not in wanted]:
-                gone = Source(key, ResponseLevel.NONE, {"reason": "warning expired or cancelled"})
+                gone = Source(
+                    key,
+                    ResponseLevel.NONE,
+                    {
+                        "reason": "warning expired or cancelled",
+                        "reason_code": "warning_gone",
+                    },
+                )
                 change = self.plan_book.set_source(
                     estate, plan.id, gone, wall, by="warning", stand_down_now=True
                 )
@@ -680,7 +697,10 @@ class AlertEngine:
         snapshot = act.as_dict(plan)
         if change.event is not None:
             now = change.entries[-1].ts if change.entries else act.updated_ms
-            payload: dict[str, Any] = {"activation": snapshot}
+            payload: dict[str, Any] = {
+                "activation": snapshot,
+                "estate_name": self._estate_name(act.estate),
+            }
             tag = f"{change.event}.{len(act.levels_reached)}"
             if change.event == "task_overdue" and change.tasks:
                 payload["task"] = change.tasks[0].as_dict()
@@ -811,7 +831,10 @@ class AlertEngine:
                 self.store.save_drill(drill)
                 self._drill_clocks[key] = now
                 self.store.save_drill_clock(estate, plan.id, now)
-                payload = {"drill": {**drill.as_dict(), "plan_name": plan.name_zh}}
+                payload = {
+                    "drill": {**drill.as_dict(), "plan_name": plan.name_zh},
+                    "estate_name": self._estate_name(estate),
+                }
                 for name in self.receivers.get("control_room", ()):
                     batch.notifications.append(
                         Notification(

@@ -730,10 +730,13 @@ class Ingest:
             for i, b in enumerate(batches):
                 if i in result.duplicates:
                     continue
+                # Registered when the service first heard of it (its uptime counts from
+                # then), not at its data's time: a replay or backlog can be months old.
+                heard = with_batch[i].received_ms
                 for r in b.readings or b.events:
                     key = (b.estate, r.dev)
                     if key not in self._known_devices and key not in new_devices:
-                        new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, r.ts)
+                        new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, heard)
             self.state.add_devices(new_devices.values())
             for d in deliveries:
                 if d.status is not None and d.estate and d.gateway:

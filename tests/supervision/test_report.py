@@ -144,9 +144,13 @@ def test_report_counts_alarms_rescues_and_uptime(tmp_path: Path) -> None:
     assert {d["plan"] for d in total["drills"]} == set(engine.plans)
 
     rows = list(csv.reader(io.StringIO(to_csv(report).lstrip("\ufeff"))))
-    assert rows[0][0] == "小区 estate" and [r[0] for r in rows[1:]] == ["north", "south", "total"]
+    assert rows[0][:2] == ["小区编号", "小区"] and [r[0] for r in rows[1:]] == [
+        "north",
+        "south",
+        "total",
+    ]
     wb = load_workbook(io.BytesIO(to_xlsx(report)))
-    assert wb.sheetnames == ["汇总 Summary", "告警 Alarms", "预案 Plans", "演练 Drills"]
-    assert wb["汇总 Summary"]["A3"].value == "north"
+    assert wb.sheetnames == ["汇总", "告警", "预案", "演练"]
+    assert wb["汇总"]["A3"].value == "north" and wb["汇总"]["B3"].value == "north 小区"
     engine.stop()
     state.close()
