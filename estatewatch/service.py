@@ -20,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerts.engine import AlertEngine
+from alerts.notify.mqtt import NoticeClient
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
@@ -104,6 +105,7 @@ class Service:
         self.shard = shard
         self.pick_free_api_port = pick_free_api_port
         self.broker: Broker | None = None
+        self.notices: NoticeClient | None = None
         self.endpoint: MqttEndpoint | None = None
         self.ingest: Ingest | None = None
         self.alerts: AlertEngine | None = None
@@ -209,14 +211,15 @@ class Service:
     def _start_alerts(self) -> None:
         """Rules over what ingest commits; alarms, weather levels and plans. Runs with ingest:
         its windows and timers are per device, and a shard owns its estates' devices."""
-        assert self.ingest is not None
+        assert self.ingest is not None and self.endpoint is not None
         ingest = self.ingest
-
-        def publish(topic: str, payload: bytes, retain: bool) -> None:
-            ingest.client.publish(topic, payload, qos=1, retain=retain)
-
         s = self.settings
         shard = ingest.shard
+        # Alarm and plan notices on a session of their own, never behind telemetry.
+        suffix = f"-{shard[0]}of{shard[1]}" if shard else ""
+        self.notices = NoticeClient(self.endpoint, f"estatewatch-notices{suffix}")
+        self.notices.start()
+        publish = self.notices.publish
         owns = (lambda e: shard_of(e, shard[1]) == shard[0]) if shard else None
         rules = s.data_path / "rules"
         self.alerts = retry_schema(
@@ -418,6 +421,8 @@ class Service:
             self.ingest.stop()
         if self.alerts is not None:
             self.alerts.stop()
+        if self.notices is not None:
+            self.notices.stop()
         if hasattr(self, "telemetry_writer"):
             self.telemetry_writer.close()
         if hasattr(self, "state"):
