@@ -514,12 +514,21 @@ class AlertEngine:
             )
         estate_name = self._estate_name(alarm.estate) if roles else alarm.estate
         for role in roles:
-            for name in self.receivers.get(role, ()):
+            for name in self._receivers(role, alarm.estate, alarm.severity.value):
                 payload = {"alarm": snapshot, "role": role, "estate_name": estate_name}
                 key = f"{alarm.id}:{tag}:{name}"
                 batch.notifications.append(
                     Notification(key, name, alarm.estate, event, payload, now)
                 )
+
+    def _receivers(self, role: str, estate: str, severity: str | None = None) -> list[str]:
+        """The role's receivers that take this estate's notices (and this severity's alarms)."""
+        out = []
+        for name in self.receivers.get(role, ()):
+            wants = getattr(self.outbox.notifiers.get(name), "wants", None)
+            if wants is None or wants(estate, severity):
+                out.append(name)
+        return out
 
     def _escalate(
         self, alarm: Alarm, now: int, batch: StoreBatch, emitted: list[dict[str, Any]]
@@ -709,7 +718,7 @@ class AlertEngine:
             if change.event == "task_overdue":
                 roles = ("control_room", "supervisor")
             for role in roles:
-                for name in self.receivers.get(role, ()):
+                for name in self._receivers(role, act.estate):
                     batch.notifications.append(
                         Notification(
                             f"{act.id}:{tag}:{name}", name, act.estate, change.event,
@@ -835,7 +844,7 @@ class AlertEngine:
                     "drill": {**drill.as_dict(), "plan_name": plan.name_zh},
                     "estate_name": self._estate_name(estate),
                 }
-                for name in self.receivers.get("control_room", ()):
+                for name in self._receivers("control_room", estate):
                     batch.notifications.append(
                         Notification(
                             f"{drill.id}:drill_due:{name}", name, estate, "drill_due", payload, now

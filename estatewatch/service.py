@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import secrets
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from alerts.engine import AlertEngine
 from alerts.notify.mqtt import NoticeClient
+from alerts.notify.receivers import receivers_from_config
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
@@ -233,6 +235,7 @@ class Service:
                 estate_region=self._estate_region,
                 owns=owns,
                 late_after_ms=s.late_after_s * 1000,
+                receivers=receivers_from_config(json.loads(s.receivers)) if s.receivers else None,
             ),
             "alerts",
         )
