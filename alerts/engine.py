@@ -126,8 +126,11 @@ class AlertEngine:
         snapshot_every_ms: int = 5 * _MINUTE,
         notification_retention_ms: int = 30 * _DAY,
         owns: Callable[[str], bool] | None = None,
+        late_after_ms: int = 10 * _MINUTE,
     ) -> None:
         self.clock = clock
+        # Data this much older than its arrival is late: history, not an emergency.
+        self.late_after_ms = late_after_ms
         self.catalog = catalog
         self.root = root
         self.rules_dir, self.override_dir = rules_dir, override_dir
@@ -162,7 +165,7 @@ class AlertEngine:
         self.inhibitor = Inhibitor(
             self.rules.inhibit, lambda e, ts: self._profile(e).in_heating_season(ts)
         )
-        self.alarms = AlarmBook(flapping)
+        self.alarms = AlarmBook(flapping, late_after_ms)
         self.silences = SilenceBook(self.store.silences(ending_after_ms=now))
         self.weather = WeatherBoard(self.criteria)
         self.plan_book = PlanBook(self.plans, plan_hold_ms)
@@ -183,6 +186,7 @@ class AlertEngine:
 
         self._regions: dict[str, str] = {}
         self._profiles: dict[str, EstateProfile] = {}
+        self._names: dict[str, str] = {}  # estate -> its name, for what people read
         self._estate_ids: set[str] = set()
         self._regions_loaded_ms = -(10**15)
         self._last_weather = self._last_purge = now
@@ -284,13 +288,7 @@ class AlertEngine:
     def _region(self, estate: str) -> str:
         """The estate's region text (for low-temperature thresholds and regional warnings),
         cached for a few minutes: it is asked for on every weather evaluation."""
-        now = time.monotonic_ns() // 1_000_000
-        if now - self._regions_loaded_ms > 5 * _MINUTE:
-            self._regions_loaded_ms = now
-            table, profiles = self._load_regions()
-            self._estate_ids = set(table)
-            self._regions = table if self._estate_region is None else {}
-            self._profiles = profiles if self._estate_profile is None else {}
+        self._refresh_estates()
         found = self._regions.get(estate)
         if found is None:
             found = self._estate_region(estate) if self._estate_region is not None else ""
@@ -312,12 +310,22 @@ class AlertEngine:
                 self._profiles[estate] = found
         return found
 
+    def _refresh_estates(self) -> None:
+        now = time.monotonic_ns() // 1_000_000
+        if now - self._regions_loaded_ms > 5 * _MINUTE:
+            self._regions_loaded_ms = now
+            table, profiles = self._load_regions()
+            self._estate_ids = set(table)
+            self._regions = table if self._estate_region is None else {}
+            self._profiles = profiles if self._estate_profile is None else {}
+
     def _load_regions(self) -> tuple[dict[str, str], dict[str, EstateProfile]]:
         try:
             with self.store.engine.connect() as conn:
                 if not sa.inspect(conn).has_table("estates"):
                     return {}, {}
                 rows = conn.execute(sa.text("SELECT * FROM estates")).mappings().all()
+            self._names = {r["id"]: r["name"] or r["id"] for r in rows}
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not read estate regions")
             return {}, {}
@@ -332,6 +340,10 @@ class AlertEngine:
             for r in rows
         }
         return regions, profiles
+
+    def _estate_name(self, estate: str) -> str:
+        self._refresh_estates()
+        return self._names.get(estate, estate)
 
     def _known_estates(self) -> set[str]:
         self._region("")  # refreshes the registered estates now and then
@@ -398,9 +410,11 @@ class AlertEngine:
                             stations.setdefault((b.estate, r.dev), []).append(
                                 (r.ts, dict(r.metrics))
                             )
-                    ev.observe_readings(idx, b.estate, b.gateway, b.readings, signals)
+                    ev.observe_readings(
+                        idx, b.estate, b.gateway, b.readings, signals, d.received_ms
+                    )
                 if b.events:
-                    ev.observe_events(idx, b.estate, b.gateway, b.events, signals)
+                    ev.observe_events(idx, b.estate, b.gateway, b.events, signals, d.received_ms)
                     arrivals.extend(
                         (b.estate, e) for e in b.events if e.type == "elevator.technician_arrived"
                     )
@@ -416,7 +430,7 @@ class AlertEngine:
                 for ts, metrics in sorted(readings, key=lambda x: x[0]):
                     self._observe_station(estate, dev, ts)
                     reading = {"device": dev, "ts": ts, "metrics": metrics}
-                    self._weather_plans(estate, ts, batch, emitted, plan_estates, reading)
+                    self._weather_plans(estate, ts, batch, emitted, plan_estates, reading, wall=now)
             self._write(batch)
         self._emit(emitted, plan_estates)
 
@@ -475,6 +489,15 @@ class AlertEngine:
             minutes = self._profile(alarm.estate).rescue_arrival_min
             if minutes is not None and alarm.deadline_ms is not None:
                 alarm.deadline_ms = alarm.started_ms + minutes * _MINUTE
+        if alarm.late:
+            # History: stored with its data's times (and a rescue's), shown in the list and
+            # the report, but nobody is paged, nothing escalates, no plan starts, and the
+            # live feed does not announce it as new.
+            if rule is not None and rule.rescue and alarm.deadline_ms is not None:
+                rescue = self._rescue(alarm)
+                if action in ("firing", "resolved"):
+                    batch.rescues[alarm.id] = (rescue, rescue.breached(alarm.resolved_ms or now))
+            return
         if action == "firing":
             self._refresh_silence(alarm, now, batch)
             if rule is not None and rule.rescue and alarm.deadline_ms is not None:
@@ -561,25 +584,42 @@ class AlertEngine:
                     f"{alarm.id}:{tag}:mqtt", "mqtt", alarm.estate, event, {"alarm": snapshot}, now
                 )
             )
+        estate_name = self._estate_name(alarm.estate) if roles else alarm.estate
         for role in roles:
-            for name in self.receivers.get(role, ()):
-                payload = {"alarm": snapshot, "role": role}
+            for name in self._receivers(role, alarm.estate, alarm.severity.value):
+                payload = {"alarm": snapshot, "role": role, "estate_name": estate_name}
                 key = f"{alarm.id}:{tag}:{name}"
                 batch.notifications.append(
                     Notification(key, name, alarm.estate, event, payload, now)
                 )
 
+    def _receivers(self, role: str, estate: str, severity: str | None = None) -> list[str]:
+        """The role's receivers that take this estate's notices (and this severity's alarms)."""
+        out = []
+        for name in self.receivers.get(role, ()):
+            wants = getattr(self.outbox.notifiers.get(name), "wants", None)
+            if wants is None or wants(estate, severity):
+                out.append(name)
+        return out
+
     def _escalate(
         self, alarm: Alarm, now: int, batch: StoreBatch, emitted: list[dict[str, Any]]
     ) -> None:
-        if alarm.fired_ms is None or not alarm.state.open or alarm.state is AlarmState.PENDING:
+        if (
+            alarm.fired_ms is None
+            or alarm.late
+            or not alarm.state.open
+            or alarm.state is AlarmState.PENDING
+        ):
             return
         rule = self._rule(alarm.estate, alarm.rule)
         chain = self.rules.chain(rule.escalation if rule else None)
         acked = alarm.state is AlarmState.ACKNOWLEDGED
-        # A technician who arrived in time met the deadline: its steps are not due.
+        # A technician who arrived in time met the deadline: its steps are not due. Steps are
+        # timed from when the alarm reached the control room, in wall time.
         deadline = None if alarm.id in self._arrivals else alarm.deadline_ms
-        for i in due_steps(chain, alarm.escalated, alarm.fired_ms, deadline, acked, now):
+        raised = alarm.raised_ms if alarm.raised_ms is not None else alarm.fired_ms
+        for i in due_steps(chain, alarm.escalated, raised, deadline, acked, now):
             step = chain.steps[i]
             if step.at_deadline and not alarm.deadline_breached:
                 alarm.deadline_breached = True
@@ -679,7 +719,12 @@ class AlertEngine:
         emitted: list[dict[str, Any]],
         plan_estates: set[str],
         reading: dict[str, Any] | None = None,
+        wall: int | None = None,
     ) -> None:
+        """Weather levels as of ``now`` (a station reading's time); the activation's own times
+        (start, steps, task deadlines) are ``wall``, the service's clock, so a plan raised
+        from a replayed or faster-than-real station lasts and falls due in real time."""
+        wall = now if wall is None else wall
         levels = self.weather.estate_levels(estate, self._region(estate), now)
         for plan in self.plans.values():
             if not plan.hazards:
@@ -713,15 +758,22 @@ class AlertEngine:
             # Raise first, then drop: replacing one warning by another must not stand down.
             for src in sorted(wanted.values(), key=lambda s: -s.level):
                 by = "warning" if src.key.startswith("warning:") else "weather"
-                change = self.plan_book.set_source(estate, plan.id, src, now, by=by)
+                change = self.plan_book.set_source(estate, plan.id, src, wall, by=by)
                 self._plan_changed(change, batch, emitted, plan_estates)
             act = self.plan_book.active.get((estate, plan.id))
             if act is None:
                 continue
             for key in [k for k in act.sources if k.startswith("warning:") and k not in wanted]:
-                gone = Source(key, ResponseLevel.NONE, {"reason": "warning expired or cancelled"})
+                gone = Source(
+                    key,
+                    ResponseLevel.NONE,
+                    {
+                        "reason": "warning expired or cancelled",
+                        "reason_code": "warning_gone",
+                    },
+                )
                 change = self.plan_book.set_source(
-                    estate, plan.id, gone, now, by="warning", stand_down_now=True
+                    estate, plan.id, gone, wall, by="warning", stand_down_now=True
                 )
                 self._plan_changed(change, batch, emitted, plan_estates)
 
@@ -744,7 +796,10 @@ class AlertEngine:
         snapshot = act.as_dict(plan)
         if change.event is not None:
             now = change.entries[-1].ts if change.entries else act.updated_ms
-            payload: dict[str, Any] = {"activation": snapshot}
+            payload: dict[str, Any] = {
+                "activation": snapshot,
+                "estate_name": self._estate_name(act.estate),
+            }
             tag = f"{change.event}.{len(act.levels_reached)}"
             if change.event == "task_overdue" and change.tasks:
                 payload["task"] = change.tasks[0].as_dict()
@@ -753,7 +808,7 @@ class AlertEngine:
             if change.event == "task_overdue":
                 roles = ("control_room", "supervisor")
             for role in roles:
-                for name in self.receivers.get(role, ()):
+                for name in self._receivers(role, act.estate):
                     batch.notifications.append(
                         Notification(
                             f"{act.id}:{tag}:{name}", name, act.estate, change.event,
@@ -784,8 +839,12 @@ class AlertEngine:
                 self._last_deadman = now
                 self.evaluator.check_time(self._index, now, signals)
             self._apply(signals, now, batch, emitted, plan_estates)
-            for change in self.alarms.tick(now, self._auto_resolve):
+            ev = self.evaluator
+            for change in self.alarms.tick(
+                now, self._auto_resolve, lambda a: ev.subject_now(a.estate, a.subject, now)
+            ):
                 self._alarm_changed(change, now, batch, emitted, plan_estates)
+            self._promote_late(now, batch, emitted, plan_estates)
             for alarm in list(self.alarms.open.values()):
                 if alarm.state is not AlarmState.PENDING:
                     self._refresh_silence(alarm, now, batch)
@@ -811,6 +870,24 @@ class AlertEngine:
         self._emit(emitted, plan_estates)
         if not self.outbox.running:
             self.outbox.deliver_due()
+
+    def _promote_late(
+        self, now: int, batch: StoreBatch, emitted: list[dict[str, Any]], plan_estates: set[str]
+    ) -> None:
+        """A late alarm whose condition still holds once its subject's data is current again
+        (the backlog drained) is an emergency now: raised as new, paged and escalated."""
+        ev = self.evaluator
+        for alarm in list(self.alarms.open.values()):
+            if not alarm.late or alarm.state is not AlarmState.FIRING:
+                continue
+            clock = ev.clocks.get((alarm.estate, alarm.subject))
+            if clock is None or clock.data_ms < 0 or now - clock.data_ms > self.late_after_ms:
+                continue
+            if clock.last_ms - clock.data_ms > self.late_after_ms:
+                continue  # still arriving late
+            if ev.holds(alarm.rule, alarm.estate, alarm.subject):
+                change = self.alarms.promote(alarm, now)
+                self._alarm_changed(change, now, batch, emitted, plan_estates)
 
     def _weather_tick(
         self, now: int, batch: StoreBatch, emitted: list[dict[str, Any]], plan_estates: set[str]
@@ -853,8 +930,11 @@ class AlertEngine:
                 self.store.save_drill(drill)
                 self._drill_clocks[key] = now
                 self.store.save_drill_clock(estate, plan.id, now)
-                payload = {"drill": {**drill.as_dict(), "plan_name": plan.name_zh}}
-                for name in self.receivers.get("control_room", ()):
+                payload = {
+                    "drill": {**drill.as_dict(), "plan_name": plan.name_zh},
+                    "estate_name": self._estate_name(estate),
+                }
+                for name in self._receivers("control_room", estate):
                     batch.notifications.append(
                         Notification(
                             f"{drill.id}:drill_due:{name}", name, estate, "drill_due", payload, now

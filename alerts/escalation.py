@@ -87,7 +87,9 @@ class Rescue:
 
     @property
     def duration_ms(self) -> int | None:
-        return None if self.released_ms is None else self.released_ms - self.trapped_ms
+        # never negative: a release a person records can be stamped before a trap time
+        # from a device clock running (within the allowed skew) ahead
+        return None if self.released_ms is None else max(0, self.released_ms - self.trapped_ms)
 
     def breached(self, now: int) -> bool:
         """Late arrival: arrived after the deadline, or not arrived by now. A release with no

@@ -37,7 +37,7 @@ from ingest.state import migrate_schema
 
 __all__ = ["SCHEMA_VERSION", "AlertStore", "StoreBatch", "metadata"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 _ID = sa.String(32)
@@ -85,6 +85,10 @@ alarms = sa.Table(
     sa.Column("escalated", sa.Integer, nullable=False),
     sa.Column("deadline_ms", _MS),
     sa.Column("deadline_breached", sa.Boolean, nullable=False),
+    # wall-clock times: reached the control room, closed; late: raised from old data
+    sa.Column("raised_ms", _MS),
+    sa.Column("closed_ms", _MS),
+    sa.Column("late", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_alert_alarms_estate_state", "estate", "state"),
     sa.Index("ix_alert_alarms_started", "started_ms"),
 )
@@ -274,8 +278,17 @@ def _v2_rescue_arrival(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE alert_rescues ADD COLUMN arrived_by VARCHAR(100)"))
 
 
+def _v3_wall_times(conn: Connection) -> None:
+    """Alarms get their wall-clock times and the late mark. Older rows had only the data's
+    times: those stand in (the durations clamp what a clock ahead made negative)."""
+    conn.execute(sa.text("ALTER TABLE alert_alarms ADD COLUMN raised_ms BIGINT"))
+    conn.execute(sa.text("ALTER TABLE alert_alarms ADD COLUMN closed_ms BIGINT"))
+    conn.execute(sa.text("ALTER TABLE alert_alarms ADD COLUMN late BOOLEAN NOT NULL DEFAULT FALSE"))
+    conn.execute(sa.text("UPDATE alert_alarms SET raised_ms = fired_ms, closed_ms = resolved_ms"))
+
+
 # version -> migration from version-1
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_rescue_arrival}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_rescue_arrival, 3: _v3_wall_times}
 
 
 @dataclass
@@ -884,6 +897,9 @@ def _alarm_row(a: Alarm) -> dict[str, Any]:
         "escalated": a.escalated,
         "deadline_ms": a.deadline_ms,
         "deadline_breached": a.deadline_breached,
+        "raised_ms": a.raised_ms,
+        "closed_ms": a.closed_ms,
+        "late": a.late,
     }
 
 
@@ -917,6 +933,9 @@ def _alarm(r: Any) -> Alarm:
         escalated=r["escalated"],
         deadline_ms=r["deadline_ms"],
         deadline_breached=bool(r["deadline_breached"]),
+        raised_ms=r["raised_ms"],
+        closed_ms=r["closed_ms"],
+        late=bool(r["late"]),
     )
 
 

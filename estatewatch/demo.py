@@ -2,8 +2,9 @@
 a winter storm faster than real time, so alarms and plans have something to show within minutes.
 
 Each estate runs the real gateway (on-disk buffer, QoS 1, status, commands) with the simulator
-as its adapter. The simulated clock starts now and runs at ``DEMO_SPEED`` until the scenario is
-over, then at real speed: readings stay within the contract's one-day future limit.
+as its adapter. The simulated clock starts in the past and runs at ``DEMO_SPEED`` so that the
+scenario ends exactly now, then at real speed: data time catches up with the wall clock and
+never passes it (see :func:`catch_up_clock`).
 
 With ``--field-protocols`` the first estate's plant answers on Modbus (a local pymodbus server,
 read by the gateway's Modbus adapter through the shipped register maps) and its fire panel and
@@ -57,15 +58,22 @@ def register(service: Service, spec: EstateSpec) -> MqttEndpoint:
     return MqttEndpoint(creds.host, creds.port, creds.username, creds.password)
 
 
+def catch_up_clock(duration_ms: int, speed: float, wall_ms: int) -> SimClock:
+    """A clock that plays ``duration_ms`` of simulated time at ``speed`` and reaches the wall
+    clock as it ends: it starts ``duration_ms − duration_ms / speed`` ago, so simulated time
+    is behind (never ahead of) the wall clock and goes on in real time once caught up."""
+    start = wall_ms - duration_ms + int(duration_ms / speed)
+    return SimClock(start, speed, fast_until_ms=start + duration_ms)
+
+
 def simulated_gateway(
     service: Service, spec_name: str, seed: int, field_protocols: bool = False
 ) -> tuple[Gateway, SimulatorAdapter]:
     spec = load_spec(spec_name, service.catalog)
     scenario = load_scenario(DEMO_SCENARIO)
-    start = now_ms()
-    estate = SimulatedEstate(spec, service.catalog, seed, start, scenario)
-    fast_until = start + (scenario.duration_ms or 0)
-    adapter = SimulatorAdapter(estate, SimClock(start, DEMO_SPEED, fast_until_ms=fast_until))
+    clock = catch_up_clock(scenario.duration_ms or 0, DEMO_SPEED, now_ms())
+    estate = SimulatedEstate(spec, service.catalog, seed, clock.start_ms, scenario)
+    adapter = SimulatorAdapter(estate, clock)
     publisher = GatewayPublisher(
         spec.estate,
         spec.gateway,

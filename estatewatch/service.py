@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import secrets
@@ -20,6 +21,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from alerts.engine import AlertEngine
+from alerts.notify.mqtt import NoticeClient
+from alerts.notify.receivers import receivers_from_config
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
@@ -123,6 +126,7 @@ class Service:
         self.shard = shard
         self.pick_free_api_port = pick_free_api_port
         self.broker: Broker | None = None
+        self.notices: NoticeClient | None = None
         self.endpoint: MqttEndpoint | None = None
         self.ingest: Ingest | None = None
         self.alerts: AlertEngine | None = None
@@ -206,6 +210,7 @@ class Service:
             max_batch_readings=s.commit_max_readings,
             shard=(self.shard, s.ingest_shards) if self.role == "ingest" else None,
             stall_s=s.ingest_stall_s,
+            max_future_ms=s.max_clock_skew_s * 1000,
         )
         self.registry, self.ingest.commit_seconds = ingest_registry(self.ingest)
         self._broker_metrics()
@@ -236,14 +241,15 @@ class Service:
     def _start_alerts(self) -> None:
         """Rules over what ingest commits; alarms, weather levels and plans. Runs with ingest:
         its windows and timers are per device, and a shard owns its estates' devices."""
-        assert self.ingest is not None
+        assert self.ingest is not None and self.endpoint is not None
         ingest = self.ingest
-
-        def publish(topic: str, payload: bytes, retain: bool) -> None:
-            ingest.client.publish(topic, payload, qos=1, retain=retain)
-
         s = self.settings
         shard = ingest.shard
+        # Alarm and plan notices on a session of their own, never behind telemetry.
+        suffix = f"-{shard[0]}of{shard[1]}" if shard else ""
+        self.notices = NoticeClient(self.endpoint, f"estatewatch-notices{suffix}")
+        self.notices.start()
+        publish = self.notices.publish
         owns = (lambda e: shard_of(e, shard[1]) == shard[0]) if shard else None
         rules = s.data_path / "rules"
         self.alerts = retry_schema(
@@ -256,6 +262,8 @@ class Service:
                 override_dir=rules if rules.is_dir() else None,
                 estate_region=self._estate_region,
                 owns=owns,
+                late_after_ms=s.late_after_s * 1000,
+                receivers=receivers_from_config(json.loads(s.receivers)) if s.receivers else None,
             ),
             "alerts",
         )
@@ -484,6 +492,8 @@ class Service:
         writer_stopped = self.ingest.stop() if self.ingest is not None else True
         if self.alerts is not None:
             self.alerts.stop()
+        if self.notices is not None:
+            self.notices.stop()
         if hasattr(self, "telemetry_writer") and writer_stopped:
             self.telemetry_writer.close()
         if hasattr(self, "state"):

@@ -7,6 +7,7 @@ environment and the file can never drift apart.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -110,6 +111,28 @@ class Settings:
     influxdb_token: str = field(default="", metadata={"help": "InfluxDB API token"})
     influxdb_org: str = field(default="estatewatch", metadata={"help": "InfluxDB organisation"})
     influxdb_bucket: str = field(default="telemetry", metadata={"help": "InfluxDB bucket"})
+    max_clock_skew_s: int = field(
+        default=300,
+        metadata={
+            "help": "how far ahead of the service's clock a reading's time may be; later "
+            "ones are dead-lettered (the wire contract's 1 day at most)"
+        },
+    )
+    late_after_s: int = field(
+        default=600,
+        metadata={
+            "help": "a reading that arrives this long after it was taken is late (a backlog, "
+            "a replay): its alarms are recorded and marked late, not paged or escalated"
+        },
+    )
+    receivers: str = field(
+        default="",
+        metadata={
+            "help": "webhooks that notify people (plain JSON, WeCom or DingTalk group robots), "
+            "per role, estate and severity: [[receivers]] tables in the settings file, or the "
+            "same list as JSON in the environment (see alerts/notify/receivers.py)"
+        },
+    )
     deadletter_retention_days: int = field(
         default=30, metadata={"help": "days dead letters are kept"}
     )
@@ -156,6 +179,8 @@ def _coerce(name: str, raw: Any, kind: Any, source: str) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise SettingsError(f"{source}: {name} must be a whole number, got {raw!r}") from None
+    if name == "receivers" and isinstance(raw, list):
+        return json.dumps(raw)  # [[receivers]] tables; kept as JSON text, as the variable
     if not isinstance(raw, str):
         raise SettingsError(f"{source}: {name} must be text, got {raw!r}")
     return raw
@@ -185,4 +210,19 @@ def load_settings(
         var = env_name(name)
         if var in environ:
             values[name] = _coerce(name, environ[var], f.type, f"environment {var}")
-    return Settings(**values)
+    settings = Settings(**values)
+    if not 0 <= settings.max_clock_skew_s <= 86_400:
+        raise SettingsError(
+            f"max_clock_skew_s must be 0 … 86400 (the wire contract's one day), "
+            f"got {settings.max_clock_skew_s}"
+        )
+    if settings.receivers:
+        from alerts.notify.receivers import receivers_from_config
+
+        try:
+            receivers_from_config(json.loads(settings.receivers))
+        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise SettingsError(f"receivers: {exc}") from None
+    if settings.late_after_s < 1:
+        raise SettingsError(f"late_after_s must be at least 1, got {settings.late_after_s}")
+    return settings

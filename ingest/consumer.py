@@ -41,6 +41,7 @@ from ingest.state import DeadLetter, StateStore, now_ms
 from ingest.telemetry import EstateBatch, PreparedRows, TelemetryWriter
 from protocol.catalog import Catalog
 from protocol.endpoint import MqttEndpoint
+from protocol.messages import MAX_FUTURE_MS
 from protocol.topics import service_subscriptions
 
 log = logging.getLogger(__name__)
@@ -347,8 +348,10 @@ class Ingest:
         client_id: str = "estatewatch-ingest",
         shard: tuple[int, int] | None = None,
         stall_s: float = 60.0,
+        max_future_ms: int = MAX_FUTURE_MS,
     ) -> None:
         self.endpoint = endpoint
+        self.max_future_ms = max_future_ms  # the clock skew allowed a gateway
         self.state = state
         self.telemetry = telemetry
         self.catalog = catalog
@@ -624,7 +627,13 @@ class Ingest:
     def _judge(self, item: _Received) -> Delivery:
         try:
             return judge(
-                item.topic, item.payload, item.received_ms, self.registry, self.catalog, self.root
+                item.topic,
+                item.payload,
+                item.received_ms,
+                self.registry,
+                self.catalog,
+                self.root,
+                self.max_future_ms,
             )
         except Exception as exc:  # a bug must not stop ingest; keep the message for a person
             log.exception("ingest: could not judge a message on %s", item.topic)
@@ -949,10 +958,13 @@ class Ingest:
         for i, b in enumerate(batches):
             if i in dup_index:
                 continue
+            # Registered when the service first heard of it (its uptime counts from
+            # then), not at its data's time: a replay or backlog can be months old.
+            heard = with_batch[i].received_ms
             for r in b.readings or b.events:
                 key = (b.estate, r.dev)
                 if key not in self._known_devices and key not in new_devices:
-                    new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, r.ts)
+                    new_devices[key] = (b.estate, r.dev, r.kind, b.gateway, heard)
         self.state.add_devices(new_devices.values())
         self._known_devices.update(new_devices)
         result = self.telemetry.write(batches, dup_index, prepared)
@@ -974,11 +986,13 @@ class Ingest:
                 continue
             if d.status is not None and d.estate and d.gateway:
                 gs = d.status
+                # A Last Will carries the time its gateway connected (it is set then);
+                # the gateway dropped when the broker sent it, i.e. when it arrived.
                 self.state.set_gateway_status(
                     d.estate,
                     d.gateway,
                     gs.state,
-                    gs.ts,
+                    gs.ts if gs.state == "online" else p.received_ms,
                     gs.fw,
                     gs.buffered,
                     _int_or_none(gs.extra.get("dropped")),

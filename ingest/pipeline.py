@@ -16,6 +16,7 @@ from ingest.state import DeadLetter
 from ingest.telemetry import EstateBatch
 from protocol.catalog import Catalog
 from protocol.messages import (
+    MAX_FUTURE_MS,
     CommandAck,
     MessageRejected,
     Reason,
@@ -79,7 +80,11 @@ def judge(
     registry: Registry,
     catalog: Catalog,
     root: str = "estates",
+    max_future_ms: int = MAX_FUTURE_MS,
 ) -> Delivery:
+    """``max_future_ms``: how far ahead of its arrival a timestamp may be (the service's
+    allowed clock skew; the contract's one day at most): later is dead-lettered, so no
+    stored reading is later than the wall clock plus the skew."""
     d = Delivery(topic=topic, received_ms=received_ms)
     try:
         t = parse_gateway_topic(topic, root)
@@ -111,17 +116,17 @@ def judge(
         )
     try:
         if t.channel == Channel.TELEMETRY:
-            tb = decode_telemetry(payload, t.gw, received_ms, catalog)
+            tb = decode_telemetry(payload, t.gw, received_ms, catalog, max_future_ms)
             d.seq = tb.seq
             d.batch = EstateBatch(t.estate, t.gw, readings=tb.readings, seq=tb.seq)
             rejects = tb.rejects
         elif t.channel == Channel.EVENTS:
-            eb = decode_events(payload, t.gw, received_ms, catalog)
+            eb = decode_events(payload, t.gw, received_ms, catalog, max_future_ms)
             d.seq = eb.seq
             d.batch = EstateBatch(t.estate, t.gw, events=eb.events, seq=eb.seq)
             rejects = eb.rejects
         elif t.channel == Channel.STATUS:
-            d.status = decode_status(payload, t.gw, received_ms)
+            d.status = decode_status(payload, t.gw, received_ms, max_future_ms)
             return d
         else:
             d.command_ack = decode_command_ack(payload)

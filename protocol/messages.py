@@ -397,11 +397,8 @@ def _shape_problem(item: Any, extra_key: str | None) -> str:
     return "malformed"  # unreachable when called after a failed fast check
 
 
-def _future_detail(where: str, ts: int, now_ms: int) -> str:
-    return (
-        f"{where}: ts {ts} is {ts - now_ms} ms ahead of the service clock "
-        f"(limit {MAX_FUTURE_MS} ms)"
-    )
+def _future_detail(where: str, ts: int, now_ms: int, limit_ms: int = MAX_FUTURE_MS) -> str:
+    return f"{where}: ts {ts} is {ts - now_ms} ms ahead of the service clock (limit {limit_ms} ms)"
 
 
 def _metric_problem(
@@ -456,7 +453,11 @@ _MAX_VALID_DEVS = 200_000
 
 
 def _decode_whole(
-    payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog
+    payload: bytes,
+    topic_gw: str,
+    now_ms: int,
+    catalog: Catalog,
+    max_future_ms: int = MAX_FUTURE_MS,
 ) -> TelemetryBatch | None:
     """The fast path: the batch of a message the loop in decode_telemetry would take whole
     and unchanged, else None (that loop then finds what is wrong). msgspec checks types,
@@ -471,7 +472,7 @@ def _decode_whole(
         return None
     if typed.gw != topic_gw or len(typed.readings) > MAX_ITEMS:
         return None
-    max_ts = now_ms + MAX_FUTURE_MS
+    max_ts = now_ms + max_future_ms
     valid_devs = _valid_devs
     readings: list[Reading] = []
     append = readings.append
@@ -496,21 +497,34 @@ def _decode_whole(
 
 
 def decode_telemetry(
-    payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog
+    payload: bytes,
+    topic_gw: str,
+    now_ms: int,
+    catalog: Catalog,
+    max_future_ms: int = MAX_FUTURE_MS,
 ) -> TelemetryBatch:
-    """Decode a telemetry batch; raises MessageRejected for whole-message problems."""
-    whole = _decode_whole(payload, topic_gw, now_ms, catalog)
+    """Decode a telemetry batch; raises MessageRejected for whole-message problems.
+    ``max_future_ms``: how far ahead of ``now_ms`` a ``ts`` may be (the contract's day at
+    most; a service may allow less)."""
+    max_future_ms = min(max_future_ms, MAX_FUTURE_MS)
+    whole = _decode_whole(payload, topic_gw, now_ms, catalog, max_future_ms)
     if whole is not None:
         return whole
-    return _decode_each(payload, topic_gw, now_ms, catalog)
+    return _decode_each(payload, topic_gw, now_ms, catalog, max_future_ms)
 
 
-def _decode_each(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) -> TelemetryBatch:
+def _decode_each(
+    payload: bytes,
+    topic_gw: str,
+    now_ms: int,
+    catalog: Catalog,
+    max_future_ms: int = MAX_FUTURE_MS,
+) -> TelemetryBatch:
     """The reference path: every reading checked on its own, each problem explained. Valid
     messages seldom get here (see _decode_whole); a test holds the two paths equal."""
     gw, seq, sent, items = _envelope(_load(payload), topic_gw, "readings")
     checks = catalog._checks
-    max_ts = now_ms + MAX_FUTURE_MS
+    max_ts = now_ms + max_future_ms
     readings: list[Reading] = []
     rejects: list[Reject] = []
     append = readings.append
@@ -535,7 +549,7 @@ def _decode_each(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) -
             rejects.append(Reject(Reason.UNKNOWN_KIND, detail, i, r))
             continue
         if ts > max_ts:
-            detail = _future_detail(f"reading {i} (dev {dev!r})", ts, now_ms)
+            detail = _future_detail(f"reading {i} (dev {dev!r})", ts, now_ms, max_future_ms)
             rejects.append(Reject(Reason.FUTURE_TIMESTAMP, detail, i, r))
             continue
         mchecks = kc.metrics
@@ -572,12 +586,19 @@ def _decode_each(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) -
     return TelemetryBatch(gw=gw, seq=seq, sent=sent, readings=readings, rejects=rejects)
 
 
-def decode_events(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) -> EventBatch:
+def decode_events(
+    payload: bytes,
+    topic_gw: str,
+    now_ms: int,
+    catalog: Catalog,
+    max_future_ms: int = MAX_FUTURE_MS,
+) -> EventBatch:
     """Decode an event batch; raises MessageRejected for whole-message problems."""
+    max_future_ms = min(max_future_ms, MAX_FUTURE_MS)
     gw, seq, sent, items = _envelope(_load(payload), topic_gw, "events")
     checks = catalog._checks
     event_types = catalog.event_types
-    max_ts = now_ms + MAX_FUTURE_MS
+    max_ts = now_ms + max_future_ms
     events: list[Event] = []
     rejects: list[Reject] = []
     for i, e in enumerate(items):
@@ -602,7 +623,8 @@ def decode_events(payload: bytes, topic_gw: str, now_ms: int, catalog: Catalog) 
             )
             continue
         if ts > max_ts:
-            rejects.append(Reject(Reason.FUTURE_TIMESTAMP, _future_detail(where, ts, now_ms), i, e))
+            detail = _future_detail(where, ts, now_ms, max_future_ms)
+            rejects.append(Reject(Reason.FUTURE_TIMESTAMP, detail, i, e))
             continue
         if etype not in kc.events:
             if etype in event_types:
@@ -627,8 +649,11 @@ def _is_short_text(value: object) -> TypeGuard[str]:
     return type(value) is str and len(value) <= MAX_TEXT_LEN and not _CONTROL_RE.search(value)
 
 
-def decode_status(payload: bytes, topic_gw: str, now_ms: int) -> Status:
+def decode_status(
+    payload: bytes, topic_gw: str, now_ms: int, max_future_ms: int = MAX_FUTURE_MS
+) -> Status:
     """Decode a gateway status (also its Last Will); raises MessageRejected."""
+    max_future_ms = min(max_future_ms, MAX_FUTURE_MS)
     doc = _load(payload)
     _check_version(doc)
     gw = _check_gw(doc, topic_gw)
@@ -640,8 +665,9 @@ def decode_status(payload: bytes, topic_gw: str, now_ms: int) -> Status:
     ts = doc.get("ts")
     if not _is_uint(ts):
         raise MessageRejected(Reason.BAD_ENVELOPE, f"'ts' is {_show(ts)}, expected epoch ms")
-    if ts > now_ms + MAX_FUTURE_MS:
-        raise MessageRejected(Reason.FUTURE_TIMESTAMP, _future_detail("status", ts, now_ms))
+    if ts > now_ms + max_future_ms:
+        detail = _future_detail("status", ts, now_ms, max_future_ms)
+        raise MessageRejected(Reason.FUTURE_TIMESTAMP, detail)
     fw = doc.get("fw")
     if fw is not None and not _is_short_text(fw):
         raise MessageRejected(

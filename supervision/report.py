@@ -25,7 +25,9 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
-from alerts.plans.model import Plan
+from alerts.alarms.model import alarm_durations
+from alerts.labels import Labels
+from alerts.plans.model import Plan, ResponseLevel
 from alerts.quality import AlarmQuality, RaisedAlarm, alarm_quality
 from alerts.store import activations, alarms, drills, rescues
 from ingest.state import StateStore
@@ -152,8 +154,10 @@ def estate_report(
                 alarms.c.severity,
                 alarms.c.subject,
                 alarms.c.fired_ms,
-                alarms.c.acked_ms,
                 alarms.c.resolved_ms,
+                alarms.c.raised_ms,
+                alarms.c.acked_ms,
+                alarms.c.closed_ms,
             ).where(alarms.c.estate == eid, alarms.c.fired_ms >= lo, alarms.c.fired_ms < hi)
         ).all()
         rescue_rows = conn.execute(
@@ -185,14 +189,15 @@ def estate_report(
     by_family: dict[str, dict[str, int]] = {}
     ack_times, resolve_times = [], []
     fire_down_ms = 0
-    for kind, severity, _subject, fired, acked, resolved in rows:
+    for kind, severity, _subject, fired, resolved, raised, acked, closed in rows:
         fam = families.get(kind, "other")
         by_family.setdefault(fam, {s: 0 for s in SEVERITIES})
         by_family[fam][severity] = by_family[fam].get(severity, 0) + 1
-        if acked is not None:
-            ack_times.append(acked - fired)
-        if resolved is not None:
-            resolve_times.append(resolved - fired)
+        took = alarm_durations(raised, acked, closed)  # the one definition, as the API's
+        if took["to_ack_ms"] is not None:
+            ack_times.append(took["to_ack_ms"])
+        if took["to_resolve_ms"] is not None:
+            resolve_times.append(took["to_resolve_ms"])
         if fam == "fire" and severity in OUTAGE_SEVERITIES:
             fire_down_ms += _overlap(fired, resolved or end, lo, end)
 
@@ -211,7 +216,8 @@ def estate_report(
     plans_held = {p: int(n) for p, n in drill_rows}
     activations_by: dict[str, dict[str, int]] = {}
     for plan, level in act_rows:
-        roman = {4: "IV", 3: "III", 2: "II", 1: "I"}.get(int(level), str(level))
+        # The level's name (a Ⅲ is "III"); the stored number counts the other way (Ⅰ = 4).
+        roman = ResponseLevel(int(level)).name
         activations_by.setdefault(plan, {})
         activations_by[plan][roman] = activations_by[plan].get(roman, 0) + 1
     quality, _days = estate_alarm_quality(engine, eid, lo, hi, now_ms)
@@ -286,7 +292,7 @@ def _total(parts: list[dict[str, Any]], deadline_min: int) -> dict[str, Any]:
             t["short"] += d["short"]
     return {
         "estate": "total",
-        "name": "合计 Total",
+        "name": "合计",
         "region": "",
         "devices": sum(p["devices"] for p in parts),
         "alarms_total": sum(p["alarms_total"] for p in parts),
@@ -360,38 +366,68 @@ def yearly_report(
         "generated_ms": now,
         "estates": parts,
         "total": _total(parts, inp.rescue_deadline_min),
+        "plan_names": {pid: {"zh": p.name_zh, "en": p.name_en} for pid, p in inp.plans.items()},
     }
 
 
 COLUMNS = [
-    ("estate", "小区 estate"),
-    ("name", "名称 name"),
-    ("region", "地区 region"),
-    ("devices", "设备数 devices"),
-    ("alarms_total", "告警数 alarms"),
-    ("mean_ack_min", "平均确认时间(分) mean time to acknowledge (min)"),
-    ("mean_resolve_min", "平均处置时间(分) mean time to resolve (min)"),
-    ("rescues.count", "困人次数 entrapments"),
-    ("rescues.mean_min", "平均救援时间(分) mean rescue (min)"),
-    ("rescues.max_min", "最长救援时间(分) longest rescue (min)"),
-    ("rescues.within_deadline", "时限内救出 rescued within deadline"),
-    ("rescues.breached", "超时 deadline breached"),
-    ("fire_availability_pct", "消防设施完好率% fire-equipment availability %"),
-    ("device_uptime_pct", "设备在线率% device uptime %"),
-    ("activations_total", "预案启动次数 plan activations"),
-    ("alarm_quality.per_hour", "每小时告警数 alarms per hour"),
-    ("alarm_quality.flood_windows", "告警泛滥时段(10分钟) flood windows (10 min)"),
-    ("chattering_count", "振荡告警 chattering alarms"),
-    ("stale_count", "长期未消除告警(>24h) standing alarms (>24 h)"),
-    ("alarm_quality.ack_p50_min", "确认时间中位数(分) time to acknowledge p50 (min)"),
-    ("drills_held", "演练次数 drills held"),
-    ("drills_required", "应演练次数 drills required"),
+    "estate",
+    "name",
+    "region",
+    "devices",
+    "alarms_total",
+    "mean_ack_min",
+    "mean_resolve_min",
+    "rescues.count",
+    "rescues.mean_min",
+    "rescues.max_min",
+    "rescues.within_deadline",
+    "rescues.breached",
+    "fire_availability_pct",
+    "device_uptime_pct",
+    "activations_total",
+    "alarm_quality.per_hour",
+    "alarm_quality.flood_windows",
+    "chattering_count",
+    "stale_count",
+    "alarm_quality.ack_p50_min",
+    "drills_held",
+    "drills_required",
 ]
+ROMAN = {lvl.name: lvl.roman for lvl in ResponseLevel if lvl}
 
 
-def _flat(part: dict[str, Any]) -> list[Any]:
-    row = []
-    for key, _ in COLUMNS:
+class _Words:
+    """The downloads' words in one language, from the labels everyone uses."""
+
+    def __init__(self, report: dict[str, Any], lang: str, catalog: Catalog | None) -> None:
+        from protocol.catalog import default_catalog
+
+        self.lang = lang
+        self.labels = Labels(catalog or default_catalog())
+        self.plan_names: dict[str, dict[str, str]] = report.get("plan_names", {})
+
+    def col(self, key: str, **vars: Any) -> str:
+        return self.labels.text(f"report.csv.{key}", self.lang, key, **vars)
+
+    def estate(self, part: dict[str, Any]) -> str:
+        if part["estate"] == "total":
+            return self.labels.text("report.total", self.lang)
+        return str(part["name"] or part["estate"])
+
+    def plan(self, pid: str) -> str:
+        names = self.plan_names.get(pid)
+        if not names:
+            return pid
+        return names["zh"] if self.lang == "zh-CN" else names["en"]
+
+    def level(self, name: str) -> str:
+        return self.labels.level(ROMAN.get(name, name), self.lang)
+
+
+def _flat(part: dict[str, Any], words: _Words) -> list[Any]:
+    row: list[Any] = []
+    for key in COLUMNS:
         if key == "activations_total":
             row.append(sum(sum(v.values()) for v in part["activations"].values()))
         elif key == "chattering_count":
@@ -402,6 +438,8 @@ def _flat(part: dict[str, Any]) -> list[Any]:
             row.append(sum(d["held"] for d in part["drills"]))
         elif key == "drills_required":
             row.append(sum(d["required"] for d in part["drills"]))
+        elif key == "name":
+            row.append(words.estate(part))
         elif "." in key:
             a, b = key.split(".")
             row.append(part[a][b])
@@ -410,12 +448,14 @@ def _flat(part: dict[str, Any]) -> list[Any]:
     return ["" if v is None else v for v in row]
 
 
-def to_csv(report: dict[str, Any]) -> str:
+def to_csv(report: dict[str, Any], lang: str = "zh-CN", catalog: Catalog | None = None) -> str:
+    """One row per estate and the total, headed in one language (zh-CN by default)."""
+    words = _Words(report, lang, catalog)
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow([label for _, label in COLUMNS])
+    w.writerow([words.col(key) for key in COLUMNS])
     for part in [*report["estates"], report["total"]]:
-        w.writerow(_flat(part))
+        w.writerow(_flat(part, words))
     return "\ufeff" + out.getvalue()  # BOM: Excel opens UTF-8 Chinese correctly
 
 
@@ -424,60 +464,86 @@ def _cells(values: list[Any]) -> list[Any]:
     return [ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values]
 
 
-def to_xlsx(report: dict[str, Any]) -> bytes:
+def to_xlsx(report: dict[str, Any], lang: str = "zh-CN", catalog: Catalog | None = None) -> bytes:
+    """The summary, then alarms by system and severity, plan activations by level, drills:
+    in one language, estates by name, plans by name, levels as people say them."""
+    words = _Words(report, lang, catalog)
+    lb = words.labels
     wb = Workbook()
     ws = wb.active
-    ws.title = "汇总 Summary"
-    ws.append([f"{report['year']} 年度统计分析报告 · yearly statistical report"])
+    ws.title = words.col("sheet.summary")
+    ws.append([words.col("heading", year=report["year"])])
     ws["A1"].font = Font(bold=True, size=14)
-    ws.append([label for _, label in COLUMNS])
+    ws.append([words.col(key) for key in COLUMNS])
     for cell in ws[2]:
         cell.font = Font(bold=True)
-    for part in [*report["estates"], report["total"]]:
-        ws.append(_cells(_flat(part)))
-    al = wb.create_sheet("告警 Alarms")
-    al.append(["小区 estate", "系统 family", *(f"{s}" for s in SEVERITIES)])
-    for part in [*report["estates"], report["total"]]:
+    parts = [*report["estates"], report["total"]]
+    for part in parts:
+        ws.append(_cells(_flat(part, words)))
+    al = wb.create_sheet(words.col("sheet.alarms"))
+    al.append([words.col("name"), words.col("family"), *(lb.severity(s, lang) for s in SEVERITIES)])
+    for part in parts:
         for fam, sev in sorted(part["alarms"].items()):
-            al.append(_cells([part["estate"], fam, *(sev.get(s, 0) for s in SEVERITIES)]))
-    pl = wb.create_sheet("预案 Plans")
-    pl.append(["小区 estate", "预案 plan", "级别 level", "次数 activations"])
-    for part in [*report["estates"], report["total"]]:
-        for plan, levels in sorted(part["activations"].items()):
-            for level, n in sorted(levels.items()):
-                pl.append(_cells([part["estate"], plan, level, n]))
-    dr = wb.create_sheet("演练 Drills")
-    dr.append(
-        ["小区 estate", "预案 plan", "名称 name", "已演练 held", "应演练 required", "欠缺 short"]
+            al.append(
+                _cells(
+                    [words.estate(part), lb.family(fam, lang), *(sev.get(s, 0) for s in SEVERITIES)]
+                )
+            )
+    pl = wb.create_sheet(words.col("sheet.plans"))
+    pl.append(
+        [
+            words.col("name"),
+            words.col("plan"),
+            lb.text("report.level", lang),
+            words.col("activations"),
+        ]
     )
-    for part in [*report["estates"], report["total"]]:
+    order = {lvl.name: -int(lvl) for lvl in ResponseLevel}
+    for part in parts:
+        for plan, levels in sorted(part["activations"].items()):
+            for level, n in sorted(levels.items(), key=lambda x: order.get(x[0], 0)):
+                pl.append(_cells([words.estate(part), words.plan(plan), words.level(level), n]))
+    dr = wb.create_sheet(words.col("sheet.drills"))
+    dr.append(
+        [
+            words.col("name"),
+            words.col("plan"),
+            words.col("drills_held"),
+            words.col("drills_required"),
+            words.col("drills_short"),
+        ]
+    )
+    for part in parts:
         for d in part["drills"]:
             dr.append(
                 _cells(
                     [
-                        part["estate"],
-                        d["plan"],
-                        d["plan_name"],
+                        words.estate(part),
+                        words.plan(d["plan"]),
                         d["held"],
                         d["required"],
                         d["short"],
                     ]
                 )
             )
-    aq = wb.create_sheet("告警质量 Alarm quality")
+    aq = wb.create_sheet(words.col("sheet.quality"))
     aq.append(["ISA-18.2 / EEMUA 191"])
     aq["A1"].font = Font(bold=True)
     aq.append(
-        ["小区 estate", "类别 what", "规则 rule", "设备 subject", "次数 alarms", "说明 detail"]
+        [
+            words.col("name"),
+            *(words.col(f"quality.{c}") for c in ("what", "rule", "subject", "alarms", "detail")),
+        ]
     )
     for part in report["estates"]:
         q = part["alarm_quality"]
+        name = words.estate(part)
         for x in q["top"]:
             aq.append(
                 _cells(
                     [
-                        part["estate"],
-                        "频发 bad actor",
+                        name,
+                        words.col("quality.top"),
                         x["rule"],
                         x["subject"],
                         x["alarms"],
@@ -486,43 +552,17 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
                 )
             )
         for x in q["chattering"]:
-            aq.append(
-                _cells(
-                    [
-                        part["estate"],
-                        "振荡 chattering",
-                        x["rule"],
-                        x["subject"],
-                        x["alarms"],
-                        f"{x['in_60s']} / 60 s",
-                    ]
-                )
-            )
+            row = [name, words.col("quality.chattering"), x["rule"], x["subject"], x["alarms"]]
+            aq.append(_cells([*row, words.col("quality.in_60s", n=x["in_60s"])]))
         for x in q["stale"]:
+            detail = words.col("quality.hours", h=x["active_h"])
+            if x["open"]:
+                detail += " " + words.col("quality.open")
             aq.append(
-                _cells(
-                    [
-                        part["estate"],
-                        "长期未消除 standing",
-                        x["rule"],
-                        x["subject"],
-                        1,
-                        f"{x['active_h']} h" + (" open" if x["open"] else ""),
-                    ]
-                )
+                _cells([name, words.col("quality.stale"), x["rule"], x["subject"], 1, detail])
             )
-        aq.append(
-            _cells(
-                [
-                    part["estate"],
-                    "泛滥 floods",
-                    "",
-                    "",
-                    q["flood_windows"],
-                    f"peak {q['peak_10min']} / 10 min",
-                ]
-            )
-        )
+        peak = words.col("quality.peak", n=q["peak_10min"])
+        aq.append(_cells([name, words.col("quality.floods"), "", "", q["flood_windows"], peak]))
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()

@@ -5,7 +5,7 @@ stores them and tells people.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from alerts.alarms.flapping import FlapDetector
@@ -28,10 +28,12 @@ __all__ = ["AlarmBook"]
 class AlarmBook:
     """The open alarms, by key and by id."""
 
-    def __init__(self, flaps: FlapDetector | None = None) -> None:
+    def __init__(self, flaps: FlapDetector | None = None, late_after_ms: int = 10 * 60_000) -> None:
         self.open: dict[AlarmKey, Alarm] = {}
         self.by_id: dict[str, Alarm] = {}
         self.flaps = flaps or FlapDetector()
+        # An alarm fired from data older than this on arrival is late (history).
+        self.late_after_ms = late_after_ms
 
     def load(self, alarms: Iterable[Alarm]) -> None:
         for a in alarms:
@@ -77,12 +79,38 @@ class AlarmBook:
             for_ms=rule.for_ms,
             deadline_ms=sig.ts + rule.deadline_ms if rule.deadline_ms is not None else None,
         )
+        if not pending:
+            self._raised(alarm, sig.ts, now)
         self.open[alarm.key] = alarm
         self.by_id[alarm.id] = alarm
         self.flaps.started(alarm.key, sig.ts)
         return AlarmChange(
             alarm, TimelineEntry(alarm.id, sig.ts, alarm.state.value, SYSTEM, sig.detail)
         )
+
+    def _raised(self, alarm: Alarm, fired_ms: int, now: int) -> None:
+        """The alarm fires: at ``fired_ms`` in the data's time, reaching the control room
+        ``now``. A live alarm's deadline runs from now; a late one's (history) from when it
+        fired in the data, so its rescue time is measured as it happened."""
+        alarm.fired_ms = fired_ms
+        alarm.raised_ms = now
+        alarm.late = now - fired_ms > self.late_after_ms
+        if alarm.deadline_ms is not None:
+            length = alarm.deadline_ms - alarm.started_ms
+            alarm.deadline_ms = (fired_ms if alarm.late else now) + length
+
+    def promote(self, alarm: Alarm, now: int) -> AlarmChange:
+        """A late alarm whose condition still holds in current data: it is an emergency
+        now, raised to the control room as if it had just fired."""
+        base = alarm.fired_ms if alarm.fired_ms is not None else alarm.started_ms
+        length = None if alarm.deadline_ms is None else alarm.deadline_ms - base
+        alarm.late = False
+        alarm.raised_ms = now
+        alarm.updated_ms = now
+        if length is not None:
+            alarm.deadline_ms = now + length
+        detail = {"late_since_ms": alarm.fired_ms, "caught_up": True}
+        return AlarmChange(alarm, TimelineEntry(alarm.id, now, "firing", SYSTEM, detail))
 
     def _again(self, alarm: Alarm, sig: Signal) -> list[AlarmChange]:
         alarm.last_ms = max(alarm.last_ms, sig.ts)
@@ -100,6 +128,17 @@ class AlarmBook:
 
     def _clear(self, alarm: Alarm, sig: Signal, now: int) -> list[AlarmChange]:
         if alarm.state is AlarmState.PENDING:
+            if sig.ts - alarm.started_ms >= alarm.for_ms:
+                # It held for its 'for' in the data's time (a backlog committed at once,
+                # before any tick): it fired then, and clears now.
+                alarm.state = AlarmState.FIRING
+                self._raised(alarm, alarm.started_ms + alarm.for_ms, now)
+                detail = {"pending_since_ms": alarm.started_ms, "for_ms": alarm.for_ms}
+                entry = TimelineEntry(
+                    alarm.id, alarm.started_ms + alarm.for_ms, "firing", SYSTEM, detail
+                )
+                fired = AlarmChange(alarm, entry)
+                return [fired, self._close(alarm, "resolved", sig.ts, SYSTEM, sig.detail, now)]
             # Never fired: it leaves no alarm behind.
             return [self._close(alarm, "cancelled", sig.ts, SYSTEM, sig.detail, now)]
         if alarm.flapping:
@@ -123,36 +162,46 @@ class AlarmBook:
         self, alarm: Alarm, action: str, ts: int, by: str, detail: dict[str, Any], now: int
     ) -> AlarmChange:
         alarm.state = AlarmState.RESOLVED
-        alarm.resolved_ms = ts
+        # Data out of order (lanes, backlogs) can clear an alarm with a time before it fired:
+        # it ended no earlier than it began.
+        alarm.resolved_ms = max(ts, alarm.started_ms, alarm.fired_ms or ts)
         alarm.resolved_by = by
         alarm.updated_ms = now
+        alarm.closed_ms = now
         alarm.clear_since_ms = None
         self.open.pop(alarm.key, None)
         self.by_id.pop(alarm.id, None)
         return AlarmChange(alarm, TimelineEntry(alarm.id, ts, action, by, detail))
 
     # --- time ----------------------------------------------------------------------------------
-    def tick(self, now: int, auto_resolve: dict[str, int] | None = None) -> list[AlarmChange]:
+    def tick(
+        self,
+        now: int,
+        auto_resolve: dict[str, int] | None = None,
+        subject_now: Callable[[Alarm], int] | None = None,
+    ) -> list[AlarmChange]:
         """Pending alarms whose 'for' has passed fire; held flapping alarms that stayed clear,
-        and event alarms past their auto-resolve time, resolve."""
+        and event alarms past their auto-resolve time, resolve. ``subject_now``: the time of
+        the alarm's subject's data (behind ``now`` while its gateway replays a backlog), which
+        these timers run on, as they would have had the data come on time."""
         out = []
         hold = self.flaps.hold_ms
         for alarm in list(self.open.values()):
+            t = now if subject_now is None else min(now, subject_now(alarm))
             if alarm.state is AlarmState.PENDING:
-                if now >= alarm.started_ms + alarm.for_ms:
+                if t >= alarm.started_ms + alarm.for_ms:
                     alarm.state = AlarmState.FIRING
-                    alarm.fired_ms = now
+                    self._raised(alarm, alarm.started_ms + alarm.for_ms, now)
                     alarm.updated_ms = now
                     detail = {"pending_since_ms": alarm.started_ms, "for_ms": alarm.for_ms}
-                    out.append(
-                        AlarmChange(alarm, TimelineEntry(alarm.id, now, "firing", SYSTEM, detail))
-                    )
-            elif alarm.clear_since_ms is not None and now - alarm.clear_since_ms >= hold:
-                detail = {"stable_ms": now - alarm.clear_since_ms}
-                out.append(self._close(alarm, "resolved", now, SYSTEM, detail, now))
-            elif auto_resolve and now - alarm.last_ms >= auto_resolve.get(alarm.rule, now + 1):
-                detail = {"quiet_ms": now - alarm.last_ms}
-                out.append(self._close(alarm, "resolved", now, SYSTEM, detail, now))
+                    entry = TimelineEntry(alarm.id, alarm.fired_ms or now, "firing", SYSTEM, detail)
+                    out.append(AlarmChange(alarm, entry))
+            elif alarm.clear_since_ms is not None and t - alarm.clear_since_ms >= hold:
+                detail = {"stable_ms": t - alarm.clear_since_ms}
+                out.append(self._close(alarm, "resolved", t, SYSTEM, detail, now))
+            elif auto_resolve and t - alarm.last_ms >= auto_resolve.get(alarm.rule, t + 1):
+                detail = {"quiet_ms": t - alarm.last_ms}
+                out.append(self._close(alarm, "resolved", t, SYSTEM, detail, now))
         self.flaps.prune(now)
         return out
 

@@ -17,6 +17,7 @@ __all__ = [
     "AlarmState",
     "InvalidTransition",
     "TimelineEntry",
+    "alarm_durations",
     "new_id",
 ]
 
@@ -88,6 +89,13 @@ class Alarm:
     escalated: int = 0  # bit i: step i of the escalation chain was carried out
     deadline_ms: int | None = None
     deadline_breached: bool = False
+    # Wall-clock times, the service's own: when the alarm reached the control room (fired
+    # here) and when it was closed. started/fired/resolved are the data's times.
+    raised_ms: int | None = None
+    closed_ms: int | None = None
+    # Raised from data that arrived long after it was taken (a backlog, a replay): recorded,
+    # not paged, escalated or published as new.
+    late: bool = False
 
     @property
     def key(self) -> AlarmKey:
@@ -139,7 +147,27 @@ class Alarm:
             "deadline_ms": self.deadline_ms,
             "deadline_breached": self.deadline_breached,
             "updated_ms": self.updated_ms,
+            "raised_ms": self.raised_ms,
+            "closed_ms": self.closed_ms,
+            "late": self.late,
+            **alarm_durations(self.raised_ms, self.acked_ms, self.closed_ms),
         }
+
+
+def alarm_durations(
+    raised_ms: int | None, acked_ms: int | None, closed_ms: int | None
+) -> dict[str, int | None]:
+    """The one definition of an alarm's durations, used by the API, the dashboard (which only
+    formats them) and the yearly report: from when the alarm reached the control room to a
+    person's acknowledgement, and to its close, in wall-clock time. Never negative (rows from
+    before the wall-clock fields carry data times, which could run ahead)."""
+
+    def since_raised(t: int | None) -> int | None:
+        if raised_ms is None or t is None:
+            return None
+        return max(0, t - raised_ms)
+
+    return {"to_ack_ms": since_raised(acked_ms), "to_resolve_ms": since_raised(closed_ms)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from alerts.labels import Labels
 from alerts.notify import Notification
+from protocol.catalog import default_catalog
 
 __all__ = ["describe", "local_time"]
 
 _TZ = ZoneInfo("Asia/Shanghai")
 
-_SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "次要", "warning": "提示"}
-_EVENT_ZH = {
-    "firing": "告警",
-    "resolved": "恢复",
-    "acknowledged": "已确认",
-    "escalated": "升级",
-    "flapping": "频繁波动（已抑制）",
-    "deadline_breached": "超时未处置",
-    "plan_raised": "应急预案启动/升级",
-    "plan_lowered": "应急预案降级",
-    "plan_stood_down": "应急预案解除",
-    "task_overdue": "预案任务逾期",
-    "drill_due": "应急演练提醒",
-}
+
+@functools.cache
+def _labels() -> Labels:
+    return Labels(default_catalog())
 
 
 def local_time(ms: int | None) -> str:
@@ -35,41 +28,53 @@ def local_time(ms: int | None) -> str:
 
 
 def describe(n: Notification) -> tuple[str, list[str]]:
+    """Chinese throughout (labels from messages.json and the catalog, the estate's name), the
+    English summary last for the odd reader who needs it."""
+    lb = _labels()
     p: dict[str, Any] = n.payload
-    event_zh = _EVENT_ZH.get(n.event, n.event)
+    event_zh = lb.notice_event(n.event)
+    estate = p.get("estate_name") or n.estate
+
+    def line(key: str, value: str) -> str:
+        return f"{lb.text('notice.' + key)}：{value}"
+
     if "alarm" in p:
         a = p["alarm"]
-        sev = _SEVERITY_ZH.get(a.get("severity", ""), a.get("severity", ""))
+        sev = lb.severity(a.get("severity", ""))
         title = f"【{event_zh}·{sev}】{a['summary']['zh']}"
         lines = [
-            f"小区：{a['estate']}",
-            f"对象：{a['subject']}（{a['kind']}）",
-            f"状态：{a['state']}",
-            f"开始：{local_time(a.get('fired_ms') or a.get('started_ms'))}",
+            line("estate", estate),
+            line("subject", f"{a['subject']}（{lb.kind(a['kind'])}）"),
+            line("state", lb.alarm_state(a["state"])),
+            line("started", local_time(a.get("fired_ms") or a.get("started_ms"))),
         ]
         detail = a.get("detail") or {}
         if "test" in detail:
-            lines.append(f"条件：{detail['test']}，值 {detail.get('value', '')}")
+            cond = lb.condition(a["kind"], str(detail["test"]))
+            lines.append(
+                line("condition", f"{cond}，{lb.text('notice.value')} {detail.get('value', '')}")
+            )
         if "event" in detail:
-            lines.append(f"事件：{detail['event']}")
+            lines.append(line("event", lb.event_type(str(detail["event"]))))
         if p.get("role"):
-            lines.append(f"通知对象：{p['role']}")
+            lines.append(line("to", lb.role(p["role"])))
         if a.get("deadline_ms"):
-            lines.append(f"处置时限：{local_time(a['deadline_ms'])}")
+            lines.append(line("deadline", local_time(a["deadline_ms"])))
         lines.append(a["summary"]["en"])
         return title, lines
     if "activation" in p:
         act = p["activation"]
         title = f"【{event_zh}】{act['plan_name']['zh']} {act['level_name']}"
-        lines = [f"小区：{act['estate']}", f"时间：{local_time(n.created_ms)}"]
+        lines = [line("estate", estate), line("time", local_time(n.created_ms))]
         if p.get("task"):
             t = p["task"]
-            lines.append(f"任务：{t['text']}（{t['role']}），应于 {local_time(t['due_ms'])} 前完成")
+            due = lb.text("notice.task_due", time=local_time(t["due_ms"]))
+            lines.append(line("task", f"{t['text']}（{lb.role(t['role'])}），{due}"))
         if p.get("reason"):
-            lines.append(f"原因：{p['reason']}")
+            lines.append(line("reason", str(p["reason"])))
         return title, lines
     if "drill" in p:
         d = p["drill"]
         title = f"【{event_zh}】{d.get('plan_name', d['plan'])}"
-        return title, [f"小区：{d['estate']}", f"计划时间：{local_time(d.get('scheduled_ms'))}"]
+        return title, [line("estate", estate), line("scheduled", local_time(d.get("scheduled_ms")))]
     return f"【{event_zh}】", [str(p)]

@@ -72,6 +72,8 @@ class WebhookNotifier:
         style: WebhookStyle | str = WebhookStyle.JSON,
         secret: str | None = None,
         timeout_s: float = 5.0,
+        estates: frozenset[str] | None = None,
+        severities: frozenset[str] | None = None,
     ) -> None:
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"webhook {name}: {url!r} is not an http(s) URL")
@@ -80,6 +82,14 @@ class WebhookNotifier:
         self.style = WebhookStyle(style)
         self.secret = secret
         self.timeout_s = timeout_s
+        self.estates = estates  # None: every estate
+        self.severities = severities  # None: every severity
+
+    def wants(self, estate: str, severity: str | None = None) -> bool:
+        """Whether a notice of this estate (and alarm severity) is for this receiver."""
+        if self.estates is not None and estate not in self.estates:
+            return False
+        return severity is None or self.severities is None or severity in self.severities
 
     @property
     def name(self) -> str:

@@ -225,7 +225,12 @@ class PlanBook:
                 )
             if stand_down_now:
                 change.entries.extend(
-                    self._end(act, now, by, {"reason": "official warning expired"}).entries
+                    self._end(
+                        act,
+                        now,
+                        by,
+                        {"reason": "official warning expired", "reason_code": "warning_expired"},
+                    ).entries
                 )
                 change.event = "plan_stood_down"
             return change if change.entries else None
@@ -271,7 +276,14 @@ class PlanBook:
         out = []
         for act in list(self.active.values()):
             if act.below_since_ms is not None and now - act.below_since_ms >= act.hold_ms:
-                out.append(self._end(act, now, SYSTEM, {"reason": "below Ⅳ for the hold time"}))
+                out.append(
+                    self._end(
+                        act,
+                        now,
+                        SYSTEM,
+                        {"reason": "below Ⅳ for the hold time", "reason_code": "held_below"},
+                    )
+                )
                 continue
             for task in act.tasks.values():
                 if task.done_ms is None and task.overdue_ms is None and now > task.due_ms:

@@ -48,11 +48,14 @@ class Signal:
 
 @dataclass(slots=True)
 class DeviceClock:
-    """When a device was last heard from: the deadman clock of its no-data rules."""
+    """When a device was last heard from: the deadman clock of its no-data rules. It runs on
+    arrivals (the service's clock), not on the data's own times: a gateway replaying a backlog
+    from yesterday is heard from now."""
 
     kind: str
     gateway: str
-    last_ms: int
+    last_ms: int  # arrival of its newest message, wall clock
+    data_ms: int = -1  # the newest data time it sent (-1: as last_ms)
     # The evaluator's cache: the device's window series along its kind's window plan (see
     # _window_plan), so a reading finds them without lookups.
     series: DeviceSeries[WindowGroup] | None = field(default=None, compare=False, repr=False)
@@ -110,7 +113,9 @@ class Evaluator:
         gateway: str,
         readings: Sequence[Reading],
         out: list[Signal],
+        heard_ms: int | None = None,
     ) -> None:
+        """``heard_ms``: when the readings arrived (default: their own times)."""
         kinds = index.kinds
         asserted = self.asserted
         held_count = self.held_count
@@ -120,12 +125,16 @@ class Evaluator:
         for r in readings:
             key = (estate, r.dev)
             ts = r.ts
+            heard = ts if heard_ms is None else heard_ms
             clock = clocks.get(key)
             if clock is None:
-                clock = clocks[key] = DeviceClock(r.kind, gateway, ts)
-            elif ts > clock.last_ms:
-                clock.last_ms = ts
-                clock.gateway = gateway
+                clock = clocks[key] = DeviceClock(r.kind, gateway, heard, ts)
+            else:
+                if heard > clock.last_ms:
+                    clock.last_ms = heard
+                    clock.gateway = gateway
+                if ts > clock.data_ms:
+                    clock.data_ms = ts
             m = r.metrics
             kr = kinds.get(r.kind)
             tk = tracked.get(r.kind)
@@ -156,7 +165,7 @@ class Evaluator:
             if kr is None:
                 continue
             if holding and kr.no_data:
-                self._heard(kr, key, r.kind, gateway, ts, out)
+                self._heard(kr, key, r.kind, gateway, heard, out)
             for metric, group in kr.groups:
                 v = m.get(metric)
                 if v is None:
@@ -419,19 +428,22 @@ class Evaluator:
         gateway: str,
         events: Sequence[Event],
         out: list[Signal],
+        heard_ms: int | None = None,
     ) -> None:
         for e in events:
             key = (estate, e.dev)
+            heard = e.ts if heard_ms is None else heard_ms
             clock = self.clocks.get(key)
             if clock is None:
-                self.clocks[key] = DeviceClock(e.kind, gateway, e.ts)
-            elif e.ts > clock.last_ms:
-                clock.last_ms = e.ts
+                self.clocks[key] = DeviceClock(e.kind, gateway, heard, e.ts)
+            else:
+                clock.last_ms = max(clock.last_ms, heard)
+                clock.data_ms = max(clock.data_ms, e.ts)
             kr = index.kinds.get(e.kind)
             if kr is None:
                 continue
             if kr.no_data and key in self.held_count:
-                self._heard(kr, key, e.kind, gateway, e.ts, out)
+                self._heard(kr, key, e.kind, gateway, heard, out)
             detail = {"event": e.type, "data": e.data, "ts": e.ts}
             for rule in kr.clear_events.get(e.type, ()):
                 if self.holds(rule.id, estate, e.dev):
@@ -502,6 +514,15 @@ class Evaluator:
                 out.append(Signal(rule, estate, gateway, "gateway", gateway, True, ts, detail))
 
     # --- time ----------------------------------------------------------------------------------
+    def subject_now(self, estate: str, subject: str, now: int) -> int:
+        """The time of a subject's data now: its newest data time plus the wall time since it
+        arrived. ``now`` for a device reporting live; behind it for one replaying a backlog,
+        whose windows and timers must slide on its own time, not empty out at once."""
+        c = self.clocks.get((estate, subject))
+        if c is None or c.data_ms < 0:
+            return now
+        return min(now, c.data_ms + max(0, now - c.last_ms))
+
     def check_time(
         self, index_for: Callable[[str], RuleIndex], now: int, out: list[Signal]
     ) -> None:
@@ -524,12 +545,13 @@ class Evaluator:
             found = self.clocks.get((estate, dev))
             kind = found.kind if found else ""
             gateway = found.gateway if found else None
+            t = self.subject_now(estate, dev, now)
             if isinstance(timed, EventCount):
-                self._count_test(rule, timed, estate, dev, kind, gateway, now, out)
+                self._count_test(rule, timed, estate, dev, kind, gateway, t, out)
             elif isinstance(timed, Composite):
-                self._composite(rule, timed, estate, dev, kind, gateway, now, out)
+                self._composite(rule, timed, estate, dev, kind, gateway, t, out)
             else:
-                self._window_test(rule, timed, estate, dev, kind, gateway, now, out)
+                self._window_test(rule, timed, estate, dev, kind, gateway, t, out)
 
     def restore(self, held: Iterable[tuple[Rule, str, str]]) -> None:
         """After a restart: the conditions of the open alarms hold until shown otherwise."""

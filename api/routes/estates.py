@@ -150,23 +150,54 @@ def _typed(catalog: Catalog, kind: str, metric: str, value: Value) -> Value:
     return value
 
 
+# A gateway sends its status every 30 s by default: one within this long means it is alive.
+LIVE_STATUS_MS = 5 * 60_000
+
+
+def gateway_states(gateways: list[dict[str, Any]], now_ms: int) -> tuple[set[str], set[str]]:
+    """(offline gateways, gateways alive now by their own recent status)."""
+    offline = {g["id"] for g in gateways if g["state"] == "offline"}
+    live = {
+        g["id"]
+        for g in gateways
+        if g["state"] == "online"
+        and g.get("state_ms") is not None
+        and now_ms - g["state_ms"] <= LIVE_STATUS_MS
+    }
+    return offline, live
+
+
 def device_views(
     catalog: Catalog,
     devices: list[dict[str, Any]],
     latest: dict[str, dict[str, tuple[int, Value]]],
     offline_gateways: set[str],
     now_ms: int,
+    live_gateways: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
+    """``live_gateways``: gateways whose own status came within the last few minutes. Their
+    devices are judged against the gateway's newest reading rather than the wall clock, so a
+    gateway replaying a backlog (data hours old, arriving now) does not show every device as
+    offline; a device its gateway stopped hearing still falls behind and shows offline."""
+    frontier: dict[str, int] = {}
+    for d in devices:
+        for ts, _ in latest.get(d["id"], {}).values():
+            gw = d["gateway"]
+            if ts > frontier.get(gw, -1):
+                frontier[gw] = ts
     out = []
     for d in devices:
         metrics = latest.get(d["id"], {})
         last_seen = max((ts for ts, _ in metrics.values()), default=None)
         kind = catalog.kinds.get(d["kind"])
         interval_ms = (kind.interval_s if kind else 60) * 1000
+        ref = now_ms
+        if d["gateway"] in live_gateways:
+            ref = min(now_ms, frontier.get(d["gateway"], now_ms))
         online = (
             last_seen is not None
             and d["gateway"] not in offline_gateways
-            and now_ms - last_seen <= ONLINE_INTERVALS * interval_ms
+            and ref - last_seen <= ONLINE_INTERVALS * interval_ms
         )
         out.append(
             {
@@ -209,12 +240,14 @@ def list_devices(
     rows, total = ctx.state.device_page(estate, kinds, cursor, limit + 1, device)
     more = len(rows) > limit
     rows = rows[:limit]
-    offline = {g["id"] for g in ctx.state.list_gateways(estate) if g["state"] == "offline"}
+    now = time.time_ns() // 1_000_000
+    offline, live = gateway_states(ctx.state.list_gateways(estate), now)
     items = device_views(
         ctx.catalog,
         rows,
         ctx.telemetry.latest(estate, [d["id"] for d in rows]),
         offline,
-        time.time_ns() // 1_000_000,
+        now,
+        live,
     )
     return {"items": items, "total": total, "next_cursor": rows[-1]["id"] if more else None}

@@ -30,7 +30,7 @@ from alerts.engine import AlertEngine
 from api.context import ApiContext
 from api.deps import Ctx, CurrentUser, guard
 from api.errors import ApiError
-from api.routes.estates import device_views
+from api.routes.estates import device_views, gateway_states
 from protocol.catalog import Catalog
 
 router = APIRouter(tags=["dashboard"])
@@ -114,9 +114,14 @@ def catalog(ctx: Ctx) -> dict[str, Any]:
 
 
 def _devices(ctx: ApiContext, estate: str, now: int) -> list[dict[str, Any]]:
-    offline = {g["id"] for g in ctx.state.list_gateways(estate) if g["state"] == "offline"}
+    offline, live = gateway_states(ctx.state.list_gateways(estate), now)
     return device_views(
-        ctx.catalog, ctx.state.list_devices(estate), ctx.telemetry.latest(estate), offline, now
+        ctx.catalog,
+        ctx.state.list_devices(estate),
+        ctx.telemetry.latest(estate),
+        offline,
+        now,
+        live,
     )
 
 

@@ -34,6 +34,7 @@ def yearly(
     ctx: Ctx,
     year: int | None = Query(None, ge=2000, le=2100, description="default: this year"),
     format: Literal["json", "csv", "xlsx"] = "json",
+    lang: Literal["zh-CN", "en"] = Query("zh-CN", description="language of CSV and XLSX"),
 ) -> dict[str, Any] | Response:
     """Per estate and in total: alarms by family and severity, mean time to acknowledge and
     resolve, rescue times against the 30-minute deadline, fire-equipment availability, device
@@ -49,13 +50,13 @@ def yearly(
     name = f"estatewatch-report-{year}"
     if format == "csv":
         return Response(
-            to_csv(report),
+            to_csv(report, lang, ctx.catalog),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
     if format == "xlsx":
         return Response(
-            to_xlsx(report),
+            to_xlsx(report, lang, ctx.catalog),
             media_type=XLSX,
             headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
         )

@@ -87,9 +87,10 @@ export function fmtAgo(ms, now = Date.now()) {
   return t("time.days_ago", { n: Math.floor(s / 86400) });
 }
 
-// "12 分钟" / "1 h 5 min": how long something took or has left.
+// "12 分钟" / "1 h 5 min": how long something took or has left. Never negative: a time
+// that seems to run backwards is shown as 0, not turned into a plausible positive one.
 export function fmtDuration(ms) {
-  const m = Math.round(Math.abs(ms) / 60000);
+  const m = Math.round(Math.max(0, Number(ms) || 0) / 60000);
   if (m < 60) return t("time.minutes", { n: m });
   return t("time.hours_minutes", { h: Math.floor(m / 60), m: m % 60 });
 }

@@ -81,7 +81,7 @@ def test_wecom_robot_markdown(robot: str) -> None:
     assert body["msgtype"] == "markdown"
     text = body["markdown"]["content"]
     assert text.startswith("**【告警·紧急】电梯困人**")
-    assert "> 对象：lift-b2-1（elevator）" in text
+    assert "> 对象：lift-b2-1（电梯）" in text  # the kind as people name it, not its code
     assert "> 处置时限：2026-01-10 08:30:00" in text  # Asia/Shanghai
 
 

@@ -144,16 +144,14 @@ def test_report_counts_alarms_rescues_and_uptime(tmp_path: Path) -> None:
     assert {d["plan"] for d in total["drills"]} == set(engine.plans)
 
     rows = list(csv.reader(io.StringIO(to_csv(report).lstrip("\ufeff"))))
-    assert rows[0][0] == "小区 estate" and [r[0] for r in rows[1:]] == ["north", "south", "total"]
-    wb = load_workbook(io.BytesIO(to_xlsx(report)))
-    assert wb.sheetnames == [
-        "汇总 Summary",
-        "告警 Alarms",
-        "预案 Plans",
-        "演练 Drills",
-        "告警质量 Alarm quality",
+    assert rows[0][:2] == ["小区编号", "小区"] and [r[0] for r in rows[1:]] == [
+        "north",
+        "south",
+        "total",
     ]
-    assert wb["汇总 Summary"]["A3"].value == "north"
+    wb = load_workbook(io.BytesIO(to_xlsx(report)))
+    assert wb.sheetnames == ["汇总", "告警", "预案", "演练", "告警质量"]
+    assert wb["汇总"]["A3"].value == "north" and wb["汇总"]["B3"].value == "north 小区"
     engine.stop()
     state.close()
 
@@ -207,8 +205,8 @@ def test_report_and_month_figures_count_chatter_standing_and_acknowledgement(
     assert (len(aq["chattering"]), len(aq["stale"]), aq["ack_p50_min"]) == (1, 1, 1.5)
     assert report["total"]["alarm_quality"]["chattering"][0]["estate"] == "east"
     header, row = list(csv.reader(io.StringIO(to_csv(report).lstrip("\ufeff"))))[:2]
-    assert row[header.index("振荡告警 chattering alarms")] == "1"
-    assert row[header.index("长期未消除告警(>24h) standing alarms (>24 h)")] == "1"
-    sheet = load_workbook(io.BytesIO(to_xlsx(report)))["告警质量 Alarm quality"]
+    assert row[header.index("振荡告警")] == "1"
+    assert row[header.index("长期未消除告警（超过 24 小时）")] == "1"
+    sheet = load_workbook(io.BytesIO(to_xlsx(report)))["告警质量"]
     kinds = [r[1] for r in sheet.iter_rows(min_row=3, values_only=True)]
-    assert kinds.count("振荡 chattering") == 1 and kinds.count("长期未消除 standing") == 1
+    assert kinds.count("振荡") == 1 and kinds.count("长期未消除") == 1

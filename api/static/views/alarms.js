@@ -141,7 +141,8 @@ export class AlarmFeed {
         a.acked_by ? ` · ${t("alarm.acked_by", { who: a.acked_by })}` : null,
         a.assignee ? ` · ${t("alarm.assignee", { who: a.assignee })}` : null,
         a.silenced_by ? ` · ${t("alarm.silenced")}` : null,
-        a.flapping ? ` · ${t("alarm.flapping")}` : null),
+        a.flapping ? ` · ${t("alarm.flapping")}` : null,
+        a.late ? h("span", { class: "late" }, ` · ${t("alarm.late")}`) : null),
       deadline),
     actions);
     const form = this.forms.get(a.id);
