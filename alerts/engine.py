@@ -1248,7 +1248,7 @@ class AlertEngine:
         source: str = "",
     ) -> dict[str, Any]:
         """An official warning; the plans of the estates it covers follow it at once."""
-        unknown = sorted(set(estates) - set(self._load_regions()) - self._known_estates())
+        unknown = sorted(set(estates) - set(self._load_regions()[0]) - self._known_estates())
         if unknown:
             raise NotFound(f"estate {', '.join(map(repr, unknown[:5]))} not found")
         emitted: list[dict[str, Any]] = []
