@@ -83,12 +83,13 @@ def test_a_broker_that_dies_is_restarted_and_healthz_says_so_meanwhile(service: 
 def test_a_second_service_cannot_run_a_broker_over_the_same_folder(tmp_path: Path) -> None:
     first = ManagedMosquitto(tmp_path / "broker", free_port())
     first.start()
+    second = ManagedMosquitto(tmp_path / "broker", free_port())
     try:
-        second = ManagedMosquitto(tmp_path / "broker", free_port())
         with pytest.raises(BrokerFolderBusy, match=str(os.getpid())):
             second.start()
         assert mosquittos_over(first.conf_path) == [first.pid]
     finally:
+        second.stop()
         first.stop()
     assert mosquittos_over(first.conf_path) == []
 
@@ -171,25 +172,22 @@ def test_a_broker_left_running_by_a_killed_service_is_stopped_cleanly_and_replac
         os.kill(owner.pid, signal.SIGKILL)  # the service dies; its broker does not
         owner.wait(10)
         assert mosquittos_over(broker.conf_path) == [orphan_pid]
-    finally:
-        if owner.poll() is None:
-            owner.kill()
-    # gateways keep publishing to the orphan meanwhile: it acknowledges and queues
-    gw = _client("127.0.0.1", port, creds.username, creds.password, "gw")
-    gw.connect("127.0.0.1", port)
-    gw.loop_start()
-    wait_for(gw.is_connected, 10, "the gateway connected to the orphan")
-    for info in [gw.publish(topic, str(i).encode(), 1) for i in range(200)]:
-        info.wait_for_publish(10)
-        assert info.is_published()
-    gw.disconnect()
-    gw.loop_stop()
 
-    if pidfile == "lost":
-        (folder / "mosquitto.pid").unlink()
-    with caplog.at_level(logging.WARNING, logger="estatewatch.broker"):
-        broker.start()
-    try:
+        # gateways keep publishing to the orphan meanwhile: it acknowledges and queues
+        gw = _client("127.0.0.1", port, creds.username, creds.password, "gw")
+        gw.connect("127.0.0.1", port)
+        gw.loop_start()
+        wait_for(gw.is_connected, 10, "the gateway connected to the orphan")
+        for info in [gw.publish(topic, str(i).encode(), 1) for i in range(200)]:
+            info.wait_for_publish(10)
+            assert info.is_published()
+        gw.disconnect()
+        gw.loop_stop()
+
+        if pidfile == "lost":
+            (folder / "mosquitto.pid").unlink()
+        with caplog.at_level(logging.WARNING, logger="estatewatch.broker"):
+            broker.start()
         assert any(
             r.levelno == logging.WARNING and str(orphan_pid) in r.getMessage()
             for r in caplog.records
@@ -206,8 +204,13 @@ def test_a_broker_left_running_by_a_killed_service_is_stopped_cleanly_and_replac
         sub.loop_stop()
         assert sorted(int(p) for p in got) == list(range(200))
     finally:
+        if owner.poll() is None:
+            owner.kill()
         broker.stop()
-    assert mosquittos_over(broker.conf_path) == []
+        left = mosquittos_over(broker.conf_path)
+        for pid in left:  # a failure above must not leave a broker behind
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 def test_healthz_says_an_external_broker_is_gone(
