@@ -453,8 +453,9 @@ class FireReceiver:
         )
 
     def _bad(self, err: FrameError, conn: _Conn, answer: bool) -> None:
-        self.counters.bad[err.reason] = self.counters.bad.get(err.reason, 0) + 1
-        log.warning("%s: bad frame from %s: %s", self.name, conn.peer, err)
+        n = self.counters.bad[err.reason] = self.counters.bad.get(err.reason, 0) + 1
+        if n <= 10 or n % 100 == 0:  # a line spewing garbage must not flood the log
+            log.warning("%s: bad frame from %s (%d so far): %s", self.name, conn.peer, n, err)
         if answer and err.header is not None:
             self.counters.denied += 1  # counted first: whoever got the answer sees the count
             self._reply(conn, err.header, Cmd.DENY)
