@@ -1248,7 +1248,7 @@ class AlertEngine:
         source: str = "",
     ) -> dict[str, Any]:
         """An official warning; the plans of the estates it covers follow it at once."""
-        unknown = sorted(set(estates) - set(self._load_regions()[0]) - self._known_estates())
+        unknown = self._unregistered(estates)
         if unknown:
             raise NotFound(f"estate {', '.join(map(repr, unknown[:5]))} not found")
         emitted: list[dict[str, Any]] = []
@@ -1278,6 +1278,20 @@ class AlertEngine:
             result["estates_covered"] = sorted(self._estates_covered(warning))
         self._emit(emitted, plan_estates)
         return result
+
+    def _unregistered(self, estates: Sequence[str]) -> list[str]:
+        """The estates named that the state store does not know (without one: none)."""
+        if not estates:
+            return []
+        try:
+            with self.store.engine.connect() as conn:
+                if not sa.inspect(conn).has_table("estates"):
+                    return []
+                known = {r[0] for r in conn.execute(sa.text("SELECT id FROM estates"))}
+        except sa.exc.SQLAlchemyError:
+            log.exception("alerts: could not read the registered estates")
+            return []
+        return sorted(set(estates) - known)
 
     def cancel_warning(self, warning_id: str, by: str) -> dict[str, Any]:
         """The issuer lifts a warning early; plans it alone kept up stand down at once."""
