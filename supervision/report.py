@@ -115,6 +115,18 @@ def estate_alarm_quality(
     return q, days
 
 
+def rule_names(engine: sa.engine.Engine, estate: str, lo: int, hi: int) -> dict[str, list[str]]:
+    """Each rule's summary (zh, en) as its latest alarm in [lo, hi) carried it, for a report
+    that names rules in words rather than by their ids."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(alarms.c.rule, alarms.c.summary_zh, alarms.c.summary_en)
+            .where(alarms.c.estate == estate, alarms.c.started_ms >= lo, alarms.c.started_ms < hi)
+            .order_by(alarms.c.started_ms)
+        ).all()
+    return {r.rule: [r.summary_zh, r.summary_en] for r in rows}
+
+
 def _quality_block(q: AlarmQuality) -> dict[str, Any]:
     """What the yearly report keeps of the figures: the numbers, the worst offenders."""
     return {
@@ -248,7 +260,7 @@ def estate_report(
             round(100 * min(1.0, seen_hours / expected_hours), 2) if expected_hours else None
         ),
         "activations": activations_by,
-        "alarm_quality": _quality_block(quality),
+        "alarm_quality": {**_quality_block(quality), "rule_names": rule_names(engine, eid, lo, hi)},
         "drills": [
             {
                 "plan": pid,
@@ -421,6 +433,11 @@ class _Words:
             return pid
         return names["zh"] if self.lang == "zh-CN" else names["en"]
 
+    def rule(self, quality: dict[str, Any], rule: str) -> str:
+        """A rule as people read it: the summary its alarms carried, in this language."""
+        names = quality.get("rule_names", {}).get(rule)
+        return rule if not names else names[0] if self.lang == "zh-CN" else names[1]
+
     def level(self, name: str) -> str:
         return self.labels.level(ROMAN.get(name, name), self.lang)
 
@@ -527,7 +544,7 @@ def to_xlsx(report: dict[str, Any], lang: str = "zh-CN", catalog: Catalog | None
                 )
             )
     aq = wb.create_sheet(words.col("sheet.quality"))
-    aq.append(["ISA-18.2 / EEMUA 191"])
+    aq.append([words.col("quality.heading")])
     aq["A1"].font = Font(bold=True)
     aq.append(
         [
@@ -544,7 +561,7 @@ def to_xlsx(report: dict[str, Any], lang: str = "zh-CN", catalog: Catalog | None
                     [
                         name,
                         words.col("quality.top"),
-                        x["rule"],
+                        words.rule(q, x["rule"]),
                         x["subject"],
                         x["alarms"],
                         f"{100 * x['share']:.1f}%",
@@ -552,14 +569,29 @@ def to_xlsx(report: dict[str, Any], lang: str = "zh-CN", catalog: Catalog | None
                 )
             )
         for x in q["chattering"]:
-            row = [name, words.col("quality.chattering"), x["rule"], x["subject"], x["alarms"]]
+            row = [
+                name,
+                words.col("quality.chattering"),
+                words.rule(q, x["rule"]),
+                x["subject"],
+                x["alarms"],
+            ]
             aq.append(_cells([*row, words.col("quality.in_60s", n=x["in_60s"])]))
         for x in q["stale"]:
             detail = words.col("quality.hours", h=x["active_h"])
             if x["open"]:
                 detail += " " + words.col("quality.open")
             aq.append(
-                _cells([name, words.col("quality.stale"), x["rule"], x["subject"], 1, detail])
+                _cells(
+                    [
+                        name,
+                        words.col("quality.stale"),
+                        words.rule(q, x["rule"]),
+                        x["subject"],
+                        1,
+                        detail,
+                    ]
+                )
             )
         peak = words.col("quality.peak", n=q["peak_10min"])
         aq.append(_cells([name, words.col("quality.floods"), "", "", q["flood_windows"], peak]))

@@ -180,6 +180,8 @@ def test_a_version_1_rescue_table_gains_the_arrival(database_url: str) -> None:
     with state.engine.begin() as conn:  # back to v1: no arrival columns
         conn.execute(sa.text("ALTER TABLE alert_rescues DROP COLUMN arrived_ms"))
         conn.execute(sa.text("ALTER TABLE alert_rescues DROP COLUMN arrived_by"))
+        for column in ("raised_ms", "closed_ms", "late"):  # and no v3 wall times
+            conn.execute(sa.text(f"ALTER TABLE alert_alarms DROP COLUMN {column}"))
         conn.execute(sa.update(schema_version).values(version=1))
     assert alerts.migrate(START) == 1
     rescue = Rescue(
