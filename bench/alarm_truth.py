@@ -161,7 +161,7 @@ def play(
     broker = service.broker
     assert isinstance(broker, ManagedMosquitto)
     with contextlib.suppress(Exception):
-        service.state.add_estate(spec.estate, spec.name, spec.region)
+        service.state.add_estate(spec.estate, spec.name, spec.region, zone=spec.zone)
     with contextlib.suppress(Exception):
         service.state.add_gateway(spec.estate, spec.gateway)
     service.ingest.registry.reload()
@@ -231,7 +231,7 @@ def play(
         client.loop_stop()
     causes = fault_causes(estate.fault_ledger())
     if station:
-        causes += weather_causes(estate_id, station, spec.region, station_readings)
+        causes += weather_causes(estate_id, station, spec.zone, station_readings)
     return Played(causes, sent_r, sent_e, time.monotonic() - began)
 
 

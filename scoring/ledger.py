@@ -137,9 +137,9 @@ class StationLevels:
     them: the same criteria, the same windows, a judgement at every reading."""
 
     def __init__(
-        self, estate: str, station: str, region: str, criteria: Criteria | None = None
+        self, estate: str, station: str, zone: str, criteria: Criteria | None = None
     ) -> None:
-        self.estate, self.station, self.region = estate, station, region
+        self.estate, self.station, self.zone = estate, station, zone
         self.criteria = criteria or load_criteria()
         self.windows = WindowBank()
         for kind, metric, agg in self.criteria.window_needs():
@@ -149,7 +149,7 @@ class StationLevels:
         self.episodes: list[tuple[str, int, int, int]] = []  # hazard, level, start, end
         # the levels each hazard has (a sandstorm starts at yellow; no blue to reach)
         self._defined = {
-            h: sorted(int(lvl) for lvl in hc.for_region(region))
+            h: sorted(int(lvl) for lvl in hc.for_zone(zone))
             for h, hc in self.criteria.hazards.items()
         }
 
@@ -160,7 +160,7 @@ class StationLevels:
         def value_of(metric: str, agg: Any) -> float | None:
             return w.value(estate, station, metric, agg, ts)
 
-        for hazard, observed in self.criteria.levels(value_of, self.region).items():
+        for hazard, observed in self.criteria.levels(value_of, self.zone).items():
             for lvl in self._defined[hazard]:
                 key = (hazard.value, lvl)
                 run = self._open.get(key)
@@ -183,14 +183,14 @@ class StationLevels:
 def weather_causes(
     estate: str,
     station: str,
-    region: str,
+    zone: str,
     readings: Iterable[tuple[int, Mapping[str, Any]]],
     plans: Mapping[str, Plan] | None = None,
     criteria: Criteria | None = None,
 ) -> list[Cause]:
     """Every episode of the station's readings at or above a CMA level, with the plan levels
     it must activate."""
-    levels = StationLevels(estate, station, region, criteria)
+    levels = StationLevels(estate, station, zone, criteria)
     for ts, metrics in sorted(readings, key=lambda r: r[0]):
         levels.observe(ts, metrics)
     return episodes_to_causes(estate, station, levels.finish(), plans)

@@ -37,7 +37,7 @@ class TruthRecorder:
         if self.station:
             with self._lock:
                 readings = list(self.readings)
-            out += weather_causes(spec.estate, self.station, spec.region, readings)
+            out += weather_causes(spec.estate, self.station, spec.zone, readings)
         return out
 
     def write(self, path: str | Path) -> int:
