@@ -288,3 +288,35 @@ def test_influxdb_down_is_retried_not_dead_lettered(tmp_path: Path) -> None:
         sink.close()
         writer.close()
         state.close()
+
+
+def test_health_says_stalled_while_the_decoder_is_stuck_in_one_message(world: World) -> None:
+    """The queue not moving counts as much as the writer not moving: here the decoder is held
+    inside one message (as a pathological payload would hold it)."""
+    ingest = world.ingest
+    ingest.stall_s = 0.3
+    release = threading.Event()
+    judge = ingest._judge
+
+    def held(item: _Received) -> Delivery:
+        release.wait(10)
+        return judge(item)
+
+    ingest._judge = held  # type: ignore[method-assign]
+    ingest.start(wait_s=0)
+    try:
+        lane = ingest.telemetry_lane
+        lane.budget.used += 10
+        lane.queue.put(_Received("estates/e1/gw/gw-01/telemetry", b"{}", NOW, 1, 1, 0, lane, 10))
+        deadline = time.monotonic() + 5
+        while ingest.writer_health()["state"] != "stalled" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest.writer_health()["state"] == "stalled"
+        release.set()
+        deadline = time.monotonic() + 5
+        while not ingest.writer_health()["ok"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest.writer_health()["ok"] is True
+    finally:
+        release.set()
+        ingest.stop()
