@@ -374,6 +374,7 @@ class Ingest:
         # the writer's health: not stuck in one batch (or its retries) for longer than this
         self.stall_s = stall_s
         self._writer_progress = time.monotonic()  # last time it was idle or finished a batch
+        self._decoder_progress = time.monotonic()  # last turn of the decoder's loop
         self._listeners: list[CommitListener] = []
         self._maintenance: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(16)
         self._maintenance_lock = threading.Lock()
@@ -554,7 +555,8 @@ class Ingest:
         thread is gone."""
         now = time.monotonic()
         st = self.stats
-        busy_s = now - self._writer_progress
+        # the writer in one batch, or the decoder in one message (the lanes then fill)
+        busy_s = now - min(self._writer_progress, self._decoder_progress)
         if not (self._writer.is_alive() and self._decoder.is_alive()):
             state = "stopped"
         elif st.failing_since is not None:
@@ -752,12 +754,14 @@ class Ingest:
         hand-off is bounded, so a slow store holds the decoder, then the lanes, then the
         broker. Ends (after a last None) once stopping and the lanes are drained."""
         while not self._abandoned.is_set():
+            self._decoder_progress = time.monotonic()
             pending = self._next_batch()
             if pending:
                 rank = _rank(pending)
                 # While telemetry waits for its slot, events arriving still go ahead: they
                 # must not wait behind the commit in progress *and* this batch.
                 while not self._handoff.put(rank, pending, timeout=0.01):
+                    self._decoder_progress = time.monotonic()  # waiting for the writer
                     if self._abandoned.is_set():
                         return  # the writer is gone: nothing of these is acknowledged
                     events = self._take_events()

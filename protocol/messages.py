@@ -232,7 +232,10 @@ def _jtype(value: object) -> str:
 
 
 def _show(value: object, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # orjson parses 1,024 levels, repr stops near 1,000
+        return f"({_jtype(value)} nested too deep to show)"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

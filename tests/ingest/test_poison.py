@@ -257,3 +257,66 @@ def test_health_says_stalled_while_the_writer_is_stuck_in_one_batch(world: World
     finally:
         ingest.stop()
     assert ingest.writer_health()["state"] == "stopped"
+
+
+def test_influxdb_down_is_retried_not_dead_lettered(tmp_path: Path) -> None:
+    """The raw sink unreachable (nothing listens on its port): the store's failure, retried."""
+    from estatewatch.broker import free_port
+    from ingest.influx import InfluxTelemetrySink
+
+    sink = InfluxTelemetrySink(
+        f"http://127.0.0.1:{free_port()}", "t", "o", "b", default_catalog(), 1000, retries=0
+    )
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("e1", "e1")
+    state.add_gateway("e1", "gw-01")
+    writer = TelemetryWriter(tmp_path / "t.db", raw_sink=sink)
+    ingest = Ingest(MqttEndpoint("127.0.0.1", 1), state, writer, default_catalog())
+    item = _Received("estates/e1/gw/gw-01/telemetry", b"{}", NOW, 1, 1, 0, ingest.telemetry_lane, 1)
+    item.delivery = telemetry("e1", 1)
+    batch = item.delivery.batch
+    assert batch is not None
+    try:
+        with pytest.raises(Exception) as exc:
+            sink.write([batch])
+        assert is_transient(exc.value), repr(exc.value)
+        assert ingest._commit([item]) is False
+        assert ingest._commit([item]) is False
+        assert state.list_dead_letters() == [] and item.outcome is None
+        assert writer.seqs.get("e1", "gw-01").max_seq == 0  # the seq waits with its readings
+    finally:
+        sink.close()
+        writer.close()
+        state.close()
+
+
+def test_health_says_stalled_while_the_decoder_is_stuck_in_one_message(world: World) -> None:
+    """The queue not moving counts as much as the writer not moving: here the decoder is held
+    inside one message (as a pathological payload would hold it)."""
+    ingest = world.ingest
+    ingest.stall_s = 0.3
+    release = threading.Event()
+    judge = ingest._judge
+
+    def held(item: _Received) -> Delivery:
+        release.wait(10)
+        return judge(item)
+
+    ingest._judge = held  # type: ignore[method-assign]
+    ingest.start(wait_s=0)
+    try:
+        lane = ingest.telemetry_lane
+        lane.budget.used += 10
+        lane.queue.put(_Received("estates/e1/gw/gw-01/telemetry", b"{}", NOW, 1, 1, 0, lane, 10))
+        deadline = time.monotonic() + 5
+        while ingest.writer_health()["state"] != "stalled" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest.writer_health()["state"] == "stalled"
+        release.set()
+        deadline = time.monotonic() + 5
+        while not ingest.writer_health()["ok"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest.writer_health()["ok"] is True
+    finally:
+        release.set()
+        ingest.stop()

@@ -156,3 +156,19 @@ def test_catalog_integer_metric_bounds_within_2_53(tmp_path: Any) -> None:
     path.write_text(broken, encoding="utf-8")
     with pytest.raises(CatalogError, match="2\\^53"):
         load_catalog(path)
+
+
+def test_a_value_nested_too_deep_to_show_is_still_explained() -> None:
+    """orjson parses 1,024 levels, repr() stops near 1,000: a detail must not raise."""
+    deep = b"[" * 1000 + b"]" * 1000
+    reading = b'{"dev":"d","kind":"fire_hydrant","ts":1,"m":{"pressure_mpa":' + deep + b"}}"
+    payload = b'{"v":1,"gw":"gw-01","seq":1,"sent":1,"readings":[' + reading + b"]}"
+    batch = decode_telemetry(payload, GW, NOW, CAT)
+    assert batch.rejects[0].reason is Reason.BAD_VALUE_TYPE
+    assert "expected a number" in batch.rejects[0].detail
+    status = b'{"v":1,"gw":"gw-01","state":"online","ts":1,"fw":' + deep + b"}"
+    with pytest.raises(MessageRejected, match="nested too deep to show"):
+        decode_status(status, GW, NOW)
+    envelope = b'{"v":1,"gw":"gw-01","seq":' + deep + b',"sent":1,"readings":[]}'
+    with pytest.raises(MessageRejected, match="nested too deep to show"):
+        decode_telemetry(envelope, GW, NOW, CAT)
