@@ -51,7 +51,7 @@ from simulators.spec import EstateSpec, load_spec
 
 MIN = 60_000
 CLIMATES = (("Hohhot", "small"), ("Hailar", "hailar-small"))
-TOKEN = "bench"
+TOKEN = "bench-admin-token-0123456789"
 PER_MESSAGE = 1000
 # each climate's ledger and what the service showed, to score again without replaying
 KEEP = Path(tempfile.gettempdir()) / "estatewatch-alarm-truth"

@@ -76,7 +76,7 @@ def test_a_broker_that_dies_is_restarted_and_healthz_says_so_meanwhile(service: 
     assert broker.port == port and broker.pid not in (None, first_pid)
     assert (
         "estatewatch_broker_restarts 1.0"
-        in api.get("/metrics", headers={"Authorization": "Bearer test-admin-token"}).text
+        in api.get("/metrics", headers={"Authorization": "Bearer test-admin-token-0123456789"}).text
     )
 
 

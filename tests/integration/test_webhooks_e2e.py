@@ -32,7 +32,7 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.integration
 
 SECRET = "SEC0123456789abcdef"
-TOKEN = "webhook-test-admin"
+TOKEN = "webhook-test-admin-token-0123"
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -40,7 +40,7 @@ def run(data: Path) -> subprocess.CompletedProcess[str]:
         "ESTATEWATCH_DATA_DIR": str(data),
         "ESTATEWATCH_API_PORT": str(free_port()),
         "ESTATEWATCH_BROKER_PORT": str(free_port()),
-        "ESTATEWATCH_ADMIN_TOKEN": "test-admin-token",
+        "ESTATEWATCH_ADMIN_TOKEN": "test-admin-token-0123456789",
     }
     try:
         return subprocess.run(

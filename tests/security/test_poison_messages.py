@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 GOOD_A, GOOD_B, ATTACKER = "good-a", "good-b", "attacker"
 GW = "gw-01"
-TOKEN = "test-admin-token"
+TOKEN = "test-admin-token-0123456789"
 
 
 def now_ms() -> int:
