@@ -24,6 +24,7 @@ import httpx
 import psutil
 import pytest
 
+from api.throttle import LoginThrottle
 from estatewatch.service import Service, StartupError
 from tests.security.auth_helpers import ADMIN, admin, login, make_user, open_stream, wait_until
 
@@ -359,3 +360,32 @@ def test_500_live_clients_that_never_read_stay_within_the_bounds(
     assert slowest < 5.0, f"/healthz took {slowest:.2f} s"
     assert grew < 300, f"RSS grew {grew:.0f} MB"  # 1.1 GB before
     assert all(s.dropped for s in list(service.live._subs))
+
+
+def test_the_throttle_backs_off_twice_as_long_each_time_and_forgets() -> None:
+    now = [0.0]
+    t = LoginThrottle(
+        user_free=3,
+        address_free=100,
+        base_s=1,
+        max_s=8,
+        forget_s=60,
+        max_keys=50,
+        clock=lambda: now[0],
+    )
+    assert [t.attempt("u", "a") for _ in range(3)] == [0, 0, 0]
+    waits = []
+    for _ in range(5):
+        waits.append(t.attempt("u", "a"))  # refused: how long to wait
+        now[0] += waits[-1]
+        assert t.attempt("u", "a") == 0  # after the wait, one more try (it fails again)
+    assert waits == [1, 2, 4, 8, 8]  # doubling, capped at max_s
+    t.succeeded("u", "a")
+    assert t.attempt("u", "a") == 0  # a success forgets the user's count
+    for _ in range(10):
+        t.attempt("v", "a")
+    now[0] += 61 + 8
+    assert t.attempt("v", "a") == 0  # quiet for forget_s: forgotten
+    for i in range(500):  # a spray of names keeps the table bounded
+        t.attempt(f"spray-{i}", "b")
+    assert len(t._counts) <= 50
