@@ -38,9 +38,9 @@ TOTAL = 200  # open streams in all
 STALL_S = 10.0  # a subscriber that takes nothing this long while updates wait is dropped
 
 Update = tuple[str, str, dict[str, Any]]  # (estate, event, data)
-# An update as subscribers hold it: its estate, its device (None: an urgent event) and its SSE
-# frame, encoded once by publish_many for every subscriber (not once per subscriber)
-Frame = tuple[str, tuple[str, str] | None, bytes]
+# What a subscriber is handed: the urgent frames in order, and the device frames by (estate,
+# device), each SSE frame encoded once by publish_many for every subscriber
+Frames = tuple[list[bytes], dict[tuple[str, str], bytes]]
 
 
 def _frame(event: str, data: dict[str, Any]) -> bytes:
@@ -85,7 +85,7 @@ class Subscription:
     def pending(self) -> int:
         return len(self.urgent) + len(self.devices)
 
-    def offer_many(self, updates: Sequence[Frame]) -> None:
+    def offer_many(self, updates: Frames) -> None:
         """Runs on the subscriber's loop."""
         if self.closed:
             return
@@ -96,17 +96,22 @@ class Subscription:
             self.dropped = True  # it has not read for stall_s: it is not coming back
             self.close()
             return
-        for _estate, key, frame in updates:
-            if key is not None:
-                if key not in self.devices and len(self.devices) >= DEVICE_SLOTS:
-                    self.overflowed = True
-                    continue
-                self.devices[key] = frame
+        urgent, devices = updates
+        if devices:
+            if len(self.devices) + len(devices) <= DEVICE_SLOTS:
+                self.devices.update(devices)  # in C: a commit's worth costs little per stream
             else:
-                if len(self.urgent) >= QUEUE_SIZE:
+                for key, frame in devices.items():
+                    if key not in self.devices and len(self.devices) >= DEVICE_SLOTS:
+                        self.overflowed = True
+                        continue
+                    self.devices[key] = frame
+        if urgent:
+            self.urgent.extend(urgent)
+            if len(self.urgent) > QUEUE_SIZE:
+                for _ in range(len(self.urgent) - QUEUE_SIZE):
                     self.urgent.popleft()
-                    self.overflowed = True
-                self.urgent.append(frame)
+                self.overflowed = True
         self.wake.set()
 
     def take(self, limit: int = FRAMES_PER_SEND) -> bytes:
@@ -121,13 +126,14 @@ class Subscription:
         while self.urgent and len(out) < limit and size < BYTES_PER_SEND:
             out.append(self.urgent.popleft())
             size += len(out[-1])
-        # the oldest keys in one scan: popping next(iter(...)) one at a time rescans the
-        # emptied front of the dict every time (quadratic: seconds of event loop for 20,000)
-        for key in list(itertools.islice(self.devices, max(0, limit - len(out)))):
-            if size >= BYTES_PER_SEND:
-                break
-            out.append(self.devices.pop(key))
-            size += len(out[-1])
+        if self.devices and len(out) < limit and size < BYTES_PER_SEND:
+            # the oldest keys in one scan (popping next(iter(...)) one at a time rescans the
+            # emptied front of the dict every time: quadratic, seconds of event loop for
+            # 20,000), as many as fit the byte budget at the first frame's size
+            first = len(next(iter(self.devices.values())))
+            n = min(limit - len(out), (BYTES_PER_SEND - size) // max(first, 1) + 1)
+            keys = list(itertools.islice(self.devices, n))
+            out.extend(map(self.devices.pop, keys))
         if not self.pending:
             self.wake.clear()
         return b"".join(out)
@@ -209,23 +215,30 @@ class LiveHub:
         if not subs:
             return
         # encoded once, shared read-only by every subscriber's loop
-        every: list[Frame] = []
-        by_estate: dict[str, list[Frame]] = {}
+        per_estate: dict[str, Frames] = {}
         for estate, event, data in updates:
-            key = (estate, str(data.get("dev", ""))) if event == "device" else None
-            f = (estate, key, _frame(event, {"estate": estate, **data}))
-            every.append(f)
-            by_estate.setdefault(estate, []).append(f)
+            urgent, devices = per_estate.setdefault(estate, ([], {}))
+            frame = _frame(event, {"estate": estate, **data})
+            if event == "device":
+                devices[(estate, str(data.get("dev", "")))] = frame
+            else:
+                urgent.append(frame)
+        everything: Frames | None = None
         for sub in subs:
-            if sub.estates is None:
-                mine = every
-            elif len(sub.estates) == 1:
-                mine = by_estate.get(next(iter(sub.estates)), [])
-            else:  # in publish order across its estates
-                mine = [f for f in every if f[0] in sub.estates]
-            if not mine:
+            if sub.estates is None or len(sub.estates) > 1:
+                wanted = [e for e in per_estate if sub.wants(e)]
+                if len(wanted) == len(per_estate):
+                    if everything is None:
+                        everything = _merge(list(per_estate.values()))
+                    mine = everything
+                else:
+                    mine = _merge([per_estate[e] for e in wanted])
+            else:
+                mine = per_estate.get(next(iter(sub.estates)), ([], {}))
+            count = len(mine[0]) + len(mine[1])
+            if not count:
                 continue
-            self.published += len(mine)
+            self.published += count
             try:
                 sub.loop.call_soon_threadsafe(sub.offer_many, mine)
             except RuntimeError:  # its loop has closed: the client went away
@@ -262,6 +275,17 @@ class LiveHub:
             if sub.dropped:
                 self.dropped += 1
             self.unsubscribe(sub)
+
+
+def _merge(parts: list[Frames]) -> Frames:
+    if len(parts) == 1:
+        return parts[0]
+    urgent: list[bytes] = []
+    devices: dict[tuple[str, str], bytes] = {}
+    for u, d in parts:
+        urgent.extend(u)
+        devices.update(d)
+    return urgent, devices
 
 
 def device_updates(deliveries: Any) -> list[tuple[str, str, dict[str, Any]]]:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -100,6 +101,20 @@ def admin_token(settings: Settings) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+# The send buffer of the API's connections (they inherit it from the listening socket), fixed
+# rather than autotuned up to 4 MiB: a client that stops reading (a stalled live stream) then
+# holds about twice this of kernel memory, and its stream meets backpressure after one chunk
+# instead of after megabytes of frames encoded for nobody.
+API_SEND_BUFFER = 256 << 10
+
+
+def api_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, API_SEND_BUFFER)
+    return sock
 
 
 ROLES = ("all", "ingest", "api")
@@ -408,7 +423,10 @@ class Service:
             timeout_graceful_shutdown=2,  # open live streams must not hold up a stop
         )
         self._server = uvicorn.Server(config)
-        self._api_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+        listening = api_socket(s.api_host, self.api_port)
+        self._api_thread = threading.Thread(
+            target=self._server.run, args=([listening],), name="api", daemon=True
+        )
         self._api_thread.start()
         deadline = time.monotonic() + 15
         while not self._server.started:

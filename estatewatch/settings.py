@@ -56,8 +56,8 @@ class Settings:
     admin_token: str = field(
         default="",
         metadata={
-            "help": "bearer token of the bootstrap admin; empty: one is generated "
-            "and kept in the data dir"
+            "help": "bearer token of the bootstrap admin, at least 24 characters (a shorter "
+            "one is refused at start); empty: one is generated and kept in the data dir"
         },
     )
     ingest_queue_mb: int = field(

@@ -17,9 +17,11 @@ import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.service import Service
+from ingest.state import AlreadyExists, NotFound, StateStore
 from tests.security.auth_helpers import (
     admin,
     as_user,
@@ -324,3 +326,37 @@ def test_an_admin_cannot_lock_itself_out(service: Service) -> None:
         ):
             assert r.status_code == 409, r.text
         assert c.get("/api/v1/me").status_code == 200
+
+
+def test_gateway_access_is_kept_on_both_databases(database_url: str) -> None:
+    """Disabled and deleted gateways on SQLite and PostgreSQL, and a database made before the
+    access table existed gets it when opened."""
+    state = StateStore.open(database_url)
+    try:
+        state.add_estate("e", "E")
+        for gw in ("g1", "g2", "g3"):
+            state.add_gateway("e", gw)
+        state.set_gateway_access("e", "g1", "disabled")
+        state.set_gateway_access("e", "g2", "deleted")
+        assert state.registered_gateways() == {("e", "g3")}
+        assert state.get_gateway("e", "g1")["access"] == "disabled"
+        assert [g["id"] for g in state.list_gateways("e")] == ["g1", "g3"]
+        assert len(state.list_gateways("e", include_deleted=True)) == 3
+        with pytest.raises(NotFound):
+            state.set_gateway_access("e", "g2", "enabled")  # deleted is for good
+        with pytest.raises(AlreadyExists):
+            state.add_gateway("e", "g2")  # and its id stays taken
+        state.set_gateway_access("e", "g1", "enabled")
+        assert state.registered_gateways() == {("e", "g1"), ("e", "g3")}
+        with state.engine.begin() as conn:  # as a database from before this table
+            conn.execute(sa.text("DROP TABLE gateway_access"))
+            conn.execute(sa.text("DROP TABLE gateway_access_schema_version"))
+    finally:
+        state.close()
+    state = StateStore.open(database_url)
+    try:
+        assert state.registered_gateways() == {("e", "g1"), ("e", "g2"), ("e", "g3")}
+        state.set_gateway_access("e", "g3", "disabled")
+        assert state.registered_gateways() == {("e", "g1"), ("e", "g2")}
+    finally:
+        state.close()
