@@ -28,6 +28,11 @@ _EVENT_ZH = {
 }
 
 
+# Trapped at a landing (in the door zone: the doors can be opened there) or between floors
+# (the car must be moved to a landing first: no forcing the doors), GB/T 24476-2023.
+_TRAPPED_WHERE = {True: "平层关人（门区内）", False: "非平层关人（两层之间，须先移动轿厢至平层）"}
+
+
 def local_time(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -52,10 +57,14 @@ def describe(n: Notification) -> tuple[str, list[str]]:
             lines.append(f"条件：{detail['test']}，值 {detail.get('value', '')}")
         if "event" in detail:
             lines.append(f"事件：{detail['event']}")
+        where = _TRAPPED_WHERE.get((detail.get("data") or {}).get("door_zone"))
+        if detail.get("event") == "elevator.trapped" and where:
+            lines.append(f"位置：{where}")
         if p.get("role"):
             lines.append(f"通知对象：{p['role']}")
         if a.get("deadline_ms"):
-            lines.append(f"处置时限：{local_time(a['deadline_ms'])}")
+            what = "到场时限" if a.get("rule") == "elevator-trapped" else "处置时限"
+            lines.append(f"{what}：{local_time(a['deadline_ms'])}")
         lines.append(a["summary"]["en"])
         return title, lines
     if "activation" in p:

@@ -148,7 +148,9 @@ export class AlarmFeed {
         a.acked_by ? ` · ${t("alarm.acked_by", { who: a.acked_by })}` : null,
         a.assignee ? ` · ${t("alarm.assignee", { who: a.assignee })}` : null,
         a.silenced_by ? ` · ${t("alarm.silenced")}` : null,
-        a.flapping ? ` · ${t("alarm.flapping")}` : null),
+        a.flapping ? ` · ${t("alarm.flapping")}` : null,
+        a.rule === "elevator-trapped" && a.detail && a.detail.data && typeof a.detail.data.door_zone === "boolean"
+          ? ` · ${t(a.detail.data.door_zone ? "alarm.trapped.landing" : "alarm.trapped.between")}` : null),
       deadline),
     actions);
     const form = this.forms.get(a.id);
