@@ -193,6 +193,8 @@ class AlertEngine:
         self._drill_clocks = self.store.drill_clocks()
         self._drill_due: dict[tuple[str, str], int] = {}  # cache of the next cron time
         self._unwritten: StoreBatch | None = None  # changes the database refused, to retry
+        # (estate, station) -> the newest reading time its levels were judged at
+        self._station_judged: dict[tuple[str, str], int] = {}
         # Rescues whose technician has arrived: alarm id -> (arrived_ms, by)
         self._arrivals: dict[str, tuple[int, str]] = {}
         self._restore(now)
@@ -413,7 +415,15 @@ class AlertEngine:
             # or a faster-than-real scenario still steps its levels at the reading that
             # crossed the threshold (the windows answer "as of" any time).
             for (estate, dev), readings in stations.items():
+                judged = self._station_judged.get((estate, dev), -1)
                 for ts, metrics in sorted(readings, key=lambda x: x[0]):
+                    # Levels step forward in time only: an older reading that arrives late
+                    # joins the windows but does not take the level back (with windows of an
+                    # hour, judging the past again would lower and raise it anew).
+                    if ts < judged:
+                        continue
+                    judged = ts
+                    self._station_judged[(estate, dev)] = ts
                     self._observe_station(estate, dev, ts)
                     reading = {"device": dev, "ts": ts, "metrics": metrics}
                     self._weather_plans(estate, ts, batch, emitted, plan_estates, reading)

@@ -121,18 +121,19 @@ def test_winter_storm_raises_the_snowstorm_plan_and_stands_it_down(tmp_path: Pat
             ("raised", "Ⅱ"),
         ]
         assert steps[-1]["action"] == "stood_down"
-        first = {e["action"] + e["level"]: e for e in steps}
+        first = {e["action"] + e["level"]: e for e in reversed(steps)}
+        seen = [(e["action"], e["level"], round((e["ts"] - START) / HOUR, 2)) for e in steps]
         # Each step names the station reading that made it and what it crossed, at the
         # scenario's times (snow from 1 h, orange 6 h 48 min after the start; the station
         # reports every minute and levels are judged at each of its readings).
         icing = first["activatedⅢ"]["detail"]
         assert icing["hazard"] == "road_icing" and icing["reading"]["device"] == "ws-1"
-        assert 1 * HOUR <= icing["reading"]["ts"] - START <= 1 * HOUR + 10 * 60_000
+        assert 1 * HOUR <= icing["reading"]["ts"] - START <= 1 * HOUR + 10 * 60_000, seen
         assert {e["metric"] for e in icing["evidence"]} == {"road_temp_c", "snow_mm"}
         orange = first["raisedⅡ"]["detail"]
         reading = orange["reading"]
         at = int(6.8 * HOUR)
-        assert at <= reading["ts"] - START <= at + 2 * 60_000, reading["ts"] - START
+        assert at <= reading["ts"] - START <= at + 2 * 60_000, (reading["ts"] - START, seen)
         sums = {e["window"]: e["value"] for e in orange["evidence"] if e["metric"] == "snow_mm"}
         assert sums["6h"] >= 10 and sums["1h"] > 0  # 10 mm in 6 h, and still snowing
         assert full["summary"]["max_level"] == "Ⅱ"
