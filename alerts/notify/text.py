@@ -57,7 +57,8 @@ def describe(n: Notification) -> tuple[str, list[str]]:
             lines.append(f"条件：{detail['test']}，值 {detail.get('value', '')}")
         if "event" in detail:
             lines.append(f"事件：{detail['event']}")
-        where = _TRAPPED_WHERE.get((detail.get("data") or {}).get("door_zone"))
+        door_zone = (detail.get("data") or {}).get("door_zone")
+        where = _TRAPPED_WHERE.get(door_zone) if isinstance(door_zone, bool) else None
         if detail.get("event") == "elevator.trapped" and where:
             lines.append(f"位置：{where}")
         if p.get("role"):
