@@ -3,7 +3,7 @@ is activated at Ⅳ, raised to Ⅲ and Ⅱ as the 6 h / 12 h sums cross the CMA 
 stood down after the hold time; the activation's timeline shows each step with its reading.
 
 The alert engine runs on the data's clock (the newest reading committed), as a replay of a
-past storm must: the simulator plays 2026-01-15 at ×7200.
+past storm must: the simulator plays 2026-03-18 at ×7200.
 """
 
 from __future__ import annotations
