@@ -804,6 +804,7 @@ class AlertEngine:
                 self._last_weather = now
                 self._refresh_shared(now)
                 self._weather_tick(now, batch, emitted, plan_estates)
+                self._season_tick(now, batch, emitted, plan_estates)
                 self._drills_tick(now, batch)
                 self.silences.prune(now)
                 for wid in [
@@ -821,6 +822,26 @@ class AlertEngine:
         self._emit(emitted, plan_estates)
         if not self.outbox.running:
             self.outbox.deliver_due()
+
+    def _season_tick(
+        self, now: int, batch: StoreBatch, emitted: list[dict[str, Any]], plan_estates: set[str]
+    ) -> None:
+        """Heating alarms still open when the estate's heating season has ended are over: the
+        heating is off on purpose, so they are resolved, not left standing all summer."""
+        tags = {r.hides_tag for r in self.inhibitor.rules if r.outside_heating_season}
+        if not tags:
+            return
+        for alarm in list(self.alarms.open.values()):
+            if alarm.state is AlarmState.PENDING or not alarm.state.open:
+                continue
+            rule = self._rule(alarm.estate, alarm.rule)
+            if rule is None or not tags & rule.tags:
+                continue
+            if self._profile(alarm.estate).in_heating_season(now):
+                continue
+            self.evaluator.forget(alarm.rule, alarm.estate, alarm.subject)
+            change = self.alarms.resolve(alarm, SYSTEM, now, "供暖季结束 heating season over")
+            self._alarm_changed(change, now, batch, emitted, plan_estates)
 
     def _weather_tick(
         self, now: int, batch: StoreBatch, emitted: list[dict[str, Any]], plan_estates: set[str]
