@@ -406,6 +406,17 @@ def test_the_demo_link_opens_the_admin_pages_with_gateway_health_and_dead_letter
     assert "已连接" in page.text(".admin .kpis")
     page.until(lambda d: "不是合法 JSON" in page.text(".deadletters"), message="no dead letter")
     page.shot("13-admin-health-and-dead-letters")
+    # (issue 11) the estate's settings: its climate zone and lift rescue minutes
+    form = f'form.estate-settings[data-estate="{ESTATE}"]'
+    page.js(
+        f"const f = document.querySelector('{form}');"
+        "f.querySelector('select[name=zone]').value = 'hulunbuir';"
+        "f.querySelector('input[name=rescue_arrival_min]').value = '60';"
+    )
+    page.click(f"{form} button[type=submit]")
+    page.until(lambda d: "已保存" in page.text(form), message="settings not saved")
+    got = api(service, "GET", f"/api/v1/estates/{ESTATE}").json()
+    assert (got["zone"], got["rescue_arrival_min"]) == ("hulunbuir", 60)
     page.click("#logout")
     page.find("#login-user")
     assert page.js("return localStorage.getItem('ew.token')") is None
