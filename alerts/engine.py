@@ -197,6 +197,8 @@ class AlertEngine:
         self._drill_clocks = self.store.drill_clocks()
         self._drill_due: dict[tuple[str, str], int] = {}  # cache of the next cron time
         self._unwritten: StoreBatch | None = None  # changes the database refused, to retry
+        # (estate, station) -> the newest reading time its levels were judged at
+        self._station_judged: dict[tuple[str, str], int] = {}
         # Rescues whose technician has arrived: alarm id -> (arrived_ms, by)
         self._arrivals: dict[str, tuple[int, str]] = {}
         self._restore(now)
@@ -427,7 +429,15 @@ class AlertEngine:
             # or a faster-than-real scenario still steps its levels at the reading that
             # crossed the threshold (the windows answer "as of" any time).
             for (estate, dev), readings in stations.items():
+                judged = self._station_judged.get((estate, dev), -1)
                 for ts, metrics in sorted(readings, key=lambda x: x[0]):
+                    # Levels step forward in time only: an older reading that arrives late
+                    # joins the windows but does not take the level back (with windows of an
+                    # hour, judging the past again would lower and raise it anew).
+                    if ts < judged:
+                        continue
+                    judged = ts
+                    self._station_judged[(estate, dev)] = ts
                     self._observe_station(estate, dev, ts)
                     reading = {"device": dev, "ts": ts, "metrics": metrics}
                     self._weather_plans(estate, ts, batch, emitted, plan_estates, reading, wall=now)
@@ -853,6 +863,7 @@ class AlertEngine:
                 self._last_weather = now
                 self._refresh_shared(now)
                 self._weather_tick(now, batch, emitted, plan_estates)
+                self._season_tick(now, batch, emitted, plan_estates)
                 self._drills_tick(now, batch)
                 self.silences.prune(now)
                 for wid in [
@@ -888,6 +899,26 @@ class AlertEngine:
             if ev.holds(alarm.rule, alarm.estate, alarm.subject):
                 change = self.alarms.promote(alarm, now)
                 self._alarm_changed(change, now, batch, emitted, plan_estates)
+
+    def _season_tick(
+        self, now: int, batch: StoreBatch, emitted: list[dict[str, Any]], plan_estates: set[str]
+    ) -> None:
+        """Heating alarms still open when the estate's heating season has ended are over: the
+        heating is off on purpose, so they are resolved, not left standing all summer."""
+        tags = {r.hides_tag for r in self.inhibitor.rules if r.outside_heating_season}
+        if not tags:
+            return
+        for alarm in list(self.alarms.open.values()):
+            if alarm.state is AlarmState.PENDING or not alarm.state.open:
+                continue
+            rule = self._rule(alarm.estate, alarm.rule)
+            if rule is None or not tags & rule.tags:
+                continue
+            if self._profile(alarm.estate).in_heating_season(now):
+                continue
+            self.evaluator.forget(alarm.rule, alarm.estate, alarm.subject)
+            change = self.alarms.resolve(alarm, SYSTEM, now, "供暖季结束 heating season over")
+            self._alarm_changed(change, now, batch, emitted, plan_estates)
 
     def _weather_tick(
         self, now: int, batch: StoreBatch, emitted: list[dict[str, Any]], plan_estates: set[str]

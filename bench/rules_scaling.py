@@ -154,10 +154,11 @@ class RuleMaker:
         counts = o.counts or Counter()
         limit = RARE * o.readings
         if metric == "status_word":
-            # Bits no reading of the stream has set (the simulator's words are mostly 0).
+            # Bits no reading of the stream has set (the simulator's words are mostly 0x0001,
+            # normal operation), from the kind's own table (a component's differs).
             return [
                 b.name
-                for b in self.catalog.status_word_bits.values()
+                for b in self.catalog.status_bits_of(kind).values()
                 if sum(n for v, n in counts.items() if type(v) is int and v >> b.bit & 1) <= limit
             ]
         values: tuple[object, ...] = (

@@ -178,6 +178,7 @@ def estate_report(
                 rescues.c.released_ms,
                 rescues.c.duration_ms,
                 rescues.c.breached,
+                rescues.c.arrived_ms,
             ).where(rescues.c.estate == eid, rescues.c.trapped_ms >= lo, rescues.c.trapped_ms < hi)
         ).all()
         act_rows = conn.execute(
@@ -224,6 +225,13 @@ def estate_report(
     )
 
     durations = [r.duration_ms for r in rescue_rows if r.duration_ms is not None]
+    # The deadline is about the technician's arrival (TSG T5002-2017); a release with no
+    # arrival recorded stands for it.
+    arrivals = [
+        (r.arrived_ms or r.released_ms) - r.trapped_ms
+        for r in rescue_rows
+        if (r.arrived_ms or r.released_ms) is not None
+    ]
     deadline = inp.rescue_deadline_min * 60_000
     plans_held = {p: int(n) for p, n in drill_rows}
     activations_by: dict[str, dict[str, int]] = {}
@@ -249,7 +257,10 @@ def estate_report(
             "released": len(durations),
             "mean_min": _minutes(sum(durations) / len(durations)) if durations else None,
             "max_min": _minutes(max(durations)) if durations else None,
-            "within_deadline": sum(1 for d in durations if d <= deadline),
+            "arrived": len(arrivals),
+            "mean_arrival_min": _minutes(sum(arrivals) / len(arrivals)) if arrivals else None,
+            "max_arrival_min": _minutes(max(arrivals)) if arrivals else None,
+            "within_deadline": sum(1 for d in arrivals if d <= deadline),
             "breached": sum(1 for r in rescue_rows if r.breached),
             "deadline_min": inp.rescue_deadline_min,
         },
@@ -295,6 +306,7 @@ def _total(parts: list[dict[str, Any]], deadline_min: int) -> dict[str, Any]:
                 tgt[level] = tgt.get(level, 0) + n
     rescues_ = [p["rescues"] for p in parts]
     released = sum(r["released"] for r in rescues_)
+    arrived = sum(r["arrived"] for r in rescues_)
     drills_: dict[str, dict[str, Any]] = {}
     for p in parts:
         for d in p["drills"]:
@@ -321,6 +333,19 @@ def _total(parts: list[dict[str, Any]], deadline_min: int) -> dict[str, Any]:
             ),
             "max_min": max(
                 (r["max_min"] for r in rescues_ if r["max_min"] is not None), default=None
+            ),
+            "arrived": arrived,
+            "mean_arrival_min": (
+                round(
+                    sum((r["mean_arrival_min"] or 0) * r["arrived"] for r in rescues_) / arrived,
+                    1,
+                )
+                if arrived
+                else None
+            ),
+            "max_arrival_min": max(
+                (r["max_arrival_min"] for r in rescues_ if r["max_arrival_min"] is not None),
+                default=None,
             ),
             "within_deadline": sum(r["within_deadline"] for r in rescues_),
             "breached": sum(r["breached"] for r in rescues_),
@@ -391,6 +416,8 @@ COLUMNS = [
     "mean_ack_min",
     "mean_resolve_min",
     "rescues.count",
+    "rescues.mean_arrival_min",
+    "rescues.max_arrival_min",
     "rescues.mean_min",
     "rescues.max_min",
     "rescues.within_deadline",

@@ -56,10 +56,15 @@ def describe(n: Notification) -> tuple[str, list[str]]:
             )
         if "event" in detail:
             lines.append(line("event", lb.event_type(str(detail["event"]))))
+        door_zone = (detail.get("data") or {}).get("door_zone")
+        if detail.get("event") == "elevator.trapped" and isinstance(door_zone, bool):
+            where = "landing" if door_zone else "between_floors"
+            lines.append(line("where", lb.text(f"notice.trapped.{where}")))
         if p.get("role"):
             lines.append(line("to", lb.role(p["role"])))
         if a.get("deadline_ms"):
-            lines.append(line("deadline", local_time(a["deadline_ms"])))
+            deadline = "arrival_deadline" if a.get("rule") == "elevator-trapped" else "deadline"
+            lines.append(line(deadline, local_time(a["deadline_ms"])))
         lines.append(a["summary"]["en"])
         return title, lines
     if "activation" in p:

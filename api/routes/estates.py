@@ -99,7 +99,13 @@ def update_estate(estate: str, body: EstateSettingsIn, ctx: Ctx) -> dict[str, An
     """Change the estate's settings: name, region, climate zone, heating season, lift rescue
     arrival minutes. The alert engine picks them up within 5 minutes."""
     _check_settings(body.zone, body.heating_season)
-    return ctx.state.update_estate(estate, **body.model_dump(exclude_unset=True))
+    # null clears rescue_arrival_min (back to the rule's deadline); the others cannot be null
+    changes = {
+        k: v
+        for k, v in body.model_dump(exclude_unset=True).items()
+        if v is not None or k == "rescue_arrival_min"
+    }
+    return ctx.state.update_estate(estate, **changes)
 
 
 @router.get("/estates", **guard("user"))

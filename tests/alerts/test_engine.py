@@ -472,3 +472,27 @@ def test_shards_keep_and_tell_only_their_own_estates(
     shard_b.tick()
     (act,) = shard_b.list_activations(estate="e2", active=True)
     assert (act["plan"], act["level"]) == ("sandstorm", "Ⅲ")
+
+
+def test_a_late_older_station_reading_does_not_take_the_level_back(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    """(issue 11) Levels look back an hour now: a reading from before the storm that arrives
+    late joins the windows, but the level is not judged again in the past."""
+    from ingest.pipeline import Delivery
+    from ingest.telemetry import EstateBatch
+    from protocol.messages import Reading
+
+    site = Site(make_engine(sqlite_url), clock)
+    start = clock.now
+    for _ in range(60):
+        site.reading("ws-01", "weather_station", snow_mm=0.1, temp_c=-5.0)
+        clock.advance(MINUTE)
+    (act,) = site.engine.list_activations(estate="e1")
+    assert act["level"] == "Ⅲ"  # 6 mm in 12 h: yellow
+    late = Reading("ws-01", "weather_station", start - 2 * HOUR, {"snow_mm": 0.0, "temp_c": -3.0})
+    d = Delivery("estates/e1/gw/gw-01/telemetry", clock.now, "e1", "gw-01")
+    d.batch = EstateBatch("e1", "gw-01", [late], [])
+    site.engine.on_committed([d])
+    steps = timeline_steps(site, act["id"])
+    assert steps[-1] == ("raised", "Ⅲ") and ("below", "Ⅲ") not in steps

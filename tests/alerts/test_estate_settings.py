@@ -112,3 +112,18 @@ def test_floor_heating_has_its_own_band_and_the_loop_is_watched(
         site.engine.tick()
     assert "heating-supply-pressure-low" in [a["rule"] for a in site.open_alarms()]
     assert clock.now - at("2027-01-10") < 3 * HOUR
+
+
+def test_heating_alarms_open_at_the_seasons_end_are_resolved(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock, estates: StateStore
+) -> None:
+    """A room below 18 °C on 15 April stays cold once the heating is off on the 16th: the
+    alarm is resolved by the season's end, not left standing all summer."""
+    clock.now = at("2027-04-15") + 6 * HOUR  # 18:00 on the last day
+    site = Site(make_engine(sqlite_url), clock, "e1")
+    cold_rooms(site, 3)
+    (alarm,) = site.open_alarms("room-temp-low")
+    cold_rooms(site, 4)  # past midnight: 16 April, out of season
+    assert site.open_alarms("room-temp-low") == []
+    timeline = site.engine.get_alarm(alarm["id"])["timeline"]
+    assert timeline[-1]["action"] == "resolved" and "heating season over" in str(timeline[-1])

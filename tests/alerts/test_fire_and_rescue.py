@@ -135,3 +135,26 @@ def test_gas_and_storm_plans_say_what_to_do() -> None:
             for t in pl.tasks:
                 assert "居民" not in t.text_zh and " ℃" not in t.text_zh and "°C" not in t.text_zh
                 assert " ～" not in t.text_zh and "～ " not in t.text_zh
+
+
+def test_the_control_room_is_told_whether_the_car_is_at_a_landing(
+    make_engine: EngineFactory,
+    sqlite_url: str,
+    clock: SimClock,
+    receivers: dict[str, RecordingNotifier],
+) -> None:
+    """GB/T 24476-2023 tells trapped at a landing (平层关人) from between floors (非平层)."""
+    from alerts.notify.text import describe
+
+    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site.event("lift-1", "elevator", "elevator.trapped", floor=7, people=True, door_zone=False)
+    site.event("lift-2", "elevator", "elevator.trapped", floor=1, people=True, door_zone=True)
+    site.engine.tick()
+    said = {
+        n.payload["alarm"]["subject"]: describe(n)[1]
+        for n in receivers["control_room"].sent
+        if n.payload.get("alarm", {}).get("rule") == "elevator-trapped"
+    }
+    assert any("非平层关人" in line for line in said["lift-1"])
+    assert any(line.startswith("位置：平层关人") for line in said["lift-2"])
+    assert any(line.startswith("到场时限") for line in said["lift-1"])

@@ -82,7 +82,7 @@ def test_wecom_robot_markdown(robot: str) -> None:
     text = body["markdown"]["content"]
     assert text.startswith("**【告警·紧急】电梯困人**")
     assert "> 对象：lift-b2-1（电梯）" in text  # the kind as people name it, not its code
-    assert "> 处置时限：2026-01-10 08:30:00" in text  # Asia/Shanghai
+    assert "> 到场时限：2026-01-10 08:30:00" in text  # Asia/Shanghai; a lift's is its arrival
 
 
 def test_dingtalk_robot_is_signed(robot: str) -> None:

@@ -114,12 +114,13 @@ def test_summary_counts_devices_per_family_online_offline_and_in_alarm(world: Wo
 
 
 def test_summary_names_an_activated_plan_and_its_overdue_tasks(world: World) -> None:
-    world.e1.event("fap-1", "fire_panel", "fire.alarm", zone="b3", point="smoke-1", status_word=2)
+    world.e1.event("fap-1", "fire_panel", "fire.alarm", zone="b3", point="smoke-1", status_word=3)
     (plan,) = world.get("op1", "/api/v1/estates/e1/summary")["plans"]
-    assert (plan["plan"], plan["level"], plan["tasks_overdue"]) == ("fire", "Ⅲ", 0)
-    world.clock.advance(6 * MINUTE)  # the level III tasks are due within 5 minutes
+    # (issue 11, GB 25201 §5.3) one unconfirmed fire alarm is Ⅳ: verify within 3 minutes
+    assert (plan["plan"], plan["level"], plan["tasks_overdue"]) == ("fire", "Ⅳ", 0)
+    world.clock.advance(6 * MINUTE)
     (plan,) = world.get("op1", "/api/v1/estates/e1/summary")["plans"]
-    assert plan["tasks_overdue"] >= 2 and plan["tasks_open"] == 4
+    assert plan["tasks_overdue"] == 1 and plan["tasks_open"] == 2
 
 
 def test_summary_without_an_engine_says_so_rather_than_showing_zeros(world: World) -> None:
@@ -135,7 +136,7 @@ def test_summary_without_an_engine_says_so_rather_than_showing_zeros(world: Worl
 def test_overview_shows_only_the_callers_estates_with_alarms_plans_and_rescues(
     world: World,
 ) -> None:
-    world.e1.event("fap-1", "fire_panel", "fire.alarm", zone="b3", point="smoke-1", status_word=2)
+    world.e1.event("fap-1", "fire_panel", "fire.alarm", zone="b3", point="smoke-1", status_word=3)
     world.e1.event("lift-1", "elevator", "elevator.trapped", floor=7, people=True)
     world.clock.advance(31 * MINUTE)
     world.engine.tick()  # the 30-minute rescue deadline passes
@@ -147,7 +148,7 @@ def test_overview_shows_only_the_callers_estates_with_alarms_plans_and_rescues(
     firing = world.engine.list_alarms("e1", ["firing"], limit=1000)
     assert e1["alarms"]["critical"] == 2  # the fire alarm and the entrapment
     assert e1["unacknowledged"] == len(firing) >= 2  # with no-data alarms of silent devices
-    assert {(p["plan"], p["level"]) for p in e1["plans"]} >= {("fire", "Ⅲ")}
+    assert {(p["plan"], p["level"]) for p in e1["plans"]} >= {("fire", "Ⅳ")}  # issue 11
     assert (e1["rescue_breached_open"], e1["rescue_breached_year"]) == (1, 1)
     assert (e1["devices"], e1["online"], e1["online_pct"]) == (3, 2, 66.7)
     assert e1["last_data_ms"] is not None

@@ -269,7 +269,7 @@ def test_operator_sees_an_alarm_live_acknowledges_it_and_ticks_a_plan_task(
                 "kind": "fire_panel",
                 "ts": now_ms(),
                 "type": "fire.alarm",
-                "data": {"zone": "b3-f12", "point": "smoke-1203", "status_word": 2},
+                "data": {"zone": "b3-f12", "point": "smoke-1203", "status_word": 3},
             }
         ],
     )
@@ -289,7 +289,11 @@ def test_operator_sees_an_alarm_live_acknowledges_it_and_ticks_a_plan_task(
     acked = api(service, "GET", f"/api/v1/alarms?estate={ESTATE}&state=acknowledged").json()
     assert [(a["acked_by"], a["assignee"]) for a in acked["items"]] == [("duty-xinhua", "张工")]
 
-    # The fire alarm activated the fire plan at level III; tick its first task.
+    # (issue 11, GB 25201 §5.3) The fire alarm activated the fire plan at Ⅳ, to verify; the
+    # operator confirms it on site with the alarm's button, and the plan goes to Ⅲ.
+    page.find('.activation[data-level="Ⅳ"]')
+    page.click(".alarm button.confirm")
+    # Tick the first task of the confirmed plan.
     first = '.activation[data-level="Ⅲ"] li.task:not(.done)'
     task_id = page.until(lambda d: (e := page.shown(d, first)) and e.get_attribute("data-task"))
     page.click(f'li.task[data-task="{task_id}"] input[type=checkbox]')
@@ -402,6 +406,17 @@ def test_the_demo_link_opens_the_admin_pages_with_gateway_health_and_dead_letter
     assert "已连接" in page.text(".admin .kpis")
     page.until(lambda d: "不是合法 JSON" in page.text(".deadletters"), message="no dead letter")
     page.shot("13-admin-health-and-dead-letters")
+    # (issue 11) the estate's settings: its climate zone and lift rescue minutes
+    form = f'form.estate-settings[data-estate="{ESTATE}"]'
+    page.js(
+        f"const f = document.querySelector('{form}');"
+        "f.querySelector('select[name=zone]').value = 'hulunbuir';"
+        "f.querySelector('input[name=rescue_arrival_min]').value = '60';"
+    )
+    page.click(f"{form} button[type=submit]")
+    page.until(lambda d: "已保存" in page.text(form), message="settings not saved")
+    got = api(service, "GET", f"/api/v1/estates/{ESTATE}").json()
+    assert (got["zone"], got["rescue_arrival_min"]) == ("hulunbuir", 60)
     page.click("#logout")
     page.find("#login-user")
     assert page.js("return localStorage.getItem('ew.token')") is None

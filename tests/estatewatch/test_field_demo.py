@@ -42,7 +42,9 @@ def test_the_first_estate_runs_through_modbus_and_gbt26875(service: Service) -> 
     panel = next(d.id for d in spec.devices if d.kind == "fire_panel")
     assert set(plant.values()) == set(PLANT_MAPS)  # every shipped map has a device here
     assert {d.dev for d in poller.devices} == set(plant)
-    api = httpx.Client(base_url=service.url, headers={"Authorization": "Bearer test-admin-token-0123456789"})
+    api = httpx.Client(
+        base_url=service.url, headers={"Authorization": "Bearer test-admin-token-0123456789"}
+    )
     gateway.start()
     try:
 

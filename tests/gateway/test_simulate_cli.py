@@ -45,7 +45,8 @@ def test_same_seed_same_readings_at_any_speed_and_storm_thresholds_on_time(
     first = simulate(mosquitto, tmp_path / "a", *storm, "--speed", "3600")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "done: every reading delivered" in first.stdout
-    assert "sim 2026-01-15 13:00:00" in first.stdout  # the progress shows the simulated clock
+    # the progress shows the simulated clock (issue 11: the storm moved to March)
+    assert "sim 2026-03-18 13:00:00" in first.stdout
     a = take(subscriber)
     second = simulate(mosquitto, tmp_path / "b", *storm, "--speed", "7200")
     assert second.returncode == 0, second.stdout + second.stderr

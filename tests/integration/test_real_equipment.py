@@ -69,7 +69,9 @@ def status_watcher(service: Service) -> tuple[list[dict[str, Any]], mqtt.Client]
 def test_modbus_and_fire_panel_through_the_gateway_process_to_an_alarm(
     service: Service, tmp_path: Path
 ) -> None:
-    api = httpx.Client(base_url=service.url, headers={"Authorization": "Bearer test-admin-token-0123456789"})
+    api = httpx.Client(
+        base_url=service.url, headers={"Authorization": "Bearer test-admin-token-0123456789"}
+    )
     assert (
         api.post("/api/v1/estates", json={"id": ESTATE, "name": "消防小区", "region": "呼和浩特市"})
         .status_code == 201

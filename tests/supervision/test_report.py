@@ -59,6 +59,10 @@ def test_report_counts_alarms_rescues_and_uptime(tmp_path: Path) -> None:
             )
         ]
     )
+    # (issue 11) the technician arrives at 09:08: the deadline is about the arrival
+    now[0] = T0 + 8 * MIN
+    arrived = Event("lift-1", "elevator", now[0], "elevator.technician_arrived", {})
+    engine.on_committed([delivery("north", events=[arrived], ts=now[0])])
     now[0] = T0 + 12 * MIN
     engine.on_committed(
         [
@@ -132,6 +136,8 @@ def test_report_counts_alarms_rescues_and_uptime(tmp_path: Path) -> None:
     south = next(p for p in report["estates"] if p["estate"] == "south")
     assert north["rescues"]["count"] == 1 and north["rescues"]["mean_min"] == 12.0
     assert north["rescues"]["within_deadline"] == 1 and north["rescues"]["breached"] == 0
+    assert north["rescues"]["mean_arrival_min"] == 8.0  # both times: arrival and release
+    assert south["rescues"]["max_arrival_min"] == 40.0  # no arrival recorded: the release
     assert south["rescues"]["breached"] == 1 and south["rescues"]["max_min"] == 40.0
     assert north["alarms"]["fire"]["critical"] == 1
     assert north["mean_ack_min"] is not None

@@ -1,6 +1,7 @@
-// For admins: the service's own health, every gateway's health and credentials (disable,
-// enable, rotate, delete), the users (disable, enable, rotate, delete), and the dead letters
-// (what was not stored, and why). New credentials are shown once, in the notice box.
+// For admins: the service's own health, each estate's settings (climate zone, heating season,
+// lift rescue minutes), every gateway's health and credentials (disable, enable, rotate,
+// delete), the users (disable, enable, rotate, delete), and the dead letters (what was not
+// stored, and why). New credentials are shown once, in the notice box.
 
 import { api } from "../api.js";
 import { errorBox, fill, h } from "../dom.js";
@@ -8,6 +9,37 @@ import { fmtAgo, fmtDateTime, fmtNumber, t, tOr } from "../i18n.js";
 import { gatewayTable } from "./estate.js";
 
 const PAGE = 50;
+// alerts/zones.yaml: the climate zones an estate may name (low-temperature thresholds and the
+// heating season).
+const ZONES = ["hohhot", "baotou", "xilingol", "hulunbuir"];
+
+// One estate's settings as a form: PATCH /api/v1/estates/{id}.
+function settingsRow(e) {
+  const zone = h("select", { name: "zone" }, h("option", { value: "" }, t("estate.zone.none")),
+    ZONES.map((z) => h("option", { value: z }, t("estate.zone." + z))));
+  zone.value = e.zone || "";
+  const season = h("input", { name: "heating_season", placeholder: t("estate.heating_season.placeholder"), pattern: "\\d\\d-\\d\\d/\\d\\d-\\d\\d", size: 11 });
+  season.value = e.heating_season || "";
+  const rescue = h("input", { name: "rescue_arrival_min", type: "number", min: 1, max: 240, placeholder: "30", size: 4 });
+  rescue.value = e.rescue_arrival_min || "";
+  const said = h("span", { class: "muted" });
+  return h("form", { class: "estate-settings inline-form", dataset: { estate: e.id }, onsubmit: async (ev) => {
+    ev.preventDefault();
+    const body = { zone: zone.value, heating_season: season.value.trim(), rescue_arrival_min: rescue.value ? Number(rescue.value) : null };
+    try {
+      const saved = await api(`/api/v1/estates/${encodeURIComponent(e.id)}`, { method: "PATCH", body });
+      Object.assign(e, saved);
+      said.replaceChildren(t("estate.settings.saved"));
+    } catch (exc) {
+      said.replaceChildren(errorBox(exc));
+    }
+  } },
+  h("b", {}, e.name), " ",
+  h("label", {}, t("estate.zone"), " ", zone), " ",
+  h("label", {}, t("estate.heating_season"), " ", season), " ",
+  h("label", {}, t("estate.rescue_arrival_min"), " ", rescue), " ",
+  h("button", { type: "submit", class: "primary" }, t("estate.settings.save")), " ", said);
+}
 
 export function mount(root, _params, app) {
   const health = h("div", { class: "kpis" });
@@ -26,6 +58,9 @@ export function mount(root, _params, app) {
     h("h1", {}, t("admin.title")),
     h("h2", {}, t("admin.health")), health,
     notice,
+    h("h2", {}, t("estate.settings")),
+    h("p", { class: "muted" }, t("estate.settings.explain")),
+    h("div", {}, app.estates.map(settingsRow)),
     h("h2", {}, t("gateway.title")), gateways,
     h("h2", {}, t("admin.users")), people,
     h("h2", {}, t("deadletter.title")),

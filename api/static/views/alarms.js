@@ -6,6 +6,9 @@ import { errorBox, h, unavailableBox } from "../dom.js";
 import { fmtAgo, fmtDateTime, fmtDuration, fmtTime, pick, t, tOr } from "../i18n.js";
 import * as sound from "../sound.js";
 
+// Alarms a person may confirm as a fire (alerts/plans/data/fire.yaml, level Ⅳ).
+const CONFIRMABLE = new Set(["fire-alarm", "fire-alarm-detector", "fire-manual-call", "fire-water-flow", "fire-pressure-switch"]);
+
 export const SEVERITY_RANK = { critical: 0, major: 1, minor: 2, warning: 3 };
 const STATE_RANK = { firing: 0, acknowledged: 1, pending: 2 };
 const OPEN = ["pending", "firing", "acknowledged"];
@@ -121,6 +124,10 @@ export class AlarmFeed {
         : t("alarm.deadline", { time: fmtTime(a.deadline_ms), left: fmtDuration(a.deadline_ms - Date.now()) })) : null;
     const actions = canOperate ? h("div", { class: "actions" },
       a.state === "firing" ? h("button", { type: "button", class: "ack primary", onclick: () => this.act(a, "ack", {}) }, t("alarm.ack")) : null,
+      // GB 25201 §5.3: a fire verified on site is confirmed (the fire plan goes to Ⅲ)
+      CONFIRMABLE.has(a.rule) ? h("button", { type: "button", class: "confirm", onclick: () => this.act(a, "confirm", {}) }, t("alarm.confirm")) : null,
+      // TSG T5002-2017: the rescue deadline is the technician's arrival
+      a.rule === "elevator-trapped" ? h("button", { type: "button", class: "arrived", onclick: () => this.act(a, "arrived", {}) }, t("alarm.arrived")) : null,
       h("button", { type: "button", class: "assign", onclick: () => this.toggleForm(a, "assign") }, t("alarm.assign")),
       h("button", { type: "button", class: "note", onclick: () => this.toggleForm(a, "note") }, t("alarm.note")),
       h("button", { type: "button", class: "resolve", onclick: () => this.toggleForm(a, "resolve") }, t("alarm.resolve")),
@@ -142,7 +149,9 @@ export class AlarmFeed {
         a.assignee ? ` · ${t("alarm.assignee", { who: a.assignee })}` : null,
         a.silenced_by ? ` · ${t("alarm.silenced")}` : null,
         a.flapping ? ` · ${t("alarm.flapping")}` : null,
-        a.late ? h("span", { class: "late" }, ` · ${t("alarm.late")}`) : null),
+        a.late ? h("span", { class: "late" }, ` · ${t("alarm.late")}`) : null,
+        a.rule === "elevator-trapped" && a.detail && a.detail.data && typeof a.detail.data.door_zone === "boolean"
+          ? ` · ${t(a.detail.data.door_zone ? "alarm.trapped.landing" : "alarm.trapped.between")}` : null),
       deadline),
     actions);
     const form = this.forms.get(a.id);

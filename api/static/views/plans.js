@@ -21,6 +21,8 @@ export function sourceLabel(src) {
   if (kind === "warning") return t("plan.source.warning", { hazard: tOr("hazard." + (d.hazard || ""), d.hazard || ""), level: colour, source: (d.warning && d.warning.source) || rest });
   if (kind === "alarm") return t("plan.source.alarm", { summary: d.summary || d.rule || rest, subject: d.subject || "" });
   if (kind === "manual") return t("plan.source.manual", { who: d.by || "", reason: d.reason || "" });
+  if (kind === "confirmed") return t("plan.source.confirmed", { who: d.by || "" });
+  if (kind === "together") return t("plan.source.together", { rules: (d.rules || []).join("、") });
   return src.key;
 }
 
