@@ -113,7 +113,9 @@ class Context:
         c = self.climate
         coldest_night = c.january_mean_c - 0.5 * c.diurnal_range_c
         deepest = max(0.0, coldest_night - c.cold_spell_min_c)
-        centres, halves, depths = [], [], []
+        centres: list[float] = []
+        halves: list[float] = []
+        depths: list[float] = []
         year0 = int(self.start_ms // (365.25 * DAY))
         for year in range(year0 - 1, year0 + 3):
             n = 3
