@@ -429,6 +429,16 @@ class AlertEngine:
                 rescue = self._rescue(alarm)
                 if action in ("firing", "resolved"):
                     batch.rescues[alarm.id] = (rescue, rescue.breached(alarm.resolved_ms or now))
+            if change.entry.by != SYSTEM:  # a person's action on it is news to other screens
+                emitted.append(
+                    {
+                        "type": "alarm",
+                        "estate": alarm.estate,
+                        "action": action,
+                        "alarm": alarm.as_dict(),
+                        "entry": change.entry.as_dict(),
+                    }
+                )
             return
         if action == "firing":
             self._refresh_silence(alarm, now, batch)
