@@ -107,7 +107,23 @@ def simulator_adapter(spec_cfg: dict[str, Any], where: str) -> SimulatorAdapter:
         raise ConfigError(f"{where}: {exc}") from None
     estate = SimulatedEstate(spec, default_catalog(), seed, start, scenario)
     end = start + duration if duration else None
-    return SimulatorAdapter(estate, SimClock(start, speed), end)
+    return SimulatorAdapter(
+        estate, SimClock(start, speed, fast_until_ms=_catch_up(start, speed, where)), end
+    )
+
+
+def _catch_up(start: int, speed: float, where: str) -> int | None:
+    """Where a faster-than-real clock started in the past meets the wall clock: from there it
+    runs in real time, so no reading is stamped later than now (the service refuses those)."""
+    wall = time.time_ns() // 1_000_000
+    if start > wall + 60_000:
+        raise ConfigError(
+            f"{where}: start is in the future; a gateway cannot send readings taken later "
+            "than now (start in the past and fast-forward instead)"
+        )
+    if speed <= 1:
+        return None
+    return start + int(max(0, wall - start) * speed / (speed - 1))
 
 
 def build_gateway(cfg: GatewayConfig) -> tuple[Gateway, list[SimulatorAdapter]]:
