@@ -383,7 +383,12 @@ class AlertEngine:
                 for ts, metrics in sorted(readings, key=lambda x: x[0]):
                     self._observe_station(estate, dev, ts)
                     reading = {"device": dev, "ts": ts, "metrics": metrics}
-                    self._weather_plans(estate, ts, batch, emitted, plan_estates, reading, wall=now)
+                    # Stamped with the reading's time while it is current; late (a backlog,
+                    # a replay) with the service's clock, so the plan lasts in real time.
+                    wall = ts if now - ts <= self.late_after_ms else now
+                    self._weather_plans(
+                        estate, ts, batch, emitted, plan_estates, reading, wall=wall
+                    )
             self._write(batch)
         self._emit(emitted, plan_estates)
 
