@@ -386,6 +386,10 @@ class AlertEngine:
         plan_estates: set[str] = set()
         with self._lock:
             now = self.clock()
+            # When the data reached us, on the engine's own clock: the wall clock in service
+            # (ingest's receipt a moment ago), a simulated one in a replay run faster than real
+            # time, so deadman clocks and "late" compare times of one clock.
+            arrived = now
             signals: list[Signal] = []
             # (estate, station) -> its readings in these deliveries
             stations: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
@@ -398,7 +402,7 @@ class AlertEngine:
                     online = d.status.state == "online"
                     self.inhibitor.observe_status(d.estate, d.gateway, online)
                     ev.observe_status(
-                        self._index(d.estate), d.estate, d.gateway, online, d.received_ms, signals
+                        self._index(d.estate), d.estate, d.gateway, online, arrived, signals
                     )
                 b = d.batch
                 if b is None:
@@ -412,11 +416,9 @@ class AlertEngine:
                             stations.setdefault((b.estate, r.dev), []).append(
                                 (r.ts, dict(r.metrics))
                             )
-                    ev.observe_readings(
-                        idx, b.estate, b.gateway, b.readings, signals, d.received_ms
-                    )
+                    ev.observe_readings(idx, b.estate, b.gateway, b.readings, signals, arrived)
                 if b.events:
-                    ev.observe_events(idx, b.estate, b.gateway, b.events, signals, d.received_ms)
+                    ev.observe_events(idx, b.estate, b.gateway, b.events, signals, arrived)
                     arrivals.extend(
                         (b.estate, e) for e in b.events if e.type == "elevator.technician_arrived"
                     )
@@ -440,7 +442,12 @@ class AlertEngine:
                     self._station_judged[(estate, dev)] = ts
                     self._observe_station(estate, dev, ts)
                     reading = {"device": dev, "ts": ts, "metrics": metrics}
-                    self._weather_plans(estate, ts, batch, emitted, plan_estates, reading, wall=now)
+                    # Stamped with the reading's time while it is current; late (a backlog,
+                    # a replay) with the service's clock, so the plan lasts in real time.
+                    wall = ts if now - ts <= self.late_after_ms else now
+                    self._weather_plans(
+                        estate, ts, batch, emitted, plan_estates, reading, wall=wall
+                    )
             self._write(batch)
         self._emit(emitted, plan_estates)
 
@@ -507,6 +514,16 @@ class AlertEngine:
                 rescue = self._rescue(alarm)
                 if action in ("firing", "resolved"):
                     batch.rescues[alarm.id] = (rescue, rescue.breached(alarm.resolved_ms or now))
+            if change.entry.by != SYSTEM:  # a person's action on it is news to other screens
+                emitted.append(
+                    {
+                        "type": "alarm",
+                        "estate": alarm.estate,
+                        "action": action,
+                        "alarm": alarm.as_dict(),
+                        "entry": change.entry.as_dict(),
+                    }
+                )
             return
         if action == "firing":
             self._refresh_silence(alarm, now, batch)

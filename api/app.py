@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from api import bounds, errors
 from api.context import ApiContext
 from api.deps import guard
+from api.errors import ApiError
 from api.routes import (
     alarms,
     deadletters,
@@ -29,6 +32,10 @@ from api.routes import (
 )
 
 STATIC = Path(__file__).parent / "static"
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+}
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -36,6 +43,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         title="estatewatch",
         summary="智慧小区物联网监测 · smart-estate IoT monitoring",
         version="0.1.0",
+        docs_url=None,  # served below from local assets: a control room may have no internet
+        redoc_url=None,
     )
     app.state.ctx = ctx
     errors.install(app)
@@ -53,6 +62,25 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(reports.quality_router)
     for alerting in (alarms, silences, plans, warnings, drills):
         app.include_router(alerting.router)
+
+    @app.get("/docs", include_in_schema=False, **guard("public"))
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="estatewatch API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/static/icon.svg",
+            oauth2_redirect_url=None,
+        )
+
+    @app.get("/docs/assets/{name}", include_in_schema=False, **guard("public"))
+    def docs_asset(name: str) -> FileResponse:
+        """Swagger UI's own files, from the swagger-ui-bundle package (no CDN)."""
+        media = DOCS_ASSETS.get(name)
+        if media is None:
+            raise ApiError(404, "not_found", f"no asset {name!r}")
+        return FileResponse(Path(swagger_ui_path) / name, media_type=media)
 
     @app.get("/", **guard("public"))
     def index() -> FileResponse:

@@ -110,7 +110,8 @@ def run_demo(
         f"  open · 打开:  {service.url}/#token={service.token}\n"
         f"  API docs:    {service.url}/docs\n"
         f"  estates:     {estates}\n"
-        f"  scenario:    {DEMO_SCENARIO} at ×{DEMO_SPEED:g} (snowstorm blue → yellow → orange)\n"
+        f"  scenario:    {DEMO_SCENARIO} at ×{DEMO_SPEED:g}, replayed to end now "
+        f"(snowstorm blue → yellow → orange; catching up with the clock)\n"
         f"  Ctrl-C stops everything · 按 Ctrl-C 停止\n",
         flush=True,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from gateway.publisher import GatewayPublisher, LinkSettings
 from gateway.registry import build_adapter, known_types, register
 from gateway.runtime import Gateway
 from protocol.catalog import Catalog, default_catalog
-from protocol.endpoint import EndpointError, parse_mqtt_url
+from protocol.endpoint import EndpointError, MqttEndpoint, parse_mqtt_url
 from simulators.adapter import SimulatorAdapter
 from simulators.clock import SimClock
 from simulators.estate import SimulatedEstate
@@ -33,6 +34,8 @@ from simulators.scenario import SHANGHAI, load_scenario, parse_duration_ms, pars
 from simulators.spec import SpecError, load_spec
 
 SIMULATOR_KEYS = {"type", "spec", "scenario", "seed", "speed", "start", "for"}
+# The gateway's broker password for `simulate`, when not in a file (never on the command line).
+PASSWORD_ENV = "ESTATEWATCH_GATEWAY_PASSWORD"
 
 
 def add_estate_commands(sub: Any) -> None:
@@ -72,7 +75,12 @@ def add_estate_commands(sub: Any) -> None:
         help="simulated time to play, e.g. 2h (default: the scenario's duration)",
     )
     sim.add_argument("--config", help="gateway config file for broker and buffer settings")
-    sim.add_argument("--broker", help="mqtt://user:pass@host:port (default 127.0.0.1:1883)")
+    sim.add_argument(
+        "--broker",
+        help="mqtt://user@host:port (default 127.0.0.1:1883); the password from "
+        f"--password-file or {PASSWORD_ENV}, not here, where ps shows it",
+    )
+    sim.add_argument("--password-file", help="file holding the gateway's MQTT password")
     sim.add_argument("--state-dir", help="where the gateway buffer lives (default data/gateway)")
     sim.add_argument("--progress-every", type=float, default=None, help="seconds between lines")
     sim.add_argument(
@@ -107,7 +115,23 @@ def simulator_adapter(spec_cfg: dict[str, Any], where: str) -> SimulatorAdapter:
         raise ConfigError(f"{where}: {exc}") from None
     estate = SimulatedEstate(spec, default_catalog(), seed, start, scenario)
     end = start + duration if duration else None
-    return SimulatorAdapter(estate, SimClock(start, speed), end)
+    return SimulatorAdapter(
+        estate, SimClock(start, speed, fast_until_ms=_catch_up(start, speed, where)), end
+    )
+
+
+def _catch_up(start: int, speed: float, where: str) -> int | None:
+    """Where a faster-than-real clock started in the past meets the wall clock: from there it
+    runs in real time, so no reading is stamped later than now (the service refuses those)."""
+    wall = time.time_ns() // 1_000_000
+    if start > wall + 60_000:
+        raise ConfigError(
+            f"{where}: start is in the future; a gateway cannot send readings taken later "
+            "than now (start in the past and fast-forward instead)"
+        )
+    if speed <= 1:
+        return None
+    return start + int(max(0, wall - start) * speed / (speed - 1))
 
 
 def _simulator(cfg: dict[str, Any], where: str, _catalog: Catalog, _base: Path) -> DeviceAdapter:
@@ -204,10 +228,20 @@ def _progress_line(gateway: Gateway, sims: list[SimulatorAdapter]) -> str:
         f"buffered {st.messages:,} msgs ({st.readings:,} readings)",
         f"dropped {st.dropped_readings:,}",
         f"seq {st.last_seq}",
-        "link up" if link.connected else f"link down ({link.last_error or 'connecting'})",
+        _link_state(gateway),
         *_field_summary(gateway),
     ]
     return " · ".join(parts)
+
+
+def _link_state(gateway: Gateway) -> str:
+    pub = gateway.publisher
+    link = pub.stats
+    if link.connected:
+        return f"link up ({pub.endpoint.host}:{pub.endpoint.port})"
+    if link.refused:
+        return f"credentials refused by {pub.endpoint.url} · 认证被拒绝"
+    return f"link down ({link.last_error or 'connecting'})"
 
 
 def _run(cfg: GatewayConfig, progress_every: float, truth: str | None = None) -> int:
@@ -238,9 +272,27 @@ def _run(cfg: GatewayConfig, progress_every: float, truth: str | None = None) ->
     gateway.start()
     done = threading.Event()
     last_line = 0.0
+    told_link = False
+    nl = "\n" if tty else ""  # off the progress line a terminal redraws
     try:
         while not done.wait(0.25 if tty else min(progress_every, 0.25)):
             now = time.monotonic()
+            link = gateway.publisher.stats
+            if link.connected and not told_link:
+                told_link = True
+                print(
+                    f"{nl}connected to broker {cfg.endpoint.url} · 已连接",
+                    flush=True,
+                )
+            elif link.refused and not told_link:
+                told_link = True
+                print(
+                    f"{nl}the broker {cfg.endpoint.url} refused the gateway's "
+                    f"credentials ({link.last_error}); check the username and password "
+                    f"(--password-file or {PASSWORD_ENV})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             finished = bool(sims) and all(s.finished for s in sims)
             if finished and gateway.publisher.buffered.messages == 0:
                 done.set()
@@ -297,6 +349,29 @@ def run_estate_command(args: argparse.Namespace) -> int:
         return 2
 
 
+def _with_password(ep: MqttEndpoint, args: argparse.Namespace) -> MqttEndpoint:
+    """The password from --password-file, else the environment, else as given (a password
+    in --broker works, with a warning: every user of the machine can read it in ps)."""
+    if args.password_file:
+        try:
+            text = Path(args.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"--password-file: cannot read {args.password_file}: {exc}") from None
+        if not text:
+            raise ConfigError(f"--password-file: {args.password_file} is empty")
+        return replace(ep, password=text)
+    env = os.environ.get(PASSWORD_ENV)
+    if env:
+        return replace(ep, password=env)
+    if ep.password and args.broker and ":" in args.broker.split("@")[0].split("//")[-1]:
+        print(
+            f"estatewatch simulate: warning: the password in --broker is visible in ps; "
+            f"use --password-file or {PASSWORD_ENV}",
+            file=sys.stderr,
+        )
+    return ep
+
+
 def _simulate_config(args: argparse.Namespace) -> GatewayConfig:
     if args.speed <= 0:
         raise ConfigError(f"--speed must be above 0, got {args.speed}")
@@ -317,6 +392,7 @@ def _simulate_config(args: argparse.Namespace) -> GatewayConfig:
         cfg = parse_gateway_config(doc, "(command line)", Path.cwd())
     if args.broker:
         cfg = replace(cfg, endpoint=parse_mqtt_url(args.broker))
+    cfg = replace(cfg, endpoint=_with_password(cfg.endpoint, args))
     if args.state_dir:
         cfg = replace(cfg, state_dir=Path(args.state_dir))
     return replace(cfg, adapters=(adapter,))

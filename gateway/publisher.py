@@ -69,6 +69,7 @@ class LinkStats:
     sent_messages: int = 0
     acked_messages: int = 0
     last_error: str | None = None
+    refused: bool = False  # the broker refused the credentials (the last time it answered)
 
 
 class Delivery:
@@ -294,11 +295,15 @@ class _Session:
             return
         deadline = time.monotonic() + 10
         while self.connack is None:
-            if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
+            rc = client.loop(0.1)
+            if self.connack is not None:
+                break  # a refusal comes as a CONNACK and an error from the same loop()
+            if rc != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
                 pub.stats.last_error = "no answer to CONNECT"
                 return
         if getattr(self.connack, "is_failure", False):
             pub.stats.last_error = f"broker refused the connection: {self.connack}"
+            pub.stats.refused = True
             log.error(
                 "gateway %s/%s: %s: check the gateway's username, password and ACL",
                 pub.estate,
@@ -311,6 +316,7 @@ class _Session:
         client.subscribe(pub.topic(Channel.CMD), 1)
         client.publish(pub.topic(Channel.STATUS), pub._status("online"), 1, True)
         pub.stats.connects += 1
+        pub.stats.refused = False
         pub.stats.connected = True
         pub._connected.set()
         next_status = time.monotonic() + pub.settings.status_interval_s

@@ -180,3 +180,28 @@ def test_a_late_entrapment_is_recorded_with_its_real_rescue_time_and_pages_nobod
     (r,) = engine.rescues(estate="e1")
     assert r["duration_ms"] == 20 * MINUTE and not r["breached"]
     assert published == [] and [n for x in receivers.values() for n in x.sent] == []
+
+
+def test_a_late_alarm_is_not_announced_live_but_a_persons_action_on_it_is(
+    make_engine: EngineFactory,
+    sqlite_url: str,
+    clock: SimClock,
+    receivers: dict[str, RecordingNotifier],
+) -> None:
+    published: list[tuple[str, bytes, bool]] = []
+    engine = _engine(make_engine, sqlite_url, receivers, published)
+    live: list[dict[str, Any]] = []
+    engine.add_listener(live.append)
+    site = Site(engine, clock)
+    clock.advance(2 * MINUTE)
+    old = clock.now - 2 * HOUR
+    site.deliver(events=[Event("sd-1", "smoke_detector", old, "fire.alarm", {"zone": "b1"})])
+    engine.tick()
+    (a,) = site.open_alarms()
+    assert a["late"] and a["state"] == "firing" and a["fired_ms"] == old
+    assert [x for x in live if x["type"] == "alarm"] == []  # not flooded onto the live feed
+    clock.advance(3 * MINUTE)
+    acked = engine.acknowledge(a["id"], "duty-1")
+    assert acked["to_ack_ms"] == 3 * MINUTE  # from when it reached the control room
+    assert [x["action"] for x in live if x["type"] == "alarm"] == ["acknowledged"]
+    assert published == [] and [n for x in receivers.values() for n in x.sent] == []

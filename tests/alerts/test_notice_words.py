@@ -70,3 +70,17 @@ def test_a_plan_and_a_drill_notice_name_the_estate() -> None:
     assert title.startswith("【预案任务逾期】")
     assert lines[0] == "小区：东苑小区"
     assert "（保洁）" in lines[2] and not _english(lines, set())
+
+
+def test_every_actor_the_service_writes_in_a_timeline_has_a_label() -> None:
+    """Timelines show who did a step: people by name, the service's own actors by label
+    ("系统规则", not "rules")."""
+    from alerts.alarms.model import SYSTEM
+    from alerts.labels import Labels
+    from alerts.plans.activation import SYSTEM as PLAN_SYSTEM
+
+    lb = Labels(default_catalog())
+    for actor in {SYSTEM, PLAN_SYSTEM, "weather", "warning"}:
+        zh, en = lb.text(f"actor.{actor}"), lb.text(f"actor.{actor}", "en")
+        assert zh != f"actor.{actor}" and not re.search("[A-Za-z]", zh), actor
+        assert en != zh

@@ -171,3 +171,69 @@ def test_a_gateways_offline_time_is_when_it_dropped_not_its_last_connect(
         ingest.stop()
         writer.close()
         state.close()
+
+
+@pytest.mark.integration
+def test_a_device_is_registered_when_first_heard_not_at_its_datas_time(
+    mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    """Its uptime in the yearly report counts from then: a replay of last January must not
+    make a device registered today count as down since January."""
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("e1", "E1", "")
+    state.add_gateway("e1", "gw-01", "")
+    writer = TelemetryWriter(tmp_path / "t.db")
+    ingest = Ingest(mosquitto.endpoint, state, writer, CAT)
+    ingest.start()
+    try:
+        creds = mosquitto.issue_gateway_credentials("e1", "gw-01", "estates")
+        assert creds is not None
+        gw = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gw-01")
+        gw.username_pw_set(creds.username, creds.password)
+        gw.connect(creds.host, creds.port)
+        gw.loop_start()
+        before = time.time_ns() // 1_000_000
+        old = before - 300 * 24 * HOUR
+        payload = orjson.dumps(
+            {
+                "v": 1,
+                "gw": "gw-01",
+                "seq": 1,
+                "sent": before,
+                "readings": [
+                    {"dev": "h-1", "kind": "fire_hydrant", "ts": old, "m": {"pressure_mpa": 0.3}}
+                ],
+            }
+        )
+        gw.publish("estates/e1/gw/gw-01/telemetry", payload, qos=1).wait_for_publish(10)
+        deadline = time.monotonic() + 15
+        while not state.list_devices("e1") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gw.loop_stop()
+        gw.disconnect()
+        (dev,) = state.list_devices("e1")
+        assert dev["first_seen_ms"] >= before
+    finally:
+        ingest.stop()
+        writer.close()
+        state.close()
+
+
+def test_simulate_fast_forward_from_the_past_stops_at_now() -> None:
+    from datetime import UTC, datetime
+
+    from estatewatch.estate_cli import simulator_adapter
+    from gateway.config import ConfigError
+
+    wall = time.time_ns() // 1_000_000
+    start = wall - HOUR
+
+    text = datetime.fromtimestamp(start / 1000, UTC).isoformat()
+    adapter = simulator_adapter({"type": "simulator", "start": text, "speed": 100}, "test")
+    clock = adapter.clock
+    assert clock.fast_until_ms is not None
+    # where simulated time meets the wall clock: an hour's gap closed at ×100 in ~36 s
+    assert abs(clock.fast_until_ms - (start + HOUR * 100 / 99)) < 2000
+    future = datetime.fromtimestamp((wall + HOUR) / 1000, UTC).isoformat()
+    with pytest.raises(ConfigError, match="future"):
+        simulator_adapter({"type": "simulator", "start": future}, "test")

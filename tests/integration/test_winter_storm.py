@@ -35,13 +35,24 @@ HOUR = 3_600_000
 def test_winter_storm_raises_the_snowstorm_plan_and_stands_it_down(tmp_path: Path) -> None:
     box: list[Service] = []
 
+    evaluated: list[int] = [START]
+
     def data_clock() -> int:
-        newest = box[0].ingest.stats.newest_reading_ts if box and box[0].ingest else None
-        return newest if newest is not None else START
+        # Simulated time: the newest reading the alert engine has evaluated (ingest's newest
+        # can be a commit or more ahead of it, and a plan step is stamped with this clock
+        # when its reading is older than the late threshold).
+        return evaluated[-1]
+
+    def track(deliveries: Any) -> None:
+        newest = max((r.ts for d in deliveries if d.batch for r in d.batch.readings), default=0)
+        if newest > evaluated[-1]:
+            evaluated.append(newest)
 
     service = Service(service_settings(tmp_path), clock=data_clock)
     box.append(service)
     service.start()
+    assert service.ingest is not None
+    service.ingest.add_listener(track)  # after the alert engine's: what it has evaluated
     try:
         service.state.add_estate(ESTATE, "呼和浩特 新华小区", "呼和浩特市", zone="hohhot")
         service.state.add_gateway(ESTATE, GW)

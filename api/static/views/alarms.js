@@ -214,7 +214,7 @@ export class AlarmFeed {
     try {
       if (!this.timelines.has(key)) this.timelines.set(key, (await api(`/api/v1/alarms/${encodeURIComponent(a.id)}`)).timeline || []);
       box.replaceChildren(h("ol", {}, this.timelines.get(key).map((e) => h("li", {},
-        h("time", {}, fmtDateTime(e.ts)), " ", tOr("alarm.action." + e.action, e.action), " · ", e.by,
+        h("time", {}, fmtDateTime(e.ts)), " ", tOr("alarm.action." + e.action, e.action), " · ", tOr("actor." + e.by, e.by),
         e.detail && (e.detail.text || e.detail.note || e.detail.assignee) ? ` · ${e.detail.text || e.detail.note || e.detail.assignee}` : null))));
     } catch (exc) {
       box.replaceChildren(errorBox(exc));

@@ -138,7 +138,7 @@ export class PlanPanel {
       }
       list.replaceChildren(...this.timelines.get(a.id).map((e) => h("li", {},
         h("time", {}, fmtDateTime(e.ts)), " ", tOr("plan.action." + e.action, e.action),
-        e.level ? [" ", e.level] : null, " · ", e.by,
+        e.level ? [" ", e.level] : null, " · ", tOr("actor." + e.by, e.by),
         e.detail && (e.detail.task || e.detail.reason)
           ? ` · ${e.detail.task || (e.detail.reason_code ? tOr("plan.reason." + e.detail.reason_code, e.detail.reason) : e.detail.reason)}`
           : null)));

@@ -4,7 +4,7 @@
 
 import { ApiError, download, optional, saveBlob } from "../api.js";
 import { errorBox, fill, h, progress, unavailableBox } from "../dom.js";
-import { fmtDateTime, fmtNumber, pick, shanghai, t } from "../i18n.js";
+import { fmtDateTime, fmtNumber, lang, pick, shanghai, t } from "../i18n.js";
 
 const YEARS_BACK = 5;
 const SEVERITIES = ["critical", "major", "minor", "warning"];
@@ -110,7 +110,7 @@ export function mount(root, params, app) {
     const busy = progress(t("report.downloading"));
     dl.replaceChildren(busy.node);
     try {
-      const got = await download(`/api/v1/reports/yearly?year=${year}&format=${fmt}`, (n, total) => busy.set(n, total));
+      const got = await download(`/api/v1/reports/yearly?year=${year}&format=${fmt}&lang=${lang() === "en" ? "en" : "zh-CN"}`, (n, total) => busy.set(n, total));
       busy.finish();
       const name = got.filename || `estatewatch-report-${year}.${fmt}`;
       saveBlob(got.blob, name);
