@@ -241,6 +241,10 @@ def drain(rig: Rig, gw: str, fragment_ms: int) -> dict[str, float]:
             time.sleep(0.002)
         emptied = time.perf_counter()
         tally = rig.counter.wait_for(gw, produced, 300)
+        # A small backlog can be delivered before this thread sees the link up (a 1 ms sleep
+        # takes far longer on a loaded machine): the drain began no later than its first
+        # reading arrived.
+        reconnect = min(reconnect, tally.arrivals[0][0])
         span = tally.crossing(produced)[0] - reconnect
     finally:
         gateway.stop()

@@ -36,12 +36,14 @@ CAT = default_catalog()
 PLANT: dict[str, tuple[int, dict[str, dict[int, int]], dict[str, Any]]] = {
     "heating-substation": (
         1,
-        {"holding": {0: 653, 1: 0xFFCE, 2: 450, 3: 300}},  # 65.3 °C, −5.0 °C, 0.450, 0.300 MPa
+        # 65.3 °C, −5.0 °C, 0.450, 0.300 MPa, 70.3 °C apart
+        {"holding": {0: 653, 1: 0xFFCE, 2: 450, 3: 300, 4: 703}},
         {
             "supply_temp_c": 65.3,
             "return_temp_c": -5.0,
             "supply_pressure_mpa": 0.45,
             "return_pressure_mpa": 0.3,
+            "supply_return_diff_c": 70.3,
         },
     ),
     "water-pump": (
@@ -67,8 +69,8 @@ PLANT: dict[str, tuple[int, dict[str, dict[int, int]], dict[str, Any]]] = {
     ),
     "gas-detector": (
         4,
-        {"input": {0: 234, 1: 0b10}},  # 23.4 %LEL, high alarm bit
-        {"lel_pct": 23.4},
+        {"input": {0: 234, 1: 0b110}},  # 23.4 %LEL, high alarm bit, valve open
+        {"lel_pct": 23.4, "valve_open": True},
     ),
     "water-tank-level": (
         5,
