@@ -8,6 +8,9 @@ returns, and hands it the commands addressed to its devices.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,6 +23,35 @@ class Collected:
 
     readings: list[Reading] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+
+
+class Inbox:
+    """What a field adapter's own thread (a Modbus poller, a fire-panel listener) gathered for
+    the gateway's next poll. Bounded: past ``max_readings`` / ``max_events`` the oldest goes and
+    is counted, so a gateway that stops polling cannot let a field thread grow without end."""
+
+    def __init__(self, max_readings: int, max_events: int) -> None:
+        self._lock = threading.Lock()
+        self._readings: deque[Reading] = deque(maxlen=max_readings)
+        self._events: deque[Event] = deque(maxlen=max_events)
+        self.dropped_readings = 0
+        self.dropped_events = 0
+
+    def put(self, readings: Iterable[Reading] = (), events: Iterable[Event] = ()) -> None:
+        with self._lock:
+            for reading in readings:
+                self.dropped_readings += len(self._readings) == self._readings.maxlen
+                self._readings.append(reading)
+            for event in events:
+                self.dropped_events += len(self._events) == self._events.maxlen
+                self._events.append(event)
+
+    def take(self) -> Collected:
+        with self._lock:
+            got = Collected(list(self._readings), list(self._events))
+            self._readings.clear()
+            self._events.clear()
+        return got
 
 
 @runtime_checkable

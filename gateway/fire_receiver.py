@@ -47,7 +47,6 @@ import socket
 import threading
 import time
 import tomllib
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.adapter import Collected
+from gateway.adapter import Collected, Inbox
 from gateway.gbt26875 import (
     ANALOG_TYPES,
     MAX_ADDRESS,
@@ -306,10 +305,7 @@ class FireReceiver:
         self.last_frame_ms: int | None = None
         self._words: dict[tuple[str, str], int] = {}  # (dev, point) -> last status word
         self._last_ts: dict[str, int] = {}  # dev -> newest ts given
-        self._readings: deque[Reading] = deque()
-        self._events: deque[Event] = deque()
-        self.dropped_items = 0
-        self._lock = threading.Lock()
+        self.inbox = Inbox(MAX_QUEUED, MAX_QUEUED)
         self._sel = selectors.DefaultSelector()
         self._listener = socket.create_server((host, port), reuse_port=False)
         self._listener.setblocking(False)
@@ -324,11 +320,7 @@ class FireReceiver:
     # -- DeviceAdapter ----------------------------------------------------------------------
 
     def poll(self) -> Collected:
-        with self._lock:
-            got = Collected(list(self._readings), list(self._events))
-            self._readings.clear()
-            self._events.clear()
-        return got
+        return self.inbox.take()
 
     def owns(self, dev: str) -> bool:
         return dev in self.mapping.devices()
@@ -511,17 +503,7 @@ class FireReceiver:
         events: list[Event] = []
         for obj in objects:
             self._object(conn, obj, readings, events)
-        with self._lock:
-            for reading in readings:
-                if len(self._readings) >= MAX_QUEUED:
-                    self._readings.popleft()
-                    self.dropped_items += 1
-                self._readings.append(reading)
-            for event in events:
-                if len(self._events) >= MAX_QUEUED:
-                    self._events.popleft()
-                    self.dropped_items += 1
-                self._events.append(event)
+        self.inbox.put(readings, events)
         self.counters.confirmed += 1
         self._reply(conn, frame, Cmd.CONFIRM)
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from gateway.adapter import Collected
+from gateway.adapter import Collected, Inbox
 from gateway.registermap import (
     REGISTER_FUNCTIONS,
     Block,
@@ -177,11 +176,7 @@ class ModbusAdapter:
         self.devices = devices
         self.catalog = catalog
         self.clock = clock
-        self._readings: deque[Reading] = deque()
-        self._events: deque[Event] = deque()
-        self._lock = threading.Lock()
-        self.dropped_readings = 0
-        self.dropped_events = 0
+        self.inbox = Inbox(MAX_QUEUED_READINGS, MAX_QUEUED_EVENTS)
         self.link_state = "connecting"
         self._client = link.client()
         self._halt = threading.Event()
@@ -191,11 +186,7 @@ class ModbusAdapter:
     # -- DeviceAdapter ----------------------------------------------------------------------
 
     def poll(self) -> Collected:
-        with self._lock:
-            got = Collected(list(self._readings), list(self._events))
-            self._readings.clear()
-            self._events.clear()
-        return got
+        return self.inbox.take()
 
     def owns(self, dev: str) -> bool:
         return any(d.dev == dev for d in self.devices)
@@ -220,7 +211,7 @@ class ModbusAdapter:
                 | ({"detail": d.detail} if d.detail else {})
                 for d in self.devices
             },
-            "dropped_readings": self.dropped_readings,
+            "dropped_readings": self.inbox.dropped_readings,
         }
 
     # -- the polling thread -----------------------------------------------------------------
@@ -294,17 +285,8 @@ class ModbusAdapter:
             self._set_state(device, "exception", "; ".join(failed)[:300])
         else:
             self._set_state(device, "ok", "")
-        with self._lock:
-            if metrics:
-                if len(self._readings) >= MAX_QUEUED_READINGS:
-                    self._readings.popleft()
-                    self.dropped_readings += 1
-                self._readings.append(Reading(device.dev, kind.name, ts, metrics))
-            for event in events:
-                if len(self._events) >= MAX_QUEUED_EVENTS:
-                    self._events.popleft()
-                    self.dropped_events += 1
-                self._events.append(event)
+        readings = [Reading(device.dev, kind.name, ts, metrics)] if metrics else []
+        self.inbox.put(readings, events)
 
     def _edges(
         self,
