@@ -17,6 +17,8 @@ def test_a_v1_database_is_migrated_on_sqlite_and_postgresql(database_url: str) -
         with engine.begin() as conn:  # back to what v1 had
             for col in ("raised_ms", "closed_ms", "late"):
                 conn.execute(sa.text(f"ALTER TABLE alert_alarms DROP COLUMN {col}"))
+            for col in ("arrived_ms", "arrived_by"):  # and no v2 rescue arrival
+                conn.execute(sa.text(f"ALTER TABLE alert_rescues DROP COLUMN {col}"))
             conn.execute(schema_version.delete())
             conn.execute(schema_version.insert().values(version=1, applied_ms=1))
             conn.execute(
@@ -30,7 +32,7 @@ def test_a_v1_database_is_migrated_on_sqlite_and_postgresql(database_url: str) -
                 )
             )
         assert AlertStore(engine).migrate(2) == 1
-        assert SCHEMA_VERSION == 2
+        assert SCHEMA_VERSION == 3  # v2 the rescue's arrival, v3 the wall-clock times
         (a,) = AlertStore(engine).list_alarms()
         assert (a.raised_ms, a.closed_ms, a.late) == (100, 400, False)
         d = a.as_dict()

@@ -79,7 +79,8 @@ def test_modbus_and_fire_panel_through_the_gateway_process_to_an_alarm(
     creds = api.post(f"/api/v1/estates/{ESTATE}/gateways", json={"id": GW}).json()["mqtt"]
 
     plant = PlantModbusServer(free_port(), framing="tcp")
-    plant.slave(1).write("holding", 0, [653, 451, 520, 310])  # 65.3 / 45.1 °C, 0.52 / 0.31 MPa
+    # 65.3 / 45.1 °C, 0.52 / 0.31 MPa, 20.2 °C apart
+    plant.slave(1).write("holding", 0, [653, 451, 520, 310, 202])
     plant.slave(2).silent = True  # a substation whose controller does not answer
     plant.start()
     fire_port = free_port()
@@ -183,6 +184,7 @@ mapping = "fire-mapping.toml"
             "return_temp_c": 45.1,
             "supply_pressure_mpa": 0.52,
             "return_pressure_mpa": 0.31,
+            "supply_return_diff_c": 20.2,
         }
         assert got["fap-1"]["metrics"]["status_word"] == 3
         assert "hs-2" not in got  # the silent slave sent nothing
