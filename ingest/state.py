@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # What a dead letter keeps of its message: the first DEADLETTER_HEAD_BYTES, and the SHA-256 and
 # size of the whole, so a 64 MiB body costs 4 KiB here and in GET /deadletters (issue 12), and
@@ -92,20 +92,10 @@ dead_letters = sa.Table(
 )
 
 
-# Gateways an admin disabled or deleted (a gateway without a row here is enabled). A table
-# with its own schema version rather than a column of `gateways`, so that it is added to a
-# database of any state schema version without a migration of its own in that line.
-ACCESS_SCHEMA_VERSION = 1
-access_metadata = sa.MetaData()
-access_schema_version = sa.Table(
-    "gateway_access_schema_version",
-    access_metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("applied_ms", sa.BigInteger, nullable=False),
-)
+# Gateways an admin disabled or deleted (a gateway without a row here is enabled); v5.
 gateway_access = sa.Table(
     "gateway_access",
-    access_metadata,
+    metadata,
     sa.Column("estate", sa.String(63), primary_key=True),
     sa.Column("id", sa.String(63), primary_key=True),
     sa.Column("access", sa.String(16), nullable=False),  # "disabled" or "deleted"
@@ -145,11 +135,16 @@ def _v4_estate_settings(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE estates ADD COLUMN rescue_arrival_min INTEGER"))
 
 
+def _v5_gateway_access(conn: Connection) -> None:
+    gateway_access.create(conn, checkfirst=True)
+
+
 # version -> migration from version-1
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_gateway_drops,
     3: _v3_bounded_dead_letters,
     4: _v4_estate_settings,
+    5: _v5_gateway_access,
 }
 
 # The estate settings people may change after creation (PATCH /api/v1/estates/{estate}).
@@ -240,16 +235,6 @@ def migrate(engine: Engine) -> int:
     with engine.begin() as conn:
         found = migrate_schema(
             conn, metadata, schema_version, SCHEMA_VERSION, MIGRATIONS, now_ms(), "the database"
-        )
-    with engine.begin() as conn:
-        migrate_schema(
-            conn,
-            access_metadata,
-            access_schema_version,
-            ACCESS_SCHEMA_VERSION,
-            {},
-            now_ms(),
-            "the gateway access table",
         )
     return found
 
