@@ -515,15 +515,7 @@ class AlertEngine:
                 if action in ("firing", "resolved"):
                     batch.rescues[alarm.id] = (rescue, rescue.breached(alarm.resolved_ms or now))
             if change.entry.by != SYSTEM:  # a person's action on it is news to other screens
-                emitted.append(
-                    {
-                        "type": "alarm",
-                        "estate": alarm.estate,
-                        "action": action,
-                        "alarm": alarm.as_dict(),
-                        "entry": change.entry.as_dict(),
-                    }
-                )
+                emitted.append(_alarm_news(alarm, action, change.entry))
             return
         if action == "firing":
             self._refresh_silence(alarm, now, batch)
@@ -546,15 +538,7 @@ class AlertEngine:
                 roles = self._notified_roles(alarm)
                 self._notify_alarm(alarm, "resolved", roles, batch, now, step=None)
             self._alarm_plans(alarm, now, batch, emitted, plan_estates)
-        emitted.append(
-            {
-                "type": "alarm",
-                "estate": alarm.estate,
-                "action": action,
-                "alarm": alarm.as_dict(),
-                "entry": change.entry.as_dict(),
-            }
-        )
+        emitted.append(_alarm_news(alarm, action, change.entry))
 
     def _rescue(self, alarm: Alarm) -> Rescue:
         assert alarm.deadline_ms is not None
@@ -1559,3 +1543,14 @@ def _auto_resolve(rules: RuleSet) -> dict[str, int]:
 
 
 __all__ += ["RuleFileError"]
+
+
+def _alarm_news(alarm: Alarm, action: str, entry: TimelineEntry) -> dict[str, Any]:
+    """What the live feed and other screens are told of an alarm change."""
+    return {
+        "type": "alarm",
+        "estate": alarm.estate,
+        "action": action,
+        "alarm": alarm.as_dict(),
+        "entry": entry.as_dict(),
+    }

@@ -84,15 +84,9 @@ SYSTEM_STATUS_BITS = {
     12: "config_change",
     13: "reset",
 }
+# A component shares the system's bits 0-7; its bit 8 is its own power fault, 9-15 reserved.
 COMPONENT_STATUS_BITS = {
-    0: "normal",
-    1: "fire_alarm",
-    2: "fault",
-    3: "shield",
-    4: "supervise",
-    5: "start",
-    6: "feedback",
-    7: "delay",
+    **{bit: name for bit, name in SYSTEM_STATUS_BITS.items() if bit < 8},
     8: "power_fault",
 }
 # Operation flags (§8.2.1.4) and the transmission device's running state (§8.2.1.9).
