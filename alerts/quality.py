@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alerts.alarms.model import alarm_durations
+
 __all__ = [
     "CHATTER_COUNT",
     "CHATTER_WINDOW_MS",
@@ -58,6 +60,9 @@ class RaisedAlarm:
     acked_ms: int | None = None
     estate: str = ""
     id: str = ""
+    # When it reached the control room (wall clock); acknowledgement is timed from here, as
+    # everywhere (alarm_durations). None: rows from before that field, the data time stands in.
+    reached_ms: int | None = None
 
 
 def raised_alarms(items: Iterable[Mapping[str, Any]]) -> list[RaisedAlarm]:
@@ -77,6 +82,7 @@ def raised_alarms(items: Iterable[Mapping[str, Any]]) -> list[RaisedAlarm]:
                 acked_ms=a.get("acked_ms"),
                 estate=str(a.get("estate", "")),
                 id=str(a.get("id", "")),
+                reached_ms=a.get("raised_ms"),
             )
         )
     return out
@@ -217,7 +223,8 @@ def alarm_quality(
         {"rule": rule, "subject": subject, "alarms": c, "share": round(c / n, 6)}
         for (rule, subject), c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]
     ]
-    ack_s = [(a.acked_ms - a.raised_ms) / 1000 for a in inside if a.acked_ms is not None]
+    to_ack = (alarm_durations(a.reached_ms or a.raised_ms, a.acked_ms, None) for a in inside)
+    ack_s = [d["to_ack_ms"] / 1000 for d in to_ack if d["to_ack_ms"] is not None]
     return AlarmQuality(
         start_ms=start_ms,
         end_ms=end_ms,

@@ -80,6 +80,7 @@ def estate_alarm_quality(
                 alarms.c.fired_ms,
                 alarms.c.resolved_ms,
                 alarms.c.acked_ms,
+                alarms.c.raised_ms,
             ).where(
                 alarms.c.estate == estate,
                 alarms.c.fired_ms.is_not(None),
@@ -95,7 +96,9 @@ def estate_alarm_quality(
             )
         ).all()
     raised = [
-        RaisedAlarm(r.rule, r.subject, r.fired_ms, r.resolved_ms, r.acked_ms, estate, r.id)
+        RaisedAlarm(
+            r.rule, r.subject, r.fired_ms, r.resolved_ms, r.acked_ms, estate, r.id, r.raised_ms
+        )
         for r in rows
     ]
     q = alarm_quality(raised, lo, end, [(a.started_ms, a.ended_ms or end) for a in acts])

@@ -90,3 +90,17 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([5, 1, 3, 2, 4], 50) == 3
     assert percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90) == 9
     assert percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 99) == 10
+
+
+def test_time_to_acknowledge_runs_from_when_the_alarm_reached_the_control_room() -> None:
+    """A late alarm: its data is 3 h old when it arrives, and it is acknowledged 60 s after it
+    reached the control room. Timed from the data it would read 3 h 1 min (one clock, #13)."""
+    late = RaisedAlarm(
+        "no-data", "wp-1", T0, None, T0 + 3 * HOUR + 60_000, reached_ms=T0 + 3 * HOUR
+    )
+    q = alarm_quality([late], T0, T0 + 4 * HOUR)
+    assert (q.acked, q.ack_p50_s) == (1, 60.0)
+    (got,) = raised_alarms(
+        [{"rule": "r", "fired_ms": T0, "raised_ms": T0 + HOUR, "acked_ms": T0 + HOUR + 5_000}]
+    )
+    assert got.reached_ms == T0 + HOUR
