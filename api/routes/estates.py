@@ -257,3 +257,17 @@ def list_devices(
         live,
     )
     return {"items": items, "total": total, "next_cursor": rows[-1]["id"] if more else None}
+
+
+RECENT_EVENTS_MAX = 200
+
+
+@router.get("/estates/{estate}/events", **guard("estate:read"))
+def list_events(
+    estate: str, ctx: Ctx, limit: int = Query(20, ge=1, le=RECENT_EVENTS_MAX)
+) -> dict[str, Any]:
+    """The estate's latest device events (a trapped passenger, a fire alarm), newest stored
+    first: what the dashboard shows before the live stream brings more."""
+    ctx.state.get_estate(estate)
+    items = ctx.telemetry.recent_events(estate, limit)
+    return {"items": items, "total": len(items)}

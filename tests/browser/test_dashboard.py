@@ -9,6 +9,7 @@ a task of the fire plan it activated; an authority opens the overview, then an e
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -117,8 +118,9 @@ class Page:
         )
 
 
-@pytest.fixture
-def page(service: Service, tmp_path: Path) -> Iterator[Page]:
+@contextlib.contextmanager
+def chromium(tmp_path: Path) -> Iterator[WebDriver]:
+    """Headless Debian Chromium, downloads to ``tmp_path / "downloads"``."""
     if webdriver is None:
         pytest.fail("selenium is not installed: pip install -e '.[dev]'")
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
@@ -151,12 +153,18 @@ def page(service: Service, tmp_path: Path) -> Iterator[Page]:
     driver.execute_cdp_cmd(
         "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
     try:
-        yield Page(driver, service.url, shots)
+        yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def page(service: Service, tmp_path: Path) -> Iterator[Page]:
+    with chromium(tmp_path) as driver:
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        yield Page(driver, service.url, shots)
 
 
 def api(service: Service, method: str, path: str, body: Any = None) -> httpx.Response:

@@ -122,6 +122,27 @@ export function mount(root, params, app) {
   }
   const soon = debounce(loadSummary, 3000);
 
+  // The latest events come from the API first (an event that came before the page opened,
+  // or while the stream reconnected, is listed too), then from the live stream.
+  const eventKey = (e) => `${e.dev}|${e.type}|${e.ts}`;
+  function addEvents(items) {
+    const seen = new Set(recent.map(eventKey));
+    for (const e of items) if (!seen.has(eventKey(e))) { recent.push(e); seen.add(eventKey(e)); }
+    recent.sort((a, b) => b.ts - a.ts);
+    recent.length = Math.min(recent.length, RECENT_EVENTS);
+    renderEvents();
+  }
+  let eventsError = null;
+  async function loadEvents() {
+    try {
+      const body = await api(`/api/v1/estates/${encodeURIComponent(estate)}/events?limit=${RECENT_EVENTS}`);
+      addEvents(body.items);
+      if (eventsError) { eventsError.remove(); eventsError = null; }
+    } catch (exc) {
+      if (!eventsError) { eventsError = errorBox(exc, loadEvents); events.before(eventsError); }
+    }
+  }
+
   function renderEvents() {
     events.replaceChildren(...(recent.length ? recent : [null]).map((e) => e ? h("li", {},
       h("time", {}, fmtTime(e.ts)), " ",
@@ -133,6 +154,7 @@ export function mount(root, params, app) {
   feed.load();
   plans.load();
   renderEvents();
+  loadEvents();
   const timer = setInterval(loadSummary, 15_000); // online turns offline by time alone
 
   return {
@@ -140,12 +162,8 @@ export function mount(root, params, app) {
     onLive(name, data) {
       if (name === "alarm") { feed.onAlarm(data); soon(); }
       else if (name === "plan") plans.onPlan(data);
-      else if (name === "event") {
-        recent.unshift(data);
-        recent.length = Math.min(recent.length, RECENT_EVENTS);
-        renderEvents();
-      } else if (name === "device" || name === "gateway") soon();
-      else if (name === "resync") { loadSummary(); feed.load(); plans.load(); }
+      else if (name === "event") addEvents([data]); else if (name === "device" || name === "gateway") soon();
+      else if (name === "resync") { loadSummary(); feed.load(); plans.load(); loadEvents(); }
     },
     destroy() {
       document.title = TITLE;
