@@ -268,6 +268,30 @@ class UserStore:
                 conn.execute(tokens.delete().where(tokens.c.username == username))
         return self.get_user(username)
 
+    def update_user(
+        self,
+        username: str,
+        role: Role | None = None,
+        estates: list[str] | None = None,
+        display_name: str | None = None,
+    ) -> dict[str, Any]:
+        """A new role, estates or name; what is left out stays. Takes effect on the user's
+        next request (its tokens look the user up each time)."""
+        with self.engine.begin() as conn:
+            row = self._row(conn, username)
+            now_role = role or Role(row.role)
+            now_estates = sorted(set(estates)) if estates is not None else orjson.loads(row.estates)
+            if now_role in (Role.OPERATOR, Role.VIEWER) and not now_estates:
+                raise UserError(f"an {now_role.value} must be bound to at least one estate")
+            values: dict[str, Any] = {
+                "role": now_role.value,
+                "estates": orjson.dumps(now_estates).decode(),
+            }
+            if display_name is not None:
+                values["display_name"] = display_name
+            conn.execute(users.update().where(users.c.username == username).values(**values))
+        return self.get_user(username)
+
     def delete_user(self, username: str) -> None:
         """The account and its tokens go; what the user did (alarm notes, draws) keeps the
         name it was done under."""

@@ -7,6 +7,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from alerts.alarms.model import new_id
+from alerts.drills import Drill, DrillStatus
 from api.deps import Ctx, CurrentUser, guard, require_operate
 from api.errors import ApiError
 from api.routes.alarms import Ms, check_estate_filter, engine_errors, engine_of, visible_estates
@@ -65,3 +67,35 @@ def record_drill(body: DrillIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
             drill_id=body.drill_id,
             status=body.status,
         )
+
+
+class DrillPlanIn(BaseModel):
+    estate: str = Field(min_length=1, max_length=63)
+    plan: str = Field(min_length=1, max_length=64, examples=["elevator_entrapment"])
+    scheduled_ms: Ms
+
+
+# A drill is planned for the coming year at most, and not in the past (beyond clock skew).
+PLANNED_AHEAD_MAX_MS = 366 * 86_400_000
+PLANNED_BEHIND_MAX_MS = 86_400_000
+
+
+@router.post("/drills/planned", status_code=201, **guard("user"))
+def plan_drill(body: DrillPlanIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    """Plan a drill by hand (besides the plan's own schedule); record it once held with
+    ``POST /drills`` and its ``drill_id``."""
+    require_operate(p, body.estate)
+    engine = engine_of(ctx)
+    now = engine.clock()
+    if not now - PLANNED_BEHIND_MAX_MS <= body.scheduled_ms <= now + PLANNED_AHEAD_MAX_MS:
+        raise ApiError(
+            422, "invalid_request", "scheduled_ms: a drill is planned from today to a year ahead"
+        )
+    if body.plan not in engine.plans:
+        raise ApiError(404, "not_found", f"plan {body.plan!r} not found")
+    ctx.state.get_estate(body.estate)  # 404 names an estate that does not exist
+    drill = Drill(
+        new_id("dr"), body.estate, body.plan, DrillStatus.SCHEDULED, now, body.scheduled_ms
+    )
+    engine.store.save_drill(drill)
+    return drill.as_dict()

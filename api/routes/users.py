@@ -50,6 +50,14 @@ class UserIn(BaseModel):
     password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
 
 
+class UserChangeIn(BaseModel):
+    """What changes; left out: stays as it is."""
+
+    display_name: str | None = Field(default=None, max_length=200)
+    role: Role | None = None
+    estates: list[str] | None = Field(default=None, max_length=500)
+
+
 class PasswordIn(BaseModel):
     current: str = Field(min_length=1, max_length=MAX_PASSWORD)
     new: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
@@ -167,6 +175,22 @@ def _cut(ctx: Ctx, username: str) -> None:
     """The user's tokens are gone: end its open streams too."""
     if ctx.live:
         ctx.live.end_user(username)
+
+
+@router.patch("/users/{username}", **guard("admin"))
+def update_user(username: str, body: UserChangeIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
+    """Another role, other estates or name for a user; its open live streams end (they were
+    opened for what it could see before) and its next request sees the change."""
+    if body.role is not None and body.role is not Role.ADMIN:
+        _not_self(p, username, "take the admin role from")
+    for estate in body.estates or []:
+        ctx.state.get_estate(estate)  # 404 names an estate that does not exist
+    try:
+        user = _users(ctx).update_user(username, body.role, body.estates, body.display_name)
+    except UserError as exc:
+        raise ApiError(422, "invalid_user", str(exc)) from None
+    _cut(ctx, username)
+    return user
 
 
 @router.post("/users/{username}/disable", **guard("admin"))

@@ -7,12 +7,15 @@ import * as sound from "./sound.js";
 import * as adminView from "./views/admin.js";
 import * as authorityView from "./views/authority.js";
 import * as deviceView from "./views/device.js";
+import * as drillsView from "./views/drills.js";
 import * as estateView from "./views/estate.js";
 import * as familyView from "./views/family.js";
 import * as inspectionsView from "./views/inspections.js";
 import * as loginView from "./views/login.js";
 import * as qualityView from "./views/quality.js";
 import * as reportView from "./views/report.js";
+import * as silencesView from "./views/silences.js";
+import * as warningsView from "./views/warnings.js";
 
 const ROUTES = [
   [/^#\/login$/, loginView, []],
@@ -24,6 +27,9 @@ const ROUTES = [
   [/^#\/report(?:\/(\d{4}))?$/, reportView, ["year"]],
   [/^#\/quality(?:\/([^/]+)(?:\/(\d{4}-\d{2}))?)?$/, qualityView, ["estate", "month"]],
   [/^#\/admin$/, adminView, []],
+  [/^#\/silences$/, silencesView, []],
+  [/^#\/warnings$/, warningsView, []],
+  [/^#\/drills(?:\/([^/]+))?$/, drillsView, ["estate"]],
 ];
 
 // What every view may use: who is logged in, what they may do, the catalog's labels.
@@ -153,6 +159,10 @@ function header() {
     nav.append(h("a", { href: "#/report" }, t("nav.report")));
     nav.append(h("a", { href: "#/quality" }, t("nav.quality")));
   }
+  // what people do beyond the alarm feed: silences, official warnings, drills
+  nav.append(h("a", { href: "#/silences" }, t("nav.silences")));
+  nav.append(h("a", { href: "#/warnings" }, t("nav.warnings")));
+  nav.append(h("a", { href: "#/drills" }, t("nav.drills")));
   if (app.isAdmin) nav.append(h("a", { href: "#/admin" }, t("nav.admin")));
   markNav(location.hash);
   soundButton();

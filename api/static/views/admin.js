@@ -1,17 +1,34 @@
-// For admins: the service's own health, each estate's settings (climate zone, heating season,
-// lift rescue minutes), every gateway's health and credentials (disable, enable, rotate,
-// delete), the users (disable, enable, rotate, delete), and the dead letters (what was not
-// stored, and why). New credentials are shown once, in the notice box.
+// For admins: the service's own health, estates (register one; each one's settings: climate
+// zone, heating season, lift rescue minutes), every gateway's health and credentials
+// (register, disable, enable, rotate, delete), the users (create with a role and estates,
+// change role and estates, disable, enable, rotate, delete), and the dead letters (what was
+// not stored, and why). New credentials are shown once, in the notice box.
 
 import { api } from "../api.js";
 import { errorBox, fill, h } from "../dom.js";
 import { fmtAgo, fmtDateTime, fmtNumber, t, tOr } from "../i18n.js";
 import { gatewayTable } from "./estate.js";
+import { field } from "./forms.js";
 
 const PAGE = 50;
 // alerts/zones.yaml: the climate zones an estate may name (low-temperature thresholds and the
 // heating season).
 const ZONES = ["hohhot", "baotou", "xilingol", "hulunbuir"];
+const ROLES = ["operator", "viewer", "authority", "admin"];
+const ID_PATTERN = "[a-z0-9][a-z0-9\\-]{0,62}"; // api/routes/estates.py ID_PATTERN
+const USERNAME_PATTERN = "[a-z0-9][a-z0-9._\\-]{0,63}"; // api/routes/users.py USERNAME
+const MIN_PASSWORD = 10;
+
+// A multi-select of estates (a user's estates); size grows with the list up to 6 rows.
+function estatePicker(app, chosen, name = "estates") {
+  const pick = h("select", { name, multiple: true, size: Math.min(6, Math.max(2, app.estates.length)) },
+    app.estates.map((e) => h("option", { value: e.id, selected: chosen.includes(e.id) }, `${e.name} (${e.id})`)));
+  return pick;
+}
+
+function picked(select) {
+  return [...select.selectedOptions].map((o) => o.value);
+}
 
 // One estate's settings as a form: PATCH /api/v1/estates/{id}.
 function settingsRow(e) {
@@ -52,7 +69,135 @@ export function mount(root, _params, app) {
   const pager = h("div", { class: "pager" });
   const notice = h("div", { id: "credentials-notice", "aria-live": "polite" });
   const people = h("div", {});
+  const settings = h("div", {}, app.estates.map(settingsRow));
+  const gatewayForm = h("div", {});
   let offset = 0;
+
+  // 新增小区: id, name, region; then every estate list on the page follows.
+  function estateForm() {
+    const id = h("input", { name: "id", required: true, pattern: ID_PATTERN, maxlength: 63, placeholder: "hohhot-xinhua" });
+    const name = h("input", { name: "name", required: true, maxlength: 200, placeholder: t("estate.new.name.placeholder") });
+    const region = h("input", { name: "region", maxlength: 100, placeholder: t("estate.new.region.placeholder") });
+    const said = h("div", { "aria-live": "polite" });
+    const form = h("form", { class: "estate-new inline-form", onsubmit: async (ev) => {
+      ev.preventDefault();
+      try {
+        const e = await api("/api/v1/estates", { method: "POST", body: { id: id.value.trim(), name: name.value.trim(), region: region.value.trim() } });
+        await app.refreshEstates();
+        fill(said, h("p", { class: "ok" }, t("estate.new.done", { name: e.name, id: e.id })));
+        form.reset();
+        fill(settings, app.estates.map(settingsRow));
+        renderGatewayForm();
+        loadGateways();
+        loadUsers();
+      } catch (exc) {
+        fill(said, errorBox(exc));
+      }
+    } },
+    h("b", {}, t("estate.new")), " ",
+    field(t("estate.new.id"), id, t("estate.new.id.hint")), " ",
+    field(t("estate.new.name"), name), " ",
+    field(t("estate.new.region"), region), " ",
+    h("button", { type: "submit", class: "primary" }, t("estate.new.submit")), said);
+    return form;
+  }
+
+  // 注册网关: the answer's MQTT credentials are shown once, in the notice box.
+  function renderGatewayForm() {
+    const estate = h("select", { name: "estate", required: true }, app.estates.map((e) => h("option", { value: e.id }, e.name)));
+    const id = h("input", { name: "id", required: true, pattern: ID_PATTERN, maxlength: 63, placeholder: "gw-01" });
+    const name = h("input", { name: "name", maxlength: 200, placeholder: t("gateway.new.name.placeholder") });
+    const said = h("div", { "aria-live": "polite" });
+    fill(gatewayForm, app.estates.length ? h("form", { class: "gateway-new inline-form", onsubmit: async (ev) => {
+      ev.preventDefault();
+      const e = app.estates.find((x) => x.id === estate.value);
+      try {
+        const g = await api(`/api/v1/estates/${encodeURIComponent(estate.value)}/gateways`, { method: "POST", body: { id: id.value.trim(), name: name.value.trim() } });
+        const who = `${e ? e.name : estate.value} · ${g.id}`;
+        if (g.mqtt) shownOnce(t("cred.gateway_new", { who }), [["cred.username", g.mqtt.username], ["cred.password", g.mqtt.password], ["cred.topic_prefix", g.mqtt.topic_prefix], ["cred.port", g.mqtt.port]]);
+        else fill(notice, h("p", { class: "ok" }, t("gateway.new.no_broker", { who })));
+        fill(said);
+        id.value = "";
+        name.value = "";
+        loadGateways();
+      } catch (exc) {
+        fill(said, errorBox(exc));
+      }
+    } },
+    h("b", {}, t("gateway.new")), " ",
+    field(t("gateway.new.estate"), estate), " ",
+    field(t("gateway.new.id"), id), " ",
+    field(t("gateway.new.name"), name), " ",
+    h("button", { type: "submit", class: "primary" }, t("gateway.new.submit")), said) : null);
+  }
+  renderGatewayForm();
+
+  // 新增用户: name, role, estates (an operator or viewer needs one), a first password.
+  function userForm() {
+    const username = h("input", { name: "username", required: true, pattern: USERNAME_PATTERN, maxlength: 64, placeholder: "duty-xinhua" });
+    const display = h("input", { name: "display_name", maxlength: 200, placeholder: t("user.display.placeholder") });
+    const role = h("select", { name: "role" }, ROLES.map((r) => h("option", { value: r }, t("role." + r))));
+    const estates = estatePicker(app, []);
+    const password = h("input", { name: "password", type: "password", required: true, minlength: MIN_PASSWORD, maxlength: 200, autocomplete: "new-password" });
+    const said = h("div", { "aria-live": "polite" });
+    const form = h("form", { class: "user-new card", onsubmit: async (ev) => {
+      ev.preventDefault();
+      const chosen = picked(estates);
+      if ((role.value === "operator" || role.value === "viewer") && !chosen.length) {
+        fill(said, errorBox({ message: t("user.needs_estate") }));
+        return;
+      }
+      try {
+        const u = await api("/api/v1/users", { method: "POST", body: { username: username.value.trim(), display_name: display.value.trim(), role: role.value, estates: chosen, password: password.value } });
+        fill(said, h("p", { class: "ok" }, t("user.created", { who: u.username, role: t("role." + u.role) })));
+        form.reset();
+        loadUsers();
+      } catch (exc) {
+        fill(said, errorBox(exc));
+      }
+    } },
+    h("b", {}, t("user.new")),
+    h("div", { class: "row" },
+      field(t("user.name"), username, t("user.name.hint")),
+      field(t("user.display"), display),
+      field(t("user.role"), role),
+      field(t("user.estates"), estates, t("user.estates.hint")),
+      field(t("user.password"), password, t("user.password.hint", { n: MIN_PASSWORD }))),
+    h("button", { type: "submit", class: "primary" }, t("user.create")), said);
+    return form;
+  }
+
+  // 修改: role, estates and name of one user, in a row under it.
+  function editRow(u) {
+    const display = h("input", { name: "display_name", maxlength: 200, value: u.display_name || "" });
+    const role = h("select", { name: "role" }, ROLES.map((r) => h("option", { value: r }, t("role." + r))));
+    role.value = u.role;
+    const estates = estatePicker(app, u.estates);
+    const said = h("div", { "aria-live": "polite" });
+    return h("tr", { class: "user-edit", dataset: { edit: u.username } }, h("td", { colspan: 6 },
+      h("form", { class: "inline-form", onsubmit: async (ev) => {
+        ev.preventDefault();
+        const chosen = picked(estates);
+        if ((role.value === "operator" || role.value === "viewer") && !chosen.length) {
+          fill(said, errorBox({ message: t("user.needs_estate") }));
+          return;
+        }
+        try {
+          await api(`/api/v1/users/${encodeURIComponent(u.username)}`, { method: "PATCH", body: { role: role.value, estates: chosen, display_name: display.value.trim() } });
+          editing = null;
+          fill(notice, h("p", { class: "ok" }, t("user.updated", { who: u.username })));
+          loadUsers();
+        } catch (exc) {
+          fill(said, errorBox(exc));
+        }
+      } },
+      field(t("user.display"), display), " ",
+      field(t("user.role"), role), " ",
+      field(t("user.estates"), estates), " ",
+      h("button", { type: "submit", class: "primary" }, t("user.save")), " ",
+      h("button", { type: "button", onclick: () => { editing = null; loadUsers(); } }, t("action.cancel")), said)));
+  }
+  let editing = null; // the user whose row is open for a change
 
   root.append(h("div", { class: "page admin" },
     h("h1", {}, t("admin.title")),
@@ -60,9 +205,9 @@ export function mount(root, _params, app) {
     notice,
     h("h2", {}, t("estate.settings")),
     h("p", { class: "muted" }, t("estate.settings.explain")),
-    h("div", {}, app.estates.map(settingsRow)),
-    h("h2", {}, t("gateway.title")), gateways,
-    h("h2", {}, t("admin.users")), people,
+    settings, estateForm(),
+    h("h2", {}, t("gateway.title")), gatewayForm, gateways,
+    h("h2", {}, t("admin.users")), userForm(), people,
     h("h2", {}, t("deadletter.title")),
     h("p", { class: "muted" }, t("deadletter.explain")),
     counts, h("div", { class: "filters" }, reason, estate), letters, pager));
@@ -186,13 +331,15 @@ export function mount(root, _params, app) {
       const base = (u) => `/api/v1/users/${encodeURIComponent(u.username)}`;
       fill(people, h("table", { class: "users" },
         h("thead", {}, h("tr", {}, ["user.name", "user.display", "user.role", "user.estates", "user.status", "user.actions"].map((k) => h("th", {}, t(k))))),
-        h("tbody", {}, items.map((u) => h("tr", { dataset: { user: u.username }, class: u.disabled ? "muted" : null },
+        h("tbody", {}, items.map((u) => [h("tr", { dataset: { user: u.username }, class: u.disabled ? "muted" : null },
           h("td", { class: "mono" }, u.username),
           h("td", {}, u.display_name || "—"),
           h("td", {}, tOr("role." + u.role, u.role)),
-          h("td", {}, u.estates.length ? u.estates.join(", ") : "—"),
+          h("td", { class: "estates" }, u.estates.length ? u.estates.map((e) => app.estateName(e)).join("、") : "—"),
           h("td", { class: u.disabled ? "bad" : "on", dataset: { status: u.disabled ? "disabled" : "enabled" } }, t(u.disabled ? "user.disabled" : "user.enabled")),
           h("td", { class: "actions" },
+            h("button", { type: "button", dataset: { action: "edit" }, onclick: () => { editing = editing === u.username ? null : u.username; loadUsers(); } }, t("user.edit")),
+            " ",
             u.disabled
               ? act("enable", t("action.enable"), async () => { await api(`${base(u)}/enable`, { method: "POST" }); loadUsers(); })
               : act("disable", t("action.disable"), async () => {
@@ -210,7 +357,8 @@ export function mount(root, _params, app) {
               await api(base(u), { method: "DELETE" });
               fill(notice, h("p", { class: "ok" }, t("cred.user_deleted", { who: u.username })));
               loadUsers();
-            }, { confirm: true })))))));
+            }, { confirm: true }))),
+          editing === u.username ? editRow(u) : null]))));
     } catch (exc) {
       fill(people, errorBox(exc, loadUsers));
     }

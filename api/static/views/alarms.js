@@ -5,6 +5,7 @@ import { api, optional } from "../api.js";
 import { errorBox, h, unavailableBox } from "../dom.js";
 import { fmtAgo, fmtDateTime, fmtDuration, fmtTime, pick, t, tOr } from "../i18n.js";
 import * as sound from "../sound.js";
+import { SOCKET_HOT_RULE, SocketControl, commandText } from "./commands.js";
 
 // Alarms a person may confirm as a fire (alerts/plans/data/fire.yaml, level Ⅳ).
 const CONFIRMABLE = new Set(["fire-alarm", "fire-alarm-detector", "fire-manual-call", "fire-water-flow", "fire-pressure-switch"]);
@@ -47,6 +48,7 @@ export class AlarmFeed {
     this.forms = new Map(); // id -> "assign" | "note" | "resolve"
     this.drafts = new Map(); // "id:kind" -> text typed so far (kept across live re-renders)
     this.timelines = new Map(); // "id:updated_ms" -> timeline entries
+    this.sockets = new Map(); // alarm id -> its power buttons (kept across redraws)
     this.node = h("div", { class: "alarm-feed", "aria-live": "polite" });
     this.timer = setInterval(() => this.remind(), REPEAT_SOUND_MS);
     this.ticker = setInterval(() => this.refreshTimes(), 15_000);
@@ -128,6 +130,8 @@ export class AlarmFeed {
       CONFIRMABLE.has(a.rule) ? h("button", { type: "button", class: "confirm", onclick: () => this.act(a, "confirm", {}) }, t("alarm.confirm")) : null,
       // TSG T5002-2017: the rescue deadline is the technician's arrival
       a.rule === "elevator-trapped" ? h("button", { type: "button", class: "arrived", onclick: () => this.act(a, "arrived", {}) }, t("alarm.arrived")) : null,
+      // an overheating charging socket: cut its power from here (issue 13)
+      a.rule === SOCKET_HOT_RULE && a.device ? h("button", { type: "button", class: "power", "aria-expanded": String(this.forms.get(a.id) === "power"), onclick: () => this.toggleForm(a, "power") }, t("command.power")) : null,
       h("button", { type: "button", class: "assign", onclick: () => this.toggleForm(a, "assign") }, t("alarm.assign")),
       h("button", { type: "button", class: "note", onclick: () => this.toggleForm(a, "note") }, t("alarm.note")),
       h("button", { type: "button", class: "resolve", onclick: () => this.toggleForm(a, "resolve") }, t("alarm.resolve")),
@@ -155,13 +159,29 @@ export class AlarmFeed {
       deadline),
     actions);
     const form = this.forms.get(a.id);
-    if (form && canOperate) node.append(this.form(a, form));
+    if (form === "power" && canOperate) node.append(this.socketFor(a).node);
+    else if (form && canOperate) node.append(this.form(a, form));
     if (this.open.has(a.id)) {
       const box = h("div", { class: "timeline" }, t("app.loading"));
       node.append(box);
       this.fillTimeline(a, box);
     }
     return node;
+  }
+
+  socketFor(a) {
+    if (!this.sockets.has(a.id)) this.sockets.set(a.id, new SocketControl(this.app, a.estate, a.device, { alarmId: a.id }));
+    return this.sockets.get(a.id);
+  }
+
+  // A live "command" event: the socket's answer shows on the alarm's buttons and timeline.
+  onCommand(c) {
+    if (!c || !c.id) return;
+    for (const s of this.sockets.values()) s.onCommand(c);
+    if (c.alarm_id && this.alarms.has(c.alarm_id)) {
+      for (const key of [...this.timelines.keys()]) if (key.startsWith(c.alarm_id + ":")) this.timelines.delete(key);
+      if (this.open.has(c.alarm_id)) this.render();
+    }
   }
 
   toggleForm(a, kind) {
@@ -213,9 +233,12 @@ export class AlarmFeed {
     const key = `${a.id}:${a.updated_ms}`;
     try {
       if (!this.timelines.has(key)) this.timelines.set(key, (await api(`/api/v1/alarms/${encodeURIComponent(a.id)}`)).timeline || []);
-      box.replaceChildren(h("ol", {}, this.timelines.get(key).map((e) => h("li", {},
+      box.replaceChildren(h("ol", {}, this.timelines.get(key).map((e) => h("li", { dataset: { action: e.action } },
         h("time", {}, fmtDateTime(e.ts)), " ", tOr("alarm.action." + e.action, e.action), " · ", tOr("actor." + e.by, e.by),
-        e.detail && (e.detail.text || e.detail.note || e.detail.assignee) ? ` · ${e.detail.text || e.detail.note || e.detail.assignee}` : null))));
+        // a socket command's entry: what was asked and where it stands
+        e.detail && e.detail.command ? ` · ${commandText(e.detail.command)}`
+          : e.detail && e.detail.state && e.action.startsWith("command") ? ` · ${commandText({ action: e.detail.action, state: e.detail.state, error: e.detail.error })}`
+            : e.detail && (e.detail.text || e.detail.note || e.detail.assignee) ? ` · ${e.detail.text || e.detail.note || e.detail.assignee}` : null))));
     } catch (exc) {
       box.replaceChildren(errorBox(exc));
     }

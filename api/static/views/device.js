@@ -6,6 +6,7 @@ import { renderChart } from "../chart.js";
 import { errorBox, h, progress } from "../dom.js";
 import { fmtAgo, fmtDateTime, pick, t } from "../i18n.js";
 import { AlarmFeed } from "./alarms.js";
+import { SOCKET_KIND, SocketControl } from "./commands.js";
 import { metricName, metricValue } from "./family.js";
 
 const RANGES = { hour: 3_600_000, day: 86_400_000, week: 7 * 86_400_000, month: 30 * 86_400_000 };
@@ -20,6 +21,8 @@ export function mount(root, params, app) {
   const metricPick = h("select", { id: "metric-pick", "aria-label": t("chart.metric") });
   const rangeButtons = h("div", { class: "ranges", role: "group" });
   const feed = new AlarmFeed(app, estate, { device });
+  const socketSlot = h("div", { class: "socket-slot" });
+  let socket = null; // the power buttons, once the device is known to be a charging socket
   let dev = null;
   let range = localStorage.getItem("ew.range") || "day";
   let loading = null;
@@ -30,6 +33,7 @@ export function mount(root, params, app) {
     h("div", { class: "device-grid" },
       h("section", { class: "panel" }, h("h2", {}, t("device.latest")),
         h("table", { class: "latest" }, h("thead", {}, h("tr", {}, h("th", {}, t("device.metric")), h("th", {}, t("device.value")))), latest),
+        socketSlot,
         h("h2", {}, t("alarm.feed")), feed.node),
       h("section", { class: "panel chart-panel" },
         h("div", { class: "chart-controls" }, metricPick, rangeButtons, chartInfo),
@@ -95,6 +99,10 @@ export function mount(root, params, app) {
       dev = body.items.find((d) => d.id === device);
       if (!dev) { head.replaceChildren(errorBox({ status: 404, message: t("device.not_found", { device }) })); return; }
       renderDevice();
+      if (dev.kind === SOCKET_KIND && app.canOperate(estate) && !socket) {
+        socket = new SocketControl(app, estate, device);
+        socketSlot.replaceChildren(h("h2", {}, t("command.title")), socket.node);
+      }
       const kind = app.catalog.kinds[dev.kind];
       const numeric = Object.entries(kind ? kind.metrics : {}).filter(([, m]) => NUMERIC.has(m.type));
       const keep = metricPick.value;
@@ -119,6 +127,7 @@ export function mount(root, params, app) {
         dev.online = true;
         renderDevice();
       } else if (name === "alarm") feed.onAlarm(data);
+      else if (name === "command") { if (socket) socket.onCommand(data); feed.onCommand(data); }
       else if (name === "resync") { load(); feed.load(); }
     },
     destroy() { clearInterval(timer); feed.destroy(); if (loading) loading.abort(); },

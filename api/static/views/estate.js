@@ -161,6 +161,7 @@ export function mount(root, params, app) {
     stream: `/api/v1/estates/${encodeURIComponent(estate)}/stream`,
     onLive(name, data) {
       if (name === "alarm") { feed.onAlarm(data); soon(); }
+      else if (name === "command") feed.onCommand(data);
       else if (name === "plan") plans.onPlan(data);
       else if (name === "event") addEvents([data]); else if (name === "device" || name === "gateway") soon();
       else if (name === "resync") { loadSummary(); feed.load(); plans.load(); loadEvents(); }

@@ -1,0 +1,91 @@
+// Remote power of an e-bike charging socket (断电 / 恢复供电): on the device page of an
+// `ebike_charger` and on its over-temperature alarm. A command asks to confirm, needs a
+// reason, and then shows its state as the socket answers: sent → acknowledged, or failed
+// (with the socket's reason) or timed out. The live feed's "command" events move it on.
+//
+// POST /api/v1/estates/{estate}/devices/{dev}/commands
+//   {action: "socket.power_off" | "socket.power_on", reason, alarm_id?}
+// → {id, state: sent|acknowledged|failed|timed_out, error, sent_ms, answered_ms, action, dev, alarm_id}
+
+import { api } from "../api.js";
+import { errorBox, fill, h } from "../dom.js";
+import { fmtTime, t, tOr } from "../i18n.js";
+
+export const SOCKET_KIND = "ebike_charger";
+export const SOCKET_HOT_RULE = "ebike-socket-hot";
+const ACTIONS = [["socket.power_off", "command.power_off", "danger"], ["socket.power_on", "command.power_on", null]];
+const FINAL = new Set(["acknowledged", "failed", "timed_out"]);
+
+// "断电：已确认执行（14:02:11）" / "断电：失败 — 插座无响应"
+export function commandText(c) {
+  const what = tOr("command.action." + c.action, c.action);
+  const state = tOr("command.state." + c.state, c.state);
+  const when = c.answered_ms || c.sent_ms;
+  return `${what}：${state}${when ? `（${fmtTime(when)}）` : ""}${c.error ? ` — ${c.error}` : ""}`;
+}
+
+export class SocketControl {
+  constructor(app, estate, dev, { alarmId = null } = {}) {
+    this.app = app;
+    this.estate = estate;
+    this.dev = dev;
+    this.alarmId = alarmId;
+    this.commands = new Map(); // id -> the latest record of a command sent from here
+    this.reason = h("input", { name: "command_reason", required: true, maxlength: 500, placeholder: t("command.reason.placeholder"), "aria-label": t("command.reason") });
+    this.said = h("div", { class: "command-said", "aria-live": "polite" });
+    this.states = h("ul", { class: "command-states plain", "aria-live": "polite" });
+    this.node = h("div", { class: "socket-control", dataset: { dev } },
+      h("label", {}, t("command.reason"), " ", this.reason), " ",
+      ACTIONS.map(([action, label, cls]) => [this.button(action, t(label), cls), " "]),
+      this.said, this.states);
+  }
+
+  button(action, label, cls) {
+    const b = h("button", { type: "button", class: ["command", cls], dataset: { command: action } }, label);
+    let armed = false;
+    let timer = null;
+    const disarm = () => { armed = false; b.textContent = label; b.classList.remove("armed"); };
+    b.addEventListener("click", async () => {
+      const reason = this.reason.value.trim();
+      if (!reason) {
+        fill(this.said, errorBox({ message: t("command.reason_required") }));
+        this.reason.focus();
+        return;
+      }
+      if (!armed) {
+        armed = true;
+        b.textContent = t("command.confirm", { what: label, dev: this.dev });
+        b.classList.add("armed");
+        timer = setTimeout(disarm, 8000);
+        return;
+      }
+      clearTimeout(timer);
+      disarm();
+      b.disabled = true;
+      fill(this.said);
+      try {
+        const body = { action, reason };
+        if (this.alarmId) body.alarm_id = this.alarmId;
+        const rec = await api(`/api/v1/estates/${encodeURIComponent(this.estate)}/devices/${encodeURIComponent(this.dev)}/commands`, { method: "POST", body });
+        this.reason.value = "";
+        this.onCommand(rec);
+      } catch (exc) {
+        fill(this.said, errorBox(exc));
+      } finally {
+        b.disabled = false;
+      }
+    });
+    return b;
+  }
+
+  // A command record, from the POST's answer or the live feed ("command" event).
+  onCommand(c) {
+    if (!c || !c.id || c.dev !== this.dev || (c.estate && c.estate !== this.estate)) return;
+    const before = this.commands.get(c.id);
+    // the live feed may overtake the POST's answer: a final state is not undone by "sent"
+    if (before && FINAL.has(before.state) && !FINAL.has(c.state)) return;
+    this.commands.set(c.id, { ...before, ...c });
+    const latest = [...this.commands.values()].sort((a, b) => b.sent_ms - a.sent_ms).slice(0, 5);
+    fill(this.states, latest.map((x) => h("li", { class: ["command-state", "cmd-" + x.state], dataset: { id: x.id, state: x.state, action: x.action } }, commandText(x))));
+  }
+}
