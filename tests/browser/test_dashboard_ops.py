@@ -32,6 +32,11 @@ from tests.browser.test_dashboard import (
 
 pytestmark = pytest.mark.integration
 
+try:
+    from selenium.webdriver.common.by import By
+except ImportError:  # the browser fixture says what to install
+    By = None  # type: ignore[assignment,misc]
+
 
 def wait_api(service: Service, path: str, check: Any, timeout: float = 10) -> Any:
     """The API's answer at ``path`` once ``check(answer)`` holds."""
@@ -120,4 +125,179 @@ def test_device_events_are_listed_live_and_after_a_reload(
     page.driver.refresh()
     page.until(lambda d: "困人" in page.text(".events"), message="not listed after a reload")
     gw.close()
+    assert page.script_errors() == []
+
+
+def set_value(page: Page, css: str, value: str) -> None:
+    """Sets a field the way a person's choice would, and tells the page it changed."""
+    page.find(css)
+    page.js(
+        "const el = document.querySelector(arguments[0]); el.value = arguments[1];"
+        "el.dispatchEvent(new Event('input', {bubbles: true}));"
+        "el.dispatchEvent(new Event('change', {bubbles: true}));",
+        css,
+        value,
+    )
+
+
+def test_an_operator_creates_a_silence_sees_a_refused_pattern_and_expires_it(
+    module_service: Service, module_page: Page
+) -> None:
+    estate = "si-xinhua"
+    service, page = module_service, module_page
+    estate_with_gateway(service, estate, "静默 新华小区")
+    user(service, "duty-si", "operator", [estate])
+    page.login("duty-si")
+    page.click('#nav a[href="#/silences"]')
+    form = "form.silence-form"
+    set_value(page, f"{form} [name=m_name]", "device")
+    set_value(page, f"{form} [name=m_op]", "=~")
+    set_value(page, f"{form} [name=m_value]", r"(lift)-\1")  # a backreference: RE2 refuses it
+    page.find(f"{form} [name=comment]").send_keys("2 号电梯年检")
+    page.click(f"{form} button[type=submit]")
+    refused = page.text(f"{form} .error-box")
+    assert "RE2" in refused and "请按下方说明修改" in refused, refused
+    page.shot("31-silence-refused-pattern")
+    assert api(service, "GET", "/api/v1/silences").json()["items"] == []
+
+    set_value(page, f"{form} [name=m_value]", "lift-.*")
+    page.click(f"{form} button[type=submit]")
+    page.until(lambda d: "已创建静默" in page.text(f"{form} .form-outcome"), message="not created")
+    (made,) = api(service, "GET", "/api/v1/silences?active=true").json()["items"]
+    assert made["estate"] == estate and made["created_by"] == "duty-si"
+    assert {"name": "device", "op": "=~", "value": "lift-.*"} in made["matchers"]
+    assert made["ends_ms"] - made["starts_ms"] == 60 * 60_000  # the default hour
+    row = f'tr[data-silence="{made["id"]}"]'
+    assert "设备 =~ lift-.*" in page.text(row)
+    page.shot("32-silence-created")
+
+    page.click(f'{row} button[data-action="expire"]')  # asks first
+    page.until(lambda d: "确认" in page.text(f'{row} button[data-action="expire"]'))
+    page.click(f'{row} button[data-action="expire"]')
+    page.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row), message="still listed")
+    assert api(service, "GET", "/api/v1/silences?active=true").json()["items"] == []
+    assert page.script_errors() == []
+
+
+def test_the_authority_posts_an_official_warning_for_an_estate_and_lifts_it(
+    module_service: Service, module_page: Page
+) -> None:
+    estate = "wa-xinhua"
+    service, page = module_service, module_page
+    estate_with_gateway(service, estate, "预警 新华小区")
+    user(service, "bureau-wa", "authority", [])
+    page.login("bureau-wa")
+    page.click('#nav a[href="#/warnings"]')
+    form = "form.warning-form"
+    page.click(f"{form} button[type=submit]")  # covering nothing: said what to do
+    assert "请选择覆盖的小区" in page.text(f"{form} .form-outcome")
+    set_value(page, f"{form} [name=hazard]", "snowstorm")
+    set_value(page, f"{form} [name=level]", "orange")
+    page.js(
+        "for (const o of document.querySelector(arguments[0]).options)"
+        " o.selected = o.value === arguments[1];",
+        f"{form} [name=estates]",
+        estate,
+    )
+    page.find(f"{form} [name=source]").send_keys("呼和浩特市气象台")
+    page.click(f"{form} button[type=submit]")
+    page.until(lambda d: "已发布暴雪橙色预警" in page.text(f"{form} .form-outcome"))
+    (posted,) = api(service, "GET", "/api/v1/warnings?active=true").json()["items"]
+    assert (posted["hazard"], posted["level"], posted["estates"]) == (
+        "snowstorm",
+        "orange",
+        [estate],
+    )
+    assert posted["created_by"] == "bureau-wa"
+    # the estate's snowstorm plan follows the official warning at once
+    wait_api(
+        service,
+        f"/api/v1/plans/activations?estate={estate}&active=true",
+        lambda b: any(a["plan"] == "snowstorm" for a in b["items"]),
+    )
+    row = f'tr[data-warning="{posted["id"]}"]'
+    assert "预警 新华小区" in page.text(row)
+    page.shot("33-warning-posted")
+    page.click(f'{row} button[data-action="cancel"]')
+    page.click(f'{row} button[data-action="cancel"]')
+    page.until(lambda d: "已解除" in page.text(".warnings .form-outcome"), message="not lifted")
+    assert api(service, "GET", "/api/v1/warnings?active=true").json()["items"] == []
+    assert page.script_errors() == []
+
+
+def test_an_operator_plans_a_drill_and_records_it_when_held(
+    module_service: Service, module_page: Page
+) -> None:
+    estate = "dr-xinhua"
+    service, page = module_service, module_page
+    estate_with_gateway(service, estate, "演练 新华小区")
+    user(service, "duty-dr", "operator", [estate])
+    page.login("duty-dr")
+    page.click('#nav a[href="#/drills"]')
+    set_value(page, "form.drill-plan-form [name=plan]", "elevator_entrapment")
+    page.click("form.drill-plan-form button[type=submit]")
+    page.until(lambda d: "已计划" in page.text("form.drill-plan-form .form-outcome"))
+    (planned,) = api(service, "GET", f"/api/v1/drills?estate={estate}").json()["items"]
+    assert (planned["status"], planned["plan"]) == ("scheduled", "elevator_entrapment")
+    row = f'tr[data-drill="{planned["id"]}"]'
+    page.find(f'{row}[data-status="scheduled"]')
+    page.shot("34-drill-planned")
+
+    page.click(f"{row} button.record")
+    form = "form.drill-record-form"
+    assert "记录计划中的演练" in page.text(f"{form} .recording-for")
+    page.click(f"{form} button[type=submit]")  # held, but nobody named
+    assert "请填写参加人员" in page.text(f"{form} .form-outcome")
+    page.find(f"{form} [name=participants]").send_keys("张工、李师傅，保安队")
+    page.find(f"{form} [name=findings]").send_keys("对讲机 2 号楼信号弱")
+    page.click(f"{form} button[type=submit]")
+    page.find(f'{row}[data-status="held"]')
+    (held,) = api(service, "GET", f"/api/v1/drills?estate={estate}").json()["items"]
+    assert held["id"] == planned["id"] and held["recorded_by"] == "duty-dr"
+    assert held["participants"] == ["张工", "李师傅", "保安队"]
+    assert held["findings"] == "对讲机 2 号楼信号弱"
+    page.shot("35-drill-recorded")
+    assert page.script_errors() == []
+
+
+def test_an_operator_raises_a_plan_by_hand_changes_its_level_and_stands_it_down(
+    module_service: Service, module_page: Page
+) -> None:
+    estate = "pl-xinhua"
+    service, page = module_service, module_page
+    estate_with_gateway(service, estate, "预案 新华小区")
+    user(service, "duty-pl", "operator", [estate])
+    page.login("duty-pl")
+    page.find(".p-plan .all-clear")
+    page.click(".plan-raise summary")
+    set_value(page, ".raise-form [name=plan]", "gas_leak")
+    set_value(page, ".raise-form [name=level]", "Ⅳ")
+    page.find(".raise-form [name=reason]").send_keys("3 号楼住户报燃气异味")
+    page.click(".raise-form button[type=submit]")
+    act = '.activation[data-level="Ⅳ"]'
+    page.find(act)
+    assert "燃气" in page.text(f"{act} h3")
+    page.shot("36-plan-raised")
+
+    # to Ⅰ: the reason is asked for first
+    page.click(f'{act} .plan-controls button[data-level="Ⅰ"]')
+    assert "请先填写原因" in page.text(f"{act} .plan-said")
+    page.find(f"{act} [name=plan_reason]").send_keys("燃气公司确认泄漏，上报街道")
+    page.click(f'{act} .plan-controls button[data-level="Ⅰ"]')
+    act1 = '.activation[data-level="Ⅰ"]'
+    page.find(act1)
+    page.find(f"{act1} [name=plan_reason]").send_keys("已关阀，险情可控")
+    page.click(f'{act1} .plan-controls button[data-level="Ⅳ"]')
+    page.find(act)
+    page.find(f"{act} [name=plan_reason]").send_keys("现场处置完毕")
+    page.click(f'{act} button[data-action="stand-down"]')
+    page.click(f'{act} button[data-action="stand-down"]')
+    page.find(".p-plan .all-clear")
+    acts = api(service, "GET", f"/api/v1/plans/activations?estate={estate}").json()["items"]
+    (gone,) = acts
+    assert gone["active"] is False
+    full = api(service, "GET", f"/api/v1/plans/activations/{gone['id']}").json()
+    actions = [e["action"] for e in full["timeline"]]
+    assert "raised" in actions and "lowered" in actions and "stood_down" in actions, actions
+    page.shot("37-plan-stood-down")
     assert page.script_errors() == []
