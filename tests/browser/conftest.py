@@ -62,5 +62,6 @@ def module_page(module_browser: Page) -> Iterator[Page]:
     """The module's browser, signed out and with its log read, for one test."""
     module_browser.open("#/login")
     module_browser.js("localStorage.clear()")
+    module_browser.driver.get("about:blank")  # the next open() loads the page afresh
     module_browser.driver.get_log("browser")  # what earlier tests logged is theirs
     yield module_browser
