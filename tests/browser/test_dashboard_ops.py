@@ -5,9 +5,10 @@ drills, raising / lowering / standing down a plan, users with their estates, est
 gateways with their credentials, and the socket power commands.
 
 The socket command API (``POST /api/v1/estates/{estate}/devices/{dev}/commands``) is being
-built on another branch: the test of its buttons runs against a small stand-in route mounted
-only in this module (``app_extras`` below), which answers with the command record's shape and
-announces its acknowledgement on the live stream as the real one will.
+built on another branch (h13-socket): the test of its buttons runs against a small stand-in
+route mounted only in this module (``app_extras`` below), which answers with the command
+record's shape and announces its acknowledgement on the live stream in the shape the real one
+uses (event ``command``: ``{type, action: <state>, command: {record}, entry}``).
 """
 
 from __future__ import annotations
@@ -82,15 +83,19 @@ def command_stand_in(app: FastAPI) -> None:
 
         def acknowledge() -> None:  # the socket answers a moment later, on the live feed
             time.sleep(0.5)
+            done = {**record, "state": "acknowledged", "answered_ms": now_ms()}
+            COMMANDS[[c["id"] for c in COMMANDS].index(record["id"])] = dict(done)
             if live is not None:
-                live.publish(
-                    estate,
-                    "command",
-                    {**record, "state": "acknowledged", "answered_ms": now_ms()},
-                )
+                news = {"type": "command", "action": "acknowledged", "command": done, "entry": None}
+                live.publish(estate, "command", news)
 
         threading.Thread(target=acknowledge, daemon=True).start()
         return record
+
+    @app.get("/api/v1/estates/{estate}/devices/{dev}/commands", **guard("estate:read"))
+    def device_commands(estate: str, dev: str) -> dict[str, Any]:
+        items = [c for c in reversed(COMMANDS) if (c["estate"], c["dev"]) == (estate, dev)]
+        return {"items": items[:20], "total": len(items)}
 
 
 app_extras = [command_stand_in]
@@ -391,11 +396,14 @@ def test_an_operator_cuts_and_restores_a_hot_socket_from_its_page_and_its_alarm(
     assert COMMANDS == []  # nothing sent before the confirmation
     page.click(f'{control} button[data-command="socket.power_off"]')
     page.find(f'{control} li.command-state[data-state="acknowledged"]')
-    assert "断电：设备已执行" in page.text(f"{control} .command-states")
+    assert "断开插座电源：网关已执行" in page.text(f"{control} .command-states")
     assert COMMANDS[-1]["action"] == "socket.power_off"
     assert (COMMANDS[-1]["dev"], COMMANDS[-1]["reason"]) == ("sock-3", "插座过热")
     assert COMMANDS[-1]["alarm_id"] is None
     page.shot("40-socket-power-off-device-page")
+    # opened again, the page lists the device's recent commands with their states
+    page.driver.refresh()
+    page.find(f'{control} li.command-state[data-state="acknowledged"]')
 
     # on the alarm of the estate's feed
     page.open(f"#/estate/{estate}")

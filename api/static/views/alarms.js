@@ -5,7 +5,7 @@ import { api, optional } from "../api.js";
 import { errorBox, h, unavailableBox } from "../dom.js";
 import { fmtAgo, fmtDateTime, fmtDuration, fmtTime, pick, t, tOr } from "../i18n.js";
 import * as sound from "../sound.js";
-import { SOCKET_HOT_RULE, SocketControl, commandText } from "./commands.js";
+import { SOCKET_HOT_RULE, SocketControl, commandOf } from "./commands.js";
 
 // Alarms a person may confirm as a fire (alerts/plans/data/fire.yaml, level Ⅳ).
 const CONFIRMABLE = new Set(["fire-alarm", "fire-alarm-detector", "fire-manual-call", "fire-water-flow", "fire-pressure-switch"]);
@@ -170,12 +170,17 @@ export class AlarmFeed {
   }
 
   socketFor(a) {
-    if (!this.sockets.has(a.id)) this.sockets.set(a.id, new SocketControl(this.app, a.estate, a.device, { alarmId: a.id }));
+    if (!this.sockets.has(a.id)) {
+      const control = new SocketControl(this.app, a.estate, a.device, { alarmId: a.id });
+      this.sockets.set(a.id, control);
+      control.load();
+    }
     return this.sockets.get(a.id);
   }
 
   // A live "command" event: the socket's answer shows on the alarm's buttons and timeline.
-  onCommand(c) {
+  onCommand(data) {
+    const c = commandOf(data);
     if (!c || !c.id) return;
     for (const s of this.sockets.values()) s.onCommand(c);
     if (c.alarm_id && this.alarms.has(c.alarm_id)) {
@@ -235,10 +240,13 @@ export class AlarmFeed {
       if (!this.timelines.has(key)) this.timelines.set(key, (await api(`/api/v1/alarms/${encodeURIComponent(a.id)}`)).timeline || []);
       box.replaceChildren(h("ol", {}, this.timelines.get(key).map((e) => h("li", { dataset: { action: e.action } },
         h("time", {}, fmtDateTime(e.ts)), " ", tOr("alarm.action." + e.action, e.action), " · ", tOr("actor." + e.by, e.by),
-        // a socket command's entry: what was asked and where it stands
-        e.detail && e.detail.command ? ` · ${commandText(e.detail.command)}`
-          : e.detail && e.detail.state && e.action.startsWith("command") ? ` · ${commandText({ action: e.detail.action, state: e.detail.state, error: e.detail.error })}`
-            : e.detail && (e.detail.text || e.detail.note || e.detail.assignee) ? ` · ${e.detail.text || e.detail.note || e.detail.assignee}` : null))));
+        // a socket command's entry (command_sent / _acknowledged / _failed / _timed_out): what
+        // was asked, why, and the gateway's reason when it failed
+        e.action.startsWith("command_") && e.detail
+          ? [` · ${tOr("command.action." + e.detail.command_action, e.detail.command_action || "")}`,
+            e.detail.reason ? `（${e.detail.reason}）` : null,
+            e.detail.error ? h("span", { class: "bad" }, ` — ${e.detail.error}`) : null]
+          : e.detail && (e.detail.text || e.detail.note || e.detail.assignee) ? ` · ${e.detail.text || e.detail.note || e.detail.assignee}` : null))));
     } catch (exc) {
       box.replaceChildren(errorBox(exc));
     }

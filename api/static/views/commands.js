@@ -6,8 +6,10 @@
 // POST /api/v1/estates/{estate}/devices/{dev}/commands
 //   {action: "socket.power_off" | "socket.power_on", reason, alarm_id?}
 // → {id, state: sent|acknowledged|failed|timed_out, error, sent_ms, answered_ms, action, dev, alarm_id}
+// GET the same path: the device's recent commands. Live event "command":
+//   {estate, type: "command", action: <new state>, command: {…the record…}, entry}
 
-import { api } from "../api.js";
+import { api, optional } from "../api.js";
 import { errorBox, fill, h } from "../dom.js";
 import { fmtTime, t, tOr } from "../i18n.js";
 
@@ -15,6 +17,12 @@ export const SOCKET_KIND = "ebike_charger";
 export const SOCKET_HOT_RULE = "ebike-socket-hot";
 const ACTIONS = [["socket.power_off", "command.power_off", "danger"], ["socket.power_on", "command.power_on", null]];
 const FINAL = new Set(["acknowledged", "failed", "timed_out"]);
+const REASON_MAX = 200; // the API's bound
+
+// The command record of a live "command" event (or a record as it is).
+export function commandOf(data) {
+  return data && data.command && typeof data.command === "object" ? data.command : data;
+}
 
 // "断电：已确认执行（14:02:11）" / "断电：失败 — 插座无响应"
 export function commandText(c) {
@@ -31,13 +39,23 @@ export class SocketControl {
     this.dev = dev;
     this.alarmId = alarmId;
     this.commands = new Map(); // id -> the latest record of a command sent from here
-    this.reason = h("input", { name: "command_reason", required: true, maxlength: 500, placeholder: t("command.reason.placeholder"), "aria-label": t("command.reason") });
+    this.reason = h("input", { name: "command_reason", required: true, maxlength: REASON_MAX, placeholder: t("command.reason.placeholder"), "aria-label": t("command.reason") });
     this.said = h("div", { class: "command-said", "aria-live": "polite" });
     this.states = h("ul", { class: "command-states plain", "aria-live": "polite" });
     this.node = h("div", { class: "socket-control", dataset: { dev } },
       h("label", {}, t("command.reason"), " ", this.reason), " ",
       ACTIONS.map(([action, label, cls]) => [this.button(action, t(label), cls), " "]),
       this.said, this.states);
+  }
+
+  // The device's recent commands (their states), where the route is there.
+  async load() {
+    try {
+      const body = await optional(`/api/v1/estates/${encodeURIComponent(this.estate)}/devices/${encodeURIComponent(this.dev)}/commands?limit=5`);
+      for (const c of body ? body.items : []) this.onCommand(c);
+    } catch (exc) {
+      fill(this.said, errorBox(exc));
+    }
   }
 
   button(action, label, cls) {
@@ -78,8 +96,9 @@ export class SocketControl {
     return b;
   }
 
-  // A command record, from the POST's answer or the live feed ("command" event).
-  onCommand(c) {
+  // A command record, from the POST's answer, the list, or the live feed ("command" event).
+  onCommand(data) {
+    const c = commandOf(data);
     if (!c || !c.id || c.dev !== this.dev || (c.estate && c.estate !== this.estate)) return;
     const before = this.commands.get(c.id);
     // the live feed may overtake the POST's answer: a final state is not undone by "sent"

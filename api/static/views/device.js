@@ -102,6 +102,7 @@ export function mount(root, params, app) {
       if (dev.kind === SOCKET_KIND && app.canOperate(estate) && !socket) {
         socket = new SocketControl(app, estate, device);
         socketSlot.replaceChildren(h("h2", {}, t("command.title")), socket.node);
+        socket.load();
       }
       const kind = app.catalog.kinds[dev.kind];
       const numeric = Object.entries(kind ? kind.metrics : {}).filter(([, m]) => NUMERIC.has(m.type));
