@@ -66,7 +66,7 @@ export function mount(root, params, app) {
   const weather = h("div", { class: "weather-slot" });
   const families = h("div", { class: "families" });
   const gateways = h("div", { class: "gateway-slot" });
-  const events = h("ol", { class: "events" });
+  const events = h("ol", { class: "events", "aria-labelledby": "events-title", "aria-live": "polite" });
   const alarmCount = h("span", { class: "count" });
   const feed = new AlarmFeed(app, estate, {
     // pending alarms are shown (dimmed) but not counted: their condition has not held long enough
@@ -84,11 +84,12 @@ export function mount(root, params, app) {
     h("section", { class: "strip" },
       h("h1", {}, app.estateName(estate)),
       readOnly ? h("span", { class: "badge readonly" }, t("estate.read_only")) : null,
-      info, weather),
+      info, weather,
+      h("a", { class: "button", href: `#/drills/${encodeURIComponent(estate)}` }, t("nav.drills"))),
     h("section", { class: "panel p-families" }, h("h2", {}, t("family.title")), families,
       h("h2", {}, t("gateway.title")), gateways),
     h("section", { class: "panel p-alarms" }, h("h2", {}, t("alarm.feed"), " ", alarmCount), feed.node,
-      h("h2", {}, t("event.recent")), events),
+      h("h2", { id: "events-title" }, t("event.recent")), events),
     h("section", { class: "panel p-plan" }, h("h2", {}, t("plan.title")), plans.node)));
 
   function renderSummary(s) {
