@@ -223,10 +223,19 @@ def test_the_authority_posts_an_official_warning_for_an_estate_and_lifts_it(
     row = f'tr[data-warning="{posted["id"]}"]'
     assert "预警 新华小区" in page.text(row)
     page.shot("33-warning-posted")
+    page.click("#lang")  # in English too
+    page.until(lambda d: page.text(".warnings h1") == "Official weather warnings")
+    assert "in force" in page.text(f"{row} td.state")
+    page.click("#lang")
+    page.until(lambda d: page.text(".warnings h1") == "官方气象预警")
     page.click(f'{row} button[data-action="cancel"]')
     page.click(f'{row} button[data-action="cancel"]')
     page.until(lambda d: "已解除" in page.text(".warnings .form-outcome"), message="not lifted")
     assert api(service, "GET", "/api/v1/warnings?active=true").json()["items"] == []
+    # an authority reads silences but neither creates nor ends them
+    page.click('#nav a[href="#/silences"]')
+    assert "只能查看静默" in page.text(".silences")
+    assert not page.driver.find_elements(By.CSS_SELECTOR, "form.silence-form")
     assert page.script_errors() == []
 
 
