@@ -262,7 +262,21 @@ def list_devices(
 RECENT_EVENTS_MAX = 200
 
 
-@router.get("/estates/{estate}/events", **guard("estate:read"))
+class DeviceEvent(BaseModel):
+    ts: int = Field(description="when the device saw it (data time, ms)")
+    gateway: str
+    dev: str
+    kind: str
+    type: str = Field(examples=["elevator.trapped"])
+    data: dict[str, Any]
+
+
+class DeviceEvents(BaseModel):
+    items: list[DeviceEvent]
+    total: int
+
+
+@router.get("/estates/{estate}/events", response_model=DeviceEvents, **guard("estate:read"))
 def list_events(
     estate: str, ctx: Ctx, limit: int = Query(20, ge=1, le=RECENT_EVENTS_MAX)
 ) -> dict[str, Any]:
