@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from estatewatch.service import Service
-from gateway.publisher import GatewayPublisher, now_ms
+from gateway.publisher import GatewayPublisher
+from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from simulators.estate import SimulatedEstate, small_estate
 from tests.conftest import mosquitto_pub

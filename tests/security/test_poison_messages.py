@@ -34,6 +34,7 @@ from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.service import Service
 from ingest.state import DEADLETTER_HEAD_BYTES, StateStore
 from ingest.telemetry import TelemetryReader
+from protocol.clock import now_ms
 from tests.conftest import service_settings
 
 pytestmark = pytest.mark.integration
@@ -41,10 +42,6 @@ pytestmark = pytest.mark.integration
 GOOD_A, GOOD_B, ATTACKER = "good-a", "good-b", "attacker"
 GW = "gw-01"
 TOKEN = "test-admin-token-0123456789"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -14,8 +14,9 @@ from ingest.pipeline import Delivery
 from ingest.state import StateStore
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
+from protocol.clock import SHANGHAI
 from protocol.messages import Event, Reading
-from supervision.report import SHANGHAI, ReportInputs, to_csv, to_xlsx, yearly_report
+from supervision.report import ReportInputs, to_csv, to_xlsx, yearly_report
 
 CAT = default_catalog()
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=SHANGHAI).timestamp() * 1000)
