@@ -7,7 +7,7 @@ import pytest
 from alerts.rules.evaluate import Evaluator, Signal
 from alerts.rules.index import RuleIndex
 from alerts.rules.loader import load_rules
-from alerts.windows import WindowBank
+from alerts.window_bank import WindowBank
 from protocol.catalog import default_catalog
 from protocol.messages import Reading, Value
 
