@@ -102,16 +102,23 @@ sa.Index(
     postgresql_where=alarms.c.is_open,
 )
 
-alarm_timeline = sa.Table(
-    "alert_alarm_timeline",
-    metadata,
-    sa.Column("id", _AUTO_ID, primary_key=True),
-    sa.Column("alarm_id", _ID, nullable=False, index=True),
-    sa.Column("ts", _MS, nullable=False),
-    sa.Column("action", sa.String(32), nullable=False),
-    sa.Column("actor", sa.String(100), nullable=False),
-    sa.Column("detail", sa.JSON, nullable=False),
-)
+
+def _timeline(name: str, owner: str, *more: sa.Column[Any]) -> sa.Table:
+    """What happened to one owner (an alarm, an activation), in the order written (``id``)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", _AUTO_ID, primary_key=True),
+        sa.Column(owner, _ID, nullable=False, index=True),
+        sa.Column("ts", _MS, nullable=False),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("actor", sa.String(100), nullable=False),
+        *more,
+        sa.Column("detail", sa.JSON, nullable=False),
+    )
+
+
+alarm_timeline = _timeline("alert_alarm_timeline", "alarm_id")
 
 silences = sa.Table(
     "alert_silences",
@@ -217,16 +224,8 @@ activations = sa.Table(
     sa.Index("ix_alert_plan_activations_estate", "estate", "is_active"),
 )
 
-activation_timeline = sa.Table(
-    "alert_activation_timeline",
-    metadata,
-    sa.Column("id", _AUTO_ID, primary_key=True),
-    sa.Column("activation_id", _ID, nullable=False, index=True),
-    sa.Column("ts", _MS, nullable=False),
-    sa.Column("action", sa.String(32), nullable=False),
-    sa.Column("actor", sa.String(100), nullable=False),
-    sa.Column("level", sa.Integer, nullable=False),
-    sa.Column("detail", sa.JSON, nullable=False),
+activation_timeline = _timeline(
+    "alert_activation_timeline", "activation_id", sa.Column("level", sa.Integer, nullable=False)
 )
 
 activation_tasks = sa.Table(
