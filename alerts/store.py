@@ -69,6 +69,7 @@ _SILENCE = RowMap(
         ),
     ),
 )
+# a notification is written pending and due at once; the outbox's updates write the rest
 _NOTIFICATION = RowMap(
     Notification,
     notifications.c.keys(),
