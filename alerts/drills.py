@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
 from alerts.plans.model import Plan
+from protocol.clock import SHANGHAI
 
 __all__ = ["Drill", "DrillStatus", "next_drill", "year_bounds", "yearly_counts"]
-
-_TZ = ZoneInfo("Asia/Shanghai")
 
 
 class DrillStatus(StrEnum):
@@ -63,21 +61,21 @@ class Drill:
 
 @functools.lru_cache(maxsize=256)
 def _trigger(cron: str) -> CronTrigger:
-    return CronTrigger.from_crontab(cron, timezone=_TZ)
+    return CronTrigger.from_crontab(cron, timezone=SHANGHAI)
 
 
 def next_drill(cron: str, after_ms: int) -> int | None:
     """The first time the cron schedule fires strictly after ``after_ms``."""
     after = datetime.fromtimestamp(after_ms / 1000, UTC)
     start = datetime.fromtimestamp((after_ms + 1000) / 1000, UTC)
-    fire = _trigger(cron).get_next_fire_time(after, start.astimezone(_TZ))
+    fire = _trigger(cron).get_next_fire_time(after, start.astimezone(SHANGHAI))
     return None if fire is None else int(fire.timestamp() * 1000)
 
 
 def year_bounds(year: int) -> tuple[int, int]:
     """[start, end) of a calendar year in Asia/Shanghai, as epoch ms."""
-    start = datetime(year, 1, 1, tzinfo=_TZ)
-    end = datetime(year + 1, 1, 1, tzinfo=_TZ)
+    start = datetime(year, 1, 1, tzinfo=SHANGHAI)
+    end = datetime(year + 1, 1, 1, tzinfo=SHANGHAI)
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 

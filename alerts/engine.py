@@ -63,7 +63,8 @@ from alerts.weather import (
     load_criteria,
 )
 from alerts.weather.levels import check_criteria
-from alerts.windows import SeriesWindow, WindowBank
+from alerts.window_bank import WindowBank
+from alerts.windows import SeriesWindow
 from alerts.zones import BUNDLED_ZONES, EstateProfile, load_zones
 from ingest.pipeline import Delivery
 from ingest.state import NotFound

@@ -12,9 +12,9 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from alerts.datafile import load_yaml
+from protocol.clock import SHANGHAI
 
 __all__ = [
     "BUNDLED_ZONES",
@@ -30,7 +30,6 @@ BUNDLED_ZONES = Path(__file__).with_name("zones.yaml")
 # TSG T5002-2017: the maintenance technician arrives within 30 min in a city with districts
 # (设区的市), within 1 h elsewhere.
 DEFAULT_RESCUE_ARRIVAL_MIN = 30
-_SHANGHAI = ZoneInfo("Asia/Shanghai")
 _SEASON_RE = re.compile(r"(\d\d)-(\d\d)/(\d\d)-(\d\d)")
 
 
@@ -42,7 +41,7 @@ class Season:
     end: tuple[int, int]
 
     def contains(self, ts_ms: int) -> bool:
-        d = dt.datetime.fromtimestamp(ts_ms / 1000, _SHANGHAI)
+        d = dt.datetime.fromtimestamp(ts_ms / 1000, SHANGHAI)
         md = (d.month, d.day)
         if self.start <= self.end:
             return self.start <= md <= self.end

@@ -17,7 +17,6 @@ import functools
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -27,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ingest.state import NotFound
+from protocol.clock import now_ms
 
 SCHEMA_VERSION = 1
 TOKEN_DAYS = 30
@@ -98,10 +98,6 @@ class Principal:
 
 class UserError(ValueError):
     pass
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:

@@ -21,14 +21,15 @@ from datetime import datetime
 from typing import Any
 
 from estatewatch.service import Service
-from gateway.publisher import GatewayPublisher, now_ms
+from gateway.publisher import GatewayPublisher
 from gateway.runtime import Gateway
 from ingest.state import AlreadyExists
+from protocol.clock import SHANGHAI, now_ms
 from protocol.endpoint import MqttEndpoint
 from simulators.adapter import SimulatorAdapter
 from simulators.clock import SimClock
 from simulators.estate import SimulatedEstate
-from simulators.scenario import SHANGHAI, load_scenario
+from simulators.scenario import load_scenario
 from simulators.spec import EstateSpec, load_spec
 
 log = logging.getLogger(__name__)

@@ -26,11 +26,12 @@ from gateway.publisher import GatewayPublisher, LinkSettings
 from gateway.registry import build_adapter, known_types, register
 from gateway.runtime import Gateway
 from protocol.catalog import Catalog, default_catalog
+from protocol.clock import SHANGHAI, now_ms
 from protocol.endpoint import EndpointError, MqttEndpoint, parse_mqtt_url
 from simulators.adapter import SimulatorAdapter
 from simulators.clock import SimClock
 from simulators.estate import SimulatedEstate
-from simulators.scenario import SHANGHAI, load_scenario, parse_duration_ms, parse_start_ms
+from simulators.scenario import load_scenario, parse_duration_ms, parse_start_ms
 from simulators.spec import SpecError, load_spec
 
 SIMULATOR_KEYS = {"type", "spec", "scenario", "seed", "speed", "start", "for"}
@@ -105,7 +106,7 @@ def simulator_adapter(spec_cfg: dict[str, Any], where: str) -> SimulatorAdapter:
         if spec_cfg.get("start"):
             start = parse_start_ms(str(spec_cfg["start"]))
         else:
-            start = scenario.start_ms or time.time_ns() // 1_000_000
+            start = scenario.start_ms or now_ms()
         duration = (
             parse_duration_ms(str(spec_cfg["for"])) if spec_cfg.get("for") else scenario.duration_ms
         )
@@ -123,7 +124,7 @@ def simulator_adapter(spec_cfg: dict[str, Any], where: str) -> SimulatorAdapter:
 def _catch_up(start: int, speed: float, where: str) -> int | None:
     """Where a faster-than-real clock started in the past meets the wall clock: from there it
     runs in real time, so no reading is stamped later than now (the service refuses those)."""
-    wall = time.time_ns() // 1_000_000
+    wall = now_ms()
     if start > wall + 60_000:
         raise ConfigError(
             f"{where}: start is in the future; a gateway cannot send readings taken later "

@@ -37,9 +37,10 @@ from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader, shard_of
-from ingest.state import SchemaBusy, StateStore, now_ms
+from ingest.state import SchemaBusy, StateStore
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
+from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint, parse_mqtt_url
 from supervision.inspections import InspectionBook
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from protocol.clock import now_ms as _now_ms
 from protocol.messages import MAX_ITEMS, MAX_PAYLOAD_BYTES, Event, Reading
 
 EVENTS = 0  # sorts first: events are sent before any telemetry
@@ -81,10 +81,6 @@ class BufferStats:
     bytes: int
     dropped_readings: int
     last_seq: int
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def reading_item(r: Reading) -> bytes:

@@ -79,6 +79,7 @@ from gateway.gbt26875 import (
     time_label,
 )
 from protocol.catalog import Catalog, Kind, ValueType
+from protocol.clock import now_ms
 from protocol.messages import Command, Event, Reading
 from protocol.topics import is_valid_id
 
@@ -298,7 +299,7 @@ class FireReceiver:
         self.sync_clock = sync_clock
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
-        self.clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.clock = clock or now_ms
         self.counters = Counters()
         self.uitd: dict[str, Any] = {}
         self.clock_skew_s: float | None = None

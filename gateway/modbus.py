@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +54,7 @@ from gateway.registermap import (
     point_value,
 )
 from protocol.catalog import Catalog
+from protocol.clock import now_ms
 from protocol.messages import Command, Event, Reading, Value
 from protocol.topics import is_valid_id
 
@@ -152,10 +152,6 @@ class LinkSettings:
         return ModbusTcpClient(
             self.host, port=self.port, framer=framer, timeout=self.timeout_s, retries=self.retries
         )
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ModbusAdapter:

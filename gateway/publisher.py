@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.backoff import Backoff
 from gateway.buffer import BufferStats, ForwardBuffer
+from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from protocol.messages import (
     Command,
@@ -45,10 +46,6 @@ from protocol.topics import Channel, gateway_topic
 log = logging.getLogger(__name__)
 
 COMMAND_QUEUE = 256  # commands waiting for the adapter thread; more are refused, not queued
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)

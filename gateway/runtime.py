@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.adapter import DeviceAdapter, ReportsHealth
-from gateway.publisher import GatewayPublisher, now_ms
+from gateway.publisher import GatewayPublisher
+from protocol.clock import now_ms
 from protocol.messages import CommandAck
 
 log = logging.getLogger(__name__)

@@ -37,9 +37,10 @@ from prometheus_client import Histogram
 
 from ingest.pipeline import Delivery, judge
 from ingest.shards import estate_subscriptions, shard_of
-from ingest.state import DeadLetter, StateStore, now_ms
+from ingest.state import DeadLetter, StateStore
 from ingest.telemetry import EstateBatch, PreparedRows, TelemetryWriter
 from protocol.catalog import Catalog
+from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from protocol.messages import MAX_FUTURE_MS
 from protocol.topics import service_subscriptions

@@ -8,13 +8,14 @@ is stamped with the latest version; an older one runs the numbered migrations af
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from protocol.clock import now_ms
 
 SCHEMA_VERSION = 5
 
@@ -169,10 +170,6 @@ class DeadLetter:
     estate: str | None = None
     gateway: str | None = None
     item_index: int | None = None
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def create_engine(url: str) -> Engine:

@@ -34,6 +34,7 @@ from ingest.rollup import (
     rebucket,
 )
 from ingest.seqs import GatewaySeqs, SeqBook, Verdict, load_missing, missing_count
+from protocol.clock import now_ms
 from protocol.messages import Event, Reading, Value
 
 SCHEMA_VERSION = 2
@@ -155,10 +156,6 @@ class WriteResult:
     readings: int = 0
     events: int = 0
     duplicates: set[int] = field(default_factory=set)  # indexes of batches already stored
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:

@@ -14,6 +14,7 @@ from protocol.catalog import (
     default_catalog,
     load_catalog,
 )
+from protocol.clock import SHANGHAI, now_ms
 from protocol.messages import (
     CONTRACT_VERSION,
     MAX_FUTURE_MS,
@@ -63,6 +64,7 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_PAYLOAD_BYTES",
     "MAX_TEXT_LEN",
+    "SHANGHAI",
     "Catalog",
     "CatalogError",
     "Channel",
@@ -100,6 +102,7 @@ __all__ = [
     "gateway_topic",
     "is_valid_id",
     "load_catalog",
+    "now_ms",
     "parse_gateway_topic",
     "plans_topic",
     "service_subscriptions",

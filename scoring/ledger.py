@@ -11,7 +11,7 @@ Two kinds of cause:
   level, first and last station reading at or above it). The episodes are computed here, from
   the station readings the simulator produced, with the service's own criteria
   (``alerts/weather/cma.yaml`` through :mod:`alerts.weather.levels`) and the service's own
-  windows (:class:`alerts.windows.WindowBank`), evaluated at every station reading as the alert
+  windows (:class:`alerts.window_bank.WindowBank`), evaluated at every station reading as the alert
   engine does. It must activate each plan on that hazard at the plan's level for it within
   :data:`WEATHER_DEADLINE_MS`.
 
@@ -30,7 +30,7 @@ import orjson
 
 from alerts.plans import Plan, ResponseLevel, load_plans
 from alerts.weather import Criteria, WeatherLevel, load_criteria
-from alerts.windows import WindowBank
+from alerts.window_bank import WindowBank
 
 MIN = 60_000
 HOUR = 3_600_000

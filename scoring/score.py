@@ -30,8 +30,8 @@ import httpx
 
 from alerts.plans import Plan, ResponseLevel, load_plans
 from alerts.quality import AlarmQuality, alarm_quality, percentile, raised_alarms
+from protocol.clock import SHANGHAI
 from scoring.ledger import AFTERMATH_MS, MIN, Cause
-from simulators.scenario import SHANGHAI
 
 EARLY_MS = MIN  # an alarm a little before the fault's recorded start still counts
 WEATHER_EARLY_MS = 10 * MIN

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import random
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from protocol import clock
 
 MONTH_MS = 30 * 86_400_000
 
@@ -81,7 +82,7 @@ class InspectionBook:
         note: str = "",
         now_ms: int | None = None,
     ) -> dict[str, Any]:
-        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        now = clock.now_ms() if now_ms is None else now_ms
         recent = self.recently_drawn(now - exclude_months * MONTH_MS) if exclude_months else set()
         pool = eligible(estates, recent)
         if not pool:

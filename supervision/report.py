@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from openpyxl import Workbook
@@ -29,11 +27,12 @@ from alerts.alarms.model import alarm_durations
 from alerts.labels import Labels
 from alerts.plans.model import Plan, ResponseLevel
 from alerts.quality import AlarmQuality, RaisedAlarm, alarm_quality
-from alerts.store import activations, alarms, drills, rescues
+from alerts.tables import activations, alarms, drills, rescues
 from ingest.state import StateStore
+from protocol import clock
 from protocol.catalog import Catalog
+from protocol.clock import SHANGHAI
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 HOUR_MS = 3_600_000
 SEVERITIES = ("critical", "major", "minor", "warning")
 # Fire-equipment faults that make it unavailable (a warning is not an outage)
@@ -398,7 +397,7 @@ def yearly_report(
     estates: list[dict[str, Any]] | None = None,
     now_ms: int | None = None,
 ) -> dict[str, Any]:
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     chosen = estates if estates is not None else inp.state.list_estates()
     parts = [estate_report(inp, e, year, now) for e in chosen]
     return {

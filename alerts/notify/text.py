@@ -5,15 +5,13 @@ from __future__ import annotations
 import functools
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from alerts.labels import Labels
 from alerts.notify import Notification
 from protocol.catalog import default_catalog
+from protocol.clock import SHANGHAI
 
 __all__ = ["describe", "local_time"]
-
-_TZ = ZoneInfo("Asia/Shanghai")
 
 
 @functools.cache
@@ -24,7 +22,7 @@ def _labels() -> Labels:
 def local_time(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).astimezone(_TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, UTC).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def describe(n: Notification) -> tuple[str, list[str]]:

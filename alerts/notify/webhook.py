@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +21,7 @@ import orjson
 
 from alerts.notify import Notification, NotifyError
 from alerts.notify.text import describe
+from protocol.clock import now_ms
 
 __all__ = ["WebhookNotifier", "WebhookStyle", "dingtalk_body", "json_body", "wecom_body"]
 
@@ -104,7 +104,7 @@ class WebhookNotifier:
 
     def _target(self) -> str:
         if self.style is WebhookStyle.DINGTALK and self.secret:
-            ts = time.time_ns() // 1_000_000
+            ts = now_ms()
             sep = "&" if "?" in self.url else "?"
             return f"{self.url}{sep}timestamp={ts}&sign={dingtalk_sign(self.secret, ts)}"
         return self.url

@@ -22,7 +22,8 @@ from typing import Any
 from alerts.datafile import format_duration
 from alerts.rules.index import KindRules, RuleIndex, WindowGroup
 from alerts.rules.spec import Composite, EventCount, Rule, ValueTest
-from alerts.windows import Aggregate, DeviceSeries, SeriesWindow, WindowBank
+from alerts.window_bank import DeviceSeries, WindowBank
+from alerts.windows import Aggregate, SeriesWindow
 from protocol.messages import Event, Reading, Value
 
 __all__ = ["NO_DATA_INTERVALS", "DeviceClock", "Evaluator", "Signal"]

@@ -16,12 +16,10 @@ good news.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
@@ -32,6 +30,7 @@ from api.deps import Ctx, CurrentUser, guard
 from api.errors import ApiError
 from api.routes.estates import device_views, gateway_states
 from protocol.catalog import Catalog
+from protocol.clock import SHANGHAI, now_ms
 
 router = APIRouter(tags=["dashboard"])
 
@@ -46,12 +45,8 @@ MEDIA_TYPES = {
 SEVERITIES = ("critical", "major", "minor", "warning")
 # Alarms a person still has to deal with; pending ones have not held long enough to count.
 IN_ALARM = ("firing", "acknowledged")
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+
 MANY = 100_000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @router.get("/static/{name:path}", include_in_schema=True, **guard("public"))

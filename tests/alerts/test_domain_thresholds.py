@@ -5,23 +5,13 @@ from __future__ import annotations
 import pytest
 
 from alerts.rules.evaluate import Evaluator, Signal
-from alerts.rules.index import RuleIndex
-from alerts.rules.loader import load_rules
-from alerts.windows import WindowBank
-from protocol.catalog import default_catalog
 from protocol.messages import Reading, Value
-
-CATALOG = default_catalog()
-RULES = load_rules(CATALOG)
-INDEX = RuleIndex(RULES.defaults.values(), CATALOG)
-MIN = 60_000
+from tests.alerts.bundled_rules import CATALOG, INDEX, MIN, evaluator
 
 
 @pytest.fixture
 def ev() -> Evaluator:
-    bank = WindowBank()
-    bank.retrack(INDEX.window_needs())
-    return Evaluator(bank, {k.name: k.interval_s * 1000 for k in CATALOG.kinds.values()})
+    return evaluator()
 
 
 def fired(ev: Evaluator, kind: str, **m: Value) -> set[str]:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from alerts.drills import next_drill, year_bounds
+from protocol.clock import SHANGHAI
 from tests.alerts.conftest import HOUR, EngineFactory, RecordingNotifier, SimClock, Site
-
-TZ = ZoneInfo("Asia/Shanghai")
 
 
 def ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=TZ).timestamp() * 1000)
+    return int(datetime(*args, tzinfo=SHANGHAI).timestamp() * 1000)
 
 
 def test_cron_in_beijing_time() -> None:

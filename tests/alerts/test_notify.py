@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +20,7 @@ from alerts.notify.receivers import receivers_from_config
 from alerts.notify.webhook import WebhookNotifier, dingtalk_sign
 from alerts.store import AlertStore, StoreBatch
 from tests.alerts.conftest import MINUTE, START, EngineFactory, RecordingNotifier, SimClock, Site
+from tests.support import http_server
 
 ALARM = {
     "id": "al-1",
@@ -60,12 +61,8 @@ class Robot(BaseHTTPRequestHandler):
 @pytest.fixture
 def robot() -> Iterator[str]:
     Robot.received, Robot.answer, Robot.status = [], {"errcode": 0, "errmsg": "ok"}, 200
-    server = HTTPServer(("127.0.0.1", 0), Robot)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook"
-    server.shutdown()
-    server.server_close()
+    with http_server(Robot) as server:
+        yield f"http://127.0.0.1:{server.server_port}/hook"
 
 
 def test_plain_json_webhook(robot: str) -> None:

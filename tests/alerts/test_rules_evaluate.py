@@ -5,23 +5,13 @@ from __future__ import annotations
 import pytest
 
 from alerts.rules.evaluate import Evaluator, Signal
-from alerts.rules.index import RuleIndex
-from alerts.rules.loader import load_rules
-from alerts.windows import WindowBank
-from protocol.catalog import default_catalog
 from protocol.messages import Event, Reading, Value
-
-CATALOG = default_catalog()
-RULES = load_rules(CATALOG)
-INDEX = RuleIndex(RULES.defaults.values(), CATALOG)
-MIN = 60_000
+from tests.alerts.bundled_rules import INDEX, MIN, evaluator
 
 
 @pytest.fixture
 def ev() -> Evaluator:
-    bank = WindowBank()
-    bank.retrack(INDEX.window_needs())
-    return Evaluator(bank, {k.name: k.interval_s * 1000 for k in CATALOG.kinds.values()})
+    return evaluator()
 
 
 def read(ev: Evaluator, ts: int, dev: str, kind: str, **m: Value) -> list[tuple[str, bool]]:

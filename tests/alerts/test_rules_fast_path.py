@@ -26,7 +26,8 @@ from alerts.rules.evaluate import DeviceClock, Evaluator, Signal, _value_detail
 from alerts.rules.index import RuleIndex, WindowGroup
 from alerts.rules.loader import BUNDLED_RULES, load_rules
 from alerts.rules.spec import Quiet, ValueTest
-from alerts.windows import HOUR_MS, Aggregate, SeriesWindow, WindowBank
+from alerts.window_bank import WindowBank
+from alerts.windows import HOUR_MS, Aggregate, SeriesWindow
 from protocol.catalog import default_catalog
 from protocol.messages import Reading, Value
 

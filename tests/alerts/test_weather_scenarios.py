@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from alerts.weather import Hazard, WeatherLevel, load_criteria
-from alerts.windows import Aggregate, WindowBank
+from alerts.window_bank import WindowBank
+from alerts.windows import Aggregate
 from protocol.catalog import default_catalog
 from protocol.messages import Reading
 from simulators.estate import SimulatedEstate

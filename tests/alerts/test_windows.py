@@ -9,7 +9,8 @@ import pytest
 from alerts import windows
 from alerts.rules.index import WindowGroup
 from alerts.rules.spec import Quiet, ValueTest
-from alerts.windows import DAY_MS, Aggregate, DeviceSeries, SeriesWindow, WindowBank
+from alerts.window_bank import DeviceSeries, WindowBank
+from alerts.windows import DAY_MS, Aggregate, SeriesWindow
 
 H = 3_600_000
 SUM_12H = Aggregate("sum", 12 * H)

@@ -20,8 +20,9 @@ from ingest.pipeline import Delivery
 from ingest.state import StateStore
 from ingest.telemetry import EstateBatch
 from protocol.catalog import default_catalog
+from protocol.clock import SHANGHAI
 from protocol.messages import Event, Reading
-from supervision.report import SHANGHAI, ReportInputs, estate_report
+from supervision.report import ReportInputs, estate_report
 
 CAT = default_catalog()
 MIN = 60_000

@@ -133,18 +133,26 @@ def test_devices_of_a_gateway_replaying_its_backlog_are_online() -> None:
     assert views == {"h-1": False, "h-2": False}
 
 
-@pytest.mark.integration
-def test_a_gateways_offline_time_is_when_it_dropped_not_its_last_connect(
+def started_ingest(
     mosquitto: ManagedMosquitto, tmp_path: Path
-) -> None:
-    """The Last Will is set at connect time and carries that time; the service records the
-    drop when the broker announces it."""
+) -> tuple[StateStore, TelemetryWriter, Ingest]:
+    """Ingest on the broker, its state knowing gateway gw-01 of estate e1."""
     state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
     state.add_estate("e1", "E1", "")
     state.add_gateway("e1", "gw-01", "")
     writer = TelemetryWriter(tmp_path / "t.db")
     ingest = Ingest(mosquitto.endpoint, state, writer, CAT)
     ingest.start()
+    return state, writer, ingest
+
+
+@pytest.mark.integration
+def test_a_gateways_offline_time_is_when_it_dropped_not_its_last_connect(
+    mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    """The Last Will is set at connect time and carries that time; the service records the
+    drop when the broker announces it."""
+    state, writer, ingest = started_ingest(mosquitto, tmp_path)
     try:
         ep = mosquitto.endpoint
         gw = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gw-01", clean_session=True)
@@ -179,12 +187,7 @@ def test_a_device_is_registered_when_first_heard_not_at_its_datas_time(
 ) -> None:
     """Its uptime in the yearly report counts from then: a replay of last January must not
     make a device registered today count as down since January."""
-    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
-    state.add_estate("e1", "E1", "")
-    state.add_gateway("e1", "gw-01", "")
-    writer = TelemetryWriter(tmp_path / "t.db")
-    ingest = Ingest(mosquitto.endpoint, state, writer, CAT)
-    ingest.start()
+    state, writer, ingest = started_ingest(mosquitto, tmp_path)
     try:
         creds = mosquitto.issue_gateway_credentials("e1", "gw-01", "estates")
         assert creds is not None

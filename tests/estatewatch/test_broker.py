@@ -4,6 +4,7 @@ embedded amqtt fallback."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -35,6 +36,22 @@ def _connect_rc(host: str, port: int, user: str | None, password: str | None) ->
     return result[0] if result else None
 
 
+def subscribe_to_estates(
+    sub: mqtt.Client,
+    host: str,
+    port: int,
+    on_message: Callable[[object, object, mqtt.MQTTMessage], None],
+) -> None:
+    """Connect ``sub`` and subscribe it to everything under estates/ (waits for the SUBACK)."""
+    subscribed = threading.Event()
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_connect = lambda c, *a: c.subscribe("estates/#", 1)
+    sub.connect(host, port)
+    sub.loop_start()
+    assert subscribed.wait(5)
+
+
 def test_issued_credentials_log_in_and_wrong_ones_do_not(mosquitto: ManagedMosquitto) -> None:
     creds = mosquitto.issue_gateway_credentials("est-a", "gw-01", "estates")
     assert creds is not None
@@ -61,13 +78,7 @@ def test_acl_lets_a_gateway_publish_only_under_its_own_prefix(
         if msg.topic.endswith("gw-01/telemetry"):
             done.set()
 
-    subscribed = threading.Event()
-    sub.on_message = on_message
-    sub.on_subscribe = lambda *a: subscribed.set()
-    sub.on_connect = lambda c, *a: c.subscribe("estates/#", 1)
-    sub.connect(ep.host, ep.port)
-    sub.loop_start()
-    assert subscribed.wait(5)
+    subscribe_to_estates(sub, ep.host, ep.port, on_message)
 
     gw = _client(creds.host, creds.port, creds.username, creds.password)
     gw.connect(creds.host, creds.port)
@@ -91,18 +102,12 @@ def test_embedded_broker_carries_messages(tmp_path: Path) -> None:
         got = threading.Event()
         payloads: list[bytes] = []
         sub = _client(broker.host, broker.port, None, None)
-        subscribed = threading.Event()
 
         def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
             payloads.append(msg.payload)
             got.set()
 
-        sub.on_message = on_message
-        sub.on_subscribe = lambda *a: subscribed.set()
-        sub.on_connect = lambda c, *a: c.subscribe("estates/#", 1)
-        sub.connect(broker.host, broker.port)
-        sub.loop_start()
-        assert subscribed.wait(5)
+        subscribe_to_estates(sub, broker.host, broker.port, on_message)
         pub = _client(broker.host, broker.port, None, None)
         pub.connect(broker.host, broker.port)
         pub.loop_start()

@@ -11,10 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -23,35 +20,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.broker import BrokerFolderBusy, ManagedMosquitto, free_port
 from estatewatch.service import Service
+from tests.support import mosquittos_over, waiter
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-def mosquittos_over(conf: Path) -> list[int]:
-    """Pids of live processes started with this config (the process list, not our records)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and str(conf).encode() in args:
-            pids.append(int(entry.name))
-    return pids
+wait_for = waiter(every=0.05)
 
 
 def test_a_broker_that_dies_is_restarted_and_healthz_says_so_meanwhile(service: Service) -> None:

@@ -4,8 +4,6 @@ transmission device, into the running service."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,19 +16,12 @@ from gateway.fire_receiver import FireReceiver
 from gateway.modbus import ModbusAdapter
 from protocol.messages import Event
 from simulators.modbus_plant import FieldBridge
+from tests.support import waiter
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 40.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+wait_for = waiter(timeout=40.0, every=0.25)
 
 
 def test_the_first_estate_runs_through_modbus_and_gbt26875(service: Service) -> None:

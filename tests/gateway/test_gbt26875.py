@@ -9,7 +9,6 @@ import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -37,10 +36,11 @@ from gateway.gbt26875 import (
     time_label,
 )
 from protocol.catalog import default_catalog
+from protocol.clock import SHANGHAI
 from simulators.transmission_device import TransmissionDevice
+from tests.support import poll_until
 
 CAT = default_catalog()
-TZ = ZoneInfo("Asia/Shanghai")
 LABEL = bytes([30, 15, 8, 20, 1, 26])  # 2026-01-20 08:15:30 (the device's local time)
 
 MAPPING = parse_mapping(
@@ -135,7 +135,7 @@ def test_a_frame_laid_out_by_hand_decodes_field_by_field() -> None:
     )
     assert decode_app(frame.app) == (1, [SystemState(1, 2, 3, LABEL)])
     assert encode_frame(frame) == raw
-    assert parse_time_label(LABEL, TZ) == datetime(2026, 1, 20, 8, 15, 30, tzinfo=TZ)
+    assert parse_time_label(LABEL, SHANGHAI) == datetime(2026, 1, 20, 8, 15, 30, tzinfo=SHANGHAI)
 
 
 @pytest.mark.parametrize("obj", CORPUS, ids=lambda o: type(o).__name__)
@@ -228,28 +228,29 @@ def device(receiver: FireReceiver) -> Iterator[TransmissionDevice]:
 
 
 def collect(rx: FireReceiver, readings: int = 0, events: int = 0, timeout: float = 5) -> Collected:
-    got = Collected()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        more = rx.poll()
-        got.readings += more.readings
-        got.events += more.events
-        if len(got.readings) >= readings and len(got.events) >= events:
-            break
-        time.sleep(0.02)
+    got, _ = poll_until(
+        rx, lambda g: len(g.readings) >= readings and len(g.events) >= events, timeout, 0.02
+    )
     time.sleep(0.1)  # nothing more than asked for may follow
     more = rx.poll()
     return Collected(got.readings + more.readings, got.events + more.events)
 
 
-def test_the_receiver_sets_the_device_clock_on_connect(
-    receiver: FireReceiver, device: TransmissionDevice
-) -> None:
+def wait_for_first_sync(device: TransmissionDevice) -> float:
+    """Until the receiver has set the device's clock once; the deadline (5 s from now) is
+    returned for what the test waits for next."""
     deadline = time.monotonic() + 5
     while not device.syncs:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert abs(device.syncs[0] - datetime.now(TZ)) < timedelta(seconds=3)
+    return deadline
+
+
+def test_the_receiver_sets_the_device_clock_on_connect(
+    receiver: FireReceiver, device: TransmissionDevice
+) -> None:
+    deadline = wait_for_first_sync(device)
+    assert abs(device.syncs[0] - datetime.now(SHANGHAI)) < timedelta(seconds=3)
     while receiver.counters.syncs_confirmed < 1:  # the device confirmed the control command
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -386,11 +387,8 @@ def test_analog_values_operations_and_device_state(
 def test_a_device_clock_far_off_is_set_again(
     receiver: FireReceiver, device: TransmissionDevice
 ) -> None:
-    deadline = time.monotonic() + 5
-    while not device.syncs:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    wrong = time_label(datetime.now(TZ) - timedelta(hours=3))
+    deadline = wait_for_first_sync(device)
+    wrong = time_label(datetime.now(SHANGHAI) - timedelta(hours=3))
     device.send([UitdTime(wrong)])
     while len(device.syncs) < 2:
         assert time.monotonic() < deadline

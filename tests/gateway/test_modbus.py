@@ -28,6 +28,7 @@ from gateway.registermap import (
 )
 from protocol.catalog import default_catalog
 from simulators.modbus_plant import PlantModbusServer
+from tests.support import poll_until
 
 CAT = default_catalog()
 
@@ -161,15 +162,9 @@ def adapter_for(server: PlantModbusServer, **extra: Any) -> ModbusAdapter:
 def collect_until(
     adapter: ModbusAdapter, check: Callable[[Collected], bool], timeout: float = 10.0
 ) -> Collected:
-    got = Collected()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        more = adapter.poll()
-        got.readings += more.readings
-        got.events += more.events
-        if check(got):
-            return got
-        time.sleep(0.05)
+    got, done = poll_until(adapter, check, timeout, 0.05)
+    if done:
+        return got
     raise AssertionError(f"timed out; got {got}")
 
 

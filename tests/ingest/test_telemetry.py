@@ -33,23 +33,17 @@ def test_write_latest_and_events(tmp_path: Path) -> None:
     assert r.recent_events("e1")[0]["type"] == "elevator.trapped"
 
 
+def hydrant_h1(ts: int, mpa: float) -> list[EstateBatch]:
+    """One message: hydrant h-1 of e1 at ``ts``."""
+    reading = Reading("h-1", "fire_hydrant", ts, {"pressure_mpa": mpa})
+    return [EstateBatch("e1", "g", readings=[reading])]
+
+
 def test_an_older_reading_replayed_later_does_not_overwrite_now(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     w = TelemetryWriter(path)
-    w.write(
-        [
-            EstateBatch(
-                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 5000, {"pressure_mpa": 0.3})]
-            )
-        ]
-    )
-    w.write(
-        [
-            EstateBatch(
-                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 4000, {"pressure_mpa": 0.1})]
-            )
-        ]
-    )
+    w.write(hydrant_h1(5000, 0.3))
+    w.write(hydrant_h1(4000, 0.1))
     assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (5000, 0.3)
     assert TelemetryReader(path).count_readings() == 2
 
@@ -57,22 +51,10 @@ def test_an_older_reading_replayed_later_does_not_overwrite_now(tmp_path: Path) 
 def test_series_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     w = TelemetryWriter(path)
-    w.write(
-        [
-            EstateBatch(
-                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 1, {"pressure_mpa": 0.3})]
-            )
-        ]
-    )
+    w.write(hydrant_h1(1, 0.3))
     w.close()
     w2 = TelemetryWriter(path)
-    w2.write(
-        [
-            EstateBatch(
-                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 2, {"pressure_mpa": 0.4})]
-            )
-        ]
-    )
+    w2.write(hydrant_h1(2, 0.4))
     n = w2.conn.execute("SELECT count(*) FROM series").fetchone()[0]
     assert n == 1
     assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (2, 0.4)
@@ -81,20 +63,8 @@ def test_series_survive_reopen(tmp_path: Path) -> None:
 def test_latest_folded_once_a_second_under_load_and_after_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     w = TelemetryWriter(path, latest_interval_s=3600)
-    w.write(
-        [
-            EstateBatch(
-                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 1, {"pressure_mpa": 0.3})]
-            )
-        ]
-    )
-    w.write(
-        [
-            EstateBatch(
-                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 2, {"pressure_mpa": 0.4})]
-            )
-        ]
-    )
+    w.write(hydrant_h1(1, 0.3))
+    w.write(hydrant_h1(2, 0.4))
     # not folded yet: the interval has not passed and the writer was never idle
     assert TelemetryReader(path).latest("e1") == {}
     w.conn.close()  # the process dies before the next fold
@@ -105,13 +75,7 @@ def test_latest_folded_once_a_second_under_load_and_after_a_crash(tmp_path: Path
 def test_an_idle_writer_folds_when_due(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     w = TelemetryWriter(path, latest_interval_s=0.05)
-    w.write(
-        [
-            EstateBatch(
-                "e1", "g", readings=[Reading("h-1", "fire_hydrant", 1, {"pressure_mpa": 0.3})]
-            )
-        ]
-    )
+    w.write(hydrant_h1(1, 0.3))
     w._latest_flushed -= 1  # as if the interval had passed
     w.flush_latest_if_due()
     assert TelemetryReader(path).latest("e1")["h-1"]["pressure_mpa"] == (1, 0.3)

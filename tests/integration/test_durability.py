@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.service import Service
-from ingest.state import StateStore
+from tests.support import mosquittos_over, run_env, seed_state, start_run, stop_run, waiter
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +29,7 @@ ESTATE, GW = "durable-e", "gw-01"
 PER_MESSAGE = 100
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+wait_for = waiter(every=0.05)
 
 
 def message(seq: int, base_ts: int) -> bytes:
@@ -109,29 +100,12 @@ def test_killed_three_times_while_100000_readings_arrive_stores_each_once(
     mosquitto: ManagedMosquitto, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    data.mkdir()
-    state = StateStore.open(f"sqlite:///{data / 'estatewatch.db'}")
-    state.add_estate(ESTATE, "断电测试小区")
-    state.add_gateway(ESTATE, GW)
-    state.close()
-    ep = mosquitto.endpoint
-    env = {
-        **os.environ,
-        "ESTATEWATCH_DATA_DIR": str(data),
-        "ESTATEWATCH_MQTT_URL": f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}",
-        "ESTATEWATCH_API_PORT": str(free_port()),
-        "ESTATEWATCH_ADMIN_TOKEN": "test-admin-token-0123456789",
-        "ESTATEWATCH_LOG_LEVEL": "WARNING",
-    }
+    seed_state(data, ESTATE, "断电测试小区", GW)
+    env = run_env(data, mosquitto.endpoint, free_port(), "test-admin-token-0123456789")
     telemetry = data / "telemetry.db"
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "estatewatch.cli", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        return start_run(env)
 
     pub = Publisher(mosquitto)
     service = start()
@@ -175,24 +149,27 @@ def test_killed_three_times_while_100000_readings_arrive_stores_each_once(
         conn.close()
     finally:
         pub.close()
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(15)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop_run(service, 15)
 
 
-def test_broker_restarted_mid_run_loses_nothing(service: Service) -> None:
-    service.state.add_estate(ESTATE, "重启测试小区")
+def registered_publisher(service: Service, estate_name: str) -> Publisher:
+    """ESTATE (named so) and its gateway GW registered in the service, and GW's publisher on
+    the service's own broker."""
+    service.state.add_estate(ESTATE, estate_name)
     service.state.add_gateway(ESTATE, GW)
     service.ingest.registry.reload()
     broker = service.broker
     assert isinstance(broker, ManagedMosquitto)
-    pub = Publisher(broker)
+    return Publisher(broker)
+
+
+def test_broker_restarted_mid_run_loses_nothing(service: Service) -> None:
+    pub = registered_publisher(service, "重启测试小区")
     telemetry = service.settings.telemetry_path
     try:
         pub.publish(range(1, 301))
         wait_for(lambda: stored(telemetry)[0] > 0, 30, "the first readings")
+        broker = service.broker
         broker.stop()  # mid-run; persistence is written on the way down
         assert not broker.running
         time.sleep(1.0)
@@ -215,12 +192,7 @@ def test_counters_agree_for_valid_duplicate_and_bad_messages(service: Service) -
     api = httpx.Client(
         base_url=service.url, headers={"Authorization": "Bearer test-admin-token-0123456789"}
     )
-    service.state.add_estate(ESTATE, "计数测试小区")
-    service.state.add_gateway(ESTATE, GW)
-    service.ingest.registry.reload()
-    broker = service.broker
-    assert isinstance(broker, ManagedMosquitto)
-    pub = Publisher(broker)
+    pub = registered_publisher(service, "计数测试小区")
     topic = f"estates/{ESTATE}/gw/{GW}/telemetry"
     base = pub.base_ts
     try:
@@ -313,12 +285,7 @@ def test_listeners_see_each_message_once(service: Service) -> None:
             seen.extend(d.seq for d in deliveries if d.seq is not None)
 
     service.ingest.add_listener(listener)
-    service.state.add_estate(ESTATE, "监听测试小区")
-    service.state.add_gateway(ESTATE, GW)
-    service.ingest.registry.reload()
-    broker = service.broker
-    assert isinstance(broker, ManagedMosquitto)
-    pub = Publisher(broker)
+    pub = registered_publisher(service, "监听测试小区")
     try:
         pub.publish(range(1, 11))
         pub.publish(range(3, 6))
@@ -336,22 +303,6 @@ def test_listeners_see_each_message_once(service: Service) -> None:
             assert sorted(seen) == list(range(1, 12))
     finally:
         pub.close()
-
-
-def _brokers_over(conf: Path) -> list[int]:
-    """Pids of live Mosquitto processes started with this config, from the process list."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and str(conf).encode() in args:
-            pids.append(int(entry.name))
-    return pids
 
 
 def test_killed_three_times_with_its_own_broker_loses_no_reading(tmp_path: Path) -> None:
@@ -408,7 +359,7 @@ def test_killed_three_times_with_its_own_broker_loses_no_reading(tmp_path: Path)
     def watch() -> None:
         nonlocal most_brokers
         while not watching.wait(0.05):
-            pids = _brokers_over(conf)
+            pids = mosquittos_over(conf)
             most_brokers = max(most_brokers, len(pids))
             broker_pids.update(pids)
 
@@ -458,7 +409,7 @@ def test_killed_three_times_with_its_own_broker_loses_no_reading(tmp_path: Path)
             os.kill(service.pid, signal.SIGKILL)  # the service's process only
             service.wait(10)
             time.sleep(1.0)  # the gateway goes on publishing to the orphaned broker
-            assert len(_brokers_over(conf)) == 1, f"kill {kill}: the broker outlives the service"
+            assert len(mosquittos_over(conf)) == 1, f"kill {kill}: the broker outlives the service"
             service = start()
             wait_for(up, 60, "the restarted service", every=0.2)
         time.sleep(2.0)
@@ -473,7 +424,7 @@ def test_killed_three_times_with_its_own_broker_loses_no_reading(tmp_path: Path)
         assert values == {i / 1e6 for i in range(produced)}
         assert most_brokers == 1
         assert len(broker_pids) == 4  # one per start: each restart replaced the orphan
-        assert _brokers_over(conf) == [int((data / "broker" / "mosquitto.pid").read_text())]
+        assert mosquittos_over(conf) == [int((data / "broker" / "mosquitto.pid").read_text())]
         for log_file in logs[1:]:
             assert "still running" in log_file.read_text(), log_file.read_text()
         last_seq = pub.buffered.last_seq
@@ -486,12 +437,8 @@ def test_killed_three_times_with_its_own_broker_loses_no_reading(tmp_path: Path)
         watching.set()
         if pub is not None:
             pub.stop()
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(30)
-        except subprocess.TimeoutExpired:
-            service.kill()
-        left = _brokers_over(conf)
+        stop_run(service, 30)
+        left = mosquittos_over(conf)
         for pid in left:  # a failure above must not leave a broker behind
             os.kill(pid, signal.SIGKILL)
     assert left == []  # a clean stop takes its broker with it

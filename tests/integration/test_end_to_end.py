@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +11,19 @@ import orjson
 import pytest
 
 from estatewatch.service import Service
-from gateway.publisher import GatewayPublisher, now_ms
+from gateway.publisher import GatewayPublisher
+from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from simulators.estate import SimulatedEstate, small_estate
 from tests.conftest import mosquitto_pub
+from tests.support import waiter
 
 pytestmark = pytest.mark.integration
 
 ESTATE, GW = "e2e-estate", "gw-01"
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+wait_for = waiter(timeout=20.0, every=0.2)
 
 
 def pub(service: Service, topic: str, payload: bytes) -> None:

@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from estatewatch.service import Service
 from gateway.gbt26875 import Cmd
 from simulators.modbus_plant import PlantModbusServer
 from simulators.transmission_device import TransmissionDevice
+from tests.support import waiter
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +34,7 @@ ESTATE, GW = "fire-estate", "gw-01"
 EXAMPLES = Path(__file__).parents[2] / "gateway" / "examples"
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+wait_for = waiter(timeout=30.0, every=0.2)
 
 
 def status_watcher(service: Service) -> tuple[list[dict[str, Any]], mqtt.Client]:

@@ -13,10 +13,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +27,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import free_port
+from tests.support import http_server, stop_run, waiter
 
 pytestmark = pytest.mark.integration
 
@@ -56,22 +56,11 @@ class Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[str]:
     Receiver.posts, Receiver.failing = [], {"/json"}
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with http_server(Receiver) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = waiter(every=0.1)
 
 
 def ok_posts(path: str) -> list[dict[str, Any]]:
@@ -214,8 +203,4 @@ severities = ["warning"]
         attempts = [s for p, _, _, s in Receiver.posts if p == "/json"]
         assert attempts[0] == 503 and attempts[-1] == 200
     finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(30)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop_run(service, 30)

@@ -21,7 +21,7 @@ import pytest
 
 from estatewatch.broker import ManagedMosquitto
 from estatewatch.service import Service
-from supervision.report import SHANGHAI
+from protocol.clock import SHANGHAI
 from tests.conftest import service_settings
 
 pytestmark = pytest.mark.integration

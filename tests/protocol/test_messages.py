@@ -101,6 +101,12 @@ def decode_one_event(event: Any) -> Reject:
     return batch.rejects[0]
 
 
+def assert_bad_item(reject: Reject, what: str, where: str) -> None:
+    assert reject.reason is Reason.BAD_ITEM
+    assert what in reject.detail
+    assert reject.detail.startswith(where)
+
+
 def rejected(call: Any, *args: Any) -> MessageRejected:
     with pytest.raises(MessageRejected) as info:
         call(*args)
@@ -542,10 +548,7 @@ def test_timestamp_limits() -> None:
     ],
 )
 def test_bad_item(reading: Any, what: str) -> None:
-    reject = decode_one(reading)
-    assert reject.reason is Reason.BAD_ITEM
-    assert what in reject.detail
-    assert reject.detail.startswith("reading 0")
+    assert_bad_item(decode_one(reading), what, "reading 0")
 
 
 def test_dev_ids_accepted() -> None:
@@ -686,10 +689,7 @@ def test_event_data_optional_and_free_form() -> None:
     ],
 )
 def test_bad_event_item(event: Any, what: str) -> None:
-    reject = decode_one_event(event)
-    assert reject.reason is Reason.BAD_ITEM
-    assert what in reject.detail
-    assert reject.detail.startswith("event 0")
+    assert_bad_item(decode_one_event(event), what, "event 0")
 
 
 def test_event_unknown_kind_and_future() -> None:

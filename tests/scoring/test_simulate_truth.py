@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from estatewatch.broker import ManagedMosquitto
+from protocol.clock import SHANGHAI
 from scoring.ledger import FAULT_EXPECT, read_ledger
 from scoring.year import RANDOM_FAULTS, year_scenario
-from simulators.scenario import SHANGHAI, load_scenario
+from simulators.scenario import load_scenario
 from simulators.spec import load_spec
 from tests.gateway.test_simulate_cli import simulate
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from estatewatch.broker import GatewayCredentials, ManagedMosquitto
 from estatewatch.service import Service
 from protocol.messages import Command, encode_command
+from tests.support import waiter
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +27,7 @@ VICTIM, ATTACKER, GW = "victim-e", "attacker-e", "gw-01"
 SERVICE_IDS = ("estatewatch-ingest", "estatewatch-ingest-events")
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+wait_for = waiter(every=0.05)
 
 
 def register(service: Service, estate: str) -> GatewayCredentials:

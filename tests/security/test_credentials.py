@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.service import Service
 from ingest.state import AlreadyExists, NotFound, StateStore
+from protocol.clock import now_ms
 from tests.security.auth_helpers import (
     admin,
     as_user,
@@ -76,10 +77,6 @@ class GatewayLink:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def connect_result(creds: dict[str, Any], password: str) -> str:

@@ -17,7 +17,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +33,9 @@ from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.service import Service
 from ingest.state import DEADLETTER_HEAD_BYTES, StateStore
 from ingest.telemetry import TelemetryReader
+from protocol.clock import now_ms
 from tests.conftest import service_settings
+from tests.support import run_env, seed_state, start_run, stop_run, waiter
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +44,7 @@ GW = "gw-01"
 TOKEN = "test-admin-token-0123456789"
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+wait_for = waiter(timeout=20.0, every=0.1)
 
 
 class Gateway:
@@ -334,30 +323,12 @@ def test_a_locked_store_is_retried_not_dead_lettered_health_degraded_sigterm_pro
     fault: nothing is dead-lettered, /healthz says degraded, SIGTERM still stops the service
     at once (it took 65-93 s), and after a restart the message is stored."""
     data = tmp_path / "data"
-    data.mkdir()
-    state = StateStore.open(f"sqlite:///{data / 'estatewatch.db'}")
-    state.add_estate(GOOD_A, GOOD_A)
-    state.add_gateway(GOOD_A, GW)
-    state.close()
-    ep = mosquitto.endpoint
+    seed_state(data, GOOD_A, GOOD_A, GW)
     port = free_port()
-    env = {
-        **os.environ,
-        "ESTATEWATCH_DATA_DIR": str(data),
-        "ESTATEWATCH_MQTT_URL": f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}",
-        "ESTATEWATCH_API_PORT": str(port),
-        "ESTATEWATCH_ADMIN_TOKEN": TOKEN,
-        "ESTATEWATCH_LOG_LEVEL": "WARNING",
-        "ESTATEWATCH_INGEST_STALL_S": "2",
-    }
+    env = run_env(data, mosquitto.endpoint, port, TOKEN, ESTATEWATCH_INGEST_STALL_S="2")
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "estatewatch.cli", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        return start_run(env)
 
     def health() -> dict[str, Any] | None:
         try:
@@ -411,11 +382,7 @@ def test_a_locked_store_is_retried_not_dead_lettered_health_degraded_sigterm_pro
         if lock is not None:
             lock.close()
         gw.close()
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(15)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop_run(service, 15)
 
 
 def _stored(path: Path, pressure: float) -> bool:

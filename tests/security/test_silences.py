@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -45,14 +46,19 @@ def test_what_re2_cannot_run_in_linear_time_is_refused_with_the_reason() -> None
         Matcher.parse("device", "a" * 1000, "=")
 
 
+def silence_on_e1(pattern: str, comment: str = "试探") -> dict[str, Any]:
+    """The body of an hour's silence in e1 of the devices whose id matches ``pattern``."""
+    return {
+        "estate": "e1",
+        "matchers": [{"name": "device", "op": "=~", "value": pattern}],
+        "duration_min": 60,
+        "comment": comment,
+    }
+
+
 def test_a_post_with_a_backtracking_pattern_answers_at_once(world: World) -> None:  # noqa: F811
     Site(world.engine, world.clock, estate="e1").reading(LONG_ID, "fire_pump", fault=True)
-    body = {
-        "estate": "e1",
-        "matchers": [{"name": "device", "op": "=~", "value": EVIL}],
-        "duration_min": 60,
-        "comment": "试探",
-    }
+    body = silence_on_e1(EVIL)
     started = time.perf_counter()
     r = world.post("op1", "/api/v1/silences", body)
     assert r.status_code == 201, r.text
@@ -62,12 +68,7 @@ def test_a_post_with_a_backtracking_pattern_answers_at_once(world: World) -> Non
 
 
 def test_a_pattern_re2_refuses_is_a_clear_error_at_creation(world: World) -> None:  # noqa: F811
-    body = {
-        "estate": "e1",
-        "matchers": [{"name": "device", "op": "=~", "value": "(?=lift)lift-1"}],
-        "duration_min": 60,
-        "comment": "lookahead",
-    }
+    body = silence_on_e1("(?=lift)lift-1", "lookahead")
     r = world.post("op1", "/api/v1/silences", body)
     assert r.status_code == 422
     error = r.json()["error"]
@@ -79,12 +80,7 @@ def test_another_estates_alarms_flow_while_a_silence_is_active(world: World) -> 
     e2 = Site(world.engine, world.clock, estate="e2")
     for i in range(2):
         e2.reading(f"{LONG_ID[:-1]}{i}", "fire_pump", fault=True)
-    body = {
-        "estate": "e1",
-        "matchers": [{"name": "device", "op": "=~", "value": EVIL}],
-        "duration_min": 60,
-        "comment": "试探",
-    }
+    body = silence_on_e1(EVIL)
     started = time.perf_counter()
     assert world.post("op1", "/api/v1/silences", body).status_code == 201
     for _ in range(5):  # five seconds of the engine's clock

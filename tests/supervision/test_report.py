@@ -14,8 +14,9 @@ from ingest.pipeline import Delivery
 from ingest.state import StateStore
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
+from protocol.clock import SHANGHAI
 from protocol.messages import Event, Reading
-from supervision.report import SHANGHAI, ReportInputs, to_csv, to_xlsx, yearly_report
+from supervision.report import ReportInputs, to_csv, to_xlsx, yearly_report
 
 CAT = default_catalog()
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=SHANGHAI).timestamp() * 1000)
@@ -51,62 +52,28 @@ def test_report_counts_alarms_rescues_and_uptime(tmp_path: Path) -> None:
     )
     now = [T0]
     engine = AlertEngine(state.engine, CAT, clock=lambda: now[0])
+
+    def happens(estate: str, event: Event) -> None:
+        engine.on_committed([delivery(estate, events=[event], ts=now[0])])
+
     # north: passengers trapped at 09:00, released at 09:12
-    engine.on_committed(
-        [
-            delivery(
-                "north", events=[Event("lift-1", "elevator", T0, "elevator.trapped", {"floor": 7})]
-            )
-        ]
-    )
+    happens("north", Event("lift-1", "elevator", T0, "elevator.trapped", {"floor": 7}))
     # (issue 11) the technician arrives at 09:08: the deadline is about the arrival
     now[0] = T0 + 8 * MIN
     arrived = Event("lift-1", "elevator", now[0], "elevator.technician_arrived", {})
-    engine.on_committed([delivery("north", events=[arrived], ts=now[0])])
+    happens("north", arrived)
     now[0] = T0 + 12 * MIN
-    engine.on_committed(
-        [
-            delivery(
-                "north",
-                events=[Event("lift-1", "elevator", now[0], "elevator.released", {})],
-                ts=now[0],
-            )
-        ]
-    )
+    happens("north", Event("lift-1", "elevator", now[0], "elevator.released", {}))
     # south: trapped for 40 minutes: the 30-minute deadline is breached
     now[0] = T0 + 60 * MIN
-    engine.on_committed(
-        [
-            delivery(
-                "south",
-                events=[Event("lift-1", "elevator", now[0], "elevator.trapped", {"floor": 3})],
-                ts=now[0],
-            )
-        ]
-    )
+    happens("south", Event("lift-1", "elevator", now[0], "elevator.trapped", {"floor": 3}))
     for step in range(1, 41):
         now[0] = T0 + (60 + step) * MIN
         engine.tick()
-    engine.on_committed(
-        [
-            delivery(
-                "south",
-                events=[Event("lift-1", "elevator", now[0], "elevator.released", {})],
-                ts=now[0],
-            )
-        ]
-    )
+    happens("south", Event("lift-1", "elevator", now[0], "elevator.released", {}))
     # north: a fire alarm acknowledged after 2 minutes and resolved after 10
     now[0] = T0 + 200 * MIN
-    engine.on_committed(
-        [
-            delivery(
-                "north",
-                events=[Event("fap-1", "fire_panel", now[0], "fire.alarm", {"zone": "b1"})],
-                ts=now[0],
-            )
-        ]
-    )
+    happens("north", Event("fap-1", "fire_panel", now[0], "fire.alarm", {"zone": "b1"}))
     fire = next(a for a in engine.list_alarms(estate="north") if a["kind"] == "fire_panel")
     now[0] += 2 * MIN
     engine.acknowledge(fire["id"], "duty-1")

@@ -19,7 +19,8 @@ from alerts.rules.spec import Severity
 from alerts.store import AlertStore, StoreBatch
 from ingest.state import StateStore
 from protocol.catalog import default_catalog
-from supervision.report import SHANGHAI, ReportInputs, to_csv, to_xlsx, yearly_report
+from protocol.clock import SHANGHAI
+from supervision.report import ReportInputs, to_csv, to_xlsx, yearly_report
 
 CAT = default_catalog()
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=SHANGHAI).timestamp() * 1000)
