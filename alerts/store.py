@@ -303,6 +303,11 @@ class StoreBatch:
     tasks: dict[tuple[str, str], ActivationTask] = field(default_factory=dict)
     rescues: dict[str, tuple[Rescue, bool]] = field(default_factory=dict)
     notifications: list[Notification] = field(default_factory=list)
+    # What people and the schedule change besides alarms and plans, in the same transaction.
+    silences: dict[str, Silence] = field(default_factory=dict)
+    warnings: dict[str, OfficialWarning] = field(default_factory=dict)
+    drills: dict[str, Drill] = field(default_factory=dict)
+    drill_clocks: dict[tuple[str, str], int] = field(default_factory=dict)  # -> last_ms
 
     def merge(self, later: StoreBatch) -> None:
         """Fold a later batch into this one (the later state of an object wins)."""
@@ -314,6 +319,10 @@ class StoreBatch:
         self.tasks.update(later.tasks)
         self.rescues.update(later.rescues)
         self.notifications.extend(later.notifications)
+        self.silences.update(later.silences)
+        self.warnings.update(later.warnings)
+        self.drills.update(later.drills)
+        self.drill_clocks.update(later.drill_clocks)
 
     @property
     def size(self) -> int:
@@ -323,6 +332,9 @@ class StoreBatch:
             + len(self.activations)
             + len(self.activation_entries)
             + len(self.notifications)
+            + len(self.silences)
+            + len(self.warnings)
+            + len(self.drills)
         )
 
     def __bool__(self) -> bool:
@@ -335,6 +347,10 @@ class StoreBatch:
             or self.tasks
             or self.rescues
             or self.notifications
+            or self.silences
+            or self.warnings
+            or self.drills
+            or self.drill_clocks
         )
 
 
@@ -448,6 +464,13 @@ class AlertStore:
             _insert_new(
                 conn, notifications, [_notification_row(n) for n in batch.notifications], ["key"]
             )
+            _upsert(conn, silences, [_silence_row(x) for x in batch.silences.values()], ["id"])
+            _upsert(conn, warnings, [_warning_row(w) for w in batch.warnings.values()], ["id"])
+            _upsert(conn, drills, [_drill_row(d) for d in batch.drills.values()], ["id"])
+            clocks = [
+                {"estate": e, "plan": p, "last_ms": ms} for (e, p), ms in batch.drill_clocks.items()
+            ]
+            _upsert(conn, drill_clocks, clocks, ["estate", "plan"])
 
     # --- alarms --------------------------------------------------------------------------------
     def open_alarms(self) -> list[Alarm]:
@@ -497,17 +520,8 @@ class AlertStore:
 
     # --- silences ------------------------------------------------------------------------------
     def save_silence(self, s: Silence) -> None:
-        row = {
-            "id": s.id,
-            "matchers": [m.as_dict() for m in s.matchers],
-            "starts_ms": s.starts_ms,
-            "ends_ms": s.ends_ms,
-            "created_by": s.created_by,
-            "comment": s.comment,
-            "created_ms": s.created_ms,
-        }
         with self.engine.begin() as conn:
-            _upsert(conn, silences, [row], ["id"])
+            _upsert(conn, silences, [_silence_row(s)], ["id"])
 
     def silences(self, ending_after_ms: int | None = None) -> list[Silence]:
         q = sa.select(silences).order_by(silences.c.created_ms.desc())
@@ -663,22 +677,8 @@ class AlertStore:
 
     # --- warnings ------------------------------------------------------------------------------
     def save_warning(self, w: OfficialWarning) -> None:
-        row = {
-            "id": w.id,
-            "hazard": w.hazard.value,
-            "level": w.level.colour,
-            "estates": list(w.estates),
-            "region": w.region,
-            "issued_ms": w.issued_ms,
-            "expires_ms": w.expires_ms,
-            "text": w.text,
-            "source": w.source,
-            "created_by": w.created_by,
-            "created_ms": w.created_ms,
-            "cancelled_ms": w.cancelled_ms,
-        }
         with self.engine.begin() as conn:
-            _upsert(conn, warnings, [row], ["id"])
+            _upsert(conn, warnings, [_warning_row(w)], ["id"])
 
     def warnings(self, expiring_after_ms: int | None = None) -> list[OfficialWarning]:
         q = sa.select(warnings).order_by(warnings.c.issued_ms.desc())
@@ -1005,6 +1005,35 @@ def _notification_row(n: Notification) -> dict[str, Any]:
         "created_ms": n.created_ms,
         "sent_ms": None,
         "last_error": None,
+    }
+
+
+def _silence_row(s: Silence) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "matchers": [m.as_dict() for m in s.matchers],
+        "starts_ms": s.starts_ms,
+        "ends_ms": s.ends_ms,
+        "created_by": s.created_by,
+        "comment": s.comment,
+        "created_ms": s.created_ms,
+    }
+
+
+def _warning_row(w: OfficialWarning) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "hazard": w.hazard.value,
+        "level": w.level.colour,
+        "estates": list(w.estates),
+        "region": w.region,
+        "issued_ms": w.issued_ms,
+        "expires_ms": w.expires_ms,
+        "text": w.text,
+        "source": w.source,
+        "created_by": w.created_by,
+        "created_ms": w.created_ms,
+        "cancelled_ms": w.cancelled_ms,
     }
 
 
