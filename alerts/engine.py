@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
@@ -79,6 +80,16 @@ class _Via(Generic[S, P, R]):
         return partial(self.fn, getattr(obj, self.part))
 
 
+@dataclass(frozen=True, slots=True)
+class _Every:
+    """How often the tick's periodic parts run, and how long notifications are kept."""
+
+    deadman_ms: int
+    weather_ms: int
+    snapshot_ms: int
+    notification_retention_ms: int
+
+
 class AlertEngine:
     """Wiring (the composition root, ``estatewatch/service.py``)::
 
@@ -132,21 +143,17 @@ class AlertEngine:
     ) -> None:
         self.catalog = catalog
         self.rules_dir, self.override_dir = rules_dir, override_dir
-        self.deadman_every_ms, self.weather_every_ms = deadman_every_ms, weather_every_ms
-        self.snapshot_every_ms = snapshot_every_ms
-        self.notification_retention_ms = notification_retention_ms
+        self.every = _Every(
+            deadman_every_ms, weather_every_ms, snapshot_every_ms, notification_retention_ms
+        )
         self._offline_gateways = offline_gateways or partial(stored_offline_gateways, engine)
         now = clock()
         store = AlertStore(engine)
         store.migrate(now)
-        rules = load_rules(catalog, rules_dir, override_dir)
-        plans = load_plans(plans_dir)
-        _check_plan_rules(rules, plans)
+        rules, plans = self._rules_and_plans(plans_dir)
         criteria = self._criteria(criteria_path, zones_path)
-        directory = EstateDirectory(
-            estate_records or partial(stored_estate_records, engine),
-            self.zones, estate_region, estate_profile,
-        )  # fmt: skip
+        lookup = estate_records or partial(stored_estate_records, engine)
+        directory = EstateDirectory(lookup, self.zones, estate_region, estate_profile)
         notify = notify or notifiers_for(publish, root, receivers)
         owns = owns or (lambda _estate: True)
         outbox = Outbox(store, notify.notifiers, clock, owns=owns)
@@ -163,16 +170,26 @@ class AlertEngine:
         )  # fmt: skip
         self.rec.set_rules(rules)
         self._alias_parts()
-        self._last_weather = self._last_purge = self._last_snapshot = now
-        # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
-        # restored from the last snapshot call devices silent.
-        self._last_deadman = now + startup_grace_ms - deadman_every_ms
-        self._drills = DrillClocks(store.drill_clocks())
-        # (estate, station) -> the newest reading time its levels were judged at
-        self._station_judged: dict[tuple[str, str], int] = {}
+        self._set_clocks(now, startup_grace_ms)
         self._restore(now)
 
     # --- set-up --------------------------------------------------------------------------------
+    def _rules_and_plans(self, plans_dir: Path) -> tuple[RuleSet, dict[str, Plan]]:
+        rules = load_rules(self.catalog, self.rules_dir, self.override_dir)
+        plans = load_plans(plans_dir)
+        _check_plan_rules(rules, plans)
+        return rules, plans
+
+    def _set_clocks(self, now: int, startup_grace_ms: int) -> None:
+        """When each periodic part of the tick last ran."""
+        self._last_weather = self._last_purge = self._last_snapshot = now
+        # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
+        # restored from the last snapshot call devices silent.
+        self._last_deadman = now + startup_grace_ms - self.every.deadman_ms
+        self._drills = DrillClocks(self.rec.store.drill_clocks())
+        # (estate, station) -> the newest reading time its levels were judged at
+        self._station_judged: dict[tuple[str, str], int] = {}
+
     def _criteria(self, criteria_path: Path, zones_path: Path) -> Criteria:
         """The CMA criteria, checked against the catalog and the climate zones."""
         criteria = load_criteria(criteria_path)
@@ -353,18 +370,18 @@ class AlertEngine:
         rec.step(self._tick)
         with rec.lock:
             now = rec.clock()
-            if now - self._last_snapshot >= self.snapshot_every_ms:
+            if now - self._last_snapshot >= self.every.snapshot_ms:
                 self._snapshot(now)
             if now - self._last_purge >= _DAY:
                 self._last_purge = now
-                rec.store.purge_notifications(now - self.notification_retention_ms)
+                rec.store.purge_notifications(now - self.every.notification_retention_ms)
         if not rec.outbox.running:
             rec.outbox.deliver_due()
 
     def _tick(self, now: int, ch: Changes) -> None:
         rec, ev = self.rec, self.rec.evaluator
         signals: list[Signal] = []
-        if now - self._last_deadman >= self.deadman_every_ms:
+        if now - self._last_deadman >= self.every.deadman_ms:
             self._last_deadman = now
             ev.check_time(rec.index, now, signals)
         self._apply(signals, now, ch)
@@ -377,7 +394,7 @@ class AlertEngine:
             if alarm.state is not AlarmState.PENDING:
                 refresh_silence(rec, alarm, now, ch)
                 escalate(rec, alarm, now, ch)
-        if now - self._last_weather >= self.weather_every_ms:
+        if now - self._last_weather >= self.every.weather_ms:
             self._last_weather = now
             self._minutely(now, ch)
         for plan_change in rec.plan_book.tick(now):
@@ -388,7 +405,7 @@ class AlertEngine:
         season's end, drills; old silences and warnings leave memory (kept in the store)."""
         rec = self.rec
         self._refresh_shared(now)
-        weather_due(rec, now, self.weather_every_ms, ch)
+        weather_due(rec, now, self.every.weather_ms, ch)
         season_over(rec, now, ch)
         drills_due(rec, self._drills, now, ch)
         rec.silences.prune(now)

@@ -88,7 +88,8 @@ class Queries:
         return [lv.as_dict() for lv in levels.values()]
 
     def list_plans(self) -> list[dict[str, Any]]:
-        return [_plan_dict(p) for p in self.rec.plans.values()]  # loaded once, never changed
+        with self.rec.lock:
+            return [_plan_dict(p) for p in self.rec.plans.values()]
 
     def list_activations(
         self,
