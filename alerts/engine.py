@@ -10,7 +10,8 @@ Each call is one step (``Records.step``): its changes (alarms, plans, silences, 
 drills, notifications) are gathered in a ``Changes`` and written in one transaction before
 anyone is told: listeners (the live stream), MQTT and webhooks through the notification log.
 Written apart, on their own schedule: the snapshot of deadman clocks and window samples
-(every 5 min and at stop) and the purge of old notifications (daily).
+(every 5 min and at stop), the purge of old notifications (daily), and the outbox's marks of
+what it delivered (on its own thread).
 
 What follows an alarm change is in ``alerts/followups.py``, weather → plans in
 ``alerts/weather_plans.py``, what falls due with time in ``alerts/due.py``, who is told in
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 
@@ -77,6 +78,8 @@ class _Via(Generic[S, P, R]):
         self.__doc__ = fn.__doc__
 
     def __get__(self, obj: object, owner: type | None = None) -> Callable[P, R]:
+        if obj is None:  # on the class (introspection, documentation): the part's function
+            return cast(Callable[P, R], self.fn)
         return partial(self.fn, getattr(obj, self.part))
 
 
