@@ -125,6 +125,11 @@ class StoreBatch:
     tasks: dict[tuple[str, str], ActivationTask] = field(default_factory=dict)
     rescues: dict[str, tuple[Rescue, bool]] = field(default_factory=dict)
     notifications: list[Notification] = field(default_factory=list)
+    # What people and the schedule change besides alarms and plans, in the same transaction.
+    silences: dict[str, Silence] = field(default_factory=dict)
+    warnings: dict[str, OfficialWarning] = field(default_factory=dict)
+    drills: dict[str, Drill] = field(default_factory=dict)
+    drill_clocks: dict[tuple[str, str], int] = field(default_factory=dict)  # -> last_ms
 
     def merge(self, later: StoreBatch) -> None:
         """Fold a later batch into this one (the later state of an object wins)."""
@@ -136,6 +141,10 @@ class StoreBatch:
         self.tasks.update(later.tasks)
         self.rescues.update(later.rescues)
         self.notifications.extend(later.notifications)
+        self.silences.update(later.silences)
+        self.warnings.update(later.warnings)
+        self.drills.update(later.drills)
+        self.drill_clocks.update(later.drill_clocks)
 
     @property
     def size(self) -> int:
@@ -145,6 +154,9 @@ class StoreBatch:
             + len(self.activations)
             + len(self.activation_entries)
             + len(self.notifications)
+            + len(self.silences)
+            + len(self.warnings)
+            + len(self.drills)
         )
 
     def __bool__(self) -> bool:
@@ -157,6 +169,10 @@ class StoreBatch:
             or self.tasks
             or self.rescues
             or self.notifications
+            or self.silences
+            or self.warnings
+            or self.drills
+            or self.drill_clocks
         )
 
 
@@ -220,6 +236,13 @@ class AlertStore:
             insert_new(
                 conn, notifications, [_NOTIFICATION.row(n) for n in batch.notifications], ["key"]
             )
+            upsert(conn, silences, [_SILENCE.row(x) for x in batch.silences.values()], ["id"])
+            upsert(conn, warnings, [_WARNING.row(w) for w in batch.warnings.values()], ["id"])
+            upsert(conn, drills, [_DRILL.row(d) for d in batch.drills.values()], ["id"])
+            clocks = [
+                {"estate": e, "plan": p, "last_ms": ms} for (e, p), ms in batch.drill_clocks.items()
+            ]
+            upsert(conn, drill_clocks, clocks, ["estate", "plan"])
 
     def _save(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
         if rows:

@@ -22,6 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from alerts.engine import AlertEngine
+from alerts.notices import notifiers_for
 from alerts.notify.mqtt import NoticeClient
 from alerts.notify.receivers import receivers_from_config
 from api.app import create_app
@@ -33,6 +34,7 @@ from estatewatch.datafiles import check_data_files, state_opened
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest
 from ingest.datafiles import explain_corruption, sqlite_path
+from ingest.directory import estate_records, offline_gateways
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
@@ -268,18 +270,24 @@ class Service:
         publish = self.notices.publish
         owns = (lambda e: shard_of(e, shard[1]) == shard[0]) if shard else None
         rules = s.data_path / "rules"
+        receivers = receivers_from_config(json.loads(s.receivers)) if s.receivers else None
+        db = self.state.engine
         self.alerts = retry_schema(
             lambda: AlertEngine(
-                self.state.engine,
+                db,
                 self.catalog,
                 clock=self.clock,
                 publish=publish,
                 root=s.mqtt_root,
                 override_dir=rules if rules.is_dir() else None,
-                estate_region=self._estate_region,
                 owns=owns,
                 late_after_ms=s.late_after_s * 1000,
-                receivers=receivers_from_config(json.loads(s.receivers)) if s.receivers else None,
+                # Who is told (MQTT notices, webhooks per role), and what alerts may read of
+                # ingest's estates and gateways: wired here, injected.
+                notify=notifiers_for(publish, s.mqtt_root, receivers),
+                estate_records=functools.partial(estate_records, db),
+                estate_region=self._estate_region,
+                offline_gateways=functools.partial(offline_gateways, db),
             ),
             "alerts",
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from alerts.datafile import format_duration
@@ -259,7 +260,7 @@ class Evaluator:
     ) -> None:
         """These window tests, in rule order, each aggregate computed once."""
         if len(todo) > 1:
-            todo.sort(key=_first)
+            todo.sort(key=itemgetter(0))
         cache: dict[tuple[str, Aggregate], float | None] = {}
         for _pos, test, rule in todo:
             self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
@@ -354,7 +355,7 @@ class Evaluator:
         if todo is None:
             return
         if len(todo) > 1:
-            todo.sort(key=_first)
+            todo.sort(key=itemgetter(0))
         for _pos, comp, rule in todo:
             if self._may_hit(comp, latest, estate, r.dev, r.ts):
                 self._composite(rule, comp, estate, r.dev, r.kind, gateway, r.ts, out)
@@ -589,10 +590,6 @@ def _due_tests(
     ):
         return group.always
     return group.tests
-
-
-def _first(entry: tuple[int, Any, Any]) -> int:
-    return entry[0]
 
 
 def _value_detail(test: ValueTest, v: Value, ts: int) -> dict[str, Any]:

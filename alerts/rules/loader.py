@@ -51,23 +51,10 @@ __all__ = ["BUNDLED_RULES", "RuleFileError", "RuleSet", "load_rules"]
 BUNDLED_RULES = Path(__file__).with_name("defaults")
 
 _FILE_KEYS = frozenset({"rules", "chains", "inhibit"})
-_RULE_KEYS = frozenset(
-    {
-        "id",
-        "kinds",
-        "when",
-        "for",
-        "severity",
-        "summary",
-        "tags",
-        "escalation",
-        "clear_event",
-        "auto_resolve",
-        "rescue_deadline",
-        "enabled",
-        "description",
-    }
-)
+_RULE_KEYS = frozenset({
+    "id", "kinds", "when", "for", "severity", "summary", "tags", "escalation",
+    "clear_event", "auto_resolve", "rescue_deadline", "enabled", "description",
+})  # fmt: skip
 _NUMERIC_OPS = ("above", "below", "at_least", "at_most", "outside")
 _OPS = (*_NUMERIC_OPS, "equals", "in", "bit")
 _TEST_KEYS = frozenset({"metric", "agg", "window", "clear", *_OPS})

@@ -1,0 +1,163 @@
+"""What people read (the API): alarms, rescues, silences, warnings, weather levels, plans,
+activations, drills, the engine's health. Every read takes the engine's lock, so it sees a
+step whole: never an alarm changed in memory but not yet written, nor half a commit."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from alerts.drills import year_bounds, yearly_counts
+from alerts.plans import Plan
+from alerts.records import Records
+from ingest.state import NotFound
+
+__all__ = ["Queries"]
+
+
+class Queries:
+    def __init__(self, rec: Records) -> None:
+        self.rec = rec
+
+    def list_alarms(
+        self,
+        estate: str | None = None,
+        state: Sequence[str] | None = None,
+        severity: Sequence[str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        estates: Collection[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first. ``estates``: only these (the caller's), None: all."""
+        with self.rec.lock:
+            found = self.rec.store.list_alarms(estate, state, severity, limit, offset, estates)
+            return [a.as_dict() for a in found]
+
+    def get_alarm(self, alarm_id: str) -> dict[str, Any]:
+        with self.rec.lock:
+            alarm = self.rec.alarms.by_id.get(alarm_id) or self.rec.store.get_alarm(alarm_id)
+            if alarm is None:
+                raise NotFound(f"alarm {alarm_id!r} not found")
+            return {**alarm.as_dict(), "timeline": self.rec.store.alarm_timeline(alarm_id)}
+
+    def rescues(
+        self, estate: str | None = None, estates: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every entrapment: trapped → released, its deadline, and whether it was breached."""
+        with self.rec.lock:
+            return self.rec.store.rescues(estate, estates)
+
+    def get_silence(self, silence_id: str) -> dict[str, Any]:
+        with self.rec.lock:
+            found = [s for s in self.rec.store.silences() if s.id == silence_id]
+            if not found:
+                raise NotFound(f"silence {silence_id!r} not found")
+            return found[0].as_dict(self.rec.clock())
+
+    def list_silences(
+        self, active: bool | None = None, estates: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """``estates``: only silences limited to one of these (None: all, global ones too)."""
+        with self.rec.lock:
+            now = self.rec.clock()
+            items = self.rec.store.silences()
+        if active is not None:
+            items = [s for s in items if s.active(now) == active]
+        if estates is not None:
+            items = [s for s in items if s.estate is not None and s.estate in estates]
+        return [s.as_dict(now) for s in items]
+
+    def list_warnings(
+        self, active: bool | None = None, estates: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """``estates``: only warnings covering one of these (by name or by region)."""
+        with self.rec.lock:
+            now = self.rec.clock()
+            items = self.rec.store.warnings()
+            regions = {e: self.rec.estates.region(e) for e in estates or ()}
+        if active is not None:
+            items = [w for w in items if w.active(now) == active]
+        if estates is not None:
+            items = [w for w in items if any(w.covers(e, r) for e, r in regions.items())]
+        return [w.as_dict(now) for w in items]
+
+    def weather_levels(self, estate: str) -> list[dict[str, Any]]:
+        with self.rec.lock:
+            region = self.rec.estates.region(estate)
+            levels = self.rec.weather.estate_levels(estate, region, self.rec.clock())
+        return [lv.as_dict() for lv in levels.values()]
+
+    def list_plans(self) -> list[dict[str, Any]]:
+        with self.rec.lock:
+            return [_plan_dict(p) for p in self.rec.plans.values()]
+
+    def list_activations(
+        self,
+        estate: str | None = None,
+        active: bool | None = None,
+        limit: int = 100,
+        estates: Collection[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        with self.rec.lock:
+            found = self.rec.store.list_activations(estate, active, limit, estates)
+        return [a.as_dict(self.rec.plans.get(a.plan)) for a in found]
+
+    def get_activation(self, activation_id: str) -> dict[str, Any]:
+        with self.rec.lock:
+            act = self.rec.store.get_activation(activation_id)
+            if act is None:
+                raise NotFound(f"plan activation {activation_id!r} not found")
+            timeline = self.rec.store.activation_timeline(activation_id)
+        return {**act.as_dict(self.rec.plans.get(act.plan)), "timeline": timeline}
+
+    def list_drills(
+        self,
+        estate: str | None = None,
+        plan: str | None = None,
+        year: int | None = None,
+        estates: Collection[str] | None = None,
+    ) -> dict[str, Any]:
+        """Drills, newest first; with an estate and a year, also the yearly count per plan
+        against the number required."""
+        since, until = year_bounds(year) if year is not None else (None, None)
+        with self.rec.lock:
+            items = self.rec.store.list_drills(estate, plan, since, until, estates=estates)
+        out: dict[str, Any] = {"items": [d.as_dict() for d in items], "total": len(items)}
+        if estate is not None and year is not None:
+            out["yearly"] = yearly_counts(items, self.rec.plans, estate, year)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        rec = self.rec
+        with rec.lock:
+            return {
+                "rules": len(rec.rules.defaults),
+                "rule_files": len(rec.rules.files),
+                "open_alarms": len(rec.alarms.open),
+                "active_plans": len(rec.plan_book.active),
+                "devices_watched": len(rec.evaluator.clocks),
+                "notify_worker": rec.outbox.running,
+            }
+
+
+def _plan_dict(p: Plan) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": {"zh": p.name_zh, "en": p.name_en},
+        "hazards": [h.value for h in p.hazards],
+        "levels": {
+            lvl.roman: {
+                "weather": pl.weather.colour if pl.weather else None,
+                "rules": sorted(pl.rules),
+                "together": [[sorted(alts) for alts in g] for g in pl.together],
+                "confirm": pl.confirm,
+                "person": pl.person,
+                "tasks": [
+                    {"id": t.id, "text": t.text_zh, "role": t.role, "due_ms": t.due_ms}
+                    for t in pl.tasks
+                ],
+            }
+            for lvl, pl in sorted(p.levels.items())
+        },
+        "drill": {"cron": p.drill_cron, "per_year": p.drills_per_year},
+    }
