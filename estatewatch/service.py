@@ -22,8 +22,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from alerts.engine import AlertEngine
+from alerts.notify import NotifyError
 from alerts.notify.mqtt import NoticeClient
 from alerts.notify.receivers import receivers_from_config
+from alerts.remote import CommandDesk
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
@@ -145,6 +147,8 @@ class Service:
         self.endpoint: MqttEndpoint | None = None
         self.ingest: Ingest | None = None
         self.alerts: AlertEngine | None = None
+        self.command_client: NoticeClient | None = None
+        self.commands: CommandDesk | None = None
         self.api_port = settings.api_port
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
@@ -293,6 +297,53 @@ class Service:
             max_instances=1,
             coalesce=True,
         )
+        self._start_commands(suffix, owns)
+
+    def _start_commands(self, suffix: str, owns: Callable[[str], bool] | None) -> None:
+        """Remote commands to devices (socket cut-off): sent on an MQTT session of their own,
+        answered on ``cmd/ack`` through ingest, timed out on the wall clock; a rule's action
+        taken when its alarm fires where ``auto_cutoff`` says so."""
+        assert self.ingest is not None and self.endpoint is not None and self.alerts is not None
+        s = self.settings
+        client = NoticeClient(self.endpoint, f"estatewatch-commands{suffix}", max_queued=1000)
+        self.command_client = client
+        client.start()
+
+        def publish(topic: str, payload: bytes, retain: bool) -> None:
+            # Not queued for a later connection: a command that leaves late may switch a
+            # socket long after the person gave up on it (and after its time-out).
+            if not client.connected.is_set():
+                raise NotifyError(f"not connected to {client.endpoint.url}")
+            client.publish(topic, payload, retain)
+
+        self.commands = CommandDesk(
+            self.state,
+            publish,
+            root=s.mqtt_root,
+            timeout_ms=s.command_timeout_s * 1000,
+            auto_action=self._auto_action,
+            owns=owns,
+        )
+        self.commands.add_listener(self._push_alert_change)
+        self.ingest.add_listener(self.commands.on_committed)
+        self.alerts.add_listener(self.commands.on_alarm_change)
+        self.commands.start()
+        self.scheduler.add_job(
+            self.commands.tick,
+            "interval",
+            seconds=1,
+            id="commands-tick",
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def _auto_action(self, estate: str, rule_id: str) -> str | None:
+        """The action of the rule in force for the estate, if automatic actions are on there."""
+        if self.alerts is None or not self.settings.auto_cutoff_for(estate):
+            return None
+        rules = self.alerts.rules
+        rule = rules.estates.get(estate, {}).get(rule_id) or rules.defaults.get(rule_id)
+        return rule.action if rule is not None and rule.enabled else None
 
     def _broker_metrics(self) -> None:
         Gauge(
@@ -405,6 +456,7 @@ class Service:
             live=self.live,
             inspections=retry_schema(lambda: InspectionBook(self.state.engine), "inspections"),
             alerts=self.alerts,
+            commands=self.commands,
             health=self.health,
             on_gateway_registered=(lambda e, g: ingest.registry.reload())
             if ingest
@@ -512,6 +564,8 @@ class Service:
             self.alerts.stop()
         if self.notices is not None:
             self.notices.stop()
+        if self.command_client is not None:
+            self.command_client.stop()
         if hasattr(self, "telemetry_writer") and writer_stopped:
             self.telemetry_writer.close()
         if hasattr(self, "state"):
