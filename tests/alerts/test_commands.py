@@ -361,3 +361,19 @@ def test_alerts_schema_v3_gains_the_commands_table(database_url: str) -> None:
     cmd = desk.send("e1", "ebc-1", "socket.power_off", "", "zhang")
     assert desk.get(cmd["id"])["state"] == "sent"
     st.close()
+
+
+def test_every_command_state_and_action_has_its_words_in_both_languages() -> None:
+    from alerts.commands import ACTIONS
+    from alerts.labels import Labels
+    from alerts.remote import GATEWAY, TIMELINE_ACTION, TIMEOUT
+
+    labels = Labels(default_catalog())
+    keys = [f"alarm.action.{a}" for a in TIMELINE_ACTION.values()]
+    keys += [f"command.state.{s.value}" for s in CommandState]
+    keys += [f"command.action.{a}" for a in ACTIONS]
+    keys += [f"actor.{GATEWAY}", f"actor.{TIMEOUT}", f"actor.{SYSTEM}"]
+    for key in keys:
+        zh, en = labels.text(key), labels.text(key, "en")
+        assert zh != key and en != key and zh != en, key
+    assert labels.text("alarm.action.command_timed_out") == "远程指令超时未回复"
