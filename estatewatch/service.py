@@ -26,6 +26,7 @@ from alerts.notify import NotifyError
 from alerts.notify.mqtt import NoticeClient
 from alerts.notify.receivers import receivers_from_config
 from alerts.remote import CommandDesk
+from alerts.store import AlertStore
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
@@ -186,6 +187,12 @@ class Service:
             self.scheduler.add_job(
                 self._purge_dead_letters, "interval", hours=1, id="purge-dead-letters"
             )
+        if self.role == "api" and s.mqtt_url:
+            # one session per API process: several may serve behind a balancer
+            api_client = f"estatewatch-commands-api-{os.getpid()}"
+            alerts_store = AlertStore(self.state.engine)  # its commands table, if no shard made it
+            retry_schema(lambda: alerts_store.migrate(now_ms()), "alerts")
+            self._start_commands(parse_mqtt_url(s.mqtt_url), api_client, None)
         self.scheduler.start()
         self._start_api()
 
@@ -297,15 +304,18 @@ class Service:
             max_instances=1,
             coalesce=True,
         )
-        self._start_commands(suffix, owns)
+        self._start_commands(self.endpoint, f"estatewatch-commands{suffix}", owns)
 
-    def _start_commands(self, suffix: str, owns: Callable[[str], bool] | None) -> None:
+    def _start_commands(
+        self, endpoint: MqttEndpoint, client_id: str, owns: Callable[[str], bool] | None
+    ) -> None:
         """Remote commands to devices (socket cut-off): sent on an MQTT session of their own,
         answered on ``cmd/ack`` through ingest, timed out on the wall clock; a rule's action
-        taken when its alarm fires where ``auto_cutoff`` says so."""
-        assert self.ingest is not None and self.endpoint is not None and self.alerts is not None
+        taken when its alarm fires where ``auto_cutoff`` says so. On ``--role api`` (no
+        ingest) it only sends: the ingest shard that owns the estate settles the answer in
+        the shared database, and this process's reads see it."""
         s = self.settings
-        client = NoticeClient(self.endpoint, f"estatewatch-commands{suffix}", max_queued=1000)
+        client = NoticeClient(endpoint, client_id, max_queued=1000)
         self.command_client = client
         client.start()
 
@@ -325,8 +335,10 @@ class Service:
             owns=owns,
         )
         self.commands.add_listener(self._push_alert_change)
-        self.ingest.add_listener(self.commands.on_committed)
-        self.alerts.add_listener(self.commands.on_alarm_change)
+        if self.ingest is not None:
+            self.ingest.add_listener(self.commands.on_committed)
+        if self.alerts is not None:
+            self.alerts.add_listener(self.commands.on_alarm_change)
         self.commands.start()
         self.scheduler.add_job(
             self.commands.tick,
