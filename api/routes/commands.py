@@ -30,8 +30,8 @@ def desk_of(ctx: Ctx) -> CommandDesk:
         raise ApiError(
             503,
             "unavailable",
-            "remote commands are sent by the process that runs ingest (estatewatch run); "
-            "this process does not",
+            "this process sends no remote commands: give it the broker "
+            "(ESTATEWATCH_MQTT_URL), or send them to the process that runs ingest",
         )
     return desk
 
