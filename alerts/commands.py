@@ -26,6 +26,7 @@ __all__ = [
     "CommandChange",
     "CommandRefused",
     "CommandState",
+    "CommandsBusy",
     "RemoteCommand",
     "check_action",
     "new_command_id",
@@ -53,6 +54,10 @@ class CommandState(StrEnum):
 class CommandRefused(ValueError):
     """A command that cannot be sent (unknown action, a device of another kind, too many
     waiting); the message says why and what to do."""
+
+
+class CommandsBusy(CommandRefused):
+    """Too many commands wait for their answers: try again shortly (429)."""
 
 
 def check_action(action: str, kind: str) -> None:
@@ -143,7 +148,7 @@ class CommandBook:
     ) -> RemoteCommand:
         """A new command, not yet waiting: :meth:`sent` once it is stored and published."""
         if len(self.waiting) >= self.max_waiting:
-            raise CommandRefused(
+            raise CommandsBusy(
                 f"{len(self.waiting)} commands are waiting for their gateways' answers; "
                 "try again once they are answered or time out"
             )

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alerts.commands import MAX_REASON, CommandRefused
+from alerts.commands import MAX_REASON, CommandRefused, CommandsBusy
 from alerts.remote import CommandConflict, CommandDesk
 from api.deps import Ctx, CurrentUser, guard, require_read
 from api.errors import ApiError
@@ -74,12 +74,15 @@ def send_command(
     command record at once, in state ``sent`` (``failed`` if the service's broker connection
     is down); follow it with ``GET /api/v1/commands/{id}`` or the live stream. 404: no such
     device (or alarm); 422: not an action for this device; 409: its gateway is disabled, or
-    the same action for this alarm still waits for its answer."""
+    the same action for this alarm still waits for its answer; 429: 1,000 commands wait for
+    their answers already."""
     desk = desk_of(ctx)
     try:
         return desk.send(estate, dev, body.action, body.reason, p.username, body.alarm_id)
     except CommandConflict as exc:
         raise ApiError(409, "conflict", str(exc)) from None
+    except CommandsBusy as exc:
+        raise ApiError(429, "too_many_commands", str(exc)) from None
     except CommandRefused as exc:
         raise ApiError(422, "invalid_request", str(exc)) from None
 

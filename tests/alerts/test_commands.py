@@ -11,7 +11,13 @@ import pytest
 import sqlalchemy as sa
 
 from alerts.alarms import SYSTEM, Alarm, AlarmState
-from alerts.commands import CommandBook, CommandRefused, CommandState, check_action
+from alerts.commands import (
+    CommandBook,
+    CommandRefused,
+    CommandsBusy,
+    CommandState,
+    check_action,
+)
 from alerts.remote import CommandConflict, CommandDesk, CommandStore
 from alerts.rules.loader import RuleFileError, load_rules
 from alerts.rules.spec import Severity
@@ -65,7 +71,7 @@ def test_the_book_is_bounded_and_actions_fit_their_device_kind() -> None:
     book = CommandBook(timeout_ms=1000, max_waiting=2)
     for dev in ("a", "b"):
         book.sent(book.open("e1", "gw", dev, "socket.power_off", "", "ops", T0))
-    with pytest.raises(CommandRefused, match="waiting"):
+    with pytest.raises(CommandsBusy, match="waiting"):
         book.open("e1", "gw", "c", "socket.power_off", "", "ops", T0)
     book.expire(T0 + 1000)
     book.open("e1", "gw", "c", "socket.power_off", "", "ops", T0)  # room again
