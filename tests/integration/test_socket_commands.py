@@ -329,3 +329,63 @@ def test_the_over_temperature_alarm_cuts_the_socket_by_itself_where_auto_cutoff_
     assert len(op.get(f"/api/v1/estates/e-auto/devices/{HOT}/commands").json()["items"]) == 1
     manual = world.admin.get(f"/api/v1/estates/e-manual/devices/{HOT}/commands").json()["items"]
     assert all(c["by"] != "rules" for c in manual)
+
+
+def test_commands_outlive_a_restart_and_one_left_waiting_times_out_after_it(
+    tmp_path: Path,
+) -> None:
+    """The service stops while a command waits for a gateway that never answers: after the
+    restart the answered command keeps its state and the waiting one times out."""
+    settings = service_settings(tmp_path, command_timeout_s=3)
+    service = Service(settings)
+    service.start()
+    admin = httpx.Client(
+        base_url=service.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    )
+    try:
+        assert admin.post("/api/v1/estates", json={"id": "e1", "name": "东苑"}).status_code == 201
+        creds = admin.post("/api/v1/estates/e1/gateways", json={"id": "gw-01"}).json()["mqtt"]
+        gw = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gw-01")
+        gw.username_pw_set(creds["username"], creds["password"])
+
+        def refuse(client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            cmd = orjson.loads(msg.payload)
+            if cmd["dev"] == "ebc-1":  # answers for one socket only
+                ack = {"v": 1, "id": cmd["id"], "ok": False, "ts": now_ms(), "error": "relay stuck"}
+                client.publish("estates/e1/gw/gw-01/cmd/ack", orjson.dumps(ack), 1)
+
+        gw.on_message = refuse
+        gw.connect(creds["host"], creds["port"])
+        gw.subscribe("estates/e1/gw/gw-01/cmd", 1)
+        gw.loop_start()
+        ts = now_ms()
+        readings = [
+            {"dev": d, "kind": "ebike_charger", "ts": ts, "m": {"power_w": 90.0}}
+            for d in ("ebc-1", "ebc-2")
+        ]
+        body = {"v": 1, "gw": "gw-01", "seq": 1, "sent": ts, "readings": readings}
+        gw.publish("estates/e1/gw/gw-01/telemetry", orjson.dumps(body), 1).wait_for_publish(10)
+        wait_for(lambda: socket_reading(admin, "e1", "ebc-2"), 20, "the sockets")
+        url = "/api/v1/estates/e1/devices/{}/commands"
+        refused = admin.post(url.format("ebc-1"), json={"action": "socket.power_off"}).json()
+        wait_for(lambda: command_state(admin, refused["id"], "failed"), 10, "the refusal")
+        waiting = admin.post(url.format("ebc-2"), json={"action": "socket.power_off"}).json()
+        assert waiting["state"] == "sent"
+        gw.loop_stop()
+        gw.disconnect()
+    finally:
+        service.stop()
+    time.sleep(3.5)  # its deadline passes while the service is down
+
+    again = Service(settings)
+    again.start()
+    try:
+        api = httpx.Client(
+            base_url=again.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+        got = wait_for(lambda: command_state(api, waiting["id"], "timed_out"), 10, "time-out")
+        assert got["answered_ms"] >= waiting["deadline_ms"]
+        kept = api.get(f"/api/v1/commands/{refused['id']}").json()
+        assert kept["state"] == "failed" and kept["error"] == "relay stuck"
+    finally:
+        again.stop()
