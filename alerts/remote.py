@@ -367,7 +367,14 @@ class CommandDesk:
         try:
             self.send(estate, str(alarm["subject"]), action, rule, SYSTEM, alarm_id, rule)
         except (CommandRefused, LookupError) as exc:
+            # Said where the control room looks: it must cut the socket some other way.
             log.warning("commands: automatic %s for alarm %s not sent: %s", action, alarm_id, exc)
+            detail = {"command_action": action, "dev": alarm["subject"], "error": str(exc)[:500]}
+            entry = TimelineEntry(alarm_id, self.clock(), "command_failed", TIMEOUT, detail)
+            try:
+                self.alerts.write(StoreBatch(alarm_entries=[entry]))
+            except sa.exc.SQLAlchemyError:
+                log.exception("commands: could not note the failed cut-off in alarm %s", alarm_id)
 
     # --- reading -------------------------------------------------------------------------------
     def get(self, command_id: str) -> dict[str, Any]:

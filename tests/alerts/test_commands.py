@@ -339,6 +339,21 @@ def test_a_rule_action_is_sent_once_per_alarm_never_for_late_alarms_or_when_off(
     ]
 
 
+def test_an_automatic_cut_off_that_cannot_go_says_so_in_the_alarm(state: StateStore) -> None:
+    alerts = AlertStore(state.engine)
+    alerts.write(StoreBatch(alarms={"al-1": hot_alarm("al-1")}))
+    state.set_gateway_access("e1", "gw-01", "disabled")
+    desk, sent, _ = make_desk(state, Clock(), auto=True)
+    desk.on_alarm_change(
+        {"type": "alarm", "action": "firing", "alarm": hot_alarm("al-1").as_dict()}
+    )
+    assert sent == []
+    (entry,) = alerts.alarm_timeline("al-1")
+    assert entry["action"] == "command_failed" and entry["by"] == "system"
+    assert "disabled" in entry["detail"]["error"]
+    assert entry["detail"]["command_action"] == "socket.power_off"
+
+
 def test_a_device_keeps_its_newest_commands(state: StateStore) -> None:
     clock = Clock()
     desk, _, _ = make_desk(state, clock)
