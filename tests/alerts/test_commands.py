@@ -25,7 +25,8 @@ from alerts.store import SCHEMA_VERSION, AlertStore, StoreBatch, schema_version
 from ingest.pipeline import Delivery
 from ingest.state import NotFound, StateStore
 from protocol.catalog import default_catalog
-from protocol.messages import CommandAck, decode_command
+from protocol.messages import CommandAck, Reading, decode_command
+from tests.alerts.conftest import MINUTE, Site
 
 T0 = 1_767_225_600_000
 
@@ -398,3 +399,44 @@ def test_every_command_state_and_action_has_its_words_in_both_languages() -> Non
         zh, en = labels.text(key), labels.text(key, "en")
         assert zh != key and en != key and zh != en, key
     assert labels.text("alarm.action.command_timed_out") == "远程指令超时未回复"
+
+
+def test_with_the_engine_a_late_hot_socket_cuts_nothing_until_its_data_is_current(
+    make_engine: Any, sqlite_url: str, clock: Any
+) -> None:
+    """The real engine as the desk's source: a replayed day-old over-temperature raises a
+    late alarm and sends nothing; once the socket's current data still says hot, the alarm is
+    raised anew (caught up) and the cut-off goes, once."""
+    state = StateStore.open(sqlite_url)
+    state.add_estate("e1", "东苑")
+    state.add_gateway("e1", "gw-01")
+    state.add_devices([("e1", "ebc-1", "ebike_charger", "gw-01", T0)])
+    engine = make_engine(sqlite_url)
+    sent: list[tuple[str, bytes]] = []
+
+    def auto(estate: str, rule_id: str) -> str | None:
+        rule = engine.rules.defaults.get(rule_id)
+        return rule.action if rule is not None else None
+
+    desk = CommandDesk(state, lambda t, p, r: sent.append((t, p)), auto_action=auto, clock=clock)
+    engine.add_listener(desk.on_alarm_change)
+    site = Site(engine, clock)
+    clock.advance(2 * MINUTE)
+    site.deliver(
+        readings=[Reading("ebc-1", "ebike_charger", clock.now - 86_400_000, {"temp_c": 70.0})]
+    )
+    (late,) = site.open_alarms("ebike-socket-hot")
+    assert late["late"] is True
+    assert sent == []
+    clock.advance(MINUTE)
+    site.reading("ebc-1", "ebike_charger", temp_c=71.0)
+    engine.tick()
+    clock.advance(MINUTE)
+    site.reading("ebc-1", "ebike_charger", temp_c=72.0)
+    engine.tick()
+    (alarm,) = site.open_alarms("ebike-socket-hot")
+    assert alarm["late"] is False and alarm["id"] == late["id"]
+    assert len(sent) == 1 and sent[0][0] == "estates/e1/gw/gw-01/cmd"
+    wire = decode_command(sent[0][1])
+    assert (wire.dev, wire.action) == ("ebc-1", "socket.power_off")
+    state.close()
