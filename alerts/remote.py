@@ -276,9 +276,10 @@ class CommandDesk:
             cmd = self.book.open(estate, gateway, dev, action, reason, by, now, alarm_id, rule)
             self.store.add(cmd)  # stored before it leaves: an answer always finds it
             self._changed(self.book.sent(cmd), emitted)
-            payload = encode_command(
-                Command(cmd.id, now, dev, action, {"reason": cmd.reason or "operator"})
-            )
+            # ``expires`` (optional, additive to CONTRACT.md): the gateway must not carry it
+            # out later, e.g. when the broker hands it over after the gateway was away.
+            params = {"reason": cmd.reason or "operator", "expires": cmd.deadline_ms}
+            payload = encode_command(Command(cmd.id, now, dev, action, params))
             try:
                 self._publish(
                     gateway_topic(estate, gateway, Channel.CMD, self.root), payload, False

@@ -198,7 +198,7 @@ def test_the_desk_sends_to_the_devices_gateway_and_records_every_state_in_the_al
     assert topic == "estates/e1/gw/gw-01/cmd"
     wire = decode_command(payload)  # CONTRACT.md "Commands", as a gateway decodes it
     assert (wire.id, wire.dev, wire.action, wire.ts) == (cmd["id"], "ebc-1", "socket.power_off", T0)
-    assert wire.params == {"reason": "插座 68℃"}
+    assert wire.params == {"reason": "插座 68℃", "expires": T0 + 30_000}
     # the same action for the alarm while the first still waits: refused
     with pytest.raises(CommandConflict, match="waits"):
         desk.send("e1", "ebc-1", "socket.power_off", "", "li", "al-hot")

@@ -302,6 +302,40 @@ def test_a_refusing_gateway_fails_the_command_and_a_silent_one_times_it_out(
         mute.disconnect()
 
 
+def test_a_command_held_for_an_away_gateway_is_not_carried_out_after_its_time_out(
+    world: World,
+) -> None:
+    """The broker keeps a gateway's commands while it is away (its session persists): one the
+    service timed out must not cut the socket when the gateway comes back minutes later."""
+    op = world.as_user("op-manual")
+    gw = world.gateways["e-manual"]
+    adapter = gw.adapters[0]
+    assert isinstance(adapter, SimulatorAdapter)
+
+    def drawing_since(sim_ms: int) -> dict[str, Any] | None:
+        dev = socket_reading(op, "e-manual", HOT)
+        fresh = dev is not None and (dev["last_seen_ms"] or 0) >= sim_ms
+        return dev if fresh and dev["metrics"]["power_w"] > 0 else None
+
+    wait_for(lambda: drawing_since(0), 30, "the socket drawing power (on again)")
+    gw.publisher.hold_down(True)  # its uplink cut, no clean disconnect
+    wait_for(lambda: not gw.publisher.connected, 10, "the gateway to drop")
+    time.sleep(0.5)
+    r = op.post(
+        f"/api/v1/estates/e-manual/devices/{HOT}/commands",
+        json={"action": "socket.power_off", "reason": "while away"},
+    )
+    assert r.status_code == 201, r.text
+    cmd = r.json()
+    wait_for(lambda: command_state(op, cmd["id"], "timed_out"), 10, "the time-out")
+    carried = gw.counters.commands
+    gw.publisher.hold_down(False)
+    wait_for(lambda: gw.counters.commands > carried, 20, "the held command to reach the gateway")
+    after = adapter.sim_now_ms()
+    wait_for(lambda: drawing_since(after), 30, "a reading, after it, still drawing power")
+    assert command_state(op, cmd["id"], "timed_out")
+
+
 def test_the_over_temperature_alarm_cuts_the_socket_by_itself_where_auto_cutoff_is_on(
     world: World,
 ) -> None:
