@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 COMMANDS_PER_DEVICE = 100  # newest commands kept per device (older ones are pruned)
 AUTO_REMEMBERED = 10_000  # alarms whose automatic action was taken, remembered in memory
 GATEWAY = "gateway"  # who answered (timeline actor)
-TIMEOUT = "system"  # who timed it out
+TIMEOUT = "system"  # who timed it out (or failed it before it left)
+NOT_SENT = "not sent"  # the start of the error of a command that never left the service
 # Timeline actions of a command tied to an alarm, by state.
 TIMELINE_ACTION = {
     CommandState.SENT: "command_sent",
@@ -290,7 +291,7 @@ class CommandDesk:
                 )
                 self.book.forget(cmd.id)
                 cmd.state, cmd.answered_ms = CommandState.FAILED, self.clock()
-                cmd.error = f"not sent: the service's broker connection is down ({exc})"[:500]
+                cmd.error = f"{NOT_SENT}: the service's broker connection is down ({exc})"[:500]
                 self._settled(cmd, emitted)
             result = cmd.as_dict()
         self._emit(emitted)
@@ -403,6 +404,8 @@ class CommandDesk:
                 CommandState.FAILED: GATEWAY,
                 CommandState.TIMED_OUT: TIMEOUT,
             }[cmd.state]
+            if cmd.state is CommandState.FAILED and (cmd.error or "").startswith(NOT_SENT):
+                who = TIMEOUT  # it never reached the gateway
             detail = {
                 "command": cmd.id,
                 "command_action": cmd.action,

@@ -267,10 +267,13 @@ def test_a_broker_that_is_away_fails_the_command_at_once(state: StateStore) -> N
     def away(_t: str, _p: bytes, _r: bool) -> None:
         raise ConnectionError("not connected")
 
+    AlertStore(state.engine).write(StoreBatch(alarms={"al-hot": hot_alarm()}))
     desk = CommandDesk(state, away, clock=Clock())
-    cmd = desk.send("e1", "ebc-1", "socket.power_off", "", "zhang")
+    cmd = desk.send("e1", "ebc-1", "socket.power_off", "", "zhang", "al-hot")
     assert cmd["state"] == "failed" and "broker" in cmd["error"]
     assert desk.book.waiting == {}
+    steps = [(e["action"], e["by"]) for e in AlertStore(state.engine).alarm_timeline("al-hot")]
+    assert steps == [("command_sent", "zhang"), ("command_failed", "system")]
 
 
 def test_waiting_commands_survive_a_restart_and_time_out_after_it(state: StateStore) -> None:
