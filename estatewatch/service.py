@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from alerts.engine import AlertEngine
 from alerts.notify import NotifyError
@@ -335,6 +335,14 @@ class Service:
             owns=owns,
         )
         self.commands.add_listener(self._push_alert_change)
+        states = Counter(
+            "estatewatch_commands",
+            "remote commands (socket cut-off) by the state they reached: sent, acknowledged, "
+            "failed, timed_out",
+            ["state"],
+            registry=self.registry,
+        )
+        self.commands.add_listener(lambda change: states.labels(change["action"]).inc())
         if self.ingest is not None:
             self.ingest.add_listener(self.commands.on_committed)
         if self.alerts is not None:

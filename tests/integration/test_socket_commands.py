@@ -247,6 +247,8 @@ def test_an_operator_cuts_the_hot_socket_from_its_alarm(world: World) -> None:
     # a viewer of the estate may read the command; another estate's operator may not
     assert world.as_user("viewer-manual").get(f"/api/v1/commands/{cmd['id']}").status_code == 200
     assert other.get(f"/api/v1/commands/{cmd['id']}").status_code == 404
+    metrics = world.admin.get("/metrics").text
+    assert 'estatewatch_commands_total{state="acknowledged"}' in metrics
     # and on again
     r = op.post(url, json={"action": "socket.power_on", "reason": "冷却后恢复"})
     assert r.status_code == 201
