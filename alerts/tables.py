@@ -22,6 +22,7 @@ __all__ = [
     "activations",
     "alarm_timeline",
     "alarms",
+    "commands",
     "device_clocks",
     "drill_clocks",
     "drills",
@@ -36,7 +37,7 @@ __all__ = [
     "windows",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 _ID = sa.String(32)
@@ -270,6 +271,30 @@ drill_clocks = sa.Table(
     sa.Column("last_ms", _MS, nullable=False),
 )
 
+# Remote commands to devices (alerts/commands.py, alerts/remote.py); v4. Bounded: a device's
+# newest COMMANDS_PER_DEVICE are kept.
+commands = sa.Table(
+    "alert_commands",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("estate", _EST, nullable=False),
+    sa.Column("gateway", _EST, nullable=False),
+    sa.Column("dev", _DEV, nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("alarm_id", _ID),
+    sa.Column("rule", sa.String(100)),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("error", sa.String(500)),
+    sa.Column("sent_ms", _MS, nullable=False),
+    sa.Column("deadline_ms", _MS, nullable=False),
+    sa.Column("answered_ms", _MS),
+    sa.Index("ix_alert_commands_device", "estate", "dev", "sent_ms"),
+    sa.Index("ix_alert_commands_alarm", "alarm_id"),
+    sa.Index("ix_alert_commands_state", "state"),
+)
+
 
 def _v2_rescue_arrival(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE alert_rescues ADD COLUMN arrived_ms BIGINT"))
@@ -285,8 +310,16 @@ def _v3_wall_times(conn: Connection) -> None:
     conn.execute(sa.text("UPDATE alert_alarms SET raised_ms = fired_ms, closed_ms = resolved_ms"))
 
 
+def _v4_commands(conn: Connection) -> None:
+    commands.create(conn, checkfirst=True)
+
+
 # version -> migration from version-1
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_rescue_arrival, 3: _v3_wall_times}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v2_rescue_arrival,
+    3: _v3_wall_times,
+    4: _v4_commands,
+}
 
 
 @functools.lru_cache(maxsize=64)

@@ -15,6 +15,7 @@ from api.deps import guard
 from api.errors import ApiError
 from api.routes import (
     alarms,
+    commands,
     deadletters,
     drills,
     estates,
@@ -60,7 +61,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(overview.router)
     app.include_router(reports.router)
     app.include_router(reports.quality_router)
-    for alerting in (alarms, silences, plans, warnings, drills):
+    for alerting in (alarms, silences, plans, warnings, drills, commands):
         app.include_router(alerting.router)
 
     @app.get("/docs", include_in_schema=False, **guard("public"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.engine import AlertEngine
+from alerts.remote import CommandDesk
 from api.live import LiveHub
 from api.throttle import LoginThrottle
 from api.users import UserStore
@@ -36,6 +37,7 @@ class ApiContext:
     live: LiveHub | None = None
     inspections: InspectionBook | None = None
     alerts: AlertEngine | None = None
+    commands: CommandDesk | None = None  # remote commands to devices (socket cut-off)
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
     on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)
     # a gateway was disabled, enabled or deleted: ingest reloads who may publish

@@ -19,12 +19,15 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from alerts.engine import AlertEngine
 from alerts.notices import notifiers_for
+from alerts.notify import NotifyError
 from alerts.notify.mqtt import NoticeClient
 from alerts.notify.receivers import receivers_from_config
+from alerts.remote import CommandDesk
+from alerts.store import AlertStore
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
@@ -148,6 +151,8 @@ class Service:
         self.endpoint: MqttEndpoint | None = None
         self.ingest: Ingest | None = None
         self.alerts: AlertEngine | None = None
+        self.command_client: NoticeClient | None = None
+        self.commands: CommandDesk | None = None
         self.api_port = settings.api_port
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
@@ -185,6 +190,12 @@ class Service:
             self.scheduler.add_job(
                 self._purge_dead_letters, "interval", hours=1, id="purge-dead-letters"
             )
+        if self.role == "api" and s.mqtt_url:
+            # one session per API process: several may serve behind a balancer
+            api_client = f"estatewatch-commands-api-{os.getpid()}"
+            alerts_store = AlertStore(self.state.engine)  # its commands table, if no shard made it
+            retry_schema(lambda: alerts_store.migrate(now_ms()), "alerts")
+            self._start_commands(parse_mqtt_url(s.mqtt_url), api_client, None)
         self.scheduler.start()
         self._start_api()
 
@@ -302,6 +313,66 @@ class Service:
             max_instances=1,
             coalesce=True,
         )
+        self._start_commands(self.endpoint, f"estatewatch-commands{suffix}", owns)
+
+    def _start_commands(
+        self, endpoint: MqttEndpoint, client_id: str, owns: Callable[[str], bool] | None
+    ) -> None:
+        """Remote commands to devices (socket cut-off): sent on an MQTT session of their own,
+        answered on ``cmd/ack`` through ingest, timed out on the wall clock; a rule's action
+        taken when its alarm fires where ``auto_cutoff`` says so. On ``--role api`` (no
+        ingest) it only sends: the ingest shard that owns the estate settles the answer in
+        the shared database, and this process's reads see it."""
+        s = self.settings
+        client = NoticeClient(endpoint, client_id, max_queued=1000)
+        self.command_client = client
+        client.start()
+
+        def publish(topic: str, payload: bytes, retain: bool) -> None:
+            # Not queued for a later connection: a command that leaves late may switch a
+            # socket long after the person gave up on it (and after its time-out).
+            if not client.connected.is_set():
+                raise NotifyError(f"not connected to {client.endpoint.url}")
+            client.publish(topic, payload, retain)
+
+        self.commands = CommandDesk(
+            self.state,
+            publish,
+            root=s.mqtt_root,
+            timeout_ms=s.command_timeout_s * 1000,
+            auto_action=self._auto_action,
+            owns=owns,
+        )
+        self.commands.add_listener(self._push_alert_change)
+        states = Counter(
+            "estatewatch_commands",
+            "remote commands (socket cut-off) by the state they reached: sent, acknowledged, "
+            "failed, timed_out",
+            ["state"],
+            registry=self.registry,
+        )
+        self.commands.add_listener(lambda change: states.labels(change["action"]).inc())
+        if self.ingest is not None:
+            self.ingest.add_listener(self.commands.on_committed)
+        if self.alerts is not None:
+            self.alerts.add_listener(self.commands.on_alarm_change)
+        self.commands.start()
+        self.scheduler.add_job(
+            self.commands.tick,
+            "interval",
+            seconds=1,
+            id="commands-tick",
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def _auto_action(self, estate: str, rule_id: str) -> str | None:
+        """The action of the rule in force for the estate, if automatic actions are on there."""
+        if self.alerts is None or not self.settings.auto_cutoff_for(estate):
+            return None
+        rules = self.alerts.rules
+        rule = rules.estates.get(estate, {}).get(rule_id) or rules.defaults.get(rule_id)
+        return rule.action if rule is not None and rule.enabled else None
 
     def _broker_metrics(self) -> None:
         Gauge(
@@ -414,6 +485,7 @@ class Service:
             live=self.live,
             inspections=retry_schema(lambda: InspectionBook(self.state.engine), "inspections"),
             alerts=self.alerts,
+            commands=self.commands,
             health=self.health,
             on_gateway_registered=(lambda e, g: ingest.registry.reload())
             if ingest
@@ -521,6 +593,8 @@ class Service:
             self.alerts.stop()
         if self.notices is not None:
             self.notices.stop()
+        if self.command_client is not None:
+            self.command_client.stop()
         if hasattr(self, "telemetry_writer") and writer_stopped:
             self.telemetry_writer.close()
         if hasattr(self, "state"):

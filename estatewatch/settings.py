@@ -133,6 +133,21 @@ class Settings:
             "same list as JSON in the environment (see alerts/notify/receivers.py)"
         },
     )
+    command_timeout_s: int = field(
+        default=30,
+        metadata={
+            "help": "a remote command (socket.power_off / power_on) the gateway has not "
+            "answered within this many seconds (wall clock) is timed_out"
+        },
+    )
+    auto_cutoff: str = field(
+        default="",
+        metadata={
+            "help": "estates where a rule's action (e.g. socket.power_off on ebike-socket-hot) "
+            "is sent automatically when its alarm fires: comma-separated estate ids, or 'all'; "
+            "empty (default): never automatically, people send commands themselves"
+        },
+    )
     deadletter_retention_days: int = field(
         default=30, metadata={"help": "days dead letters are kept"}
     )
@@ -151,6 +166,11 @@ class Settings:
     @property
     def telemetry_path(self) -> Path:
         return self.data_path / "telemetry.db"
+
+    def auto_cutoff_for(self, estate: str) -> bool:
+        """Whether rules' actions are sent automatically in this estate (``auto_cutoff``)."""
+        chosen = {e.strip() for e in self.auto_cutoff.split(",") if e.strip()}
+        return "all" in chosen or estate in chosen
 
     def shard_telemetry_path(self, shard: int) -> Path:
         """The telemetry file of one ingest shard; the single-process service has one file."""
@@ -179,6 +199,8 @@ def _coerce(name: str, raw: Any, kind: Any, source: str) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise SettingsError(f"{source}: {name} must be a whole number, got {raw!r}") from None
+    if name == "auto_cutoff" and isinstance(raw, list):
+        return ",".join(str(e) for e in raw)  # auto_cutoff = ["estate-a", "estate-b"]
     if name == "receivers" and isinstance(raw, list):
         return json.dumps(raw)  # [[receivers]] tables; kept as JSON text, as the variable
     if not isinstance(raw, str):
@@ -223,6 +245,10 @@ def load_settings(
             receivers_from_config(json.loads(settings.receivers))
         except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise SettingsError(f"receivers: {exc}") from None
+    if not 1 <= settings.command_timeout_s <= 3600:
+        raise SettingsError(
+            f"command_timeout_s must be 1 … 3600 seconds, got {settings.command_timeout_s}"
+        )
     if settings.late_after_s < 1:
         raise SettingsError(f"late_after_s must be at least 1, got {settings.late_after_s}")
     return settings

@@ -89,8 +89,17 @@ class Gateway:
                 return
             self.counters.commands += 1
             owner = next((a for a in self.adapters if a.owns(cmd.dev)), None)
-            if owner is None:
-                error: str | None = f"no device {cmd.dev!r} behind this gateway"
+            expires = cmd.params.get("expires")
+            now = now_ms()
+            if type(expires) is int and now > expires:
+                # The broker keeps commands for this gateway's session while it is away: one
+                # the service stopped waiting for must not switch anything minutes later.
+                error: str | None = (
+                    f"expired at {expires}, now {now} by this gateway's clock: not carried out "
+                    "(if it was just sent, this gateway's clock is ahead)"
+                )
+            elif owner is None:
+                error = f"no device {cmd.dev!r} behind this gateway"
             else:
                 try:
                     error = owner.execute(cmd)

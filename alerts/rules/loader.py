@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alerts.commands import ACTIONS
 from alerts.datafile import DataFileError, Node, format_duration, load_yaml
 from alerts.escalation import DEFAULT_CHAIN, Chain, Step, Until
 from alerts.inhibit import InhibitRule
@@ -53,7 +54,7 @@ BUNDLED_RULES = Path(__file__).with_name("defaults")
 _FILE_KEYS = frozenset({"rules", "chains", "inhibit"})
 _RULE_KEYS = frozenset({
     "id", "kinds", "when", "for", "severity", "summary", "tags", "escalation",
-    "clear_event", "auto_resolve", "rescue_deadline", "enabled", "description",
+    "clear_event", "auto_resolve", "rescue_deadline", "enabled", "description", "action",
 })  # fmt: skip
 _NUMERIC_OPS = ("above", "below", "at_least", "at_most", "outside")
 _OPS = (*_NUMERIC_OPS, "equals", "in", "bit")
@@ -308,6 +309,7 @@ class _RuleBuilder:
         for_ms = node.child("for").duration_ms() if node.has("for") else 0
         if for_ms and isinstance(condition, EventMatch):
             raise node.child("for").error("an event happens at once: 'for' does not apply")
+        action = self._action(node, kinds) if node.has("action") else None
         return Rule(
             id=rid,
             condition=condition,
@@ -327,7 +329,19 @@ class _RuleBuilder:
             source=f"{node.file}:{node.line}",
             estate=estate,
             enabled=node.child("enabled").boolean() if node.has("enabled") else True,
+            action=action,
         )
+
+    def _action(self, node: Node, kinds: frozenset[str] | None) -> str:
+        """A remote command the rule's alarm may send to its device (alerts/remote.py)."""
+        an = node.child("action")
+        action = an.text()
+        wanted = ACTIONS.get(action)
+        if wanted is None:
+            raise an.error(f"unknown action {action!r} (known: {', '.join(sorted(ACTIONS))})")
+        if kinds is None or kinds != {wanted}:
+            raise an.error(f"{action} is for {wanted} devices: the rule's kinds must be [{wanted}]")
+        return action
 
     # --- kinds ---------------------------------------------------------------------------------
     def _kinds(self, node: Node, when: Node) -> frozenset[str] | None:

@@ -149,6 +149,9 @@ class Rule:
     estate: str | None = None  # None: a default rule; else an estate's own or override
     enabled: bool = True
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # A remote command to send to the subject when the alarm fires (``socket.power_off``),
+    # if automatic actions are on for the estate (``auto_cutoff``); see alerts/remote.py.
+    action: str | None = None
 
     @property
     def on_gateway(self) -> bool:

@@ -32,7 +32,8 @@ def test_a_v1_database_is_migrated_on_sqlite_and_postgresql(database_url: str) -
                 )
             )
         assert AlertStore(engine).migrate(2) == 1
-        assert SCHEMA_VERSION == 3  # v2 the rescue's arrival, v3 the wall-clock times
+        # v2 the rescue's arrival, v3 the wall-clock times, v4 remote commands
+        assert SCHEMA_VERSION == 4
         (a,) = AlertStore(engine).list_alarms()
         assert (a.raised_ms, a.closed_ms, a.late) == (100, 400, False)
         d = a.as_dict()

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alerts.engine import AlertEngine
+from alerts.remote import CommandDesk
 from api.app import create_app
 from api.context import ApiContext
 from api.users import Role, UserStore
@@ -50,6 +51,7 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
         users=users,
         inspections=InspectionBook(state.engine),
         alerts=AlertEngine(state.engine, default_catalog(), clock=lambda: time.time_ns() // 10**6),
+        commands=CommandDesk(state, lambda _topic, _payload, _retain: None),
     )
     with TestClient(create_app(ctx)) as client:
         tokens = {"admin": ADMIN}

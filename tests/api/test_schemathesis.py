@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from alerts.engine import AlertEngine
+from alerts.remote import CommandDesk
 from api.app import create_app
 from api.context import ApiContext
 from api.users import UserStore
@@ -42,6 +43,7 @@ def _app_schema() -> schemathesis.BaseSchema:
         users=UserStore(state.engine),
         inspections=InspectionBook(state.engine),
         alerts=AlertEngine(state.engine, default_catalog(), clock=lambda: time.time_ns() // 10**6),
+        commands=CommandDesk(state, lambda _topic, _payload, _retain: None),
     )
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(ctx))
 

@@ -69,3 +69,19 @@ def test_help_lists_every_setting() -> None:
         "ESTATEWATCH_ADMIN_TOKEN",
     ):
         assert required in out
+
+
+def test_auto_cutoff_is_off_by_default_and_named_per_estate(tmp_path: Path) -> None:
+    """(issue 13) A rule's action (the socket cut-off) is sent automatically only in the
+    estates ``auto_cutoff`` names; the command time-out is bounded."""
+    assert Settings().auto_cutoff_for("hohhot-xinhua") is False
+    assert Settings().command_timeout_s == 30
+    f = tmp_path / "estatewatch.toml"
+    f.write_text('auto_cutoff = ["hohhot-xinhua", "hailar-beiyuan"]\ncommand_timeout_s = 10\n')
+    s = load_settings(f, environ={})
+    assert s.auto_cutoff_for("hailar-beiyuan") and not s.auto_cutoff_for("baotou-a")
+    assert s.command_timeout_s == 10
+    s = load_settings(None, environ={"ESTATEWATCH_AUTO_CUTOFF": "all"})
+    assert s.auto_cutoff_for("baotou-a")
+    with pytest.raises(SettingsError, match="command_timeout_s must be 1"):
+        load_settings(None, environ={"ESTATEWATCH_COMMAND_TIMEOUT_S": "0"})

@@ -136,6 +136,7 @@ def test_two_ingest_shards_and_an_api_process(mosquitto: ManagedMosquitto, tmp_p
         assert (s0["readings"], s1["readings"]) == (1, 1)
         assert (tmp_path / "data" / "telemetry-0of2.db").exists()
         assert (tmp_path / "data" / "telemetry-1of2.db").exists()
+        command_through_the_api_process(mosquitto, api, now)
     finally:
         for p in procs:
             p.terminate()
@@ -144,3 +145,46 @@ def test_two_ingest_shards_and_an_api_process(mosquitto: ManagedMosquitto, tmp_p
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def command_through_the_api_process(
+    mosquitto: ManagedMosquitto, api: httpx.Client, now: int
+) -> None:
+    """(issue 13) A socket command sent through the API process reaches the gateway; its answer
+    is settled by the ingest shard that owns the estate, and the API process reads it."""
+    creds = mosquitto.issue_gateway_credentials("shard-a", "gw-01", "estates")
+    assert creds is not None
+    gw = mqtt.Client(CallbackAPIVersion.VERSION2)
+    gw.username_pw_set(creds.username, creds.password)
+
+    def carry_out(client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        cmd = orjson.loads(msg.payload)
+        ack = {"v": 1, "id": cmd["id"], "ok": True, "ts": int(time.time() * 1000)}
+        client.publish("estates/shard-a/gw/gw-01/cmd/ack", orjson.dumps(ack), 1)
+
+    gw.on_message = carry_out
+    gw.connect(creds.host, creds.port)
+    gw.subscribe("estates/shard-a/gw/gw-01/cmd", 1)
+    gw.loop_start()
+    try:
+        socket = {"dev": "ebc-1", "kind": "ebike_charger", "ts": now, "m": {"power_w": 150.0}}
+        body = {"v": 1, "gw": "gw-01", "seq": 2, "sent": now, "readings": [socket]}
+        gw.publish("estates/shard-a/gw/gw-01/telemetry", orjson.dumps(body), 1).wait_for_publish(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            r = api.post(
+                "/api/v1/estates/shard-a/devices/ebc-1/commands",
+                json={"action": "socket.power_off", "reason": "scale-out"},
+            )
+            if r.status_code != 404:  # the device is registered once its reading is stored
+                break
+            time.sleep(0.2)
+        assert r.status_code == 201, r.text
+        state = r.json()["state"]
+        while time.monotonic() < deadline and state == "sent":
+            time.sleep(0.2)
+            state = api.get(f"/api/v1/commands/{r.json()['id']}").json()["state"]
+        assert state == "acknowledged"
+    finally:
+        gw.loop_stop()
+        gw.disconnect()
