@@ -66,7 +66,7 @@ from alerts.weather.levels import check_criteria
 from alerts.windows import SeriesWindow, WindowBank
 from alerts.zones import BUNDLED_ZONES, EstateProfile, load_zones
 from ingest.pipeline import Delivery
-from ingest.state import NotFound
+from ingest.schema import NotFound
 from protocol.catalog import Catalog
 
 __all__ = ["AlertEngine", "ChangeListener"]

@@ -33,7 +33,7 @@ from alerts.rules.spec import Severity
 from alerts.silences import Matcher, Silence
 from alerts.weather.levels import Hazard, WeatherLevel
 from alerts.weather.warnings import OfficialWarning
-from ingest.state import migrate_schema
+from ingest.schema import migrate_schema
 
 __all__ = ["SCHEMA_VERSION", "AlertStore", "StoreBatch", "metadata"]
 

@@ -26,7 +26,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ingest.state import NotFound
+from ingest.schema import NotFound
 
 SCHEMA_VERSION = 1
 TOKEN_DAYS = 30

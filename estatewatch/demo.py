@@ -23,7 +23,7 @@ from typing import Any
 from estatewatch.service import Service
 from gateway.publisher import GatewayPublisher, now_ms
 from gateway.runtime import Gateway
-from ingest.state import AlreadyExists
+from ingest.schema import AlreadyExists
 from protocol.endpoint import MqttEndpoint
 from simulators.adapter import SimulatorAdapter
 from simulators.clock import SimClock
