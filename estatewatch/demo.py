@@ -133,7 +133,7 @@ def run_demo(
             clock = datetime.fromtimestamp(pairs[0][1].estate.now_ms / 1000, SHANGHAI)
             print(
                 f"  [{time.strftime('%H:%M:%S')}] sim {clock:%m-%d %H:%M} · sent {sent} readings"
-                f" · stored {st.readings} · dead letters {sum(st.dead_letters.values())}"
+                f" · stored {st.readings} · dead letters {sum(st.dead_letter_counts().values())}"
                 f" · queue {service.ingest.queue_depth}",
                 flush=True,
             )
