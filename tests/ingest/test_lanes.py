@@ -29,12 +29,13 @@ def test_a_subscription_confirmed_before_subscribe_returns_is_counted(tmp_path: 
     lane = ingest.telemetry_lane
     confirmed = threading.Event()
 
+    def suback(mid: int) -> None:  # on "the network thread"
+        ingest.lanes.on_subscribe(lane.client, lane, mid, [], None)
+        confirmed.set()
+
     def subscribe(filters: Any) -> tuple[int, int]:
         mid = 41
-        network = threading.Thread(
-            target=lambda: (ingest.lanes.on_subscribe(lane.client, lane, mid, [], None),
-                            confirmed.set()),
-        )  # fmt: skip
+        network = threading.Thread(target=suback, args=(mid,))
         network.start()
         network.join(0.3)  # the confirmation is handled now, or waits for the mid's record
         return 0, mid
