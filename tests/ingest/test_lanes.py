@@ -7,6 +7,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from ingest import lanes
 from ingest.consumer import Ingest
 from ingest.shards import shard_of
 from ingest.state import StateStore
@@ -47,3 +50,29 @@ def test_a_subscription_confirmed_before_subscribe_returns_is_counted(tmp_path: 
     assert ingest.subscribed_estates == [estate]
     writer.close()
     state.close()
+
+
+def test_acks_fall_back_to_paho_public_ack_when_its_private_queue_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A paho whose private packet queue takes other arguments cannot be installed here (the
+    real one is tested against Mosquitto in tests/integration/test_batched_acks.py), so a
+    stand-in client: every message is still acknowledged, through ack(), from then on."""
+    monkeypatch.setattr(lanes, "_batched_acks", True)
+
+    class ChangedPaho:
+        def __init__(self) -> None:
+            self.queued = 0
+            self.acked: list[int] = []
+
+        def _packet_queue(self, command: int, packet: bytes) -> None:  # new signature
+            self.queued += 1
+
+        def ack(self, mid: int, qos: int) -> None:
+            self.acked.append(mid)
+
+    client = ChangedPaho()
+    lanes.ack_all(client, [5, 6, 7])  # type: ignore[arg-type]
+    lanes.ack_all(client, [8, 9])  # type: ignore[arg-type]
+    assert client.acked == [5, 6, 7, 8, 9]
+    assert client.queued == 0
