@@ -48,7 +48,7 @@ from alerts.tables import (
 )
 from alerts.weather.levels import WeatherLevel
 from alerts.weather.warnings import OfficialWarning
-from ingest.state import migrate_schema
+from ingest.schema import migrate_schema
 
 T = TypeVar("T")
 AnyOf = Sequence[str] | None  # any of these values; None or empty: all

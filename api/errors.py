@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ingest.state import AlreadyExists, NotFound
+from ingest.schema import AlreadyExists, NotFound
 
 
 class ApiError(Exception):

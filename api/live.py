@@ -1,6 +1,6 @@
 """The live stream: changes pushed to dashboards as Server-Sent Events, per estate.
 
-``publish`` is called from any thread (the ingest writer, the alerts engine); each subscriber
+``publish`` is called from any thread (ingest's listeners, the alerts engine's); each subscriber
 has bounded buffers on the API's event loop. Alarms, plans, events and gateway states come
 first, in order: an alarm must not wait behind a snowstorm's worth of readings. Device updates
 are coalesced per device (a dashboard shows "now", so a device's newer reading replaces one not

@@ -25,7 +25,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ingest.state import NotFound
+from ingest.schema import NotFound
 from protocol.clock import now_ms
 
 SCHEMA_VERSION = 1

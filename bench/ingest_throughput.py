@@ -163,7 +163,7 @@ def ingest_run(
     ingest = consumer()
     preload(broker, messages)
     first: list[float] = []
-    orig = ingest._on_message
+    orig = ingest.lanes.on_message
 
     def timed(*a: Any) -> None:
         if not first:

@@ -23,7 +23,7 @@ from typing import Any
 from estatewatch.service import Service
 from gateway.publisher import GatewayPublisher
 from gateway.runtime import Gateway
-from ingest.state import AlreadyExists
+from ingest.schema import AlreadyExists
 from protocol.clock import SHANGHAI, now_ms
 from protocol.endpoint import MqttEndpoint
 from simulators.adapter import SimulatorAdapter
@@ -134,7 +134,7 @@ def run_demo(
             clock = datetime.fromtimestamp(pairs[0][1].estate.now_ms / 1000, SHANGHAI)
             print(
                 f"  [{time.strftime('%H:%M:%S')}] sim {clock:%m-%d %H:%M} · sent {sent} readings"
-                f" · stored {st.readings} · dead letters {sum(st.dead_letters.values())}"
+                f" · stored {st.readings} · dead letters {sum(st.dead_letter_counts().values())}"
                 f" · queue {service.ingest.queue_depth}",
                 flush=True,
             )

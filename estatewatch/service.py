@@ -35,7 +35,7 @@ from api.users import UserStore
 from estatewatch.broker import Broker, BrokerFolderBusy, choose_port, local_broker, port_is_free
 from estatewatch.datafiles import check_data_files, state_opened
 from estatewatch.settings import Settings
-from ingest.consumer import Ingest
+from ingest.consumer import ApplyRollupTask, Ingest, PurgeTask
 from ingest.datafiles import explain_corruption, sqlite_path
 from ingest.directory import estate_records, offline_gateways
 from ingest.influx import InfluxTelemetrySink
@@ -418,9 +418,7 @@ class Service:
         with self._rollup_lock:  # the rollup and retention jobs both fold
             while not self._stopped and (plan := writer.prepare_rollup(ROLLUP_MAX_ROWS)):
                 try:
-                    total += self.ingest.run_maintenance(
-                        functools.partial(writer.apply_rollup, plan)
-                    ).result(timeout=300)
+                    total += self.ingest.run_task(ApplyRollupTask(plan)).result(timeout=300)
                 except CancelledError:  # stopping: the next start folds these rows
                     break
                 if plan.end - plan.start < ROLLUP_MAX_ROWS:
@@ -435,9 +433,7 @@ class Service:
         minute_cutoff = now - s.minute_rollup_retention_days * 86_400_000
         self.rollup()  # raw rows go only once they are in the rollups
         try:
-            n: int = self.ingest.run_maintenance(
-                lambda: self.telemetry_writer.purge(raw_cutoff, minute_cutoff)
-            ).result(timeout=3600)
+            n = self.ingest.run_task(PurgeTask(raw_cutoff, minute_cutoff)).result(timeout=3600)
         except CancelledError:  # stopping: the next run purges
             return 0
         if n:
@@ -566,7 +562,7 @@ class Service:
             "readings": st.readings,
             "events": st.events,
             "duplicates": st.duplicates,
-            "dead_letters": dict(st.dead_letters),
+            "dead_letters": st.dead_letter_counts(),
             "lost_messages": sum(st.gateway_lost.values()),
             "last_commit_ms": st.last_commit_ms,
             "commit_failures": st.commit_failures,

@@ -15,6 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.consumer import (
+    DEFAULT_COMMIT_INTERVAL_MS,
+    DEFAULT_COMMIT_MAX_READINGS,
+    DEFAULT_QUEUE_MB,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_STALL_S,
+)
+
 ENV_PREFIX = "ESTATEWATCH_"
 
 
@@ -61,25 +69,26 @@ class Settings:
         },
     )
     ingest_queue_mb: int = field(
-        default=8,
+        default=DEFAULT_QUEUE_MB,
         metadata={
             "help": "MiB of undecoded payloads held between the broker and the store writer, "
             "per lane (the memory bound; the broker holds the rest)"
         },
     )
     ingest_queue_size: int = field(
-        default=10_000,
+        default=DEFAULT_QUEUE_SIZE,
         metadata={"help": "MQTT messages held between the broker and the store writer"},
     )
     commit_interval_ms: int = field(
-        default=500, metadata={"help": "longest a received reading waits before it is committed"}
+        default=DEFAULT_COMMIT_INTERVAL_MS,
+        metadata={"help": "longest a received reading waits before it is committed"},
     )
     commit_max_readings: int = field(
-        default=10_000,
+        default=DEFAULT_COMMIT_MAX_READINGS,
         metadata={"help": "readings that trigger a commit before the interval ends"},
     )
     ingest_stall_s: int = field(
-        default=60,
+        default=DEFAULT_STALL_S,
         metadata={
             "help": "/healthz says degraded when the store writer has been in one batch "
             "(or its retries) this long"

@@ -24,7 +24,7 @@ from protocol.catalog import Catalog, ValueType
 from protocol.messages import Value
 
 if TYPE_CHECKING:
-    from ingest.telemetry import EstateBatch
+    from ingest.model import EstateBatch
 
 
 def field_value(kind_type: ValueType | None, value: Value) -> float | int | bool | str:

@@ -48,7 +48,7 @@ class IngestCollector(Collector):
             "dead letters: messages or readings not stored",
             labels=["reason"],
         )
-        for reason, n in sorted(st.dead_letters.items()):
+        for reason, n in sorted(st.dead_letter_counts().items()):
             c.add_metric([reason], n)
         yield c
         c = CounterMetricFamily(
@@ -132,7 +132,7 @@ class IngestCollector(Collector):
         )
         for (estate, gw), n in sorted(st.gateway_lost.items()):
             lost.add_metric([estate, gw], n)
-        for (estate, gw), ms in sorted(st.gateway_last_seen.items()):
+        for (estate, gw), ms in sorted(st.last_seen().items()):
             seen.add_metric([estate, gw], ms / 1000)
         yield lost
         yield seen

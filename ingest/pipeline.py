@@ -12,8 +12,7 @@ from typing import Protocol
 
 import orjson
 
-from ingest.state import DeadLetter
-from ingest.telemetry import EstateBatch
+from ingest.model import DeadLetter, EstateBatch
 from protocol.catalog import Catalog
 from protocol.messages import (
     MAX_FUTURE_MS,

@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ingest.model import DeadLetter
+from ingest.schema import AlreadyExists, NotFound, SchemaBusy, create_engine, migrate_schema
 from protocol.clock import now_ms
+
+# Re-exported: these lived here before ingest.schema and ingest.model; import them from there.
+__all__ = [
+    "AlreadyExists",
+    "DeadLetter",
+    "NotFound",
+    "SchemaBusy",
+    "StateStore",
+    "create_engine",
+    "migrate",
+    "migrate_schema",
+    "now_ms",
+]
 
 SCHEMA_VERSION = 5
 
@@ -150,81 +164,6 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
 
 # The estate settings people may change after creation (PATCH /api/v1/estates/{estate}).
 ESTATE_SETTINGS = ("name", "region", "zone", "heating_season", "rescue_arrival_min")
-
-
-class NotFound(LookupError):
-    pass
-
-
-class AlreadyExists(ValueError):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    received_ms: int
-    topic: str
-    reason: str
-    detail: str
-    payload: bytes
-    estate: str | None = None
-    gateway: str | None = None
-    item_index: int | None = None
-
-
-def create_engine(url: str) -> Engine:
-    """An engine for ``sqlite:///…`` or ``postgresql://…`` (psycopg 3)."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-class SchemaBusy(RuntimeError):
-    """Another process is creating the schema right now (its version row is not written yet):
-    try again in a moment."""
-
-
-def migrate_schema(
-    conn: Connection,
-    tables: sa.MetaData,
-    version_table: sa.Table,
-    current: int,
-    migrations: dict[int, Callable[[Connection], None]],
-    applied_ms: int,
-    what: str,
-) -> int:
-    """Create ``tables`` on a new database, else run ``migrations`` up to ``current``, stamping
-    each version in ``version_table``; returns the version found before (0: new). ``what`` names
-    the tables in errors. Shared by the state store and the alerts store."""
-    if not sa.inspect(conn).has_table(version_table.name):
-        tables.create_all(conn)
-        conn.execute(version_table.insert().values(version=current, applied_ms=applied_ms))
-        return 0
-    found = conn.execute(sa.select(sa.func.max(version_table.c.version))).scalar_one()
-    if found is None:
-        # SQLite commits DDL at once: another process made the tables, not yet the row
-        raise SchemaBusy(f"{what}: the schema is being created by another process")
-    if found > current:
-        raise RuntimeError(
-            f"{what}: schema version {found}, newer than this program's {current}: "
-            "upgrade estatewatch"
-        )
-    for version in range(found + 1, current + 1):
-        migrations[version](conn)
-        conn.execute(version_table.insert().values(version=version, applied_ms=applied_ms))
-    return int(found)
 
 
 def migrate(engine: Engine) -> int:

@@ -16,26 +16,35 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-import numpy as np
 import orjson
 
-from ingest.rollup import (
-    HOUR_MS,
-    MINUTE_MS,
-    Buckets,
-    choose_resolution,
-    empty_buckets,
-    points,
-    rebucket,
-)
-from ingest.seqs import GatewaySeqs, SeqBook, Verdict, load_missing, missing_count
+from ingest import retention
+from ingest.model import EstateBatch
+from ingest.retention import RollupPlan
+from ingest.rollup import MINUTE_MS
+from ingest.seqs import GatewaySeqs, SeqBook, Verdict, load_missing
+
+# The read side (and how the file is opened), re-exported: it lives in a module of its own.
+from ingest.telemetry_reader import RawSource, TelemetryReader, connect
 from protocol.clock import now_ms
-from protocol.messages import Event, Reading, Value
+
+__all__ = [
+    "EstateBatch",
+    "PreparedRows",
+    "RawSink",
+    "RawSource",
+    "RollupPlan",
+    "TelemetryReader",
+    "TelemetryWriter",
+    "WriteResult",
+    "connect",
+    "now_ms",
+]
 
 SCHEMA_VERSION = 2
 
@@ -111,37 +120,6 @@ def _insert_json_arrays(
     )
 
 
-_MERGE = (
-    "INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (series, bucket) DO UPDATE SET "
-    "min = min(min, excluded.min), max = max(max, excluded.max), sum = sum + excluded.sum, "
-    "count = count + excluded.count, "
-    "last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END, "
-    "last_ts = max(last_ts, excluded.last_ts)"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class EstateBatch:
-    """Valid readings and events of one message, with where it came from and its ``seq``."""
-
-    estate: str
-    gateway: str
-    readings: Sequence[Reading] = ()
-    events: Sequence[Event] = ()
-    seq: int | None = None
-
-
-@dataclass(frozen=True)
-class RollupPlan:
-    """Raw rows (start, end] by rowid, aggregated, waiting to be merged into the rollups."""
-
-    start: int
-    end: int
-    minute: Buckets
-    hour: Buckets
-
-
 class PreparedRows(NamedTuple):
     """A batch's readings as the JSON rows of ``readings``, encoded ahead of its commit."""
 
@@ -156,21 +134,6 @@ class WriteResult:
     readings: int = 0
     events: int = 0
     duplicates: set[int] = field(default_factory=set)  # indexes of batches already stored
-
-
-def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
-        )
-    else:
-        conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    # The writer's page cache keeps the indexes it updates hot; readers (one per API worker
-    # thread, and the rollup job's) mostly scan once, and 64 MB each would add up.
-    conn.execute(f"PRAGMA cache_size={-8192 if readonly else -65536}")
-    return conn
 
 
 class RawSink(Protocol):
@@ -500,71 +463,24 @@ class TelemetryWriter:
             newest.values(),
         )
 
-    # --- maintenance, run on the writer thread by the scheduler ------------------------------
+    # --- upkeep, run on the writer thread by the scheduler (see ingest.retention) ------------
     def prepare_rollup(
         self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
     ) -> RollupPlan | None:
         """Aggregate the raw rows written since the last fold (at most ``max_rows`` rowids) into
-        1-minute and 1-hour buckets. SQLite groups the rows itself, so no Python object is made
-        per row (and the interpreter lock is free meanwhile); by default on a read-only
-        connection of its own: in WAL mode reading never blocks the writer, so only
-        ``apply_rollup``'s upserts run on the writer thread."""
+        1-minute and 1-hour buckets; by default on a read-only connection of its own: in WAL
+        mode reading never blocks the writer, so only ``apply_rollup``'s upserts run on the
+        writer thread."""
         if conn is None:
             with self._reader_lock:
                 if self._reader is None:
                     self._reader = connect(self.path, readonly=True)
-                return self.prepare_rollup(max_rows, self._reader)
-        done = conn.execute("SELECT value FROM rollup_state WHERE name = 'rollup_rowid'").fetchone()
-        start = done[0] if done else 0
-        newest = conn.execute("SELECT max(rowid) FROM readings").fetchone()[0]
-        if newest is None or newest <= start:
-            return None
-        end = min(newest, start + max_rows)
-        where = "FROM readings WHERE rowid > ? AND rowid <= ? AND num IS NOT NULL"
-        group = "GROUP BY series, b ORDER BY series, b"
-        stats = conn.execute(
-            f"SELECT series, ts / {MINUTE_MS} * {MINUTE_MS} AS b, min(num), max(num), sum(num), "
-            f"count(num) {where} {group}",
-            (start, end),
-        ).fetchall()
-        # with max() the only aggregate, SQLite takes num from the row holding the max
-        lasts = conn.execute(
-            f"SELECT max(ts), num, ts / {MINUTE_MS} * {MINUTE_MS} AS b {where} {group}",
-            (start, end),
-        ).fetchall()
-        if stats:
-            st = np.array(stats, dtype=np.float64)
-            la = np.array(lasts, dtype=np.float64)
-            minute = Buckets(
-                series=st[:, 0].astype(np.int64),
-                bucket=st[:, 1].astype(np.int64),
-                min=st[:, 2],
-                max=st[:, 3],
-                sum=st[:, 4],
-                count=st[:, 5].astype(np.int64),
-                last_ts=la[:, 0].astype(np.int64),
-                last=la[:, 1],
-            )
-        else:
-            minute = empty_buckets()
-        return RollupPlan(start, end, minute, rebucket(minute, HOUR_MS))
+                return retention.aggregate(self._reader, max_rows)
+        return retention.aggregate(conn, max_rows)
 
     def apply_rollup(self, plan: RollupPlan) -> int:
-        """Merge a prepared fold into the rollups and move the mark, in one transaction; the
-        raw rows covered (0 when another fold moved the mark first: this one would count
-        twice)."""
-        done = self.conn.execute(
-            "SELECT value FROM rollup_state WHERE name = 'rollup_rowid'"
-        ).fetchone()
-        if (done[0] if done else 0) != plan.start:
-            return 0
-        with self.conn:
-            for table, buckets in (("rollup_1m", plan.minute), ("rollup_1h", plan.hour)):
-                self.conn.executemany(_MERGE.format(table=table), buckets.rows())
-            self.conn.execute(
-                "INSERT OR REPLACE INTO rollup_state VALUES ('rollup_rowid', ?)", (plan.end,)
-            )
-        return plan.end - plan.start
+        """Merge a prepared fold into the rollups (see ``retention.merge``)."""
+        return retention.merge(self.conn, plan)
 
     def rollup(self, max_rows: int = 1_000_000) -> int:
         """Fold raw rows written since the last run into the 1-minute and 1-hour rollups.
@@ -574,39 +490,8 @@ class TelemetryWriter:
         return self.apply_rollup(plan) if plan else 0
 
     def purge(self, raw_before_ms: int, minute_rollups_before_ms: int, chunk: int = 200_000) -> int:
-        """Delete raw rows committed before raw_before_ms (only once rolled up), 1-minute
-        rollups before minute_rollups_before_ms, and seqs as old as the raw rows. In chunks, so
-        ingest waits at most one chunk. Returns raw rows deleted."""
-        mark = self.conn.execute(
-            "SELECT min(first_rowid) FROM commit_marks WHERE minute >= ?",
-            (raw_before_ms // MINUTE_MS,),
-        ).fetchone()[0]
-        rolled = self.conn.execute(
-            "SELECT value FROM rollup_state WHERE name = 'rollup_rowid'"
-        ).fetchone()
-        if mark is None:  # nothing committed since the cutoff: all older rows may go
-            mark = self.conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM readings").fetchone()[
-                0
-            ]
-        limit = min(mark, (rolled[0] + 1) if rolled else 1)
-        deleted = 0
-        while True:
-            with self.conn:
-                n = self.conn.execute(
-                    "DELETE FROM readings WHERE rowid IN (SELECT rowid FROM readings "
-                    "WHERE rowid < ? LIMIT ?)",
-                    (limit, chunk),
-                ).rowcount
-            deleted += n
-            if n < chunk:
-                break
-        with self.conn:
-            self.conn.execute(
-                "DELETE FROM commit_marks WHERE minute < ?", (raw_before_ms // MINUTE_MS,)
-            )
-            self.conn.execute("DELETE FROM message_seqs WHERE committed_ms < ?", (raw_before_ms,))
-            self.conn.execute("DELETE FROM rollup_1m WHERE bucket < ?", (minute_rollups_before_ms,))
-        return deleted
+        """Delete what is past retention (see ``retention.purge``); raw rows deleted."""
+        return retention.purge(self.conn, raw_before_ms, minute_rollups_before_ms, chunk)
 
     def close(self) -> None:
         with self._reader_lock:
@@ -614,173 +499,3 @@ class TelemetryWriter:
                 self._reader.close()
                 self._reader = None
         self.conn.close()
-
-
-class RawSource(Protocol):
-    """Where chart points come from when raw readings live elsewhere (InfluxDB)."""
-
-    def telemetry(
-        self,
-        estate: str,
-        device: str,
-        kind: str,
-        metric: str,
-        from_ms: int,
-        to_ms: int,
-        max_points: int,
-    ) -> list[dict[str, Any]]: ...
-
-
-class TelemetryReader:
-    """Read side for the API; one connection per thread."""
-
-    def __init__(self, path: Path, raw_source: RawSource | None = None) -> None:
-        self.path = path
-        self.raw_source = raw_source
-        self._local = threading.local()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, readonly=True)
-            self._local.conn = conn
-        return conn
-
-    def latest(
-        self, estate: str, devices: Collection[str] | None = None
-    ) -> dict[str, dict[str, tuple[int, Value]]]:
-        """device -> metric -> (ts, stored value) for one estate (only ``devices``: a page)."""
-        out: dict[str, dict[str, tuple[int, Value]]] = {}
-        sql = (
-            "SELECT s.device, s.metric, l.ts, l.num, l.txt FROM latest l "
-            "JOIN series s ON s.id = l.series WHERE s.estate = ?"
-        )
-        args: list[str] = [estate]
-        if devices is not None:
-            sql += " AND s.device IN (SELECT value FROM json_each(?))"
-            args.append(orjson.dumps(list(devices)).decode())
-        cur = self._conn().execute(sql, args)
-        for device, metric, ts, num, txt in cur:
-            out.setdefault(device, {})[metric] = (ts, txt if txt is not None else num)
-        return out
-
-    def count_readings(self, estate: str | None = None) -> int:
-        if estate is None:
-            return int(self._conn().execute("SELECT count(*) FROM readings").fetchone()[0])
-        return int(
-            self._conn()
-            .execute(
-                "SELECT count(*) FROM readings r JOIN series s ON s.id = r.series "
-                "WHERE s.estate = ?",
-                (estate,),
-            )
-            .fetchone()[0]
-        )
-
-    def recent_events(self, estate: str, limit: int = 100) -> list[dict[str, Any]]:
-        cur = self._conn().execute(
-            "SELECT ts, gateway, device, kind, type, data FROM events WHERE estate = ? "
-            "ORDER BY id DESC LIMIT ?",
-            (estate, limit),
-        )
-        return [
-            {
-                "ts": ts,
-                "gateway": gw,
-                "dev": dev,
-                "kind": kind,
-                "type": typ,
-                "data": orjson.loads(data),
-            }
-            for ts, gw, dev, kind, typ, data in cur
-        ]
-
-    def hours_with_data(self, estate: str, from_ms: int, to_ms: int) -> dict[str, int]:
-        """device -> hours in [from, to) with at least one reading (from the 1-hour rollups),
-        for uptime figures."""
-        cur = self._conn().execute(
-            "SELECT s.device, count(DISTINCT r.bucket) FROM rollup_1h r "
-            "JOIN series s ON s.id = r.series WHERE s.estate = ? AND r.bucket >= ? "
-            "AND r.bucket < ? GROUP BY s.device",
-            (estate, from_ms // 3_600_000 * 3_600_000, to_ms),
-        )
-        return {device: int(n) for device, n in cur}
-
-    def gateway_health(self, estate: str) -> dict[str, dict[str, Any]]:
-        """gateway -> highest seq stored, messages missing (lost unless replayed), duplicates."""
-        cur = self._conn().execute(
-            "SELECT gateway, max_seq, missing, untracked_lost, duplicates FROM gateway_seqs "
-            "WHERE estate = ?",
-            (estate,),
-        )
-        return {
-            gw: {
-                "max_seq": max_seq,
-                "lost_messages": missing_count(missing) + untracked,
-                "duplicates": dups,
-            }
-            for gw, max_seq, missing, untracked, dups in cur
-        }
-
-    def telemetry(
-        self,
-        estate: str,
-        device: str,
-        metric: str,
-        from_ms: int,
-        to_ms: int,
-        max_points: int,
-        interval_ms: int,
-        now: int | None = None,
-    ) -> dict[str, Any]:
-        """Chart points for one metric: raw rows for recent short ranges, else rollups, never
-        more than max_points."""
-        now = now_ms() if now is None else now
-        res = choose_resolution(from_ms, to_ms, max_points, interval_ms, now)
-        conn = self._conn()
-        row = conn.execute(
-            "SELECT id FROM series WHERE estate = ? AND device = ? AND metric = ?",
-            (estate, device, metric),
-        ).fetchone()
-        body: dict[str, Any] = {"resolution": res.name, "step_ms": res.step_ms, "points": []}
-        if row is None:
-            return body
-        sid = row[0]
-        if res.name == "raw":
-            # Rows for this range were committed at or after its start (less clock skew).
-            mark = conn.execute(
-                "SELECT min(first_rowid) FROM commit_marks WHERE minute >= ?",
-                ((from_ms - 10 * MINUTE_MS) // MINUTE_MS,),
-            ).fetchone()[0]
-            if mark is None:
-                return body
-            data = conn.execute(
-                "SELECT ts, num, num, num, 1, num FROM readings WHERE rowid >= ? AND "
-                "series = ? AND ts BETWEEN ? AND ? AND num IS NOT NULL ORDER BY ts",
-                (mark, sid, from_ms, to_ms),
-            ).fetchall()
-        else:
-            table = "rollup_1m" if res.name == "1m" else "rollup_1h"
-            data = conn.execute(
-                f"SELECT bucket, min, max, sum, count, last FROM {table} "
-                "WHERE series = ? AND bucket BETWEEN ? AND ? ORDER BY bucket",
-                # the first merged bucket starts at or before from_ms, aligned to its width
-                (sid, from_ms // res.step_ms * res.step_ms, to_ms),
-            ).fetchall()
-        if not data:
-            return body
-        arr = np.array(data, dtype=np.float64)
-        body["points"] = points(
-            arr[:, 0].astype(np.int64),
-            arr[:, 1],
-            arr[:, 2],
-            arr[:, 3],
-            arr[:, 4].astype(np.int64),
-            arr[:, 5],
-            max_points,
-            res.merge_ms,
-        )
-        if res.name == "raw":
-            for p in body["points"]:
-                p["value"] = p["last"]
-        return body

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ingest.consumer import INCIDENT_BATCH_READINGS, INCIDENT_S, Ingest, _Handoff, _Received
+from ingest.consumer import INCIDENT_BATCH_READINGS, INCIDENT_S, Handoff, Ingest, Received
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryWriter
 from protocol.catalog import default_catalog
@@ -20,13 +20,13 @@ from protocol.messages import Event, Reading, encode_events, encode_telemetry
 
 
 def test_events_overtake_waiting_telemetry_and_each_kind_keeps_its_order() -> None:
-    h: _Handoff[str] = _Handoff(3)
-    h.put(_Handoff.TELEMETRY, "t1")
-    h.put(_Handoff.TELEMETRY, "t2")
-    h.put(_Handoff.EVENTS, "e1")
-    h.put(_Handoff.END, None)
-    h.put(_Handoff.EVENTS, "e2")
-    h.put(_Handoff.TELEMETRY, "t3")
+    h: Handoff[str] = Handoff(3)
+    h.put(Handoff.TELEMETRY, "t1")
+    h.put(Handoff.TELEMETRY, "t2")
+    h.put(Handoff.EVENTS, "e1")
+    h.put(Handoff.END, None)
+    h.put(Handoff.EVENTS, "e2")
+    h.put(Handoff.TELEMETRY, "t3")
     got = [h.get(timeout=1) for _ in range(6)]
     assert [item for _rank, item in got] == ["e1", "e2", "t1", "t2", "t3", None]
     with pytest.raises(queue.Empty):
@@ -34,35 +34,35 @@ def test_events_overtake_waiting_telemetry_and_each_kind_keeps_its_order() -> No
 
 
 def test_telemetry_is_bounded_but_events_still_pass() -> None:
-    h: _Handoff[str] = _Handoff(1)
-    h.put(_Handoff.TELEMETRY, "t1")
+    h: Handoff[str] = Handoff(1)
+    h.put(Handoff.TELEMETRY, "t1")
     blocked = threading.Event()
     done = threading.Event()
 
     def second() -> None:
         blocked.set()
-        h.put(_Handoff.TELEMETRY, "t2")  # waits for the slot t1 holds
+        h.put(Handoff.TELEMETRY, "t2")  # waits for the slot t1 holds
         done.set()
 
     t = threading.Thread(target=second)
     t.start()
     blocked.wait(1)
     assert not done.wait(0.2)  # backpressure: the producer waits
-    h.put(_Handoff.EVENTS, "e1")  # an event does not wait behind it
-    assert h.get(timeout=1) == (_Handoff.EVENTS, "e1")
+    h.put(Handoff.EVENTS, "e1")  # an event does not wait behind it
+    assert h.get(timeout=1) == (Handoff.EVENTS, "e1")
     assert not done.is_set()
-    assert h.get(timeout=1) == (_Handoff.TELEMETRY, "t1")  # frees the slot
+    assert h.get(timeout=1) == (Handoff.TELEMETRY, "t1")  # frees the slot
     assert done.wait(1)
-    assert h.get(timeout=1) == (_Handoff.TELEMETRY, "t2")
+    assert h.get(timeout=1) == (Handoff.TELEMETRY, "t2")
     t.join()
 
 
 def test_telemetry_without_a_slot_gives_up_after_its_timeout() -> None:
     # the decoder then passes waiting events on before it tries again
-    h: _Handoff[str] = _Handoff(1)
-    assert h.put(_Handoff.TELEMETRY, "t1", timeout=0.05)
-    assert not h.put(_Handoff.TELEMETRY, "t2", timeout=0.05)  # nothing put
-    assert h.put(_Handoff.EVENTS, "e1", timeout=0.05)
+    h: Handoff[str] = Handoff(1)
+    assert h.put(Handoff.TELEMETRY, "t1", timeout=0.05)
+    assert not h.put(Handoff.TELEMETRY, "t2", timeout=0.05)  # nothing put
+    assert h.put(Handoff.EVENTS, "e1", timeout=0.05)
     assert [h.get(timeout=1)[1] for _ in range(2)] == ["e1", "t1"]
     with pytest.raises(queue.Empty):
         h.get(timeout=0.01)
@@ -90,7 +90,7 @@ def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None
             ]
             payload = encode_telemetry("gw-01", next(seq), now, readings)
             ingest.telemetry_lane.queue.put(
-                _Received("estates/inc/gw/gw-01/telemetry", payload, now, 1, 1, 0,
+                Received("estates/inc/gw/gw-01/telemetry", payload, now, 1, 1, 0,
                           ingest.telemetry_lane, len(payload))
             )  # fmt: skip
 
@@ -98,7 +98,7 @@ def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None
         e = Event("h-1", "fire_hydrant", now, "fire.fault", {})
         payload = encode_events("gw-01", next(seq), now, [e])
         ingest.events_lane.queue.put(
-            _Received("estates/inc/gw/gw-01/events", payload, now, 1, 1, 0,
+            Received("estates/inc/gw/gw-01/events", payload, now, 1, 1, 0,
                       ingest.events_lane, len(payload))
         )  # fmt: skip
 
@@ -106,13 +106,13 @@ def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None
         return sum(item.delivery.reading_count for item in batch)
 
     telemetry(30)
-    assert readings(ingest._next_batch()) == 10_000
+    assert readings(ingest.decoder.next_batch()) == 10_000
     event()
-    first = ingest._next_batch()
+    first = ingest.decoder.next_batch()
     assert [item.lane.events for item in first] == [True]  # the event, on its own, first
-    assert readings(ingest._next_batch()) == INCIDENT_BATCH_READINGS
-    ingest._last_event -= INCIDENT_S  # the incident is over
+    assert readings(ingest.decoder.next_batch()) == INCIDENT_BATCH_READINGS
+    ingest.decoder.last_event -= INCIDENT_S  # the incident is over
     telemetry(30)  # 1,000 were left; 16,000 now
-    assert readings(ingest._next_batch()) == 10_000
+    assert readings(ingest.decoder.next_batch()) == 10_000
     writer.close()
     state.close()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ingest.consumer import STORE_REFUSED, Ingest, _Received, is_transient
+from ingest.consumer import STORE_REFUSED, Ingest, Received, is_transient
 from ingest.pipeline import Delivery
 from ingest.state import DeadLetter, StateStore
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
@@ -44,9 +44,9 @@ class World:
         )
         self.ingest.stats.samples.append((time.monotonic(), 0, 0))
 
-    def item(self, delivery: Delivery, events: bool = False) -> _Received:
+    def item(self, delivery: Delivery, events: bool = False) -> Received:
         lane = self.ingest.events_lane if events else self.ingest.telemetry_lane
-        item = _Received(delivery.topic, b"{}", NOW, 1, 1, 0, lane, 100)
+        item = Received(delivery.topic, b"{}", NOW, 1, 1, 0, lane, 100)
         item.delivery = delivery
         lane.budget.used += item.weight
         return item
@@ -98,7 +98,7 @@ def test_poison_messages_are_found_alone_dead_lettered_and_the_rest_committed(
         world.item(telemetry("e1", 2, "h-2", 0.4)),
         world.item(status("e3", 5)),
     ]
-    assert world.ingest._commit(pending) is True
+    assert world.ingest.recorder.commit(pending) is True
     letters = world.letters()
     assert sorted((x["reason"], x["topic"]) for x in letters) == [
         (STORE_REFUSED, "estates/e2/gw/gw-01/status"),
@@ -123,7 +123,7 @@ def test_an_event_too_deep_to_encode_is_dead_lettered_beside_a_good_event(world:
         world.item(deep_event("e1", 1), events=True),
         world.item(deep_event("e1", 2, depth=3), events=True),
     ]
-    assert world.ingest._commit(pending) is True
+    assert world.ingest.recorder.commit(pending) is True
     assert [x["reason"] for x in world.letters()] == [STORE_REFUSED]
     events = TelemetryReader(world.path).recent_events("e1")
     assert [e["data"] for e in events] == [{"a": {"a": {"a": {}}}}]
@@ -135,9 +135,9 @@ def test_series_made_by_a_rolled_back_commit_are_made_again(world: World) -> Non
     # both messages bring a new series; the commit of both rolls back, so SQLite hands the
     # same series ids out again: a cached id would then name another device's series
     pending = [world.item(telemetry("e1", 1, "h-new")), world.item(telemetry("e1", 2**63, "x"))]
-    assert world.ingest._commit(pending) is True
+    assert world.ingest.recorder.commit(pending) is True
     later = [world.item(telemetry("e1", 3, "h-other", 0.9))]
-    assert world.ingest._commit(later) is True
+    assert world.ingest.recorder.commit(later) is True
     latest = world.readings("e1")
     assert latest["h-new"]["pressure_mpa"][1] == pytest.approx(0.3)
     assert latest["h-other"]["pressure_mpa"][1] == pytest.approx(0.9)
@@ -147,7 +147,7 @@ def test_a_store_that_fails_itself_is_retried_not_dead_lettered(world: World) ->
     world.writer.conn.execute("PRAGMA query_only = 1")  # sqlite3.OperationalError on writes
     pending = [world.item(telemetry("e1", 1)), world.item(telemetry("e2", 1))]
     for _ in range(3):
-        assert world.ingest._commit(pending) is False
+        assert world.ingest.recorder.commit(pending) is False
     assert world.letters() == []
     assert all(p.outcome is None for p in pending)
     health = world.ingest.writer_health()
@@ -155,7 +155,7 @@ def test_a_store_that_fails_itself_is_retried_not_dead_lettered(world: World) ->
     assert world.ingest.stats.failing_since is not None
     assert "readonly" in (health["last_error"] or "")
     world.writer.conn.execute("PRAGMA query_only = 0")
-    assert world.ingest._commit(pending) is True
+    assert world.ingest.recorder.commit(pending) is True
     assert set(world.readings("e1")) == {"h-1"} and set(world.readings("e2")) == {"h-1"}
     assert world.letters() == [] and world.ingest.stats.failing_since is None
 
@@ -165,10 +165,10 @@ def test_dead_letters_are_not_written_again_on_a_retry(world: World) -> None:
     d.dead_letters.append(DeadLetter(NOW, d.topic, "out_of_range", "reading 1", b"{}", "e1"))
     pending = [world.item(d)]
     world.writer.conn.execute("PRAGMA query_only = 1")
-    assert world.ingest._commit(pending) is False
-    assert world.ingest._commit(pending) is False
+    assert world.ingest.recorder.commit(pending) is False
+    assert world.ingest.recorder.commit(pending) is False
     world.writer.conn.execute("PRAGMA query_only = 0")
-    assert world.ingest._commit(pending) is True
+    assert world.ingest.recorder.commit(pending) is True
     assert [x["reason"] for x in world.letters()] == ["out_of_range"]
 
 
@@ -222,7 +222,7 @@ def test_stop_does_not_wait_for_a_failing_store(world: World) -> None:
     lane = ingest.telemetry_lane
     lane.budget.used += len(payload)
     lane.queue.put(
-        _Received("estates/e1/gw/gw-01/telemetry", payload, NOW, 1, 1, 0, lane, len(payload))
+        Received("estates/e1/gw/gw-01/telemetry", payload, NOW, 1, 1, 0, lane, len(payload))
     )
     deadline = time.monotonic() + 10
     while ingest.stats.commit_failures < 2 and time.monotonic() < deadline:
@@ -272,7 +272,7 @@ def test_influxdb_down_is_retried_not_dead_lettered(tmp_path: Path) -> None:
     state.add_gateway("e1", "gw-01")
     writer = TelemetryWriter(tmp_path / "t.db", raw_sink=sink)
     ingest = Ingest(MqttEndpoint("127.0.0.1", 1), state, writer, default_catalog())
-    item = _Received("estates/e1/gw/gw-01/telemetry", b"{}", NOW, 1, 1, 0, ingest.telemetry_lane, 1)
+    item = Received("estates/e1/gw/gw-01/telemetry", b"{}", NOW, 1, 1, 0, ingest.telemetry_lane, 1)
     item.delivery = telemetry("e1", 1)
     batch = item.delivery.batch
     assert batch is not None
@@ -280,8 +280,8 @@ def test_influxdb_down_is_retried_not_dead_lettered(tmp_path: Path) -> None:
         with pytest.raises(Exception) as exc:
             sink.write([batch])
         assert is_transient(exc.value), repr(exc.value)
-        assert ingest._commit([item]) is False
-        assert ingest._commit([item]) is False
+        assert ingest.recorder.commit([item]) is False
+        assert ingest.recorder.commit([item]) is False
         assert state.list_dead_letters() == [] and item.outcome is None
         assert writer.seqs.get("e1", "gw-01").max_seq == 0  # the seq waits with its readings
     finally:
@@ -296,18 +296,18 @@ def test_health_says_stalled_while_the_decoder_is_stuck_in_one_message(world: Wo
     ingest = world.ingest
     ingest.stall_s = 0.3
     release = threading.Event()
-    judge = ingest._judge
+    judge = ingest.decoder.judge
 
-    def held(item: _Received) -> Delivery:
+    def held(item: Received) -> Delivery:
         release.wait(10)
         return judge(item)
 
-    ingest._judge = held  # type: ignore[method-assign]
+    ingest.decoder.judge = held  # type: ignore[method-assign]
     ingest.start(wait_s=0)
     try:
         lane = ingest.telemetry_lane
         lane.budget.used += 10
-        lane.queue.put(_Received("estates/e1/gw/gw-01/telemetry", b"{}", NOW, 1, 1, 0, lane, 10))
+        lane.queue.put(Received("estates/e1/gw/gw-01/telemetry", b"{}", NOW, 1, 1, 0, lane, 10))
         deadline = time.monotonic() + 5
         while ingest.writer_health()["state"] != "stalled" and time.monotonic() < deadline:
             time.sleep(0.05)

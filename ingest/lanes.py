@@ -1,0 +1,327 @@
+"""The MQTT edge of ingest: two sessions ("lanes"), each with its network thread and a bounded
+queue of received payloads, and the broker's subscriptions.
+
+Events have a lane of their own: a fire alarm must not wait behind a telemetry backlog (GB 26875:
+the monitoring centre within 10 s), and telemetry backpressure must not hold back the events'
+socket. A network thread only queues a message's bytes (decoding there would hold the
+interpreter lock against the writer); when its lane is full it waits, stops reading its socket,
+and the broker holds the backlog. Messages are acknowledged (paho-mqtt manual ack) by the
+recorder once committed (``ack_all``)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.handoff import ByteBudget
+from ingest.pipeline import Delivery
+from ingest.shards import estate_subscriptions, shard_of
+from ingest.state import StateStore
+from ingest.stats import IngestStats
+from ingest.telemetry import PreparedRows
+from protocol.clock import now_ms
+from protocol.endpoint import MqttEndpoint
+from protocol.topics import service_subscriptions
+
+log = logging.getLogger(__name__)
+
+# What a queued message costs besides its payload (its record and the topic string).
+OVERHEAD_BYTES = 200
+
+
+class GatewayRegistry:
+    """Registered estates and gateways, cached; a miss reloads from the state store at most
+    once a second, so a gateway registered by another process is let in soon after. The sets
+    are replaced whole, never changed in place, so readers on other threads need no lock."""
+
+    def __init__(self, state: StateStore, refresh_s: float = 1.0) -> None:
+        self._state = state
+        self._refresh_s = refresh_s
+        self._gateways: set[tuple[str, str]] = set()
+        self._estates: set[str] = set()
+        self._loaded_at = -1e9
+        self.reload()
+
+    @property
+    def estates(self) -> set[str]:
+        return set(self._estates)
+
+    def reload(self) -> None:
+        self._estates = {e["id"] for e in self._state.list_estates()}
+        self._gateways = self._state.registered_gateways()
+        self._loaded_at = time.monotonic()
+
+    def _reload_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at >= self._refresh_s:
+            self.reload()
+
+    def has_estate(self, estate: str) -> bool:
+        if estate not in self._estates:
+            self._reload_if_stale()
+        return estate in self._estates
+
+    def has_gateway(self, estate: str, gw: str) -> bool:
+        if (estate, gw) not in self._gateways:
+            self._reload_if_stale()
+        return (estate, gw) in self._gateways
+
+
+@dataclass(eq=False)
+class Lane:
+    """One MQTT session and its bounded queue (see the module's docstring)."""
+
+    name: str
+    client: mqtt.Client
+    queue: queue.Queue[Received]
+    events: bool
+    budget: ByteBudget
+    generation: int = 0  # connections so far: an ack names a message of one connection
+    connected: threading.Event = field(default_factory=threading.Event)
+
+    def wants(self, topic_filter: str) -> bool:
+        return topic_filter.endswith("/events") == self.events
+
+
+class Outcome(enum.Enum):
+    STORED = 1  # committed (or nothing to store): goes to the listeners
+    DUPLICATE = 2  # its (gateway, seq) was stored before
+    POISON = 3  # the store refused it alone: dead-lettered
+
+
+@dataclass(slots=True)
+class Received:
+    """One message from its lane's network thread to its acknowledgement."""
+
+    topic: str
+    payload: bytes
+    received_ms: int
+    mid: int
+    qos: int
+    generation: int
+    lane: Lane
+    weight: int
+    delivery: Delivery | None = None  # judged on the decoder thread
+    rows: PreparedRows | None = None  # its readings encoded for the store, ditto
+    # Set by the recorder as parts of a commit succeed, so a retry or a split redoes only the
+    # rest: its dead letters are stored / what became of it.
+    lettered: bool = False
+    outcome: Outcome | None = None
+
+
+_PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 PUBACK: type 4, remaining length 2, packet id
+
+# Paho has no public call that queues several packets as one write: its ack() queues a packet
+# and wakes the network thread (a syscall) per message, and that thread sends each with a
+# send() of its own. Measured with a real Mosquitto at 20,000 one-reading messages, ack() per
+# message costs ~5 us more CPU a message than one write per commit (~+20 % of paho's own
+# receive-and-ack cost); bench 1's one-reading target met 0.52 only with the one write. So
+# ack_all uses paho's private _packet_queue (pinned: paho-mqtt >=2.1,<3; tested against a
+# real broker in tests/integration/test_batched_acks.py) and falls back to the public ack()
+# for good the first time that call is missing or refuses its arguments.
+_batched_acks = True
+
+
+def ack_all(client: mqtt.Client, mids: Sequence[int]) -> None:
+    """Acknowledge QoS 1 messages, in the order they were received, as one write (see
+    above); one message, or a paho without the private call, goes through ack()."""
+    global _batched_acks
+    queue_packet = getattr(client, "_packet_queue", None) if _batched_acks else None
+    if queue_packet is not None and len(mids) > 1:
+        data = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+        try:
+            queue_packet(mqtt.PUBACK, data, 0, 0)
+            return
+        except TypeError:  # paho changed its private call: nothing was queued
+            log.warning("ingest: paho's packet queue changed; acknowledging one by one")
+            _batched_acks = False
+    for mid in mids:
+        client.ack(mid, 1)
+
+
+class Lanes:
+    """The telemetry and events lanes, their MQTT callbacks and the subscriptions. In a
+    sharded deployment the estates subscribed change on the network threads (a broker's
+    confirmation, a reconnect) and the scheduler's (new estates): under ``_subscriptions``."""
+
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        registry: GatewayRegistry,
+        stats: IngestStats,
+        closing: threading.Event,
+        root: str,
+        client_id: str,
+        shard: tuple[int, int] | None,
+        queue_size: int,
+        queue_bytes: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self.registry = registry
+        self.stats = stats
+        self.root = root
+        self.shard = shard
+        self._closing = closing  # disconnecting on purpose
+        self._subscriptions = threading.Lock()
+        self._subscribed_estates: set[str] = set()
+        self._pending_subscriptions: dict[int, list[str]] = {}
+        if shard:
+            client_id = f"{client_id}-{shard[0]}of{shard[1]}"
+        # Bounded: a full queue blocks that lane's MQTT network thread, which is the
+        # backpressure; the broker holds the rest.
+        self.telemetry = self._lane("telemetry", client_id, queue_size, queue_bytes, events=False)
+        self.events = self._lane(
+            "events", f"{client_id}-events", queue_size, queue_bytes, events=True
+        )
+        self.all = (self.telemetry, self.events)
+
+    def _lane(self, name: str, client_id: str, size: int, max_bytes: int, events: bool) -> Lane:
+        lane = Lane(
+            name, self._make_client(client_id), queue.Queue(maxsize=size), events,
+            ByteBudget(max_bytes),
+        )  # fmt: skip
+        lane.client.user_data_set(lane)
+        return lane
+
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,  # the broker keeps our subscription and queues while we are down
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if self.endpoint.username:
+            client.username_pw_set(self.endpoint.username, self.endpoint.password)
+        if self.endpoint.tls:
+            client.tls_set(ca_certs=self.endpoint.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self.on_connect
+        client.on_disconnect = self.on_disconnect
+        client.on_message = self.on_message
+        client.on_subscribe = self.on_subscribe
+        return client
+
+    # --- state read by other threads ---------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return all(lane.connected.is_set() for lane in self.all)
+
+    @property
+    def subscribed_estates(self) -> list[str]:
+        with self._subscriptions:
+            return sorted(self._subscribed_estates)
+
+    # --- subscriptions (sharded deployments) -------------------------------------------------
+    def _my_estates(self) -> set[str]:
+        assert self.shard is not None
+        index, count = self.shard
+        self.registry.reload()
+        return {e for e in self.registry.estates if shard_of(e, count) == index}
+
+    def _subscribe(self, lane: Lane, estates: list[str]) -> None:
+        filters = [
+            (f, 1) for e in estates for f in estate_subscriptions(e, self.root) if lane.wants(f)
+        ]
+        if not filters:
+            return
+        # Held across subscribe(): the broker's confirmation (on_subscribe, on the network
+        # thread) must find the mid recorded.
+        with self._subscriptions:
+            _rc, mid = lane.client.subscribe(filters)
+            if mid is not None and not lane.events:
+                self._pending_subscriptions[mid] = estates  # counted once the broker confirms
+
+    def subscribe_new_estates(self) -> None:
+        """In a sharded deployment, subscribe to registered estates of this shard not yet
+        subscribed (run after registrations; unregistered estates have no broker account)."""
+        if self.shard is None:
+            return
+        mine = self._my_estates()
+        with self._subscriptions:
+            fresh = sorted(mine - self._subscribed_estates)
+        for lane in self.all:
+            self._subscribe(lane, fresh)
+
+    # --- connection --------------------------------------------------------------------------
+    def connect(self, wait_s: float) -> None:
+        for lane in self.all:
+            lane.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
+            lane.client.loop_start()
+        deadline = time.monotonic() + wait_s
+        for lane in self.all:
+            if wait_s and not lane.connected.wait(max(0.0, deadline - time.monotonic())):
+                log.warning(
+                    "ingest: %s lane not yet connected to %s, still trying",
+                    lane.name,
+                    self.endpoint.url,
+                )
+
+    def disconnect(self) -> None:
+        for lane in self.all:
+            lane.client.disconnect()
+            lane.client.loop_stop()
+            lane.connected.clear()
+
+    # --- MQTT network threads ----------------------------------------------------------------
+    def on_connect(
+        self, client: mqtt.Client, lane: Lane, _flags: object, reason: object, _props: object
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("ingest: broker refused the connection: %s", reason)
+            return
+        lane.generation += 1
+        if self.shard is None:
+            client.subscribe([(f, 1) for f in service_subscriptions(self.root) if lane.wants(f)])
+        else:
+            # a session the broker lost has no subscriptions: make this lane's again
+            self._subscribe(lane, sorted(self._my_estates()))
+        lane.connected.set()
+        log.info("ingest: %s lane connected to %s", lane.name, self.endpoint.url)
+
+    def on_disconnect(
+        self, _c: mqtt.Client, lane: Lane, _flags: object, reason: object, _props: object
+    ) -> None:
+        lane.connected.clear()
+        if not self._closing.is_set():
+            log.warning("ingest: disconnected from broker (%s); reconnecting", reason)
+
+    def on_subscribe(
+        self, _c: mqtt.Client, lane: Lane, mid: int, _codes: object, _props: object
+    ) -> None:
+        if not lane.events:
+            with self._subscriptions:
+                self._subscribed_estates.update(self._pending_subscriptions.pop(mid, []))
+
+    def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage) -> None:
+        if self._closing.is_set():
+            return  # not acknowledged: the broker keeps it for the next session
+        self.stats.received_by_lane[lane.name] += 1  # this thread's own slot
+        # Only queue the bytes: decoding here would hold the interpreter lock against the
+        # writer, whose SQLite steps release and retake it per row (a lock convoy).
+        payload = bytes(msg.payload)
+        weight = len(payload) + OVERHEAD_BYTES
+        # Both waits block while the writer is behind (backpressure), until stop() gives up on
+        # them: the message is then not acknowledged, and the broker keeps it.
+        if not lane.budget.acquire(weight, self._closing):
+            return
+        item = Received(
+            msg.topic, payload, now_ms(), msg.mid, msg.qos, lane.generation, lane, weight
+        )
+        while True:
+            try:
+                lane.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._closing.is_set():
+                    lane.budget.release(weight)
+                    return

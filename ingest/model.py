@@ -1,0 +1,36 @@
+"""The values ingest's pure core (``pipeline``) hands to its stores: what one message carries
+that is stored (``EstateBatch``) and what is not (``DeadLetter``). No I/O, nothing of a store,
+so the pipeline imports no database code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocol.messages import Event, Reading
+
+
+@dataclass(frozen=True, slots=True)
+class EstateBatch:
+    """Valid readings and events of one message, with where it came from and its ``seq``."""
+
+    estate: str
+    gateway: str
+    readings: Sequence[Reading] = ()
+    events: Sequence[Event] = ()
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message, or one bad item of it, that is not stored, and why (``reason``: a
+    ``protocol.messages.Reason`` value, or the store's ``store_refused``)."""
+
+    received_ms: int
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    estate: str | None = None
+    gateway: str | None = None
+    item_index: int | None = None

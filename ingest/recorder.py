@@ -1,0 +1,472 @@
+"""Ingest's recorder: the one thread that writes the stores, built as Home Assistant's recorder
+is (homeassistant/components/recorder: core.py's thread, tasks.py's typed tasks).
+
+It takes the decoder's batches off a bounded hand-off, commits many messages per transaction
+and only then acknowledges them to the broker, so a crash before a commit means the broker
+delivers again; what was stored goes on to the listeners (``Fanout``). Between two commits it
+runs the queued ``RecorderTask``s (rollup merges, retention), because SQLite has one writer.
+
+A commit that fails is told apart by its cause (``is_transient``): a store that is locked,
+unreachable or full is retried, with backoff, until it takes the batch; anything else is taken
+to be a message's fault, and the batch is split in halves, and those again, until the message
+the store refuses is found alone: that one is dead-lettered (``store_refused``) and
+acknowledged, the rest committed. So no message can stop ingest for every estate (issue 12).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from prometheus_client import Histogram
+
+from ingest.decoder import rank
+from ingest.fanout import Fanout
+from ingest.handoff import ByteBudget, Handoff
+from ingest.lanes import Lane, Outcome, Received, ack_all
+from ingest.model import DeadLetter, EstateBatch
+from ingest.pipeline import Delivery
+from ingest.retention import RollupPlan
+from ingest.state import StateStore
+from ingest.stats import IngestStats
+from ingest.telemetry import PreparedRows, TelemetryWriter
+from protocol.clock import now_ms
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The reason of a message dead-lettered because the store refused it (not the decoder).
+STORE_REFUSED = "store_refused"
+
+# Statuses of a store's HTTP API (InfluxDB) that blame the data, not the store.
+_DATA_STATUSES = frozenset({400, 413, 422})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a commit failed because of the store itself (locked, unreachable, full, a
+    server error): the same batch may go through later, so it is retried, never dead-lettered.
+    False blames the data: an integer SQLite cannot hold, a value that cannot be encoded, a
+    constraint, a point InfluxDB refuses as bad (400/413/422)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sa.exc.DBAPIError):  # SQLAlchemy's wrapper of a driver's error
+            if e.connection_invalidated:
+                return True
+            if isinstance(e.orig, sqlite3.Error):
+                e = e.orig  # judged below: SQLite's InterfaceError is a value it cannot bind
+                continue
+            # PostgreSQL: a lost or refused connection, a server shutting down
+            return isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError)
+        if isinstance(e, sqlite3.OperationalError | OSError):
+            return True  # locked, busy, read-only, disk full or I/O; OSError: the network
+        status = getattr(e, "status", None)
+        if type(status) is int and 400 <= status < 600:  # an HTTP store (InfluxDB)
+            return status not in _DATA_STATUSES
+        if type(e).__module__.split(".")[0] == "urllib3":
+            return True  # connection refused, timeouts, retries used up
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
+    return False
+
+
+def shorten(exc: BaseException, limit: int = 300) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- tasks: what else runs on the recorder's thread, between two commits ---------------------
+class RecorderTask(abc.ABC, Generic[T]):
+    """A piece of work for the recorder's thread (a write: SQLite has one writer); its answer
+    goes to the caller's Future."""
+
+    @abc.abstractmethod
+    def run(self, recorder: Recorder) -> T: ...
+
+
+@dataclass(frozen=True)
+class ApplyRollupTask(RecorderTask[int]):
+    """Merge a fold the scheduler prepared on its own read-only connection; raw rows covered."""
+
+    plan: RollupPlan
+
+    def run(self, recorder: Recorder) -> int:
+        return recorder.telemetry.apply_rollup(self.plan)
+
+
+@dataclass(frozen=True)
+class PurgeTask(RecorderTask[int]):
+    """Delete telemetry past retention; raw rows deleted."""
+
+    raw_before_ms: int
+    minute_rollups_before_ms: int
+
+    def run(self, recorder: Recorder) -> int:
+        return recorder.telemetry.purge(self.raw_before_ms, self.minute_rollups_before_ms)
+
+
+@dataclass(frozen=True)
+class CallTask(RecorderTask[T]):
+    """A one-off callable (tests holding the thread, a tool's one-time write); the service's
+    own upkeep has a task type of its own."""
+
+    fn: Callable[[], T]
+
+    def run(self, recorder: Recorder) -> T:
+        return self.fn()
+
+
+@dataclass
+class _Batch:
+    """One store call's messages, as the steps of ``Recorder._store`` see them."""
+
+    items: list[Received]
+    with_batch: list[Received] = field(default_factory=list)  # those carrying readings/events
+    batches: list[EstateBatch] = field(default_factory=list)  # theirs, index for index
+    prepared: list[PreparedRows | None] = field(default_factory=list)  # ditto
+    duplicates: set[int] = field(default_factory=set)  # indexes into batches
+
+
+class Recorder:
+    def __init__(
+        self,
+        state: StateStore,
+        telemetry: TelemetryWriter,
+        stats: IngestStats,
+        handoff: Handoff[list[Received]],
+        fanout: Fanout,
+        closing: threading.Event,
+        abandoned: threading.Event,
+    ) -> None:
+        self.state = state
+        self.telemetry = telemetry
+        self.stats = stats
+        self.handoff = handoff
+        self.fanout = fanout
+        self._closing = closing  # a stop does not wait for a failing store
+        self._abandoned = abandoned  # set when it gives up (the decoder stops with it)
+        self.stopping = threading.Event()  # drain the hand-off, then end
+        self.commit_seconds: Histogram | None = None  # set by whoever exports metrics
+        self.progress = time.monotonic()  # last time it was idle or finished a batch or task
+        self._known_devices = state.known_devices()
+        self._tasks: queue.Queue[tuple[RecorderTask[Any], Future[Any]]] = queue.Queue(16)
+        self._tasks_lock = threading.Lock()  # no task is queued after stop's drain
+        self.thread = threading.Thread(target=self.run, name="ingest-writer", daemon=True)
+
+    # --- tasks -------------------------------------------------------------------------------
+    def queue_task(self, task: RecorderTask[T]) -> Future[T]:
+        """Run ``task`` on the recorder's thread between commits. Waits while 16 are queued;
+        cancelled at once when the recorder is stopping."""
+        future: Future[T] = Future()
+        while True:
+            with self._tasks_lock:
+                if self.stopping.is_set():  # the recorder is going: nothing would run it
+                    future.cancel()
+                    return future
+                try:
+                    self._tasks.put_nowait((task, future))
+                    return future
+                except queue.Full:
+                    pass
+            time.sleep(0.05)  # bounded: a caller waits rather than piling up
+
+    def stop_taking_tasks(self) -> None:
+        with self._tasks_lock:
+            self.stopping.set()
+
+    def cancel_tasks(self) -> None:
+        """After the recorder has stopped: tasks still queued will not run; their callers get
+        CancelledError at once instead of waiting out their timeout."""
+        while True:
+            try:
+                _task, future = self._tasks.get_nowait()
+            except queue.Empty:
+                return
+            future.cancel()
+
+    def _run_tasks(self) -> None:
+        while True:
+            try:
+                task, future = self._tasks.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(task.run(self))
+                except Exception as exc:
+                    log.exception("ingest: recorder task %r failed", task)
+                    future.set_exception(exc)
+                self.progress = time.monotonic()  # a long task is not a stuck writer
+
+    # --- the thread --------------------------------------------------------------------------
+    def run(self) -> None:
+        while True:
+            self._run_tasks()
+            try:
+                _, pending = self.handoff.get(timeout=0.05)
+            except queue.Empty:
+                self.progress = time.monotonic()  # idle: nothing is waiting for it
+                self.telemetry.flush_latest_if_due()
+                continue
+            if pending is None:  # the decoder has drained the lanes and stopped
+                self.telemetry.flush_latest_if_due()
+                self.fanout.end()
+                return
+            delay = 0.5
+            while not self.commit(pending):
+                # The store itself failed (locked, unreachable): never drop what was received,
+                # retry until it takes the batch. Unacked messages stay with the broker
+                # meanwhile, and the full queue holds back more. A stop does not wait for it.
+                if self._closing.wait(delay):
+                    self._abandon(pending)
+                    return
+                delay = min(delay * 2, 10.0)
+            self.progress = time.monotonic()
+            self._acknowledge(pending)
+            fresh = [
+                p.delivery
+                for p in pending
+                if p.outcome is Outcome.STORED and p.delivery is not None
+            ]
+            self.fanout.put(rank(pending), fresh)
+
+    def _acknowledge(self, pending: list[Received]) -> None:
+        """Acknowledge a committed batch, a lane's PUBACKs in one write, and free its bytes."""
+        freed: dict[ByteBudget, int] = {}
+        acks: dict[Lane, list[int]] = {}
+        for item in pending:
+            # an ack on a newer connection would name another message: skip it, the
+            # broker redelivers and the seq book drops the repeat
+            # (QoS 1 at most: the subscriptions are QoS 1, so the broker sends no QoS 2)
+            if item.qos > 0 and item.generation == item.lane.generation:
+                acks.setdefault(item.lane, []).append(item.mid)
+            freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
+        for lane, mids in acks.items():
+            ack_all(lane.client, mids)
+        for budget, weight in freed.items():  # one wake-up a lane, not one a message
+            budget.release(weight)
+
+    def _abandon(self, pending: list[Received]) -> None:
+        """Stopping while the store fails: leave the batch unacknowledged (the broker delivers
+        it again) and end the recorder, the decoder and the listeners."""
+        log.warning(
+            "ingest: stopping while the store fails; %d messages are left unacknowledged for "
+            "the broker to deliver again",
+            sum(p.outcome is None for p in pending),
+        )
+        self._abandoned.set()
+        freed: dict[ByteBudget, int] = {}
+        for item in pending:
+            freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
+        for budget, weight in freed.items():
+            budget.release(weight)
+        self.fanout.end()
+
+    # --- one commit --------------------------------------------------------------------------
+    def commit(self, pending: list[Received]) -> bool:
+        """Store what of ``pending`` is not yet stored; True once every message is stored, a
+        duplicate or dead-lettered, False when the store failed (try again later)."""
+        ok = self._store_or_split([p for p in pending if p.outcome is None])
+        st = self.stats
+        if ok:
+            st.failing_since = None
+        elif st.failing_since is None:
+            st.failing_since = time.monotonic()
+        return ok
+
+    def _store_or_split(self, items: list[Received]) -> bool:
+        """Store ``items``; when the store refuses them for something other than its own state,
+        store each half on its own, down to the one message at fault, which is dead-lettered.
+        False on a failure of the store itself (see is_transient)."""
+        if not items:
+            return True
+        try:
+            self._store(items)
+            return True
+        except Exception as exc:
+            self.stats.commit_failures += 1
+            self.stats.last_error = shorten(exc)
+            if is_transient(exc):
+                log.warning(
+                    "ingest: commit of %d messages failed (%s); retrying, nothing is "
+                    "acknowledged until then",
+                    len(items),
+                    self.stats.last_error,
+                )
+                return False
+            if len(items) == 1:
+                return self._poison(items[0], exc)
+            log.warning(
+                "ingest: commit of %d messages refused (%s); splitting it to find the message "
+                "at fault",
+                len(items),
+                self.stats.last_error,
+            )
+        half = len(items) // 2
+        # A half stored stays stored if the other fails: a retry skips it (outcome is set).
+        return self._store_or_split(
+            [p for p in items[:half] if p.outcome is None]
+        ) and self._store_or_split([p for p in items[half:] if p.outcome is None])
+
+    def _poison(self, item: Received, exc: Exception) -> bool:
+        """The store refuses this message alone: dead-letter it (bounded, with the reason) so
+        it is acknowledged and never tried again. False if even that could not be stored."""
+        d = item.delivery
+        letter = DeadLetter(
+            item.received_ms,
+            item.topic,
+            STORE_REFUSED,
+            f"the store refused this message: {shorten(exc, 800)}",
+            item.payload,
+            d.estate if d else None,
+            d.gateway if d else None,
+        )
+        try:
+            self.state.add_dead_letters([letter])
+        except Exception:
+            log.exception("ingest: could not dead-letter a message the store refuses; retrying")
+            return False
+        log.error(
+            "ingest: the store refuses a message on %s (%s); dead-lettered as %s",
+            item.topic,
+            self.stats.last_error,
+            STORE_REFUSED,
+        )
+        item.outcome = Outcome.POISON
+        self.stats.poison_messages += 1
+        with self.stats.lock:
+            self.stats.dead_letters[STORE_REFUSED] += 1
+        return True
+
+    def _store(self, items: list[Received]) -> None:
+        """Store one batch of messages (raises when a store fails). Each step marks the
+        messages it finished, so after a failure a retry or a split does only the rest."""
+        started = time.perf_counter()
+        b = self._gather(items)
+        b.duplicates = self.telemetry.find_duplicates(b.batches)
+        self._store_dead_letters(b)
+        self._register_devices(b)
+        self._write_telemetry(b)
+        self._store_statuses(items)
+        self._count_commit(items, started)
+
+    @staticmethod
+    def _gather(items: list[Received]) -> _Batch:
+        b = _Batch(items)
+        for p in items:
+            if p.delivery is not None and p.delivery.batch is not None:
+                b.with_batch.append(p)
+                b.batches.append(p.delivery.batch)
+                b.prepared.append(p.rows)
+        return b
+
+    def _store_dead_letters(self, b: _Batch) -> None:
+        """A redelivered message's bad items were dead-lettered the first time. Dead letters
+        go first: a crash before the readings commit repeats them (at least once), while the
+        readings themselves are stored exactly once."""
+        dups = {id(b.with_batch[i]) for i in b.duplicates}
+        fresh = [p for p in b.items if not p.lettered and id(p) not in dups]
+        letters = [x for p in fresh if p.delivery for x in p.delivery.dead_letters]
+        self.state.add_dead_letters(letters)
+        for p in b.items:
+            p.lettered = True  # a duplicate's letters were stored the first time
+        if letters:
+            with self.stats.lock:
+                for letter in letters:
+                    self.stats.dead_letters[letter.reason] += 1
+
+    def _register_devices(self, b: _Batch) -> None:
+        """Devices before their readings: one registered for readings that then fail is
+        harmless (it exists), while one missed after they commit would wait for its next."""
+        new: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
+        for i, batch in enumerate(b.batches):
+            if i in b.duplicates:
+                continue
+            # Registered when the service first heard of it (its uptime counts from
+            # then), not at its data's time: a replay or backlog can be months old.
+            heard = b.with_batch[i].received_ms
+            for r in batch.readings or batch.events:
+                key = (batch.estate, r.dev)
+                if key not in self._known_devices and key not in new:
+                    new[key] = (batch.estate, r.dev, r.kind, batch.gateway, heard)
+        self.state.add_devices(new.values())
+        self._known_devices.update(new)
+
+    def _write_telemetry(self, b: _Batch) -> None:
+        """Readings, events and seqs in one transaction of the telemetry store."""
+        result = self.telemetry.write(b.batches, b.duplicates, b.prepared)
+        for i, p in enumerate(b.with_batch):
+            p.outcome = Outcome.DUPLICATE if i in result.duplicates else Outcome.STORED
+        s = self.stats
+        s.committed_messages += len(b.with_batch)
+        s.readings += result.readings
+        s.events += result.events
+        s.duplicates += len(result.duplicates)
+        for batch in b.batches:
+            if batch.readings and (
+                s.newest_reading_ts is None or batch.readings[-1].ts > s.newest_reading_ts
+            ):
+                s.newest_reading_ts = batch.readings[-1].ts
+        s.gateway_lost = {k: g.lost for k, g in self.telemetry.seqs.gateways.items()}
+
+    def _store_statuses(self, items: list[Received]) -> None:
+        """Gateway statuses, one at a time (a retry skips those done); command acks logged."""
+        for p in items:
+            d = p.delivery
+            if p.outcome is not None or d is None:
+                continue
+            if d.status is not None and d.estate and d.gateway:
+                self._store_status(p, d)
+            if d.command_ack is not None:
+                log.info(
+                    "gateway %s/%s acknowledged command %s: ok=%s %s",
+                    d.estate,
+                    d.gateway,
+                    d.command_ack.id,
+                    d.command_ack.ok,
+                    (d.command_ack.error or "")[:200],
+                )
+            p.outcome = Outcome.STORED
+            self.stats.committed_messages += 1
+
+    def _store_status(self, p: Received, d: Delivery) -> None:
+        assert d.status is not None and d.estate and d.gateway
+        gs = d.status
+        dropped = gs.extra.get("dropped")
+        # A Last Will carries the time its gateway connected (it is set then); the gateway
+        # dropped when the broker sent it, i.e. when it arrived.
+        self.state.set_gateway_status(
+            d.estate,
+            d.gateway,
+            gs.state,
+            gs.ts if gs.state == "online" else p.received_ms,
+            gs.fw,
+            gs.buffered,
+            dropped if isinstance(dropped, int) and not isinstance(dropped, bool) else None,
+        )
+
+    def _count_commit(self, items: list[Received], started: float) -> None:
+        s = self.stats
+        s.commits += 1
+        s.last_commit_ms = now_ms()
+        s.last_commit_duration_s = time.perf_counter() - started
+        if self.commit_seconds is not None:
+            self.commit_seconds.observe(s.last_commit_duration_s)
+        seen: dict[tuple[str, str], int] = {}
+        for p in items:
+            d = p.delivery
+            if d and d.estate and d.gateway and (d.batch is not None or d.status is not None):
+                seen[(d.estate, d.gateway)] = d.received_ms
+        with s.lock:
+            s.samples.append((time.monotonic(), s.committed_messages, s.readings))
+            s.gateway_last_seen.update(seen)
