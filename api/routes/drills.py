@@ -7,9 +7,19 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import Ctx, CurrentUser, guard, require_operate
+from api import schemas
+from api.deps import (
+    Ctx,
+    CurrentUser,
+    Ms,
+    check_estate_filter,
+    engine_errors,
+    engine_of,
+    guard,
+    require_operate,
+    visible_estates,
+)
 from api.errors import ApiError
-from api.routes.alarms import Ms, check_estate_filter, engine_errors, engine_of, visible_estates
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])
 
@@ -27,7 +37,9 @@ class DrillIn(BaseModel):
     outcome: str = Field(default="", max_length=2000)
 
 
-@router.get("/drills", **guard("user"))
+@router.get(
+    "/drills", response_model=schemas.DrillPage, response_model_exclude_unset=True, **guard("user")
+)
 def list_drills(
     ctx: Ctx,
     p: CurrentUser,
@@ -45,7 +57,7 @@ def list_drills(
 HELD_AHEAD_MAX_MS = 7 * 86_400_000
 
 
-@router.post("/drills", status_code=201, **guard("user"))
+@router.post("/drills", status_code=201, response_model=schemas.Drill, **guard("user"))
 def record_drill(body: DrillIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     require_operate(p, body.estate)
     engine = engine_of(ctx)
