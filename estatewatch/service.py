@@ -380,7 +380,8 @@ class Service:
         paths = [s.shard_telemetry_path(i) for i in range(max(s.ingest_shards, 1))]
         for path in paths:  # the API may start before an ingest shard has made its file
             if not path.exists():
-                retry_schema(lambda p=path: TelemetryWriter(p).close(), f"telemetry {path.name}")
+                make = functools.partial(TelemetryWriter, path)
+                retry_schema(make, f"telemetry {path.name}").close()
         return ShardedTelemetryReader(paths, influx)
 
     def _start_api(self) -> None:
