@@ -619,15 +619,87 @@ class QualityTable(QualityMonth):
     items: list[EstateQualityRow]
 
 
+class ReportRescues(Out):
+    count: int
+    released: int
+    mean_min: float | None
+    max_min: float | None
+    arrived: int
+    mean_arrival_min: float | None
+    max_arrival_min: float | None
+    within_deadline: int
+    breached: int
+    deadline_min: int
+
+
+class ReportQualityBase(Out):
+    per_hour: float | None
+    per_10min_outside_emergencies: float | None
+    flood_windows: int
+    flood_share_pct: float | None
+    peak_10min: int
+    ack_p50_min: float | None
+    ack_p90_min: float | None
+
+
+class ReportQuality(ReportQualityBase):
+    chattering: list[Chattering]
+    stale: list[Stale]
+    top: list[Frequent]
+    rule_names: dict[str, list[str]] = Field(description="rule → its summary [zh, en]")
+
+
+class EstateChattering(Chattering):
+    estate: str
+
+
+class EstateStale(Stale):
+    estate: str
+
+
+class EstateFrequent(Frequent):
+    estate: str
+
+
+class TotalQuality(ReportQualityBase):
+    """The estates' means; the lists joined over them, each entry naming its estate."""
+
+    chattering: list[EstateChattering]
+    stale: list[EstateStale]
+    top: list[EstateFrequent]
+
+
+class ReportPartBase(Out):
+    estate: str
+    name: str
+    region: str
+    devices: int
+    alarms_total: int
+    alarms: dict[str, dict[str, int]] = Field(description="family → severity → alarms")
+    mean_ack_min: float | None
+    mean_resolve_min: float | None
+    rescues: ReportRescues
+    fire_availability_pct: float | None
+    device_uptime_pct: float | None
+    activations: dict[str, dict[str, int]] = Field(description="plan → level (III) → times")
+    drills: list[DrillCount]
+
+
+class ReportPart(ReportPartBase):
+    alarm_quality: ReportQuality
+
+
+class ReportTotal(ReportPartBase):
+    alarm_quality: TotalQuality
+
+
 class YearlyReport(Out):
-    """Per estate and in total; each part's figures (alarms by family and severity, rescue
-    times, availability, activations, drills, alarm quality) as ``supervision.report`` makes
-    them, documented there."""
+    """Per estate and in total (``estate`` is ``"total"``)."""
 
     year: int
     generated_ms: int
-    estates: list[Detail]
-    total: Detail
+    estates: list[ReportPart]
+    total: ReportTotal
     plan_names: dict[str, Names]
 
 

@@ -5,7 +5,9 @@ request."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from api.context import ApiContext
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from protocol.catalog import default_catalog
+from protocol.messages import Event
 
 TOKEN = "openapi-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -144,4 +147,63 @@ def test_an_api_only_process_makes_the_alert_tables_at_startup_not_in_a_request(
         r = client.get("/api/v1/reports/yearly", params={"year": 2025}, headers=AUTH)
         assert r.status_code == 200, r.text
         assert [part["estate"] for part in r.json()["estates"]] == ["e1"]
+    state.close()
+
+
+def shape(value: Any) -> Any:
+    """The keys of an answer at every depth (values left out: they move with the clock)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return None
+
+
+def test_the_report_models_keep_every_field_of_a_populated_report(tmp_path: Path) -> None:
+    """A fire alarm chattering three times, one left open and acknowledged: the yearly report
+    and the month's figures through the API have every field the report functions make."""
+    from supervision.report import SHANGHAI, ReportInputs, estate_alarm_quality, yearly_report
+    from tests.supervision.test_report import delivery
+
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    TelemetryWriter(tmp_path / "t.db").close()
+    state.add_estate("east", "east 小区", "呼和浩特市")
+    state.add_gateway("east", "gw-01")
+    t0 = time.time_ns() // 1_000_000 - 2 * 3_600_000
+    now = [t0]
+    engine = AlertEngine(state.engine, default_catalog(), clock=lambda: now[0])
+    for i in range(3):
+        now[0] = t0 + i * 20_000
+        ev = Event("fap-1", "fire_panel", now[0], "fire.alarm", {"zone": "b1", "point": "sd-1"})
+        engine.on_committed([delivery("east", events=[ev], ts=now[0])])
+        (alarm,) = [a for a in engine.list_alarms("east") if a["state"] == "firing"]
+        now[0] += 1_000
+        if i < 2:
+            engine.resolve(alarm["id"], "duty")
+        else:
+            engine.acknowledge(alarm["id"], "duty")
+    ctx = ApiContext(
+        state=state,
+        telemetry=TelemetryReader(tmp_path / "t.db"),
+        catalog=default_catalog(),
+        admin_token=TOKEN,
+        alerts=engine,
+    )
+    start = datetime.fromtimestamp(t0 / 1000, SHANGHAI)
+    with TestClient(create_app(ctx)) as client:
+        r = client.get("/api/v1/reports/yearly", params={"year": start.year}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        month = f"{start.year:04d}-{start.month:02d}"
+        q = client.get(
+            "/api/v1/alarm-quality", params={"estate": "east", "month": month}, headers=AUTH
+        )
+        assert q.status_code == 200, q.text
+    inputs = ReportInputs(state, default_catalog(), engine.plans, ctx.telemetry.hours_with_data)
+    direct = yearly_report(inputs, start.year)
+    assert direct["total"]["alarm_quality"]["chattering"]  # the lists are not empty
+    assert shape(r.json()) == shape(direct)
+    quality, days = estate_alarm_quality(state.engine, "east", t0 - 1, t0 + 3_600_000, now[0])
+    assert shape(q.json()["quality"]) == shape(quality.as_dict())
+    assert shape(q.json()["days"][:1]) == shape(days[:1])
+    engine.stop()
     state.close()
