@@ -207,3 +207,16 @@ def test_the_report_models_keep_every_field_of_a_populated_report(tmp_path: Path
     assert shape(q.json()["days"][:1]) == shape(days[:1])
     engine.stop()
     state.close()
+
+
+def test_a_plan_raised_again_to_the_same_level_answers_nothing_changed(tmp_path: Path) -> None:
+    """The one answer that is ``{}``: the union of models keeps it as it was."""
+    app, state = _app(tmp_path, with_alerts=True)
+    state.add_estate("e1", "新华小区")
+    body = {"plan": "fire", "level": "II", "reason": "3 号楼确认起火"}
+    with TestClient(app) as client:
+        first = client.post("/api/v1/estates/e1/plans/activations", json=body, headers=AUTH)
+        assert first.status_code == 201 and first.json()["level"] == "Ⅱ", first.text
+        again = client.post("/api/v1/estates/e1/plans/activations", json=body, headers=AUTH)
+        assert (again.status_code, again.json()) == (201, {})
+    state.close()
