@@ -51,7 +51,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     if ctx.alerts is None:
         # An API-only process reports from the alert tables a shard may not have made yet:
-        # they are made (or brought up to date) here, once, never inside a request.
+        # they are made (or brought up to date) here, once, never inside a request (the
+        # service has made them already, retrying while another process was at it).
         AlertStore(ctx.state.engine).migrate(time.time_ns() // 1_000_000)
     errors.install(app)
     bounds.install(app)

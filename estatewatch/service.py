@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from alerts.engine import AlertEngine
 from alerts.notify.mqtt import NoticeClient
 from alerts.notify.receivers import receivers_from_config
+from alerts.store import AlertStore
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
@@ -394,6 +395,8 @@ class Service:
                 )
             self.api_port = choose_port(0)
         ingest = self.ingest
+        if self.alerts is None:  # an API-only process: its reports read the alert tables
+            retry_schema(lambda: AlertStore(self.state.engine).migrate(now_ms()), "alerts")
         ctx = ApiContext(
             state=self.state,
             telemetry=self._telemetry_reader(),
