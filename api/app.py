@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
-from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+from swagger_ui_bundle import swagger_ui_path
 
+from alerts.store import AlertStore
 from api import bounds, errors
 from api.context import ApiContext
 from api.deps import guard
@@ -48,6 +50,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    if ctx.alerts is None:
+        # An API-only process reports from the alert tables a shard may not have made yet:
+        # they are made (or brought up to date) here, once, never inside a request (the
+        # service has made them already, retrying while another process was at it).
+        AlertStore(ctx.state.engine).migrate(time.time_ns() // 1_000_000)
     errors.install(app)
     bounds.install(app)
     app.include_router(health.router)
@@ -83,7 +90,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise ApiError(404, "not_found", f"no asset {name!r}")
         return FileResponse(Path(swagger_ui_path) / name, media_type=media)
 
-    @app.get("/", **guard("public"))
+    @app.get("/", response_class=HTMLResponse, **guard("public"))
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 

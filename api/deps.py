@@ -1,20 +1,28 @@
 """Dependencies shared by the routes: the context, who is asking, and what they may reach.
 
 Every route declares its access level with ``guard(level)``; the level is also written into the
-OpenAPI document (``x-access``), where a test finds any route that has none.
+OpenAPI document (``x-access``), where a test finds any route that has none. Also what the
+alerting routers (alarms, silences, plans, warnings, drills) share: the engine and its refusals.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
 
+from alerts.alarms import InvalidTransition
 from api.context import ApiContext
 from api.errors import ApiError
 from api.users import Principal, Role
+
+if TYPE_CHECKING:
+    from alerts.engine import AlertEngine
 
 _bearer = HTTPBearer(auto_error=False)
 COOKIE = "estatewatch_token"
@@ -125,3 +133,36 @@ def require_operate(p: Principal, estate: str) -> None:
 def require_read(p: Principal, estate: str) -> None:
     if not p.can_read(estate):
         raise ApiError(404, "not_found", "not found")
+
+
+def visible_estates(p: Principal) -> frozenset[str] | None:
+    """None: every estate (admins, authorities)."""
+    return None if p.sees_all_estates else p.estates
+
+
+def check_estate_filter(p: Principal, estate: str | None) -> None:
+    if estate is not None and not p.can_read(estate):
+        raise ApiError(404, "not_found", f"estate {estate!r} not found")
+
+
+# Epoch milliseconds accepted from callers (JS-safe integers; far beyond any real date).
+Ms = Annotated[int, Field(ge=0, lt=2**53, examples=[1768003200000])]
+
+
+def engine_of(ctx: ApiContext) -> AlertEngine:
+    engine: AlertEngine | None = getattr(ctx, "alerts", None)
+    if engine is None:
+        raise ApiError(503, "unavailable", "alarms and plans are not running on this process")
+    return engine
+
+
+@contextmanager
+def engine_errors() -> Iterator[None]:
+    """The engine's refusals as API errors: a change the state forbids is a conflict, a value
+    it cannot use is an invalid request (what was wrong is in the message)."""
+    try:
+        yield
+    except InvalidTransition as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    except (ValueError, KeyError) as exc:
+        raise ApiError(422, "invalid_request", str(exc).strip("'\"")) from None

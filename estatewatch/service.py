@@ -456,7 +456,8 @@ class Service:
         paths = [s.shard_telemetry_path(i) for i in range(max(s.ingest_shards, 1))]
         for path in paths:  # the API may start before an ingest shard has made its file
             if not path.exists():
-                retry_schema(lambda p=path: TelemetryWriter(p).close(), f"telemetry {path.name}")
+                make = functools.partial(TelemetryWriter, path)
+                retry_schema(make, f"telemetry {path.name}").close()
         return ShardedTelemetryReader(paths, influx)
 
     def _start_api(self) -> None:
@@ -469,6 +470,8 @@ class Service:
                 )
             self.api_port = choose_port(0)
         ingest = self.ingest
+        if self.alerts is None:  # an API-only process: its reports read the alert tables
+            retry_schema(lambda: AlertStore(self.state.engine).migrate(now_ms()), "alerts")
         ctx = ApiContext(
             state=self.state,
             telemetry=self._telemetry_reader(),

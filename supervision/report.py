@@ -27,6 +27,7 @@ from alerts.alarms.model import alarm_durations
 from alerts.labels import Labels
 from alerts.plans.model import Plan, ResponseLevel
 from alerts.quality import AlarmQuality, RaisedAlarm, alarm_quality
+from alerts.rules.spec import Severity
 from alerts.tables import activations, alarms, drills, rescues
 from ingest.state import StateStore
 from protocol import clock
@@ -34,9 +35,9 @@ from protocol.catalog import Catalog
 from protocol.clock import SHANGHAI
 
 HOUR_MS = 3_600_000
-SEVERITIES = ("critical", "major", "minor", "warning")
+SEVERITIES = tuple(s.value for s in Severity)
 # Fire-equipment faults that make it unavailable (a warning is not an outage)
-OUTAGE_SEVERITIES = ("critical", "major")
+OUTAGE_SEVERITIES = (Severity.CRITICAL.value, Severity.MAJOR.value)
 
 # device -> hours with data in [lo, hi), for one estate (from the telemetry rollups)
 HoursWithData = Callable[[str, int, int], dict[str, int]]

@@ -6,12 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from api import schemas
 from api.deps import Ctx, guard
 
 router = APIRouter(prefix="/api/v1", tags=["dead letters"])
 
 
-@router.get("/deadletters", **guard("admin"))
+@router.get("/deadletters", response_model=schemas.DeadLetterPage, **guard("admin"))
 def list_dead_letters(
     ctx: Ctx,
     reason: str | None = None,

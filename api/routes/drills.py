@@ -9,9 +9,19 @@ from pydantic import BaseModel, Field
 
 from alerts.alarms.model import new_id
 from alerts.drills import Drill, DrillStatus
-from api.deps import Ctx, CurrentUser, guard, require_operate
+from api import schemas
+from api.deps import (
+    Ctx,
+    CurrentUser,
+    Ms,
+    check_estate_filter,
+    engine_errors,
+    engine_of,
+    guard,
+    require_operate,
+    visible_estates,
+)
 from api.errors import ApiError
-from api.routes.alarms import Ms, check_estate_filter, engine_errors, engine_of, visible_estates
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])
 
@@ -29,7 +39,9 @@ class DrillIn(BaseModel):
     outcome: str = Field(default="", max_length=2000)
 
 
-@router.get("/drills", **guard("user"))
+@router.get(
+    "/drills", response_model=schemas.DrillPage, response_model_exclude_unset=True, **guard("user")
+)
 def list_drills(
     ctx: Ctx,
     p: CurrentUser,
@@ -47,7 +59,7 @@ def list_drills(
 HELD_AHEAD_MAX_MS = 7 * 86_400_000
 
 
-@router.post("/drills", status_code=201, **guard("user"))
+@router.post("/drills", status_code=201, response_model=schemas.Drill, **guard("user"))
 def record_drill(body: DrillIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     require_operate(p, body.estate)
     engine = engine_of(ctx)
@@ -80,7 +92,7 @@ PLANNED_AHEAD_MAX_MS = 366 * 86_400_000
 PLANNED_BEHIND_MAX_MS = 86_400_000
 
 
-@router.post("/drills/planned", status_code=201, **guard("user"))
+@router.post("/drills/planned", status_code=201, response_model=schemas.Drill, **guard("user"))
 def plan_drill(body: DrillPlanIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Plan a drill by hand (besides the plan's own schedule); record it once held with
     ``POST /drills`` and its ``drill_id``."""

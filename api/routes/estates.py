@@ -9,8 +9,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from alerts.zones import load_zones, parse_season
+from api import schemas
 from api.deps import Ctx, CurrentUser, guard
 from api.errors import ApiError
+from api.schemas.common import Out
 from protocol.catalog import Catalog, ValueType
 from protocol.messages import Value
 
@@ -75,7 +77,7 @@ class GatewayIn(BaseModel):
     name: str = Field(default="", max_length=200, pattern=PRINTABLE_OR_EMPTY)
 
 
-@router.post("/estates", status_code=201, **guard("admin"))
+@router.post("/estates", status_code=201, response_model=schemas.Estate, **guard("admin"))
 def create_estate(body: EstateIn, ctx: Ctx) -> dict[str, Any]:
     _check_settings(body.zone, body.heating_season)
     return ctx.state.add_estate(
@@ -94,7 +96,7 @@ def _check_settings(zone: str | None, heating_season: str | None) -> None:
             raise ApiError(422, "invalid_request", str(exc)) from None
 
 
-@router.patch("/estates/{estate}", **guard("admin"))
+@router.patch("/estates/{estate}", response_model=schemas.Estate, **guard("admin"))
 def update_estate(estate: str, body: EstateSettingsIn, ctx: Ctx) -> dict[str, Any]:
     """Change the estate's settings: name, region, climate zone, heating season, lift rescue
     arrival minutes. The alert engine picks them up within 5 minutes."""
@@ -108,19 +110,24 @@ def update_estate(estate: str, body: EstateSettingsIn, ctx: Ctx) -> dict[str, An
     return ctx.state.update_estate(estate, **changes)
 
 
-@router.get("/estates", **guard("user"))
+@router.get("/estates", response_model=schemas.Page[schemas.Estate], **guard("user"))
 def list_estates(ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """The estates the caller may see: all of them for admins and authorities."""
     items = [e for e in ctx.state.list_estates() if p.can_read(e["id"])]
     return {"items": items, "total": len(items)}
 
 
-@router.get("/estates/{estate}", **guard("estate:read"))
+@router.get("/estates/{estate}", response_model=schemas.Estate, **guard("estate:read"))
 def get_estate(estate: str, ctx: Ctx) -> dict[str, Any]:
     return ctx.state.get_estate(estate)
 
 
-@router.post("/estates/{estate}/gateways", status_code=201, **guard("admin"))
+@router.post(
+    "/estates/{estate}/gateways",
+    status_code=201,
+    response_model=schemas.GatewayIssued,
+    **guard("admin"),
+)
 def create_gateway(estate: str, body: GatewayIn, ctx: Ctx) -> dict[str, Any]:
     """Register a gateway. When the service runs the broker itself, the answer carries the
     gateway's MQTT credentials, allowed to publish only under its own topics."""
@@ -130,7 +137,11 @@ def create_gateway(estate: str, body: GatewayIn, ctx: Ctx) -> dict[str, Any]:
     return {**gw, "mqtt": creds}
 
 
-@router.get("/estates/{estate}/gateways", **guard("estate:read"))
+@router.get(
+    "/estates/{estate}/gateways",
+    response_model=schemas.Page[schemas.GatewayHealth],
+    **guard("estate:read"),
+)
 def list_gateways(estate: str, ctx: Ctx) -> dict[str, Any]:
     """Gateways with their last status and their message health: the highest ``seq`` stored,
     messages missing from the sequence (lost unless the gateway replays them), duplicates."""
@@ -221,7 +232,7 @@ def device_views(
     return out
 
 
-@router.get("/estates/{estate}/devices", **guard("estate:read"))
+@router.get("/estates/{estate}/devices", response_model=schemas.DevicePage, **guard("estate:read"))
 def list_devices(
     estate: str,
     ctx: Ctx,
@@ -262,7 +273,7 @@ def list_devices(
 RECENT_EVENTS_MAX = 200
 
 
-class DeviceEvent(BaseModel):
+class DeviceEvent(Out):
     ts: int = Field(description="when the device saw it (data time, ms)")
     gateway: str
     dev: str
@@ -271,7 +282,7 @@ class DeviceEvent(BaseModel):
     data: dict[str, Any]
 
 
-class DeviceEvents(BaseModel):
+class DeviceEvents(Out):
     items: list[DeviceEvent]
     total: int
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from api import schemas
 from api.deps import Ctx, guard
 from api.errors import ApiError
 
@@ -22,7 +23,11 @@ def _revoke(ctx: Ctx, estate: str, gw: str) -> bool:
     return ctx.revoke_credentials(estate, gw) if ctx.revoke_credentials else False
 
 
-@router.post("/estates/{estate}/gateways/{gw}/disable", **guard("admin"))
+@router.post(
+    "/estates/{estate}/gateways/{gw}/disable",
+    response_model=schemas.GatewayRevoked,
+    **guard("admin"),
+)
 def disable_gateway(estate: str, gw: str, ctx: Ctx) -> dict[str, Any]:
     """Its broker account goes and its connection is cut; its messages are no longer taken.
     Its data stays."""
@@ -31,7 +36,9 @@ def disable_gateway(estate: str, gw: str, ctx: Ctx) -> dict[str, Any]:
     return {**row, "mqtt_revoked": _revoke(ctx, estate, gw)}
 
 
-@router.post("/estates/{estate}/gateways/{gw}/enable", **guard("admin"))
+@router.post(
+    "/estates/{estate}/gateways/{gw}/enable", response_model=schemas.GatewayIssued, **guard("admin")
+)
 def enable_gateway(estate: str, gw: str, ctx: Ctx) -> dict[str, Any]:
     """Taken again, with new credentials (shown in this answer only)."""
     row = ctx.state.set_gateway_access(estate, gw, "enabled")
@@ -40,7 +47,9 @@ def enable_gateway(estate: str, gw: str, ctx: Ctx) -> dict[str, Any]:
     return {**row, "mqtt": creds}
 
 
-@router.post("/estates/{estate}/gateways/{gw}/rotate", **guard("admin"))
+@router.post(
+    "/estates/{estate}/gateways/{gw}/rotate", response_model=schemas.GatewayIssued, **guard("admin")
+)
 def rotate_gateway(estate: str, gw: str, ctx: Ctx) -> dict[str, Any]:
     """New MQTT credentials, shown in this answer only; the old password stops working and
     a connection made with it is cut."""
@@ -57,7 +66,9 @@ def rotate_gateway(estate: str, gw: str, ctx: Ctx) -> dict[str, Any]:
     return {**row, "mqtt": ctx.rotate_credentials(estate, gw)}
 
 
-@router.delete("/estates/{estate}/gateways/{gw}", **guard("admin"))
+@router.delete(
+    "/estates/{estate}/gateways/{gw}", response_model=schemas.GatewayRevoked, **guard("admin")
+)
 def delete_gateway(estate: str, gw: str, ctx: Ctx) -> dict[str, Any]:
     """Its broker account goes and its connection is cut; its readings, events and devices
     stay as history, and its id stays taken. Cannot be undone."""

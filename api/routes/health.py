@@ -6,12 +6,13 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from api import schemas
 from api.deps import Ctx, guard
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", **guard("public"))
+@router.get("/healthz", response_model=schemas.Health, **guard("public"))
 def healthz(ctx: Ctx, response: Response) -> dict[str, Any]:
     """Liveness and the state of the parts: broker connection, ingest queue, databases.
     503 with ``"status": "degraded"`` while a part is down."""
@@ -32,8 +33,12 @@ def _broker_down(body: dict[str, Any]) -> bool:
     return isinstance(broker, dict) and broker.get("state") == "down"
 
 
-@router.get("/metrics", **guard("admin"))
-def metrics(ctx: Ctx) -> Response:
+class PrometheusText(Response):
+    media_type = CONTENT_TYPE_LATEST
+
+
+@router.get("/metrics", response_class=PrometheusText, **guard("admin"))
+def metrics(ctx: Ctx) -> PrometheusText:
     """Prometheus text format: messages and readings per second, rejects by reason, queue
     depth, commit latency, lost messages and last-seen per gateway."""
-    return Response(ctx.metrics(), media_type=CONTENT_TYPE_LATEST)
+    return PrometheusText(ctx.metrics())

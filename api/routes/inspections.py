@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from api import schemas
 from api.deps import Ctx, CurrentUser, guard
 from api.errors import ApiError
 from supervision.inspections import InspectionBook
@@ -39,7 +40,7 @@ def _book(ctx: Ctx) -> InspectionBook:
     return ctx.inspections
 
 
-@router.post("/draws", status_code=201, **guard("authority"))
+@router.post("/draws", status_code=201, response_model=schemas.Draw, **guard("authority"))
 def make_draw(body: DrawIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Draw estates to inspect: reproducible from the recorded seed, kept with who drew."""
     estates = [
@@ -67,13 +68,13 @@ def make_draw(body: DrawIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
         raise ApiError(422, "nothing_to_draw", str(exc)) from None
 
 
-@router.get("/draws", **guard("authority"))
+@router.get("/draws", response_model=schemas.Page[schemas.Draw], **guard("authority"))
 def list_draws(ctx: Ctx) -> dict[str, Any]:
     items = _book(ctx).list()
     return {"items": items, "total": len(items)}
 
 
-@router.get("/draws/{draw_id}", **guard("authority"))
+@router.get("/draws/{draw_id}", response_model=schemas.Draw, **guard("authority"))
 def get_draw(draw_id: Annotated[int, Path(ge=1, le=2**62)], ctx: Ctx) -> dict[str, Any]:
     try:
         return _book(ctx).get(draw_id)

@@ -15,9 +15,15 @@ router = APIRouter(prefix="/api/v1", tags=["live"])
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+class EventStream(StreamingResponse):
+    """Server-Sent Events (named so that OpenAPI says ``text/event-stream``)."""
+
+    media_type = "text/event-stream"
+
+
 def _stream(
     ctx: Ctx, request: Request, p: Principal, estates: frozenset[str] | None
-) -> StreamingResponse:
+) -> EventStream:
     if ctx.live is None:
         raise ApiError(503, "unavailable", "the live stream is not running on this process")
     token = bearer_token(request) or request.cookies.get(COOKIE)  # as deps.principal reads it
@@ -35,17 +41,13 @@ def _stream(
         if users is not None and token and not bootstrap
         else None
     )
-    return StreamingResponse(
-        ctx.live.stream(sub, request.is_disconnected, still_valid=still_valid),
-        media_type="text/event-stream",
-        headers=HEADERS,
+    return EventStream(
+        ctx.live.stream(sub, request.is_disconnected, still_valid=still_valid), headers=HEADERS
     )
 
 
-@router.get("/estates/{estate}/stream", **guard("estate:read"))
-async def estate_stream(
-    estate: str, ctx: Ctx, request: Request, p: CurrentUser
-) -> StreamingResponse:
+@router.get("/estates/{estate}/stream", response_class=EventStream, **guard("estate:read"))
+async def estate_stream(estate: str, ctx: Ctx, request: Request, p: CurrentUser) -> EventStream:
     """Device readings, events, gateway states, alarms and plan changes of one estate
     (events ``device``, ``event``, ``gateway``, ``alarm``, ``plan``; ``resync`` when the
     client fell behind and should reload). At most 8 open streams per user and 200 in all
@@ -53,7 +55,7 @@ async def estate_stream(
     return _stream(ctx, request, p, frozenset([estate]))
 
 
-@router.get("/stream", **guard("user"))
-async def all_stream(ctx: Ctx, request: Request, p: CurrentUser) -> StreamingResponse:
+@router.get("/stream", response_class=EventStream, **guard("user"))
+async def all_stream(ctx: Ctx, request: Request, p: CurrentUser) -> EventStream:
     """The same for every estate the caller may read (the authority overview)."""
     return _stream(ctx, request, p, None if p.sees_all_estates else p.estates)

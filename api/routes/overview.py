@@ -24,7 +24,10 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from alerts.alarms import AlarmState
 from alerts.engine import AlertEngine
+from alerts.rules.spec import Severity
+from api import schemas
 from api.context import ApiContext
 from api.deps import Ctx, CurrentUser, guard
 from api.errors import ApiError
@@ -42,14 +45,32 @@ MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-SEVERITIES = ("critical", "major", "minor", "warning")
 # Alarms a person still has to deal with; pending ones have not held long enough to count.
-IN_ALARM = ("firing", "acknowledged")
-
+IN_ALARM = (AlarmState.FIRING, AlarmState.ACKNOWLEDGED)
 MANY = 100_000
 
 
-@router.get("/static/{name:path}", include_in_schema=True, **guard("public"))
+# messages.json: language → key → text; the others are the page's files as they are
+_ASSET_CONTENT = {
+    media.split(";")[0]: {
+        "schema": {
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}},
+        }
+        if media == "application/json"
+        else {"type": "string"}
+    }
+    for media in MEDIA_TYPES.values()
+}
+
+
+@router.get(
+    "/static/{name:path}",
+    include_in_schema=True,
+    response_class=FileResponse,
+    responses={200: {"content": _ASSET_CONTENT}},
+    **guard("public"),
+)
 def static_asset(name: str) -> FileResponse:
     """A file of the page (scripts, styles). Only files inside ``api/static`` are served."""
     try:
@@ -102,7 +123,7 @@ def catalog_labels(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/catalog", **guard("user"))
+@router.get("/api/v1/catalog", response_model=schemas.CatalogLabels, **guard("user"))
 def catalog(ctx: Ctx) -> dict[str, Any]:
     """Labels of device families, kinds, metrics (with units) and event types, zh-CN and en."""
     return catalog_labels(ctx.catalog)
@@ -149,7 +170,7 @@ def _active_plans(
 
 def _by_severity(alarms: list[dict[str, Any]]) -> dict[str, int]:
     counts = Counter(a["severity"] for a in alarms)
-    return {s: counts.get(s, 0) for s in SEVERITIES}
+    return {s.value: counts.get(s.value, 0) for s in Severity}
 
 
 def estate_summary(
@@ -185,7 +206,9 @@ def estate_summary(
     }
 
 
-@router.get("/api/v1/estates/{estate}/summary", **guard("estate:read"))
+@router.get(
+    "/api/v1/estates/{estate}/summary", response_model=schemas.EstateSummary, **guard("estate:read")
+)
 def summary(estate: str, ctx: Ctx) -> dict[str, Any]:
     """The estate overview in one call: devices per family online / offline / in alarm,
     gateways with buffers and lost messages, weather level per hazard, open alarms by
@@ -216,7 +239,7 @@ def _year_start_ms(now: int) -> int:
     return int(datetime(year, 1, 1, tzinfo=SHANGHAI).timestamp() * 1000)
 
 
-@router.get("/api/v1/overview", **guard("user"))
+@router.get("/api/v1/overview", response_model=schemas.Overview, **guard("user"))
 def overview(ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Every estate the caller may read, one row each: open alarms by severity, active plans
     and their levels, rescue deadlines breached (open now, and this year), devices online,
@@ -251,7 +274,7 @@ def overview(ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
         if engine:
             row.update(
                 alarms=_by_severity(mine),
-                unacknowledged=sum(a["state"] == "firing" for a in mine),
+                unacknowledged=sum(a["state"] == AlarmState.FIRING for a in mine),
                 plans=[pl for pl in plans if pl["estate"] == e["id"]],
                 rescue_breached_open=sum(bool(a.get("deadline_breached")) for a in mine),
                 rescue_breached_year=sum(

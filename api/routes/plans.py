@@ -7,8 +7,18 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import Ctx, CurrentUser, guard, require_operate, require_read
-from api.routes.alarms import check_estate_filter, engine_errors, engine_of, visible_estates
+from api import schemas
+from api.deps import (
+    Ctx,
+    CurrentUser,
+    check_estate_filter,
+    engine_errors,
+    engine_of,
+    guard,
+    require_operate,
+    require_read,
+    visible_estates,
+)
 from api.users import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])
@@ -28,14 +38,14 @@ class StandDownIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-@router.get("/plans", **guard("user"))
+@router.get("/plans", response_model=schemas.Page[schemas.Plan], **guard("user"))
 def list_plans(ctx: Ctx) -> dict[str, Any]:
     """Every plan: levels Ⅳ–Ⅰ, what activates each, and its checklist."""
     items = engine_of(ctx).list_plans()
     return {"items": items, "total": len(items)}
 
 
-@router.get("/plans/activations", **guard("user"))
+@router.get("/plans/activations", response_model=schemas.Page[schemas.Activation], **guard("user"))
 def list_activations(
     ctx: Ctx,
     p: CurrentUser,
@@ -55,13 +65,21 @@ def _activation(ctx: Ctx, p: Principal, activation_id: str, operate: bool) -> di
     return act
 
 
-@router.get("/plans/activations/{activation_id}", **guard("user"))
+@router.get(
+    "/plans/activations/{activation_id}",
+    response_model=schemas.ActivationWithTimeline,
+    **guard("user"),
+)
 def get_activation(activation_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """One activation with its tasks, sources, timeline and (once stood down) summary."""
     return _activation(ctx, p, activation_id, operate=False)
 
 
-@router.post("/plans/activations/{activation_id}/tasks/{task}/done", **guard("user"))
+@router.post(
+    "/plans/activations/{activation_id}/tasks/{task}/done",
+    response_model=schemas.Activation,
+    **guard("user"),
+)
 def task_done(
     activation_id: str, task: str, body: TaskDoneIn, ctx: Ctx, p: CurrentUser
 ) -> dict[str, Any]:
@@ -71,14 +89,24 @@ def task_done(
         return engine_of(ctx).complete_task(activation_id, task, p.username, body.note)
 
 
-@router.post("/estates/{estate}/plans/activations", status_code=201, **guard("estate:operate"))
+@router.post(
+    "/estates/{estate}/plans/activations",
+    status_code=201,
+    response_model=schemas.Activation | schemas.Nothing,
+    **guard("estate:operate"),
+)
 def activate(estate: str, body: ActivateIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
-    """A person activates a plan (or sets its level); it stays until a person stands it down."""
+    """A person activates a plan (or sets its level); it stays until a person stands it down.
+    ``{}`` when the plan is at that level by a person already (nothing changed)."""
     with engine_errors():
         return engine_of(ctx).activate_plan(estate, body.plan, body.level, p.username, body.reason)
 
 
-@router.post("/plans/activations/{activation_id}/stand-down", **guard("user"))
+@router.post(
+    "/plans/activations/{activation_id}/stand-down",
+    response_model=schemas.Activation,
+    **guard("user"),
+)
 def stand_down(activation_id: str, body: StandDownIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     _activation(ctx, p, activation_id, operate=True)
     with engine_errors():

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from alerts.plans.model import load_plans
-from alerts.store import AlertStore
+from api import schemas
 from api.deps import Ctx, guard
 from api.errors import ApiError
+from protocol.clock import SHANGHAI
 from supervision.report import (
-    SHANGHAI,
     ReportInputs,
     estate_alarm_quality,
     month_bounds,
@@ -29,7 +29,12 @@ quality_router = APIRouter(prefix="/api/v1", tags=["supervision"])
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-@router.get("/yearly", **guard("authority"), response_model=None)
+@router.get(
+    "/yearly",
+    response_model=schemas.YearlyReport,
+    responses={200: {"content": {"text/csv": {}, XLSX: {}}}},
+    **guard("authority"),
+)
 def yearly(
     ctx: Ctx,
     year: int | None = Query(None, ge=2000, le=2100, description="default: this year"),
@@ -40,11 +45,9 @@ def yearly(
     resolve, rescue times against the 30-minute deadline, fire-equipment availability, device
     uptime, plan activations by hazard and level, drills held against required."""
     year = year or datetime.now(SHANGHAI).year
-    if ctx.alerts is not None:
-        plans = ctx.alerts.plans
-    else:  # an API-only process: the alert tables may not have been made by a shard yet
-        _alert_tables(ctx)
-        plans = load_plans()
+    # an API-only process has no engine: the plans from their files (the alert tables were
+    # made when the app was, see api.app)
+    plans = ctx.alerts.plans if ctx.alerts is not None else load_plans()
     inputs = ReportInputs(ctx.state, ctx.catalog, plans, ctx.telemetry.hours_with_data)
     report = yearly_report(inputs, year, now_ms=time.time_ns() // 1_000_000)
     name = f"estatewatch-report-{year}"
@@ -63,12 +66,11 @@ def yearly(
     return report
 
 
-def _alert_tables(ctx: Ctx) -> None:
-    if ctx.alerts is None:  # an API-only process: a shard may not have made them yet
-        AlertStore(ctx.state.engine).migrate(time.time_ns() // 1_000_000)
-
-
-@quality_router.get("/alarm-quality", **guard("authority"))
+@quality_router.get(
+    "/alarm-quality",
+    response_model=schemas.EstateQuality | schemas.QualityTable,
+    **guard("authority"),
+)
 def alarm_quality(
     ctx: Ctx,
     estate: str | None = Query(None, max_length=63, description="default: every estate"),
@@ -91,7 +93,6 @@ def alarm_quality(
     lo, hi = month_bounds(year, mon)
     if lo >= now:
         raise ApiError(422, "invalid_request", f"month {year:04d}-{mon:02d} has not begun")
-    _alert_tables(ctx)
     estates = ctx.state.list_estates()
     head = {"month": f"{year:04d}-{mon:02d}", "start_ms": lo, "end_ms": min(hi, now)}
     if estate is not None:

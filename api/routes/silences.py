@@ -8,9 +8,18 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from alerts.silences import MAX_VALUE_LEN
-from api.deps import Ctx, CurrentUser, guard, require_operate
+from api import schemas
+from api.deps import (
+    Ctx,
+    CurrentUser,
+    Ms,
+    engine_errors,
+    engine_of,
+    guard,
+    require_operate,
+    visible_estates,
+)
 from api.errors import ApiError
-from api.routes.alarms import Ms, engine_errors, engine_of, visible_estates
 from api.users import Role
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
@@ -35,13 +44,24 @@ class SilenceIn(BaseModel):
     comment: str = Field(min_length=1, max_length=500, examples=["2 号电梯年检"])
 
 
-@router.get("/silences", **guard("user"))
+@router.get(
+    "/silences",
+    response_model=schemas.Page[schemas.Silence],
+    response_model_exclude_unset=True,
+    **guard("user"),
+)
 def list_silences(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -> dict[str, Any]:
     items = engine_of(ctx).list_silences(active, visible_estates(p))
     return {"items": items, "total": len(items)}
 
 
-@router.post("/silences", status_code=201, **guard("user"))
+@router.post(
+    "/silences",
+    status_code=201,
+    response_model=schemas.Silence,
+    response_model_exclude_unset=True,
+    **guard("user"),
+)
 def create_silence(body: SilenceIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Mute the alarms of one estate that match every matcher, from ``starts_ms`` (default
     now) until ``ends_ms`` or for ``duration_min``."""
@@ -66,7 +86,12 @@ def create_silence(body: SilenceIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
         return engine.add_silence(matchers, ends, p.username, body.comment, starts)
 
 
-@router.delete("/silences/{silence_id}", **guard("user"))
+@router.delete(
+    "/silences/{silence_id}",
+    response_model=schemas.Silence,
+    response_model_exclude_unset=True,
+    **guard("user"),
+)
 def expire_silence(silence_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """End a silence now."""
     engine = engine_of(ctx)

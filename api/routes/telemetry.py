@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from api import schemas
 from api.deps import Ctx, guard
 from api.errors import ApiError
 from protocol.catalog import ValueType
@@ -17,7 +18,12 @@ HOUR_MS = 3_600_000
 MAX_MS = 2**53  # beyond any date a chart can mean, and within SQLite's integers
 
 
-@router.get("/estates/{estate}/devices/{dev}/telemetry", **guard("estate:read"))
+@router.get(
+    "/estates/{estate}/devices/{dev}/telemetry",
+    response_model=schemas.Telemetry,
+    response_model_exclude_unset=True,
+    **guard("estate:read"),
+)
 def device_telemetry(
     estate: str,
     dev: str,

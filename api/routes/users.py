@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from api import schemas
 from api.deps import BOOTSTRAP_ADMIN, COOKIE, Ctx, CurrentUser, guard, presented_tokens
 from api.errors import ApiError
 from api.users import (
@@ -84,7 +85,7 @@ async def _off_loop(fn: Any, *args: Any) -> Any:
             _waiting -= 1
 
 
-@router.post("/login", **guard("public"))
+@router.post("/login", response_model=schemas.LoggedIn, **guard("public"))
 async def login(body: LoginIn, ctx: Ctx, request: Request, response: Response) -> dict[str, Any]:
     """A token for the dashboard (also set as an HttpOnly cookie for the live stream).
     Throttled per user name and per client address: after a few failures each further
@@ -110,7 +111,7 @@ async def login(body: LoginIn, ctx: Ctx, request: Request, response: Response) -
     return {"token": token, "user": who.public()}
 
 
-@router.post("/logout", **guard("user"))
+@router.post("/logout", response_model=schemas.Ok, **guard("user"))
 def logout(ctx: Ctx, request: Request, response: Response) -> dict[str, Any]:
     """Revokes every token the request carries (bearer and cookie) and ends their streams."""
     tokens = presented_tokens(request)
@@ -123,12 +124,12 @@ def logout(ctx: Ctx, request: Request, response: Response) -> dict[str, Any]:
     return {"ok": True}
 
 
-@router.get("/me", **guard("user"))
+@router.get("/me", response_model=schemas.User, **guard("user"))
 def me(p: CurrentUser) -> dict[str, Any]:
     return p.public()
 
 
-@router.post("/me/password", **guard("user"))
+@router.post("/me/password", response_model=schemas.Ok, **guard("user"))
 async def change_password(body: PasswordIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """A new password for the caller, given the current one; every token of the caller is
     revoked (log in again everywhere)."""
@@ -146,13 +147,13 @@ async def change_password(body: PasswordIn, ctx: Ctx, p: CurrentUser) -> dict[st
     return {"ok": True}
 
 
-@router.get("/users", **guard("admin"))
+@router.get("/users", response_model=schemas.Page[schemas.UserAccount], **guard("admin"))
 def list_users(ctx: Ctx) -> dict[str, Any]:
     items = _users(ctx).list_users()
     return {"items": items, "total": len(items)}
 
 
-@router.post("/users", status_code=201, **guard("admin"))
+@router.post("/users", status_code=201, response_model=schemas.User, **guard("admin"))
 def create_user(body: UserIn, ctx: Ctx) -> dict[str, Any]:
     for estate in body.estates:
         ctx.state.get_estate(estate)  # 404 names an estate that does not exist
@@ -177,7 +178,7 @@ def _cut(ctx: Ctx, username: str) -> None:
         ctx.live.end_user(username)
 
 
-@router.patch("/users/{username}", **guard("admin"))
+@router.patch("/users/{username}", response_model=schemas.UserAccount, **guard("admin"))
 def update_user(username: str, body: UserChangeIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Another role, other estates or name for a user; its open live streams end (they were
     opened for what it could see before) and its next request sees the change."""
@@ -193,7 +194,7 @@ def update_user(username: str, body: UserChangeIn, ctx: Ctx, p: CurrentUser) -> 
     return user
 
 
-@router.post("/users/{username}/disable", **guard("admin"))
+@router.post("/users/{username}/disable", response_model=schemas.UserAccount, **guard("admin"))
 def disable_user(username: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """The user can no longer log in; its tokens are revoked and its live streams end."""
     _not_self(p, username, "disable")
@@ -202,12 +203,12 @@ def disable_user(username: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     return user
 
 
-@router.post("/users/{username}/enable", **guard("admin"))
+@router.post("/users/{username}/enable", response_model=schemas.UserAccount, **guard("admin"))
 def enable_user(username: str, ctx: Ctx) -> dict[str, Any]:
     return _users(ctx).set_disabled(username, False)
 
 
-@router.delete("/users/{username}", **guard("admin"))
+@router.delete("/users/{username}", response_model=schemas.UserDeleted, **guard("admin"))
 def delete_user(username: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """The account and its tokens go, its live streams end; what it did keeps its name."""
     _not_self(p, username, "delete")
@@ -216,7 +217,7 @@ def delete_user(username: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     return {"ok": True, "username": username}
 
 
-@router.post("/users/{username}/rotate", **guard("admin"))
+@router.post("/users/{username}/rotate", response_model=schemas.UserPassword, **guard("admin"))
 def rotate_user(username: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """A new random password, shown in this answer only; the old one and every token of
     the user stop working at once."""

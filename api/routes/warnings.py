@@ -7,8 +7,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
-from api.deps import Ctx, CurrentUser, guard
-from api.routes.alarms import Ms, engine_errors, engine_of, visible_estates
+from api import schemas
+from api.deps import Ctx, CurrentUser, Ms, engine_errors, engine_of, guard, visible_estates
 
 router = APIRouter(prefix="/api/v1", tags=["weather"])
 
@@ -35,7 +35,13 @@ class WarningIn(BaseModel):
         return self
 
 
-@router.post("/warnings", status_code=201, **guard("authority"))
+@router.post(
+    "/warnings",
+    status_code=201,
+    response_model=schemas.WeatherWarning,
+    response_model_exclude_unset=True,
+    **guard("authority"),
+)
 def post_warning(body: WarningIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """An official warning; the plans of the estates it covers follow it at once (the estate's
     level is the higher of observed and official) and stand down when it expires."""
@@ -55,21 +61,33 @@ def post_warning(body: WarningIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
         )
 
 
-@router.delete("/warnings/{warning_id}", **guard("authority"))
+@router.delete(
+    "/warnings/{warning_id}",
+    response_model=schemas.WeatherWarning,
+    response_model_exclude_unset=True,
+    **guard("authority"),
+)
 def cancel_warning(warning_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Lift a warning before it expires; plans kept up by it alone stand down at once."""
     with engine_errors():
         return engine_of(ctx).cancel_warning(warning_id, p.username)
 
 
-@router.get("/warnings", **guard("user"))
+@router.get(
+    "/warnings",
+    response_model=schemas.Page[schemas.WeatherWarning],
+    response_model_exclude_unset=True,
+    **guard("user"),
+)
 def list_warnings(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -> dict[str, Any]:
     """The warnings that cover the user's estates (all of them for admins and authorities)."""
     items = engine_of(ctx).list_warnings(active, visible_estates(p))
     return {"items": items, "total": len(items)}
 
 
-@router.get("/estates/{estate}/weather", **guard("estate:read"))
+@router.get(
+    "/estates/{estate}/weather", response_model=schemas.EstateWeather, **guard("estate:read")
+)
 def estate_weather(estate: str, ctx: Ctx) -> dict[str, Any]:
     """Per hazard: the level observed by the estate's stations (CMA criteria), the official
     one, and the estate's level (the higher), with the evidence."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +21,17 @@ TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def _credentials(estate: str, gw: str) -> dict[str, Any]:
+    # the shape estatewatch's broker issues (GatewayCredentials), with a made-up password
+    return {
+        "username": f"{estate}.{gw}",
+        "password": "pw",
+        "host": "127.0.0.1",
+        "port": 1883,
+        "topic_prefix": f"estatewatch/v1/{estate}/{gw}/",
+    }
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[tuple[TestClient, StateStore, TelemetryWriter]]:
     state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
@@ -30,7 +42,7 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, StateStore, TelemetryWr
         telemetry=TelemetryReader(tmp_path / "t.db"),
         catalog=default_catalog(),
         admin_token=TOKEN,
-        issue_credentials=lambda e, g: issued.append((e, g)) or {"username": f"{e}.{g}"},
+        issue_credentials=lambda e, g: issued.append((e, g)) or _credentials(e, g),
     )
     with TestClient(create_app(ctx)) as c:
         yield c, state, writer
@@ -59,7 +71,7 @@ def test_estate_gateway_registration_and_errors(
     r = c.post("/api/v1/estates", json={"id": "Bad Id", "name": "x"}, headers=AUTH)
     assert r.status_code == 422 and "id" in r.json()["error"]["message"]
     r = c.post("/api/v1/estates/hohhot-a/gateways", json={"id": "gw-01"}, headers=AUTH)
-    assert r.status_code == 201 and r.json()["mqtt"] == {"username": "hohhot-a.gw-01"}
+    assert r.status_code == 201 and r.json()["mqtt"] == _credentials("hohhot-a", "gw-01")
     r = c.post("/api/v1/estates/nowhere/gateways", json={"id": "gw-01"}, headers=AUTH)
     assert r.status_code == 404 and "nowhere" in r.json()["error"]["message"]
     assert c.get("/api/v1/estates/nowhere/devices", headers=AUTH).status_code == 404

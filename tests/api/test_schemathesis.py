@@ -1,6 +1,7 @@
 """Property-based run against the OpenAPI document: no generated request, valid or not, makes
-the server fail (5xx). Calls go in-process to the real app over real SQLite stores, as the
-bootstrap admin (who passes every scope check) so the generated data reaches the handlers."""
+the server fail (5xx), and every answer matches the response schema the document gives. Calls
+go in-process to the real app over real SQLite stores, as the bootstrap admin (who passes every
+scope check) so the generated data reaches the handlers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from alerts.engine import AlertEngine
 from alerts.remote import CommandDesk
@@ -65,5 +67,6 @@ schema = _app_schema()
 )
 def test_no_server_error(case: schemathesis.Case) -> None:
     case.call_and_validate(
-        headers={"Authorization": f"Bearer {ADMIN}"}, checks=[not_a_server_error]
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        checks=[not_a_server_error, response_schema_conformance],
     )
