@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from alerts.commands import MAX_REASON, CommandRefused, CommandsBusy
 from alerts.remote import CommandConflict, CommandDesk
+from api import schemas
 from api.deps import Ctx, CurrentUser, guard, require_read
 from api.errors import ApiError
 
@@ -66,7 +67,12 @@ class CommandIn(BaseModel):
         return value
 
 
-@router.post("/estates/{estate}/devices/{dev}/commands", status_code=201, **guard("estate:operate"))
+@router.post(
+    "/estates/{estate}/devices/{dev}/commands",
+    status_code=201,
+    response_model=schemas.Command,
+    **guard("estate:operate"),
+)
 def send_command(
     estate: EstateId, dev: DeviceId, body: CommandIn, ctx: Ctx, p: CurrentUser
 ) -> dict[str, Any]:
@@ -87,7 +93,11 @@ def send_command(
         raise ApiError(422, "invalid_request", str(exc)) from None
 
 
-@router.get("/estates/{estate}/devices/{dev}/commands", **guard("estate:read"))
+@router.get(
+    "/estates/{estate}/devices/{dev}/commands",
+    response_model=schemas.CommandPage,
+    **guard("estate:read"),
+)
 def device_commands(
     estate: EstateId,
     dev: DeviceId,
@@ -100,7 +110,7 @@ def device_commands(
     return {"items": items, "total": len(items)}
 
 
-@router.get("/commands/{command_id}", **guard("user"))
+@router.get("/commands/{command_id}", response_model=schemas.Command, **guard("user"))
 def get_command(
     command_id: Annotated[str, Path(min_length=1, max_length=40)], ctx: Ctx, p: CurrentUser
 ) -> dict[str, Any]:

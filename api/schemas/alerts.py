@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from alerts.alarms.model import AlarmState
+from alerts.commands import CommandState
 from alerts.rules.spec import Severity
 from api.schemas.common import Detail, Names, Out, Page
 
@@ -231,3 +232,27 @@ class DrillPage(Page[Drill]):
     yearly: list[DrillCount] | None = Field(
         default=None, description="with estate and year: per plan, drills held against required"
     )
+
+
+# --- remote commands -------------------------------------------------------------------------
+class Command(Out):
+    """A command to a device and its state; times are wall clock (ms)."""
+
+    id: str
+    estate: str
+    gateway: str
+    dev: str
+    action: str = Field(examples=["socket.power_off"])
+    reason: str
+    by: str
+    alarm_id: str | None
+    rule: str | None
+    state: CommandState
+    error: str | None
+    sent_ms: int
+    deadline_ms: int
+    answered_ms: int | None
+
+
+class CommandPage(Page[Command]):
+    pass
