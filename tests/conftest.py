@@ -30,10 +30,9 @@ def mosquitto(tmp_path: Path) -> Iterator[ManagedMosquitto]:
     broker.stop()
 
 
-@pytest.fixture
-def victoriametrics(tmp_path: Path) -> Iterator[str]:
-    """A real single-node VictoriaMetrics (Debian's package) on a free port, with its own data
-    folder; yields its URL."""
+def start_victoriametrics(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real single-node VictoriaMetrics (Debian's package) on a free port, keeping its data
+    in ``data``: (its process, its URL)."""
     exe = shutil.which("victoria-metrics")
     if not exe:
         pytest.fail(
@@ -45,7 +44,7 @@ def victoriametrics(tmp_path: Path) -> Iterator[str]:
         [
             exe,
             f"-httpListenAddr=127.0.0.1:{port}",
-            f"-storageDataPath={tmp_path / 'vm'}",
+            f"-storageDataPath={data}",
             "-retentionPeriod=100y",
             # query_range otherwise leaves out the last 30 s as possibly incomplete: the tests
             # read what they have just written
@@ -58,13 +57,21 @@ def victoriametrics(tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    if not wait_for_port("127.0.0.1", port, 20):
+        proc.kill()
+        pytest.fail("VictoriaMetrics did not start within 20 s")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def victoriametrics(tmp_path: Path) -> Iterator[str]:
+    """The URL of a VictoriaMetrics of this test's own."""
+    proc, url = start_victoriametrics(tmp_path / "vm")
     try:
-        assert wait_for_port("127.0.0.1", port, 20), "VictoriaMetrics did not start"
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+        proc.terminate()
+        proc.wait(10)
 
 
 def _postgres_reachable() -> bool:

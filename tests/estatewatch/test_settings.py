@@ -69,3 +69,22 @@ def test_help_lists_every_setting() -> None:
         "ESTATEWATCH_ADMIN_TOKEN",
     ):
         assert required in out
+
+
+def test_timeseries_backend_is_named_with_its_url(tmp_path: Path) -> None:
+    assert Settings().timeseries_backend == "sqlite" and Settings().raw_store_url == ""
+    influx = Settings(influxdb_url="http://influx:8086")  # as before the setting existed
+    assert (influx.timeseries_backend, influx.raw_store_url) == ("influxdb", "http://influx:8086")
+    f = tmp_path / "estatewatch.toml"
+    f.write_text('timeseries = "victoriametrics"\nvictoriametrics_url = "http://vm:8428"\n')
+    vm = load_settings(f, environ={})
+    assert (vm.timeseries_backend, vm.raw_store_url) == ("victoriametrics", "http://vm:8428")
+    env = {"ESTATEWATCH_TIMESERIES": "victoriametrics"}
+    with pytest.raises(SettingsError, match=r"needs victoriametrics_url.*VICTORIAMETRICS_URL"):
+        load_settings(None, environ=env)
+    with pytest.raises(SettingsError, match="timeseries must be one of"):
+        load_settings(None, environ={"ESTATEWATCH_TIMESERIES": "prometheus"})
+    sqlite = load_settings(
+        None, environ={"ESTATEWATCH_TIMESERIES": "sqlite", "ESTATEWATCH_INFLUXDB_URL": "http://x"}
+    )
+    assert sqlite.raw_store_url == ""  # named explicitly: the local file, whatever else is set

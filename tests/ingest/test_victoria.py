@@ -156,9 +156,16 @@ def test_ids_are_quoted_so_no_id_reaches_into_another_series(
     # an estate id that would close the selector reads nothing of the others
     assert (
         reader.chart(
-            'est-a",device=~".+', "plain", "fire_hydrant", "pressure_mpa",
-            now - 120_000, now, 500, 1000, now,
-        )["points"]  # fmt: skip
+            'est-a",device=~".+',
+            "plain",
+            "fire_hydrant",
+            "pressure_mpa",
+            now - 120_000,
+            now,
+            500,
+            1000,
+            now,
+        )["points"]
         == []
     )
 
@@ -170,7 +177,7 @@ def test_a_store_that_does_not_answer_is_an_error_never_an_empty_chart(
     now = int(time.time() * 1000)
     args = ("e", "d", "fire_hydrant", "pressure_mpa")
     for max_points in (500, 2):
-        with pytest.raises(TimeseriesUnavailable, match="did not answer.*VICTORIAMETRICS_URL"):
+        with pytest.raises(TimeseriesUnavailable, match=r"did not answer.*VICTORIAMETRICS_URL"):
             dead.chart(*args, now - 3_600_000, now, max_points, 1000, now)
     assert dead.health()["state"] == "down"
     # a server that answers, but not VictoriaMetrics' API (a wrong path in the URL)
