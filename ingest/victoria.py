@@ -57,6 +57,7 @@ class VictoriaMetricsReader:
     def __init__(self, url: str, timeout_s: float = 10.0, retries: int = 2) -> None:
         self.url = url.rstrip("/")
         self.http = urllib3.PoolManager(
+            maxsize=8,  # connections kept for the API's worker threads reading charts at once
             timeout=urllib3.Timeout(connect=min(timeout_s, 3.0), read=timeout_s),
             retries=urllib3.Retry(total=retries, backoff_factor=0.2, raise_on_status=False),
         )
