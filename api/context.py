@@ -14,6 +14,7 @@ from api.users import UserStore
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader
+from ingest.victoria import RemoteChartsReader
 from protocol.catalog import Catalog
 from supervision.inspections import InspectionBook
 
@@ -26,7 +27,7 @@ RevokeCredentials = Callable[[str, str], bool]
 @dataclass
 class ApiContext:
     state: StateStore
-    telemetry: TelemetryReader | ShardedTelemetryReader
+    telemetry: TelemetryReader | ShardedTelemetryReader | RemoteChartsReader
     catalog: Catalog
     admin_token: str
     issue_credentials: IssueCredentials | None = None

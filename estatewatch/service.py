@@ -44,6 +44,7 @@ from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader, shard_of
 from ingest.state import SchemaBusy, StateStore
 from ingest.telemetry import TelemetryReader, TelemetryWriter
+from ingest.victoria import RemoteChartsReader, VictoriaMetricsReader
 from protocol.catalog import default_catalog
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint, parse_mqtt_url
@@ -150,6 +151,7 @@ class Service:
         self.notices: NoticeClient | None = None
         self.endpoint: MqttEndpoint | None = None
         self.ingest: Ingest | None = None
+        self.timeseries: VictoriaMetricsReader | None = None  # charts from VictoriaMetrics
         self.alerts: AlertEngine | None = None
         self.command_client: NoticeClient | None = None
         self.commands: CommandDesk | None = None
@@ -213,11 +215,11 @@ class Service:
             self.endpoint = self.broker.endpoint
             log.info("broker: %s started by the service on %s", self.broker.name, self.endpoint.url)
         path = s.shard_telemetry_path(self.shard)
-        self.influx = (
+        self.influx = (  # InfluxDB, or VictoriaMetrics through its InfluxDB write API
             InfluxTelemetrySink(
-                s.influxdb_url, s.influxdb_token, s.influxdb_org, s.influxdb_bucket, self.catalog
+                s.raw_store_url, s.influxdb_token, s.influxdb_org, s.influxdb_bucket, self.catalog
             )
-            if s.influxdb_url
+            if s.raw_store_url
             else None
         )
         # "now" is folded at most once a second under load; dashboards get each reading
@@ -460,6 +462,17 @@ class Service:
                 retry_schema(make, f"telemetry {path.name}").close()
         return ShardedTelemetryReader(paths, influx)
 
+    def _chart_reader(
+        self, local: TelemetryReader | ShardedTelemetryReader
+    ) -> TelemetryReader | ShardedTelemetryReader | RemoteChartsReader:
+        """Charts from VictoriaMetrics when it is the store; the rest stays local."""
+        if self.settings.timeseries_backend != "victoriametrics":
+            return local
+        self.timeseries = VictoriaMetricsReader(self.settings.victoriametrics_url)
+        return RemoteChartsReader(
+            local, self.timeseries, lambda e, d: str(self.state.get_device(e, d)["kind"])
+        )
+
     def _start_api(self) -> None:
         s = self.settings
         if not port_is_free(self.api_port, s.api_host):
@@ -474,7 +487,7 @@ class Service:
             retry_schema(lambda: AlertStore(self.state.engine).migrate(now_ms()), "alerts")
         ctx = ApiContext(
             state=self.state,
-            telemetry=self._telemetry_reader(),
+            telemetry=self._chart_reader(self._telemetry_reader()),
             catalog=self.catalog,
             admin_token=self.token,
             issue_credentials=self._issue_credentials if self.broker else None,
@@ -540,6 +553,8 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {"role": self.role}
+        if self.timeseries is not None:
+            body["timeseries"] = self.timeseries.health()
         if self.ingest is None:
             return body
         st = self.ingest.stats
@@ -598,5 +613,7 @@ class Service:
             self.telemetry_writer.close()
         if hasattr(self, "state"):
             self.state.close()
+        if self.timeseries is not None:
+            self.timeseries.close()
         if self.broker:
             self.broker.stop()

@@ -118,6 +118,21 @@ class Settings:
         },
     )
     influxdb_token: str = field(default="", metadata={"help": "InfluxDB API token"})
+    timeseries: str = field(
+        default="",
+        metadata={
+            "help": "where raw telemetry lives and charts are read from: sqlite (the local "
+            "telemetry file), influxdb (influxdb_url) or victoriametrics (victoriametrics_url); "
+            "empty: influxdb when influxdb_url is set, else sqlite"
+        },
+    )
+    victoriametrics_url: str = field(
+        default="",
+        metadata={
+            "help": "single-node VictoriaMetrics, e.g. http://127.0.0.1:8428: readings are "
+            "written to its /api/v2/write, charts read by MetricsQL and /api/v1/export"
+        },
+    )
     influxdb_org: str = field(default="estatewatch", metadata={"help": "InfluxDB organisation"})
     influxdb_bucket: str = field(default="telemetry", metadata={"help": "InfluxDB bucket"})
     max_clock_skew_s: int = field(
@@ -171,6 +186,21 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_path / 'estatewatch.db'}"
+
+    @property
+    def timeseries_backend(self) -> str:
+        """``sqlite``, ``influxdb`` or ``victoriametrics`` (an empty setting resolved)."""
+        if self.timeseries:
+            return self.timeseries
+        return "influxdb" if self.influxdb_url else "sqlite"
+
+    @property
+    def raw_store_url(self) -> str:
+        """Where raw readings are written through InfluxDB's write API; empty: the local file
+        (VictoriaMetrics accepts that API too)."""
+        return {"influxdb": self.influxdb_url, "victoriametrics": self.victoriametrics_url}.get(
+            self.timeseries_backend, ""
+        )
 
     @property
     def telemetry_path(self) -> Path:
@@ -258,6 +288,24 @@ def load_settings(
         raise SettingsError(
             f"command_timeout_s must be 1 … 3600 seconds, got {settings.command_timeout_s}"
         )
+    _check_timeseries(settings)
     if settings.late_after_s < 1:
         raise SettingsError(f"late_after_s must be at least 1, got {settings.late_after_s}")
     return settings
+
+
+TIMESERIES_BACKENDS = ("sqlite", "influxdb", "victoriametrics")
+
+
+def _check_timeseries(settings: Settings) -> None:
+    backend = settings.timeseries_backend
+    if backend not in TIMESERIES_BACKENDS:
+        raise SettingsError(
+            f"timeseries must be one of {', '.join(TIMESERIES_BACKENDS)} (or empty), "
+            f"got {settings.timeseries!r}"
+        )
+    if backend != "sqlite" and not settings.raw_store_url:
+        raise SettingsError(
+            f"timeseries = {backend!r} needs {backend}_url (ESTATEWATCH_{backend.upper()}_URL), "
+            "e.g. http://127.0.0.1:8428 for VictoriaMetrics or :8086 for InfluxDB"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from estatewatch.broker import ManagedMosquitto, free_port
+from estatewatch.broker import ManagedMosquitto, free_port, wait_for_port
 from estatewatch.service import Service
 from estatewatch.settings import Settings
 
@@ -27,6 +28,50 @@ def mosquitto(tmp_path: Path) -> Iterator[ManagedMosquitto]:
     broker.start()
     yield broker
     broker.stop()
+
+
+def start_victoriametrics(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real single-node VictoriaMetrics (Debian's package) on a free port, keeping its data
+    in ``data``: (its process, its URL)."""
+    exe = shutil.which("victoria-metrics")
+    if not exe:
+        pytest.fail(
+            "victoria-metrics is not installed: .ci/run installs it "
+            "(apt-get install victoria-metrics)"
+        )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={data}",
+            "-retentionPeriod=100y",
+            # query_range otherwise leaves out the last 30 s as possibly incomplete: the tests
+            # read what they have just written
+            "-search.latencyOffset=0s",
+            # one point per series and millisecond, so a replayed write is stored once (the
+            # setting a deployment uses too, see README)
+            "-dedup.minScrapeInterval=1ms",
+            "-loggerLevel=ERROR",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if not wait_for_port("127.0.0.1", port, 20):
+        proc.kill()
+        pytest.fail("VictoriaMetrics did not start within 20 s")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def victoriametrics(tmp_path: Path) -> Iterator[str]:
+    """The URL of a VictoriaMetrics of this test's own."""
+    proc, url = start_victoriametrics(tmp_path / "vm")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def _postgres_reachable() -> bool:

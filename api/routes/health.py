@@ -14,14 +14,17 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=schemas.Health, **guard("public"))
 def healthz(ctx: Ctx, response: Response) -> dict[str, Any]:
-    """Liveness and the state of the parts: broker connection, ingest queue, databases.
+    """Liveness and the state of the parts: broker connection, ingest queue, databases, the
+    time-series store.
     503 with ``"status": "degraded"`` while a part is down."""
     body: dict[str, Any] = {"status": "ok"}
     body.update(ctx.health())
     # the ingest writer retrying a failing store or stuck in a batch, or the broker down
     writer = body.get("writer")
     writer_stuck = isinstance(writer, dict) and writer.get("ok") is False
-    if writer_stuck or _broker_down(body):
+    # the time-series store charts are read from (VictoriaMetrics) does not answer
+    timeseries_down = body.get("timeseries", {}).get("state") == "down"
+    if writer_stuck or _broker_down(body) or timeseries_down:
         body["status"] = "degraded"
         response.status_code = 503
     return body

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from api import schemas
 from api.deps import Ctx, guard
 from api.errors import ApiError
+from ingest.victoria import TimeseriesUnavailable
 from protocol.catalog import ValueType
 
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
@@ -61,9 +62,12 @@ def device_telemetry(
     from_ms = to_ms - HOUR_MS if from_ms is None else from_ms
     if from_ms >= to_ms:
         raise ApiError(422, "invalid_range", "'from' must be before 'to' (epoch milliseconds)")
-    body = ctx.telemetry.telemetry(
-        estate, dev, metric, from_ms, to_ms, max_points, kind.interval_s * 1000, now
-    )
+    try:
+        body = ctx.telemetry.telemetry(
+            estate, dev, metric, from_ms, to_ms, max_points, kind.interval_s * 1000, now
+        )
+    except TimeseriesUnavailable as exc:  # never an empty chart: that would say "no readings"
+        raise ApiError(503, "timeseries_unavailable", str(exc)) from exc
     return {
         "estate": estate,
         "device": dev,

@@ -85,3 +85,22 @@ def test_auto_cutoff_is_off_by_default_and_named_per_estate(tmp_path: Path) -> N
     assert s.auto_cutoff_for("baotou-a")
     with pytest.raises(SettingsError, match="command_timeout_s must be 1"):
         load_settings(None, environ={"ESTATEWATCH_COMMAND_TIMEOUT_S": "0"})
+
+
+def test_timeseries_backend_is_named_with_its_url(tmp_path: Path) -> None:
+    assert Settings().timeseries_backend == "sqlite" and Settings().raw_store_url == ""
+    influx = Settings(influxdb_url="http://influx:8086")  # as before the setting existed
+    assert (influx.timeseries_backend, influx.raw_store_url) == ("influxdb", "http://influx:8086")
+    f = tmp_path / "estatewatch.toml"
+    f.write_text('timeseries = "victoriametrics"\nvictoriametrics_url = "http://vm:8428"\n')
+    vm = load_settings(f, environ={})
+    assert (vm.timeseries_backend, vm.raw_store_url) == ("victoriametrics", "http://vm:8428")
+    env = {"ESTATEWATCH_TIMESERIES": "victoriametrics"}
+    with pytest.raises(SettingsError, match=r"needs victoriametrics_url.*VICTORIAMETRICS_URL"):
+        load_settings(None, environ=env)
+    with pytest.raises(SettingsError, match="timeseries must be one of"):
+        load_settings(None, environ={"ESTATEWATCH_TIMESERIES": "prometheus"})
+    sqlite = load_settings(
+        None, environ={"ESTATEWATCH_TIMESERIES": "sqlite", "ESTATEWATCH_INFLUXDB_URL": "http://x"}
+    )
+    assert sqlite.raw_store_url == ""  # named explicitly: the local file, whatever else is set

@@ -9,18 +9,15 @@ they run when INFLUXDB_URL (and INFLUXDB_TOKEN, INFLUXDB_ORG) point at one.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from estatewatch.broker import free_port, wait_for_port
+from estatewatch.broker import free_port
 from ingest.influx import InfluxTelemetrySink
 from ingest.telemetry import EstateBatch, TelemetryWriter
 from protocol.catalog import default_catalog
@@ -28,34 +25,6 @@ from protocol.messages import Reading
 
 pytestmark = pytest.mark.integration
 CAT = default_catalog()
-
-
-@pytest.fixture
-def victoriametrics(tmp_path: Path) -> Iterator[str]:
-    exe = shutil.which("victoria-metrics")
-    if not exe:
-        pytest.fail(
-            "victoria-metrics is not installed: .ci/run installs it "
-            "(apt-get install victoria-metrics)"
-        )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            exe,
-            f"-httpListenAddr=127.0.0.1:{port}",
-            f"-storageDataPath={tmp_path / 'vm'}",
-            "-retentionPeriod=100y",
-            "-loggerLevel=ERROR",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_for_port("127.0.0.1", port, 20), "VictoriaMetrics did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def readings(now: int) -> list[Reading]:
