@@ -45,7 +45,7 @@ except ImportError:  # reported by the fixture, with what to install
 
 REPO = Path(__file__).resolve().parents[2]
 ESTATES = ("hohhot-xinhua", "hailar-beiyuan")
-CHECK_AT = [float(x) for x in os.environ.get("ESTATEWATCH_DEMO_CHECK_AT", "70").split(",")]
+CHECK_AT = [float(x) for x in os.environ.get("ESTATEWATCH_DEMO_CHECK_AT", "55").split(",")]
 SPEED = os.environ.get("ESTATEWATCH_DEMO_CHECK_SPEED", "120")
 RESCUE_MIN = 30  # TSG T5002-2017: the technician arrives within 30 minutes (city districts)
 
