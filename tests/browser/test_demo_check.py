@@ -180,6 +180,23 @@ def settled(page: Page, css: str) -> str:
     return page_text(page)
 
 
+def choose_range(page: Page, range_: str) -> str:
+    """Shows the device chart over ``range_`` (clicked again should the page have been drawn
+    anew under the click) and returns the page's text once it is drawn."""
+    page.find(".chart-box svg.chart", timeout=30)  # the device page is up
+    button = f'.ranges button[data-range="{range_}"]'
+
+    def chosen(d: Any) -> bool:
+        if page.shown(d, button + ".active"):
+            return True
+        if (b := page.shown(d, button)) is not None:
+            b.click()
+        return False
+
+    page.until(chosen, timeout=30, message=f"the {range_} range could not be chosen")
+    return settled(page, button + ".active")
+
+
 def drawn(page: Page, name: str) -> bool:
     """The chart has a line (else a screenshot of what it shows instead)."""
     if page.driver.find_elements(By.CSS_SELECTOR, ".chart-box svg.chart path.mean"):
@@ -191,6 +208,9 @@ def drawn(page: Page, name: str) -> bool:
 def check_no_negative(text: str, where: str) -> None:
     found = negatives(text)
     assert not found, f"negative figures on {where}: {found}"
+    # nor a value the page failed to format
+    words = re.findall(r"\b(?:null|undefined|NaN)\b", text)
+    assert not words, f"{words} on {where}"
 
 
 def look(demo: Demo, page: Page, at: int) -> None:
@@ -221,8 +241,7 @@ def look(demo: Demo, page: Page, at: int) -> None:
     )
     page.js(f"location.hash = '#/estate/{estate}/device/{station}'")
     for range_ in ("hour", "day"):
-        page.click(f'.ranges button[data-range="{range_}"]')
-        text = settled(page, f'.ranges button.active[data-range="{range_}"]')
+        text = choose_range(page, range_)
         assert drawn(page, f"{at:04d}s-failed-station-{range_}"), (
             f"the weather station's {range_} chart is empty after {at} s"
         )
@@ -236,8 +255,7 @@ def look(demo: Demo, page: Page, at: int) -> None:
         if d["online"]
     )
     page.js(f"location.hash = '#/estate/{estate}/device/{socket}'")
-    page.click('.ranges button[data-range="hour"]')
-    text = settled(page, '.ranges button.active[data-range="hour"]')
+    text = choose_range(page, "hour")
     assert drawn(page, f"{at:04d}s-failed-{socket}"), f"{socket}'s hour chart is empty after {at} s"
     page.shot(f"{at:04d}s-2-{socket}-hour")
     check_no_negative(text, f"{socket}'s page")

@@ -86,7 +86,7 @@ export function mount(root, params, app) {
       const body = await api(`/api/v1/estates/${encodeURIComponent(estate)}/devices/${encodeURIComponent(device)}/telemetry?${q}`, { signal: loading.signal });
       renderChart(chartBox, { points: body.points, from: body.from, to: body.to, unit: body.unit, stepMs: body.step_ms });
       chartInfo.replaceChildren(t("chart.resolution", { res: t("chart.res." + body.resolution), step: stepText(body.step_ms), n: body.points.length }),
-        behind ? h("span", { class: "chart-behind" }, " · ", t("chart.until_latest", { time: fmtDateTime(to), ago: fmtAgo(to) })) : null);
+        ...(behind ? [h("span", { class: "chart-behind" }, " · ", t("chart.until_latest", { time: fmtDateTime(to), ago: fmtAgo(to) }))] : []));
     } catch (exc) {
       if (exc.name === "AbortError") return;
       chartInfo.replaceChildren();
