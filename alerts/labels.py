@@ -93,3 +93,8 @@ class Labels:
 
     def deadletter_reason(self, reason: str, lang: str = "zh-CN") -> str:
         return self.text(f"deadletter.reason.{reason}", lang, reason)
+
+    def deadletter_hint(self, reason: str, detail: str = "", lang: str = "zh-CN") -> str:
+        """What a dead letter's reason means and what to do, for people; the decoder's own
+        detail (English, with the offending values) is the fallback and is kept beside it."""
+        return self.text(f"deadletter.hint.{reason}", lang, detail or reason)

@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=2026, help="simulation seed")
     demo.add_argument(
+        "--speed",
+        type=float,
+        default=40.0,
+        help="how much faster than real time the storm is replayed until it reaches now "
+        "(a faster one reaches now sooner: make demo-check's compressed run)",
+    )
+    demo.add_argument(
         "--field-protocols",
         action="store_true",
         help="the first estate's plant on Modbus (local pymodbus server), its fire panel "
@@ -135,7 +142,10 @@ def tune_interpreter() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     tune_interpreter()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo" and args.speed < 1:
+        parser.error(f"--speed must be at least 1 (real time), got {args.speed:g}")
     if args.command == "score":
         return run_score(args)
     if args.command in ("gateway", "simulate"):
@@ -168,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from estatewatch.demo import run_demo
 
-            run_demo(service, args.duration, args.seed, args.field_protocols)
+            run_demo(service, args.duration, args.seed, args.field_protocols, args.speed)
         else:
             print(
                 f"estatewatch {service.role} running: {service.url}  (API docs {service.url}/docs)",

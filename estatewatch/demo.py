@@ -68,11 +68,15 @@ def catch_up_clock(duration_ms: int, speed: float, wall_ms: int) -> SimClock:
 
 
 def simulated_gateway(
-    service: Service, spec_name: str, seed: int, field_protocols: bool = False
+    service: Service,
+    spec_name: str,
+    seed: int,
+    field_protocols: bool = False,
+    speed: float = DEMO_SPEED,
 ) -> tuple[Gateway, SimulatorAdapter]:
     spec = load_spec(spec_name, service.catalog)
     scenario = load_scenario(DEMO_SCENARIO)
-    clock = catch_up_clock(scenario.duration_ms or 0, DEMO_SPEED, now_ms())
+    clock = catch_up_clock(scenario.duration_ms or 0, speed, now_ms())
     estate = SimulatedEstate(spec, service.catalog, seed, clock.start_ms, scenario)
     adapter = SimulatorAdapter(estate, clock)
     publisher = GatewayPublisher(
@@ -92,10 +96,14 @@ def simulated_gateway(
 
 
 def run_demo(
-    service: Service, duration_s: float | None, seed: int = 2026, field_protocols: bool = False
+    service: Service,
+    duration_s: float | None,
+    seed: int = 2026,
+    field_protocols: bool = False,
+    speed: float = DEMO_SPEED,
 ) -> None:
     pairs = [
-        simulated_gateway(service, name, seed + i, field_protocols and i == 0)
+        simulated_gateway(service, name, seed + i, field_protocols and i == 0, speed)
         for i, name in enumerate(DEMO_SPECS)
     ]
     from scoring.record import TruthRecorder
@@ -111,7 +119,7 @@ def run_demo(
         f"  open · 打开:  {service.url}/#token={service.token}\n"
         f"  API docs:    {service.url}/docs\n"
         f"  estates:     {estates}\n"
-        f"  scenario:    {DEMO_SCENARIO} at ×{DEMO_SPEED:g}, replayed to end now "
+        f"  scenario:    {DEMO_SCENARIO} at ×{speed:g}, replayed to end now "
         f"(snowstorm blue → yellow → orange; catching up with the clock)\n"
         f"  Ctrl-C stops everything · 按 Ctrl-C 停止\n",
         flush=True,

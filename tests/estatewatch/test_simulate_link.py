@@ -7,6 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,20 +19,30 @@ from estatewatch.broker import ManagedMosquitto
 pytestmark = pytest.mark.integration
 
 
-def _simulate(args: list[str], env: dict[str, str], seconds: float = 8.0) -> str:
+def _simulate(
+    args: list[str], env: dict[str, str], done: Callable[[str], bool], seconds: float = 8.0
+) -> str:
+    """Its output once ``done`` holds for it (then a progress line more, so what follows the
+    awaited line shows too), or after ``seconds``; then it is stopped as Ctrl-C would."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "estatewatch.cli", "simulate", *args, "--progress-every", "1"],
+        [sys.executable, "-m", "estatewatch.cli", "simulate", *args, "--progress-every", "0.5"],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
-        out, _ = proc.communicate(timeout=seconds)
-    except subprocess.TimeoutExpired:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None and not done("".join(lines)):
+        time.sleep(0.1)
+    if proc.poll() is None:
+        time.sleep(1.0)  # at least one more progress line
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    return out
+    proc.wait(20)
+    reader.join(5)
+    return "".join(lines)
 
 
 def test_refused_credentials_are_said_and_never_shown_as_link_up(
@@ -41,6 +54,7 @@ def test_refused_credentials_are_said_and_never_shown_as_link_up(
     out = _simulate(
         ["--broker", broker, "--state-dir", str(tmp_path / "gw")],
         {"ESTATEWATCH_GATEWAY_PASSWORD": "not-the-password"},
+        lambda out: "credentials refused by" in out,
     )
     assert "refused the gateway's credentials" in out, out
     assert "credentials refused by" in out
@@ -58,6 +72,7 @@ def test_the_password_from_a_file_and_the_broker_it_reached(
     out = _simulate(
         ["--broker", broker, "--password-file", str(secret), "--state-dir", str(tmp_path / "gw")],
         {"ESTATEWATCH_GATEWAY_PASSWORD": ""},
+        lambda out: "link up" in out,
     )
     assert f"connected to broker {broker}" in out, out
     assert f"link up ({creds.host}:{creds.port})" in out
@@ -71,6 +86,6 @@ def test_the_password_from_a_file_and_the_broker_it_reached(
             str(tmp_path / "gw2"),
         ],
         {"ESTATEWATCH_GATEWAY_PASSWORD": ""},
-        seconds=5,
+        lambda out: "link up" in out,
     )
     assert "visible in ps" in out and "link up" in out

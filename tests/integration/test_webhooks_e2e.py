@@ -159,7 +159,9 @@ severities = ["warning"]
             "data": {"zone": "b3-f12"},
         }
         body = {"v": 1, "gw": "gw-01", "seq": 1, "sent": now, "events": [event]}
-        time.sleep(6)  # the service subscribes to a new estate within 5 s
+        # the gateway is in once the broker has its new account (one process: ingest takes
+        # every estate's topics, so nothing else waits on the registration)
+        wait_for(lambda: pub.is_connected(), 10, "the new gateway's connection")
         pub.publish("estates/e1/gw/gw-01/events", orjson.dumps(body), qos=1).wait_for_publish(10)
         pub.loop_stop()
         pub.disconnect()

@@ -256,7 +256,10 @@ export function mount(root, _params, app) {
           h("td", {}, fmtDateTime(d.received_ms)),
           h("td", {}, tOr("deadletter.reason." + d.reason, d.reason)),
           h("td", { class: "mono" }, d.topic, d.item_index != null ? ` #${d.item_index}` : ""),
-          h("td", {}, d.detail),
+          // what it means and what to do, in the page's language; the decoder's own (English)
+          // detail stays one click away
+          h("td", { class: "deadletter-detail" }, tOr("deadletter.hint." + d.reason, d.detail),
+            d.detail ? h("details", {}, h("summary", {}, t("deadletter.raw")), h("pre", { class: "raw-detail" }, d.detail)) : null),
           h("td", {}, h("details", {}, h("summary", {}, t("deadletter.show")), h("pre", {}, d.payload))))))) : h("p", { class: "muted" }, t("deadletter.none")));
       pager.replaceChildren(
         h("button", { type: "button", disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); loadLetters(); } }, t("action.newer")),

@@ -120,10 +120,15 @@ export class AlarmFeed {
   item(a) {
     const canOperate = this.app.canOperate(a.estate);
     const when = a.fired_ms || a.started_ms;
-    const deadline = a.deadline_ms ? h("div", { class: ["deadline", a.deadline_breached || a.deadline_ms < Date.now() ? "breached" : null] },
-      a.deadline_breached || a.deadline_ms < Date.now()
-        ? t("alarm.deadline_breached", { time: fmtTime(a.deadline_ms), late: fmtDuration(Date.now() - a.deadline_ms) })
-        : t("alarm.deadline", { time: fmtTime(a.deadline_ms), left: fmtDuration(a.deadline_ms - Date.now()) })) : null;
+    // A late alarm (history) keeps its deadline in the data's time: no countdown against the
+    // wall clock, which would show hours "over" a rescue that happened in a replayed past.
+    const overdue = a.deadline_breached || (!a.late && a.deadline_ms < Date.now());
+    const deadline = a.deadline_ms ? h("div", { class: ["deadline", overdue ? "breached" : null] },
+      a.late
+        ? t(overdue ? "alarm.deadline_late_breached" : "alarm.deadline_late", { time: fmtDateTime(a.deadline_ms) })
+        : overdue
+          ? t("alarm.deadline_breached", { time: fmtTime(a.deadline_ms), late: fmtDuration(Date.now() - a.deadline_ms) })
+          : t("alarm.deadline", { time: fmtTime(a.deadline_ms), left: fmtDuration(a.deadline_ms - Date.now()) })) : null;
     const actions = canOperate ? h("div", { class: "actions" },
       a.state === "firing" ? h("button", { type: "button", class: "ack primary", onclick: () => this.act(a, "ack", {}) }, t("alarm.ack")) : null,
       // GB 25201 §5.3: a fire verified on site is confirmed (the fire plan goes to Ⅲ)

@@ -74,7 +74,13 @@ export function mount(root, params, app) {
     if (!metric) { chartBox.replaceChildren(h("p", { class: "muted" }, t("chart.no_numeric"))); return; }
     if (loading) loading.abort();
     loading = new AbortController();
-    const to = Date.now();
+    // A device that is online but whose newest reading is older than half the range belongs
+    // to a gateway replaying a backlog (the demo catching up with the clock, a gateway back
+    // from an outage): its range ends at that reading, not at now, so the chart is not empty.
+    // An offline device keeps now as the end: its gap is the point.
+    const now = Date.now();
+    const behind = dev && dev.online && dev.last_seen_ms && now - dev.last_seen_ms > RANGES[range] / 2;
+    const to = behind ? dev.last_seen_ms : now;
     const from = to - RANGES[range];
     const maxPoints = Math.max(60, Math.min(720, Math.floor((chartBox.clientWidth || 900) / 2)));
     const q = new URLSearchParams({ metric, from: String(from), to: String(to), max_points: String(maxPoints) });
@@ -83,7 +89,8 @@ export function mount(root, params, app) {
     try {
       const body = await api(`/api/v1/estates/${encodeURIComponent(estate)}/devices/${encodeURIComponent(device)}/telemetry?${q}`, { signal: loading.signal });
       renderChart(chartBox, { points: body.points, from: body.from, to: body.to, unit: body.unit, stepMs: body.step_ms });
-      chartInfo.replaceChildren(t("chart.resolution", { res: t("chart.res." + body.resolution), step: stepText(body.step_ms), n: body.points.length }));
+      chartInfo.replaceChildren(t("chart.resolution", { res: t("chart.res." + body.resolution), step: stepText(body.step_ms), n: body.points.length }),
+        ...(behind ? [h("span", { class: "chart-behind" }, " · ", t("chart.until_latest", { time: fmtDateTime(to), ago: fmtAgo(to) }))] : []));
     } catch (exc) {
       if (exc.name === "AbortError") return;
       chartInfo.replaceChildren();
