@@ -415,6 +415,8 @@ def run(
                     "ratios": [round(x, 3) for x in ratios],
                     "service_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["service"])),
                     "flow_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["flow"])),
+                    "service_seconds": [round(r["seconds"], 2) for r in runs["service"]],
+                    "flow_seconds": [round(r["seconds"], 2) for r in runs["flow"]],
                     "service_readings_stored": [r["readings"] for r in runs["service"]],
                     "flow_readings_stored": [r["readings"] for r in runs["flow"]],
                 }
