@@ -79,7 +79,7 @@ def main() -> None:
     bench(
         "nodered_peer",
         "8. the service ÷ a Node-RED flow (drain, interleaved; kill -9 at 25 %)",
-        total=400_000 if args.full else 100_000,
+        total=400_000 if args.full else 200_000,
         one_reading_messages=40_000 if args.full else 10_000,
         pairs=5 if args.full else 3,
     )
