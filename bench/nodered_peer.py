@@ -283,6 +283,23 @@ class Consumer:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._forget()
+
+    def _forget(self) -> None:
+        """End this run's persistent sessions: left subscribed, every later run's load would
+        also be queued for them, and the broker's work would grow run after run."""
+        ep = self.broker.endpoint
+        ids = [self.client_id, f"{self.client_id}-events"]  # the service's two lanes
+        for cid in ids if self.kind == "service" else ids[:1]:
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
+            c.username_pw_set(ep.username, ep.password)
+            connected = threading.Event()
+            c.on_connect = lambda *_, done=connected: done.set()
+            c.connect(ep.host, ep.port)
+            c.loop_start()
+            connected.wait(10)
+            c.disconnect()
+            c.loop_stop()
 
 
 def watch(
