@@ -12,12 +12,13 @@ is made first, the whole load queued in it, then the consumer is let go. Runs in
   (one ``INSERT … SELECT FROM json_each`` per message), installed on first use into
   ``~/.cache/estatewatch/nodered-<version>``.
 
-Rate: readings committed from the first rows visible to the last row visible in each one's own
-database, ÷ that time (``max(rowid)`` polled every 10 ms: the same cheap probe for both; the
-rows already there when the window opens are not counted). Peak RSS: ``VmHWM`` of the
-service's process and of node. Loss: each is killed with SIGKILL once 25 % of the values are
-stored, restarted on the same session and database, and drained; readings lost = readings
-published − distinct readings stored.
+Rate: readings stored ÷ time from the consumer's connection (the line its process prints at
+CONNACK: the queued messages flow from then on) to the last row visible in its own database
+(``max(rowid)`` polled every 10 ms, the same cheap probe for both). Recorded beside it: the rate
+between the first rows visible and the last, counting only what was committed in between.
+Peak RSS: ``VmHWM`` of the service's process and of node. Loss: each is killed with SIGKILL once
+25 % of the values are stored, restarted on the same session and database, and drained;
+readings lost = readings published − distinct readings stored.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ class Consumer:
         ep = broker.endpoint
         self.url = f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.connected_at = 0.0  # when its process said it is connected: messages flow now
         if kind == "service":
             self.db = folder / "telemetry.db"
             state = StateStore.open(f"sqlite:///{folder / 'state.db'}")
@@ -220,7 +222,12 @@ class Consumer:
     def _service(self, session_only: bool) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "bench.nodered_peer", "--service-child", self.url]
         cmd += [str(self.folder), self.client_id] + (["--session-only"] if session_only else [])
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            cmd,
+            cwd=Path(__file__).parent.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def _write_flow(self) -> None:
         ep = self.broker.endpoint
@@ -252,20 +259,31 @@ class Consumer:
         c.loop_stop()
 
     def start(self) -> None:
+        self.connected_at = 0.0
         if self.kind == "service":
-            self.proc = self._service(session_only=False)
+            cmd = [sys.executable, "-m", "bench.nodered_peer", "--service-child", self.url]
+            cmd += [str(self.folder), self.client_id]
+            marker = b"ready"  # printed once both lanes have their CONNACK
         else:
             user = self.folder / "user"
             red = nodered_dir() / "node_modules" / "node-red" / "red.js"
             settings = PEER / "settings.js"
             cmd = ["node", str(red), "-u", str(user), "-p", str(free_port()), "-s", str(settings)]
-            with (self.folder / "nodered.log").open("ab") as log:
-                self.proc = subprocess.Popen(
-                    [*cmd, str(user / "flows.json")],
-                    cwd=self.folder,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            cmd.append(str(user / "flows.json"))
+            marker = b"Connected to broker"  # the mqtt-broker node's log line at CONNACK
+        # The service's child imports bench/ from the checkout; node finds nothing by cwd.
+        cwd = Path(__file__).parent.parent if self.kind == "service" else self.folder
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._read_log, args=(self.proc, marker), daemon=True).start()
+
+    def _read_log(self, proc: subprocess.Popen[bytes], marker: bytes) -> None:
+        """Its output to a log file, and the moment it says it is connected."""
+        assert proc.stdout is not None
+        with (self.folder / f"{self.kind}.log").open("ab") as log:
+            for line in proc.stdout:
+                if marker in line and not self.connected_at:
+                    self.connected_at = time.perf_counter()
+                log.write(line)
 
     def peak_rss_mb(self) -> float:
         assert self.proc is not None
@@ -348,12 +366,15 @@ def drain(
     finally:
         c.stop()
     stored, readings = distinct_stored(kind, c.db)
-    # What was committed inside the window: the rows already there when it opened (the
-    # service's first commit, up to 10,000 readings; the flow's first message) are not.
+    if not c.connected_at:
+        raise RuntimeError(f"the {kind} never said it was connected (see {c.folder})")
+    # Second view: only what was committed between the first rows seen and the last (the
+    # service's first commit, up to 10,000 readings, and the flow's first message are not).
     share = (stored - at_first) / stored if at_first < stored else 1.0
     return {
-        "readings_per_s": readings * share / max(last - first, 0.01),
-        "seconds": max(last - first, 0.01),
+        "readings_per_s": readings / max(last - c.connected_at, 0.01),
+        "seconds": max(last - c.connected_at, 0.01),
+        "readings_per_s_rows_window": readings * share / max(last - first, 0.01),
         "readings": readings,
         "values": stored,
         "peak_rss_mb": rss,
@@ -437,6 +458,12 @@ def run(
                     "ratios": [round(x, 3) for x in ratios],
                     "service_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["service"])),
                     "flow_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["flow"])),
+                    "service_readings_per_s_rows_window": round(
+                        statistics.median(r["readings_per_s_rows_window"] for r in runs["service"])
+                    ),
+                    "flow_readings_per_s_rows_window": round(
+                        statistics.median(r["readings_per_s_rows_window"] for r in runs["flow"])
+                    ),
                     "service_seconds": [round(r["seconds"], 2) for r in runs["service"]],
                     "flow_seconds": [round(r["seconds"], 2) for r in runs["flow"]],
                     "service_readings_stored": [r["readings"] for r in runs["service"]],
