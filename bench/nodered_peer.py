@@ -201,6 +201,7 @@ class Consumer:
         self.url = f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.connected_at = 0.0  # when its process said it is connected: messages flow now
+        self.initialised = threading.Event()  # the flow's pragmas are set
         if kind == "service":
             self.db = folder / "telemetry.db"
             state = StateStore.open(f"sqlite:///{folder / 'state.db'}")
@@ -260,6 +261,14 @@ class Consumer:
 
     def start(self) -> None:
         self.connected_at = 0.0
+        self.initialised.clear()
+        if self.kind == "flow":
+            # The flow sets its pragmas (WAL, synchronous=NORMAL: per connection) from a
+            # once-inject 0.1 s after start; with a backlog waiting, the backlog's inserts get
+            # queued ahead of it and run with SQLite's default synchronous=FULL, an fsync a
+            # message. The flow is measured as meant: the broker (its queue kept in its
+            # persistence) is down until the flow says its pragmas are set.
+            self.broker.stop()
         if self.kind == "service":
             cmd = [sys.executable, "-m", "bench.nodered_peer", "--service-child", self.url]
             cmd += [str(self.folder), self.client_id]
@@ -275,6 +284,11 @@ class Consumer:
         cwd = Path(__file__).parent.parent if self.kind == "service" else self.folder
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._read_log, args=(self.proc, marker), daemon=True).start()
+        if self.kind == "flow":
+            ok = self.initialised.wait(120)
+            self.broker.start()
+            if not ok:
+                raise RuntimeError(f"the flow did not set its pragmas in 120 s (see {self.folder})")
 
     def _read_log(self, proc: subprocess.Popen[bytes], marker: bytes) -> None:
         """Its output to a log file, and the moment it says it is connected."""
@@ -283,7 +297,10 @@ class Consumer:
             for line in proc.stdout:
                 if marker in line and not self.connected_at:
                     self.connected_at = time.perf_counter()
+                if b"[debug:ready]" in line:  # the flow's init and pragma check are done
+                    self.initialised.set()
                 log.write(line)
+                log.flush()
 
     def peak_rss_mb(self) -> float:
         assert self.proc is not None

@@ -1,8 +1,11 @@
 // Copied from ../shared/peers/nodered/settings.js (2026-12-05) for bench 8; the bench passes
-// the port (-p), user dir (-u) and flow file on the command line, so flowFile/uiPort below are unused.
+// the port (-p), user dir (-u) and flow file on the command line, so flowFile/uiPort below are unused;
+// one line added: mqttReconnectTime.
 // Headless Node-RED for the ingest comparison: no editor, no admin API, no HTTP nodes,
 // no telemetry/update checks; flows from scratch/nodered/flows.json.
 module.exports = {
+    mqttReconnectTime: 200,    // bench 8 only: the flow is started with the broker down (so its
+                               // pragmas are set before the backlog arrives); reconnect quickly
     uiHost: "127.0.0.1",
     uiPort: 18880,
     httpAdminRoot: false,      // editor and admin API off
