@@ -1,4 +1,4 @@
-"""``make bench``: the seven benchmarks of the project in one run, each figure beside its target,
+"""``make bench``: the eight benchmarks of the project in one run, each figure beside its target,
 as ratios against references measured in the same run; records in bench/results/ and the
 table in bench/README.md.
 
@@ -73,6 +73,15 @@ def main() -> None:
         "alarm_truth",
         "7. alarms against the truth (a season per climate; --full: the year)",
         full=args.full,
+    )
+    # Bench 8 (issue 15's "bench 7, the peer": 7 was taken by alarm_truth). Installs Node-RED
+    # into ~/.cache/estatewatch on first use (about 7 minutes once).
+    bench(
+        "nodered_peer",
+        "8. the service ÷ a Node-RED flow (drain, interleaved; kill -9 at 25 %)",
+        total=400_000 if args.full else 200_000,
+        one_reading_messages=40_000 if args.full else 10_000,
+        pairs=5 if args.full else 3,
     )
 
     minutes = (time.monotonic() - started) / 60
