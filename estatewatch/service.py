@@ -248,14 +248,22 @@ class Service:
         self.ingest.add_listener(self._push_live)
         self._start_alerts()
         self.ingest.start()
-        self.scheduler.add_job(
-            self.rollup,
-            "interval",
-            seconds=s.rollup_interval_s,
-            id="rollup",
-            max_instances=1,
-            coalesce=True,
-        )
+        if s.raw_store_url:  # no raw row stays in the local file: nothing to fold or purge
+            log.info(
+                "telemetry: raw readings go to %s at %s, which downsamples them itself: the "
+                "local rollup and raw purge jobs are off (retention trims the seqs only)",
+                s.timeseries_backend,
+                s.raw_store_url,
+            )
+        else:
+            self.scheduler.add_job(
+                self.rollup,
+                "interval",
+                seconds=s.rollup_interval_s,
+                id="rollup",
+                max_instances=1,
+                coalesce=True,
+            )
         self.scheduler.add_job(
             self.purge_telemetry,
             "interval",
@@ -433,7 +441,8 @@ class Service:
         now = now_ms()
         raw_cutoff = now - s.raw_retention_days * 86_400_000
         minute_cutoff = now - s.minute_rollup_retention_days * 86_400_000
-        self.rollup()  # raw rows go only once they are in the rollups
+        if not s.raw_store_url:  # with a remote store the purge below trims seqs only
+            self.rollup()  # raw rows go only once they are in the rollups
         try:
             n = self.ingest.run_task(PurgeTask(raw_cutoff, minute_cutoff)).result(timeout=3600)
         except CancelledError:  # stopping: the next run purges

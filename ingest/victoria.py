@@ -2,11 +2,12 @@
 
 Readings are written by ``InfluxTelemetrySink`` (ingest/influx.py) to VictoriaMetrics'
 ``/api/v2/write``, which names each field ``{measurement}_{field}`` and keeps the tags as labels:
-``fire_hydrant_pressure_mpa{estate, gateway, device}``. Charts are read here with its own query
-API, so any API node answers them without the ingest worker's files: raw points from
-``/api/v1/export``, windows from ``/api/v1/query_range`` with MetricsQL's ``*_over_time`` rollups
-(the store downsamples; nothing is rolled up locally). A read that fails raises
-``TimeseriesUnavailable``, never an empty chart: an empty chart would say "no readings".
+``fire_hydrant_pressure_mpa{estate, gateway, device}``. Charts and the report's uptime hours are
+read here with its own query API, so any API node answers them without the ingest worker's
+files: raw points from ``/api/v1/export``, windows and hours from ``/api/v1/query_range`` with
+MetricsQL's ``*_over_time`` rollups (the store downsamples; nothing is rolled up locally).
+A read that fails raises ``TimeseriesUnavailable``, never an empty chart: an empty chart would say
+"no readings".
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ROLLUPS = ("min_over_time", "max_over_time", "avg_over_time", "count_over_time")
 LAST = ("last_over_time", "tlast_over_time")
 # a raw read answers any range that fits max_points: the store keeps raw points, not only recent
 ANY_AGE_MS = 2**62
+HOUR_MS = 3_600_000
 
 
 class TimeseriesUnavailable(RuntimeError):
@@ -199,6 +201,37 @@ class VictoriaMetricsReader:
             )
         return body
 
+    def hours_with_data(self, estate: str, from_ms: int, to_ms: int) -> dict[str, int]:
+        """device -> hours [b, b + 1 h) with b in [from_ms floored to the hour, to_ms) holding
+        at least one reading: the local ``rollup_1h`` count, for the report's uptime. One
+        query per estate, the hours aligned as the chart windows (evaluated 1 ms before the
+        next hour)."""
+        first = from_ms // HOUR_MS * HOUR_MS
+        last = (to_ms - 1) // HOUR_MS * HOUR_MS
+        if last < first:
+            return {}
+        body = self._get(
+            "/api/v1/query_range",
+            {
+                # per device and hour: how many of its series hold a point (none: no value)
+                "query": f"count by (device) (count_over_time({{estate={quote(estate)}}}[1h]))",
+                "start": f"{(first + HOUR_MS - 1) / 1000:.3f}",
+                "end": f"{(last + HOUR_MS - 1) / 1000:.3f}",
+                "step": "1h",
+                "nocache": "1",  # see windows(): the cache would shift the hours by 1 ms
+            },
+        )
+        try:
+            return {
+                str(series["metric"]["device"]): sum(1 for _, n in series["values"] if float(n))
+                for series in orjson.loads(body)["data"]["result"]
+            }
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise TimeseriesUnavailable(
+                f"VictoriaMetrics at {self.url} sent a query answer that is not Prometheus' "
+                f"JSON: {exc}"
+            ) from exc
+
     def health(self) -> dict[str, Any]:
         """Reachability for /healthz: a 2-second probe of VictoriaMetrics' own /health."""
         body: dict[str, Any] = {"backend": self.backend, "url": self.url}
@@ -213,9 +246,9 @@ class VictoriaMetricsReader:
 
 
 class RemoteChartsReader:
-    """The API's telemetry reader when charts come from the time-series store: chart reads go
-    to the store; "now", events, gateway health and the report's hours with data stay with the
-    local telemetry reader (they are kept in the local file, see ARCHITECTURE.md)."""
+    """The API's telemetry reader when charts come from the time-series store: charts and the
+    report's hours with data are read from the store; "now", events and gateway health stay with
+    the local telemetry reader (they are kept in the local file, see ARCHITECTURE.md)."""
 
     def __init__(
         self,
@@ -237,7 +270,8 @@ class RemoteChartsReader:
         return self.local.recent_events(estate, limit)
 
     def hours_with_data(self, estate: str, from_ms: int, to_ms: int) -> dict[str, int]:
-        return self.local.hours_with_data(estate, from_ms, to_ms)
+        # the local rollups stay empty: raw readings go to the store only
+        return self.store.hours_with_data(estate, from_ms, to_ms)
 
     def gateway_health(self, estate: str) -> dict[str, dict[str, Any]]:
         return self.local.gateway_health(estate)

@@ -13,6 +13,7 @@ from alerts.plans.model import load_plans
 from api import schemas
 from api.deps import Ctx, guard
 from api.errors import ApiError
+from ingest.victoria import TimeseriesUnavailable
 from protocol.clock import SHANGHAI
 from supervision.report import (
     ReportInputs,
@@ -49,7 +50,10 @@ def yearly(
     # made when the app was, see api.app)
     plans = ctx.alerts.plans if ctx.alerts is not None else load_plans()
     inputs = ReportInputs(ctx.state, ctx.catalog, plans, ctx.telemetry.hours_with_data)
-    report = yearly_report(inputs, year, now_ms=time.time_ns() // 1_000_000)
+    try:
+        report = yearly_report(inputs, year, now_ms=time.time_ns() // 1_000_000)
+    except TimeseriesUnavailable as exc:  # uptime hours are read from the store
+        raise ApiError(503, "timeseries_unavailable", str(exc)) from exc
     name = f"estatewatch-report-{year}"
     if format == "csv":
         return Response(

@@ -14,6 +14,7 @@ import pytest
 from estatewatch.broker import free_port
 from ingest.influx import InfluxTelemetrySink
 from ingest.telemetry import EstateBatch, TelemetryWriter
+from ingest.telemetry_reader import TelemetryReader
 from ingest.victoria import TimeseriesUnavailable, VictoriaMetricsReader, quote, selector
 from protocol.catalog import default_catalog
 from protocol.messages import Reading
@@ -185,3 +186,57 @@ def test_a_store_that_does_not_answer_is_an_error_never_an_empty_chart(
     with pytest.raises(TimeseriesUnavailable, match="answered 4"):
         wrong.chart(*args, now - 3_600_000, now, 2, 1000, now)
     assert VictoriaMetricsReader(victoriametrics).health()["state"] == "up"
+
+
+def test_hours_with_data_match_the_local_rollups_for_the_same_readings(
+    victoriametrics: str, tmp_path: Path
+) -> None:
+    # the report's uptime hours: one query per estate to VictoriaMetrics, the same count per
+    # device as the local rollup_1h gives for the same readings
+    rng = random.Random(1616)
+    hour = 3_600_000
+    now = int(time.time() * 1000) // MINUTE * MINUTE
+    start = now // hour * hour - 30 * hour
+    readings: list[tuple[str, str, str, int, dict[str, float]]] = []
+    for dev, kind, metric in (
+        ("b1-hydrant-1", "fire_hydrant", "pressure_mpa"),
+        ("b1-hydrant-2", "fire_hydrant", "pressure_mpa"),
+        ("b2-smoke-1", "smoke_detector", "smoke_obscuration_pct"),
+    ):
+        # each device skips some hours; a few readings exactly on an hour boundary or its
+        # last millisecond (each belongs to one hour only)
+        for h in rng.sample(range(30), 17):
+            b = start + h * hour
+            for t in {b, b + hour - 1, b + rng.randrange(hour)}:
+                if rng.random() < 0.7:
+                    gw = "gw-01" if rng.random() < 0.5 else "gw-02"
+                    readings.append((gw, dev, kind, t, {metric: round(rng.uniform(0, 1), 3)}))
+    readings.sort(key=lambda r: r[3])
+    # the other estate's readings are not counted
+    readings.append(("gw-09", "b1-hydrant-1", "fire_hydrant", start + hour, {"pressure_mpa": 1}))
+
+    def batches() -> list[EstateBatch]:
+        out = []
+        for seq, (gw, dev, kind, t, m) in enumerate(readings, 1):
+            estate = "other" if gw == "gw-09" else "hohhot-a"
+            out.append(EstateBatch(estate, gw, readings=[Reading(dev, kind, t, m)], seq=seq))
+        return out
+
+    write(victoriametrics, tmp_path, batches())
+    local = TelemetryWriter(tmp_path / "local.db")
+    local.write(batches())
+    local.rollup()
+    local.close()
+
+    rollups = TelemetryReader(tmp_path / "local.db")
+    reader = VictoriaMetricsReader(victoriametrics)
+    for from_ms, to_ms in (
+        (start, now),
+        (start + 5 * hour + 17 * MINUTE, start + 20 * hour),  # unaligned start, aligned end
+        (start + 3 * hour, start + 11 * hour + 1),  # an end 1 ms into an hour counts it
+        (start - 48 * hour, start),  # before any reading
+    ):
+        want = rollups.hours_with_data("hohhot-a", from_ms, to_ms)
+        assert reader.hours_with_data("hohhot-a", from_ms, to_ms) == want, (from_ms, to_ms)
+    assert len(rollups.hours_with_data("hohhot-a", start, now)) == 3
+    assert reader.hours_with_data("other", start, now) == {"b1-hydrant-1": 1}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from protocol.clock import SHANGHAI
 from tests.conftest import free_port, start_victoriametrics
 from tests.ingest.test_victoria import expected
 
@@ -55,12 +57,13 @@ victoriametrics_url = "{vm_url}"
 """,
         encoding="utf-8",
     )
-    env = {**os.environ, "ESTATEWATCH_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "ESTATEWATCH_LOG_LEVEL": "INFO"}
+    log = tmp_path / "service.log"  # a file: a pipe nobody reads would block the service
     service = subprocess.Popen(
         [sys.executable, "-m", "estatewatch.cli", "run", "--config", str(settings)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("wb"),
     )
     api = httpx.Client(
         base_url=f"http://127.0.0.1:{api_port}",
@@ -76,7 +79,9 @@ victoriametrics_url = "{vm_url}"
                 return service.poll() is not None  # ended: reported below
 
         wait_for(up, 60, "the service to start")
-        assert service.poll() is None, service.stderr.read() if service.stderr else ""
+        assert service.poll() is None, log.read_text(encoding="utf-8")
+        # nothing to fold locally: the store downsamples, and the start says so
+        assert "local rollup and raw purge jobs are off" in log.read_text(encoding="utf-8")
         health = api.get("/healthz").json()
         assert health["timeseries"] == {"backend": "victoriametrics", "url": vm_url, "state": "up"}
 
@@ -131,7 +136,15 @@ victoriametrics_url = "{vm_url}"
         # no raw row in the local file: the chart can only have come from VictoriaMetrics
         local = sqlite3.connect(tmp_path / "data" / "telemetry.db")
         assert local.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
+        assert local.execute("SELECT count(*) FROM rollup_1h").fetchone()[0] == 0
         local.close()
+        # the yearly report's uptime hours come from VictoriaMetrics too (the empty local
+        # rollups would make it 0 %)
+        year = datetime.fromtimestamp(now / 1000, SHANGHAI).year
+        report = api.get("/api/v1/reports/yearly", params={"year": year})
+        assert report.status_code == 200, report.text
+        (estate,) = [e for e in report.json()["estates"] if e["estate"] == "e1"]
+        assert estate["device_uptime_pct"] == 100.0
         # a short range: the raw points, from VictoriaMetrics' export API
         raw = api.get(
             chart_url,
@@ -149,6 +162,9 @@ victoriametrics_url = "{vm_url}"
         error = down.json()["error"]
         assert error["code"] == "timeseries_unavailable"
         assert vm_url in error["message"] and "ESTATEWATCH_VICTORIAMETRICS_URL" in error["message"]
+        report_down = api.get("/api/v1/reports/yearly", params={"year": year})
+        assert report_down.status_code == 503
+        assert report_down.json()["error"]["code"] == "timeseries_unavailable"
         health_down = api.get("/healthz")
         assert health_down.status_code == 503
         assert health_down.json()["status"] == "degraded"
