@@ -12,9 +12,9 @@ enough that its alarm can fire (a rule's ``for`` and the device model's lead). H
 failures fall in the heating season's cold months (November–March), when a room really
 cools below 18 °C; summer has no heating to fail.
 
-``gateway_offline`` is not among the random faults: replayed faster than real time, a lost
-connection is stamped by the service with the wall-clock time the broker reports it (right
-live, meaningless in a replay of the past), so its alarm cannot be scored in simulated time.
+``gateway_offline`` (10 minutes) is among them: the bench announces the lost connection as
+the broker would (the gateway's Last Will, stamped by the service with its own clock, the
+simulated one in a replay) and the gateway sends what it kept meanwhile after it is back, late.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ RANDOM_FAULTS: dict[str, tuple[int, str | None]] = {
     "heating_failure": (6 * HOUR, None),
     "telecom_down": (30 * MIN, "telecom_cabinet"),
     "device_silent": (40 * MIN, "water_pressure"),
+    "gateway_offline": (10 * MIN, None),
 }
 
 
