@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,14 @@ from estatewatch.settings import Settings
 from ingest.pipeline import Delivery
 from protocol.messages import Event, Reading, encode_events, encode_status, encode_telemetry
 from protocol.topics import Channel, gateway_topic
-from scoring.ledger import Cause, fault_causes, read_ledger, weather_causes, write_ledger
+from scoring.ledger import (
+    Cause,
+    StationLevels,
+    episodes_to_causes,
+    fault_causes,
+    read_ledger,
+    write_ledger,
+)
 from scoring.score import Score, fetch, format_score, score
 from scoring.year import period, year_scenario
 from simulators.estate import SimulatedEstate
@@ -95,21 +102,47 @@ class DataTime:
         self.clock.ms = newest
 
 
+def _next_due(service: Service) -> int | None:
+    """The next time the engine's timers need the clock: a pending alarm's ``for`` running out,
+    a plan's stand-down after its hold time, a plan's task falling overdue."""
+    engine = service.alerts
+    assert engine is not None
+    dues = [
+        a.started_ms + a.for_ms for a in engine.alarms.open.values() if a.state.value == "pending"
+    ]
+    for act in engine.plan_book.active.values():
+        if act.below_since_ms is not None:
+            dues.append(act.below_since_ms + act.hold_ms)
+        dues += [
+            task.due_ms + 1
+            for task in act.tasks.values()
+            if task.done_ms is None and task.overdue_ms is None
+        ]
+    return min(dues, default=None)
+
+
 def _tick_through(service: Service, clock: SimTime, t0: int, t1: int) -> None:
-    """Move the engine's clock through (t0, t1]: a tick a minute while an alarm is pending or
-    a plan is active (their timers count minutes), else one at the end (deadman clocks allow
-    three reporting intervals, minutes at least)."""
+    """Move the engine's clock through (t0, t1]: a tick at each minute a timer falls due in it
+    (a pending alarm's ``for``, a plan's hold time or task), and one at the end (deadman clocks
+    allow three reporting intervals, minutes at least; escalations and auto-resolves are
+    judged there, up to a step late). A tick every minute while any alarm was pending or any
+    plan active (an 8-hour ``for`` on a charging socket is pending most of the day) cost a
+    third of a replayed year's time."""
     engine = service.alerts
     assert engine is not None
     m = t0 + MIN
-    while m <= t1:
-        busy = engine.plan_book.active or any(
-            a.state.value == "pending" for a in engine.alarms.open.values()
-        )
-        clock.ms = m if busy else t1
+    while m < t1:
+        due = _next_due(service)
+        if due is None or due >= t1:
+            break
+        m = max(m, t0 + -(-(due - t0) // MIN) * MIN)  # the minute it falls due
+        if m >= t1:
+            break
+        clock.ms = m
         engine.tick()
         m = clock.ms + MIN
     clock.ms = max(clock.ms, t1)
+    engine.tick()
 
 
 class Evaluated:
@@ -154,6 +187,7 @@ class Played:
     readings: int
     events: int
     seconds: float
+    end_ms: int  # simulated time played up to (the period's end, or where a stop cut it)
 
 
 def play(
@@ -166,6 +200,7 @@ def play(
     seed: int = 7,
     step_ms: int = STEP_MS,
     progress: Callable[[str], None] | None = None,
+    stop_wall: float | None = None,
 ) -> Played:
     """Play the estate from start to end through the service's broker; the ledger."""
     assert service.ingest is not None and service.alerts is not None
@@ -194,7 +229,9 @@ def play(
     topics = {c: gateway_topic(estate_id, gw, c) for c in Channel}
     estate = SimulatedEstate(spec, service.catalog, seed, start_ms, scenario, step_ms, EVERY)
     station = next((d.id for d in spec.devices if d.kind == "weather_station"), None)
-    station_readings: list[tuple[int, dict[str, Any]]] = []
+    # the ledger's weather episodes, judged as the station's readings are played (the
+    # driver's thread is otherwise waiting for the service)
+    levels = StationLevels(estate_id, station, spec.zone) if station else None
     # The gateway's lost connections: the broker announces each (its Last Will: offline), the
     # gateway keeps what its devices said meanwhile and sends it after it is back, late.
     outages = sorted((f.t0, f.t1) for f in estate.faults if f.fault.type == "gateway_offline")
@@ -238,12 +275,13 @@ def play(
         t = start_ms
         status("online", start_ms)
         while t < end_ms:
+            if stop_wall is not None and time.time() >= stop_wall:
+                break  # out of wall time: score what was played
             t_next = min(t + step_ms, end_ms)
             got = estate.advance(t_next)
-            if station:
-                station_readings += [
-                    (r.ts, dict(r.metrics)) for r in got.readings if r.dev == station
-                ]
+            if levels is not None:
+                for r in sorted((r for r in got.readings if r.dev == station), key=lambda r: r.ts):
+                    levels.observe(r.ts, r.metrics)
             a = t
             for b in [x for x in edges if t < x < t_next] + [t_next]:
                 readings = [r for r in got.readings if a <= r.ts < b]
@@ -274,9 +312,11 @@ def play(
         client.disconnect()
         client.loop_stop()
     causes = fault_causes(estate.fault_ledger())
-    if station:
-        causes += weather_causes(estate_id, station, spec.zone, station_readings)
-    return Played(causes, sent_r, sent_e, time.monotonic() - began)
+    if levels is not None and station:
+        causes += episodes_to_causes(estate_id, station, levels.finish())
+    if t < end_ms:  # cut short: only the causes whose deadline fell inside what was played
+        causes = [c for c in causes if c.deadline_ms <= t]
+    return Played(causes, sent_r, sent_e, time.monotonic() - began, t)
 
 
 def run_climate(
@@ -288,6 +328,7 @@ def run_climate(
     out_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
     step_ms: int = STEP_MS,
+    stop_wall: float | None = None,
 ) -> tuple[Score, Played]:
     """One estate through its own service: played, then scored through the API."""
     spec = load_spec(spec_name)
@@ -305,7 +346,10 @@ def run_climate(
         service = Service(settings, clock=clock)
         service.start()
         try:
-            played = play(service, clock, spec, scenario, start_ms, end_ms, seed, step_ms, progress)
+            played = play(
+                service, clock, spec, scenario, start_ms, end_ms, seed, step_ms, progress, stop_wall
+            )
+            end_ms = played.end_ms
             alarms, activations = fetch(service.url, TOKEN, spec.estate)
             if out_dir is not None:  # to score again later: estatewatch score, or score()
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -319,7 +363,13 @@ def run_climate(
 
 
 def _climate(
-    climate: str, spec_name: str, start_ms: int, end_ms: int, seed: int, per_kind: int
+    climate: str,
+    spec_name: str,
+    start_ms: int,
+    end_ms: int,
+    seed: int,
+    per_kind: int,
+    stop_wall: float | None = None,
 ) -> tuple[dict[str, Any], str]:
     """One climate, in a process of its own: its figures and its printed table."""
     s, played = run_climate(
@@ -330,11 +380,16 @@ def _climate(
         per_kind,
         out_dir=KEEP / ("year" if end_ms - start_ms > 180 * 86_400_000 else "season"),
         progress=lambda line: print(f"  {climate}{line}", flush=True),
+        stop_wall=stop_wall,
     )
+    days = (played.end_ms - start_ms) / 86_400_000
+    whole = (end_ms - start_ms) / 86_400_000
+    cut = "" if played.end_ms >= end_ms else f" of {whole:.0f} (stopped at --stop-at)"
     text = (
-        f"  {climate} ({spec_name}, ledger and alarms in {KEEP}): played {played.readings:,} "
-        f"readings and {played.events} "
-        f"events in {played.seconds:.0f} s ({played.readings / max(played.seconds, 1e-9):,.0f}/s)\n"
+        f"  {climate} ({spec_name}, ledger and alarms in {KEEP}): played {days:.1f} simulated "
+        f"days{cut}, {played.readings:,} readings and {played.events} events in "
+        f"{played.seconds:.0f} s ({played.readings / max(played.seconds, 1e-9):,.0f}/s, "
+        f"{days / max(played.seconds / 60, 1e-9):.2f} simulated days a wall minute)\n"
         + "\n".join("    " + line for line in format_score(s).splitlines())
     )
     figures = {
@@ -342,11 +397,18 @@ def _climate(
         "readings": played.readings,
         "events": played.events,
         "seconds": round(played.seconds, 1),
+        "played_end_ms": played.end_ms,
+        "sim_days_per_wall_min": round(days / max(played.seconds / 60, 1e-9), 3),
     }
     return figures, text
 
 
-def run(full: bool = False, seed: int = 11, faults_per_kind: int | None = None) -> dict[str, Any]:
+def run(
+    full: bool = False,
+    seed: int = 11,
+    faults_per_kind: int | None = None,
+    stop_wall: float | None = None,
+) -> dict[str, Any]:
     now = int(time.time() * 1000)
     start_ms, end_ms = period(full, now)
     per_kind = faults_per_kind or (8 if full else 2)
@@ -355,7 +417,9 @@ def run(full: bool = False, seed: int = 11, faults_per_kind: int | None = None) 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(CLIMATES), mp_context=ctx) as pool:
         futures = {
-            climate: pool.submit(_climate, climate, spec, start_ms, end_ms, seed, per_kind)
+            climate: pool.submit(
+                _climate, climate, spec, start_ms, end_ms, seed, per_kind, stop_wall
+            )
             for climate, spec in CLIMATES
         }
         for climate, fut in futures.items():
@@ -444,13 +508,22 @@ def main() -> None:
     p.add_argument("--full", action="store_true", help="the whole year, not one season")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--faults-per-kind", type=int, default=None)
+    p.add_argument(
+        "--stop-at",
+        help="a UTC wall time (HH:MM) to stop playing at and score what was played so far",
+    )
     p.add_argument("--rescore", type=Path, help=f"score a kept run again (e.g. {KEEP})")
     args = p.parse_args()
     if args.rescore:
         rescore(args.rescore)
         return
     print("bench 7: alarms against the truth", flush=True)
-    f = run(args.full, args.seed, args.faults_per_kind)
+    stop_wall = None
+    if args.stop_at:
+        hh, mm = (int(x) for x in args.stop_at.split(":"))
+        today = datetime.now(UTC).replace(hour=hh, minute=mm, second=0, microsecond=0)
+        stop_wall = today.timestamp() + (86_400 if today < datetime.now(UTC) else 0)
+    f = run(args.full, args.seed, args.faults_per_kind, stop_wall)
     report("alarm-truth", f, vars(args), targets(f))
 
 
