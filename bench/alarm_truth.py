@@ -51,7 +51,7 @@ from scoring.ledger import (
     write_ledger,
 )
 from scoring.score import Score, fetch, format_score, score
-from scoring.year import period, year_scenario
+from scoring.year import period, season, year_scenario
 from simulators.estate import SimulatedEstate
 from simulators.scenario import SHANGHAI, Scenario
 from simulators.spec import EstateSpec, load_spec
@@ -410,16 +410,14 @@ def run(
     stop_wall: float | None = None,
 ) -> dict[str, Any]:
     now = int(time.time() * 1000)
-    start_ms, end_ms = period(full, now)
+    spans = {spec: period(True, now) if full else season(spec, now) for _, spec in CLIMATES}
     per_kind = faults_per_kind or (8 if full else 2)
-    figures: dict[str, Any] = {"full": full, "start_ms": start_ms, "end_ms": end_ms}
+    figures: dict[str, Any] = {"full": full, "periods": spans}
     # The climates are independent services: one process each, side by side.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(CLIMATES), mp_context=ctx) as pool:
         futures = {
-            climate: pool.submit(
-                _climate, climate, spec, start_ms, end_ms, seed, per_kind, stop_wall
-            )
+            climate: pool.submit(_climate, climate, spec, *spans[spec], seed, per_kind, stop_wall)
             for climate, spec in CLIMATES
         }
         for climate, fut in futures.items():
