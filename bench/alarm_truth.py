@@ -67,6 +67,11 @@ EVERY = {"elevator": 2, "ebike_charger": 2}
 # The simulated step: every device's reports of 15 minutes modelled together (per kind, one
 # call; a round per interval for kinds with state, see simulators.models.SEQUENTIAL).
 STEP_MS = 15 * MIN
+# ... and published and evaluated 5 minutes at a time: the engine's clock then runs at most
+# 5 minutes ahead of a reading it judges, inside its 10 minutes of "late" (a later one stamps
+# a plan step with the time it arrived, not the reading's: a 15-minute batch delayed the
+# snowstorm's orange beyond its 10-minute deadline).
+SEGMENT_MS = 5 * MIN
 # each climate's ledger and what the service showed, to score again without replaying
 KEEP = Path(tempfile.gettempdir()) / "estatewatch-alarm-truth"
 
@@ -283,7 +288,9 @@ def play(
                 for r in sorted((r for r in got.readings if r.dev == station), key=lambda r: r.ts):
                     levels.observe(r.ts, r.metrics)
             a = t
-            for b in [x for x in edges if t < x < t_next] + [t_next]:
+            cuts = {x for x in edges if t < x < t_next}
+            cuts |= set(range(t + SEGMENT_MS, t_next, SEGMENT_MS))
+            for b in [*sorted(cuts), t_next]:
                 readings = [r for r in got.readings if a <= r.ts < b]
                 events = [e for e in got.events if a <= e.ts < b]
                 if down(a):
