@@ -12,6 +12,7 @@ from contextlib import redirect_stdout
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from alerts.quality import alarm_quality, raised_alarms
@@ -80,6 +81,12 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         assert len(in_outage) == 1
         assert in_outage[0]["fired_ms"] == start + 22 * HOUR + 5 * MIN
         assert in_outage[0]["raised_ms"] >= start + 22 * HOUR + 30 * MIN
+        got = httpx.get(
+            f"{service.url}/api/v1/alarms/{in_outage[0]['id']}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).json()
+        caught_up = [e for e in got["timeline"] if (e.get("detail") or {}).get("caught_up")]
+        assert caught_up and caught_up[0]["detail"]["late_since_ms"] == in_outage[0]["fired_ms"]
         # the devices' silence while the gateway was away is the outage's, not a cause's
         assert [a["rule"] for a in result.no_cause] == []
         # the weather episodes are the scenario's own crossings, from the station's readings
