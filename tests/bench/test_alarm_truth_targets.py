@@ -9,7 +9,7 @@ import orjson
 
 from bench.alarm_truth import targets
 
-RECORD = Path(__file__).parents[2] / "bench/results/20261205T225817Z-alarm-truth.json"
+RECORD = Path(__file__).parents[2] / "bench/results/20261205T231517Z-alarm-truth.json"
 # the season before issue 11's domain corrections, for the verdicts it missed
 BEFORE = Path(__file__).parents[2] / "bench/results/20261205T004308Z-alarm-truth.json"
 
