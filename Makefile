@@ -45,8 +45,9 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # Benchmarks: figures as ratios against references measured in the same run; never part of
-# make test's pass or fail. About 12 minutes (the first run also installs Node-RED for bench 8 into
-# ~/.cache/estatewatch, ~7 more); `make bench ARGS=--full` for the issue's sizes (about 22).
+# make test's pass or fail. About 12 minutes plus bench 7's seasons (5 idle, ~19 shared; the first
+# run also installs Node-RED for bench 8 into ~/.cache/estatewatch, ~7 more); `make bench ARGS=--full`
+# for the issue's sizes (about 22, plus ~40 projected for bench 7's year).
 bench: $(STAMP)
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
 	  { echo "make bench needs Mosquitto: apt-get install mosquitto mosquitto-clients"; exit 1; }

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,16 @@ from estatewatch.settings import Settings
 from ingest.pipeline import Delivery
 from protocol.messages import Event, Reading, encode_events, encode_status, encode_telemetry
 from protocol.topics import Channel, gateway_topic
-from scoring.ledger import Cause, fault_causes, read_ledger, weather_causes, write_ledger
+from scoring.ledger import (
+    Cause,
+    StationLevels,
+    episodes_to_causes,
+    fault_causes,
+    read_ledger,
+    write_ledger,
+)
 from scoring.score import Score, fetch, format_score, score
-from scoring.year import period, year_scenario
+from scoring.year import period, season, year_scenario
 from simulators.estate import SimulatedEstate
 from simulators.scenario import SHANGHAI, Scenario
 from simulators.spec import EstateSpec, load_spec
@@ -53,6 +60,18 @@ MIN = 60_000
 CLIMATES = (("Hohhot", "small"), ("Hailar", "hailar-small"))
 TOKEN = "bench-admin-token-0123456789"
 PER_MESSAGE = 1000
+# Kinds reporting faster than once a minute report every 2nd catalog interval in the replay
+# (elevator 20 s, charging socket 60 s): still inside the service's deadman allowance of 3
+# intervals; they are most of the readings and of the simulator's time.
+EVERY = {"elevator": 2, "ebike_charger": 2}
+# The simulated step: every device's reports of 15 minutes modelled together (per kind, one
+# call; a round per interval for kinds with state, see simulators.models.SEQUENTIAL).
+STEP_MS = 15 * MIN
+# ... and published and evaluated 5 minutes at a time: the engine's clock then runs at most
+# 5 minutes ahead of a reading it judges, inside its 10 minutes of "late" (a later one stamps
+# a plan step with the time it arrived, not the reading's: a 15-minute batch delayed the
+# snowstorm's orange beyond its 10-minute deadline).
+SEGMENT_MS = 5 * MIN
 # each climate's ledger and what the service showed, to score again without replaying
 KEEP = Path(tempfile.gettempdir()) / "estatewatch-alarm-truth"
 
@@ -88,21 +107,47 @@ class DataTime:
         self.clock.ms = newest
 
 
+def _next_due(service: Service) -> int | None:
+    """The next time the engine's timers need the clock: a pending alarm's ``for`` running out,
+    a plan's stand-down after its hold time, a plan's task falling overdue."""
+    engine = service.alerts
+    assert engine is not None
+    dues = [
+        a.started_ms + a.for_ms for a in engine.alarms.open.values() if a.state.value == "pending"
+    ]
+    for act in engine.plan_book.active.values():
+        if act.below_since_ms is not None:
+            dues.append(act.below_since_ms + act.hold_ms)
+        dues += [
+            task.due_ms + 1
+            for task in act.tasks.values()
+            if task.done_ms is None and task.overdue_ms is None
+        ]
+    return min(dues, default=None)
+
+
 def _tick_through(service: Service, clock: SimTime, t0: int, t1: int) -> None:
-    """Move the engine's clock through (t0, t1]: a tick a minute while an alarm is pending or
-    a plan is active (their timers count minutes), else one at the end (deadman clocks allow
-    three reporting intervals, minutes at least)."""
+    """Move the engine's clock through (t0, t1]: a tick at each minute a timer falls due in it
+    (a pending alarm's ``for``, a plan's hold time or task), and one at the end (deadman clocks
+    allow three reporting intervals, minutes at least; escalations and auto-resolves are
+    judged there, up to a step late). A tick every minute while any alarm was pending or any
+    plan active (an 8-hour ``for`` on a charging socket is pending most of the day) cost a
+    third of a replayed year's time."""
     engine = service.alerts
     assert engine is not None
     m = t0 + MIN
-    while m <= t1:
-        busy = engine.plan_book.active or any(
-            a.state.value == "pending" for a in engine.alarms.open.values()
-        )
-        clock.ms = m if busy else t1
+    while m < t1:
+        due = _next_due(service)
+        if due is None or due >= t1:
+            break
+        m = max(m, t0 + -(-(due - t0) // MIN) * MIN)  # the minute it falls due
+        if m >= t1:
+            break
+        clock.ms = m
         engine.tick()
         m = clock.ms + MIN
     clock.ms = max(clock.ms, t1)
+    engine.tick()
 
 
 class Evaluated:
@@ -111,28 +156,32 @@ class Evaluated:
     def __init__(self) -> None:
         self.readings = 0
         self.events = 0
+        self.statuses = 0
         self.cond = threading.Condition()
 
     def __call__(self, deliveries: Sequence[Delivery]) -> None:
-        r = e = 0
+        r = e = st = 0
         for d in deliveries:
+            st += d.status is not None
             if d.batch is not None:
                 r += len(d.batch.readings)
                 e += len(d.batch.events)
         with self.cond:
             self.readings += r
             self.events += e
+            self.statuses += st
             self.cond.notify_all()
 
-    def wait(self, readings: int, events: int, timeout: float = 120.0) -> None:
+    def wait(self, readings: int, events: int, statuses: int = 0, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         with self.cond:
-            while self.readings < readings or self.events < events:
+            while self.readings < readings or self.events < events or self.statuses < statuses:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(
                         f"the service evaluated {self.readings}/{readings} readings and "
-                        f"{self.events}/{events} events within {timeout:.0f} s"
+                        f"{self.events}/{events} events and {self.statuses}/{statuses} "
+                        f"statuses within {timeout:.0f} s"
                     )
                 self.cond.wait(min(left, 1.0))
 
@@ -143,6 +192,7 @@ class Played:
     readings: int
     events: int
     seconds: float
+    end_ms: int  # simulated time played up to (the period's end, or where a stop cut it)
 
 
 def play(
@@ -153,8 +203,9 @@ def play(
     start_ms: int,
     end_ms: int,
     seed: int = 7,
-    step_ms: int = 15 * MIN,
+    step_ms: int = STEP_MS,
     progress: Callable[[str], None] | None = None,
+    stop_wall: float | None = None,
 ) -> Played:
     """Play the estate from start to end through the service's broker; the ledger."""
     assert service.ingest is not None and service.alerts is not None
@@ -181,46 +232,84 @@ def play(
     client.loop_start()
     gw, estate_id = spec.gateway, spec.estate
     topics = {c: gateway_topic(estate_id, gw, c) for c in Channel}
-    estate = SimulatedEstate(spec, service.catalog, seed, start_ms, scenario)
+    estate = SimulatedEstate(spec, service.catalog, seed, start_ms, scenario, step_ms, EVERY)
     station = next((d.id for d in spec.devices if d.kind == "weather_station"), None)
-    station_readings: list[tuple[int, dict[str, Any]]] = []
+    # the ledger's weather episodes, judged as the station's readings are played (the
+    # driver's thread is otherwise waiting for the service)
+    levels = StationLevels(estate_id, station, spec.zone) if station else None
+    # The gateway's lost connections: the broker announces each (its Last Will: offline), the
+    # gateway keeps what its devices said meanwhile and sends it after it is back, late.
+    outages = sorted((f.t0, f.t1) for f in estate.faults if f.fault.type == "gateway_offline")
+    edges = sorted({x for o in outages for x in o})
+    held_r: list[Reading] = []
+    held_e: list[Event] = []
     seq = 0
-    sent_r = sent_e = 0
+    sent_r = sent_e = sent_s = 0
     infos: list[mqtt.MQTTMessageInfo] = []
     clock.ms = start_ms
     began = time.monotonic()
     last_line = began
+
+    def down(at: int) -> bool:
+        return any(o0 <= at < o1 for o0, o1 in outages)
+
+    def send(readings: list[Reading], events: list[Event], at: int) -> None:
+        nonlocal seq, sent_r, sent_e
+        if events:
+            seq += 1
+            infos.append(
+                client.publish(topics[Channel.EVENTS], encode_events(gw, seq, at, events), 1)
+            )
+            sent_e += len(events)
+        for i in range(0, len(readings), PER_MESSAGE):
+            part = readings[i : i + PER_MESSAGE]
+            seq += 1
+            infos.append(
+                client.publish(topics[Channel.TELEMETRY], encode_telemetry(gw, seq, at, part), 1)
+            )
+        sent_r += len(readings)
+
+    def status(state: str, at: int) -> None:
+        nonlocal sent_s
+        clock.ms = at  # the engine stamps a status with its own clock: when it arrived
+        client.publish(topics[Channel.STATUS], encode_status(gw, state, at), 1, True)
+        sent_s += 1
+        evaluated.wait(sent_r, sent_e, sent_s)
+
     try:
         t = start_ms
-        client.publish(topics[Channel.STATUS], encode_status(gw, "online", start_ms), 1, True)
+        status("online", start_ms)
         while t < end_ms:
+            if stop_wall is not None and time.time() >= stop_wall:
+                break  # out of wall time: score what was played
             t_next = min(t + step_ms, end_ms)
             got = estate.advance(t_next)
-            readings: list[Reading] = got.readings
-            events: list[Event] = got.events
-            if events:
-                seq += 1
-                infos.append(
-                    client.publish(
-                        topics[Channel.EVENTS], encode_events(gw, seq, t_next, events), 1
-                    )
-                )
-                sent_e += len(events)
-            for i in range(0, len(readings), PER_MESSAGE):
-                part = readings[i : i + PER_MESSAGE]
-                seq += 1
-                infos.append(
-                    client.publish(
-                        topics[Channel.TELEMETRY], encode_telemetry(gw, seq, t_next, part), 1
-                    )
-                )
-            sent_r += len(readings)
-            if station:
-                station_readings += [(r.ts, dict(r.metrics)) for r in readings if r.dev == station]
-            evaluated.wait(sent_r, sent_e)
+            if levels is not None:
+                for r in sorted((r for r in got.readings if r.dev == station), key=lambda r: r.ts):
+                    levels.observe(r.ts, r.metrics)
+            a = t
+            cuts = {x for x in edges if t < x < t_next}
+            cuts |= set(range(t + SEGMENT_MS, t_next, SEGMENT_MS))
+            for b in [*sorted(cuts), t_next]:
+                readings = [r for r in got.readings if a <= r.ts < b]
+                events = [e for e in got.events if a <= e.ts < b]
+                if down(a):
+                    held_r += readings
+                    held_e += events
+                else:
+                    send(readings, events, b)
+                evaluated.wait(sent_r, sent_e, sent_s)
+                _tick_through(service, clock, a, b)
+                clock.ms = b
+                if b in edges and down(b) and not down(a):
+                    status("offline", b)
+                elif b in edges and down(a) and not down(b):
+                    status("online", b)
+                    send(held_r, held_e, b)  # the backlog, late
+                    held_r, held_e = [], []
+                    evaluated.wait(sent_r, sent_e, sent_s)
+                a = b
             infos = [i for i in infos if not i.is_published()]
-            _tick_through(service, clock, t, t_next)
-            clock.ms = t_next
             t = t_next
             if progress and time.monotonic() - last_line >= 15:
                 last_line = time.monotonic()
@@ -230,9 +319,11 @@ def play(
         client.disconnect()
         client.loop_stop()
     causes = fault_causes(estate.fault_ledger())
-    if station:
-        causes += weather_causes(estate_id, station, spec.zone, station_readings)
-    return Played(causes, sent_r, sent_e, time.monotonic() - began)
+    if levels is not None and station:
+        causes += episodes_to_causes(estate_id, station, levels.finish())
+    if t < end_ms:  # cut short: only the causes whose deadline fell inside what was played
+        causes = [c for c in causes if c.deadline_ms <= t]
+    return Played(causes, sent_r, sent_e, time.monotonic() - began, t)
 
 
 def run_climate(
@@ -243,7 +334,8 @@ def run_climate(
     faults_per_kind: int,
     out_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
-    step_ms: int = 15 * MIN,
+    step_ms: int = STEP_MS,
+    stop_wall: float | None = None,
 ) -> tuple[Score, Played]:
     """One estate through its own service: played, then scored through the API."""
     spec = load_spec(spec_name)
@@ -261,7 +353,10 @@ def run_climate(
         service = Service(settings, clock=clock)
         service.start()
         try:
-            played = play(service, clock, spec, scenario, start_ms, end_ms, seed, step_ms, progress)
+            played = play(
+                service, clock, spec, scenario, start_ms, end_ms, seed, step_ms, progress, stop_wall
+            )
+            end_ms = played.end_ms
             alarms, activations = fetch(service.url, TOKEN, spec.estate)
             if out_dir is not None:  # to score again later: estatewatch score, or score()
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,7 +370,13 @@ def run_climate(
 
 
 def _climate(
-    climate: str, spec_name: str, start_ms: int, end_ms: int, seed: int, per_kind: int
+    climate: str,
+    spec_name: str,
+    start_ms: int,
+    end_ms: int,
+    seed: int,
+    per_kind: int,
+    stop_wall: float | None = None,
 ) -> tuple[dict[str, Any], str]:
     """One climate, in a process of its own: its figures and its printed table."""
     s, played = run_climate(
@@ -284,13 +385,18 @@ def _climate(
         end_ms,
         seed,
         per_kind,
-        out_dir=KEEP,
+        out_dir=KEEP / ("year" if end_ms - start_ms > 180 * 86_400_000 else "season"),
         progress=lambda line: print(f"  {climate}{line}", flush=True),
+        stop_wall=stop_wall,
     )
+    days = (played.end_ms - start_ms) / 86_400_000
+    whole = (end_ms - start_ms) / 86_400_000
+    cut = "" if played.end_ms >= end_ms else f" of {whole:.0f} (stopped at --stop-at)"
     text = (
-        f"  {climate} ({spec_name}, ledger and alarms in {KEEP}): played {played.readings:,} "
-        f"readings and {played.events} "
-        f"events in {played.seconds:.0f} s ({played.readings / max(played.seconds, 1e-9):,.0f}/s)\n"
+        f"  {climate} ({spec_name}, ledger and alarms in {KEEP}): played {days:.1f} simulated "
+        f"days{cut}, {played.readings:,} readings and {played.events} events in "
+        f"{played.seconds:.0f} s ({played.readings / max(played.seconds, 1e-9):,.0f}/s, "
+        f"{days / max(played.seconds / 60, 1e-9):.2f} simulated days a wall minute)\n"
         + "\n".join("    " + line for line in format_score(s).splitlines())
     )
     figures = {
@@ -298,20 +404,27 @@ def _climate(
         "readings": played.readings,
         "events": played.events,
         "seconds": round(played.seconds, 1),
+        "played_end_ms": played.end_ms,
+        "sim_days_per_wall_min": round(days / max(played.seconds / 60, 1e-9), 3),
     }
     return figures, text
 
 
-def run(full: bool = False, seed: int = 11, faults_per_kind: int | None = None) -> dict[str, Any]:
+def run(
+    full: bool = False,
+    seed: int = 11,
+    faults_per_kind: int | None = None,
+    stop_wall: float | None = None,
+) -> dict[str, Any]:
     now = int(time.time() * 1000)
-    start_ms, end_ms = period(full, now)
+    spans = {spec: period(True, now) if full else season(spec, now) for _, spec in CLIMATES}
     per_kind = faults_per_kind or (8 if full else 2)
-    figures: dict[str, Any] = {"full": full, "start_ms": start_ms, "end_ms": end_ms}
+    figures: dict[str, Any] = {"full": full, "periods": spans}
     # The climates are independent services: one process each, side by side.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(CLIMATES), mp_context=ctx) as pool:
         futures = {
-            climate: pool.submit(_climate, climate, spec, start_ms, end_ms, seed, per_kind)
+            climate: pool.submit(_climate, climate, spec, *spans[spec], seed, per_kind, stop_wall)
             for climate, spec in CLIMATES
         }
         for climate, fut in futures.items():
@@ -400,13 +513,22 @@ def main() -> None:
     p.add_argument("--full", action="store_true", help="the whole year, not one season")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--faults-per-kind", type=int, default=None)
+    p.add_argument(
+        "--stop-at",
+        help="a UTC wall time (HH:MM) to stop playing at and score what was played so far",
+    )
     p.add_argument("--rescore", type=Path, help=f"score a kept run again (e.g. {KEEP})")
     args = p.parse_args()
     if args.rescore:
         rescore(args.rescore)
         return
     print("bench 7: alarms against the truth", flush=True)
-    f = run(args.full, args.seed, args.faults_per_kind)
+    stop_wall = None
+    if args.stop_at:
+        hh, mm = (int(x) for x in args.stop_at.split(":"))
+        today = datetime.now(UTC).replace(hour=hh, minute=mm, second=0, microsecond=0)
+        stop_wall = today.timestamp() + (86_400 if today < datetime.now(UTC) else 0)
+    f = run(args.full, args.seed, args.faults_per_kind, stop_wall)
     report("alarm-truth", f, vars(args), targets(f))
 
 

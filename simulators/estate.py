@@ -9,6 +9,7 @@ the same readings however fast or unevenly :meth:`SimulatedEstate.advance` is ca
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,16 @@ import numpy as np
 from gateway.adapter import Collected
 from protocol.catalog import Catalog, ValueType
 from protocol.messages import Command, Event, Reading, Value
-from simulators.models import GAS_PEAK_LEL, GAS_RAMP_MS, MIN, MODELS, ActiveFault, Context, Group
+from simulators.models import (
+    GAS_PEAK_LEL,
+    GAS_RAMP_MS,
+    MIN,
+    MODELS,
+    SEQUENTIAL,
+    ActiveFault,
+    Context,
+    Group,
+)
 from simulators.scenario import QUIET, Fault, Scenario, ScenarioError
 from simulators.spec import EstateSpec, small_estate
 
@@ -37,7 +47,12 @@ class SimulatedEstate:
         seed: int,
         start_ms: int,
         scenario: Scenario | None = None,
+        step_ms: int = STEP_MS,
+        every: Mapping[str, int] | None = None,
     ) -> None:
+        """``step_ms``: the simulated step (devices due in one step are modelled together);
+        ``every``: kind -> report every n-th catalog interval (a replay of a year reports its
+        fast kinds less often; n below 3 keeps them inside the service's deadman allowance)."""
         unknown = sorted(
             {d.kind for d in spec.devices if d.kind not in catalog.kinds or d.kind not in MODELS}
         )
@@ -48,13 +63,14 @@ class SimulatedEstate:
         self.scenario = scenario or QUIET
         self.start_ms = start_ms
         self.rng = np.random.default_rng(seed)
+        self.step_ms = step_ms
         self.groups: dict[str, Group] = {}
         by_kind: dict[str, list[int]] = {}
         for i, d in enumerate(spec.devices):
             by_kind.setdefault(d.kind, []).append(i)
         for kind in sorted(by_kind):  # a fixed order keeps the random draws reproducible
             idx = by_kind[kind]
-            interval = catalog.kinds[kind].interval_s * 1000
+            interval = catalog.kinds[kind].interval_s * 1000 * (every or {}).get(kind, 1)
             # Spread first reports over a few seconds so a gateway doesn't burst at start.
             first = start_ms + self.rng.integers(0, 3000, size=len(idx))
             self.groups[kind] = Group(
@@ -270,21 +286,22 @@ class SimulatedEstate:
     def advance(self, now_ms: int) -> Collected:
         """Readings and events of every whole step up to ``now_ms``."""
         out = Collected()
-        while self._step_end + STEP_MS <= now_ms:
+        step = self.step_ms
+        while self._step_end + step <= now_ms:
             t0 = self._step_end
             # Skip empty stretches: jump to the step holding the next report or event.
             nxt = int(self._group_next.min())
             if self._pending_events:
                 nxt = min(nxt, self._pending_events[0].ts)
-            if nxt >= t0 + STEP_MS:
-                skip_to = t0 + (nxt - t0) // STEP_MS * STEP_MS
-                last_whole = t0 + (now_ms - t0) // STEP_MS * STEP_MS - STEP_MS
+            if nxt >= t0 + step:
+                skip_to = t0 + (nxt - t0) // step * step
+                last_whole = t0 + (now_ms - t0) // step * step - step
                 if skip_to > last_whole:
-                    self._step_end = last_whole + STEP_MS
+                    self._step_end = last_whole + step
                     break
                 t0 = skip_to
-            self._step(t0, t0 + STEP_MS, out)
-            self._step_end = t0 + STEP_MS
+            self._step(t0, t0 + step, out)
+            self._step_end = t0 + step
         return out
 
     def due(self, now_ms: int) -> list[Reading]:
@@ -294,19 +311,32 @@ class SimulatedEstate:
     def _step(self, t0: int, t1: int, out: Collected) -> None:
         while self._pending_events and self._pending_events[0].ts < t1:
             out.events.append(self._pending_events.pop(0))
+        got: list[Reading] = []
+        rounds = 0
         for k in np.flatnonzero(self._group_next < t1):  # only kinds with a report due
             kind = self._kinds[k]
             g = self.groups[kind]
-            sel = np.flatnonzero(g.next_ms < t1)
-            t = g.next_ms[sel].copy()
-            metrics = MODELS[kind](self.ctx, g, sel, t)
-            g.last_ms[sel] = t
-            g.next_ms[sel] += g.interval_ms
+            # every report due in the step: one round per interval (one, in 1-s steps)
+            due: list[tuple[np.ndarray, np.ndarray]] = []
+            while (sel := np.flatnonzero(g.next_ms < t1)).size:
+                due.append((sel, g.next_ms[sel].copy()))
+                g.next_ms[sel] += g.interval_ms
             self._group_next[k] = g.next_ms.min()
-            keep = self._reporting(g, sel, t)
-            out.readings += self._readings(
-                g, sel[keep], t[keep], {k: v[keep] for k, v in metrics.items()}
-            )
+            rounds = max(rounds, len(due))
+            if len(due) > 1 and kind not in SEQUENTIAL:
+                order = np.argsort(np.concatenate([t for _, t in due]), kind="stable")
+                sel = np.concatenate([s for s, _ in due])[order]
+                due = [(sel, np.concatenate([t for _, t in due])[order])]
+            for sel, t in due:
+                metrics = MODELS[kind](self.ctx, g, sel, t)
+                g.last_ms[sel] = t  # a device twice in sel: its later time wins
+                keep = self._reporting(g, sel, t)
+                got += self._readings(
+                    g, sel[keep], t[keep], {k: v[keep] for k, v in metrics.items()}
+                )
+        if rounds > 1:  # a device's readings in the order of their times, whatever its kind
+            got.sort(key=lambda r: r.ts)
+        out.readings += got
 
     def _reporting(self, g: Group, sel: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Devices not silenced by a ``device_silent`` fault at their report time."""

@@ -435,12 +435,18 @@ def room_temp(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics
     return {"temp_c": np.round(temp, 1)}
 
 
+SUPPLY_MAX_C = 80.0  # the radiator curve's top, below the 85 °C alarm
+
+
 def heating_station(ctx: Context, g: Group, sel: np.ndarray, t: np.ndarray) -> Metrics:
-    """Outdoor-reset curve: design 75/50 °C at about -17 °C (REFERENCE.md §5). Outside the
-    climate's heating season the loop stands still, filled, at the room's temperature."""
+    """Outdoor-reset curve: design 75/50 °C at about -17 °C (REFERENCE.md §5), capped at 80 °C:
+    85 °C is the most a radiator system may be given (GB 50736 §5.3.1), the alarm's limit, so a
+    controller's curve stops short of it, not on it (a curve clipped at 85 °C crossed the
+    alarm with its sensor noise on every Hailar night below −27 °C). Outside the climate's
+    heating season the loop stands still, filled, at the room's temperature."""
     n = len(sel)
     out = ctx.outdoor(t)
-    supply = np.clip(40.0 + (18.0 - out), 40.0, 85.0)
+    supply = np.clip(40.0 + (18.0 - out), 40.0, SUPPLY_MAX_C)
     ret = supply - np.clip(25.0 * (18.0 - out) / 35.0, 5.0, 30.0)
     season = ctx.heating_season(t)
     supply = np.where(season, supply, 24.0) + ctx.noise(0.4, n)
@@ -568,3 +574,11 @@ MODELS: dict[str, Model] = {
     "telecom_cabinet": telecom_cabinet,
     "weather_station": weather_station,
 }
+
+# Kinds whose model carries state from one report to the next (a random walk, a charging
+# session, an energy counter, rain since the last report): a step holding several reports of
+# one device plays them one round at a time. Every other kind is modelled in one call per step
+# (an elevator's trips then all start from the floor it stood on at the step's start).
+SEQUENTIAL = frozenset(
+    {"fire_hydrant", "sprinkler", "ebike_charger", "power_meter", "weather_station"}
+)

@@ -72,6 +72,20 @@ def test_window_sum_over_12_hours(ev: Evaluator) -> None:
     ]
 
 
+def test_gusts_raise_one_alarm_while_they_keep_coming(ev: Evaluator) -> None:
+    """Force-9 gusts every other minute for two hours: one alarm, not one per gust; it clears
+    an hour after the last gust of force 8 or more."""
+    got = []
+    for m in range(120):
+        got += read(ev, m * MIN, "ws", "weather_station", wind_gust_ms=21.0 if m % 2 else 15.0)
+    assert [g for g in got if g[0] == "weather-gust-force-9"] == [("weather-gust-force-9", True)]
+    calm = [
+        read(ev, (120 + m) * MIN, "ws", "weather_station", wind_gust_ms=12.0) for m in range(62)
+    ]
+    cleared = [m for m, g in enumerate(calm) if ("weather-gust-force-9", False) in g]
+    assert cleared and 58 <= cleared[0] <= 61
+
+
 def test_window_conditions_clear_by_time_alone(ev: Evaluator) -> None:
     for i in range(8):
         read(ev, i * 10 * MIN, "ws", "weather_station", snow_mm=0.5)

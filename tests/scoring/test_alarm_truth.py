@@ -12,6 +12,7 @@ from contextlib import redirect_stdout
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from alerts.quality import alarm_quality, raised_alarms
@@ -40,6 +41,10 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         Fault("device_silent", 18 * HOUR, 40 * MIN, kind="water_pressure", nth=2),
         Fault("heating_failure", 9 * HOUR, 6 * HOUR, building=1),
         Fault("fire_pump_failure", 20 * HOUR, 40 * MIN, kind="fire_pump"),
+        # the gateway's connection lost for 30 min, and a fire alarm 5 min into it: the
+        # gateway sends it when it is back, 25 min old, so it is judged and marked late
+        Fault("gateway_offline", 22 * HOUR, 30 * MIN),
+        Fault("fire_alarm", 22 * HOUR + 5 * MIN, 10 * MIN, kind="smoke_detector", nth=1),
     ]
     scenario = replace(storm, faults=tuple(sorted([*storm.faults, *extra], key=lambda f: f.at_ms)))
     assert storm.start_ms is not None
@@ -64,6 +69,26 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         assert [c.key for c in result.missed if c.cause == "fault"] == []
         for c in faults:
             assert result.causes[c.what].detected == result.causes[c.what].causes
+        offline = [a for a in alarms if a["rule"] == "gateway-offline"]
+        assert len(offline) == 1 and offline[0]["fired_ms"] == start + 22 * HOUR + 2 * MIN
+        in_outage = [
+            a
+            for a in alarms
+            if a["rule"] == "fire-alarm-detector" and a["fired_ms"] >= start + 22 * HOUR + 5 * MIN
+        ]
+        # judged from the backlog at its data time, reaching the control room when the gateway
+        # was back; still standing then, so promoted to an emergency now (not left as history)
+        assert len(in_outage) == 1
+        assert in_outage[0]["fired_ms"] == start + 22 * HOUR + 5 * MIN
+        assert in_outage[0]["raised_ms"] >= start + 22 * HOUR + 30 * MIN
+        got = httpx.get(
+            f"{service.url}/api/v1/alarms/{in_outage[0]['id']}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).json()
+        caught_up = [e for e in got["timeline"] if (e.get("detail") or {}).get("caught_up")]
+        assert caught_up and caught_up[0]["detail"]["late_since_ms"] == in_outage[0]["fired_ms"]
+        # the devices' silence while the gateway was away is the outage's, not a cause's
+        assert [a["rule"] for a in result.no_cause] == []
         # the weather episodes are the scenario's own crossings, from the station's readings
         snow = {c.level: c for c in played.causes if c.what == "snowstorm"}
         assert set(snow) == {"blue", "yellow", "orange"}
@@ -87,7 +112,8 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
             rc = main(["score", "--truth", str(ledger), "--url", service.url, "--token", TOKEN])
         assert rc == 0
         text = out.getvalue()
-        assert "| fire_alarm | 1 | 1 | 0 | 100% |" in text
+        assert "| fire_alarm | 2 | 2 | 0 | 100% |" in text
+        assert "| gateway_offline | 1 | 1 | 0 | 100% |" in text
         assert "| snowstorm/orange | 1 | 1 | 0 | 100% |" in text
     finally:
         service.stop()

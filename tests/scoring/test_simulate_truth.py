@@ -13,7 +13,7 @@ import pytest
 from estatewatch.broker import ManagedMosquitto
 from protocol.clock import SHANGHAI
 from scoring.ledger import FAULT_EXPECT, read_ledger
-from scoring.year import RANDOM_FAULTS, year_scenario
+from scoring.year import RANDOM_FAULTS, SEASONS, placed, season, year_scenario
 from simulators.scenario import load_scenario
 from simulators.spec import load_spec
 from tests.gateway.test_simulate_cli import simulate
@@ -61,6 +61,7 @@ def test_a_year_places_its_weather_in_season_and_faults_of_every_kind_apart() ->
     assert rain.max() >= 50  # the July rainstorm: 54 mm in 3 h
     kinds = {f.type for f in year.faults}
     assert set(RANDOM_FAULTS) <= kinds
+    assert "gateway_offline" in kinds  # replayed as the broker's Last Will and a late backlog
     ordered = sorted(year.faults, key=lambda f: f.at_ms)
     heating = [f for f in year.faults if f.type == "heating_failure"]
     for f in heating:
@@ -70,3 +71,17 @@ def test_a_year_places_its_weather_in_season_and_faults_of_every_kind_apart() ->
     # no two faults at once: each is scored on its own
     for a, b in itertools.pairwise(ordered):
         assert a.at_ms + a.duration_ms <= b.at_ms, (a, b)
+
+
+def test_the_default_seasons_hold_januarys_cold_wave_and_aprils_sandstorm() -> None:
+    """``make bench`` plays one season per climate; together they hold the cold wave, the
+    March snowstorm and the April sandstorm (July's rainstorm and November's snowstorm are the
+    year's)."""
+    now = int(datetime(2026, 12, 5, tzinfo=SHANGHAI).timestamp() * 1000)
+    held: dict[str, set[str]] = {}
+    for name in SEASONS:
+        start, end = season(name, now)
+        assert end <= now and (end - start) / (24 * HOUR) <= 45
+        held[name] = {sc.name for _, sc in placed(start, end)}
+    assert "cold-wave" in held["hailar-small"]
+    assert {"winter-storm", "spring-sandstorm"} <= held["small"]

@@ -110,3 +110,18 @@ def test_hailar_extreme_cold_scenario(tmp_path: Path) -> None:
     )
     tank = [float(r.metrics["temp_c"]) for r in out.readings if r.kind == "fire_water_tank"]
     assert min(tank) > 5.0  # a heated pump room holds, so no false freeze alarm
+
+
+def test_the_heating_curve_stops_below_the_supply_alarm() -> None:
+    """A −40 °C Hailar night: the curve's top (80 °C) with its sensor noise stays clear of the
+    85 °C `heating-supply-hot` limit (it was clipped at exactly 85 °C and crossed it)."""
+    spec = load_spec("hailar-small")
+    scenario = load_scenario("hailar-extreme-cold")
+    assert scenario.start_ms is not None
+    sim = SimulatedEstate(spec, CAT, 3, scenario.start_ms, scenario)
+    out = sim.advance(scenario.start_ms + int(DAY))
+    supply = [
+        float(r.metrics["supply_temp_c"]) for r in out.readings if r.kind == "heating_station"
+    ]
+    assert max(supply) > 78.0  # the coldest night runs the curve at its top
+    assert max(supply) < 83.0

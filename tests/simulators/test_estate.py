@@ -270,3 +270,29 @@ def test_a_spec_with_a_mistake_names_the_file_and_the_problem(tmp_path: Path) ->
     )
     with pytest.raises(SpecError, match=r"wants elevator number 9, estate spec .*small.toml has 3"):
         SimulatedEstate(load_spec("small"), CAT, 1, T0, load_scenario(bad))
+
+
+def test_long_steps_give_every_report_in_time_order() -> None:
+    """A replay's 15-minute steps (one model call per kind, a round per interval for kinds with
+    state) give each device the reports 1-s steps give, at the same times, in time order;
+    ``every`` stretches a kind's interval."""
+
+    from protocol.catalog import default_catalog
+    from simulators.spec import load_spec
+
+    spec, cat, start = load_spec("small"), default_catalog(), 1_767_225_600_000
+    fine = SimulatedEstate(spec, cat, 5, start).advance(start + 3_600_000).readings
+    sim = SimulatedEstate(spec, cat, 5, start, step_ms=900_000, every={"elevator": 2})
+    coarse = sim.advance(start + 3_600_000).readings
+    times = [r.ts for r in coarse]
+    assert times == sorted(times)
+
+    def when(rs: list, kind: str) -> set[tuple[str, int]]:
+        return {(r.dev, r.ts) for r in rs if r.kind == kind}
+
+    for kind in ("ebike_charger", "fire_hydrant", "weather_station", "room_temp"):
+        assert when(coarse, kind) == when(fine, kind)
+    lifts = when(coarse, "elevator")
+    assert (
+        lifts and lifts < when(fine, "elevator") and len(lifts) * 2 == len(when(fine, "elevator"))
+    )
