@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import free_port, start_victoriametrics
 from tests.ingest.test_victoria import expected
+from tests.support import waiter
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-admin-token-0123456789"
 MINUTE = 60_000
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = waiter(every=0.3)
 
 
 def test_charts_come_from_victoriametrics_and_fail_loudly_without_it(tmp_path: Path) -> None:
