@@ -22,27 +22,25 @@ class IngestCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         st = self.ingest.stats
-        c = CounterMetricFamily("estatewatch_ingest_messages", "MQTT messages received")
-        c.add_metric([], st.received)
-        yield c
-        c = CounterMetricFamily(
+        yield CounterMetricFamily(
+            "estatewatch_ingest_messages", "MQTT messages received", value=st.received
+        )
+        yield CounterMetricFamily(
             "estatewatch_ingest_committed_messages",
             "messages whose content is committed (then acknowledged)",
+            value=st.committed_messages,
         )
-        c.add_metric([], st.committed_messages)
-        yield c
-        c = CounterMetricFamily("estatewatch_ingest_readings", "valid readings stored")
-        c.add_metric([], st.readings)
-        yield c
-        c = CounterMetricFamily("estatewatch_ingest_events", "valid events stored")
-        c.add_metric([], st.events)
-        yield c
-        c = CounterMetricFamily(
+        yield CounterMetricFamily(
+            "estatewatch_ingest_readings", "valid readings stored", value=st.readings
+        )
+        yield CounterMetricFamily(
+            "estatewatch_ingest_events", "valid events stored", value=st.events
+        )
+        yield CounterMetricFamily(
             "estatewatch_ingest_duplicates",
             "messages dropped as already stored (same gateway and seq)",
+            value=st.duplicates,
         )
-        c.add_metric([], st.duplicates)
-        yield c
         c = CounterMetricFamily(
             "estatewatch_ingest_rejects",
             "dead letters: messages or readings not stored",
@@ -51,75 +49,69 @@ class IngestCollector(Collector):
         for reason, n in sorted(st.dead_letter_counts().items()):
             c.add_metric([reason], n)
         yield c
-        c = CounterMetricFamily(
+        yield CounterMetricFamily(
             "estatewatch_ingest_commit_failures",
             "store calls that failed (retried when the store failed, else split)",
+            value=st.commit_failures,
         )
-        c.add_metric([], st.commit_failures)
-        yield c
-        c = CounterMetricFamily(
+        yield CounterMetricFamily(
             "estatewatch_ingest_poison_messages",
             "messages the store refused on their own: dead-lettered (store_refused), acknowledged",
+            value=st.poison_messages,
         )
-        c.add_metric([], st.poison_messages)
-        yield c
         health = self.ingest.writer_health()
-        g = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "estatewatch_ingest_writer_ok",
             "1 while the writer commits: not retrying a failing store, not stuck in a batch",
+            value=1.0 if health["ok"] else 0.0,
         )
-        g.add_metric([], 1.0 if health["ok"] else 0.0)
-        yield g
-        g = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "estatewatch_ingest_writer_retrying_seconds",
             "how long the writer has been retrying a failing store (0 when it is not)",
+            value=health["retrying_s"],
         )
-        g.add_metric([], health["retrying_s"])
-        yield g
-        g = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "estatewatch_ingest_writer_busy_seconds",
             "time since the writer last finished a batch or was idle",
+            value=health["busy_s"],
         )
-        g.add_metric([], health["busy_s"])
-        yield g
         if st.last_commit_ms is not None:
-            g = GaugeMetricFamily(
+            yield GaugeMetricFamily(
                 "estatewatch_ingest_last_commit_age_seconds",
                 "time since the last successful commit",
+                value=max(0.0, time.time() - st.last_commit_ms / 1000),
             )
-            g.add_metric([], max(0.0, time.time() - st.last_commit_ms / 1000))
-            yield g
         msg_rate, reading_rate = st.rates(time.monotonic(), RATE_WINDOW_S)
-        g = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "estatewatch_ingest_messages_per_second",
             f"messages committed per second over the last {RATE_WINDOW_S:g} s",
+            value=msg_rate,
         )
-        g.add_metric([], msg_rate)
-        yield g
-        g = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "estatewatch_ingest_readings_per_second",
             f"readings stored per second over the last {RATE_WINDOW_S:g} s",
+            value=reading_rate,
         )
-        g.add_metric([], reading_rate)
-        yield g
-        g = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "estatewatch_ingest_queue_depth",
             "messages waiting between the MQTT thread and the store writer",
+            value=self.ingest.queue_depth,
         )
-        g.add_metric([], self.ingest.queue_depth)
-        yield g
-        g = GaugeMetricFamily("estatewatch_ingest_queue_capacity", "bound of that queue")
-        g.add_metric([], self.ingest.queue_capacity)
-        yield g
-        g = GaugeMetricFamily(
+        yield GaugeMetricFamily(
+            "estatewatch_ingest_queue_capacity",
+            "bound of that queue",
+            value=self.ingest.queue_capacity,
+        )
+        yield GaugeMetricFamily(
             "estatewatch_ingest_queued_bytes",
             "undecoded payload bytes held between the MQTT threads and the store writer",
+            value=self.ingest.queued_bytes,
         )
-        g.add_metric([], self.ingest.queued_bytes)
-        yield g
-        g = GaugeMetricFamily("estatewatch_broker_connected", "1 while connected to the broker")
-        g.add_metric([], 1.0 if self.ingest.connected else 0.0)
-        yield g
+        yield GaugeMetricFamily(
+            "estatewatch_broker_connected",
+            "1 while connected to the broker",
+            value=1.0 if self.ingest.connected else 0.0,
+        )
         lost = GaugeMetricFamily(
             "estatewatch_gateway_lost_messages",
             "messages missing from the gateway's seq (gaps not replayed)",

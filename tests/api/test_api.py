@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.context import ApiContext
 from api.routes.estates import device_views
 from ingest.state import StateStore
-from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
+from ingest.telemetry import EstateBatch, TelemetryWriter
 from protocol.catalog import default_catalog
 from protocol.messages import Reading
+from tests.support import api_context
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,11 +37,10 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, StateStore, TelemetryWr
     state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
     writer = TelemetryWriter(tmp_path / "t.db")
     issued: list[tuple[str, str]] = []
-    ctx = ApiContext(
-        state=state,
-        telemetry=TelemetryReader(tmp_path / "t.db"),
-        catalog=default_catalog(),
-        admin_token=TOKEN,
+    ctx = api_context(
+        state,
+        tmp_path,
+        TOKEN,
         issue_credentials=lambda e, g: issued.append((e, g)) or _credentials(e, g),
     )
     with TestClient(create_app(ctx)) as c:
