@@ -22,25 +22,34 @@ class IngestCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         st = self.ingest.stats
-        yield CounterMetricFamily(
-            "estatewatch_ingest_messages", "MQTT messages received", value=st.received
-        )
-        yield CounterMetricFamily(
-            "estatewatch_ingest_committed_messages",
-            "messages whose content is committed (then acknowledged)",
-            value=st.committed_messages,
-        )
-        yield CounterMetricFamily(
-            "estatewatch_ingest_readings", "valid readings stored", value=st.readings
-        )
-        yield CounterMetricFamily(
-            "estatewatch_ingest_events", "valid events stored", value=st.events
-        )
-        yield CounterMetricFamily(
-            "estatewatch_ingest_duplicates",
-            "messages dropped as already stored (same gateway and seq)",
-            value=st.duplicates,
-        )
+        counters: list[tuple[str, str, float]] = [
+            ("messages", "MQTT messages received", st.received),
+            (
+                "committed_messages",
+                "messages whose content is committed (then acknowledged)",
+                st.committed_messages,
+            ),
+            ("readings", "valid readings stored", st.readings),
+            ("events", "valid events stored", st.events),
+            (
+                "duplicates",
+                "messages dropped as already stored (same gateway and seq)",
+                st.duplicates,
+            ),
+            (
+                "commit_failures",
+                "store calls that failed (retried when the store failed, else split)",
+                st.commit_failures,
+            ),
+            (
+                "poison_messages",
+                "messages the store refused on their own: dead-lettered (store_refused), "
+                "acknowledged",
+                st.poison_messages,
+            ),
+        ]
+        for name, doc, value in counters:
+            yield CounterMetricFamily(f"estatewatch_ingest_{name}", doc, value=value)
         c = CounterMetricFamily(
             "estatewatch_ingest_rejects",
             "dead letters: messages or readings not stored",
@@ -49,69 +58,58 @@ class IngestCollector(Collector):
         for reason, n in sorted(st.dead_letter_counts().items()):
             c.add_metric([reason], n)
         yield c
-        yield CounterMetricFamily(
-            "estatewatch_ingest_commit_failures",
-            "store calls that failed (retried when the store failed, else split)",
-            value=st.commit_failures,
-        )
-        yield CounterMetricFamily(
-            "estatewatch_ingest_poison_messages",
-            "messages the store refused on their own: dead-lettered (store_refused), acknowledged",
-            value=st.poison_messages,
-        )
         health = self.ingest.writer_health()
-        yield GaugeMetricFamily(
-            "estatewatch_ingest_writer_ok",
-            "1 while the writer commits: not retrying a failing store, not stuck in a batch",
-            value=1.0 if health["ok"] else 0.0,
-        )
-        yield GaugeMetricFamily(
-            "estatewatch_ingest_writer_retrying_seconds",
-            "how long the writer has been retrying a failing store (0 when it is not)",
-            value=health["retrying_s"],
-        )
-        yield GaugeMetricFamily(
-            "estatewatch_ingest_writer_busy_seconds",
-            "time since the writer last finished a batch or was idle",
-            value=health["busy_s"],
-        )
-        if st.last_commit_ms is not None:
-            yield GaugeMetricFamily(
-                "estatewatch_ingest_last_commit_age_seconds",
-                "time since the last successful commit",
-                value=max(0.0, time.time() - st.last_commit_ms / 1000),
-            )
         msg_rate, reading_rate = st.rates(time.monotonic(), RATE_WINDOW_S)
-        yield GaugeMetricFamily(
-            "estatewatch_ingest_messages_per_second",
-            f"messages committed per second over the last {RATE_WINDOW_S:g} s",
-            value=msg_rate,
-        )
-        yield GaugeMetricFamily(
-            "estatewatch_ingest_readings_per_second",
-            f"readings stored per second over the last {RATE_WINDOW_S:g} s",
-            value=reading_rate,
-        )
-        yield GaugeMetricFamily(
-            "estatewatch_ingest_queue_depth",
-            "messages waiting between the MQTT thread and the store writer",
-            value=self.ingest.queue_depth,
-        )
-        yield GaugeMetricFamily(
-            "estatewatch_ingest_queue_capacity",
-            "bound of that queue",
-            value=self.ingest.queue_capacity,
-        )
-        yield GaugeMetricFamily(
-            "estatewatch_ingest_queued_bytes",
-            "undecoded payload bytes held between the MQTT threads and the store writer",
-            value=self.ingest.queued_bytes,
-        )
-        yield GaugeMetricFamily(
-            "estatewatch_broker_connected",
-            "1 while connected to the broker",
-            value=1.0 if self.ingest.connected else 0.0,
-        )
+        gauges: list[tuple[str, str, float]] = [
+            (
+                "ingest_writer_ok",
+                "1 while the writer commits: not retrying a failing store, not stuck in a batch",
+                1.0 if health["ok"] else 0.0,
+            ),
+            (
+                "ingest_writer_retrying_seconds",
+                "how long the writer has been retrying a failing store (0 when it is not)",
+                health["retrying_s"],
+            ),
+            (
+                "ingest_writer_busy_seconds",
+                "time since the writer last finished a batch or was idle",
+                health["busy_s"],
+            ),
+            (
+                "ingest_messages_per_second",
+                f"messages committed per second over the last {RATE_WINDOW_S:g} s",
+                msg_rate,
+            ),
+            (
+                "ingest_readings_per_second",
+                f"readings stored per second over the last {RATE_WINDOW_S:g} s",
+                reading_rate,
+            ),
+            (
+                "ingest_queue_depth",
+                "messages waiting between the MQTT thread and the store writer",
+                self.ingest.queue_depth,
+            ),
+            ("ingest_queue_capacity", "bound of that queue", self.ingest.queue_capacity),
+            (
+                "ingest_queued_bytes",
+                "undecoded payload bytes held between the MQTT threads and the store writer",
+                self.ingest.queued_bytes,
+            ),
+            (
+                "broker_connected",
+                "1 while connected to the broker",
+                1.0 if self.ingest.connected else 0.0,
+            ),
+        ]
+        if st.last_commit_ms is not None:
+            age = max(0.0, time.time() - st.last_commit_ms / 1000)
+            gauges.append(
+                ("ingest_last_commit_age_seconds", "time since the last successful commit", age)
+            )
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(f"estatewatch_{name}", doc, value=value)
         lost = GaugeMetricFamily(
             "estatewatch_gateway_lost_messages",
             "messages missing from the gateway's seq (gaps not replayed)",

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from api.context import ApiContext
-from estatewatch.broker import GatewayCredentials
+from estatewatch.broker import GatewayCredentials, free_port
 from gateway.adapter import Collected
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader
@@ -173,3 +173,19 @@ def publish_temperature(
     c.publish(topic, orjson.dumps(payload), 1).wait_for_publish(timeout)
     c.disconnect()
     c.loop_stop()
+
+
+def settings_file(folder: Path, api_port: int, token: str, more: str = "") -> Path:
+    """``folder/estatewatch.toml`` for ``estatewatch run --config``: data in ``folder/data``,
+    the API on ``api_port``, its own broker on a free port, commits every 50 ms, then ``more``
+    (TOML)."""
+    path = folder / "estatewatch.toml"
+    head = (
+        f'data_dir = "{folder / "data"}"\n'
+        f"api_port = {api_port}\n"
+        f"broker_port = {free_port()}\n"
+        f'admin_token = "{token}"\n'
+        "commit_interval_ms = 50\n"
+    )
+    path.write_text(head + more, encoding="utf-8")
+    return path

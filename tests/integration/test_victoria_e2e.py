@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import free_port, start_victoriametrics
 from tests.ingest.test_victoria import expected
-from tests.support import waiter
+from tests.support import settings_file, waiter
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-admin-token-0123456789"
@@ -35,18 +35,13 @@ wait_for = waiter(every=0.3)
 def test_charts_come_from_victoriametrics_and_fail_loudly_without_it(tmp_path: Path) -> None:
     vm, vm_url = start_victoriametrics(tmp_path / "vm")
     api_port = free_port()
-    settings = tmp_path / "estatewatch.toml"
-    settings.write_text(
-        f"""
-data_dir = "{tmp_path / "data"}"
-api_port = {api_port}
-broker_port = {free_port()}
-admin_token = "{TOKEN}"
-commit_interval_ms = 50
-timeseries = "victoriametrics"
+    settings = settings_file(
+        tmp_path,
+        api_port,
+        TOKEN,
+        f"""timeseries = "victoriametrics"
 victoriametrics_url = "{vm_url}"
 """,
-        encoding="utf-8",
     )
     env = {**os.environ, "ESTATEWATCH_LOG_LEVEL": "WARNING"}
     service = subprocess.Popen(
