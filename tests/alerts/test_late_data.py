@@ -49,8 +49,15 @@ def engine(
     )
 
 
+@pytest.fixture
+def site(engine: AlertEngine, clock: SimClock) -> Site:
+    clock.advance(2 * MINUTE)  # past the start-up grace
+    return Site(engine, clock)
+
+
 def test_replaying_a_past_date_raises_no_flapping_no_data_alarms_and_pages_nobody(
     engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
     published: Published,
@@ -59,8 +66,6 @@ def test_replaying_a_past_date_raises_no_flapping_no_data_alarms_and_pages_nobod
     deadman clock ran on the replayed timestamps, a day old, so each deadman check called
     every device silent and its next reading cleared it: 52 flapping no-data alarms on one
     estate and ~8,800 MQTT notices in 14 minutes."""
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)  # past the start-up grace
     devices = [(f"wp-{i}", "water_pressure", 60) for i in range(20)]
     devices += [(f"lift-{i}", "elevator", 10) for i in range(5)]
     replay_start = clock.now - DAY
@@ -100,11 +105,10 @@ def test_replaying_a_past_date_raises_no_flapping_no_data_alarms_and_pages_nobod
 
 def test_a_device_silent_in_wall_time_is_missed_whatever_its_timestamps_say(
     engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)
     # one reading taken an hour ago, arriving now; then nothing
     site.deliver(
         readings=[Reading("wp-1", "water_pressure", clock.now - HOUR, {"pressure_mpa": 0.3})]
@@ -123,12 +127,11 @@ def test_a_device_silent_in_wall_time_is_missed_whatever_its_timestamps_say(
 
 def test_a_backlog_whose_condition_cleared_is_history_one_still_holding_is_paged_once(
     engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
     published: Published,
 ) -> None:
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)
     now = clock.now
     # gateway back after 40 minutes offline: its backlog arrives in one commit
     backlog = []
@@ -162,12 +165,11 @@ def test_a_backlog_whose_condition_cleared_is_history_one_still_holding_is_paged
 
 def test_a_late_entrapment_is_recorded_with_its_real_rescue_time_and_pages_nobody(
     engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
     published: Published,
 ) -> None:
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)
     trapped = clock.now - 2 * HOUR
     site.deliver(
         events=[
@@ -188,14 +190,13 @@ def test_a_late_entrapment_is_recorded_with_its_real_rescue_time_and_pages_nobod
 
 def test_a_late_alarm_is_not_announced_live_but_a_persons_action_on_it_is(
     engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
     published: Published,
 ) -> None:
     live: list[dict[str, Any]] = []
     engine.add_listener(live.append)
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)
     old = clock.now - 2 * HOUR
     site.deliver(events=[Event("sd-1", "smoke_detector", old, "fire.alarm", {"zone": "b1"})])
     engine.tick()
