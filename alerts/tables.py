@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from ingest.schema import version_table
+
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -46,12 +48,7 @@ _DEV = sa.String(64)
 _MS = sa.BigInteger
 _AUTO_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
-schema_version = sa.Table(
-    "alerts_schema_version",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("applied_ms", _MS, nullable=False),
-)
+schema_version = version_table("alerts_schema_version", metadata)
 
 alarms = sa.Table(
     "alert_alarms",

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -25,27 +25,18 @@ class _Count:
     last: float
 
 
+@dataclass(eq=False)
 class LoginThrottle:
-    def __init__(
-        self,
-        user_free: int = 5,
-        address_free: int = 20,
-        base_s: float = 1.0,
-        max_s: float = 900.0,
-        forget_s: float = 900.0,
-        max_keys: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.user_free = user_free
-        self.address_free = address_free
-        self.base_s = base_s
-        self.max_s = max_s
-        self.forget_s = forget_s
-        self.max_keys = max_keys
-        self.clock = clock
-        self._counts: OrderedDict[str, _Count] = OrderedDict()
-        self._lock = threading.Lock()
-        self.refused = 0  # attempts answered 429
+    user_free: int = 5
+    address_free: int = 20
+    base_s: float = 1.0
+    max_s: float = 900.0
+    forget_s: float = 900.0
+    max_keys: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    refused: int = field(default=0, init=False)  # attempts answered 429
+    _counts: OrderedDict[str, _Count] = field(default_factory=OrderedDict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def _wait(self, key: str, free: int, now: float) -> float:
         c = self._counts.get(key)

@@ -25,7 +25,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ingest.schema import NotFound
+from ingest.schema import NotFound, version_table
 from protocol.clock import now_ms
 
 SCHEMA_VERSION = 1
@@ -34,12 +34,7 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 200
 
 metadata = sa.MetaData()
-schema_version = sa.Table(
-    "users_schema_version",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("applied_ms", sa.BigInteger, nullable=False),
-)
+schema_version = version_table("users_schema_version", metadata)
 users = sa.Table(
     "users",
     metadata,

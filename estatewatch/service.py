@@ -256,26 +256,18 @@ class Service:
                 s.raw_store_url,
             )
         else:
-            self.scheduler.add_job(
-                self.rollup,
-                "interval",
-                seconds=s.rollup_interval_s,
-                id="rollup",
-                max_instances=1,
-                coalesce=True,
-            )
-        self.scheduler.add_job(
-            self.purge_telemetry,
-            "interval",
-            hours=1,
-            id="retention",
-            max_instances=1,
-            coalesce=True,
-        )
+            self._every(self.rollup, "rollup", seconds=s.rollup_interval_s)
+        self._every(self.purge_telemetry, "retention", hours=1)
         if self.ingest.shard:
             self.scheduler.add_job(
                 self.ingest.subscribe_new_estates, "interval", seconds=5, id="subscribe-new-estates"
             )
+
+    def _every(self, job: Callable[[], object], job_id: str, **interval: float) -> None:
+        """A periodic job that runs one at a time; runs missed while it was busy are one run."""
+        self.scheduler.add_job(
+            job, "interval", id=job_id, max_instances=1, coalesce=True, **interval
+        )
 
     def _start_alerts(self) -> None:
         """Rules over what ingest commits; alarms, weather levels and plans. Runs with ingest:
@@ -315,14 +307,7 @@ class Service:
         self.alerts.add_listener(self._push_alert_change)
         ingest.add_listener(self.alerts.on_committed)
         self.alerts.start()
-        self.scheduler.add_job(
-            self.alerts.tick,
-            "interval",
-            seconds=1,
-            id="alerts-tick",
-            max_instances=1,
-            coalesce=True,
-        )
+        self._every(self.alerts.tick, "alerts-tick", seconds=1)
         self._start_commands(self.endpoint, f"estatewatch-commands{suffix}", owns)
 
     def _start_commands(
@@ -367,14 +352,7 @@ class Service:
         if self.alerts is not None:
             self.alerts.add_listener(self.commands.on_alarm_change)
         self.commands.start()
-        self.scheduler.add_job(
-            self.commands.tick,
-            "interval",
-            seconds=1,
-            id="commands-tick",
-            max_instances=1,
-            coalesce=True,
-        )
+        self._every(self.commands.tick, "commands-tick", seconds=1)
 
     def _auto_action(self, estate: str, rule_id: str) -> str | None:
         """The action of the rule in force for the estate, if automatic actions are on there."""

@@ -109,15 +109,9 @@ SYSTEM_EVENTS = {
     9: "fire.power_fault",
     13: "fire.reset",
 }
-COMPONENT_EVENTS = {
-    1: "fire.alarm",
-    2: "fire.fault",
-    3: "fire.disabled",
-    4: "fire.supervisory",
-    5: "fire.start",
-    6: "fire.feedback",
-    8: "fire.power_fault",
-}
+# A component's status word shares the system's bits 0-7; its bit 8 is its own power fault
+# (the same event as the system's main power); 9 and up are reserved.
+COMPONENT_EVENTS = {bit: event for bit, event in SYSTEM_EVENTS.items() if bit <= 8}
 UNIT_OF = {
     "m": "m",
     "°C": "°C",

@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass, field
 
 from ingest.handoff import Handoff
 from ingest.lanes import GatewayRegistry, Lanes, Received
@@ -30,41 +31,32 @@ def rank(pending: list[Received]) -> int:
     return Handoff.EVENTS if pending[0].lane.events else Handoff.TELEMETRY
 
 
+@dataclass(eq=False)
 class Decoder:
-    def __init__(
-        self,
-        lanes: Lanes,
-        registry: GatewayRegistry,
-        catalog: Catalog,
-        telemetry: TelemetryWriter,
-        handoff: Handoff[list[Received]],
-        stopping: threading.Event,
-        abandoned: threading.Event,
-        root: str,
-        max_future_ms: int,
-        linger_s: float,
-        max_batch_readings: int,
-    ) -> None:
-        self.lanes = lanes
-        self.registry = registry
-        self.catalog = catalog
-        self.telemetry = telemetry
-        self.handoff = handoff
-        self._stopping = stopping  # the recorder drains what is queued and ends
-        self._abandoned = abandoned  # the recorder gave up: stop too
-        self.root = root
-        self.max_future_ms = max_future_ms  # the clock skew allowed a gateway
-        self.linger_s = linger_s
-        self.max_batch_readings = max_batch_readings
-        self.last_event = -1e9  # monotonic time an event was last taken
-        self.progress = time.monotonic()  # last turn of the loop (health: not stuck)
+    lanes: Lanes
+    registry: GatewayRegistry
+    catalog: Catalog
+    telemetry: TelemetryWriter
+    handoff: Handoff[list[Received]]
+    stopping: threading.Event  # the recorder drains what is queued and ends
+    abandoned: threading.Event  # the recorder gave up: stop too
+    root: str
+    max_future_ms: int  # the clock skew allowed a gateway
+    linger_s: float
+    max_batch_readings: int
+    last_event: float = field(default=-1e9, init=False)  # monotonic time an event was last taken
+    # last turn of the loop (health: not stuck)
+    progress: float = field(default_factory=time.monotonic, init=False)
+    thread: threading.Thread = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
         self.thread = threading.Thread(target=self.run, name="ingest-decoder", daemon=True)
 
     def run(self) -> None:
         """Judge batches off the lanes and hand them to the recorder, at most one ahead: the
         hand-off is bounded, so a slow store holds the decoder, then the lanes, then the
         broker. Ends (after a last END) once stopping and the lanes are drained."""
-        while not self._abandoned.is_set():
+        while not self.abandoned.is_set():
             self.progress = time.monotonic()
             pending = self.next_batch()
             if pending:
@@ -73,12 +65,12 @@ class Decoder:
                 # must not wait behind the commit in progress *and* this batch.
                 while not self.handoff.put(where, pending, timeout=0.01):
                     self.progress = time.monotonic()  # waiting for the recorder
-                    if self._abandoned.is_set():
+                    if self.abandoned.is_set():
                         return  # the recorder is gone: nothing of these is acknowledged
                     events = self.take_events()
                     if events:
                         self.handoff.put(Handoff.EVENTS, events)
-            elif self._stopping.is_set():
+            elif self.stopping.is_set():
                 self.handoff.put(Handoff.END, None)
                 return
 

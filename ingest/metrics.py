@@ -22,27 +22,34 @@ class IngestCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         st = self.ingest.stats
-        c = CounterMetricFamily("estatewatch_ingest_messages", "MQTT messages received")
-        c.add_metric([], st.received)
-        yield c
-        c = CounterMetricFamily(
-            "estatewatch_ingest_committed_messages",
-            "messages whose content is committed (then acknowledged)",
-        )
-        c.add_metric([], st.committed_messages)
-        yield c
-        c = CounterMetricFamily("estatewatch_ingest_readings", "valid readings stored")
-        c.add_metric([], st.readings)
-        yield c
-        c = CounterMetricFamily("estatewatch_ingest_events", "valid events stored")
-        c.add_metric([], st.events)
-        yield c
-        c = CounterMetricFamily(
-            "estatewatch_ingest_duplicates",
-            "messages dropped as already stored (same gateway and seq)",
-        )
-        c.add_metric([], st.duplicates)
-        yield c
+        counters: list[tuple[str, str, float]] = [
+            ("messages", "MQTT messages received", st.received),
+            (
+                "committed_messages",
+                "messages whose content is committed (then acknowledged)",
+                st.committed_messages,
+            ),
+            ("readings", "valid readings stored", st.readings),
+            ("events", "valid events stored", st.events),
+            (
+                "duplicates",
+                "messages dropped as already stored (same gateway and seq)",
+                st.duplicates,
+            ),
+            (
+                "commit_failures",
+                "store calls that failed (retried when the store failed, else split)",
+                st.commit_failures,
+            ),
+            (
+                "poison_messages",
+                "messages the store refused on their own: dead-lettered (store_refused), "
+                "acknowledged",
+                st.poison_messages,
+            ),
+        ]
+        for name, doc, value in counters:
+            yield CounterMetricFamily(f"estatewatch_ingest_{name}", doc, value=value)
         c = CounterMetricFamily(
             "estatewatch_ingest_rejects",
             "dead letters: messages or readings not stored",
@@ -51,75 +58,58 @@ class IngestCollector(Collector):
         for reason, n in sorted(st.dead_letter_counts().items()):
             c.add_metric([reason], n)
         yield c
-        c = CounterMetricFamily(
-            "estatewatch_ingest_commit_failures",
-            "store calls that failed (retried when the store failed, else split)",
-        )
-        c.add_metric([], st.commit_failures)
-        yield c
-        c = CounterMetricFamily(
-            "estatewatch_ingest_poison_messages",
-            "messages the store refused on their own: dead-lettered (store_refused), acknowledged",
-        )
-        c.add_metric([], st.poison_messages)
-        yield c
         health = self.ingest.writer_health()
-        g = GaugeMetricFamily(
-            "estatewatch_ingest_writer_ok",
-            "1 while the writer commits: not retrying a failing store, not stuck in a batch",
-        )
-        g.add_metric([], 1.0 if health["ok"] else 0.0)
-        yield g
-        g = GaugeMetricFamily(
-            "estatewatch_ingest_writer_retrying_seconds",
-            "how long the writer has been retrying a failing store (0 when it is not)",
-        )
-        g.add_metric([], health["retrying_s"])
-        yield g
-        g = GaugeMetricFamily(
-            "estatewatch_ingest_writer_busy_seconds",
-            "time since the writer last finished a batch or was idle",
-        )
-        g.add_metric([], health["busy_s"])
-        yield g
-        if st.last_commit_ms is not None:
-            g = GaugeMetricFamily(
-                "estatewatch_ingest_last_commit_age_seconds",
-                "time since the last successful commit",
-            )
-            g.add_metric([], max(0.0, time.time() - st.last_commit_ms / 1000))
-            yield g
         msg_rate, reading_rate = st.rates(time.monotonic(), RATE_WINDOW_S)
-        g = GaugeMetricFamily(
-            "estatewatch_ingest_messages_per_second",
-            f"messages committed per second over the last {RATE_WINDOW_S:g} s",
-        )
-        g.add_metric([], msg_rate)
-        yield g
-        g = GaugeMetricFamily(
-            "estatewatch_ingest_readings_per_second",
-            f"readings stored per second over the last {RATE_WINDOW_S:g} s",
-        )
-        g.add_metric([], reading_rate)
-        yield g
-        g = GaugeMetricFamily(
-            "estatewatch_ingest_queue_depth",
-            "messages waiting between the MQTT thread and the store writer",
-        )
-        g.add_metric([], self.ingest.queue_depth)
-        yield g
-        g = GaugeMetricFamily("estatewatch_ingest_queue_capacity", "bound of that queue")
-        g.add_metric([], self.ingest.queue_capacity)
-        yield g
-        g = GaugeMetricFamily(
-            "estatewatch_ingest_queued_bytes",
-            "undecoded payload bytes held between the MQTT threads and the store writer",
-        )
-        g.add_metric([], self.ingest.queued_bytes)
-        yield g
-        g = GaugeMetricFamily("estatewatch_broker_connected", "1 while connected to the broker")
-        g.add_metric([], 1.0 if self.ingest.connected else 0.0)
-        yield g
+        gauges: list[tuple[str, str, float]] = [
+            (
+                "ingest_writer_ok",
+                "1 while the writer commits: not retrying a failing store, not stuck in a batch",
+                1.0 if health["ok"] else 0.0,
+            ),
+            (
+                "ingest_writer_retrying_seconds",
+                "how long the writer has been retrying a failing store (0 when it is not)",
+                health["retrying_s"],
+            ),
+            (
+                "ingest_writer_busy_seconds",
+                "time since the writer last finished a batch or was idle",
+                health["busy_s"],
+            ),
+            (
+                "ingest_messages_per_second",
+                f"messages committed per second over the last {RATE_WINDOW_S:g} s",
+                msg_rate,
+            ),
+            (
+                "ingest_readings_per_second",
+                f"readings stored per second over the last {RATE_WINDOW_S:g} s",
+                reading_rate,
+            ),
+            (
+                "ingest_queue_depth",
+                "messages waiting between the MQTT thread and the store writer",
+                self.ingest.queue_depth,
+            ),
+            ("ingest_queue_capacity", "bound of that queue", self.ingest.queue_capacity),
+            (
+                "ingest_queued_bytes",
+                "undecoded payload bytes held between the MQTT threads and the store writer",
+                self.ingest.queued_bytes,
+            ),
+            (
+                "broker_connected",
+                "1 while connected to the broker",
+                1.0 if self.ingest.connected else 0.0,
+            ),
+        ]
+        if st.last_commit_ms is not None:
+            age = max(0.0, time.time() - st.last_commit_ms / 1000)
+            gauges.append(
+                ("ingest_last_commit_age_seconds", "time since the last successful commit", age)
+            )
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(f"estatewatch_{name}", doc, value=value)
         lost = GaugeMetricFamily(
             "estatewatch_gateway_lost_messages",
             "messages missing from the gateway's seq (gaps not replayed)",

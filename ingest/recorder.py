@@ -137,30 +137,30 @@ class _Batch:
     duplicates: set[int] = field(default_factory=set)  # indexes into batches
 
 
+@dataclass(eq=False)
 class Recorder:
-    def __init__(
-        self,
-        state: StateStore,
-        telemetry: TelemetryWriter,
-        stats: IngestStats,
-        handoff: Handoff[list[Received]],
-        fanout: Fanout,
-        closing: threading.Event,
-        abandoned: threading.Event,
-    ) -> None:
-        self.state = state
-        self.telemetry = telemetry
-        self.stats = stats
-        self.handoff = handoff
-        self.fanout = fanout
-        self._closing = closing  # a stop does not wait for a failing store
-        self._abandoned = abandoned  # set when it gives up (the decoder stops with it)
-        self.stopping = threading.Event()  # drain the hand-off, then end
-        self.commit_seconds: Histogram | None = None  # set by whoever exports metrics
-        self.progress = time.monotonic()  # last time it was idle or finished a batch or task
-        self._known_devices = state.known_devices()
-        self._tasks: queue.Queue[tuple[RecorderTask[Any], Future[Any]]] = queue.Queue(16)
-        self._tasks_lock = threading.Lock()  # no task is queued after stop's drain
+    state: StateStore
+    telemetry: TelemetryWriter
+    stats: IngestStats
+    handoff: Handoff[list[Received]]
+    fanout: Fanout
+    closing: threading.Event  # a stop does not wait for a failing store
+    abandoned: threading.Event  # set when it gives up (the decoder stops with it)
+    # drain the hand-off, then end
+    stopping: threading.Event = field(default_factory=threading.Event, init=False)
+    # set by whoever exports metrics
+    commit_seconds: Histogram | None = field(default=None, init=False)
+    # last time it was idle or finished a batch or task
+    progress: float = field(default_factory=time.monotonic, init=False)
+    _known_devices: set[tuple[str, str]] = field(init=False, repr=False)
+    _tasks: queue.Queue[tuple[RecorderTask[Any], Future[Any]]] = field(init=False, repr=False)
+    # no task is queued after stop's drain
+    _tasks_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    thread: threading.Thread = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._known_devices = self.state.known_devices()
+        self._tasks = queue.Queue(16)
         self.thread = threading.Thread(target=self.run, name="ingest-writer", daemon=True)
 
     # --- tasks -------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ class Recorder:
                 # The store itself failed (locked, unreachable): never drop what was received,
                 # retry until it takes the batch. Unacked messages stay with the broker
                 # meanwhile, and the full queue holds back more. A stop does not wait for it.
-                if self._closing.wait(delay):
+                if self.closing.wait(delay):
                     self._abandon(pending)
                     return
                 delay = min(delay * 2, 10.0)
@@ -264,7 +264,7 @@ class Recorder:
             "the broker to deliver again",
             sum(p.outcome is None for p in pending),
         )
-        self._abandoned.set()
+        self.abandoned.set()
         freed: dict[ByteBudget, int] = {}
         for item in pending:
             freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight

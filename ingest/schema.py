@@ -45,6 +45,16 @@ class SchemaBusy(RuntimeError):
     try again in a moment."""
 
 
+def version_table(name: str, metadata: sa.MetaData) -> sa.Table:
+    """The table :func:`migrate_schema` stamps: one row per schema version applied."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("applied_ms", sa.BigInteger, nullable=False),
+    )
+
+
 def migrate_schema(
     conn: Connection,
     tables: sa.MetaData,

@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ingest.model import DeadLetter
-from ingest.schema import AlreadyExists, NotFound, SchemaBusy, create_engine, migrate_schema
+from ingest.schema import (
+    AlreadyExists,
+    NotFound,
+    SchemaBusy,
+    create_engine,
+    migrate_schema,
+    version_table,
+)
 from protocol.clock import now_ms
 
 # Re-exported: these lived here before ingest.schema and ingest.model; import them from there.
@@ -42,12 +49,7 @@ DEADLETTER_DETAIL_CHARS = 1000
 
 metadata = sa.MetaData()
 
-schema_version = sa.Table(
-    "schema_version",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("applied_ms", sa.BigInteger, nullable=False),
-)
+schema_version = version_table("schema_version", metadata)
 
 estates = sa.Table(
     "estates",

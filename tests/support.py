@@ -15,8 +15,16 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from api.context import ApiContext
+from estatewatch.broker import GatewayCredentials, free_port
 from gateway.adapter import Collected
 from ingest.state import StateStore
+from ingest.telemetry import TelemetryReader
+from protocol.catalog import default_catalog
 from protocol.endpoint import MqttEndpoint
 
 
@@ -136,3 +144,48 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[HTTPServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def api_context(state: StateStore, data: Path, token: str, **parts: Any) -> ApiContext:
+    """What the API serves from: ``state``, the telemetry file ``data/t.db``, the bundled
+    catalog and the admin ``token``; ``parts`` the optional ones (users, alerts, live, …)."""
+    return ApiContext(
+        state=state,
+        telemetry=TelemetryReader(data / "t.db"),
+        catalog=default_catalog(),
+        admin_token=token,
+        **parts,
+    )
+
+
+def publish_temperature(
+    creds: GatewayCredentials, estate: str, temp_c: float, now: int, timeout: float
+) -> None:
+    """Gateway ``gw-01`` of ``estate`` sends one reading of its weather station ``ws-01`` (a
+    telemetry message with seq 1, QoS 1) with the credentials the broker issued it."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2)
+    c.username_pw_set(creds.username, creds.password)
+    c.connect(creds.host, creds.port)
+    c.loop_start()
+    reading = {"dev": "ws-01", "kind": "weather_station", "ts": now, "m": {"temp_c": temp_c}}
+    payload = {"v": 1, "gw": "gw-01", "seq": 1, "sent": now, "readings": [reading]}
+    topic = f"estates/{estate}/gw/gw-01/telemetry"
+    c.publish(topic, orjson.dumps(payload), 1).wait_for_publish(timeout)
+    c.disconnect()
+    c.loop_stop()
+
+
+def settings_file(folder: Path, api_port: int, token: str, more: str = "") -> Path:
+    """``folder/estatewatch.toml`` for ``estatewatch run --config``: data in ``folder/data``,
+    the API on ``api_port``, its own broker on a free port, commits every 50 ms, then ``more``
+    (TOML)."""
+    path = folder / "estatewatch.toml"
+    head = (
+        f'data_dir = "{folder / "data"}"\n'
+        f"api_port = {api_port}\n"
+        f"broker_port = {free_port()}\n"
+        f'admin_token = "{token}"\n'
+        "commit_interval_ms = 50\n"
+    )
+    path.write_text(head + more, encoding="utf-8")
+    return path

@@ -23,11 +23,12 @@ from typing import Any
 
 from alerts.notify import Notifier
 from alerts.notify.webhook import WebhookNotifier, WebhookStyle
+from alerts.rules.spec import Severity
 
 __all__ = ["ROLES", "SEVERITIES", "receivers_from_config"]
 
 ROLES = ("control_room", "supervisor", "authority")
-SEVERITIES = ("critical", "major", "minor", "warning")
+SEVERITIES = tuple(s.value for s in Severity)
 _KEYS = {"name", "type", "url", "secret", "secret_file", "roles", "estates", "severities"}
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from alerts.datafile import format_duration
 from alerts.rules.index import KindRules, RuleIndex, WindowGroup
@@ -26,6 +26,8 @@ from alerts.rules.spec import Composite, EventCount, Rule, ValueTest
 from alerts.window_bank import DeviceSeries, WindowBank
 from alerts.windows import Aggregate, SeriesWindow
 from protocol.messages import Event, Reading, Value
+
+_T = TypeVar("_T")
 
 __all__ = ["NO_DATA_INTERVALS", "DeviceClock", "Evaluator", "Signal"]
 
@@ -221,10 +223,7 @@ class Evaluator:
         for group, w in unsure:
             tests = _due_tests(group, w, now)
             if tests:
-                if todo is None:
-                    todo = list(tests)
-                else:
-                    todo.extend(tests)
+                todo = _gather(todo, tests)
         return todo
 
     def _window_candidates(
@@ -244,10 +243,7 @@ class Evaluator:
                 continue
             tests = _due_tests(group, w, now)
             if tests:
-                if todo is None:
-                    todo = list(tests)
-                else:
-                    todo.extend(tests)
+                todo = _gather(todo, tests)
         return todo
 
     def _windows_some(
@@ -343,15 +339,9 @@ class Evaluator:
                 quiet = gate.quiet
                 if quiet is not None and quiet(v):
                     continue
-            if todo is None:
-                todo = list(gate.members)
-            else:
-                todo.extend(gate.members)
+            todo = _gather(todo, gate.members)
         if kr.ungated:
-            if todo is None:
-                todo = list(kr.ungated)
-            else:
-                todo.extend(kr.ungated)
+            todo = _gather(todo, kr.ungated)
         if todo is None:
             return
         if len(todo) > 1:
@@ -578,6 +568,15 @@ def _window_plan(
             plan = [(i, metric, groups.get(metric)) for i, metric in enumerate(tracked)]
     kr.window_plan, kr.window_plan_for = plan, tracked
     return plan
+
+
+def _gather(todo: list[_T] | None, more: Iterable[_T]) -> list[_T]:
+    """``todo`` and ``more``: a list is made only once something is due (the quiet path
+    allocates none)."""
+    if todo is None:
+        return list(more)
+    todo.extend(more)
+    return todo
 
 
 def _due_tests(

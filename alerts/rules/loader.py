@@ -22,7 +22,6 @@ estate alone.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from alerts.rules.spec import (
     Severity,
     ValueTest,
 )
+from alerts.rules.thresholds import numeric_test
 from alerts.windows import AGGREGATES, Aggregate
 from protocol.catalog import Catalog, Metric, ValueType
 from protocol.messages import Value
@@ -61,8 +61,6 @@ _OPS = (*_NUMERIC_OPS, "equals", "in", "bit")
 _TEST_KEYS = frozenset({"metric", "agg", "window", "clear", *_OPS})
 _STEP_KEYS = frozenset({"after", "at", "notify", "until"})
 _INHIBIT_KEYS = frozenset({"id", "when", "hides"})
-# Float sums (0.1 mm forty times) land a hair off the threshold; thresholds are not that exact.
-_EPS = 1e-9
 
 
 class RuleFileError(DataFileError):
@@ -118,16 +116,8 @@ def load_rules(
     for doc in default_docs:
         for item in _rule_items(doc, problems):
             rule = build.rule(item, None, problems)
-            if rule is None:
-                continue
-            if rule.id in defaults:
-                problems.append(
-                    f"{item.file}:{item.line}: rule id {rule.id!r} is defined twice "
-                    f"(first at {defaults[rule.id].source})"
-                )
-                continue
-            defaults[rule.id] = rule
-            raw_defaults[rule.id] = item
+            if rule is not None and _once(defaults, rule, item, problems, None):
+                raw_defaults[rule.id] = item
 
     estates: dict[str, dict[str, Rule]] = {}
     for estate, docs in estate_docs.items():
@@ -140,15 +130,8 @@ def load_rules(
                     # An override replaces only the keys it names.
                     item = Node({**base.value, **item.value}, item.file, item.line, item.path)
                 rule = build.rule(item, estate, problems)
-                if rule is None:
-                    continue
-                if rule.id in own:
-                    problems.append(
-                        f"{item.file}:{item.line}: rule id {rule.id!r} is defined twice "
-                        f"for estate {estate!r}"
-                    )
-                    continue
-                own[rule.id] = rule
+                if rule is not None:
+                    _once(own, rule, item, problems, estate)
         estates[estate] = own
 
     if problems:
@@ -174,6 +157,20 @@ def _read_dir(folder: Path, problems: list[str]) -> list[Node]:
         except DataFileError as exc:
             problems.extend(exc.problems)
     return docs
+
+
+def _once(
+    rules: dict[str, Rule], rule: Rule, item: Node, problems: list[str], estate: str | None
+) -> bool:
+    """Keeps ``rule`` unless its id is taken in the same scope (then a problem)."""
+    if rule.id in rules:
+        where = (
+            f"(first at {rules[rule.id].source})" if estate is None else f"for estate {estate!r}"
+        )
+        problems.append(f"{item.file}:{item.line}: rule id {rule.id!r} is defined twice {where}")
+        return False
+    rules[rule.id] = rule
+    return True
 
 
 def _rule_items(doc: Node, problems: list[str]) -> list[Node]:
@@ -469,7 +466,7 @@ class _RuleBuilder:
         if op in _NUMERIC_OPS:
             if not numeric:
                 raise arg.error(f"{name!r} is a {vtype.value}: use 'equals' or 'in'")
-            return _numeric_test(name, op, arg, clear)
+            return numeric_test(name, op, arg, clear)
         if clear.value is not None:
             raise clear.error(f"'clear' goes with {', '.join(_NUMERIC_OPS)}")
         if op == "bit":
@@ -536,70 +533,3 @@ def _typed_value(node: Node, vtype: ValueType, enum_values: tuple[str, ...]) -> 
     if vtype is ValueType.INTEGER:
         return node.integer()
     return node.number()
-
-
-def _numeric_test(name: str, op: str, arg: Node, clear: Node) -> ValueTest:
-    # Values reaching a numeric test are numbers: the catalog checked them at decode.
-    if op == "outside":
-        lo, hi = _band(arg)
-        clo, chi = _band(clear) if clear.value is not None else (lo, hi)
-        if not lo <= clo <= chi <= hi:
-            raise clear.error("the clear band must lie inside the alarm band")
-
-        def out_hit(v: Any) -> bool:
-            return bool(v < lo or v > hi)
-
-        def out_clear(v: Any) -> bool:
-            return bool(clo <= v <= chi)
-
-        text = f"{name} outside {_num(lo)}..{_num(hi)}"
-        return ValueTest(name, out_hit, out_clear, text, quiet=Quiet(lo, hi))
-    x = arg.number()
-    c = clear.number() if clear.value is not None else x
-    if not math.isfinite(x) or not math.isfinite(c):
-        raise arg.error("thresholds must be finite")
-    tol = _EPS * max(1.0, abs(x))
-    upward = op in ("above", "at_least")
-    if upward and c > x:
-        raise clear.error(f"for '{op}' the clear level must not be above {_num(x)}")
-    if not upward and c < x:
-        raise clear.error(f"for '{op}' the clear level must not be below {_num(x)}")
-    strict = op in ("above", "below")
-    # hit: beyond x; clear: back past c (with c == x, simply "no longer hit").
-    if upward:
-        lim = x + tol if strict else x - tol
-
-        def hit(v: Any) -> bool:
-            return bool(v > lim) if strict else bool(v >= lim)
-
-        def cleared(v: Any) -> bool:
-            return bool(v <= c) if (strict or c < x) else bool(v < lim)
-
-        sign = ">" if strict else "≥"
-        quiet = Quiet(hi=x if strict else x - tol)
-    else:
-        lim = x - tol if strict else x + tol
-
-        def hit(v: Any) -> bool:
-            return bool(v < lim) if strict else bool(v <= lim)
-
-        def cleared(v: Any) -> bool:
-            return bool(v >= c) if (strict or c > x) else bool(v > lim)
-
-        sign = "<" if strict else "≤"
-        quiet = Quiet(lo=x if strict else x + tol)
-    return ValueTest(name, hit, cleared, f"{name} {sign} {_num(x)}", quiet=quiet)
-
-
-def _band(node: Node) -> tuple[float, float]:
-    items = node.seq()
-    if len(items) != 2:
-        raise node.error("a band is [low, high]")
-    lo, hi = items[0].number(), items[1].number()
-    if lo > hi:
-        raise node.error(f"band low {lo} is above high {hi}")
-    return lo, hi
-
-
-def _num(x: float) -> str:
-    return f"{x:g}"

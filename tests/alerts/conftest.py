@@ -163,3 +163,14 @@ def roles(receivers: dict[str, RecordingNotifier]) -> dict[str, list[Any]]:
 @pytest.fixture
 def site(make_engine: EngineFactory, sqlite_url: str, clock: SimClock) -> Site:
     return Site(make_engine(sqlite_url), clock)
+
+
+@pytest.fixture
+def paged_site(
+    make_engine: EngineFactory,
+    sqlite_url: str,
+    clock: SimClock,
+    receivers: dict[str, RecordingNotifier],
+) -> Site:
+    """A site whose engine pages the three roles through ``receivers``, which record it."""
+    return Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)

@@ -164,12 +164,11 @@ def test_deadman_clocks_and_windows_survive_a_restart(
 
 
 def test_trapped_passengers_escalate_at_5_minutes_and_breach_at_30(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    paged_site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
-    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site = paged_site
     start = clock.now
     site.event("lift-b2-1", "elevator", "elevator.trapped", floor=7, people=True)
     site.engine.tick()
@@ -210,12 +209,11 @@ def test_trapped_passengers_escalate_at_5_minutes_and_breach_at_30(
 
 
 def test_a_release_at_12_minutes_records_a_12_minute_rescue(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    paged_site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
-    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site = paged_site
     start = clock.now
     site.event("lift-b2-1", "elevator", "elevator.trapped", floor=7, people=True)
     (alarm,) = site.open_alarms()
@@ -239,12 +237,11 @@ def test_a_release_at_12_minutes_records_a_12_minute_rescue(
 
 
 def test_a_silence_mutes_only_what_it_matches_and_only_while_it_lasts(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    paged_site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
-    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site = paged_site
     matchers = [{"name": "estate", "value": "e1"}, {"name": "device", "value": "p1"}]
     silence = site.engine.add_silence(matchers, clock.now + HOUR, "王工", "泵房检修")
     site.reading("p1", "fire_pump", fault=True)
@@ -289,12 +286,11 @@ def test_a_gateway_offline_hides_its_devices_no_data_alarms(site: Site, clock: S
 
 
 def test_a_flapping_sensor_is_held_not_renotified(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    paged_site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
-    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site = paged_site
     for i in range(12):  # a loose contact: fault on, fault off, every minute
         site.reading("p1", "fire_pump", fault=i % 2 == 0)
         site.engine.tick()
@@ -335,12 +331,11 @@ def test_a_rule_file_with_a_mistake_is_refused_and_the_rules_in_force_stay(
 
 
 def test_an_official_warning_activates_plans_and_its_expiry_stands_them_down(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    paged_site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
-    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site = paged_site
     site.reading("ws-01", "weather_station", wind_speed_ms=3.0)  # the estate is known
     warning = site.engine.post_warning(
         "strong_wind", "orange", clock.now, clock.now + 3 * HOUR, "气象台转发", estates=["e1"]
@@ -363,12 +358,11 @@ def test_an_official_warning_activates_plans_and_its_expiry_stands_them_down(
 
 
 def test_tasks_done_late_or_not_at_all_show_in_the_summary(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    paged_site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
-    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site = paged_site
     act = site.engine.activate_plan("e1", "fire", "II", "值班经理", "3 号楼确认起火")
     due = {t["id"]: t["due_ms"] for t in act["tasks"]}
     assert {"verify", "extinguish", "call-119", "evacuate"} <= set(due)

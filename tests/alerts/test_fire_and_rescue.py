@@ -8,7 +8,7 @@ import pytest
 from alerts.alarms import InvalidTransition
 from alerts.plans import load_plans
 from ingest.state import StateStore
-from tests.alerts.conftest import MINUTE, EngineFactory, RecordingNotifier, SimClock, Site, roles
+from tests.alerts.conftest import MINUTE, EngineFactory, RecordingNotifier, SimClock, Site
 
 
 def fire_level(site: Site) -> str | None:
@@ -69,14 +69,13 @@ def test_a_person_confirms_a_fire(site: Site) -> None:
 
 
 def test_the_rescue_deadline_is_the_technicians_arrival(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    paged_site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
     """Arrival within 30 min meets the deadline even if the release takes longer; a late
     arrival breaches it even if the release follows at once."""
-    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site = paged_site
     start = clock.now
     site.event("lift-1", "elevator", "elevator.trapped", floor=7, people=True, door_zone=False)
     (alarm,) = site.open_alarms("elevator-trapped")
@@ -138,15 +137,14 @@ def test_gas_and_storm_plans_say_what_to_do() -> None:
 
 
 def test_the_control_room_is_told_whether_the_car_is_at_a_landing(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    paged_site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
     """GB/T 24476-2023 tells trapped at a landing (平层关人) from between floors (非平层)."""
     from alerts.notify.text import describe
 
-    site = Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+    site = paged_site
     site.event("lift-1", "elevator", "elevator.trapped", floor=7, people=True, door_zone=False)
     site.event("lift-2", "elevator", "elevator.trapped", floor=1, people=True, door_zone=True)
     site.engine.tick()

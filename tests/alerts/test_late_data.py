@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from alerts.engine import AlertEngine
 from protocol.messages import Event, Reading
 from tests.alerts.conftest import (
@@ -22,34 +24,48 @@ from tests.alerts.conftest import (
 DAY = 24 * HOUR
 
 
-def _engine(
+Published = list[tuple[str, bytes, bool]]
+
+
+@pytest.fixture
+def published() -> Published:
+    return []
+
+
+@pytest.fixture
+def engine(
     make_engine: EngineFactory,
-    url: str,
+    sqlite_url: str,
     receivers: dict[str, RecordingNotifier],
-    published: list[tuple[str, bytes, bool]],
+    published: Published,
 ) -> AlertEngine:
+    """Pages the three roles into ``receivers``, its MQTT notices into ``published``; deadman
+    checks every 5 s."""
     return make_engine(
-        url,
+        sqlite_url,
         publish=lambda *a: published.append(a),
         receivers=roles(receivers),
         deadman_every_ms=5_000,
     )
 
 
+@pytest.fixture
+def site(engine: AlertEngine, clock: SimClock) -> Site:
+    clock.advance(2 * MINUTE)  # past the start-up grace
+    return Site(engine, clock)
+
+
 def test_replaying_a_past_date_raises_no_flapping_no_data_alarms_and_pages_nobody(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
+    published: Published,
 ) -> None:
     """`simulate --start <yesterday>` at real speed for 14 minutes. Before: every device's
     deadman clock ran on the replayed timestamps, a day old, so each deadman check called
     every device silent and its next reading cleared it: 52 flapping no-data alarms on one
     estate and ~8,800 MQTT notices in 14 minutes."""
-    published: list[tuple[str, bytes, bool]] = []
-    engine = _engine(make_engine, sqlite_url, receivers, published)
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)  # past the start-up grace
     devices = [(f"wp-{i}", "water_pressure", 60) for i in range(20)]
     devices += [(f"lift-{i}", "elevator", 10) for i in range(5)]
     replay_start = clock.now - DAY
@@ -88,15 +104,11 @@ def test_replaying_a_past_date_raises_no_flapping_no_data_alarms_and_pages_nobod
 
 
 def test_a_device_silent_in_wall_time_is_missed_whatever_its_timestamps_say(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
 ) -> None:
-    published: list[tuple[str, bytes, bool]] = []
-    engine = _engine(make_engine, sqlite_url, receivers, published)
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)
     # one reading taken an hour ago, arriving now; then nothing
     site.deliver(
         readings=[Reading("wp-1", "water_pressure", clock.now - HOUR, {"pressure_mpa": 0.3})]
@@ -114,15 +126,12 @@ def test_a_device_silent_in_wall_time_is_missed_whatever_its_timestamps_say(
 
 
 def test_a_backlog_whose_condition_cleared_is_history_one_still_holding_is_paged_once(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
+    published: Published,
 ) -> None:
-    published: list[tuple[str, bytes, bool]] = []
-    engine = _engine(make_engine, sqlite_url, receivers, published)
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)
     now = clock.now
     # gateway back after 40 minutes offline: its backlog arrives in one commit
     backlog = []
@@ -155,15 +164,12 @@ def test_a_backlog_whose_condition_cleared_is_history_one_still_holding_is_paged
 
 
 def test_a_late_entrapment_is_recorded_with_its_real_rescue_time_and_pages_nobody(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
+    published: Published,
 ) -> None:
-    published: list[tuple[str, bytes, bool]] = []
-    engine = _engine(make_engine, sqlite_url, receivers, published)
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)
     trapped = clock.now - 2 * HOUR
     site.deliver(
         events=[
@@ -183,17 +189,14 @@ def test_a_late_entrapment_is_recorded_with_its_real_rescue_time_and_pages_nobod
 
 
 def test_a_late_alarm_is_not_announced_live_but_a_persons_action_on_it_is(
-    make_engine: EngineFactory,
-    sqlite_url: str,
+    engine: AlertEngine,
+    site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
+    published: Published,
 ) -> None:
-    published: list[tuple[str, bytes, bool]] = []
-    engine = _engine(make_engine, sqlite_url, receivers, published)
     live: list[dict[str, Any]] = []
     engine.add_listener(live.append)
-    site = Site(engine, clock)
-    clock.advance(2 * MINUTE)
     old = clock.now - 2 * HOUR
     site.deliver(events=[Event("sd-1", "smoke_detector", old, "fire.alarm", {"zone": "b1"})])
     engine.tick()

@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from alerts.engine import AlertEngine
 from alerts.remote import CommandDesk
 from api.app import create_app
-from api.context import ApiContext
 from api.users import Role, UserStore
 from ingest.state import StateStore
-from ingest.telemetry import TelemetryReader, TelemetryWriter
+from ingest.telemetry import TelemetryWriter
 from protocol.catalog import default_catalog
 from supervision.inspections import InspectionBook
+from tests.support import api_context
 
 ADMIN = "bootstrap-admin-token"
 LEVELS = {"public", "user", "estate:read", "estate:operate", "authority", "admin"}
@@ -43,11 +43,10 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
     users.create_user("op-a", Role.OPERATOR, "password-1", ["a"])
     users.create_user("op-b", Role.OPERATOR, "password-1", ["b"])
     users.create_user("view-a", Role.VIEWER, "password-1", ["a"])
-    ctx = ApiContext(
-        state=state,
-        telemetry=TelemetryReader(tmp_path / "t.db"),
-        catalog=default_catalog(),
-        admin_token=ADMIN,
+    ctx = api_context(
+        state,
+        tmp_path,
+        ADMIN,
         users=users,
         inspections=InspectionBook(state.engine),
         alerts=AlertEngine(state.engine, default_catalog(), clock=lambda: time.time_ns() // 10**6),

@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.context import ApiContext
 from api.routes.estates import device_views
 from ingest.state import StateStore
-from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
+from ingest.telemetry import EstateBatch, TelemetryWriter
 from protocol.catalog import default_catalog
 from protocol.messages import Reading
+from tests.support import api_context
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,11 +37,10 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, StateStore, TelemetryWr
     state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
     writer = TelemetryWriter(tmp_path / "t.db")
     issued: list[tuple[str, str]] = []
-    ctx = ApiContext(
-        state=state,
-        telemetry=TelemetryReader(tmp_path / "t.db"),
-        catalog=default_catalog(),
-        admin_token=TOKEN,
+    ctx = api_context(
+        state,
+        tmp_path,
+        TOKEN,
         issue_credentials=lambda e, g: issued.append((e, g)) or _credentials(e, g),
     )
     with TestClient(create_app(ctx)) as c:
@@ -49,32 +48,32 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, StateStore, TelemetryWr
     state.close()
 
 
-def test_every_api_call_needs_the_token(
-    client: tuple[TestClient, StateStore, TelemetryWriter],
-) -> None:
-    c, _, _ = client
-    r = c.get("/api/v1/estates")
+@pytest.fixture
+def api(client: tuple[TestClient, StateStore, TelemetryWriter]) -> TestClient:
+    """The client alone, for tests that need neither the state nor the writer."""
+    return client[0]
+
+
+def test_every_api_call_needs_the_token(api: TestClient) -> None:
+    r = api.get("/api/v1/estates")
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "unauthorized"
-    assert c.get("/api/v1/estates", headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert c.get("/healthz").status_code == 200
+    assert api.get("/api/v1/estates", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert api.get("/healthz").status_code == 200
 
 
-def test_estate_gateway_registration_and_errors(
-    client: tuple[TestClient, StateStore, TelemetryWriter],
-) -> None:
-    c, _, _ = client
-    r = c.post("/api/v1/estates", json={"id": "hohhot-a", "name": "新华小区"}, headers=AUTH)
+def test_estate_gateway_registration_and_errors(api: TestClient) -> None:
+    r = api.post("/api/v1/estates", json={"id": "hohhot-a", "name": "新华小区"}, headers=AUTH)
     assert r.status_code == 201 and r.json()["name"] == "新华小区"
-    r = c.post("/api/v1/estates", json={"id": "hohhot-a", "name": "x"}, headers=AUTH)
+    r = api.post("/api/v1/estates", json={"id": "hohhot-a", "name": "x"}, headers=AUTH)
     assert r.status_code == 409 and r.json()["error"]["code"] == "already_exists"
-    r = c.post("/api/v1/estates", json={"id": "Bad Id", "name": "x"}, headers=AUTH)
+    r = api.post("/api/v1/estates", json={"id": "Bad Id", "name": "x"}, headers=AUTH)
     assert r.status_code == 422 and "id" in r.json()["error"]["message"]
-    r = c.post("/api/v1/estates/hohhot-a/gateways", json={"id": "gw-01"}, headers=AUTH)
+    r = api.post("/api/v1/estates/hohhot-a/gateways", json={"id": "gw-01"}, headers=AUTH)
     assert r.status_code == 201 and r.json()["mqtt"] == _credentials("hohhot-a", "gw-01")
-    r = c.post("/api/v1/estates/nowhere/gateways", json={"id": "gw-01"}, headers=AUTH)
+    r = api.post("/api/v1/estates/nowhere/gateways", json={"id": "gw-01"}, headers=AUTH)
     assert r.status_code == 404 and "nowhere" in r.json()["error"]["message"]
-    assert c.get("/api/v1/estates/nowhere/devices", headers=AUTH).status_code == 404
+    assert api.get("/api/v1/estates/nowhere/devices", headers=AUTH).status_code == 404
 
 
 def test_devices_show_latest_typed_values(
@@ -125,39 +124,37 @@ def test_online_flag_follows_reporting_interval_and_gateway_state() -> None:
     assert not device_views(cat, devs, {}, set(), 1_000_000)[0]["online"]
 
 
-def test_dashboard_page_is_served_zh_cn_first(
-    client: tuple[TestClient, StateStore, TelemetryWriter],
-) -> None:
-    c, _, _ = client
-    r = c.get("/")
+def test_dashboard_page_is_served_zh_cn_first(api: TestClient) -> None:
+    r = api.get("/")
     assert r.status_code == 200
     assert '<html lang="zh-CN">' in r.text and "智慧小区" in r.text
     assert "http" not in r.text.split("<script>")[0].replace("http-equiv", "")  # no CDN assets
 
 
-def test_estate_settings_zone_heating_season_rescue_deadline(
-    client: tuple[TestClient, StateStore, TelemetryWriter],
-) -> None:
+def test_estate_settings_zone_heating_season_rescue_deadline(api: TestClient) -> None:
     """(issue 11) Each estate names its climate zone; its heating season and lift rescue
     arrival minutes can be its own."""
-    c, _, _ = client
     body = {"id": "hailar-b", "name": "北苑", "region": "呼伦贝尔市", "zone": "hulunbuir"}
-    r = c.post("/api/v1/estates", json=body, headers=AUTH)
+    r = api.post("/api/v1/estates", json=body, headers=AUTH)
     assert r.status_code == 201 and r.json()["zone"] == "hulunbuir"
-    r = c.patch(
+    r = api.patch(
         "/api/v1/estates/hailar-b",
         json={"heating_season": "09-10/05-20", "rescue_arrival_min": 60},
         headers=AUTH,
     )
     assert r.status_code == 200
-    got = c.get("/api/v1/estates/hailar-b", headers=AUTH).json()
+    got = api.get("/api/v1/estates/hailar-b", headers=AUTH).json()
     assert (got["zone"], got["heating_season"], got["rescue_arrival_min"]) == (
         "hulunbuir",
         "09-10/05-20",
         60,
     )
-    bad = c.patch("/api/v1/estates/hailar-b", json={"zone": "henan"}, headers=AUTH)
+    bad = api.patch("/api/v1/estates/hailar-b", json={"zone": "henan"}, headers=AUTH)
     assert bad.status_code == 422 and "unknown zone 'henan'" in bad.json()["error"]["message"]
-    bad = c.patch("/api/v1/estates/hailar-b", json={"heating_season": "13-01/04-01"}, headers=AUTH)
+    bad = api.patch(
+        "/api/v1/estates/hailar-b", json={"heating_season": "13-01/04-01"}, headers=AUTH
+    )
     assert bad.status_code == 422
-    assert c.patch("/api/v1/estates/nope", json={"zone": "hohhot"}, headers=AUTH).status_code == 404
+    assert (
+        api.patch("/api/v1/estates/nope", json={"zone": "hohhot"}, headers=AUTH).status_code == 404
+    )

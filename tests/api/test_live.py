@@ -10,13 +10,12 @@ from typing import Any
 
 import httpx
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from api.live import LiveHub
 from estatewatch.broker import ManagedMosquitto
 from estatewatch.service import Service
+from tests.support import publish_temperature
 
 pytestmark = pytest.mark.integration
 
@@ -62,32 +61,7 @@ def test_reading_reaches_the_dashboard_stream(service: Service) -> None:
     for e, temp in (("live-b", -5.0), ("live-a", -21.5)):
         creds = broker.issue_gateway_credentials(e, "gw-01", "estates")
         assert creds is not None
-        c = mqtt.Client(CallbackAPIVersion.VERSION2)
-        c.username_pw_set(creds.username, creds.password)
-        c.connect(creds.host, creds.port)
-        c.loop_start()
-        c.publish(
-            f"estates/{e}/gw/gw-01/telemetry",
-            orjson.dumps(
-                {
-                    "v": 1,
-                    "gw": "gw-01",
-                    "seq": 1,
-                    "sent": now,
-                    "readings": [
-                        {
-                            "dev": "ws-01",
-                            "kind": "weather_station",
-                            "ts": now,
-                            "m": {"temp_c": temp},
-                        }
-                    ],
-                }
-            ),
-            1,
-        ).wait_for_publish(5)
-        c.disconnect()
-        c.loop_stop()
+        publish_temperature(creds, e, temp, now, 5)
     deadline = time.monotonic() + 10
     devices: list[Any] = []
     while not devices and time.monotonic() < deadline:

@@ -20,11 +20,11 @@ from alerts.engine import AlertEngine
 from alerts.store import AlertStore
 from api import schemas
 from api.app import create_app
-from api.context import ApiContext
 from ingest.state import StateStore
-from ingest.telemetry import TelemetryReader, TelemetryWriter
+from ingest.telemetry import TelemetryWriter
 from protocol.catalog import default_catalog
 from protocol.messages import Event
+from tests.support import api_context
 
 TOKEN = "openapi-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,11 +33,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def _app(tmp_path: Path, with_alerts: bool) -> tuple[FastAPI, StateStore]:
     state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
     TelemetryWriter(tmp_path / "t.db").close()
-    ctx = ApiContext(
-        state=state,
-        telemetry=TelemetryReader(tmp_path / "t.db"),
-        catalog=default_catalog(),
-        admin_token=TOKEN,
+    ctx = api_context(
+        state,
+        tmp_path,
+        TOKEN,
         alerts=AlertEngine(state.engine, default_catalog(), lambda: 0) if with_alerts else None,
     )
     return create_app(ctx), state
@@ -182,13 +181,7 @@ def test_the_report_models_keep_every_field_of_a_populated_report(tmp_path: Path
             engine.resolve(alarm["id"], "duty")
         else:
             engine.acknowledge(alarm["id"], "duty")
-    ctx = ApiContext(
-        state=state,
-        telemetry=TelemetryReader(tmp_path / "t.db"),
-        catalog=default_catalog(),
-        admin_token=TOKEN,
-        alerts=engine,
-    )
+    ctx = api_context(state, tmp_path, TOKEN, alerts=engine)
     start = datetime.fromtimestamp(t0 / 1000, SHANGHAI)
     with TestClient(create_app(ctx)) as client:
         r = client.get("/api/v1/reports/yearly", params={"year": start.year}, headers=AUTH)

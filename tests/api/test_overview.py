@@ -19,10 +19,11 @@ from api.app import create_app
 from api.context import ApiContext
 from api.users import Role, UserStore
 from ingest.state import StateStore
-from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
+from ingest.telemetry import EstateBatch, TelemetryWriter
 from protocol.catalog import default_catalog
 from protocol.messages import Reading
 from tests.alerts.conftest import MINUTE, SimClock, Site
+from tests.support import api_context
 
 ADMIN = "overview-admin-token"
 
@@ -69,14 +70,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         tokens[name] = found[1]
     clock = SimClock(now)
     engine = AlertEngine(state.engine, default_catalog(), clock)
-    ctx = ApiContext(
-        state=state,
-        telemetry=TelemetryReader(tmp_path / "t.db"),
-        catalog=default_catalog(),
-        admin_token=ADMIN,
-        users=users,
-        alerts=engine,
-    )
+    ctx = api_context(state, tmp_path, ADMIN, users=users, alerts=engine)
     with TestClient(create_app(ctx)) as client:
         yield World(client, ctx, engine, clock, Site(engine, clock, "e1"), tokens)
     engine.stop()

@@ -18,12 +18,12 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from alerts.engine import AlertEngine
 from alerts.remote import CommandDesk
 from api.app import create_app
-from api.context import ApiContext
 from api.users import UserStore
 from ingest.state import StateStore
-from ingest.telemetry import TelemetryReader, TelemetryWriter
+from ingest.telemetry import TelemetryWriter
 from protocol.catalog import default_catalog
 from supervision.inspections import InspectionBook
+from tests.support import api_context
 
 ADMIN = "schemathesis-admin"
 
@@ -37,11 +37,10 @@ def _app_schema() -> schemathesis.BaseSchema:
     state.add_estate("a", "Estate a")
     state.add_gateway("a", "gw-01")
     state.add_devices([("a", "a-dev", "fire_hydrant", "gw-01", 1)])
-    ctx = ApiContext(
-        state=state,
-        telemetry=TelemetryReader(tmp / "t.db"),
-        catalog=default_catalog(),
-        admin_token=ADMIN,
+    ctx = api_context(
+        state,
+        tmp,
+        ADMIN,
         users=UserStore(state.engine),
         inspections=InspectionBook(state.engine),
         alerts=AlertEngine(state.engine, default_catalog(), clock=lambda: time.time_ns() // 10**6),

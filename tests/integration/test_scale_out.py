@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.broker import ManagedMosquitto, free_port
 from ingest.shards import shard_of
+from tests.support import publish_temperature
 
 pytestmark = pytest.mark.integration
 
@@ -92,29 +93,7 @@ def test_two_ingest_shards_and_an_api_process(mosquitto: ManagedMosquitto, tmp_p
         for i, e in enumerate(ESTATES):
             creds = mosquitto.issue_gateway_credentials(e, "gw-01", "estates")
             assert creds is not None
-            c = mqtt.Client(CallbackAPIVersion.VERSION2)
-            c.username_pw_set(creds.username, creds.password)
-            c.connect(creds.host, creds.port)
-            c.loop_start()
-            payload = orjson.dumps(
-                {
-                    "v": 1,
-                    "gw": "gw-01",
-                    "seq": 1,
-                    "sent": now,
-                    "readings": [
-                        {
-                            "dev": "ws-01",
-                            "kind": "weather_station",
-                            "ts": now,
-                            "m": {"temp_c": -20.0 - i},
-                        }
-                    ],
-                }
-            )
-            c.publish(f"estates/{e}/gw/gw-01/telemetry", payload, 1).wait_for_publish(10)
-            c.disconnect()
-            c.loop_stop()
+            publish_temperature(creds, e, -20.0 - i, now, 10)
 
         def both_visible() -> dict[str, float]:
             out = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from simulators.clock import SimClock
 from simulators.estate import SimulatedEstate, small_estate
 from simulators.scenario import Fault, Scenario
 from tests.conftest import service_settings
+from tests.support import waiter
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +45,7 @@ HOT = "b1-ebc-s01"  # the first charger: the scenario's over-temperature fault t
 MIN = 60_000
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+wait_for = waiter(every=0.2)
 
 
 @dataclass

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,37 +24,26 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol.clock import SHANGHAI
 from tests.conftest import free_port, start_victoriametrics
 from tests.ingest.test_victoria import expected
+from tests.support import settings_file, waiter
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-admin-token-0123456789"
 MINUTE = 60_000
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = waiter(every=0.3)
 
 
 def test_charts_come_from_victoriametrics_and_fail_loudly_without_it(tmp_path: Path) -> None:
     vm, vm_url = start_victoriametrics(tmp_path / "vm")
     api_port = free_port()
-    settings = tmp_path / "estatewatch.toml"
-    settings.write_text(
-        f"""
-data_dir = "{tmp_path / "data"}"
-api_port = {api_port}
-broker_port = {free_port()}
-admin_token = "{TOKEN}"
-commit_interval_ms = 50
-timeseries = "victoriametrics"
+    settings = settings_file(
+        tmp_path,
+        api_port,
+        TOKEN,
+        f"""timeseries = "victoriametrics"
 victoriametrics_url = "{vm_url}"
 """,
-        encoding="utf-8",
     )
     env = {**os.environ, "ESTATEWATCH_LOG_LEVEL": "INFO"}
     log = tmp_path / "service.log"  # a file: a pipe nobody reads would block the service

@@ -27,7 +27,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import free_port
-from tests.support import http_server, stop_run, waiter
+from tests.support import http_server, settings_file, stop_run, waiter
 
 pytestmark = pytest.mark.integration
 
@@ -81,15 +81,11 @@ def test_webhooks_from_the_settings_file_get_the_alarm_once_in_their_format(
     tmp_path: Path, receiver: str
 ) -> None:
     api_port = free_port()
-    settings = tmp_path / "estatewatch.toml"
-    settings.write_text(
+    settings = settings_file(
+        tmp_path,
+        api_port,
+        TOKEN,
         f"""
-data_dir = "{tmp_path / "data"}"
-api_port = {api_port}
-broker_port = {free_port()}
-admin_token = "{TOKEN}"
-commit_interval_ms = 50
-
 [[receivers]]
 type = "json"
 url = "{receiver}/json"
@@ -115,7 +111,6 @@ name = "only-warnings"
 url = "{receiver}/warnings"
 severities = ["warning"]
 """,
-        encoding="utf-8",
     )
     env = {**os.environ, "ESTATEWATCH_LOG_LEVEL": "WARNING"}
     cmd = [sys.executable, "-m", "estatewatch.cli", "run", "--config", str(settings)]

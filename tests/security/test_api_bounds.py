@@ -21,14 +21,13 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.context import ApiContext
 from api.users import UserStore
 from estatewatch.broker import choose_port
 from ingest.state import StateStore
-from ingest.telemetry import TelemetryReader, TelemetryWriter
-from protocol.catalog import default_catalog
+from ingest.telemetry import TelemetryWriter
 from tests.alerts.conftest import HOUR
 from tests.api.test_alerts_api import World, world  # noqa: F401  (the fixture)
+from tests.support import api_context
 
 TOKEN = "bounds-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -46,13 +45,7 @@ class Server:
 def server(tmp_path: Path) -> Iterator[Server]:
     state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
     TelemetryWriter(tmp_path / "t.db")
-    ctx = ApiContext(
-        state=state,
-        telemetry=TelemetryReader(tmp_path / "t.db"),
-        catalog=default_catalog(),
-        admin_token=TOKEN,
-        users=UserStore(state.engine),
-    )
+    ctx = api_context(state, tmp_path, TOKEN, users=UserStore(state.engine))
     app = create_app(ctx)
     port = choose_port(0)
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
