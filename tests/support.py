@@ -1,5 +1,6 @@
 """Helpers the integration-style tests share: waiting for a condition, finding brokers,
-running `estatewatch run` as a process of its own."""
+running `estatewatch run` as a process of its own, a simulated estate whose charging socket
+overheats behind a real gateway (the socket command tests, API and browser)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,24 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.adapter import Collected
+from gateway.publisher import GatewayPublisher, now_ms
+from gateway.runtime import Gateway
 from ingest.state import StateStore
 from protocol.endpoint import MqttEndpoint
+from protocol.messages import Reading
+from simulators.adapter import SimulatorAdapter
+from simulators.clock import SimClock
+from simulators.estate import SimulatedEstate, small_estate
+from simulators.scenario import Fault, Scenario
+
+if TYPE_CHECKING:
+    from estatewatch.service import Service
+
+HOT_SOCKET = "b1-ebc-s01"  # the first charger: the overheat scenario's fault takes it
+_MIN = 60_000
 
 
 class Wait(Protocol):
@@ -136,3 +150,51 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[HTTPServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def overheating_estate(
+    service: Service,
+    estate: str,
+    creds: dict[str, Any],
+    tmp: Path,
+    hot_since_min: float = 7.0,
+) -> Gateway:
+    """A simulated estate behind a real gateway (simulator adapter → gateway → MQTT with the
+    estate's gateway credentials) whose first charger, ``HOT_SOCKET``, overheats from
+    ``hot_since_min`` minutes ago (35 → 65 °C in 7 min). The simulated clock runs at ×3 from
+    2 minutes ago, so a socket reports every 10 s; the gateway carries out power commands on
+    the simulated sockets and acknowledges them. With the default 7 the first poll stays
+    under 60 °C and the alarm comes some seconds later; with 9 or more the first poll's
+    readings (minutes old, not late) are already past it."""
+    now = now_ms()
+    spec = small_estate(estate, estate, "呼和浩特市", -11.0, buildings=2, gateway="gw-01")
+    fault = Fault("charger_overheat", 0, 30 * _MIN, kind="ebike_charger")
+    scenario = Scenario("socket-overheat", "", None, None, faults=(fault,))
+    start = now - int(hot_since_min * _MIN)
+    sim = SimulatedEstate(spec, service.catalog, seed=3, start_ms=start, scenario=scenario)
+    publisher = GatewayPublisher(
+        estate,
+        "gw-01",
+        MqttEndpoint(creds["host"], creds["port"], creds["username"], creds["password"]),
+        tmp / estate,
+    )
+    gateway = Gateway(publisher, [SimulatorAdapter(sim, SimClock(now - 2 * _MIN, speed=3.0))])
+    assert gateway.start(wait_connected_s=10), "the gateway could not log in"
+    return gateway
+
+
+def report_unowned_socket(gateway: Gateway, dev: str) -> None:
+    """The gateway reports a socket no adapter of it owns: a command to it is refused by the
+    gateway itself (ok=false, "no device 'dev' behind this gateway")."""
+    reading = Reading(dev, "ebike_charger", now_ms(), {"power_w": 0.0})
+    for d in gateway.publisher.publish_telemetry([reading]):
+        d.wait_for_publish(10)
+
+
+def socket_powered(gateway: Gateway, dev: str) -> bool:
+    """Whether the simulated socket behind this gateway has power now (what its next readings
+    will show, without waiting for them)."""
+    adapter = gateway.adapters[0]
+    assert isinstance(adapter, SimulatorAdapter)
+    g = adapter.estate.groups["ebike_charger"]
+    return bool(g.state["powered"][g.ids.index(dev)])

@@ -26,22 +26,17 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.service import Service
-from gateway.publisher import GatewayPublisher, now_ms
+from gateway.publisher import now_ms
 from gateway.runtime import Gateway
-from protocol.endpoint import MqttEndpoint
-from protocol.messages import Reading
 from simulators.adapter import SimulatorAdapter
-from simulators.clock import SimClock
-from simulators.estate import SimulatedEstate, small_estate
-from simulators.scenario import Fault, Scenario
 from tests.conftest import service_settings
+from tests.support import HOT_SOCKET, overheating_estate, report_unowned_socket
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-admin-token-0123456789"
 PASSWORD = "charging-shed-duty-2026"
-HOT = "b1-ebc-s01"  # the first charger: the scenario's over-temperature fault takes it
-MIN = 60_000
+HOT = HOT_SOCKET  # the first charger: the scenario's over-temperature fault takes it
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -71,31 +66,6 @@ class World:
         return httpx.Client(
             base_url=self.service.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )
-
-
-def overheating_estate(service: Service, estate: str, creds: dict[str, Any], tmp: Path) -> Gateway:
-    """A simulated estate whose first charger overheats from 7 minutes ago (35 → 65 °C in 7
-    min): the first poll brings the readings past 60 °C, minutes old (not late), then the
-    simulated clock runs at ×3 from 2 minutes ago, so a socket reports every 10 s."""
-    now = now_ms()
-    spec = small_estate(estate, estate, "呼和浩特市", -11.0, buildings=2, gateway="gw-01")
-    scenario = Scenario(
-        "socket-overheat",
-        "",
-        None,
-        None,
-        faults=(Fault("charger_overheat", 0, 30 * MIN, kind="ebike_charger"),),
-    )
-    sim = SimulatedEstate(spec, service.catalog, seed=3, start_ms=now - 7 * MIN, scenario=scenario)
-    publisher = GatewayPublisher(
-        estate,
-        "gw-01",
-        MqttEndpoint(creds["host"], creds["port"], creds["username"], creds["password"]),
-        tmp / estate,
-    )
-    gateway = Gateway(publisher, [SimulatorAdapter(sim, SimClock(now - 2 * MIN, speed=3.0))])
-    assert gateway.start(wait_connected_s=10), "the gateway could not log in"
-    return gateway
 
 
 @pytest.fixture(scope="module")
@@ -260,10 +230,7 @@ def test_a_refusing_gateway_fails_the_command_and_a_silent_one_times_it_out(
 ) -> None:
     op = world.as_user("op-manual")
     # A socket the gateway reports but no adapter of it owns: the gateway answers ok=false.
-    gw = world.gateways["e-manual"]
-    ghost = Reading("ghost-ebc-1", "ebike_charger", now_ms(), {"power_w": 0.0})
-    for d in gw.publisher.publish_telemetry([ghost]):
-        d.wait_for_publish(10)
+    report_unowned_socket(world.gateways["e-manual"], "ghost-ebc-1")
     wait_for(lambda: socket_reading(op, "e-manual", "ghost-ebc-1"), 20, "the ghost socket")
     r = op.post(
         "/api/v1/estates/e-manual/devices/ghost-ebc-1/commands",
