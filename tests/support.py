@@ -16,6 +16,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
+import orjson
+
 from gateway.adapter import Collected
 from gateway.publisher import GatewayPublisher, now_ms
 from gateway.runtime import Gateway
@@ -198,3 +201,34 @@ def socket_powered(gateway: Gateway, dev: str) -> bool:
     assert isinstance(adapter, SimulatorAdapter)
     g = adapter.estate.groups["ebike_charger"]
     return bool(g.state["powered"][g.ids.index(dev)])
+
+
+class LiveStream:
+    """An estate's live stream (SSE) read as the dashboard reads it, in a thread: every event
+    as (name, data)."""
+
+    def __init__(self, client: httpx.Client, estate: str) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(client, estate), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "the live stream did not open"
+
+    def _run(self, client: httpx.Client, estate: str) -> None:
+        event = ""
+        with client.stream("GET", f"/api/v1/estates/{estate}/stream", timeout=None) as r:
+            self._ready.set()
+            for line in r.iter_lines():
+                if self._stop.is_set():
+                    return
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    self.events.append((event, orjson.loads(line[6:])))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [data for event, data in self.events if event == name]
+
+    def close(self) -> None:
+        self._stop.set()

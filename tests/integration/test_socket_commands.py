@@ -12,7 +12,6 @@ Mosquitto, simulated estates playing a charger over-temperature through real gat
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from gateway.publisher import now_ms
 from gateway.runtime import Gateway
 from simulators.adapter import SimulatorAdapter
 from tests.conftest import service_settings
-from tests.support import HOT_SOCKET, overheating_estate, report_unowned_socket
+from tests.support import HOT_SOCKET, LiveStream, overheating_estate, report_unowned_socket
 
 pytestmark = pytest.mark.integration
 
@@ -125,33 +124,6 @@ def command_state(api: httpx.Client, command_id: str, state: str) -> dict[str, A
     return got if got["state"] == state else None
 
 
-class StreamReader:
-    """The estate's live stream (SSE), as the dashboard reads it: the ``command`` events."""
-
-    def __init__(self, client: httpx.Client, estate: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(client, estate), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "the live stream did not open"
-
-    def _run(self, client: httpx.Client, estate: str) -> None:
-        event = ""
-        with client.stream("GET", f"/api/v1/estates/{estate}/stream", timeout=None) as r:
-            self._ready.set()
-            for line in r.iter_lines():
-                if self._stop.is_set():
-                    return
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "command":
-                    self.events.append(orjson.loads(line[6:]))
-
-    def close(self) -> None:
-        self._stop.set()
-
-
 def test_an_operator_cuts_the_hot_socket_from_its_alarm(world: World) -> None:
     op = world.as_user("op-manual")
     alarm = wait_for(lambda: hot_alarm(op, "e-manual"), 60, "the socket over-temperature alarm")
@@ -182,7 +154,7 @@ def test_an_operator_cuts_the_hot_socket_from_its_alarm(world: World) -> None:
     assert op.post(url, json={**body, "reason": "a\nb"}).status_code == 422
     assert op.post(url, json={**body, "extra": 1}).status_code == 422
 
-    stream = StreamReader(op, "e-manual")
+    stream = LiveStream(op, "e-manual")
     try:
         r = op.post(url, json=body)
         assert r.status_code == 201, r.text
@@ -192,10 +164,10 @@ def test_an_operator_cuts_the_hot_socket_from_its_alarm(world: World) -> None:
         assert cmd["gateway"] == "gw-01" and cmd["error"] is None and cmd["answered_ms"] is None
         done = wait_for(lambda: command_state(op, cmd["id"], "acknowledged"), 10, "the ack")
         assert cmd["sent_ms"] <= done["answered_ms"] <= now_ms()
-        wait_for(lambda: len(stream.events) >= 2, 10, "the command's states on the live stream")
+        wait_for(lambda: len(stream.named("command")) >= 2, 10, "the states on the live stream")
     finally:
         stream.close()
-    assert [(e["action"], e["command"]["id"]) for e in stream.events[:2]] == [
+    assert [(e["action"], e["command"]["id"]) for e in stream.named("command")[:2]] == [
         ("sent", cmd["id"]),
         ("acknowledged", cmd["id"]),
     ]
