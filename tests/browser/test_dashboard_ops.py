@@ -12,6 +12,7 @@ the page, without a reload.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -252,6 +253,13 @@ def test_an_operator_raises_a_plan_by_hand_changes_its_level_and_stands_it_down(
     page.find(f"{act1} [name=plan_reason]").send_keys("已关阀，险情可控")
     page.click(f'{act1} .plan-controls button[data-level="Ⅳ"]')
     page.find(act)
+    # (issue 13) its timeline in Chinese: what happened and who, no English word but the
+    # operator's user name
+    steps = f"{act} .plan-timeline"
+    page.until(lambda d: "降级 Ⅳ" in page.text(steps), message="the lowering is not listed")
+    said = page.text(steps)
+    assert "启动 Ⅳ" in said and "升级 Ⅰ" in said, said
+    assert not re.findall(r"[A-Za-z]{2,}", said.replace("duty-pl", "")), said
     page.find(f"{act} [name=plan_reason]").send_keys("现场处置完毕")
     page.click(f'{act} button[data-action="stand-down"]')
     page.click(f'{act} button[data-action="stand-down"]')
