@@ -160,15 +160,17 @@ def overheating_estate(
     estate: str,
     creds: dict[str, Any],
     tmp: Path,
-    hot_since_min: float = 7.0,
+    hot_since_min: float = 10.0,
 ) -> Gateway:
     """A simulated estate behind a real gateway (simulator adapter → gateway → MQTT with the
     estate's gateway credentials) whose first charger, ``HOT_SOCKET``, overheats from
-    ``hot_since_min`` minutes ago (35 → 65 °C in 7 min). The simulated clock runs at ×3 from
-    2 minutes ago, so a socket reports every 10 s; the gateway carries out power commands on
-    the simulated sockets and acknowledges them. With the default 7 the first poll stays
-    under 60 °C and the alarm comes some seconds later; with 9 or more the first poll's
-    readings (minutes old, not late) are already past it."""
+    ``hot_since_min`` minutes ago (35 → 65 °C in 7 min). The simulated clock starts 5 minutes
+    ago and catches up at ×3 (a socket reports every 10 s), meeting the wall clock after
+    2.5 minutes and going on in real time from there: its data is never ahead of the wall
+    clock. The gateway carries out power commands on the simulated sockets and acknowledges
+    them. With the default 10 the first poll stays under 60 °C and the alarm comes some
+    seconds later; with 12 or more the first poll's readings (minutes old, not late) are
+    already past it."""
     now = now_ms()
     spec = small_estate(estate, estate, "呼和浩特市", -11.0, buildings=2, gateway="gw-01")
     fault = Fault("charger_overheat", 0, 30 * _MIN, kind="ebike_charger")
@@ -181,15 +183,20 @@ def overheating_estate(
         MqttEndpoint(creds["host"], creds["port"], creds["username"], creds["password"]),
         tmp / estate,
     )
-    gateway = Gateway(publisher, [SimulatorAdapter(sim, SimClock(now - 2 * _MIN, speed=3.0))])
+    behind = 5 * _MIN
+    clock = SimClock(now - behind, speed=3.0, fast_until_ms=now + behind // 2)
+    gateway = Gateway(publisher, [SimulatorAdapter(sim, clock)])
     assert gateway.start(wait_connected_s=10), "the gateway could not log in"
     return gateway
 
 
-def report_unowned_socket(gateway: Gateway, dev: str) -> None:
-    """The gateway reports a socket no adapter of it owns: a command to it is refused by the
-    gateway itself (ok=false, "no device 'dev' behind this gateway")."""
-    reading = Reading(dev, "ebike_charger", now_ms(), {"power_w": 0.0})
+def report_unowned_socket(gateway: Gateway, dev: str, temp_c: float | None = None) -> None:
+    """The gateway reports a socket no adapter of it owns (at ``temp_c`` if given): a command
+    to it is refused by the gateway itself (ok=false, "no device 'dev' behind this gateway")."""
+    metrics: dict[str, Any] = {"power_w": 0.0}
+    if temp_c is not None:
+        metrics["temp_c"] = temp_c
+    reading = Reading(dev, "ebike_charger", now_ms(), metrics)
     for d in gateway.publisher.publish_telemetry([reading]):
         d.wait_for_publish(10)
 

@@ -340,11 +340,11 @@ def socket_estate(
     module_service: Service, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SimulatedGateway]:
     """An estate with an operator and a real gateway in front of simulated charging sockets,
-    the first of them overheating since 9 minutes ago (past 60 °C on the first poll)."""
+    the first of them overheating since 12 minutes ago (past 60 °C on the first poll)."""
     creds = estate_with_gateway(module_service, SOCKET_ESTATE, "插座 新华小区")
     user(module_service, "duty-so", "operator", [SOCKET_ESTATE])
     gw = overheating_estate(
-        module_service, SOCKET_ESTATE, creds, tmp_path_factory.mktemp("gw"), hot_since_min=9
+        module_service, SOCKET_ESTATE, creds, tmp_path_factory.mktemp("gw"), hot_since_min=12
     )
     try:
         yield gw
@@ -445,7 +445,7 @@ def test_an_operator_cuts_a_hot_socket_from_its_alarm_and_restores_it_from_its_p
     assert page.script_errors() == []
 
 
-def test_a_gateway_that_refuses_a_command_shows_its_reason_on_the_device_page(
+def test_a_gateway_that_refuses_a_command_shows_its_reason_on_the_page_and_the_alarm(
     module_service: Service, module_page: Page, socket_estate: SimulatedGateway
 ) -> None:
     service, page = module_service, module_page
@@ -470,4 +470,31 @@ def test_a_gateway_that_refuses_a_command_shows_its_reason_on_the_device_page(
     (cmd,) = socket_commands(service, ghost)
     assert cmd["state"] == "failed" and ghost in cmd["error"]
     page.shot("42-socket-command-refused")
+
+    # refused for a hot socket's alarm: the reason in the alarm's timeline too
+    hot_ghost = "ghost-ebc-8"
+    report_unowned_socket(socket_estate, hot_ghost, temp_c=72.0)
+
+    def ghost_alarm(body: dict[str, Any]) -> dict[str, Any] | None:
+        return next((a for a in body["items"] if a["subject"] == hot_ghost), None)
+
+    alarms = f"/api/v1/alarms?estate={SOCKET_ESTATE}&rule=ebike-socket-hot"
+    hot = ghost_alarm(wait_api(service, alarms, ghost_alarm))
+    assert hot is not None and hot["rule"] == "ebike-socket-hot"
+    page.open(f"#/estate/{SOCKET_ESTATE}")
+    alarm = f'.alarm[data-id="{hot["id"]}"]'
+    page.click(f"{alarm} button.details")
+    page.click(f"{alarm} button.power")
+    page.find(f"{alarm} [name=command_reason]").send_keys("插座过热")
+    page.click(f'{alarm} button[data-command="socket.power_off"]')
+    page.click(f'{alarm} button[data-command="socket.power_off"]')
+    assert "断开插座电源：失败（" in page.text(f'{alarm} li.command-state[data-state="failed"]')
+    refused = page.text(f'{alarm} .timeline li[data-action="command_failed"]')
+    assert "远程指令被网关拒绝 · 网关 · 断开插座电源（插座过热）" in refused, refused
+    assert f"— no device '{hot_ghost}' behind this gateway" in refused, refused
+    page.js(
+        "document.querySelector(arguments[0]).scrollIntoView()",
+        f'{alarm} .timeline li[data-action="command_failed"]',
+    )
+    page.shot("43-socket-command-refused-alarm-timeline")
     assert page.script_errors() == []
