@@ -1,5 +1,6 @@
 """Helpers the integration-style tests share: waiting for a condition, finding brokers,
-running `estatewatch run` as a process of its own."""
+running `estatewatch run` as a process of its own, a simulated estate whose charging socket
+overheats behind a real gateway (the socket command tests, API and browser)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -22,10 +24,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from api.context import ApiContext
 from estatewatch.broker import GatewayCredentials, free_port
 from gateway.adapter import Collected
+from gateway.publisher import GatewayPublisher
+from gateway.runtime import Gateway
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader
 from protocol.catalog import default_catalog
+from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
+from protocol.messages import Reading
+from simulators.adapter import SimulatorAdapter
+from simulators.clock import SimClock
+from simulators.estate import SimulatedEstate, small_estate
+from simulators.scenario import Fault, Scenario
+
+if TYPE_CHECKING:
+    from estatewatch.service import Service
+
+HOT_SOCKET = "b1-ebc-s01"  # the first charger: the overheat scenario's fault takes it
+_MIN = 60_000
 
 
 class Wait(Protocol):
@@ -189,3 +205,89 @@ def settings_file(folder: Path, api_port: int, token: str, more: str = "") -> Pa
     )
     path.write_text(head + more, encoding="utf-8")
     return path
+
+
+def overheating_estate(
+    service: Service,
+    estate: str,
+    creds: dict[str, Any],
+    tmp: Path,
+    hot_since_min: float = 10.0,
+) -> Gateway:
+    """A simulated estate behind a real gateway (simulator adapter → gateway → MQTT with the
+    estate's gateway credentials) whose first charger, ``HOT_SOCKET``, overheats from
+    ``hot_since_min`` minutes ago (35 → 65 °C in 7 min). The simulated clock starts 5 minutes
+    ago and catches up at ×3 (a socket reports every 10 s), meeting the wall clock after
+    2.5 minutes and going on in real time from there: its data is never ahead of the wall
+    clock. The gateway carries out power commands on the simulated sockets and acknowledges
+    them. With the default 10 the first poll stays under 60 °C and the alarm comes some
+    seconds later; with 12 or more the first poll's readings (minutes old, not late) are
+    already past it."""
+    now = now_ms()
+    spec = small_estate(estate, estate, "呼和浩特市", -11.0, buildings=2, gateway="gw-01")
+    fault = Fault("charger_overheat", 0, 30 * _MIN, kind="ebike_charger")
+    scenario = Scenario("socket-overheat", "", None, None, faults=(fault,))
+    start = now - int(hot_since_min * _MIN)
+    sim = SimulatedEstate(spec, service.catalog, seed=3, start_ms=start, scenario=scenario)
+    publisher = GatewayPublisher(
+        estate,
+        "gw-01",
+        MqttEndpoint(creds["host"], creds["port"], creds["username"], creds["password"]),
+        tmp / estate,
+    )
+    behind = 5 * _MIN
+    clock = SimClock(now - behind, speed=3.0, fast_until_ms=now + behind // 2)
+    gateway = Gateway(publisher, [SimulatorAdapter(sim, clock)])
+    assert gateway.start(wait_connected_s=10), "the gateway could not log in"
+    return gateway
+
+
+def report_unowned_socket(gateway: Gateway, dev: str, temp_c: float | None = None) -> None:
+    """The gateway reports a socket no adapter of it owns (at ``temp_c`` if given): a command
+    to it is refused by the gateway itself (ok=false, "no device 'dev' behind this gateway")."""
+    metrics: dict[str, Any] = {"power_w": 0.0}
+    if temp_c is not None:
+        metrics["temp_c"] = temp_c
+    reading = Reading(dev, "ebike_charger", now_ms(), metrics)
+    for d in gateway.publisher.publish_telemetry([reading]):
+        d.wait_for_publish(10)
+
+
+def socket_powered(gateway: Gateway, dev: str) -> bool:
+    """Whether the simulated socket behind this gateway has power now (what its next readings
+    will show, without waiting for them)."""
+    adapter = gateway.adapters[0]
+    assert isinstance(adapter, SimulatorAdapter)
+    g = adapter.estate.groups["ebike_charger"]
+    return bool(g.state["powered"][g.ids.index(dev)])
+
+
+class LiveStream:
+    """An estate's live stream (SSE) read as the dashboard reads it, in a thread: every event
+    as (name, data)."""
+
+    def __init__(self, client: httpx.Client, estate: str) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(client, estate), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "the live stream did not open"
+
+    def _run(self, client: httpx.Client, estate: str) -> None:
+        event = ""
+        with client.stream("GET", f"/api/v1/estates/{estate}/stream", timeout=None) as r:
+            self._ready.set()
+            for line in r.iter_lines():
+                if self._stop.is_set():
+                    return
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    self.events.append((event, orjson.loads(line[6:])))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [data for event, data in self.events if event == name]
+
+    def close(self) -> None:
+        self._stop.set()

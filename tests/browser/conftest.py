@@ -4,42 +4,21 @@ each. The per-test ``page`` fixture and the ``Page`` helper stay in test_dashboa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 
 from estatewatch.service import Service
 from tests.browser.test_dashboard import Page, chromium
 from tests.conftest import service_settings
 
-# A hook for a module to add routes to the app the service builds (a stand-in for an API
-# another branch is building): set ``app_extras`` in the module to a list of callables.
-AppExtra = Callable[[FastAPI], None]
-
 
 @pytest.fixture(scope="module")
-def module_service(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
+def module_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The whole service, shared by the tests of one module (each uses its own estate)."""
-    extras: list[AppExtra] = getattr(request.module, "app_extras", [])
-    with pytest.MonkeyPatch.context() as mp:
-        if extras:
-            import estatewatch.service as service_module
-
-            build = service_module.create_app
-
-            def with_extras(ctx: object) -> FastAPI:
-                app = build(ctx)  # type: ignore[arg-type]
-                for extra in extras:
-                    extra(app)
-                return app
-
-            mp.setattr(service_module, "create_app", with_extras)
-        svc = Service(service_settings(tmp_path_factory.mktemp("service")))
-        svc.start()
+    svc = Service(service_settings(tmp_path_factory.mktemp("service")))
+    svc.start()
     try:
         yield svc
     finally:

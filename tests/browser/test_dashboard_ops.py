@@ -4,24 +4,23 @@ test has an estate of its own): the device-events list, silences, official weath
 drills, raising / lowering / standing down a plan, users with their estates, estates and
 gateways with their credentials, and the socket power commands.
 
-The socket command API (``POST /api/v1/estates/{estate}/devices/{dev}/commands``) is being
-built on another branch (h13-socket): the test of its buttons runs against a small stand-in
-route mounted only in this module (``app_extras`` below), which answers with the command
-record's shape and announces its acknowledgement on the live stream in the shape the real one
-uses (event ``command``: ``{type, action: <state>, command: {record}, entry}``).
+The socket commands go the whole way: the button → ``POST …/devices/{dev}/commands`` → the
+service's Mosquitto → a real gateway (``gateway.runtime``) with a simulated estate whose
+charging socket overheats → its acknowledgement back → the live stream's ``command`` event →
+the page, without a reload.
 """
 
 from __future__ import annotations
 
-import threading
+import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 
-from api.deps import Ctx, CurrentUser, guard
 from estatewatch.service import Service
+from gateway.runtime import Gateway as SimulatedGateway
 from tests.browser.test_dashboard import (
     Gateway,
     Page,
@@ -30,6 +29,7 @@ from tests.browser.test_dashboard import (
     now_ms,
     user,
 )
+from tests.support import HOT_SOCKET, overheating_estate, report_unowned_socket, socket_powered
 
 pytestmark = pytest.mark.integration
 
@@ -49,56 +49,6 @@ def wait_api(service: Service, path: str, check: Any, timeout: float = 10) -> An
             return body
         time.sleep(0.1)
     raise AssertionError(f"{path}: {body}")
-
-
-# --- the stand-in for the socket command API (another branch builds the real one) ----------
-COMMANDS: list[dict[str, Any]] = []
-
-
-def command_stand_in(app: FastAPI) -> None:
-    @app.post(
-        "/api/v1/estates/{estate}/devices/{dev}/commands",
-        status_code=201,
-        **guard("estate:operate"),
-    )
-    def send_command(
-        estate: str, dev: str, body: dict[str, Any], ctx: Ctx, p: CurrentUser
-    ) -> dict[str, Any]:
-        now = now_ms()
-        record = {
-            "id": f"cmd-{len(COMMANDS) + 1}",
-            "estate": estate,
-            "dev": dev,
-            "action": body["action"],
-            "reason": body.get("reason", ""),
-            "alarm_id": body.get("alarm_id"),
-            "state": "sent",
-            "error": None,
-            "sent_ms": now,
-            "answered_ms": None,
-            "by": p.username,
-        }
-        COMMANDS.append(dict(record))
-        live = ctx.live
-
-        def acknowledge() -> None:  # the socket answers a moment later, on the live feed
-            time.sleep(0.5)
-            done = {**record, "state": "acknowledged", "answered_ms": now_ms()}
-            COMMANDS[[c["id"] for c in COMMANDS].index(record["id"])] = dict(done)
-            if live is not None:
-                news = {"type": "command", "action": "acknowledged", "command": done, "entry": None}
-                live.publish(estate, "command", news)
-
-        threading.Thread(target=acknowledge, daemon=True).start()
-        return record
-
-    @app.get("/api/v1/estates/{estate}/devices/{dev}/commands", **guard("estate:read"))
-    def device_commands(estate: str, dev: str) -> dict[str, Any]:
-        items = [c for c in reversed(COMMANDS) if (c["estate"], c["dev"]) == (estate, dev)]
-        return {"items": items[:20], "total": len(items)}
-
-
-app_extras = [command_stand_in]
 
 
 def test_device_events_are_listed_live_and_after_a_reload(
@@ -303,6 +253,13 @@ def test_an_operator_raises_a_plan_by_hand_changes_its_level_and_stands_it_down(
     page.find(f"{act1} [name=plan_reason]").send_keys("已关阀，险情可控")
     page.click(f'{act1} .plan-controls button[data-level="Ⅳ"]')
     page.find(act)
+    # (issue 13) its timeline in Chinese: what happened and who, no English word but the
+    # operator's user name
+    steps = f"{act} .plan-timeline"
+    page.until(lambda d: "降级 Ⅳ" in page.text(steps), message="the lowering is not listed")
+    said = page.text(steps)
+    assert "启动 Ⅳ" in said and "升级 Ⅰ" in said, said
+    assert not re.findall(r"[A-Za-z]{2,}", said.replace("duty-pl", "")), said
     page.find(f"{act} [name=plan_reason]").send_keys("现场处置完毕")
     page.click(f'{act} button[data-action="stand-down"]')
     page.click(f'{act} button[data-action="stand-down"]')
@@ -375,54 +332,169 @@ def test_the_admin_registers_an_estate_and_gateway_and_gives_a_user_its_estates(
     assert page.script_errors() == []
 
 
-def test_an_operator_cuts_and_restores_a_hot_socket_from_its_page_and_its_alarm(
-    module_service: Service, module_page: Page
-) -> None:
-    """Against the stand-in command route above (the real one is on another branch)."""
-    estate = "so-xinhua"
-    service, page = module_service, module_page
-    gw = Gateway(estate_with_gateway(service, estate, "插座 新华小区"))
-    user(service, "duty-so", "operator", [estate])
-    gw.send(
-        "readings",
-        [{"dev": "sock-3", "kind": "ebike_charger", "ts": now_ms(), "m": {"temp_c": 72.5}}],
+SOCKET_ESTATE = "so-xinhua"
+
+
+@pytest.fixture(scope="module")
+def socket_estate(
+    module_service: Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SimulatedGateway]:
+    """An estate with an operator and a real gateway in front of simulated charging sockets,
+    the first of them overheating since 12 minutes ago (past 60 °C on the first poll)."""
+    creds = estate_with_gateway(module_service, SOCKET_ESTATE, "插座 新华小区")
+    user(module_service, "duty-so", "operator", [SOCKET_ESTATE])
+    gw = overheating_estate(
+        module_service, SOCKET_ESTATE, creds, tmp_path_factory.mktemp("gw"), hot_since_min=12
     )
-    hot = wait_api(
-        service,
-        f"/api/v1/alarms?estate={estate}",
-        lambda b: any(a["rule"] == "ebike-socket-hot" for a in b["items"]),
-    )["items"][0]
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def socket_commands(service: Service, dev: str) -> list[dict[str, Any]]:
+    path = f"/api/v1/estates/{SOCKET_ESTATE}/devices/{dev}/commands"
+    items: list[dict[str, Any]] = api(service, "GET", path).json()["items"]
+    return items
+
+
+# Every request the page makes from here on (method, path), and the state each POST was
+# answered with: what the page shows afterwards came by the live stream, not by asking again.
+RECORD_FETCHES = """
+window.__fetched = [];
+window.__answered = [];
+const real = window.fetch;
+window.fetch = async (path, opts) => {
+  const method = (opts && opts.method) || "GET";
+  window.__fetched.push([method, String(path)]);
+  const r = await real(path, opts);
+  if (method === "POST") r.clone().json().then((b) => window.__answered.push(b.state));
+  return r;
+};
+"""
+
+
+def test_an_operator_cuts_a_hot_socket_from_its_alarm_and_restores_it_from_its_page(
+    module_service: Service, module_page: Page, socket_estate: SimulatedGateway
+) -> None:
+    service, page = module_service, module_page
+
+    def hot_alarm(body: dict[str, Any]) -> dict[str, Any] | None:
+        return next((a for a in body["items"] if a["rule"] == "ebike-socket-hot"), None)
+
+    hot = hot_alarm(wait_api(service, f"/api/v1/alarms?estate={SOCKET_ESTATE}", hot_alarm, 20))
+    assert hot is not None
+    assert (hot["subject"], hot["late"]) == (HOT_SOCKET, False)
     page.login("duty-so")
     page.find(".live.live")
-    # on the device page
-    page.open(f"#/estate/{estate}/device/sock-3")
-    control = ".socket-slot .socket-control"
-    page.click(f'{control} button[data-command="socket.power_off"]')
-    assert "请先填写原因" in page.text(f"{control} .command-said")
-    page.find(f"{control} [name=command_reason]").send_keys("插座过热")
-    page.click(f'{control} button[data-command="socket.power_off"]')
-    assert "确认对 sock-3 断电" in page.text(f'{control} button[data-command="socket.power_off"]')
-    assert COMMANDS == []  # nothing sent before the confirmation
-    page.click(f'{control} button[data-command="socket.power_off"]')
-    page.find(f'{control} li.command-state[data-state="acknowledged"]')
-    assert "断开插座电源：网关已执行" in page.text(f"{control} .command-states")
-    assert COMMANDS[-1]["action"] == "socket.power_off"
-    assert (COMMANDS[-1]["dev"], COMMANDS[-1]["reason"]) == ("sock-3", "插座过热")
-    assert COMMANDS[-1]["alarm_id"] is None
-    page.shot("40-socket-power-off-device-page")
-    # opened again, the page lists the device's recent commands with their states
-    page.driver.refresh()
-    page.find(f'{control} li.command-state[data-state="acknowledged"]')
-
-    # on the alarm of the estate's feed
-    page.open(f"#/estate/{estate}")
     alarm = f'.alarm[data-id="{hot["id"]}"]'
+    page.click(f"{alarm} button.details")  # its timeline open while the command goes
+    page.find(f"{alarm} .timeline li")
     page.click(f"{alarm} button.power")
-    page.find(f"{alarm} [name=command_reason]").send_keys("现场已处理，恢复充电")
-    page.click(f'{alarm} button[data-command="socket.power_on"]')
-    page.click(f'{alarm} button[data-command="socket.power_on"]')
-    page.find(f'{alarm} li.command-state[data-state="acknowledged"]')
-    assert (COMMANDS[-1]["action"], COMMANDS[-1]["alarm_id"]) == ("socket.power_on", hot["id"])
-    page.shot("41-socket-power-on-from-alarm")
-    gw.close()
+    off = f'{alarm} button[data-command="socket.power_off"]'
+    page.click(off)  # no reason yet: said what to do, nothing sent
+    assert "请先填写原因" in page.text(f"{alarm} .command-said")
+    page.find(f"{alarm} [name=command_reason]").send_keys("插座过热，远程断电")
+    page.click(off)
+    assert f"确认对 {HOT_SOCKET} 断电" in page.text(off)
+    assert socket_commands(service, HOT_SOCKET) == []  # nothing sent before the confirmation
+    page.js("window.__noReload = true;" + RECORD_FETCHES)
+    page.click(off)
+
+    # sent → the gateway carries it out on the simulated socket → its ack → the live stream
+    done = f'{alarm} li.command-state[data-state="acknowledged"][data-action="socket.power_off"]'
+    assert "断开插座电源：网关已执行" in page.text(done)
+    assert page.js("return window.__noReload") is True
+    fetched = page.js("return window.__fetched")
+    asked = [(m, p) for m, p in fetched if "/commands" in p]
+    assert asked == [("POST", f"/api/v1/estates/{SOCKET_ESTATE}/devices/{HOT_SOCKET}/commands")]
+    assert page.js("return window.__answered") == ["sent"]  # acknowledged: by the stream
+    (cmd,) = socket_commands(service, HOT_SOCKET)
+    assert (cmd["state"], cmd["by"], cmd["alarm_id"]) == ("acknowledged", "duty-so", hot["id"])
+    assert cmd["reason"] == "插座过热，远程断电" and cmd["gateway"] == "gw-01"
+    assert not socket_powered(socket_estate, HOT_SOCKET)  # the simulated socket is off
+
+    # the alarm's timeline, redrawn live: who asked, what, why; then the gateway's answer
+    sent_row = f'{alarm} .timeline li[data-action="command_sent"]'
+    acked_row = f'{alarm} .timeline li[data-action="command_acknowledged"]'
+    sent_text = page.text(sent_row)
+    assert "下发远程指令 · duty-so · 断开插座电源（插座过热，远程断电）" in sent_text, sent_text
+    assert "远程指令已执行 · 网关 · 断开插座电源" in page.text(acked_row)
+    page.js("document.querySelector(arguments[0]).scrollIntoView()", acked_row)
+    page.shot("40-socket-power-off-from-alarm")
+
+    # on the device page: the earlier command listed, power restored from there
+    page.open(f"#/estate/{SOCKET_ESTATE}/device/{HOT_SOCKET}")
+    control = ".socket-slot .socket-control"
+    page.find(f'{control} li.command-state[data-id="{cmd["id"]}"][data-state="acknowledged"]')
+    page.find(f"{control} [name=command_reason]").send_keys("现场已处理，恢复充电")
+    on = f'{control} button[data-command="socket.power_on"]'
+    page.click(on)
+    assert f"确认对 {HOT_SOCKET} 恢复供电" in page.text(on)
+    page.click(on)
+    back = f'{control} li.command-state[data-state="acknowledged"][data-action="socket.power_on"]'
+    assert "恢复插座供电：网关已执行" in page.text(back)
+    latest = socket_commands(service, HOT_SOCKET)[0]
+    assert (latest["action"], latest["state"], latest["alarm_id"]) == (
+        "socket.power_on",
+        "acknowledged",
+        None,
+    )
+    assert socket_powered(socket_estate, HOT_SOCKET)
+    page.shot("41-socket-power-on-device-page")
+    assert page.script_errors() == []
+
+
+def test_a_gateway_that_refuses_a_command_shows_its_reason_on_the_page_and_the_alarm(
+    module_service: Service, module_page: Page, socket_estate: SimulatedGateway
+) -> None:
+    service, page = module_service, module_page
+    ghost = "ghost-ebc-9"
+    report_unowned_socket(socket_estate, ghost)
+    wait_api(
+        service,
+        f"/api/v1/estates/{SOCKET_ESTATE}/devices?device={ghost}",
+        lambda b: bool(b["items"]),
+    )
+    page.login("duty-so")
+    page.open(f"#/estate/{SOCKET_ESTATE}/device/{ghost}")
+    page.find(".live.live")
+    control = ".socket-slot .socket-control"
+    page.find(f"{control} [name=command_reason]").send_keys("检修前断电")
+    off = f'{control} button[data-command="socket.power_off"]'
+    page.click(off)
+    page.click(off)
+    failed = page.text(f'{control} li.command-state[data-state="failed"]')
+    assert "断开插座电源：失败（" in failed, failed
+    assert f"no device '{ghost}' behind this gateway" in failed, failed
+    (cmd,) = socket_commands(service, ghost)
+    assert cmd["state"] == "failed" and ghost in cmd["error"]
+    page.shot("42-socket-command-refused")
+
+    # refused for a hot socket's alarm: the reason in the alarm's timeline too
+    hot_ghost = "ghost-ebc-8"
+    report_unowned_socket(socket_estate, hot_ghost, temp_c=72.0)
+
+    def ghost_alarm(body: dict[str, Any]) -> dict[str, Any] | None:
+        return next((a for a in body["items"] if a["subject"] == hot_ghost), None)
+
+    alarms = f"/api/v1/alarms?estate={SOCKET_ESTATE}&rule=ebike-socket-hot"
+    hot = ghost_alarm(wait_api(service, alarms, ghost_alarm))
+    assert hot is not None and hot["rule"] == "ebike-socket-hot"
+    page.open(f"#/estate/{SOCKET_ESTATE}")
+    alarm = f'.alarm[data-id="{hot["id"]}"]'
+    page.click(f"{alarm} button.details")
+    page.click(f"{alarm} button.power")
+    page.find(f"{alarm} [name=command_reason]").send_keys("插座过热")
+    page.click(f'{alarm} button[data-command="socket.power_off"]')
+    page.click(f'{alarm} button[data-command="socket.power_off"]')
+    assert "断开插座电源：失败（" in page.text(f'{alarm} li.command-state[data-state="failed"]')
+    refused = page.text(f'{alarm} .timeline li[data-action="command_failed"]')
+    assert "远程指令被网关拒绝 · 网关 · 断开插座电源（插座过热）" in refused, refused
+    assert f"— no device '{hot_ghost}' behind this gateway" in refused, refused
+    page.js(
+        "document.querySelector(arguments[0]).scrollIntoView()",
+        f'{alarm} .timeline li[data-action="command_failed"]',
+    )
+    page.shot("43-socket-command-refused-alarm-timeline")
     assert page.script_errors() == []

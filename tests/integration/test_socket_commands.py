@@ -12,7 +12,6 @@ Mosquitto, simulated estates playing a charger over-temperature through real gat
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,23 +25,17 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.service import Service
-from gateway.publisher import GatewayPublisher, now_ms
+from gateway.publisher import now_ms
 from gateway.runtime import Gateway
-from protocol.endpoint import MqttEndpoint
-from protocol.messages import Reading
 from simulators.adapter import SimulatorAdapter
-from simulators.clock import SimClock
-from simulators.estate import SimulatedEstate, small_estate
-from simulators.scenario import Fault, Scenario
 from tests.conftest import service_settings
-from tests.support import waiter
+from tests.support import HOT_SOCKET, LiveStream, overheating_estate, report_unowned_socket, waiter
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-admin-token-0123456789"
 PASSWORD = "charging-shed-duty-2026"
-HOT = "b1-ebc-s01"  # the first charger: the scenario's over-temperature fault takes it
-MIN = 60_000
+HOT = HOT_SOCKET  # the first charger: the scenario's over-temperature fault takes it
 
 
 wait_for = waiter(every=0.2)
@@ -64,31 +57,6 @@ class World:
         return httpx.Client(
             base_url=self.service.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )
-
-
-def overheating_estate(service: Service, estate: str, creds: dict[str, Any], tmp: Path) -> Gateway:
-    """A simulated estate whose first charger overheats from 7 minutes ago (35 → 65 °C in 7
-    min): the first poll brings the readings past 60 °C, minutes old (not late), then the
-    simulated clock runs at ×3 from 2 minutes ago, so a socket reports every 10 s."""
-    now = now_ms()
-    spec = small_estate(estate, estate, "呼和浩特市", -11.0, buildings=2, gateway="gw-01")
-    scenario = Scenario(
-        "socket-overheat",
-        "",
-        None,
-        None,
-        faults=(Fault("charger_overheat", 0, 30 * MIN, kind="ebike_charger"),),
-    )
-    sim = SimulatedEstate(spec, service.catalog, seed=3, start_ms=now - 7 * MIN, scenario=scenario)
-    publisher = GatewayPublisher(
-        estate,
-        "gw-01",
-        MqttEndpoint(creds["host"], creds["port"], creds["username"], creds["password"]),
-        tmp / estate,
-    )
-    gateway = Gateway(publisher, [SimulatorAdapter(sim, SimClock(now - 2 * MIN, speed=3.0))])
-    assert gateway.start(wait_connected_s=10), "the gateway could not log in"
-    return gateway
 
 
 @pytest.fixture(scope="module")
@@ -148,33 +116,6 @@ def command_state(api: httpx.Client, command_id: str, state: str) -> dict[str, A
     return got if got["state"] == state else None
 
 
-class StreamReader:
-    """The estate's live stream (SSE), as the dashboard reads it: the ``command`` events."""
-
-    def __init__(self, client: httpx.Client, estate: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(client, estate), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "the live stream did not open"
-
-    def _run(self, client: httpx.Client, estate: str) -> None:
-        event = ""
-        with client.stream("GET", f"/api/v1/estates/{estate}/stream", timeout=None) as r:
-            self._ready.set()
-            for line in r.iter_lines():
-                if self._stop.is_set():
-                    return
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "command":
-                    self.events.append(orjson.loads(line[6:]))
-
-    def close(self) -> None:
-        self._stop.set()
-
-
 def test_an_operator_cuts_the_hot_socket_from_its_alarm(world: World) -> None:
     op = world.as_user("op-manual")
     alarm = wait_for(lambda: hot_alarm(op, "e-manual"), 60, "the socket over-temperature alarm")
@@ -205,7 +146,7 @@ def test_an_operator_cuts_the_hot_socket_from_its_alarm(world: World) -> None:
     assert op.post(url, json={**body, "reason": "a\nb"}).status_code == 422
     assert op.post(url, json={**body, "extra": 1}).status_code == 422
 
-    stream = StreamReader(op, "e-manual")
+    stream = LiveStream(op, "e-manual")
     try:
         r = op.post(url, json=body)
         assert r.status_code == 201, r.text
@@ -215,10 +156,10 @@ def test_an_operator_cuts_the_hot_socket_from_its_alarm(world: World) -> None:
         assert cmd["gateway"] == "gw-01" and cmd["error"] is None and cmd["answered_ms"] is None
         done = wait_for(lambda: command_state(op, cmd["id"], "acknowledged"), 10, "the ack")
         assert cmd["sent_ms"] <= done["answered_ms"] <= now_ms()
-        wait_for(lambda: len(stream.events) >= 2, 10, "the command's states on the live stream")
+        wait_for(lambda: len(stream.named("command")) >= 2, 10, "the states on the live stream")
     finally:
         stream.close()
-    assert [(e["action"], e["command"]["id"]) for e in stream.events[:2]] == [
+    assert [(e["action"], e["command"]["id"]) for e in stream.named("command")[:2]] == [
         ("sent", cmd["id"]),
         ("acknowledged", cmd["id"]),
     ]
@@ -253,10 +194,7 @@ def test_a_refusing_gateway_fails_the_command_and_a_silent_one_times_it_out(
 ) -> None:
     op = world.as_user("op-manual")
     # A socket the gateway reports but no adapter of it owns: the gateway answers ok=false.
-    gw = world.gateways["e-manual"]
-    ghost = Reading("ghost-ebc-1", "ebike_charger", now_ms(), {"power_w": 0.0})
-    for d in gw.publisher.publish_telemetry([ghost]):
-        d.wait_for_publish(10)
+    report_unowned_socket(world.gateways["e-manual"], "ghost-ebc-1")
     wait_for(lambda: socket_reading(op, "e-manual", "ghost-ebc-1"), 20, "the ghost socket")
     r = op.post(
         "/api/v1/estates/e-manual/devices/ghost-ebc-1/commands",

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -181,6 +182,10 @@ severities = ["warning"]
         (w,) = alarm_posts("/wecom")
         assert w["msgtype"] == "markdown" and "小区：东苑小区" in w["markdown"]["content"]
         assert "【告警·紧急】" in w["markdown"]["content"]
+        # (issue 13) in Chinese but the device's code; the last line is the English summary
+        said = w["markdown"]["content"].splitlines()[:-1]
+        assert not {x for line in said for x in re.findall(r"[A-Za-z]{2,}", line)} - {"fap"}
+        assert "> 对象：fap-1（火灾报警控制器）" in said and "> 状态：未确认" in said, said
         (d,) = alarm_posts("/dingtalk")
         assert d["msgtype"] == "markdown" and d["markdown"]["title"].startswith("【告警")
         # signed as DingTalk checks it: base64(HMAC-SHA256("{timestamp}\n{secret}"))
