@@ -3,107 +3,15 @@
 Pure: no I/O except reading the bundled ``catalog_v1.toml``.
 """
 
-from protocol.catalog import (
-    Catalog,
-    CatalogError,
-    EventType,
-    Kind,
-    Metric,
-    StatusBit,
-    ValueType,
-    default_catalog,
-    load_catalog,
-)
-from protocol.clock import SHANGHAI, now_ms
-from protocol.messages import (
-    CONTRACT_VERSION,
-    MAX_FUTURE_MS,
-    MAX_ITEMS,
-    MAX_PAYLOAD_BYTES,
-    MAX_TEXT_LEN,
-    Command,
-    CommandAck,
-    Event,
-    EventBatch,
-    MessageRejected,
-    Reading,
-    Reason,
-    Reject,
-    Status,
-    TelemetryBatch,
-    Value,
-    decode_command,
-    decode_command_ack,
-    decode_events,
-    decode_status,
-    decode_telemetry,
-    encode_command,
-    encode_command_ack,
-    encode_events,
-    encode_status,
-    encode_telemetry,
-)
-from protocol.topics import (
-    DEFAULT_ROOT,
-    Channel,
-    GatewayTopic,
-    TopicError,
-    alerts_topic,
-    gateway_prefix,
-    gateway_topic,
-    is_valid_id,
-    parse_gateway_topic,
-    plans_topic,
-    service_subscriptions,
-)
+from protocol import catalog, clock, messages, topics
+from protocol.catalog import *  # noqa: F403
+from protocol.clock import *  # noqa: F403
+from protocol.messages import *  # noqa: F403
+from protocol.topics import *  # noqa: F403
 
-__all__ = [
-    "CONTRACT_VERSION",
-    "DEFAULT_ROOT",
-    "MAX_FUTURE_MS",
-    "MAX_ITEMS",
-    "MAX_PAYLOAD_BYTES",
-    "MAX_TEXT_LEN",
-    "SHANGHAI",
-    "Catalog",
-    "CatalogError",
-    "Channel",
-    "Command",
-    "CommandAck",
-    "Event",
-    "EventBatch",
-    "EventType",
-    "GatewayTopic",
-    "Kind",
-    "MessageRejected",
-    "Metric",
-    "Reading",
-    "Reason",
-    "Reject",
-    "Status",
-    "StatusBit",
-    "TelemetryBatch",
-    "TopicError",
-    "Value",
-    "ValueType",
-    "alerts_topic",
-    "decode_command",
-    "decode_command_ack",
-    "decode_events",
-    "decode_status",
-    "decode_telemetry",
-    "default_catalog",
-    "encode_command",
-    "encode_command_ack",
-    "encode_events",
-    "encode_status",
-    "encode_telemetry",
-    "gateway_prefix",
-    "gateway_topic",
-    "is_valid_id",
-    "load_catalog",
-    "now_ms",
-    "parse_gateway_topic",
-    "plans_topic",
-    "service_subscriptions",
-]
+# the package's surface is its modules' surfaces, each listed once in its own __all__
+__all__: list[str] = []
+__all__ += catalog.__all__
+__all__ += clock.__all__
+__all__ += [name for name in messages.__all__ if name not in catalog.__all__]
+__all__ += topics.__all__
