@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import report, verdict
+from ingest.model import ChartQuery
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
 from protocol.catalog import Catalog, default_catalog
 from protocol.messages import Reading
@@ -156,9 +157,10 @@ def time_queries(path: Path, end: int, repeats: int, n_per: int) -> dict[str, An
             order = list(spans) if (rep + i) % 2 == 0 else list(spans)[::-1]
             for name in order:
                 t0 = time.perf_counter()
-                body = reader.telemetry(
-                    ESTATE, dev, metric, end - spans[name], end, MAX_POINTS, interval, now=end
+                query = ChartQuery(
+                    ESTATE, dev, metric, end - spans[name], end, MAX_POINTS, interval
                 )
+                body = reader.telemetry(query, now=end)
                 dt = time.perf_counter() - t0
                 if rep > 0:  # the first round warms the page cache and the connection
                     times[name].append(dt)

@@ -20,6 +20,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from urllib3.util.retry import Retry
 
+from ingest.model import ChartQuery
 from protocol.catalog import Catalog, ValueType
 from protocol.messages import Value
 
@@ -90,18 +91,10 @@ class InfluxTelemetrySink:
             )
         return len(points)
 
-    def telemetry(
-        self,
-        estate: str,
-        device: str,
-        kind: str,
-        metric: str,
-        from_ms: int,
-        to_ms: int,
-        max_points: int,
-    ) -> list[dict[str, Any]]:
+    def telemetry(self, q: ChartQuery, kind: str) -> list[dict[str, Any]]:
         """Chart points by Flux, windowed so that at most max_points come back."""
-        every_ms = max(math.ceil((to_ms - from_ms) / max_points), 1000)
+        estate, device, metric, from_ms, to_ms = q.estate, q.device, q.metric, q.from_ms, q.to_ms
+        every_ms = max(math.ceil((to_ms - from_ms) / q.max_points), 1000)
         flux = (
             f'from(bucket: "{self.bucket}")'
             f" |> range(start: time(v: {from_ms * 1_000_000}), stop: time(v: {to_ms * 1_000_000}))"

@@ -34,3 +34,17 @@ class DeadLetter:
     estate: str | None = None
     gateway: str | None = None
     item_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChartQuery:
+    """One chart's question to a telemetry reader: a device's metric between two data times,
+    in at most ``max_points`` points; ``interval_ms`` is how often its kind reports."""
+
+    estate: str
+    device: str
+    metric: str
+    from_ms: int
+    to_ms: int
+    max_points: int
+    interval_ms: int

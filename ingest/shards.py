@@ -12,6 +12,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from ingest.model import ChartQuery
 from ingest.telemetry import RawSource, TelemetryReader
 from protocol.messages import Value
 
@@ -54,17 +55,5 @@ class ShardedTelemetryReader:
     def gateway_health(self, estate: str) -> dict[str, dict[str, Any]]:
         return self._for(estate).gateway_health(estate)
 
-    def telemetry(
-        self,
-        estate: str,
-        device: str,
-        metric: str,
-        from_ms: int,
-        to_ms: int,
-        max_points: int,
-        interval_ms: int,
-        now: int | None = None,
-    ) -> dict[str, Any]:
-        return self._for(estate).telemetry(
-            estate, device, metric, from_ms, to_ms, max_points, interval_ms, now
-        )
+    def telemetry(self, q: ChartQuery, now: int | None = None) -> dict[str, Any]:
+        return self._for(q.estate).telemetry(q, now)

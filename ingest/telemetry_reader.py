@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from ingest.model import ChartQuery
 from ingest.rollup import MINUTE_MS, choose_resolution, points
 from ingest.seqs import missing_count
 from protocol.clock import now_ms
@@ -38,16 +39,7 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
 class RawSource(Protocol):
     """Where chart points come from when raw readings live elsewhere (InfluxDB)."""
 
-    def telemetry(
-        self,
-        estate: str,
-        device: str,
-        kind: str,
-        metric: str,
-        from_ms: int,
-        to_ms: int,
-        max_points: int,
-    ) -> list[dict[str, Any]]: ...
+    def telemetry(self, q: ChartQuery, kind: str) -> list[dict[str, Any]]: ...
 
 
 class TelemetryReader:
@@ -141,25 +133,16 @@ class TelemetryReader:
             for gw, max_seq, missing, untracked, dups in cur
         }
 
-    def telemetry(
-        self,
-        estate: str,
-        device: str,
-        metric: str,
-        from_ms: int,
-        to_ms: int,
-        max_points: int,
-        interval_ms: int,
-        now: int | None = None,
-    ) -> dict[str, Any]:
+    def telemetry(self, q: ChartQuery, now: int | None = None) -> dict[str, Any]:
         """Chart points for one metric: raw rows for recent short ranges, else rollups, never
         more than max_points."""
+        from_ms, to_ms, max_points = q.from_ms, q.to_ms, q.max_points
         now = now_ms() if now is None else now  # wall clock
-        res = choose_resolution(from_ms, to_ms, max_points, interval_ms, now)
+        res = choose_resolution(from_ms, to_ms, max_points, q.interval_ms, now)
         conn = self._conn()
         row = conn.execute(
             "SELECT id FROM series WHERE estate = ? AND device = ? AND metric = ?",
-            (estate, device, metric),
+            (q.estate, q.device, q.metric),
         ).fetchone()
         body: dict[str, Any] = {"resolution": res.name, "step_ms": res.step_ms, "points": []}
         if row is None:

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 import urllib3
 
+from ingest.model import ChartQuery
 from ingest.rollup import choose_resolution, points
 from ingest.shards import ShardedTelemetryReader
 from ingest.telemetry import TelemetryReader, now_ms
@@ -162,23 +163,13 @@ class VictoriaMetricsReader:
             )
         return out
 
-    def chart(
-        self,
-        estate: str,
-        device: str,
-        kind: str,
-        metric: str,
-        from_ms: int,
-        to_ms: int,
-        max_points: int,
-        interval_ms: int,
-        now: int,
-    ) -> dict[str, Any]:
+    def chart(self, q: ChartQuery, kind: str, now: int) -> dict[str, Any]:
         """The API's chart body (as ``TelemetryReader.telemetry``): raw points when the range
         holds few enough at the kind's interval, else buckets of the finest chart width that
         fits, computed by the store; never more than max_points."""
-        res = choose_resolution(from_ms, to_ms, max_points, interval_ms, now, ANY_AGE_MS)
-        sel = selector(estate, device, kind, metric)
+        from_ms, to_ms, max_points = q.from_ms, q.to_ms, q.max_points
+        res = choose_resolution(from_ms, to_ms, max_points, q.interval_ms, now, ANY_AGE_MS)
+        sel = selector(q.estate, q.device, kind, q.metric)
         body: dict[str, Any] = {"resolution": res.name, "step_ms": res.step_ms, "points": []}
         if res.name == "raw":
             ts, values = self.export(sel, from_ms, to_ms)
@@ -276,25 +267,7 @@ class RemoteChartsReader:
     def gateway_health(self, estate: str) -> dict[str, dict[str, Any]]:
         return self.local.gateway_health(estate)
 
-    def telemetry(
-        self,
-        estate: str,
-        device: str,
-        metric: str,
-        from_ms: int,
-        to_ms: int,
-        max_points: int,
-        interval_ms: int,
-        now: int | None = None,
-    ) -> dict[str, Any]:
+    def telemetry(self, q: ChartQuery, now: int | None = None) -> dict[str, Any]:
         return self.store.chart(
-            estate,
-            device,
-            self.kind_of(estate, device),
-            metric,
-            from_ms,
-            to_ms,
-            max_points,
-            interval_ms,
-            now_ms() if now is None else now,
+            q, self.kind_of(q.estate, q.device), now_ms() if now is None else now
         )

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from api import schemas
 from api.deps import Ctx, guard
 from api.errors import ApiError
+from ingest.model import ChartQuery
 from ingest.victoria import TimeseriesUnavailable
 from protocol.catalog import ValueType
 
@@ -63,9 +64,8 @@ def device_telemetry(
     if from_ms >= to_ms:
         raise ApiError(422, "invalid_range", "'from' must be before 'to' (epoch milliseconds)")
     try:
-        body = ctx.telemetry.telemetry(
-            estate, dev, metric, from_ms, to_ms, max_points, kind.interval_s * 1000, now
-        )
+        query = ChartQuery(estate, dev, metric, from_ms, to_ms, max_points, kind.interval_s * 1000)
+        body = ctx.telemetry.telemetry(query, now)
     except TimeseriesUnavailable as exc:  # never an empty chart: that would say "no readings"
         raise ApiError(503, "timeseries_unavailable", str(exc)) from exc
     return {

@@ -19,6 +19,7 @@ import pytest
 
 from estatewatch.broker import free_port
 from ingest.influx import InfluxTelemetrySink
+from ingest.model import ChartQuery
 from ingest.telemetry import EstateBatch, TelemetryWriter
 from protocol.catalog import default_catalog
 from protocol.messages import Reading
@@ -127,8 +128,7 @@ def test_flux_chart_read_from_real_influxdb(tmp_path: Path) -> None:
     now = int(time.time() * 1000)
     rs = readings(now)
     sink.write([EstateBatch(estate, "gw-01", readings=rs)])
-    pts = sink.telemetry(
-        estate, "b1-hydrant-1", "fire_hydrant", "pressure_mpa", now - 700_000, now, 10
-    )
+    query = ChartQuery(estate, "b1-hydrant-1", "pressure_mpa", now - 700_000, now, 10, 60_000)
+    pts = sink.telemetry(query, "fire_hydrant")
     assert 0 < len(pts) <= 11
     assert min(p["mean"] for p in pts) >= 0.3

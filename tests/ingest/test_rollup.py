@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.model import ChartQuery
 from ingest.rollup import (
     HOUR_MS,
     MINUTE_MS,
@@ -95,14 +96,16 @@ def test_chart_over_30_days_of_history_comes_from_rollups(tmp_path: Path) -> Non
     while w.rollup(max_rows=5000):
         pass
     r = TelemetryReader(tmp_path / "t.db")
-    body = r.telemetry("e1", "h-1", "pressure_mpa", start, T0, 200, 300_000, now=T0)
+    body = r.telemetry(ChartQuery("e1", "h-1", "pressure_mpa", start, T0, 200, 300_000), now=T0)
     assert body["resolution"] == "1h"
     assert 0 < len(body["points"]) <= 200
     assert sum(p["count"] for p in body["points"]) == total
     assert min(p["min"] for p in body["points"]) == 0.3
     assert max(p["max"] for p in body["points"]) == 0.36
     # a day of it, at 1-minute resolution
-    day_body = r.telemetry("e1", "h-1", "pressure_mpa", T0 - day, T0, 2000, 300_000, now=T0)
+    day_body = r.telemetry(
+        ChartQuery("e1", "h-1", "pressure_mpa", T0 - day, T0, 2000, 300_000), now=T0
+    )
     assert day_body["resolution"] == "1m"
     assert sum(p["count"] for p in day_body["points"]) == 288
 
@@ -122,9 +125,8 @@ def test_retention_purges_raw_rows_only_after_rollup(tmp_path: Path) -> None:
     assert w.purge(far_future, 0) == 1
     r = TelemetryReader(tmp_path / "t.db")
     assert r.count_readings() == 0
-    body = r.telemetry(
-        "e1", "h-1", "pressure_mpa", T0 - HOUR_MS, T0 + HOUR_MS, 10, 300_000, now=far_future
-    )
+    query = ChartQuery("e1", "h-1", "pressure_mpa", T0 - HOUR_MS, T0 + HOUR_MS, 10, 300_000)
+    body = r.telemetry(query, now=far_future)
     assert [p["last"] for p in body["points"]] == [0.3]  # the rollup stays
 
 

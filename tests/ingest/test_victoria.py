@@ -13,6 +13,7 @@ import pytest
 
 from estatewatch.broker import free_port
 from ingest.influx import InfluxTelemetrySink
+from ingest.model import ChartQuery
 from ingest.telemetry import EstateBatch, TelemetryWriter
 from ingest.telemetry_reader import TelemetryReader
 from ingest.victoria import TimeseriesUnavailable, VictoriaMetricsReader, quote, selector
@@ -89,10 +90,10 @@ def test_chart_windows_and_raw_points_match_a_direct_computation(
         (start + 7 * MINUTE, now - 3 * MINUTE, 300),  # 2-minute windows, unaligned range
         (start, now, 5),  # 2-hour windows
     ):
-        body = reader.chart(
-            "hohhot-a", "b1-hydrant-1", "fire_hydrant", "pressure_mpa",
-            from_ms, to_ms, max_points, INTERVAL, now,
-        )  # fmt: skip
+        query = ChartQuery(
+            "hohhot-a", "b1-hydrant-1", "pressure_mpa", from_ms, to_ms, max_points, INTERVAL
+        )
+        body = reader.chart(query, "fire_hydrant", now)
         assert body["resolution"] != "raw"
         assert 0 < len(body["points"]) <= max_points
         want = expected(samples, from_ms, to_ms, body["step_ms"])
@@ -107,18 +108,15 @@ def test_chart_windows_and_raw_points_match_a_direct_computation(
 
     # a short range at the kind's interval: the raw points themselves, from the export API
     from_ms, to_ms = start + 30 * MINUTE, start + 60 * MINUTE
-    body = reader.chart(
-        "hohhot-a", "b1-hydrant-1", "fire_hydrant", "pressure_mpa",
-        from_ms, to_ms, 500, INTERVAL, now,
-    )  # fmt: skip
+    query = ChartQuery("hohhot-a", "b1-hydrant-1", "pressure_mpa", from_ms, to_ms, 500, INTERVAL)
+    body = reader.chart(query, "fire_hydrant", now)
     assert body["resolution"] == "raw"
     raw = [(t, v) for t, v in samples if from_ms <= t <= to_ms]
     assert [p["ts"] for p in body["points"]] == [t for t, _ in raw]
     assert [p["value"] for p in body["points"]] == pytest.approx([v for _, v in raw])
     # a device with no readings there: an empty chart, which is then true
-    empty = reader.chart(
-        "hohhot-a", "b1-hydrant-9", "fire_hydrant", "pressure_mpa", start, now, 20, INTERVAL, now
-    )
+    query = ChartQuery("hohhot-a", "b1-hydrant-9", "pressure_mpa", start, now, 20, INTERVAL)
+    empty = reader.chart(query, "fire_hydrant", now)
     assert empty["points"] == []
 
 
@@ -148,23 +146,17 @@ def test_ids_are_quoted_so_no_id_reaches_into_another_series(
     reader = VictoriaMetricsReader(victoriametrics)
     for dev, value in ((odd, 0.1), (backslash, 0.2), ("plain", 0.3)):
         for max_points in (500, 2):  # raw (export) and windows (query_range)
-            body = reader.chart(
-                "est-a", dev, "fire_hydrant", "pressure_mpa",
-                now - 120_000, now, max_points, 1000, now,
-            )  # fmt: skip
+            query = ChartQuery("est-a", dev, "pressure_mpa", now - 120_000, now, max_points, 1000)
+            body = reader.chart(query, "fire_hydrant", now)
             assert sum(p["count"] for p in body["points"]) == 3, (dev, max_points)
             assert {p["min"] for p in body["points"]} == {value}
     # an estate id that would close the selector reads nothing of the others
     assert (
         reader.chart(
-            'est-a",device=~".+',
-            "plain",
+            ChartQuery(
+                'est-a",device=~".+', "plain", "pressure_mpa", now - 120_000, now, 500, 1000
+            ),
             "fire_hydrant",
-            "pressure_mpa",
-            now - 120_000,
-            now,
-            500,
-            1000,
             now,
         )["points"]
         == []
@@ -176,15 +168,18 @@ def test_a_store_that_does_not_answer_is_an_error_never_an_empty_chart(
 ) -> None:
     dead = VictoriaMetricsReader(f"http://127.0.0.1:{free_port()}", timeout_s=1, retries=0)
     now = int(time.time() * 1000)
-    args = ("e", "d", "fire_hydrant", "pressure_mpa")
+
+    def query(max_points: int) -> ChartQuery:
+        return ChartQuery("e", "d", "pressure_mpa", now - 3_600_000, now, max_points, 1000)
+
     for max_points in (500, 2):
         with pytest.raises(TimeseriesUnavailable, match=r"did not answer.*VICTORIAMETRICS_URL"):
-            dead.chart(*args, now - 3_600_000, now, max_points, 1000, now)
+            dead.chart(query(max_points), "fire_hydrant", now)
     assert dead.health()["state"] == "down"
     # a server that answers, but not VictoriaMetrics' API (a wrong path in the URL)
     wrong = VictoriaMetricsReader(f"{victoriametrics}/not-here", retries=0)
     with pytest.raises(TimeseriesUnavailable, match="answered 4"):
-        wrong.chart(*args, now - 3_600_000, now, 2, 1000, now)
+        wrong.chart(query(2), "fire_hydrant", now)
     assert VictoriaMetricsReader(victoriametrics).health()["state"] == "up"
 
 
