@@ -8,6 +8,7 @@ come from new raw rows or from finer buckets.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +134,23 @@ CHART_WIDTHS_MS = tuple(
     [m * MINUTE_MS for m in (1, 2, 5, 10, 15, 30)]
     + [h * HOUR_MS for h in (1, 2, 3, 6, 12, 24, 48, 168)]
 )
+
+
+def points_of_rows(
+    rows: Sequence[Sequence[float | int]], max_points: int, width_ms: int = 0
+) -> list[dict[str, float | int]]:
+    """``points`` of rows ``(bucket, min, max, sum, count, last)``, as the stores answer them."""
+    arr = np.array(rows, dtype=np.float64)
+    return points(
+        arr[:, 0].astype(np.int64),
+        arr[:, 1],
+        arr[:, 2],
+        arr[:, 3],
+        arr[:, 4].astype(np.int64),
+        arr[:, 5],
+        max_points,
+        width_ms,
+    )
 
 
 def choose_resolution(

@@ -11,11 +11,10 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import orjson
 
 from ingest.model import ChartQuery
-from ingest.rollup import MINUTE_MS, choose_resolution, points
+from ingest.rollup import MINUTE_MS, choose_resolution, points_of_rows
 from ingest.seqs import missing_count
 from protocol.clock import now_ms
 from protocol.messages import Value
@@ -171,17 +170,7 @@ class TelemetryReader:
             ).fetchall()
         if not data:
             return body
-        arr = np.array(data, dtype=np.float64)
-        body["points"] = points(
-            arr[:, 0].astype(np.int64),
-            arr[:, 1],
-            arr[:, 2],
-            arr[:, 3],
-            arr[:, 4].astype(np.int64),
-            arr[:, 5],
-            max_points,
-            res.merge_ms,
-        )
+        body["points"] = points_of_rows(data, max_points, res.merge_ms)
         if res.name == "raw":
             for p in body["points"]:
                 p["value"] = p["last"]

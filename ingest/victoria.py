@@ -22,7 +22,7 @@ import orjson
 import urllib3
 
 from ingest.model import ChartQuery
-from ingest.rollup import choose_resolution, points
+from ingest.rollup import choose_resolution, points, points_of_rows
 from ingest.shards import ShardedTelemetryReader
 from ingest.telemetry import TelemetryReader, now_ms
 from protocol.messages import Value
@@ -180,16 +180,7 @@ class VictoriaMetricsReader:
             return body
         rows = self.windows(sel, from_ms, to_ms, res.step_ms)
         if rows:
-            arr = np.array(rows, dtype=np.float64)
-            body["points"] = points(
-                arr[:, 0].astype(np.int64),
-                arr[:, 1],
-                arr[:, 2],
-                arr[:, 3],
-                arr[:, 4].astype(np.int64),
-                arr[:, 5],
-                max_points,
-            )
+            body["points"] = points_of_rows(rows, max_points)
         return body
 
     def hours_with_data(self, estate: str, from_ms: int, to_ms: int) -> dict[str, int]:
