@@ -6,10 +6,14 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from estatewatch.broker import ManagedMosquitto, free_port
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -71,3 +75,17 @@ def report(
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+@contextmanager
+def queueing_broker() -> Iterator[tuple[ManagedMosquitto, Path]]:
+    """A Mosquitto of the bench's own on a free port, in a temporary folder (also yielded),
+    queueing up to 2,000,000 messages for a session that is away; stopped at the end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        broker = ManagedMosquitto(folder / "broker", free_port(), max_queued_messages=2_000_000)
+        broker.start()
+        try:
+            yield broker, folder
+        finally:
+            broker.stop()

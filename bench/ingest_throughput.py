@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,14 +25,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.engine import AlertEngine
-from bench.common import report, verdict
-from estatewatch.broker import ManagedMosquitto, free_port
+from bench.common import queueing_broker, report, verdict
+from estatewatch.broker import ManagedMosquitto
 from estatewatch.cli import tune_interpreter
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest, IngestStats
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryWriter, connect
 from protocol.catalog import default_catalog
+from protocol.endpoint import MqttEndpoint
 from protocol.messages import Reading, encode_telemetry
 from simulators.estate import SimulatedEstate
 from simulators.spec import load_spec
@@ -142,17 +142,7 @@ def ingest_run(
     cid = f"bench-ingest-{time.monotonic_ns()}"
 
     def consumer() -> Ingest:
-        made = Ingest(
-            broker.endpoint,
-            state,
-            writer,
-            default_catalog(),
-            client_id=cid,
-            queue_size=Settings().ingest_queue_size,
-            queue_bytes=Settings().ingest_queue_mb << 20,
-            linger_s=0.05,
-            max_batch_readings=Settings().commit_max_readings,  # as the service
-        )
+        made = service_ingest(broker.endpoint, state, writer, cid)
         if wire:
             wire(made)
         return made
@@ -214,6 +204,24 @@ def raw_executemany(readings: list[Reading], rows_per_commit: int, folder: Path)
     return len(rows) / elapsed
 
 
+def service_ingest(
+    endpoint: MqttEndpoint, state: StateStore, writer: TelemetryWriter, client_id: str
+) -> Ingest:
+    """Ingest with the service's queue and batch settings (bench 8's peer runs the same)."""
+    settings = Settings()
+    return Ingest(
+        endpoint,
+        state,
+        writer,
+        default_catalog(),
+        client_id=client_id,
+        queue_size=settings.ingest_queue_size,
+        queue_bytes=settings.ingest_queue_mb << 20,
+        linger_s=0.05,
+        max_batch_readings=settings.commit_max_readings,
+    )
+
+
 def with_default_rules() -> Callable[[Ingest], None]:
     """Attach the alert engine with the shipped default rules, as the service does."""
 
@@ -236,46 +244,40 @@ def run(
     readings = estate_readings(total)
     values_per_reading = sum(len(r.metrics) for r in readings) / len(readings)
     figures: dict[str, Any] = {"values_per_reading": round(values_per_reading, 2)}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        broker = ManagedMosquitto(folder / "broker", free_port(), max_queued_messages=2_000_000)
-        broker.start()
-        try:
-            for size in sizes:
-                sample = readings if size > 1 else readings[:one_reading_messages]
-                msgs = payloads(sample, size)
-                run_dir = folder / f"r{size}"
-                run_dir.mkdir()
-                bare = bare_subscriber(broker, msgs)
-                wire = with_default_rules() if rules else None
-                rps, mps, stats = ingest_run(broker, msgs, run_dir, wire)
-                rows_per_commit = max(
-                    1, int(stats.readings / max(stats.commits, 1) * values_per_reading)
-                )
-                raw_rows = raw_executemany(sample, rows_per_commit, run_dir)
-                raw_rps = raw_rows / values_per_reading
-                figures[f"r{size}"] = {
-                    "messages": len(msgs),
-                    "readings": stats.readings,
-                    "ingest_readings_per_s": round(rps),
-                    "ingest_messages_per_s": round(mps),
-                    "bare_subscriber_messages_per_s": round(bare),
-                    "raw_executemany_readings_per_s": round(raw_rps),
-                    "ratio_to_executemany": round(rps / raw_rps, 3),
-                    "ratio_to_bare_subscriber": round(mps / bare, 3),
-                    "commits": stats.commits,
-                    "rows_per_commit": rows_per_commit,
-                    "duplicates": stats.duplicates,
-                    "rejects": dict(stats.dead_letters),
-                }
-                print(
-                    f"  {size:>3} readings/message: ingest {rps:>10,.0f} readings/s "
-                    f"{mps:>8,.0f} msg/s | bare subscriber {bare:>8,.0f} msg/s | "
-                    f"executemany {raw_rps:>10,.0f} readings/s",
-                    flush=True,
-                )
-        finally:
-            broker.stop()
+    with queueing_broker() as (broker, folder):
+        for size in sizes:
+            sample = readings if size > 1 else readings[:one_reading_messages]
+            msgs = payloads(sample, size)
+            run_dir = folder / f"r{size}"
+            run_dir.mkdir()
+            bare = bare_subscriber(broker, msgs)
+            wire = with_default_rules() if rules else None
+            rps, mps, stats = ingest_run(broker, msgs, run_dir, wire)
+            rows_per_commit = max(
+                1, int(stats.readings / max(stats.commits, 1) * values_per_reading)
+            )
+            raw_rows = raw_executemany(sample, rows_per_commit, run_dir)
+            raw_rps = raw_rows / values_per_reading
+            figures[f"r{size}"] = {
+                "messages": len(msgs),
+                "readings": stats.readings,
+                "ingest_readings_per_s": round(rps),
+                "ingest_messages_per_s": round(mps),
+                "bare_subscriber_messages_per_s": round(bare),
+                "raw_executemany_readings_per_s": round(raw_rps),
+                "ratio_to_executemany": round(rps / raw_rps, 3),
+                "ratio_to_bare_subscriber": round(mps / bare, 3),
+                "commits": stats.commits,
+                "rows_per_commit": rows_per_commit,
+                "duplicates": stats.duplicates,
+                "rejects": dict(stats.dead_letters),
+            }
+            print(
+                f"  {size:>3} readings/message: ingest {rps:>10,.0f} readings/s "
+                f"{mps:>8,.0f} msg/s | bare subscriber {bare:>8,.0f} msg/s | "
+                f"executemany {raw_rps:>10,.0f} readings/s",
+                flush=True,
+            )
     return figures
 
 

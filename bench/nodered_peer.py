@@ -32,7 +32,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import report, verdict
+from bench.common import queueing_broker, report, verdict
 from bench.ingest_throughput import ESTATE, GW, estate_readings, payloads, preload
 from estatewatch.broker import ManagedMosquitto, free_port
 from ingest.state import StateStore
@@ -150,28 +149,15 @@ def distinct_stored(kind: str, db: Path) -> tuple[int, int]:
 
 def service_child(url: str, folder: Path, client_id: str, session_only: bool) -> None:
     """The service's ingest with default rules, as bench 1 wires it; runs until killed."""
-    from bench.ingest_throughput import with_default_rules
+    from bench.ingest_throughput import service_ingest, with_default_rules
     from estatewatch.cli import tune_interpreter
-    from estatewatch.settings import Settings
-    from ingest.consumer import Ingest
     from ingest.telemetry import TelemetryWriter
-    from protocol.catalog import default_catalog
     from protocol.endpoint import parse_mqtt_url
 
     tune_interpreter()
     state = StateStore.open(f"sqlite:///{folder / 'state.db'}")
     writer = TelemetryWriter(folder / "telemetry.db", latest_interval_s=1.0)  # as the service
-    ingest = Ingest(
-        parse_mqtt_url(url),
-        state,
-        writer,
-        default_catalog(),
-        client_id=client_id,
-        queue_size=Settings().ingest_queue_size,
-        queue_bytes=Settings().ingest_queue_mb << 20,
-        linger_s=0.05,
-        max_batch_readings=Settings().commit_max_readings,
-    )
+    ingest = service_ingest(parse_mqtt_url(url), state, writer, client_id)
     with_default_rules()(ingest)
     ingest.start()
     if session_only:
@@ -437,70 +423,64 @@ def run(
     install_nodered()
     pool = estate_readings(total)
     figures: dict[str, Any] = {"nodered": NODE_RED, "node_red_node_sqlite": NODE_SQLITE}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        broker = ManagedMosquitto(folder / "broker", free_port(), max_queued_messages=2_000_000)
-        broker.start()
-        try:
-            for size in sizes:
-                sample = pool if size > 1 else pool[:one_reading_messages]
-                msgs = payloads(sample, size)  # built once: byte-identical for both
-                values = sum(len(r.metrics) for r in sample)
-                runs: dict[str, list[dict[str, float]]] = {"service": [], "flow": []}
-                ratios = []
-                for i in range(pairs):
-                    for kind in ("service", "flow"):
-                        r = drain(kind, broker, folder / f"r{size}-{i}-{kind}", msgs, values)
-                        runs[kind].append(r)
-                    s, f = runs["service"][-1], runs["flow"][-1]
-                    ratios.append(s["readings_per_s"] / f["readings_per_s"])
+    with queueing_broker() as (broker, folder):
+        for size in sizes:
+            sample = pool if size > 1 else pool[:one_reading_messages]
+            msgs = payloads(sample, size)  # built once: byte-identical for both
+            values = sum(len(r.metrics) for r in sample)
+            runs: dict[str, list[dict[str, float]]] = {"service": [], "flow": []}
+            ratios = []
+            for i in range(pairs):
+                for kind in ("service", "flow"):
+                    r = drain(kind, broker, folder / f"r{size}-{i}-{kind}", msgs, values)
+                    runs[kind].append(r)
+                s, f = runs["service"][-1], runs["flow"][-1]
+                ratios.append(s["readings_per_s"] / f["readings_per_s"])
+                print(
+                    f"  {size:>3} a message, pair {i + 1}: service {s['readings_per_s']:>9,.0f}"
+                    f" readings/s ({s['peak_rss_mb']:.0f} MB) | flow "
+                    f"{f['readings_per_s']:>9,.0f} readings/s ({f['peak_rss_mb']:.0f} MB)"
+                    f" | ratio {ratios[-1]:.2f}",
+                    flush=True,
+                )
+            shape: dict[str, Any] = {
+                "messages": len(msgs),
+                "readings": len(sample),
+                "values": values,
+                "service_readings_per_s": round(
+                    statistics.median(r["readings_per_s"] for r in runs["service"])
+                ),
+                "flow_readings_per_s": round(
+                    statistics.median(r["readings_per_s"] for r in runs["flow"])
+                ),
+                "ratio": round(statistics.median(ratios), 3),
+                "ratios": [round(x, 3) for x in ratios],
+                "service_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["service"])),
+                "flow_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["flow"])),
+                "service_readings_per_s_rows_window": round(
+                    statistics.median(r["readings_per_s_rows_window"] for r in runs["service"])
+                ),
+                "flow_readings_per_s_rows_window": round(
+                    statistics.median(r["readings_per_s_rows_window"] for r in runs["flow"])
+                ),
+                "service_seconds": [round(r["seconds"], 2) for r in runs["service"]],
+                "flow_seconds": [round(r["seconds"], 2) for r in runs["flow"]],
+                "service_readings_stored": [r["readings"] for r in runs["service"]],
+                "flow_readings_stored": [r["readings"] for r in runs["flow"]],
+            }
+            if kill:
+                for kind in ("service", "flow"):
+                    k = kill_test(
+                        kind, broker, folder / f"k{size}-{kind}", msgs, values, len(sample)
+                    )
+                    shape[f"{kind}_kill"] = k
                     print(
-                        f"  {size:>3} a message, pair {i + 1}: service {s['readings_per_s']:>9,.0f}"
-                        f" readings/s ({s['peak_rss_mb']:.0f} MB) | flow "
-                        f"{f['readings_per_s']:>9,.0f} readings/s ({f['peak_rss_mb']:.0f} MB)"
-                        f" | ratio {ratios[-1]:.2f}",
+                        f"  {size:>3} a message, kill -9 at {k['stored_at_kill_pct']} % "
+                        f"stored: {kind} lost {k['readings_lost']:,} of {len(sample):,} "
+                        f"readings ({k['lost_pct']} %)",
                         flush=True,
                     )
-                shape: dict[str, Any] = {
-                    "messages": len(msgs),
-                    "readings": len(sample),
-                    "values": values,
-                    "service_readings_per_s": round(
-                        statistics.median(r["readings_per_s"] for r in runs["service"])
-                    ),
-                    "flow_readings_per_s": round(
-                        statistics.median(r["readings_per_s"] for r in runs["flow"])
-                    ),
-                    "ratio": round(statistics.median(ratios), 3),
-                    "ratios": [round(x, 3) for x in ratios],
-                    "service_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["service"])),
-                    "flow_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["flow"])),
-                    "service_readings_per_s_rows_window": round(
-                        statistics.median(r["readings_per_s_rows_window"] for r in runs["service"])
-                    ),
-                    "flow_readings_per_s_rows_window": round(
-                        statistics.median(r["readings_per_s_rows_window"] for r in runs["flow"])
-                    ),
-                    "service_seconds": [round(r["seconds"], 2) for r in runs["service"]],
-                    "flow_seconds": [round(r["seconds"], 2) for r in runs["flow"]],
-                    "service_readings_stored": [r["readings"] for r in runs["service"]],
-                    "flow_readings_stored": [r["readings"] for r in runs["flow"]],
-                }
-                if kill:
-                    for kind in ("service", "flow"):
-                        k = kill_test(
-                            kind, broker, folder / f"k{size}-{kind}", msgs, values, len(sample)
-                        )
-                        shape[f"{kind}_kill"] = k
-                        print(
-                            f"  {size:>3} a message, kill -9 at {k['stored_at_kill_pct']} % "
-                            f"stored: {kind} lost {k['readings_lost']:,} of {len(sample):,} "
-                            f"readings ({k['lost_pct']} %)",
-                            flush=True,
-                        )
-                figures[f"r{size}"] = shape
-        finally:
-            broker.stop()
+            figures[f"r{size}"] = shape
     return figures
 
 
