@@ -12,6 +12,7 @@
 import { api, optional } from "../api.js";
 import { errorBox, fill, h } from "../dom.js";
 import { fmtTime, t, tOr } from "../i18n.js";
+import { confirmButton } from "./forms.js";
 
 export const SOCKET_KIND = "ebike_charger";
 export const SOCKET_HOT_RULE = "ebike-socket-hot";
@@ -59,41 +60,23 @@ export class SocketControl {
   }
 
   button(action, label, cls) {
-    const b = h("button", { type: "button", class: ["command", cls], dataset: { command: action } }, label);
-    let armed = false;
-    let timer = null;
-    const disarm = () => { armed = false; b.textContent = label; b.classList.remove("armed"); };
-    b.addEventListener("click", async () => {
-      const reason = this.reason.value.trim();
-      if (!reason) {
-        fill(this.said, errorBox({ message: t("command.reason_required") }));
-        this.reason.focus();
-        return;
-      }
-      if (!armed) {
-        armed = true;
-        b.textContent = t("command.confirm", { what: label, dev: this.dev });
-        b.classList.add("armed");
-        timer = setTimeout(disarm, 8000);
-        return;
-      }
-      clearTimeout(timer);
-      disarm();
-      b.disabled = true;
+    const ready = () => {
+      if (this.reason.value.trim()) return true;
+      fill(this.said, errorBox({ message: t("command.reason_required") }));
+      this.reason.focus();
+      return false;
+    };
+    return confirmButton(label, async () => {
       fill(this.said);
-      try {
-        const body = { action, reason };
-        if (this.alarmId) body.alarm_id = this.alarmId;
-        const rec = await api(`/api/v1/estates/${encodeURIComponent(this.estate)}/devices/${encodeURIComponent(this.dev)}/commands`, { method: "POST", body });
-        this.reason.value = "";
-        this.onCommand(rec);
-      } catch (exc) {
-        fill(this.said, errorBox(exc));
-      } finally {
-        b.disabled = false;
-      }
+      const body = { action, reason: this.reason.value.trim() };
+      if (this.alarmId) body.alarm_id = this.alarmId;
+      const rec = await api(`/api/v1/estates/${encodeURIComponent(this.estate)}/devices/${encodeURIComponent(this.dev)}/commands`, { method: "POST", body });
+      this.reason.value = "";
+      this.onCommand(rec);
+    }, {
+      slot: this.said, cls: ["command", cls], dataset: { command: action }, ready,
+      confirm: t("command.confirm", { what: label, dev: this.dev }),
     });
-    return b;
   }
 
   // A command record, from the POST's answer, the list, or the live feed ("command" event).

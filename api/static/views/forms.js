@@ -33,17 +33,19 @@ export function dateTimeInput(name, ms, { required = false } = {}) {
   return input;
 }
 
-// A button that asks "确认…？" on the first click and acts on the second (or goes back after
-// a few seconds); run() may throw an ApiError, shown in `slot` with the API's own message.
-export function confirmButton(label, run, { slot, action, cls } = {}) {
-  const b = h("button", { type: "button", class: cls || null, dataset: { action: action || "" } }, label);
+// A button that asks "确认…？" (or `confirm`) on the first click and acts on the second (or
+// goes back after a few seconds); run() may throw an ApiError, shown in `slot` with the API's
+// own message. `ready()`, when given, is asked before each click counts (a required reason).
+export function confirmButton(label, run, { slot, action, cls, dataset, confirm, ready } = {}) {
+  const b = h("button", { type: "button", class: cls || null, dataset: dataset || { action: action || "" } }, label);
   let armed = false;
   let timer = null;
   const disarm = () => { armed = false; b.textContent = label; b.classList.remove("armed"); };
   b.addEventListener("click", async () => {
+    if (ready && !ready()) return;
     if (!armed) {
       armed = true;
-      b.textContent = t("action.confirm", { what: label });
+      b.textContent = confirm || t("action.confirm", { what: label });
       b.classList.add("armed");
       timer = setTimeout(disarm, 8000);
       return;
