@@ -136,17 +136,14 @@ export function mount(root, _params, app) {
   function userForm() {
     const username = h("input", { name: "username", required: true, pattern: USERNAME_PATTERN, maxlength: 64, placeholder: "duty-xinhua" });
     const display = h("input", { name: "display_name", maxlength: 200, placeholder: t("user.display.placeholder") });
-    const role = h("select", { name: "role" }, ROLES.map((r) => h("option", { value: r }, t("role." + r))));
+    const role = roleSelect();
     const estates = estatePicker(app, []);
     const password = h("input", { name: "password", type: "password", required: true, minlength: MIN_PASSWORD, maxlength: 200, autocomplete: "new-password" });
     const said = h("div", { "aria-live": "polite" });
     const form = h("form", { class: "user-new card", onsubmit: async (ev) => {
       ev.preventDefault();
-      const chosen = picked(estates);
-      if ((role.value === "operator" || role.value === "viewer") && !chosen.length) {
-        fill(said, errorBox({ message: t("user.needs_estate") }));
-        return;
-      }
+      const chosen = chosenEstates(role, estates, said);
+      if (!chosen) return;
       try {
         const u = await api("/api/v1/users", { method: "POST", body: { username: username.value.trim(), display_name: display.value.trim(), role: role.value, estates: chosen, password: password.value } });
         fill(said, h("p", { class: "ok" }, t("user.created", { who: u.username, role: t("role." + u.role) })));
@@ -167,21 +164,32 @@ export function mount(root, _params, app) {
     return form;
   }
 
+  function roleSelect() {
+    return h("select", { name: "role" }, ROLES.map((r) => h("option", { value: r }, t("role." + r))));
+  }
+
+  // The estates picked, or null (and why, in `said`) when an operator or viewer has none.
+  function chosenEstates(role, estates, said) {
+    const chosen = picked(estates);
+    if ((role.value === "operator" || role.value === "viewer") && !chosen.length) {
+      fill(said, errorBox({ message: t("user.needs_estate") }));
+      return null;
+    }
+    return chosen;
+  }
+
   // 修改: role, estates and name of one user, in a row under it.
   function editRow(u) {
     const display = h("input", { name: "display_name", maxlength: 200, value: u.display_name || "" });
-    const role = h("select", { name: "role" }, ROLES.map((r) => h("option", { value: r }, t("role." + r))));
+    const role = roleSelect();
     role.value = u.role;
     const estates = estatePicker(app, u.estates);
     const said = h("div", { "aria-live": "polite" });
     return h("tr", { class: "user-edit", dataset: { edit: u.username } }, h("td", { colspan: 6 },
       h("form", { class: "inline-form", onsubmit: async (ev) => {
         ev.preventDefault();
-        const chosen = picked(estates);
-        if ((role.value === "operator" || role.value === "viewer") && !chosen.length) {
-          fill(said, errorBox({ message: t("user.needs_estate") }));
-          return;
-        }
+        const chosen = chosenEstates(role, estates, said);
+        if (!chosen) return;
         try {
           await api(`/api/v1/users/${encodeURIComponent(u.username)}`, { method: "PATCH", body: { role: role.value, estates: chosen, display_name: display.value.trim() } });
           editing = null;
