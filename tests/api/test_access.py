@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -165,31 +166,13 @@ def test_admin_creates_users_bound_to_existing_estates(
 ) -> None:
     client, tok = world
     h = {"Authorization": f"Bearer {tok['admin']}"}
-    r = client.post(
-        "/api/v1/users",
-        headers=h,
-        json={
-            "username": "duty-b",
-            "role": "operator",
-            "estates": ["b"],
-            "password": "long-enough",
-        },
-    )
+
+    def operator(name: str, estates: list[str]) -> httpx.Response:
+        body = {"username": name, "role": "operator", "estates": estates, "password": "long-enough"}
+        return client.post("/api/v1/users", headers=h, json=body)
+
+    r = operator("duty-b", ["b"])
     assert r.status_code == 201 and r.json()["estates"] == ["b"]
-    r = client.post(
-        "/api/v1/users",
-        headers=h,
-        json={
-            "username": "duty-x",
-            "role": "operator",
-            "estates": ["nowhere"],
-            "password": "long-enough",
-        },
-    )
-    assert r.status_code == 404
-    r = client.post(
-        "/api/v1/users",
-        headers=h,
-        json={"username": "duty-y", "role": "operator", "estates": [], "password": "long-enough"},
-    )
+    assert operator("duty-x", ["nowhere"]).status_code == 404
+    r = operator("duty-y", [])
     assert r.status_code == 422 and "estate" in r.json()["error"]["message"]
