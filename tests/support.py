@@ -72,6 +72,20 @@ def waiter(timeout: float = 20.0, every: float = 0.1) -> Wait:
     return wait_for
 
 
+def connect_result(creds: dict[str, Any], password: str) -> str:
+    """What the broker answers a new connection with these credentials."""
+    got: list[str] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2)
+    c.username_pw_set(creds["username"], password)
+    c.on_connect = lambda _c, _u, _f, rc, _p: got.append(str(rc))
+    c.connect(creds["host"], creds["port"])
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        c.loop(0.1)
+    c.disconnect()
+    return got[0] if got else "no answer"
+
+
 def mosquittos_over(conf: Path) -> list[int]:
     """Pids of live processes started with this config (the process list, not our records)."""
     pids = []

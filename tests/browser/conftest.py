@@ -1,6 +1,7 @@
 """Browser fixtures shared by the dashboard tests: one service and one Chromium per module
 (``module_service``, ``module_page``), for tests that each take seconds, not a fresh service
-each. The per-test ``page`` fixture and the ``Page`` helper stay in test_dashboard.py."""
+each; and ``page``, a fresh Chromium on the per-test ``service``. The ``Page`` helper and
+``chromium`` stay in test_dashboard.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ import pytest
 from estatewatch.service import Service
 from tests.browser.test_dashboard import Page, chromium
 from tests.conftest import service_settings
+
+
+@pytest.fixture
+def page(service: Service, tmp_path: Path) -> Iterator[Page]:
+    with chromium(tmp_path) as driver:
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        yield Page(driver, service.url, shots)
 
 
 @pytest.fixture(scope="module")

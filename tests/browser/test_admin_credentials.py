@@ -7,8 +7,6 @@ is cut and the old password refused). Screenshots go to ``tests/browser/artifact
 from __future__ import annotations
 
 import threading
-import time
-from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -16,31 +14,17 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.service import Service
-from tests.browser.test_dashboard import (  # the browser fixture and the API helpers
+from tests.browser.test_dashboard import (  # the API helpers
     PASSWORD,
     Page,
     estate_with_gateway,
-    page,
     user,
 )
+from tests.support import connect_result
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["page"]  # a fixture, used by name
 ESTATE = "bt-creds"
-
-
-def connect_result(creds: dict[str, Any], password: str) -> str:
-    got: list[str] = []
-    c = mqtt.Client(CallbackAPIVersion.VERSION2)
-    c.username_pw_set(creds["username"], password)
-    c.on_connect = lambda _c, _u, _f, rc, _p: got.append(str(rc))
-    c.connect(creds["host"], creds["port"])
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        c.loop(0.1)
-    c.disconnect()
-    return got[0] if got else "no answer"
 
 
 def test_admin_disables_a_user_and_rotates_a_gateway_from_the_admin_page(

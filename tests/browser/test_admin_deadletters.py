@@ -9,18 +9,16 @@ import re
 import pytest
 
 from estatewatch.service import Service
-from tests.browser.test_dashboard import (  # the browser fixture and the API helpers
+from tests.browser.test_dashboard import (  # the API helpers
     Gateway,
     Page,
     api,
     estate_with_gateway,
     now_ms,
-    page,
 )
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["page"]  # a fixture, used by name
 ESTATE = "bt-letters"
 
 

@@ -16,7 +16,6 @@ from tests.browser.test_dashboard import (  # the dashboard test's browser and h
     api,
     estate_with_gateway,
     now_ms,
-    page,  # noqa: F401  (the fixture)
     user,
 )
 
@@ -27,7 +26,7 @@ ESTATE = "aq-xinhua"
 
 def test_authority_sees_chattering_floods_and_bad_actors_of_the_month(
     service: Service,
-    page: Page,  # noqa: F811  (the fixture imported above)
+    page: Page,
 ) -> None:
     gw = Gateway(estate_with_gateway(service, ESTATE, "质量 新华小区"))
     user(service, "bureau-aq", "authority", [])

@@ -159,14 +159,6 @@ def chromium(tmp_path: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
-@pytest.fixture
-def page(service: Service, tmp_path: Path) -> Iterator[Page]:
-    with chromium(tmp_path) as driver:
-        shots = tmp_path / "screenshots"
-        shots.mkdir()
-        yield Page(driver, service.url, shots)
-
-
 def api(service: Service, method: str, path: str, body: Any = None) -> httpx.Response:
     return httpx.request(method, service.url + path, headers=ADMIN, json=body, timeout=10)
 

@@ -17,6 +17,7 @@ of its stop (Ctrl-C, the ground-truth files) are made on the same run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -32,16 +33,12 @@ import httpx
 import orjson
 import pytest
 
-from tests.browser.test_dashboard import CHROMEDRIVER, CHROMIUM, Page
+from tests.browser.test_dashboard import Page, chromium
 
 pytestmark = pytest.mark.integration
 
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
+with contextlib.suppress(ImportError):  # reported by chromium(), with what to install
     from selenium.webdriver.common.by import By
-except ImportError:  # reported by the fixture, with what to install
-    webdriver = None  # type: ignore[assignment]
 
 REPO = Path(__file__).resolve().parents[2]
 ESTATES = ("hohhot-xinhua", "hailar-beiyuan")
@@ -135,29 +132,8 @@ def demo(tmp_path: Path, shots: Path) -> Iterator[Demo]:
 
 @pytest.fixture
 def browser(demo: Demo, shots: Path, tmp_path: Path) -> Iterator[Page]:
-    if webdriver is None:
-        pytest.fail("selenium is not installed: pip install -e '.[dev]'")
-    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not path.exists():
-            pytest.fail(f"{path} is missing: .ci/run installs it (apt-get install {package})")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--window-size=1600,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=DriverService(str(CHROMEDRIVER)), options=opts)
-    try:
+    with chromium(tmp_path) as driver:  # the dashboard tests' headless Chromium
         yield Page(driver, demo.url, shots)
-    finally:
-        driver.quit()
 
 
 def page_text(page: Page) -> str:

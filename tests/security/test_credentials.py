@@ -31,6 +31,7 @@ from tests.security.auth_helpers import (
     open_stream,
     wait_until,
 )
+from tests.support import connect_result
 
 pytestmark = pytest.mark.integration
 
@@ -77,20 +78,6 @@ class GatewayLink:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def connect_result(creds: dict[str, Any], password: str) -> str:
-    """What the broker answers a new connection with these credentials."""
-    got: list[str] = []
-    c = mqtt.Client(CallbackAPIVersion.VERSION2)
-    c.username_pw_set(creds["username"], password)
-    c.on_connect = lambda _c, _u, _f, rc, _p: got.append(str(rc))
-    c.connect(creds["host"], creds["port"])
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        c.loop(0.1)
-    c.disconnect()
-    return got[0] if got else "no answer"
 
 
 def temp_of(service: Service, gw_estate: str = ESTATE) -> float | None:
