@@ -77,6 +77,11 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def target(figure: str, value: str, goal: str, ok: bool) -> tuple[str, str, str, str]:
+    """A row of the table: the figure, its value, the target and whether it was met."""
+    return (figure, value, goal, verdict(ok))
+
+
 @contextmanager
 def queueing_broker() -> Iterator[tuple[ManagedMosquitto, Path]]:
     """A Mosquitto of the bench's own on a free port, in a temporary folder (also yielded),

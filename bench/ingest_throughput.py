@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.engine import AlertEngine
-from bench.common import queueing_broker, report, verdict
+from bench.common import queueing_broker, report, target
 from estatewatch.broker import ManagedMosquitto
 from estatewatch.cli import tune_interpreter
 from estatewatch.settings import Settings
@@ -285,33 +285,16 @@ def targets(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(figure, value, target, verdict) rows for the table."""
     rows = []
     if "r500" in f:
-        r = f["r500"]
+        speed, ratio = f["r500"]["ingest_readings_per_s"], f["r500"]["ratio_to_executemany"]
+        goal = "≥ 100,000"
         rows.append(
-            (
-                "1: readings/s at 500 per message",
-                f"{r['ingest_readings_per_s']:,}",
-                "≥ 100,000",
-                verdict(r["ingest_readings_per_s"] >= 100_000),
-            )
+            target("1: readings/s at 500 per message", f"{speed:,}", goal, speed >= 100_000)
         )
-        rows.append(
-            (
-                "1: ÷ raw executemany at 500",
-                f"{r['ratio_to_executemany']:.2f}",
-                "≥ 0.7",
-                verdict(r["ratio_to_executemany"] >= 0.7),
-            )
-        )
+        rows.append(target("1: ÷ raw executemany at 500", f"{ratio:.2f}", "≥ 0.7", ratio >= 0.7))
     if "r1" in f:
-        r = f["r1"]
-        rows.append(
-            (
-                "1: msg/s at 1 per message ÷ bare subscriber",
-                f"{r['ratio_to_bare_subscriber']:.2f}",
-                "≥ 0.5",
-                verdict(r["ratio_to_bare_subscriber"] >= 0.5),
-            )
-        )
+        ratio = f["r1"]["ratio_to_bare_subscriber"]
+        what = "1: msg/s at 1 per message ÷ bare subscriber"
+        rows.append(target(what, f"{ratio:.2f}", "≥ 0.5", ratio >= 0.5))
     return rows
 
 
