@@ -54,6 +54,28 @@ class Inbox:
         return got
 
 
+class InboxThread:
+    """For an adapter that reads its devices on a thread of its own: the thread fills
+    ``inbox``, ``poll`` takes what it holds; ``_run`` loops until ``_halt`` is set."""
+
+    inbox: Inbox
+
+    def _start_thread(self, name: str) -> None:
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _stop_thread(self, timeout_s: float) -> None:
+        self._halt.set()
+        self._thread.join(timeout_s)
+
+    def poll(self) -> Collected:
+        return self.inbox.take()
+
+
 @runtime_checkable
 class DeviceAdapter(Protocol):
     """A source of readings and events that may also carry out commands.

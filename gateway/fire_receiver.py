@@ -44,7 +44,6 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
-import threading
 import time
 import tomllib
 from collections.abc import Callable
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.adapter import Collected, Inbox
+from gateway.adapter import Inbox, InboxThread
 from gateway.gbt26875 import (
     ANALOG_TYPES,
     MAX_ADDRESS,
@@ -268,7 +267,7 @@ class _Conn:
     serial: int = 0  # our own serial numbers (clock sync)
 
 
-class FireReceiver:
+class FireReceiver(InboxThread):
     """A GB/T 26875.3 listener as a :class:`gateway.adapter.DeviceAdapter`."""
 
     def __init__(
@@ -308,14 +307,9 @@ class FireReceiver:
         self.listen = f"{host}:{self.port}"
         self._sel.register(self._listener, selectors.EVENT_READ, None)
         self._conns: dict[int, _Conn] = {}
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"gbt26875-{name}", daemon=True)
-        self._thread.start()
+        self._start_thread(f"gbt26875-{name}")
 
     # -- DeviceAdapter ----------------------------------------------------------------------
-
-    def poll(self) -> Collected:
-        return self.inbox.take()
 
     def owns(self, dev: str) -> bool:
         return dev in self.mapping.devices()
@@ -324,8 +318,7 @@ class FireReceiver:
         return f"the fire panel link takes no commands ({command.action!r})"
 
     def close(self) -> None:
-        self._halt.set()
-        self._thread.join(5)
+        self._stop_thread(5)
         for conn in list(self._conns.values()):
             conn.sock.close()
         self._listener.close()

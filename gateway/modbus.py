@@ -32,7 +32,6 @@ unit = 1                           # the slave id
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from gateway.adapter import Collected, Inbox
+from gateway.adapter import Inbox, InboxThread
 from gateway.registermap import (
     REGISTER_FUNCTIONS,
     Block,
@@ -154,7 +153,7 @@ class LinkSettings:
         )
 
 
-class ModbusAdapter:
+class ModbusAdapter(InboxThread):
     """Slaves behind one Modbus connection, as a :class:`gateway.adapter.DeviceAdapter`."""
 
     def __init__(
@@ -175,14 +174,9 @@ class ModbusAdapter:
         self.inbox = Inbox(MAX_QUEUED_READINGS, MAX_QUEUED_EVENTS)
         self.link_state = "connecting"
         self._client = link.client()
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"modbus-{name}", daemon=True)
-        self._thread.start()
+        self._start_thread(f"modbus-{name}")
 
     # -- DeviceAdapter ----------------------------------------------------------------------
-
-    def poll(self) -> Collected:
-        return self.inbox.take()
 
     def owns(self, dev: str) -> bool:
         return any(d.dev == dev for d in self.devices)
@@ -192,8 +186,7 @@ class ModbusAdapter:
         return f"modbus devices take no commands ({command.action!r})"
 
     def close(self) -> None:
-        self._halt.set()
-        self._thread.join(5 + self.link.timeout_s * (self.link.retries + 1))
+        self._stop_thread(5 + self.link.timeout_s * (self.link.retries + 1))
         self._client.close()  # type: ignore[no-untyped-call]
 
     def health(self) -> dict[str, Any]:
