@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,6 +52,17 @@ class Inbox:
             self._readings.clear()
             self._events.clear()
         return got
+
+
+def check_keys(
+    cfg: Mapping[str, Any], allowed: Collection[str], where: str, error: type[Exception]
+) -> None:
+    """Refuses an ``[[adapters]]`` table with keys it does not know, naming the allowed ones."""
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise error(
+            f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
 
 
 class InboxThread:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.adapter import Inbox, InboxThread
+from gateway.adapter import Inbox, InboxThread, check_keys
 from gateway.gbt26875 import (
     ANALOG_TYPES,
     MAX_ADDRESS,
@@ -661,12 +661,7 @@ def fire_receiver(
     cfg: dict[str, Any], where: str, catalog: Catalog, base: Path | None = None
 ) -> FireReceiver:
     """Build the receiver a ``[[adapters]] type = "gbt26875"`` table describes."""
-    unknown = sorted(set(cfg) - ADAPTER_KEYS)
-    if unknown:
-        raise FireConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} "
-            f"(allowed: {', '.join(sorted(ADAPTER_KEYS))})"
-        )
+    check_keys(cfg, ADAPTER_KEYS, where, FireConfigError)
     listen = cfg.get("listen", "0.0.0.0:9026")
     host, _, port_text = str(listen).rpartition(":")
     if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:

@@ -41,7 +41,7 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from gateway.adapter import Inbox, InboxThread
+from gateway.adapter import Inbox, InboxThread, check_keys
 from gateway.registermap import (
     REGISTER_FUNCTIONS,
     Block,
@@ -335,12 +335,7 @@ def modbus_adapter(
     clock: Callable[[], int] = now_ms,
 ) -> ModbusAdapter:
     """Build the adapter a ``[[adapters]] type = "modbus"`` table describes."""
-    unknown = sorted(set(cfg) - ADAPTER_KEYS)
-    if unknown:
-        raise ModbusConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} "
-            f"(allowed: {', '.join(sorted(ADAPTER_KEYS))})"
-        )
+    check_keys(cfg, ADAPTER_KEYS, where, ModbusConfigError)
     transport = cfg.get("transport", "tcp")
     if transport not in TRANSPORTS:
         raise ModbusConfigError(f"{where}: transport must be one of {', '.join(TRANSPORTS)}")
