@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -168,15 +168,8 @@ def build_gateway(cfg: GatewayConfig) -> tuple[Gateway, list[SimulatorAdapter]]:
         batch_linger_ms=b.batch_linger_ms,
         durable=b.durable,
     )
-    link = LinkSettings(
-        keepalive_s=cfg.keepalive_s,
-        reconnect_min_s=cfg.reconnect_min_s,
-        reconnect_max_s=cfg.reconnect_max_s,
-        max_inflight=cfg.max_inflight,
-        status_interval_s=cfg.status_interval_s,
-        client_cert=cfg.client_cert,
-        client_key=cfg.client_key,
-    )
+    # the config names every link setting as LinkSettings does
+    link = LinkSettings(**{f.name: getattr(cfg, f.name) for f in fields(LinkSettings)})
     publisher = GatewayPublisher(
         cfg.estate, cfg.gw, cfg.endpoint, cfg.state_dir, cfg.root, cfg.fw, buffer=buffer, link=link
     )
