@@ -15,7 +15,6 @@ from tests.browser.test_dashboard import (  # the dashboard test's browser and h
     Page,
     api,
     estate_with_gateway,
-    now_ms,
     user,
 )
 
@@ -33,18 +32,7 @@ def test_authority_sees_chattering_floods_and_bad_actors_of_the_month(
     # The same fire alarm three times within a minute: raised, resolved by the operator,
     # raised again (a panel that cannot make up its mind): one chattering alarm.
     for i in range(3):
-        gw.send(
-            "events",
-            [
-                {
-                    "dev": "fap-1",
-                    "kind": "fire_panel",
-                    "ts": now_ms(),
-                    "type": "fire.alarm",
-                    "data": {"zone": "b1", "point": "sd-1"},
-                }
-            ],
-        )
+        gw.event("fap-1", "fire_panel", "fire.alarm", zone="b1", point="sd-1")
         deadline = time.monotonic() + 10
         open_ = []
         while time.monotonic() < deadline:

@@ -203,6 +203,12 @@ class Gateway:
         topic = self.prefix + ("telemetry" if kind == "readings" else kind)
         self.client.publish(topic, orjson.dumps(body), qos=1).wait_for_publish(5)
 
+    def event(self, dev: str, kind: str, type_: str, **data: Any) -> None:
+        """One event of ``dev``, taken now."""
+        self.send(
+            "events", [{"dev": dev, "kind": kind, "ts": now_ms(), "type": type_, "data": data}]
+        )
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -261,18 +267,7 @@ def test_operator_sees_an_alarm_live_acknowledges_it_and_ticks_a_plan_task(
     assert alerts_wired(service), "the service runs no alert engine"
 
     page.js("window.__noReload = true")
-    gw.send(
-        "events",
-        [
-            {
-                "dev": "fap-1",
-                "kind": "fire_panel",
-                "ts": now_ms(),
-                "type": "fire.alarm",
-                "data": {"zone": "b3-f12", "point": "smoke-1203", "status_word": 3},
-            }
-        ],
-    )
+    gw.event("fap-1", "fire_panel", "fire.alarm", zone="b3-f12", point="smoke-1203", status_word=3)
     text = page.text('.alarm[data-severity="critical"][data-state="firing"]')
     assert "火警" in text and "fap-1" in text
     assert page.js("return window.__noReload") is True  # it came by the stream, not a reload
