@@ -23,7 +23,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,17 @@ Frames = tuple[list[bytes], dict[tuple[str, str], bytes]]
 
 def _frame(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def read_frames(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """(event, data) of each frame in the lines of a stream as ``_frame`` writes it: the
+    reader's side, for clients (tests, benches)."""
+    event = ""
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield event, orjson.loads(line[6:])
 
 
 class LiveFull(Exception):

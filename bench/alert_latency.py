@@ -26,6 +26,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from api.live import read_frames
 from bench.common import report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.cli import tune_interpreter
@@ -83,15 +84,11 @@ def _measure(
         headers = {"Authorization": "Bearer bench-admin-token-0123456789"}
         url = f"{service.url}/api/v1/estates/{ESTATE}/stream"
         with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(5, read=60)) as r:
-            event = ""
             try:
-                for line in r.iter_lines():
+                for event, data in read_frames(r.iter_lines()):
                     if stop.is_set():
                         return
-                    if line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: ") and event == "alarm":
-                        data = orjson.loads(line[6:])
+                    if event == "alarm":
                         subject = (data.get("alarm") or {}).get("subject", "")
                         if subject.startswith("probe-") and subject not in on_stream:
                             on_stream[subject] = time.time()

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from api.context import ApiContext
+from api.live import read_frames
 from estatewatch.broker import GatewayCredentials, free_port
 from gateway.adapter import Collected
 from gateway.publisher import GatewayPublisher
@@ -289,16 +290,12 @@ class LiveStream:
         assert self._ready.wait(10), "the live stream did not open"
 
     def _run(self, client: httpx.Client, estate: str) -> None:
-        event = ""
         with client.stream("GET", f"/api/v1/estates/{estate}/stream", timeout=None) as r:
             self._ready.set()
-            for line in r.iter_lines():
+            for frame in read_frames(r.iter_lines()):
                 if self._stop.is_set():
                     return
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    self.events.append((event, orjson.loads(line[6:])))
+                self.events.append(frame)
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [data for event, data in self.events if event == name]

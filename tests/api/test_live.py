@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from api.live import LiveHub
+from api.live import LiveHub, read_frames
 from estatewatch.broker import ManagedMosquitto
 from estatewatch.service import Service
 from tests.support import publish_temperature
@@ -25,15 +25,11 @@ def read_events(url: str, token: str, out: list[tuple[str, Any]], stop: threadin
         "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(5, read=30)
     ) as r:
         out.append(("status", r.status_code))
-        event = None
         try:
-            for line in r.iter_lines():
+            for frame in read_frames(r.iter_lines()):
                 if stop.is_set():
                     return
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    out.append((event or "", orjson.loads(line[6:])))
+                out.append(frame)
         except httpx.RemoteProtocolError:
             if not stop.is_set():  # the service stopping after the test is the expected end
                 raise
