@@ -30,24 +30,18 @@ B, Y, O, R, N = (  # noqa: E741 - blue, yellow, orange, red, none
 
 CRITERIA = load_criteria()
 
-# (speed m/s, force): each lower bound of REFERENCE.md, and the speed just under it.
+# The lower bound (m/s) of each wind force from 5 to 17, as REFERENCE.md gives them.
+WIND_FORCE_FLOORS = (8.0, 10.8, 13.9, 17.2, 20.8, 24.5, 28.5, 32.7, 37.0, 41.5, 46.2, 51.0, 56.1)
+# (speed m/s, force): each lower bound, and the speed just under it.
 WIND_SCALE = [
     (0.0, 0),
-    (8.0, 5), (7.99, 4),
-    (10.8, 6), (10.79, 5),
-    (13.9, 7), (13.89, 6),
-    (17.2, 8), (17.19, 7),
-    (20.8, 9), (20.79, 8),
-    (24.5, 10), (24.49, 9),
-    (28.5, 11), (28.49, 10),
-    (32.7, 12), (32.69, 11),
-    (37.0, 13), (36.99, 12),
-    (41.5, 14), (41.49, 13),
-    (46.2, 15), (46.19, 14),
-    (51.0, 16), (50.99, 15),
-    (56.1, 17), (56.09, 16),
+    *((floor, force) for force, floor in enumerate(WIND_FORCE_FLOORS, start=5)),
+    *(
+        (round(floor - 0.01, 2), force - 1)
+        for force, floor in enumerate(WIND_FORCE_FLOORS, start=5)
+    ),
     (75.0, 17),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("speed", "force"), WIND_SCALE)

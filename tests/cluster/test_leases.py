@@ -163,21 +163,22 @@ class Cluster(RuleBasedStateMachine):
         self.running.discard(proc)
         self.last_change = self.now
 
+    def _stop_one(self, data: st.DataObject) -> str:
+        """A running process, drawn, that stops running now (crashed or paused)."""
+        proc = data.draw(st.sampled_from(sorted(self.running)))
+        self.running.discard(proc)
+        self.last_change = self.now
+        return proc
+
     @precondition(lambda self: self.running)
     @rule(data=st.data())
     def crash(self, data: st.DataObject) -> None:
-        proc = data.draw(st.sampled_from(sorted(self.running)))
-        self.running.discard(proc)
-        del self.held[proc]  # the process is gone, and what it held with it
-        self.last_change = self.now
+        del self.held[self._stop_one(data)]  # the process is gone, and what it held with it
 
     @precondition(lambda self: self.running)
     @rule(data=st.data())
     def pause(self, data: st.DataObject) -> None:
-        proc = data.draw(st.sampled_from(sorted(self.running)))
-        self.running.discard(proc)
-        self.paused.add(proc)  # keeps what it believes it holds
-        self.last_change = self.now
+        self.paused.add(self._stop_one(data))  # keeps what it believes it holds
 
     @precondition(lambda self: self.paused)
     @rule(data=st.data())
