@@ -98,6 +98,13 @@ def _book(path: Path) -> tuple[int, str, int]:
     return int(row[0]), str(row[1]), int(row[2])
 
 
+def _written(path: Path, *seqs: int) -> TelemetryWriter:
+    """A writer of ``path`` that has committed one hydrant batch per seq, in one write."""
+    w = TelemetryWriter(path)
+    w.write([_hydrant(seq) for seq in seqs])
+    return w
+
+
 def test_forty_jumps_of_100001_stay_small_in_memory_and_on_disk(tmp_path: Path) -> None:
     """Issue 12: 40 messages with seq jumps of 100,001 kept 4.1 M missing seqs in memory (RSS
     230 → 634 MB) and rewrote a 31 MB JSON on every commit."""
@@ -122,8 +129,7 @@ def test_forty_jumps_of_100001_stay_small_in_memory_and_on_disk(tmp_path: Path) 
 
 def test_the_book_survives_a_restart_and_gaps_still_fill(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    w = TelemetryWriter(path)
-    w.write([_hydrant(1), _hydrant(10)])
+    w = _written(path, 1, 10)
     w.close()
     w = TelemetryWriter(path)
     assert w.seqs.get("e1", "gw-01").missing == [(2, 9)]
@@ -135,8 +141,7 @@ def test_the_book_survives_a_restart_and_gaps_still_fill(tmp_path: Path) -> None
 
 def test_an_unchanged_gap_is_not_rewritten(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    w = TelemetryWriter(path)
-    w.write([_hydrant(1), _hydrant(10)])
+    w = _written(path, 1, 10)
     # mark the stored gaps: a commit that leaves the gaps as they are must not rewrite them
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE gateway_seqs SET missing = '[[2, 9]]'")
@@ -149,8 +154,7 @@ def test_an_unchanged_gap_is_not_rewritten(tmp_path: Path) -> None:
 
 def test_a_book_of_schema_2_is_read_and_kept_working(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    w = TelemetryWriter(path)
-    w.write([_hydrant(1), _hydrant(5)])
+    w = _written(path, 1, 5)
     w.close()
     with sqlite3.connect(path) as conn:  # as schema 2 wrote it: seq by seq
         conn.execute("UPDATE gateway_seqs SET missing = '[2, 3, 4]'")
