@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import sqlalchemy as sa
@@ -174,3 +174,16 @@ def paged_site(
 ) -> Site:
     """A site whose engine pages the three roles through ``receivers``, which record it."""
     return Site(make_engine(sqlite_url, receivers=roles(receivers)), clock)
+
+
+class Paged(NamedTuple):
+    """A paged site with the clock it runs on and the receivers that record its pages."""
+
+    site: Site
+    clock: SimClock
+    receivers: dict[str, RecordingNotifier]
+
+
+@pytest.fixture
+def paged(paged_site: Site, clock: SimClock, receivers: dict[str, RecordingNotifier]) -> Paged:
+    return Paged(paged_site, clock, receivers)

@@ -16,6 +16,7 @@ from tests.alerts.conftest import (
     MINUTE,
     SECOND,
     EngineFactory,
+    Paged,
     RecordingNotifier,
     SimClock,
     Site,
@@ -163,12 +164,8 @@ def test_deadman_clocks_and_windows_survive_a_restart(
     assert "h1" in [a["subject"] for a in second.open_alarms("no-data")]
 
 
-def test_trapped_passengers_escalate_at_5_minutes_and_breach_at_30(
-    paged_site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
-    site = paged_site
+def test_trapped_passengers_escalate_at_5_minutes_and_breach_at_30(paged: Paged) -> None:
+    site, clock, receivers = paged
     start = clock.now
     site.event("lift-b2-1", "elevator", "elevator.trapped", floor=7, people=True)
     site.engine.tick()
@@ -208,12 +205,8 @@ def test_trapped_passengers_escalate_at_5_minutes_and_breach_at_30(
     ]
 
 
-def test_a_release_at_12_minutes_records_a_12_minute_rescue(
-    paged_site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
-    site = paged_site
+def test_a_release_at_12_minutes_records_a_12_minute_rescue(paged: Paged) -> None:
+    site, clock, receivers = paged
     start = clock.now
     site.event("lift-b2-1", "elevator", "elevator.trapped", floor=7, people=True)
     (alarm,) = site.open_alarms()
@@ -236,12 +229,8 @@ def test_a_release_at_12_minutes_records_a_12_minute_rescue(
     assert any(t["id"] == "call-maintenance" for t in act["tasks"])
 
 
-def test_a_silence_mutes_only_what_it_matches_and_only_while_it_lasts(
-    paged_site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
-    site = paged_site
+def test_a_silence_mutes_only_what_it_matches_and_only_while_it_lasts(paged: Paged) -> None:
+    site, clock, receivers = paged
     matchers = [{"name": "estate", "value": "e1"}, {"name": "device", "value": "p1"}]
     silence = site.engine.add_silence(matchers, clock.now + HOUR, "王工", "泵房检修")
     site.reading("p1", "fire_pump", fault=True)
@@ -285,12 +274,8 @@ def test_a_gateway_offline_hides_its_devices_no_data_alarms(site: Site, clock: S
     assert [a["subject"] for a in site.open_alarms()] == ["h2"]
 
 
-def test_a_flapping_sensor_is_held_not_renotified(
-    paged_site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
-    site = paged_site
+def test_a_flapping_sensor_is_held_not_renotified(paged: Paged) -> None:
+    site, clock, receivers = paged
     for i in range(12):  # a loose contact: fault on, fault off, every minute
         site.reading("p1", "fire_pump", fault=i % 2 == 0)
         site.engine.tick()
@@ -330,12 +315,8 @@ def test_a_rule_file_with_a_mistake_is_refused_and_the_rules_in_force_stay(
     assert "pump-room-cold" in [a["rule"] for a in site.open_alarms()]
 
 
-def test_an_official_warning_activates_plans_and_its_expiry_stands_them_down(
-    paged_site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
-    site = paged_site
+def test_an_official_warning_activates_plans_and_its_expiry_stands_them_down(paged: Paged) -> None:
+    site, clock, receivers = paged
     site.reading("ws-01", "weather_station", wind_speed_ms=3.0)  # the estate is known
     warning = site.engine.post_warning(
         "strong_wind", "orange", clock.now, clock.now + 3 * HOUR, "气象台转发", estates=["e1"]
@@ -357,12 +338,8 @@ def test_an_official_warning_activates_plans_and_its_expiry_stands_them_down(
     assert done["ended_ms"] == clock.now  # at once: no hold after an expired warning
 
 
-def test_tasks_done_late_or_not_at_all_show_in_the_summary(
-    paged_site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
-    site = paged_site
+def test_tasks_done_late_or_not_at_all_show_in_the_summary(paged: Paged) -> None:
+    site, clock, receivers = paged
     act = site.engine.activate_plan("e1", "fire", "II", "值班经理", "3 号楼确认起火")
     due = {t["id"]: t["due_ms"] for t in act["tasks"]}
     assert {"verify", "extinguish", "call-119", "evacuate"} <= set(due)

@@ -8,7 +8,7 @@ import pytest
 from alerts.alarms import InvalidTransition
 from alerts.plans import load_plans
 from ingest.state import StateStore
-from tests.alerts.conftest import MINUTE, EngineFactory, RecordingNotifier, SimClock, Site
+from tests.alerts.conftest import MINUTE, EngineFactory, Paged, SimClock, Site
 
 
 def fire_level(site: Site) -> str | None:
@@ -68,14 +68,10 @@ def test_a_person_confirms_a_fire(site: Site) -> None:
         site.engine.confirm(gas["id"], "值班员-王")
 
 
-def test_the_rescue_deadline_is_the_technicians_arrival(
-    paged_site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
+def test_the_rescue_deadline_is_the_technicians_arrival(paged: Paged) -> None:
     """Arrival within 30 min meets the deadline even if the release takes longer; a late
     arrival breaches it even if the release follows at once."""
-    site = paged_site
+    site, clock, receivers = paged
     start = clock.now
     site.event("lift-1", "elevator", "elevator.trapped", floor=7, people=True, door_zone=False)
     (alarm,) = site.open_alarms("elevator-trapped")
@@ -136,15 +132,11 @@ def test_gas_and_storm_plans_say_what_to_do() -> None:
                 assert " ～" not in t.text_zh and "～ " not in t.text_zh
 
 
-def test_the_control_room_is_told_whether_the_car_is_at_a_landing(
-    paged_site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
+def test_the_control_room_is_told_whether_the_car_is_at_a_landing(paged: Paged) -> None:
     """GB/T 24476-2023 tells trapped at a landing (平层关人) from between floors (非平层)."""
     from alerts.notify.text import describe
 
-    site = paged_site
+    site, _, receivers = paged
     site.event("lift-1", "elevator", "elevator.trapped", floor=7, people=True, door_zone=False)
     site.event("lift-2", "elevator", "elevator.trapped", floor=1, people=True, door_zone=True)
     site.engine.tick()
