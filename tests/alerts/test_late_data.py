@@ -4,7 +4,7 @@ late, nobody paged; deadman clocks run on arrivals."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -55,17 +55,36 @@ def site(engine: AlertEngine, clock: SimClock) -> Site:
     return Site(engine, clock)
 
 
-def test_replaying_a_past_date_raises_no_flapping_no_data_alarms_and_pages_nobody(
+class Late(NamedTuple):
+    """What a late-data test drives and watches: the engine, its site past the start-up
+    grace, the clock, the paged receivers and the MQTT notices published."""
+
+    engine: AlertEngine
+    site: Site
+    clock: SimClock
+    receivers: dict[str, RecordingNotifier]
+    published: Published
+
+
+@pytest.fixture
+def late(
     engine: AlertEngine,
     site: Site,
     clock: SimClock,
     receivers: dict[str, RecordingNotifier],
     published: Published,
+) -> Late:
+    return Late(engine, site, clock, receivers, published)
+
+
+def test_replaying_a_past_date_raises_no_flapping_no_data_alarms_and_pages_nobody(
+    late: Late,
 ) -> None:
     """`simulate --start <yesterday>` at real speed for 14 minutes. Before: every device's
     deadman clock ran on the replayed timestamps, a day old, so each deadman check called
     every device silent and its next reading cleared it: 52 flapping no-data alarms on one
     estate and ~8,800 MQTT notices in 14 minutes."""
+    engine, site, clock, receivers, published = late
     devices = [(f"wp-{i}", "water_pressure", 60) for i in range(20)]
     devices += [(f"lift-{i}", "elevator", 10) for i in range(5)]
     replay_start = clock.now - DAY
@@ -103,12 +122,8 @@ def test_replaying_a_past_date_raises_no_flapping_no_data_alarms_and_pages_nobod
     assert low["escalated"] == 0 if "escalated" in low else True
 
 
-def test_a_device_silent_in_wall_time_is_missed_whatever_its_timestamps_say(
-    engine: AlertEngine,
-    site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-) -> None:
+def test_a_device_silent_in_wall_time_is_missed_whatever_its_timestamps_say(late: Late) -> None:
+    engine, site, clock, receivers, _ = late
     # one reading taken an hour ago, arriving now; then nothing
     site.deliver(
         readings=[Reading("wp-1", "water_pressure", clock.now - HOUR, {"pressure_mpa": 0.3})]
@@ -126,12 +141,9 @@ def test_a_device_silent_in_wall_time_is_missed_whatever_its_timestamps_say(
 
 
 def test_a_backlog_whose_condition_cleared_is_history_one_still_holding_is_paged_once(
-    engine: AlertEngine,
-    site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-    published: Published,
+    late: Late,
 ) -> None:
+    engine, site, clock, receivers, published = late
     now = clock.now
     # gateway back after 40 minutes offline: its backlog arrives in one commit
     backlog = []
@@ -164,12 +176,9 @@ def test_a_backlog_whose_condition_cleared_is_history_one_still_holding_is_paged
 
 
 def test_a_late_entrapment_is_recorded_with_its_real_rescue_time_and_pages_nobody(
-    engine: AlertEngine,
-    site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-    published: Published,
+    late: Late,
 ) -> None:
+    engine, site, clock, receivers, published = late
     trapped = clock.now - 2 * HOUR
     site.deliver(
         events=[
@@ -188,13 +197,8 @@ def test_a_late_entrapment_is_recorded_with_its_real_rescue_time_and_pages_nobod
     assert published == [] and [n for x in receivers.values() for n in x.sent] == []
 
 
-def test_a_late_alarm_is_not_announced_live_but_a_persons_action_on_it_is(
-    engine: AlertEngine,
-    site: Site,
-    clock: SimClock,
-    receivers: dict[str, RecordingNotifier],
-    published: Published,
-) -> None:
+def test_a_late_alarm_is_not_announced_live_but_a_persons_action_on_it_is(late: Late) -> None:
+    engine, site, clock, receivers, published = late
     live: list[dict[str, Any]] = []
     engine.add_listener(live.append)
     old = clock.now - 2 * HOUR
