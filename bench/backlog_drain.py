@@ -39,7 +39,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import report, verdict
+from bench.common import parse_with_full, report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
 from gateway.buffer import ForwardBuffer
 from gateway.publisher import GatewayPublisher, LinkSettings
@@ -348,10 +348,7 @@ def main() -> None:
         help="backlog: simulated seconds per poll (0.2: a gateway polling at real speed)",
     )
     p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--full", action="store_true", help="ten rounds")
-    args = p.parse_args()
-    if args.full:
-        args.rounds = 10
+    args = parse_with_full(p, "ten rounds", rounds=10)
     print("bench 6: gateway backlog drain", flush=True)
     f = run(args.rounds, HOUR, args.live_fragment_s, args.backlog_fragment_s, args.seed)
     settings = {

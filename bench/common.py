@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -94,3 +95,13 @@ def queueing_broker() -> Iterator[tuple[ManagedMosquitto, Path]]:
             yield broker, folder
         finally:
             broker.stop()
+
+
+def parse_with_full(p: argparse.ArgumentParser, full: str, **settings: Any) -> argparse.Namespace:
+    """Adds ``--full`` (described by ``full``), parses, and under --full sets ``settings``."""
+    p.add_argument("--full", action="store_true", help=full)
+    args = p.parse_args()
+    if args.full:
+        for name, value in settings.items():
+            setattr(args, name, value)
+    return args

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import report, verdict
+from bench.common import parse_with_full, report, verdict
 from ingest.model import ChartQuery
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
 from protocol.catalog import Catalog, default_catalog
@@ -214,10 +214,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=30, help="rounds over the charted series")
     p.add_argument("--per-kind", type=int, default=3, help="devices charted per kind")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--full", action="store_true", help="readings every 10 minutes")
-    args = p.parse_args()
-    if args.full:
-        args.interval_s = 600
+    args = parse_with_full(p, "readings every 10 minutes", interval_s=600)
     print("bench 5: query cost against history", flush=True)
     print(
         f"  writing {args.days} days of the large estate, every device every "

@@ -39,7 +39,7 @@ import yaml
 from alerts.engine import AlertEngine
 from alerts.rules.loader import BUNDLED_RULES, load_rules
 from alerts.rules.spec import Composite, ValueTest
-from bench.common import report, verdict
+from bench.common import parse_with_full, report, verdict
 from estatewatch.cli import tune_interpreter
 from ingest.pipeline import Delivery
 from ingest.state import create_engine
@@ -398,10 +398,7 @@ def main() -> None:
     p.add_argument("--minutes", type=int, default=30, help="simulated minutes timed")
     p.add_argument("--warmup", type=int, default=5, help="simulated minutes fed, not timed")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--full", action="store_true", help="two simulated hours")
-    args = p.parse_args()
-    if args.full:
-        args.minutes = 120
+    args = parse_with_full(p, "two simulated hours", minutes=120)
     print("bench 4: rules scaling", flush=True)
     f = run(args.minutes, args.warmup, seed=args.seed)
     settings = {
