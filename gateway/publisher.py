@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -44,6 +44,8 @@ from protocol.messages import (
 from protocol.topics import Channel, gateway_topic
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")  # what a buffer stores: readings or events
 
 COMMAND_QUEUE = 256  # commands waiting for the adapter thread; more are refused, not queued
 
@@ -126,17 +128,17 @@ class GatewayPublisher:
 
     def publish_telemetry(self, readings: Sequence[Reading]) -> list[Delivery]:
         """Buffer readings on disk; they go out in batches (by size and linger time)."""
-        if not readings:
-            return []
-        row = self.buffer.add_readings(readings)
-        self._wake.set()
-        return [Delivery(self.buffer, row)]
+        return self._buffered(self.buffer.add_readings, readings)
 
     def publish_events(self, events: Sequence[Event]) -> list[Delivery]:
         """Buffer events on disk; they go out at once, before any waiting telemetry."""
-        if not events:
+        return self._buffered(self.buffer.add_events, events)
+
+    def _buffered(self, add: Callable[[Sequence[T]], int], items: Sequence[T]) -> list[Delivery]:
+        """Store ``items`` with ``add`` and wake the link for them (none given: nothing to do)."""
+        if not items:
             return []
-        row = self.buffer.add_events(events)
+        row = add(items)
         self._wake.set()
         return [Delivery(self.buffer, row)]
 
