@@ -183,6 +183,19 @@ class _SpecLoader(TableChecker):
             raise self.fail(where, f"must be a whole number from {lo} to {hi}, got {value!r}")
         return value
 
+    def groups(
+        self, doc: dict[str, Any], name: str, keys: set[str]
+    ) -> Iterator[tuple[str, dict[str, Any], int]]:
+        """Each table of the array ``[[name]]`` (keys: ``count`` and ``keys``), checked: where
+        it stands, the table and its count."""
+        groups = doc.get(name, [])
+        if not isinstance(groups, list):
+            raise self.fail(name, f"must be an array of tables: [[{name}]]")
+        for gi, group in enumerate(groups):
+            where = f"[[{name}]] #{gi + 1}"
+            g = self.table(group, where, {"count"} | keys)
+            yield where, g, self.count(g.get("count"), f"{where}.count", 1)
+
     def counts(self, value: Any, where: str, stems: dict[str, str]) -> dict[str, int]:
         tbl = self.table(value, where, set(stems) | set(self.catalog.kinds))
         out: dict[str, int] = {}
@@ -239,14 +252,8 @@ class _SpecLoader(TableChecker):
             self.number(cl, "cold_spell_min_c", "climate", math.nan),
         )
         devices = _plant_devices(self.counts(doc.get("plant", {}), "[plant]", PLANT_STEMS))
-        groups = doc.get("buildings", [])
-        if not isinstance(groups, list):
-            raise self.fail("buildings", "must be an array of tables: [[buildings]]")
         b = 0
-        for gi, group in enumerate(groups):
-            where = f"[[buildings]] #{gi + 1}"
-            g = self.table(group, where, {"count", "floors", "devices", "heating"})
-            n = self.count(g.get("count"), f"{where}.count", 1)
+        for where, g, n in self.groups(doc, "buildings", {"floors", "devices", "heating"}):
             floors = self.count(g.get("floors", 6), f"{where}.floors", 1, 200)
             counts = self.counts(g.get("devices", {}), f"{where}.devices", BUILDING_STEMS)
             # Floor heating is an attribute of a building: its heat comes through a unit of
@@ -259,14 +266,8 @@ class _SpecLoader(TableChecker):
             for _ in range(n):
                 b += 1
                 devices += _building_devices(b, floors, counts)
-        sheds = doc.get("sheds", [])
-        if not isinstance(sheds, list):
-            raise self.fail("sheds", "must be an array of tables: [[sheds]]")
         s = 0
-        for gi, group in enumerate(sheds):
-            where = f"[[sheds]] #{gi + 1}"
-            g = self.table(group, where, {"count", "sockets", "cameras"})
-            n = self.count(g.get("count"), f"{where}.count", 1)
+        for where, g, n in self.groups(doc, "sheds", {"sockets", "cameras"}):
             sockets = self.count(g.get("sockets"), f"{where}.sockets", 1, 500)
             cameras = self.count(g.get("cameras", 0), f"{where}.cameras", 0, 50)
             for _ in range(n):
