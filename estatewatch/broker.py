@@ -150,6 +150,10 @@ class ManagedMosquitto:
         port_fallback: bool = False,
     ) -> None:
         self.folder = folder.resolve()  # Mosquitto's command line names it: one spelling
+        self.conf_path = self.folder / "mosquitto.conf"
+        self.log_path = self.folder / "mosquitto.log"
+        self.pid_path = self.folder / "mosquitto.pid"
+        self.ports_path = self.folder / "ports.json"
         self.host = host
         self.requested_port = port
         self.port = port  # the gateways' listener, settled by start()
@@ -184,22 +188,6 @@ class ManagedMosquitto:
             username=SERVICE_USER,
             password=self._passwords[SERVICE_USER][0],
         )
-
-    @property
-    def conf_path(self) -> Path:
-        return self.folder / "mosquitto.conf"
-
-    @property
-    def log_path(self) -> Path:
-        return self.folder / "mosquitto.log"
-
-    @property
-    def pid_path(self) -> Path:
-        return self.folder / "mosquitto.pid"
-
-    @property
-    def ports_path(self) -> Path:
-        return self.folder / "ports.json"
 
     @property
     def pid(self) -> int | None:
