@@ -34,6 +34,7 @@ from alerts.commands import (
     RemoteCommand,
     check_action,
 )
+from alerts.rows import RowMap
 from alerts.store import AlertStore, StoreBatch
 from alerts.tables import commands as commands_table
 from ingest.pipeline import Delivery
@@ -86,7 +87,7 @@ class CommandStore:
         """Store a new command and prune the device's oldest settled ones beyond the bound."""
         t = commands_table
         with self.engine.begin() as conn:
-            conn.execute(t.insert().values(**_row(cmd)))
+            conn.execute(t.insert().values(**_COMMAND.row(cmd)))
             cutoff = conn.execute(
                 sa.select(t.c.sent_ms)
                 .where(t.c.estate == cmd.estate, t.c.dev == cmd.dev)
@@ -120,7 +121,7 @@ class CommandStore:
         t = commands_table
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == command_id)).first()
-        return None if row is None else _command(row._mapping)
+        return None if row is None else _COMMAND.load(row._mapping)
 
     def for_device(self, estate: str, dev: str, limit: int = 20) -> list[RemoteCommand]:
         t = commands_table
@@ -131,57 +132,23 @@ class CommandStore:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [_command(r._mapping) for r in conn.execute(q)]
+            return [_COMMAND.load(r._mapping) for r in conn.execute(q)]
 
     def for_alarm(self, alarm_id: str) -> list[RemoteCommand]:
         t = commands_table
         q = sa.select(t).where(t.c.alarm_id == alarm_id).order_by(t.c.sent_ms, t.c.id)
         with self.engine.connect() as conn:
-            return [_command(r._mapping) for r in conn.execute(q)]
+            return [_COMMAND.load(r._mapping) for r in conn.execute(q)]
 
     def waiting(self) -> list[RemoteCommand]:
         t = commands_table
         q = sa.select(t).where(t.c.state == CommandState.SENT.value)
         with self.engine.connect() as conn:
-            return [_command(r._mapping) for r in conn.execute(q)]
+            return [_COMMAND.load(r._mapping) for r in conn.execute(q)]
 
 
-def _row(cmd: RemoteCommand) -> dict[str, Any]:
-    return {
-        "id": cmd.id,
-        "estate": cmd.estate,
-        "gateway": cmd.gateway,
-        "dev": cmd.dev,
-        "action": cmd.action,
-        "reason": cmd.reason,
-        "actor": cmd.by,
-        "alarm_id": cmd.alarm_id,
-        "rule": cmd.rule,
-        "state": cmd.state.value,
-        "error": cmd.error,
-        "sent_ms": cmd.sent_ms,
-        "deadline_ms": cmd.deadline_ms,
-        "answered_ms": cmd.answered_ms,
-    }
-
-
-def _command(r: Any) -> RemoteCommand:
-    return RemoteCommand(
-        id=r["id"],
-        estate=r["estate"],
-        gateway=r["gateway"],
-        dev=r["dev"],
-        action=r["action"],
-        reason=r["reason"],
-        by=r["actor"],
-        sent_ms=r["sent_ms"],
-        deadline_ms=r["deadline_ms"],
-        state=CommandState(r["state"]),
-        alarm_id=r["alarm_id"],
-        rule=r["rule"],
-        answered_ms=r["answered_ms"],
-        error=r["error"],
-    )
+# Its row: the fields by name, the person who sent it in the column "actor" (as timelines do).
+_COMMAND = RowMap(RemoteCommand, commands_table.c.keys(), renames={"actor": "by"})
 
 
 class CommandDesk:
