@@ -51,14 +51,22 @@ def wait_api(service: Service, path: str, check: Any, timeout: float = 10) -> An
     raise AssertionError(f"{path}: {body}")
 
 
+def on_duty(
+    service: Service, page: Page, estate: str, name: str, username: str, role: str
+) -> dict[str, Any]:
+    """A new estate with its gateway, and ``username`` (an operator of it, or an authority)
+    logged in to the page; the gateway's credentials."""
+    creds = estate_with_gateway(service, estate, name)
+    user(service, username, role, [] if role == "authority" else [estate])
+    page.login(username)
+    return creds
+
+
 def test_device_events_are_listed_live_and_after_a_reload(
     module_service: Service, module_page: Page
 ) -> None:
-    estate = "ev-xinhua"
-    service, page = module_service, module_page
-    gw = Gateway(estate_with_gateway(service, estate, "事件 新华小区"))
-    user(service, "duty-ev", "operator", [estate])
-    page.login("duty-ev")
+    estate, page = "ev-xinhua", module_page
+    gw = Gateway(on_duty(module_service, page, estate, "事件 新华小区", "duty-ev", "operator"))
     page.find(".live.live")
     assert "等待设备事件" in page.text(".events")
     gw.send(
@@ -100,9 +108,7 @@ def test_an_operator_creates_a_silence_sees_a_refused_pattern_and_expires_it(
 ) -> None:
     estate = "si-xinhua"
     service, page = module_service, module_page
-    estate_with_gateway(service, estate, "静默 新华小区")
-    user(service, "duty-si", "operator", [estate])
-    page.login("duty-si")
+    on_duty(module_service, module_page, estate, "静默 新华小区", "duty-si", "operator")
     page.click('#nav a[href="#/silences"]')
     form = "form.silence-form"
     set_value(page, f"{form} [name=m_name]", "device")
@@ -139,9 +145,7 @@ def test_the_authority_posts_an_official_warning_for_an_estate_and_lifts_it(
 ) -> None:
     estate = "wa-xinhua"
     service, page = module_service, module_page
-    estate_with_gateway(service, estate, "预警 新华小区")
-    user(service, "bureau-wa", "authority", [])
-    page.login("bureau-wa")
+    on_duty(module_service, module_page, estate, "预警 新华小区", "bureau-wa", "authority")
     page.click('#nav a[href="#/warnings"]')
     form = "form.warning-form"
     page.click(f"{form} button[type=submit]")  # covering nothing: said what to do
@@ -194,9 +198,7 @@ def test_an_operator_plans_a_drill_and_records_it_when_held(
 ) -> None:
     estate = "dr-xinhua"
     service, page = module_service, module_page
-    estate_with_gateway(service, estate, "演练 新华小区")
-    user(service, "duty-dr", "operator", [estate])
-    page.login("duty-dr")
+    on_duty(module_service, module_page, estate, "演练 新华小区", "duty-dr", "operator")
     page.click('#nav a[href="#/drills"]')
     set_value(page, "form.drill-plan-form [name=plan]", "elevator_entrapment")
     page.click("form.drill-plan-form button[type=submit]")
@@ -229,9 +231,7 @@ def test_an_operator_raises_a_plan_by_hand_changes_its_level_and_stands_it_down(
 ) -> None:
     estate = "pl-xinhua"
     service, page = module_service, module_page
-    estate_with_gateway(service, estate, "预案 新华小区")
-    user(service, "duty-pl", "operator", [estate])
-    page.login("duty-pl")
+    on_duty(module_service, module_page, estate, "预案 新华小区", "duty-pl", "operator")
     page.find(".p-plan .all-clear")
     page.click(".plan-raise summary")
     set_value(page, ".raise-form [name=plan]", "gas_leak")
