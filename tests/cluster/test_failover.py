@@ -4,9 +4,14 @@ protocol/endpoint.py)."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
+from estatewatch.cli import _parser
+from estatewatch.estate_cli import _simulate_config
+from estatewatch.settings import SettingsError, load_settings
+from gateway.config import ConfigError, parse_gateway_config
 from protocol.endpoint import EndpointError, parse_mqtt_url
 from protocol.failover import Failover, hop
 
@@ -109,3 +114,32 @@ def test_hop_points_a_paho_client_at_the_next_node_after_the_pause() -> None:
     kind, (lo, hi) = calls[1]  # type: ignore[misc]
     assert kind == "delay" and lo == hi and 0 <= lo <= 0.25
     assert f.node_url == "mqtt://svc@b:1884"
+
+
+def test_the_settings_file_takes_the_nodes_as_a_list_and_the_environment_as_text(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "estatewatch.toml"
+    f.write_text('mqtt_url = ["mqtt://svc:pw@a:1883", "mqtt://b:1883", "c:1885"]\n')
+    s = load_settings(f, environ={})
+    assert parse_mqtt_url(s.mqtt_url).nodes == (("a", 1883), ("b", 1883), ("c", 1885))
+    env = {"ESTATEWATCH_MQTT_URL": "mqtt://a:1,mqtt://b:2"}
+    assert parse_mqtt_url(load_settings(f, environ=env).mqtt_url).nodes == (("a", 1), ("b", 2))
+    with pytest.raises(SettingsError, match=r"mqtt_url: .*one scheme"):
+        load_settings(None, environ={"ESTATEWATCH_MQTT_URL": "mqtt://a:1,mqtts://b:2"})
+
+
+def test_a_gateway_config_and_simulate_take_a_clusters_nodes(tmp_path: Path) -> None:
+    doc = {
+        "gateway": {"estate": "e1", "id": "gw-01"},
+        "broker": {"url": ["mqtt://a:1883", "mqtt://b:1883"], "username": "e1.gw-01"},
+    }
+    cfg = parse_gateway_config(doc, "gw.toml", tmp_path)
+    assert cfg.endpoint.nodes == (("a", 1883), ("b", 1883))
+    assert cfg.endpoint.username == "e1.gw-01"
+    with pytest.raises(ConfigError, match=r"broker\.url"):
+        parse_gateway_config({**doc, "broker": {"url": [1, 2]}}, "gw.toml", tmp_path)
+    args = _parser().parse_args(
+        ["simulate", "--broker", "mqtt://a:1883,mqtt://b:1884", "--state-dir", str(tmp_path)]
+    )
+    assert _simulate_config(args).endpoint.nodes == (("a", 1883), ("b", 1884))
