@@ -547,7 +547,10 @@ class Service:
             for n, c in (("notices", self.notices), ("commands", self.command_client))
             if c
         ]
-        return {name: {"node": f.node_url, "failovers": f.failovers} for name, f in clients}
+        return {
+            name: {"node": f.node_url, "connected": f.up, "failovers": f.failovers}
+            for name, f in clients
+        }
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {"role": self.role}

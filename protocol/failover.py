@@ -72,6 +72,11 @@ class Failover:
     def node_url(self) -> str:
         return self.endpoint.node_url(self.node)
 
+    @property
+    def up(self) -> bool:
+        """Connected to ``node`` now (since ``connected``, until ``lost``)."""
+        return self._since is not None
+
     def connected(self) -> None:
         self._since = self._clock()
 

@@ -143,3 +143,12 @@ def test_a_gateway_config_and_simulate_take_a_clusters_nodes(tmp_path: Path) -> 
         ["simulate", "--broker", "mqtt://a:1883,mqtt://b:1884", "--state-dir", str(tmp_path)]
     )
     assert _simulate_config(args).endpoint.nodes == (("a", 1883), ("b", 1884))
+
+
+def test_up_from_a_connection_until_it_is_lost() -> None:
+    f, _ = failover()
+    assert not f.up
+    f.connected()
+    assert f.up
+    f.lost()
+    assert not f.up
