@@ -32,7 +32,7 @@ from ingest.state import StateStore
 from protocol.clock import SHANGHAI, now_ms
 from protocol.endpoint import parse_mqtt_url
 from protocol.messages import CommandAck, Event, Reading
-from tests.cluster.nats import NatsCluster, NatsNode, nats_available, nats_cluster
+from tests.cluster.natscluster import NatsCluster, NatsNode, nats_available, nats_cluster
 from tests.support import settings_file, waiter
 
 pytestmark = [
