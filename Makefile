@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo demo-check run test bench lint format clean
+.PHONY: setup demo demo-check run test cluster-test bench lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -43,6 +43,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# The clustered-broker tests alone (also in make test): 3 NATS nodes, a node killed under load.
+cluster-test: $(STAMP)
+	$(PY) -m pytest -q -p no:randomly -m cluster tests/cluster
 
 # Benchmarks: figures as ratios against references measured in the same run; never part of
 # make test's pass or fail. About 12 minutes plus bench 7's seasons (5 idle, ~19 shared; the first

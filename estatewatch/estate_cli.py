@@ -78,7 +78,8 @@ def add_estate_commands(sub: Any) -> None:
     sim.add_argument("--config", help="gateway config file for broker and buffer settings")
     sim.add_argument(
         "--broker",
-        help="mqtt://user@host:port (default 127.0.0.1:1883); the password from "
+        help="mqtt://user@host:port (default 127.0.0.1:1883), a cluster's nodes comma-separated "
+        "(mqtt://a:1883,mqtt://b:1883: the next one when a node is lost); the password from "
         f"--password-file or {PASSWORD_ENV}, not here, where ps shows it",
     )
     sim.add_argument("--password-file", help="file holding the gateway's MQTT password")
@@ -232,7 +233,7 @@ def _link_state(gateway: Gateway) -> str:
     pub = gateway.publisher
     link = pub.stats
     if link.connected:
-        return f"link up ({pub.endpoint.host}:{pub.endpoint.port})"
+        return f"link up ({pub.node_url})"
     if link.refused:
         return f"credentials refused by {pub.endpoint.url} · 认证被拒绝"
     return f"link down ({link.last_error or 'connecting'})"
@@ -275,7 +276,7 @@ def _run(cfg: GatewayConfig, progress_every: float, truth: str | None = None) ->
             if link.connected and not told_link:
                 told_link = True
                 print(
-                    f"{nl}connected to broker {cfg.endpoint.url} · 已连接",
+                    f"{nl}connected to broker {gateway.publisher.node_url} · 已连接",
                     flush=True,
                 )
             elif link.refused and not told_link:

@@ -538,11 +538,27 @@ class Service:
                 self.settings.deadletter_retention_days,
             )
 
+    def _broker_nodes(self) -> dict[str, dict[str, Any]]:
+        clients = (
+            [(lane.name, lane.failover) for lane in self.ingest.lanes.all] if self.ingest else []
+        )
+        clients += [
+            (n, c.failover)
+            for n, c in (("notices", self.notices), ("commands", self.command_client))
+            if c
+        ]
+        return {
+            name: {"node": f.node_url, "connected": f.up, "failovers": f.failovers}
+            for name, f in clients
+        }
+
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {"role": self.role}
         if self.timeseries is not None:
             body["timeseries"] = self.timeseries.health()
         if self.ingest is None:
+            if self.command_client is not None:  # an API node's commands session
+                body["broker"] = {"nodes": self._broker_nodes()}
             return body
         st = self.ingest.stats
         body["broker"] = {
@@ -550,6 +566,7 @@ class Service:
             "url": self.endpoint.url if self.endpoint else None,
             "managed": self.broker.name if self.broker else None,
             "connected": self.ingest.connected,
+            "nodes": self._broker_nodes(),  # which node of a clustered broker each client is on
         }
         if self.broker is not None:
             body["broker"]["running"] = self.broker.running

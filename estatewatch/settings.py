@@ -22,6 +22,7 @@ from ingest.consumer import (
     DEFAULT_QUEUE_SIZE,
     DEFAULT_STALL_S,
 )
+from protocol.endpoint import EndpointError, parse_mqtt_url
 
 ENV_PREFIX = "ESTATEWATCH_"
 
@@ -37,7 +38,9 @@ class Settings:
     mqtt_url: str = field(
         default="",
         metadata={
-            "help": "broker to use, e.g. mqtt://user:pass@127.0.0.1:1883; "
+            "help": "broker to use, e.g. mqtt://user:pass@127.0.0.1:1883; a cluster's nodes "
+            "comma-separated (mqtt://a:1883,mqtt://b:1883, or a list in the file): every "
+            "client moves to the next node when its node is lost; "
             "empty: start a local Mosquitto (or, without one, an embedded Python broker)"
         },
     )
@@ -240,6 +243,8 @@ def _coerce(name: str, raw: Any, kind: Any, source: str) -> Any:
             raise SettingsError(f"{source}: {name} must be a whole number, got {raw!r}") from None
     if name == "auto_cutoff" and isinstance(raw, list):
         return ",".join(str(e) for e in raw)  # auto_cutoff = ["estate-a", "estate-b"]
+    if name == "mqtt_url" and isinstance(raw, list) and all(isinstance(u, str) for u in raw):
+        return ",".join(raw)  # mqtt_url = ["mqtt://a:1883", "mqtt://b:1883"]: a cluster's nodes
     if name == "receivers" and isinstance(raw, list):
         return json.dumps(raw)  # [[receivers]] tables; kept as JSON text, as the variable
     if not isinstance(raw, str):
@@ -272,6 +277,11 @@ def load_settings(
         if var in environ:
             values[name] = _coerce(name, environ[var], f.type, f"environment {var}")
     settings = Settings(**values)
+    if settings.mqtt_url:
+        try:
+            parse_mqtt_url(settings.mqtt_url)
+        except EndpointError as exc:
+            raise SettingsError(f"mqtt_url: {exc}") from None
     if not 0 <= settings.max_clock_skew_s <= 86_400:
         raise SettingsError(
             f"max_clock_skew_s must be 0 … 86400 (the wire contract's one day), "

@@ -8,7 +8,7 @@ state_dir = "data/gateway"          # where the buffer lives
 # root = "estates", fw = "…", poll_interval_s = 0.2, status_interval_s = 30
 
 [broker]
-url = "mqtts://broker.example.cn:8883"
+url = "mqtts://broker.example.cn:8883"      # a cluster: "mqtts://a:8883,mqtts://b:8883" or a list
 username = "hohhot-xinhua.gw-01"
 password_file = "/etc/estatewatch/gw-01.password"   # or password = "…"
 ca_file = "/etc/estatewatch/ca.pem"                 # TLS: the broker's CA; client_cert/key too
@@ -33,7 +33,7 @@ Modbus and GB/T 26875.3 adapter tables are described in ``gateway/modbus.py`` an
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +133,17 @@ def parse_gateway_config(doc: dict[str, Any], source: str, base: Path) -> Gatewa
             "client_key", "keepalive_s", "reconnect_min_s", "reconnect_max_s", "max_inflight",
         },
     )  # fmt: skip
-    if not isinstance(br.get("url"), str):
-        raise r.fail("broker.url", 'is required, e.g. url = "mqtt://127.0.0.1:1883"')
+    url = br.get("url")
+    if not isinstance(url, str) and not (
+        isinstance(url, list) and url and all(isinstance(u, str) for u in url)
+    ):
+        raise r.fail(
+            "broker.url",
+            'is required, e.g. url = "mqtt://127.0.0.1:1883", or a cluster\'s nodes: '
+            'url = ["mqtt://a:1883", "mqtt://b:1883"]',
+        )
     try:
-        ep = parse_mqtt_url(br["url"])
+        ep = parse_mqtt_url(url)
     except EndpointError as exc:
         raise r.fail("broker.url", str(exc)) from None
     password = br.get("password", ep.password)
@@ -149,11 +156,10 @@ def parse_gateway_config(doc: dict[str, Any], source: str, base: Path) -> Gatewa
     ca_file = br.get("ca_file")
     if ca_file is not None and not (base / ca_file).exists():
         raise r.fail("broker.ca_file", f"{base / ca_file} does not exist")
-    endpoint = MqttEndpoint(
-        ep.host,
-        ep.port,
-        br.get("username", ep.username),
-        password,
+    endpoint = replace(
+        ep,
+        username=br.get("username", ep.username),
+        password=password,
         tls=ep.tls or ca_file is not None,
         ca_file=str(base / ca_file) if ca_file else None,
     )

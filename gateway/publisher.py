@@ -1,10 +1,12 @@
 """The gateway's MQTT side (CONTRACT.md): what is buffered goes out, in order, at most
 ``max_inflight`` QoS 1 messages at a time; acknowledged messages leave the buffer.
 
-One thread owns the MQTT client: it connects (exponential backoff with jitter, credentials,
-TLS), publishes the retained ``online`` status with how much is buffered, resends what the broker
-never acknowledged, then keeps the pipe full, live events first. A fresh client per connection
-means nothing of the backlog lives in paho's memory: the buffer on disk is the only truth.
+One thread owns the MQTT client: it connects (credentials, TLS; to a clustered broker's next
+node when one is lost, with exponential backoff and jitter once every node failed: the
+protocol/failover.py rules, same client id so the session follows), publishes the retained
+``online`` status with how much is buffered, resends what the broker never acknowledged, then
+keeps the pipe full, live events first. A fresh client per connection means nothing of the
+backlog lives in paho's memory: the buffer on disk is the only truth.
 Commands arriving on ``cmd`` are handed, through a bounded queue, to whoever runs the adapters;
 their acks go back on ``cmd/ack``.
 """
@@ -27,10 +29,10 @@ from typing import Any, TypeVar
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.backoff import Backoff
 from gateway.buffer import BufferStats, ForwardBuffer
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
+from protocol.failover import Failover
 from protocol.messages import (
     Command,
     CommandAck,
@@ -101,6 +103,8 @@ class GatewayPublisher:
         self.settings = link or LinkSettings(max_inflight=max_inflight)
         self.buffer = buffer or ForwardBuffer(state_dir / f"{estate}.{gw}.buffer.db")
         self.stats = LinkStats()
+        s = self.settings
+        self.failover = Failover(endpoint, s.reconnect_min_s, s.reconnect_max_s, stable_s=10.0)
         self.commands: queue.Queue[Command] = queue.Queue(COMMAND_QUEUE)
         self._acks_out: deque[CommandAck] = deque(maxlen=COMMAND_QUEUE)
         self._stop = threading.Event()
@@ -215,8 +219,12 @@ class GatewayPublisher:
         client.will_set(self.topic(Channel.STATUS), self._status("offline"), 1, True)
         return client
 
+    @property
+    def node_url(self) -> str:
+        """The broker node the link uses (or tries next)."""
+        return self.failover.node_url
+
     def _run(self) -> None:
-        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
         while not self._stop.is_set():
             if self._held_down.is_set():
                 self._wake.wait(0.2)
@@ -234,17 +242,17 @@ class GatewayPublisher:
                 self.stats.connected = False
                 with contextlib.suppress(Exception):
                     client.loop_stop()
-            if session.lasted_s > 10:
-                backoff.reset()
             if self._stop.is_set():
                 break
-            delay = backoff.next_delay()
+            lost = self.failover.node_url
+            delay = self.failover.lost()
             log.info(
-                "gateway %s/%s: broker %s unreachable (%s); retrying in %.1f s",
+                "gateway %s/%s: broker %s unreachable (%s); trying %s in %.1f s",
                 self.estate,
                 self.gw,
-                self.endpoint.url,
+                lost,
                 self.stats.last_error,
+                self.failover.node_url,
                 delay,
             )
             self._stop.wait(delay)
@@ -286,9 +294,9 @@ class _Session:
 
     def run(self) -> None:
         pub, client = self.pub, self.client
-        ep = pub.endpoint
+        host, port = pub.failover.node
         try:
-            client.connect(ep.host, ep.port, keepalive=pub.settings.keepalive_s)
+            client.connect(host, port, keepalive=pub.settings.keepalive_s)
         except (OSError, ssl.SSLError) as exc:
             pub.stats.last_error = f"{type(exc).__name__}: {exc}"
             return
@@ -312,6 +320,7 @@ class _Session:
             client.disconnect()
             return
         started = time.monotonic()
+        pub.failover.connected()
         client.subscribe(pub.topic(Channel.CMD), 1)
         client.publish(pub.topic(Channel.STATUS), pub._status("online"), 1, True)
         pub.stats.connects += 1

@@ -31,12 +31,14 @@ from ingest.stats import IngestStats
 from ingest.telemetry import PreparedRows
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
+from protocol.failover import Failover, hop
 from protocol.topics import service_subscriptions
 
 log = logging.getLogger(__name__)
 
 # What a queued message costs besides its payload (its record and the topic string).
 OVERHEAD_BYTES = 200
+KEEPALIVE_S = 30
 
 
 class GatewayRegistry:
@@ -85,6 +87,7 @@ class Lane:
     queue: queue.Queue[Received]
     events: bool
     budget: ByteBudget
+    failover: Failover  # the broker node this session is on, and the next (a cluster)
     generation: int = 0  # connections so far: an ack names a message of one connection
     connected: threading.Event = field(default_factory=threading.Event)
 
@@ -187,7 +190,7 @@ class Lanes:
     def _lane(self, name: str, client_id: str, size: int, max_bytes: int, events: bool) -> Lane:
         lane = Lane(
             name, self._make_client(client_id), queue.Queue(maxsize=size), events,
-            ByteBudget(max_bytes),
+            ByteBudget(max_bytes), Failover(self.endpoint, min_s=0.5, max_s=30.0),
         )  # fmt: skip
         lane.client.user_data_set(lane)
         return lane
@@ -204,9 +207,9 @@ class Lanes:
             client.username_pw_set(self.endpoint.username, self.endpoint.password)
         if self.endpoint.tls:
             client.tls_set(ca_certs=self.endpoint.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
+        client.on_connect_fail = self.on_connect_fail
         client.on_message = self.on_message
         client.on_subscribe = self.on_subscribe
         return client
@@ -255,7 +258,8 @@ class Lanes:
     # --- connection --------------------------------------------------------------------------
     def connect(self, wait_s: float) -> None:
         for lane in self.all:
-            lane.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
+            host, port = lane.failover.node
+            lane.client.connect_async(host, port, keepalive=KEEPALIVE_S)
             lane.client.loop_start()
         deadline = time.monotonic() + wait_s
         for lane in self.all:
@@ -285,15 +289,25 @@ class Lanes:
         else:
             # a session the broker lost has no subscriptions: make this lane's again
             self._subscribe(lane, sorted(self._my_estates()))
+        lane.failover.connected()
         lane.connected.set()
-        log.info("ingest: %s lane connected to %s", lane.name, self.endpoint.url)
+        log.info("ingest: %s lane connected to %s", lane.name, lane.failover.node_url)
 
     def on_disconnect(
-        self, _c: mqtt.Client, lane: Lane, _flags: object, reason: object, _props: object
+        self, client: mqtt.Client, lane: Lane, _flags: object, reason: object, _props: object
     ) -> None:
         lane.connected.clear()
         if not self._closing.is_set():
-            log.warning("ingest: disconnected from broker (%s); reconnecting", reason)
+            lost = lane.failover.node_url
+            hop(client, lane.failover, KEEPALIVE_S)  # same client id: the session follows
+            log.warning(
+                "ingest: %s lane disconnected from %s (%s); reconnecting to %s",
+                lane.name, lost, reason, lane.failover.node_url,
+            )  # fmt: skip
+
+    def on_connect_fail(self, client: mqtt.Client, lane: Lane) -> None:
+        if not self._closing.is_set():
+            hop(client, lane.failover, KEEPALIVE_S)
 
     def on_subscribe(
         self, _c: mqtt.Client, lane: Lane, mid: int, _codes: object, _props: object

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.notify import Notification, NotifyError
 from protocol.endpoint import MqttEndpoint
+from protocol.failover import Failover, hop
 
 __all__ = ["MqttNotifier", "NoticeClient", "Publish"]
 
@@ -47,7 +48,10 @@ class MqttNotifier:
 class NoticeClient:
     """The notices' own MQTT client: its own network thread, clean session (it subscribes to
     nothing), QoS 1, at most ``max_queued`` notices held while the broker is away (then
-    :meth:`publish` raises NotifyError and the outbox retries later)."""
+    :meth:`publish` raises NotifyError and the outbox retries later). On a clustered broker it
+    moves to the next node when its node is lost (protocol/failover.py)."""
+
+    KEEPALIVE_S = 30
 
     def __init__(
         self,
@@ -56,7 +60,9 @@ class NoticeClient:
         max_queued: int = 10_000,
     ) -> None:
         self.endpoint = endpoint
+        self.failover = Failover(endpoint, min_s=0.5, max_s=30.0)
         self.connected = threading.Event()
+        self._stopping = False
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -67,30 +73,39 @@ class NoticeClient:
             c.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
             c.tls_set(ca_certs=endpoint.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.max_queued_messages_set(max_queued)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         self.client = c
 
     def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
         if getattr(rc, "is_failure", False):
             log.warning("notices: broker refused the connection: %s", rc)
             return
+        self.failover.connected()
         self.connected.set()
 
     def _on_disconnect(
-        self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object
+        self, c: mqtt.Client, _u: object, _f: object, rc: object, _p: object
     ) -> None:
         self.connected.clear()
+        if not self._stopping:
+            hop(c, self.failover, self.KEEPALIVE_S)
+
+    def _on_connect_fail(self, c: mqtt.Client, _u: object) -> None:
+        if not self._stopping:
+            hop(c, self.failover, self.KEEPALIVE_S)
 
     def start(self, wait_s: float = 5.0) -> None:
-        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
+        host, port = self.failover.node
+        self.client.connect_async(host, port, keepalive=self.KEEPALIVE_S)
         self.client.loop_start()
         if not self.connected.wait(wait_s):
             log.warning("notices: not connected to %s yet; notices wait", self.endpoint.url)
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
