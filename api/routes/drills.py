@@ -18,6 +18,7 @@ from api.deps import (
     engine_errors,
     engine_of,
     guard,
+    reads_of,
     require_operate,
     visible_estates,
 )
@@ -52,7 +53,7 @@ def list_drills(
     """Drills, newest first; with ``estate`` and ``year`` also ``yearly``: per plan, drills
     held against the number required."""
     check_estate_filter(p, estate)
-    return engine_of(ctx).list_drills(estate, plan, year, visible_estates(p))
+    return reads_of(ctx).list_drills(estate, plan, year, visible_estates(p))
 
 
 # A drill is recorded after it is held; a little ahead is allowed for clocks and time zones.

@@ -16,6 +16,7 @@ from api.deps import (
     engine_errors,
     engine_of,
     guard,
+    reads_of,
     require_operate,
     visible_estates,
 )
@@ -51,7 +52,7 @@ class SilenceIn(BaseModel):
     **guard("user"),
 )
 def list_silences(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -> dict[str, Any]:
-    items = engine_of(ctx).list_silences(active, visible_estates(p))
+    items = reads_of(ctx).list_silences(active, visible_estates(p))
     return {"items": items, "total": len(items)}
 
 

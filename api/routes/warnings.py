@@ -8,7 +8,17 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
 from api import schemas
-from api.deps import Ctx, CurrentUser, Ms, engine_errors, engine_of, guard, visible_estates
+from api.deps import (
+    Ctx,
+    CurrentUser,
+    Ms,
+    engine_errors,
+    engine_of,
+    guard,
+    owner_act,
+    reads_of,
+    visible_estates,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["weather"])
 
@@ -81,7 +91,7 @@ def cancel_warning(warning_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
 )
 def list_warnings(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -> dict[str, Any]:
     """The warnings that cover the user's estates (all of them for admins and authorities)."""
-    items = engine_of(ctx).list_warnings(active, visible_estates(p))
+    items = reads_of(ctx).list_warnings(active, visible_estates(p))
     return {"items": items, "total": len(items)}
 
 
@@ -91,4 +101,5 @@ def list_warnings(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -
 def estate_weather(estate: str, ctx: Ctx) -> dict[str, Any]:
     """Per hazard: the level observed by the estate's stations (CMA criteria), the official
     one, and the estate's level (the higher), with the evidence."""
-    return {"estate": estate, "hazards": engine_of(ctx).weather_levels(estate)}
+    hazards = owner_act(ctx, estate, "weather_levels", {"estate": estate}, "system")
+    return {"estate": estate, "hazards": hazards}
