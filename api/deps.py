@@ -150,13 +150,6 @@ def check_estate_filter(p: Principal, estate: str | None) -> None:
 Ms = Annotated[int, Field(ge=0, lt=2**53, examples=[1768003200000])]
 
 
-def engine_of(ctx: ApiContext) -> AlertEngine:
-    engine: AlertEngine | None = getattr(ctx, "alerts", None)
-    if engine is None:
-        raise ApiError(503, "unavailable", "alarms and plans are not running on this process")
-    return engine
-
-
 @contextmanager
 def engine_errors() -> Iterator[None]:
     """The engine's refusals as API errors: a change the state forbids is a conflict, a value

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIONS",
     "MAX_ARG_CHARS",
+    "NO_ESTATE",
     "OwnerParts",
     "OwnerRouter",
     "Request",
@@ -90,6 +91,56 @@ def _opt(args: Mapping[str, Any], key: str) -> str | None:
     return None if args.get(key) is None else _s(args, key)
 
 
+def _i(args: Mapping[str, Any], key: str) -> int:
+    value = args.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ApiError(422, "invalid_request", f"{key}: a whole number expected")
+    return value
+
+
+def _texts(args: Mapping[str, Any], key: str) -> list[str]:
+    value = args.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(422, "invalid_request", f"{key}: a list of texts expected")
+    return value
+
+
+def _matchers(args: Mapping[str, Any]) -> list[dict[str, str]]:
+    value = args.get("matchers")
+    if not isinstance(value, list) or not all(
+        isinstance(m, dict) and all(isinstance(v, str) for v in m.values()) for m in value
+    ):
+        raise ApiError(422, "invalid_request", "matchers: a list of {name, value, op} expected")
+    return value
+
+
+def _add_silence(o: OwnerParts, a: Mapping[str, Any], by: str) -> Any:
+    starts = None if a.get("starts") is None else _i(a, "starts")
+    return o.engine().add_silence(_matchers(a), _i(a, "ends"), by, _s(a, "comment"), starts)
+
+
+def _post_warning(o: OwnerParts, a: Mapping[str, Any], by: str) -> Any:
+    return o.engine().post_warning(
+        _s(a, "hazard"), _s(a, "level"), _i(a, "issued"), _i(a, "expires"), by,
+        estates=_texts(a, "estates"), region=_s(a, "region"), text=_s(a, "text"),
+        source=_s(a, "source"),
+    )  # fmt: skip
+
+
+def _record_drill(o: OwnerParts, a: Mapping[str, Any], by: str) -> Any:
+    return o.engine().record_drill(
+        _s(a, "estate"), _s(a, "plan"), _i(a, "held"), by,
+        participants=_texts(a, "participants"), findings=_s(a, "findings"),
+        outcome=_s(a, "outcome"), drill_id=_opt(a, "drill_id"), status=_s(a, "status"),
+    )  # fmt: skip
+
+
+# What concerns no one estate (a silence of every estate, a warning of a region, lifting a
+# warning) goes to the owner of this id; the other owners read it from the store within a
+# minute (``AlertEngine._refresh_shared``), as they always have.
+NO_ESTATE = ""
+
+
 ACTIONS: dict[str, Action] = {
     "acknowledge": lambda o, a, by: o.engine().acknowledge(_s(a, "alarm"), by, _opt(a, "note")),
     "resolve": lambda o, a, by: o.engine().resolve(_s(a, "alarm"), by, _opt(a, "note")),
@@ -109,6 +160,11 @@ ACTIONS: dict[str, Action] = {
     "send_command": lambda o, a, by: o.desk().send(
         _s(a, "estate"), _s(a, "dev"), _s(a, "action"), _s(a, "reason"), by, _opt(a, "alarm_id")
     ),
+    "add_silence": _add_silence,
+    "expire_silence": lambda o, a, by: o.engine().expire_silence(_s(a, "silence"), by),
+    "post_warning": _post_warning,
+    "cancel_warning": lambda o, a, by: o.engine().cancel_warning(_s(a, "warning"), by),
+    "record_drill": _record_drill,
     # a read of what only the owner holds in memory: its stations' observed weather levels
     "weather_levels": lambda o, a, _by: o.engine().weather_levels(_s(a, "estate")),
 }

@@ -12,13 +12,12 @@ from api.deps import (
     Ctx,
     CurrentUser,
     Ms,
-    engine_errors,
-    engine_of,
     guard,
     owner_act,
     reads_of,
     visible_estates,
 )
+from api.owners import NO_ESTATE
 
 router = APIRouter(prefix="/api/v1", tags=["weather"])
 
@@ -55,20 +54,16 @@ class WarningIn(BaseModel):
 def post_warning(body: WarningIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """An official warning; the plans of the estates it covers follow it at once (the estate's
     level is the higher of observed and official) and stand down when it expires."""
-    engine = engine_of(ctx)
-    issued = body.issued_ms if body.issued_ms is not None else engine.clock()
-    with engine_errors():
-        return engine.post_warning(
-            body.hazard,
-            body.level,
-            issued,
-            body.expires_ms,
-            p.username,
-            estates=body.estates,
-            region=body.region,
-            text=body.text,
-            source=body.source,
-        )
+    issued = body.issued_ms if body.issued_ms is not None else reads_of(ctx).now()
+    args = {
+        "hazard": body.hazard, "level": body.level, "issued": issued,
+        "expires": body.expires_ms, "estates": body.estates, "region": body.region,
+        "text": body.text, "source": body.source,
+    }  # fmt: skip
+    # the owner of the first estate it names applies it; the others read it within a minute
+    estate = body.estates[0] if body.estates else NO_ESTATE
+    done: dict[str, Any] = owner_act(ctx, estate, "post_warning", args, p.username)
+    return done
 
 
 @router.delete(
@@ -79,8 +74,9 @@ def post_warning(body: WarningIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
 )
 def cancel_warning(warning_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Lift a warning before it expires; plans kept up by it alone stand down at once."""
-    with engine_errors():
-        return engine_of(ctx).cancel_warning(warning_id, p.username)
+    args = {"warning": warning_id}
+    done: dict[str, Any] = owner_act(ctx, NO_ESTATE, "cancel_warning", args, p.username)
+    return done
 
 
 @router.get(
