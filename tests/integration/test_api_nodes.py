@@ -210,6 +210,18 @@ def acted_and_answered(cluster: Cluster, alarms: dict[str, Any]) -> None:
         f"/api/v1/estates/shard-a/devices/{HOT_SOCKET}/commands", json={"action": "door.open"}
     )
     assert r.status_code == 422, r.text
+    # a silence on one owner's estate, ended through the other node; a drill recorded
+    r = api2.post(
+        "/api/v1/silences",
+        json={"estate": "shard-d", "matchers": [{"name": "device", "value": HOT_SOCKET}],
+              "duration_min": 30, "comment": "检修"},
+    )  # fmt: skip
+    assert r.status_code == 201 and r.json()["created_by"] == "admin", r.text
+    r = api1.delete(f"/api/v1/silences/{r.json()['id']}")
+    assert r.status_code == 200 and r.json()["active"] is False, r.text
+    held = int(time.time() * 1000) - 3_600_000
+    r = api1.post("/api/v1/drills", json={"estate": "shard-a", "plan": "fire", "held_ms": held})
+    assert r.status_code == 201, r.text
     print(f"\nactions through the owner (ms): {', '.join(f'{t:.0f}' for t in took)}")
 
 
