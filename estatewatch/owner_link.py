@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import ssl
 import threading
 import time
 import uuid
@@ -34,8 +33,8 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts.notify.mqtt import NoticeClient
 from protocol.endpoint import MqttEndpoint
 
 __all__ = ["OwnerLink", "reply_topic", "request_topic"]
@@ -70,43 +69,30 @@ class OwnerLink:
         self.endpoint, self.node, self.root = endpoint, node, root
         self.handler = handler
         self.max_waiting = max_waiting
-        self.connected = threading.Event()
         self._replies = reply_topic(root, node)
         self._served: set[str] = set()
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self._lock = threading.Lock()
         self._inbox: queue.Queue[tuple[float, dict[str, Any]] | None] = queue.Queue(max_queued)
         self._worker: threading.Thread | None = None
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"estatewatch-owners-{node}",
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
+        # the service's own kind of session (as the notices'): clean, QoS 1, bounded
+        self.session = NoticeClient(
+            endpoint, f"estatewatch-owners-{node}", max_queued=max_waiting + max_queued
         )
-        if endpoint.username:
-            c.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            c.tls_set(ca_certs=endpoint.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        c.reconnect_delay_set(min_delay=1, max_delay=10)
-        c.max_queued_messages_set(max_waiting + max_queued)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        self.client = c
+        self.connected = self.session.connected
+        self.client = self.session.client
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self, wait_s: float = 5.0) -> None:
         if self.handler is not None:
             self._worker = threading.Thread(target=self._work, name="owner-requests", daemon=True)
             self._worker.start()
-        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
-        self.client.loop_start()
-        if not self.connected.wait(wait_s):
-            log.warning("owners: not connected to %s yet", self.endpoint.url)
+        self.session.start(wait_s)
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.session.stop()
         if self._worker is not None:
             with contextlib.suppress(queue.Full):  # a daemon thread: it ends with the process
                 self._inbox.put_nowait(None)
@@ -128,19 +114,14 @@ class OwnerLink:
         with self._lock:
             return address in self._served
 
-    def _on_connect(self, c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
-        if getattr(rc, "is_failure", False):
-            log.warning("owners: broker refused the connection: %s", rc)
-            return
+    def _on_connect(self, c: mqtt.Client, u: object, f: object, rc: object, p: object) -> None:
+        """On every connect (a clean session): our replies and the addresses we serve."""
+        self.session._on_connect(c, u, f, rc, p)
+        if not self.connected.is_set():
+            return  # refused; the session logged why
         with self._lock:
             topics = [self._replies, *(request_topic(self.root, a) for a in self._served)]
         c.subscribe([(t, 1) for t in topics])
-        self.connected.set()
-
-    def _on_disconnect(
-        self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object
-    ) -> None:
-        self.connected.clear()
 
     # --- asking --------------------------------------------------------------------------------
     def request(

@@ -48,7 +48,7 @@ from ingest.directory import estate_records, offline_gateways
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
-from ingest.shards import ShardedTelemetryReader, shard_of
+from ingest.shards import ShardedTelemetryReader
 from ingest.state import SchemaBusy, StateStore
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from ingest.victoria import RemoteChartsReader, VictoriaMetricsReader
@@ -293,7 +293,9 @@ class Service:
         self.notices = NoticeClient(self.endpoint, f"estatewatch-notices{suffix}")
         self.notices.start()
         publish = self.notices.publish
-        owns = (lambda e: shard_of(e, shard[1]) == shard[0]) if shard else None
+        # the estates this process owns: the one owner look-up, as the API nodes route by
+        mine = shard_address(self.shard)
+        owns = (lambda e: self.owner_of(e) == mine) if shard else None
         rules = s.data_path / "rules"
         receivers = receivers_from_config(json.loads(s.receivers)) if s.receivers else None
         db = self.state.engine
