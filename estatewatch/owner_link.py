@@ -37,11 +37,12 @@ import paho.mqtt.client as mqtt
 from alerts.notify.mqtt import NoticeClient
 from protocol.endpoint import MqttEndpoint
 
-__all__ = ["OwnerLink", "reply_topic", "request_topic"]
+__all__ = ["OwnerLink", "live_topic", "reply_topic", "request_topic"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+OnLive = Callable[[str, str, dict[str, Any]], None]  # (estate, event, data), as LiveHub.publish
 MAX_PAYLOAD = 1 << 20  # bytes of one request or reply; an alarm with its detail is far less
 
 
@@ -51,6 +52,11 @@ def request_topic(root: str, address: str) -> str:
 
 def reply_topic(root: str, node: str) -> str:
     return f"{root}/_owners/_reply/{node}"
+
+
+def live_topic(root: str) -> str:
+    """Owners' alarm, plan and command changes, for the API nodes' live streams (QoS 0)."""
+    return f"{root}/_owners/_live"
 
 
 class OwnerLink:
@@ -65,9 +71,12 @@ class OwnerLink:
         handler: Handler | None = None,
         max_waiting: int = 1000,
         max_queued: int = 256,
+        on_live: OnLive | None = None,
     ) -> None:
         self.endpoint, self.node, self.root = endpoint, node, root
         self.handler = handler
+        self.on_live = on_live
+        self._live = live_topic(root)
         self.max_waiting = max_waiting
         self._replies = reply_topic(root, node)
         self._served: set[str] = set()
@@ -121,6 +130,8 @@ class OwnerLink:
             return  # refused; the session logged why
         with self._lock:
             topics = [self._replies, *(request_topic(self.root, a) for a in self._served)]
+        if self.on_live is not None:
+            topics.append(self._live)
         c.subscribe([(t, 1) for t in topics])
 
     # --- asking --------------------------------------------------------------------------------
@@ -165,6 +176,9 @@ class OwnerLink:
         except orjson.JSONDecodeError:
             log.warning("owners: not JSON on %s, dropped", msg.topic)
             return
+        if msg.topic == self._live:
+            self._told(data)
+            return
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             log.warning("owners: no id on %s, dropped", msg.topic)
             return
@@ -182,6 +196,20 @@ class OwnerLink:
         except queue.Full:
             busy = {"code": "owner_busy", "message": "the owner is busy; try again shortly"}
             self._reply(data, {"status": 503, "error": busy})
+
+    # --- live changes --------------------------------------------------------------------------
+    def tell(self, estate: str, event: str, data: dict[str, Any]) -> None:
+        """An owner's alarm, plan or command change, for every API node's live stream. QoS 0:
+        a frame lost is a change the page shows at its next read, as for a dropped stream."""
+        body = {"estate": estate, "event": event, "data": data}
+        self.client.publish(self._live, orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), 0)
+
+    def _told(self, data: Any) -> None:
+        if self.on_live is None or not isinstance(data, dict):
+            return
+        estate, event, change = data.get("estate"), data.get("event"), data.get("data")
+        if isinstance(estate, str) and isinstance(event, str) and isinstance(change, dict):
+            self.on_live(estate, event, change)
 
     def _work(self) -> None:
         assert self.handler is not None

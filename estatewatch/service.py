@@ -380,16 +380,20 @@ class Service:
         node = node.replace("+", "_").replace("#", "_")
         local = OwnerParts(self.alerts, self.commands) if self.role == "ingest" else None
         handler = functools.partial(serve, local) if local is not None else None
-        self.owner_link = OwnerLink(parse_mqtt_url(s.mqtt_url), node, s.mqtt_root, handler)
+        # An API node's live stream: the owners' alarm, plan and command changes (device
+        # readings stay on the owners' own streams: relaying every commit would double the
+        # broker's traffic).
+        on_live = self.live.publish if self.role == "api" else None
+        link = OwnerLink(parse_mqtt_url(s.mqtt_url), node, s.mqtt_root, handler, on_live=on_live)
+        self.owner_link = link
         if local is not None:
-            self.owner_link.serve(shard_address(self.shard))
-        self.owner_link.start()
+            link.serve(shard_address(self.shard))
+            for source in (self.alerts, self.commands):
+                if source is not None:
+                    source.add_listener(self._relay_change)
+        link.start()
         self.owners = OwnerRouter(
-            self.owner_of,
-            self.owner_link.request,
-            local,
-            self.owner_link.serves,
-            s.owner_timeout_ms / 1000,
+            self.owner_of, link.request, local, link.serves, s.owner_timeout_ms / 1000
         )
         if self.role == "api":
             alerts_store = AlertStore(self.state.engine)  # its tables, if no shard made them
@@ -440,6 +444,12 @@ class Service:
         estate = change.get("estate")
         if estate and self.live.subscribers:
             self.live.publish(str(estate), str(change.get("type", "alarm")), change)
+
+    def _relay_change(self, change: dict[str, Any]) -> None:
+        """An owner's alarm, plan or command change, to the API nodes' live streams."""
+        estate = change.get("estate")
+        if estate and self.owner_link is not None:
+            self.owner_link.tell(str(estate), str(change.get("type", "alarm")), change)
 
     def _push_live(self, deliveries: Sequence[Delivery]) -> None:
         if self.live.subscribers:

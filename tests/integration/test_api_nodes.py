@@ -1,10 +1,11 @@
 """Any API node does everything (issue 16): two `run --role ingest --shard I` owners and two
 `run --role api` nodes, as processes with their own settings files, on PostgreSQL, the
 broker and VictoriaMetrics; a simulated estate per shard publishes through the broker. From
-each API node a person acknowledges an alarm owned by the other shard's process, activates a
-plan, ticks its task and stands it down; an owner's refusal reaches the caller unchanged, an
-owner that is gone is a 503 that says what to do; overview and report are the same from both
-API nodes."""
+each API node a person acknowledges an alarm owned by the other shard's process (and sees it
+on the other node's live stream), activates a plan, ticks its task and stands it down, sends a
+socket command, sets and ends a silence and records a drill; an owner's refusal reaches the
+caller unchanged, an owner that is gone is a 503 that says what to do; overview and report are
+the same from both API nodes."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from estatewatch.broker import ManagedMosquitto, free_port
 from gateway.runtime import Gateway
 from ingest.shards import shard_of
 from protocol.catalog import default_catalog
-from tests.support import HOT_SOCKET, overheating_estate, waiter
+from tests.support import HOT_SOCKET, LiveStream, overheating_estate, waiter
 
 pytestmark = pytest.mark.integration
 
@@ -156,6 +157,7 @@ def test_any_api_node_acts_through_the_owner(cluster: Cluster, mosquitto: Manage
 def acted_and_answered(cluster: Cluster, alarms: dict[str, Any]) -> None:
     api1, api2 = cluster.clients["api1"], cluster.clients["api2"]
     took = []
+    live = LiveStream(api2, "shard-d")  # an API node's stream: the owners' changes, relayed
     # each API node acknowledges the alarm of an estate the other shard's process owns
     for api, estate in ((api1, "shard-d"), (api2, "shard-a")):
         alarm_id = alarms[estate]["id"]
@@ -179,6 +181,15 @@ def acted_and_answered(cluster: Cluster, alarms: dict[str, Any]) -> None:
         assert acts["acknowledged"]["by"] == "admin"
         assert abs(acts["acknowledged"]["ts"] - time.time() * 1000) < 60_000
         assert acts["assigned"]["by"] == "admin"
+    acked = alarms["shard-d"]["id"]
+
+    def told() -> bool:
+        return any(
+            d["action"] == "acknowledged" and d["alarm"]["id"] == acked for d in live.named("alarm")
+        )
+
+    wait_for(told, 10, "the acknowledgement on the other API node's live stream")
+    live.close()
     # a plan: activated through one node, its task ticked and stood down through the other
     r = api1.post(
         "/api/v1/estates/shard-d/plans/activations",
