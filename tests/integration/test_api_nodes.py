@@ -189,6 +189,13 @@ def acted_and_answered(cluster: Cluster, alarms: dict[str, Any]) -> None:
         )
 
     wait_for(told, 10, "the acknowledgement on the other API node's live stream")
+    # a worker's own port is an API node too: shard 0 routes a note to shard 1
+    r = cluster.clients["s0"].post(f"/api/v1/alarms/{acked}/notes", json={"text": "已断电"})
+    assert r.status_code == 201, r.text
+    notes = [
+        t for t in api1.get(f"/api/v1/alarms/{acked}").json()["timeline"] if t["action"] == "note"
+    ]
+    assert [n["detail"].get("text") for n in notes] == ["已断电"], notes
     live.close()
     # a plan: activated through one node, its task ticked and stood down through the other
     r = api1.post(
