@@ -222,7 +222,7 @@ def serve(parts: OwnerParts, request: Mapping[str, Any]) -> dict[str, Any]:
     except Exception:
         log.exception("owner: %s by %s failed", name, by)
         return _error(ApiError(500, "internal_error", f"the owner could not apply {name}"))
-    log.info("owner: %s by %s applied", name, by)
+    log.info("owner: %s by %s applied (asked on %s)", name, by, request.get("reply_to"))
     return {"status": 200, "body": body}
 
 
