@@ -1,23 +1,57 @@
 """What people read (the API): alarms, rescues, silences, warnings, weather levels, plans,
 activations, drills, the engine's health. Every read takes the engine's lock, so it sees a
-step whole: never an alarm changed in memory but not yet written, nor half a commit."""
+step whole: never an alarm changed in memory but not yet written, nor half a commit.
+
+``StoredQueries`` answers from the alerts' tables alone (``ReadParts``), which is what a
+process without the engine reads (an API node of a scaled-out deployment: the owners write
+every change there before telling anyone); ``Queries`` is the engine's, which adds what only
+memory holds (weather levels observed by stations, the engine's health)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import dataclasses
+import threading
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
+from alerts.alarms import Alarm
 from alerts.drills import year_bounds, yearly_counts
 from alerts.plans import Plan
 from alerts.records import Records
+from alerts.store import AlertStore
 from ingest.state import NotFound
 
-__all__ = ["Queries"]
+__all__ = ["Queries", "ReadParts", "StoredQueries"]
 
 
-class Queries:
-    def __init__(self, rec: Records) -> None:
-        self.rec = rec
+def _no_open_alarm(_alarm_id: str) -> Alarm | None:
+    return None
+
+
+@dataclass(frozen=True)
+class ReadParts:
+    """What reads need: the store, the plans, a clock, estates' regions; the engine's lock and
+    its open alarms where there is an engine. ``weather``: an estate's weather levels, from
+    whoever holds them (None: nobody here)."""
+
+    store: AlertStore
+    plans: dict[str, Plan]
+    clock: Callable[[], int]
+    region: Callable[[str], str]
+    lock: AbstractContextManager[Any] = field(default_factory=threading.RLock)
+    open_alarm: Callable[[str], Alarm | None] = _no_open_alarm
+    weather: Callable[[str], list[dict[str, Any]]] | None = None
+
+
+class StoredQueries:
+    def __init__(self, parts: ReadParts) -> None:
+        self.rec = parts
+
+    def now(self) -> int:
+        """The clock that decides what is overdue (the engine's, where there is one)."""
+        return self.rec.clock()
 
     def list_alarms(
         self,
@@ -35,7 +69,7 @@ class Queries:
 
     def get_alarm(self, alarm_id: str) -> dict[str, Any]:
         with self.rec.lock:
-            alarm = self.rec.alarms.by_id.get(alarm_id) or self.rec.store.get_alarm(alarm_id)
+            alarm = self.rec.open_alarm(alarm_id) or self.rec.store.get_alarm(alarm_id)
             if alarm is None:
                 raise NotFound(f"alarm {alarm_id!r} not found")
             return {**alarm.as_dict(), "timeline": self.rec.store.alarm_timeline(alarm_id)}
@@ -74,7 +108,7 @@ class Queries:
         with self.rec.lock:
             now = self.rec.clock()
             items = self.rec.store.warnings()
-            regions = {e: self.rec.estates.region(e) for e in estates or ()}
+            regions = {e: self.rec.region(e) for e in estates or ()}
         if active is not None:
             items = [w for w in items if w.active(now) == active]
         if estates is not None:
@@ -82,10 +116,10 @@ class Queries:
         return [w.as_dict(now) for w in items]
 
     def weather_levels(self, estate: str) -> list[dict[str, Any]]:
-        with self.rec.lock:
-            region = self.rec.estates.region(estate)
-            levels = self.rec.weather.estate_levels(estate, region, self.rec.clock())
-        return [lv.as_dict() for lv in levels.values()]
+        """Held in the owner's memory (observed by its stations): asked of ``weather``."""
+        if self.rec.weather is None:
+            raise NotFound(f"weather levels of {estate!r} are not held here")
+        return self.rec.weather(estate)
 
     def list_plans(self) -> list[dict[str, Any]]:
         with self.rec.lock:
@@ -127,8 +161,27 @@ class Queries:
             out["yearly"] = yearly_counts(items, self.rec.plans, estate, year)
         return out
 
+
+class Queries(StoredQueries):
+    """The engine's reads: the stored ones under the engine's lock, with its open alarms in
+    memory, and what only memory holds."""
+
+    def __init__(self, rec: Records) -> None:
+        parts = ReadParts(rec.store, rec.plans, lambda: rec.clock(), rec.estates.region, rec.lock)
+        super().__init__(
+            dataclasses.replace(parts, open_alarm=rec.alarms.by_id.get, weather=self._weather)
+        )
+        self.records = rec
+
+    def _weather(self, estate: str) -> list[dict[str, Any]]:
+        rec = self.records
+        with rec.lock:
+            region = rec.estates.region(estate)
+            levels = rec.weather.estate_levels(estate, region, rec.clock())
+        return [lv.as_dict() for lv in levels.values()]
+
     def status(self) -> dict[str, Any]:
-        rec = self.rec
+        rec = self.records
         with rec.lock:
             return {
                 "rules": len(rec.rules.defaults),

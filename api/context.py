@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.engine import AlertEngine
+from alerts.queries import StoredQueries
 from alerts.remote import CommandDesk
 from api.live import LiveHub
+from api.owners import OwnerRouter
 from api.throttle import LoginThrottle
 from api.users import UserStore
 from ingest.shards import ShardedTelemetryReader
@@ -39,6 +41,10 @@ class ApiContext:
     inspections: InspectionBook | None = None
     alerts: AlertEngine | None = None
     commands: CommandDesk | None = None  # remote commands to devices (socket cut-off)
+    # Scaled out: the alerts' reads from the store where this process runs no engine, and
+    # people's actions sent to the estate's owner (None: this process applies them itself).
+    alert_reads: StoredQueries | None = None
+    owners: OwnerRouter | None = None
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
     on_gateway_registered: Callable[[str, str], None] = field(default=lambda e, g: None)
     # a gateway was disabled, enabled or deleted: ingest reloads who may publish

@@ -16,13 +16,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 
-from alerts.alarms import InvalidTransition
 from api.context import ApiContext
 from api.errors import ApiError
+from api.owners import OwnerParts, apply, refusals
 from api.users import Principal, Role
 
 if TYPE_CHECKING:
     from alerts.engine import AlertEngine
+    from alerts.queries import StoredQueries
 
 _bearer = HTTPBearer(auto_error=False)
 COOKIE = "estatewatch_token"
@@ -149,20 +150,30 @@ def check_estate_filter(p: Principal, estate: str | None) -> None:
 Ms = Annotated[int, Field(ge=0, lt=2**53, examples=[1768003200000])]
 
 
-def engine_of(ctx: ApiContext) -> AlertEngine:
-    engine: AlertEngine | None = getattr(ctx, "alerts", None)
-    if engine is None:
-        raise ApiError(503, "unavailable", "alarms and plans are not running on this process")
-    return engine
-
-
 @contextmanager
 def engine_errors() -> Iterator[None]:
     """The engine's refusals as API errors: a change the state forbids is a conflict, a value
     it cannot use is an invalid request (what was wrong is in the message)."""
-    try:
+    with refusals():
         yield
-    except InvalidTransition as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    except (ValueError, KeyError) as exc:
-        raise ApiError(422, "invalid_request", str(exc).strip("'\"")) from None
+
+
+def reads_of(ctx: ApiContext) -> StoredQueries:
+    """The alerts' reads: the engine's where this process runs one, else the store's."""
+    engine: AlertEngine | None = getattr(ctx, "alerts", None)
+    if engine is not None:
+        return engine.queries
+    reads: StoredQueries | None = getattr(ctx, "alert_reads", None)
+    if reads is None:
+        raise ApiError(503, "unavailable", "alarms and plans are not running on this process")
+    return reads
+
+
+def owner_act(ctx: ApiContext, estate: str, action: str, args: dict[str, Any], by: str) -> Any:
+    """A person's action on an estate, applied by the estate's owner: this process when it
+    holds the estate's alert engine, else the owner over the broker (``api/owners.py``)."""
+    router = getattr(ctx, "owners", None)
+    if router is not None:
+        return router.act(estate, action, args, by)
+    parts = OwnerParts(getattr(ctx, "alerts", None), getattr(ctx, "commands", None))
+    return apply(parts, action, args, by)

@@ -22,18 +22,25 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from alerts.engine import AlertEngine
+from alerts.estates import EstateDirectory
 from alerts.notices import notifiers_for
 from alerts.notify import NotifyError
 from alerts.notify.mqtt import NoticeClient
 from alerts.notify.receivers import receivers_from_config
+from alerts.plans import load_plans
+from alerts.queries import ReadParts, StoredQueries
 from alerts.remote import CommandDesk
 from alerts.store import AlertStore
+from alerts.zones import load_zones
 from api.app import create_app
 from api.context import ApiContext
 from api.live import LiveHub, device_updates
+from api.owners import OwnerParts, OwnerRouter, serve
 from api.users import UserStore
+from cluster.owners import shard_address, shard_owner
 from estatewatch.broker import Broker, BrokerFolderBusy, choose_port, local_broker, port_is_free
 from estatewatch.datafiles import check_data_files, state_opened
+from estatewatch.owner_link import OwnerLink
 from estatewatch.settings import Settings
 from ingest.consumer import ApplyRollupTask, Ingest, PurgeTask
 from ingest.datafiles import explain_corruption, sqlite_path
@@ -41,7 +48,7 @@ from ingest.directory import estate_records, offline_gateways
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
-from ingest.shards import ShardedTelemetryReader, shard_of
+from ingest.shards import ShardedTelemetryReader
 from ingest.state import SchemaBusy, StateStore
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from ingest.victoria import RemoteChartsReader, VictoriaMetricsReader
@@ -54,6 +61,10 @@ log = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
+
+
+def _sent_by_owners(topic: str, payload: bytes, retain: bool) -> None:
+    raise NotifyError("an API node sends no command itself: the estate's owner sends it")
 
 
 def retry_schema(make: Callable[[], T], what: str, attempts: int = 10) -> T:
@@ -155,6 +166,11 @@ class Service:
         self.alerts: AlertEngine | None = None
         self.command_client: NoticeClient | None = None
         self.commands: CommandDesk | None = None
+        # Scaled out: the one owner look-up (estate -> address), the link to the owners and
+        # the router that applies people's actions where the estate's state is.
+        self.owner_of = shard_owner(settings.ingest_shards)
+        self.owner_link: OwnerLink | None = None
+        self.owners: OwnerRouter | None = None
         self.api_port = settings.api_port
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
@@ -192,12 +208,8 @@ class Service:
             self.scheduler.add_job(
                 self._purge_dead_letters, "interval", hours=1, id="purge-dead-letters"
             )
-        if self.role == "api" and s.mqtt_url:
-            # one session per API process: several may serve behind a balancer
-            api_client = f"estatewatch-commands-api-{os.getpid()}"
-            alerts_store = AlertStore(self.state.engine)  # its commands table, if no shard made it
-            retry_schema(lambda: alerts_store.migrate(now_ms()), "alerts")
-            self._start_commands(parse_mqtt_url(s.mqtt_url), api_client, None)
+        if self.role != "all":
+            self._start_owners()
         self.scheduler.start()
         self._start_api()
 
@@ -281,7 +293,9 @@ class Service:
         self.notices = NoticeClient(self.endpoint, f"estatewatch-notices{suffix}")
         self.notices.start()
         publish = self.notices.publish
-        owns = (lambda e: shard_of(e, shard[1]) == shard[0]) if shard else None
+        # the estates this process owns: the one owner look-up, as the API nodes route by
+        mine = shard_address(self.shard)
+        owns = (lambda e: self.owner_of(e) == mine) if shard else None
         rules = s.data_path / "rules"
         receivers = receivers_from_config(json.loads(s.receivers)) if s.receivers else None
         db = self.state.engine
@@ -354,6 +368,45 @@ class Service:
         self.commands.start()
         self._every(self.commands.tick, "commands-tick", seconds=1)
 
+    def _start_owners(self) -> None:
+        """People's actions from any node, applied by the estate's owner (issue 16): an ingest
+        shard answers the requests to its address over the broker and applies its own
+        estates' actions itself; an API node sends every action to the owner."""
+        s = self.settings
+        if not s.mqtt_url:  # an API process without the broker: reads only
+            log.warning("owners: no ESTATEWATCH_MQTT_URL: alarm and plan actions are off here")
+            return
+        node = f"{self.role}-{socket.gethostname()}-{os.getpid()}".replace("/", "_")
+        node = node.replace("+", "_").replace("#", "_")
+        local = OwnerParts(self.alerts, self.commands) if self.role == "ingest" else None
+        handler = functools.partial(serve, local) if local is not None else None
+        # An API node's live stream: the owners' alarm, plan and command changes (device
+        # readings stay on the owners' own streams: relaying every commit would double the
+        # broker's traffic).
+        on_live = self.live.publish if self.role == "api" else None
+        link = OwnerLink(parse_mqtt_url(s.mqtt_url), node, s.mqtt_root, handler, on_live=on_live)
+        self.owner_link = link
+        if local is not None:
+            link.serve(shard_address(self.shard))
+            for source in (self.alerts, self.commands):
+                if source is not None:
+                    source.add_listener(self._relay_change)
+        link.start()
+        self.owners = OwnerRouter(
+            self.owner_of, link.request, local, link.serves, s.owner_timeout_ms / 1000
+        )
+        if self.role == "api":
+            alerts_store = AlertStore(self.state.engine)  # its tables, if no shard made them
+            retry_schema(lambda: alerts_store.migrate(now_ms()), "alerts")
+            # Commands are sent by the estate's owner; this desk only reads them.
+            self.commands = CommandDesk(self.state, _sent_by_owners, root=s.mqtt_root)
+
+    def _alert_reads(self) -> StoredQueries:
+        """An API node's alarm, plan and drill reads: the tables the owners write."""
+        db = self.state.engine
+        regions = EstateDirectory(functools.partial(estate_records, db), load_zones())
+        return StoredQueries(ReadParts(AlertStore(db), load_plans(), now_ms, regions.region))
+
     def _auto_action(self, estate: str, rule_id: str) -> str | None:
         """The action of the rule in force for the estate, if automatic actions are on there."""
         if self.alerts is None or not self.settings.auto_cutoff_for(estate):
@@ -391,6 +444,12 @@ class Service:
         estate = change.get("estate")
         if estate and self.live.subscribers:
             self.live.publish(str(estate), str(change.get("type", "alarm")), change)
+
+    def _relay_change(self, change: dict[str, Any]) -> None:
+        """An owner's alarm, plan or command change, to the API nodes' live streams."""
+        estate = change.get("estate")
+        if estate and self.owner_link is not None:
+            self.owner_link.tell(str(estate), str(change.get("type", "alarm")), change)
 
     def _push_live(self, deliveries: Sequence[Delivery]) -> None:
         if self.live.subscribers:
@@ -485,6 +544,8 @@ class Service:
             inspections=retry_schema(lambda: InspectionBook(self.state.engine), "inspections"),
             alerts=self.alerts,
             commands=self.commands,
+            alert_reads=self._alert_reads() if self.alerts is None else None,
+            owners=self.owners,
             health=self.health,
             on_gateway_registered=(lambda e, g: ingest.registry.reload())
             if ingest
@@ -554,6 +615,9 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {"role": self.role}
+        if self.owner_link is not None:
+            link = self.owner_link
+            body["owners"] = {"node": link.node, "connected": link.connected.is_set()}
         if self.timeseries is not None:
             body["timeseries"] = self.timeseries.health()
         if self.ingest is None:
@@ -613,6 +677,8 @@ class Service:
             self.notices.stop()
         if self.command_client is not None:
             self.command_client.stop()
+        if self.owner_link is not None:
+            self.owner_link.stop()
         if hasattr(self, "telemetry_writer") and writer_stopped:
             self.telemetry_writer.close()
         if hasattr(self, "state"):

@@ -113,6 +113,14 @@ class Settings:
             "(by a hash of the estate id, so one estate's rules stay on one process)"
         },
     )
+    owner_timeout_ms: int = field(
+        default=2000,
+        metadata={
+            "help": "scaled out: how long a node waits for the estate's owner (the ingest "
+            "process holding its alarms) to apply a person's action (acknowledge, tick a task, "
+            "a socket command) before answering 503"
+        },
+    )
     influxdb_url: str = field(
         default="",
         metadata={
@@ -299,6 +307,10 @@ def load_settings(
             f"command_timeout_s must be 1 … 3600 seconds, got {settings.command_timeout_s}"
         )
     _check_timeseries(settings)
+    if not 100 <= settings.owner_timeout_ms <= 60_000:
+        raise SettingsError(
+            f"owner_timeout_ms must be 100 … 60000 milliseconds, got {settings.owner_timeout_ms}"
+        )
     if settings.late_after_s < 1:
         raise SettingsError(f"late_after_s must be at least 1, got {settings.late_after_s}")
     return settings

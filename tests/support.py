@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -29,7 +29,7 @@ from gateway.publisher import GatewayPublisher
 from gateway.runtime import Gateway
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader
-from protocol.catalog import default_catalog
+from protocol.catalog import Catalog, default_catalog
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from protocol.messages import Reading
@@ -37,9 +37,6 @@ from simulators.adapter import SimulatorAdapter
 from simulators.clock import SimClock
 from simulators.estate import SimulatedEstate, small_estate
 from simulators.scenario import Fault, Scenario
-
-if TYPE_CHECKING:
-    from estatewatch.service import Service
 
 HOT_SOCKET = "b1-ebc-s01"  # the first charger: the overheat scenario's fault takes it
 _MIN = 60_000
@@ -223,7 +220,7 @@ def settings_file(folder: Path, api_port: int, token: str, more: str = "") -> Pa
 
 
 def overheating_estate(
-    service: Service,
+    catalog: Catalog,
     estate: str,
     creds: dict[str, Any],
     tmp: Path,
@@ -243,7 +240,7 @@ def overheating_estate(
     fault = Fault("charger_overheat", 0, 30 * _MIN, kind="ebike_charger")
     scenario = Scenario("socket-overheat", "", None, None, faults=(fault,))
     start = now - int(hot_since_min * _MIN)
-    sim = SimulatedEstate(spec, service.catalog, seed=3, start_ms=start, scenario=scenario)
+    sim = SimulatedEstate(spec, catalog, seed=3, start_ms=start, scenario=scenario)
     publisher = GatewayPublisher(
         estate,
         "gw-01",

@@ -1,13 +1,14 @@
 """Alarms: list, acknowledge, resolve, assign, annotate; rescues of trapped passengers.
 
-The alert engine reaches the routes as ``ctx.alerts``. Who made a change is the caller
-(``p.username``), never a field of the body.
+Reads come from the alerts' store (through the engine where this process runs one); actions
+are applied by the owner of the alarm's estate (``deps.owner_act``: here, or over the broker
+from any API node). Who made a change is the caller (``p.username``), never a field of the
+body.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -20,17 +21,15 @@ from api.deps import (
     CurrentUser,
     check_estate_filter,
     engine_errors,
-    engine_of,
     guard,
+    owner_act,
+    reads_of,
     require_operate,
     require_read,
     visible_estates,
 )
 from api.errors import ApiError
 from api.users import Principal
-
-if TYPE_CHECKING:
-    from alerts.engine import AlertEngine
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
 
@@ -74,7 +73,7 @@ def list_alarms(
 ) -> dict[str, Any]:
     """Alarms of the estates the caller may read, newest first."""
     check_estate_filter(p, estate)
-    items = engine_of(ctx).list_alarms(
+    items = reads_of(ctx).list_alarms(
         estate,
         _split(state, STATES, "state"),
         _split(severity, SEVERITIES, "severity"),
@@ -87,7 +86,7 @@ def list_alarms(
 
 def _alarm_for(ctx: Ctx, p: Principal, alarm_id: str, operate: bool) -> dict[str, Any]:
     with engine_errors():
-        alarm = engine_of(ctx).get_alarm(alarm_id)
+        alarm = reads_of(ctx).get_alarm(alarm_id)
     (require_operate if operate else require_read)(p, alarm["estate"])
     return alarm
 
@@ -98,50 +97,51 @@ def get_alarm(alarm_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     return _alarm_for(ctx, p, alarm_id, operate=False)
 
 
-def _act(
-    ctx: Ctx, p: Principal, alarm_id: str, fn: Callable[[AlertEngine], dict[str, Any]]
-) -> dict[str, Any]:
-    _alarm_for(ctx, p, alarm_id, operate=True)
-    with engine_errors():
-        return fn(engine_of(ctx))
+def _act(ctx: Ctx, p: Principal, alarm_id: str, action: str, **args: Any) -> dict[str, Any]:
+    """Applied by the owner of the alarm's estate (here, or over the broker), as ``p``."""
+    alarm = _alarm_for(ctx, p, alarm_id, operate=True)
+    done: dict[str, Any] = owner_act(
+        ctx, alarm["estate"], action, {"alarm": alarm_id, **args}, p.username
+    )
+    return done
 
 
 @router.post("/alarms/{alarm_id}/ack", response_model=schemas.Alarm, **guard("user"))
 def acknowledge(alarm_id: str, body: ActionIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Take the alarm on: stops the escalation steps that wait for an acknowledgement."""
-    return _act(ctx, p, alarm_id, lambda e: e.acknowledge(alarm_id, p.username, body.note))
+    return _act(ctx, p, alarm_id, "acknowledge", note=body.note)
 
 
 @router.post("/alarms/{alarm_id}/resolve", response_model=schemas.Alarm, **guard("user"))
 def resolve(alarm_id: str, body: ActionIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Close the alarm. If its condition still holds, the rules raise a new one."""
-    return _act(ctx, p, alarm_id, lambda e: e.resolve(alarm_id, p.username, body.note))
+    return _act(ctx, p, alarm_id, "resolve", note=body.note)
 
 
 @router.post("/alarms/{alarm_id}/confirm", response_model=schemas.Alarm, **guard("user"))
 def confirm(alarm_id: str, body: ActionIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Confirm a fire alarm on site (GB 25201 §5.3): the fire plan goes to Ⅲ (call 119,
     linkage to automatic, evacuate). 409 for an alarm no plan raises on confirmation."""
-    return _act(ctx, p, alarm_id, lambda e: e.confirm(alarm_id, p.username, body.note))
+    return _act(ctx, p, alarm_id, "confirm", note=body.note)
 
 
 @router.post("/alarms/{alarm_id}/arrived", response_model=schemas.Alarm, **guard("user"))
 def technician_arrived(alarm_id: str, body: ActionIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """The lift technician reached a trapped car: the rescue deadline is about this arrival
     (TSG T5002-2017); the release, which ends the alarm, is recorded beside it."""
-    return _act(ctx, p, alarm_id, lambda e: e.technician_arrived(alarm_id, p.username, body.note))
+    return _act(ctx, p, alarm_id, "technician_arrived", note=body.note)
 
 
 @router.post("/alarms/{alarm_id}/assign", response_model=schemas.Alarm, **guard("user"))
 def assign(alarm_id: str, body: AssignIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
-    return _act(ctx, p, alarm_id, lambda e: e.assign(alarm_id, body.assignee, p.username))
+    return _act(ctx, p, alarm_id, "assign", assignee=body.assignee)
 
 
 @router.post(
     "/alarms/{alarm_id}/notes", status_code=201, response_model=schemas.Alarm, **guard("user")
 )
 def add_note(alarm_id: str, body: NoteIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
-    return _act(ctx, p, alarm_id, lambda e: e.add_note(alarm_id, body.text, p.username))
+    return _act(ctx, p, alarm_id, "add_note", text=body.text)
 
 
 @router.get("/rescues", response_model=schemas.Page[schemas.Rescue], **guard("user"))
@@ -151,5 +151,5 @@ def list_rescues(
     """Trapped-passenger rescues: trapped → technician arrived (the deadline is about the
     arrival) → released."""
     check_estate_filter(p, estate)
-    items = engine_of(ctx).rescues(estate, visible_estates(p))
+    items = reads_of(ctx).rescues(estate, visible_estates(p))
     return {"items": items, "total": len(items)}

@@ -15,9 +15,9 @@ from api.deps import (
     CurrentUser,
     Ms,
     check_estate_filter,
-    engine_errors,
-    engine_of,
     guard,
+    owner_act,
+    reads_of,
     require_operate,
     visible_estates,
 )
@@ -52,7 +52,7 @@ def list_drills(
     """Drills, newest first; with ``estate`` and ``year`` also ``yearly``: per plan, drills
     held against the number required."""
     check_estate_filter(p, estate)
-    return engine_of(ctx).list_drills(estate, plan, year, visible_estates(p))
+    return reads_of(ctx).list_drills(estate, plan, year, visible_estates(p))
 
 
 # A drill is recorded after it is held; a little ahead is allowed for clocks and time zones.
@@ -62,23 +62,17 @@ HELD_AHEAD_MAX_MS = 7 * 86_400_000
 @router.post("/drills", status_code=201, response_model=schemas.Drill, **guard("user"))
 def record_drill(body: DrillIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     require_operate(p, body.estate)
-    engine = engine_of(ctx)
-    if body.held_ms > engine.clock() + HELD_AHEAD_MAX_MS:
+    if body.held_ms > reads_of(ctx).now() + HELD_AHEAD_MAX_MS:
         raise ApiError(
             422, "invalid_request", "held_ms: a drill is recorded when held, at most 7 days ahead"
         )
-    with engine_errors():
-        return engine.record_drill(
-            body.estate,
-            body.plan,
-            body.held_ms,
-            p.username,
-            participants=[x[:100] for x in body.participants],
-            findings=body.findings,
-            outcome=body.outcome,
-            drill_id=body.drill_id,
-            status=body.status,
-        )
+    args = {
+        "estate": body.estate, "plan": body.plan, "held": body.held_ms,
+        "participants": [x[:100] for x in body.participants], "findings": body.findings,
+        "outcome": body.outcome, "drill_id": body.drill_id, "status": body.status,
+    }  # fmt: skip
+    done: dict[str, Any] = owner_act(ctx, body.estate, "record_drill", args, p.username)
+    return done
 
 
 class DrillPlanIn(BaseModel):
@@ -97,16 +91,16 @@ def plan_drill(body: DrillPlanIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Plan a drill by hand (besides the plan's own schedule); record it once held with
     ``POST /drills`` and its ``drill_id``."""
     require_operate(p, body.estate)
-    engine = engine_of(ctx)
-    now = engine.clock()
+    reads = reads_of(ctx)  # a planned drill is a row: no engine state to change
+    now = reads.now()
     if not now - PLANNED_BEHIND_MAX_MS <= body.scheduled_ms <= now + PLANNED_AHEAD_MAX_MS:
         raise ApiError(
             422, "invalid_request", "scheduled_ms: a drill is planned from today to a year ahead"
         )
-    if body.plan not in engine.plans:
+    if body.plan not in reads.rec.plans:
         raise ApiError(404, "not_found", f"plan {body.plan!r} not found")
     drill = Drill(
         new_id("dr"), body.estate, body.plan, DrillStatus.SCHEDULED, now, body.scheduled_ms
     )
-    engine.store.save_drill(drill)
+    reads.rec.store.save_drill(drill)
     return drill.as_dict()

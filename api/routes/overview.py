@@ -8,10 +8,11 @@
 - ``GET /api/v1/overview``: the authority's table, one row per estate the caller may read.
 - ``GET /static/{name}``: the page's scripts and styles, from this package, never a CDN.
 
-Alarm, plan and weather figures come from the alerts engine when this process runs one
-(``ctx.alerts``; ``--role api`` does not); without it they are ``null`` and
-``alerts_available`` is false, so the page says so instead of showing zeros that look like
-good news.
+Alarm and plan figures come from the alerts' store (through the engine where this process
+runs one; an API node reads the tables the owners write), weather levels from the estate's
+owner, which holds them in memory. A process with neither answers them ``null`` with
+``alerts_available`` false, so the page says so instead of showing zeros that look like good
+news; weather the owner does not give in time is ``null``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from alerts.alarms import AlarmState
-from alerts.engine import AlertEngine
+from alerts.queries import StoredQueries
 from alerts.rules.spec import Severity
 from api import schemas
 from api.context import ApiContext
-from api.deps import Ctx, CurrentUser, guard
+from api.deps import Ctx, CurrentUser, guard, owner_act, reads_of
 from api.errors import ApiError
 from api.routes.estates import device_views, gateway_states
 from protocol.catalog import Catalog
@@ -141,16 +142,34 @@ def _devices(ctx: ApiContext, estate: str, now: int) -> list[dict[str, Any]]:
     )
 
 
+def _reads(ctx: ApiContext) -> StoredQueries | None:
+    try:
+        return reads_of(ctx)
+    except ApiError:
+        return None
+
+
+def _weather(ctx: ApiContext, estate: str) -> list[dict[str, Any]] | None:
+    """The estate's weather levels, from its owner (None: not running, or no answer)."""
+    try:
+        levels: list[dict[str, Any]] = owner_act(
+            ctx, estate, "weather_levels", {"estate": estate}, "system"
+        )
+    except ApiError:
+        return None
+    return levels
+
+
 def _open_alarms(
-    engine: AlertEngine, estate: str | None, visible: frozenset[str] | None = None
+    engine: StoredQueries, estate: str | None, visible: frozenset[str] | None = None
 ) -> list[dict[str, Any]]:
     return engine.list_alarms(estate, IN_ALARM, None, MANY, 0, visible)
 
 
 def _active_plans(
-    engine: AlertEngine, estate: str | None, visible: frozenset[str] | None = None
+    engine: StoredQueries, estate: str | None, visible: frozenset[str] | None = None
 ) -> list[dict[str, Any]]:
-    now = engine.clock()  # the engine's time decides what is overdue, as it does for escalation
+    now = engine.now()  # the engine's time decides what is overdue, as it does for escalation
     return [
         {
             "id": a["id"],
@@ -220,7 +239,7 @@ def summary(estate: str, ctx: Ctx) -> dict[str, Any]:
         {**g, **health.get(g["id"], {"max_seq": None, "lost_messages": 0, "duplicates": 0})}
         for g in ctx.state.list_gateways(estate)
     ]
-    engine = ctx.alerts
+    engine = _reads(ctx)
     alarms = _open_alarms(engine, estate) if engine else None
     body = estate_summary(ctx.catalog, _devices(ctx, estate, now), gateways, alarms)
     return {
@@ -229,7 +248,7 @@ def summary(estate: str, ctx: Ctx) -> dict[str, Any]:
         "alerts_available": engine is not None,
         **body,
         "alarms": _by_severity(alarms) if alarms is not None else None,
-        "weather": list(engine.weather_levels(estate)) if engine else None,
+        "weather": _weather(ctx, estate) if engine else None,
         "plans": _active_plans(engine, estate) if engine else None,
     }
 
@@ -245,13 +264,13 @@ def overview(ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     and their levels, rescue deadlines breached (open now, and this year), devices online,
     last data."""
     now = now_ms()
-    engine = ctx.alerts
+    engine = _reads(ctx)
     visible = None if p.sees_all_estates else p.estates
     estates = [e for e in ctx.state.list_estates() if p.can_read(e["id"])]
     alarms = _open_alarms(engine, None, visible) if engine else []
     plans = _active_plans(engine, None, visible) if engine else []
     rescues = engine.rescues(None, visible) if engine else []
-    year_start = _year_start_ms(engine.clock() if engine else now)
+    year_start = _year_start_ms(engine.now() if engine else now)
     items = []
     for e in estates:
         devices = _devices(ctx, e["id"], now)

@@ -13,8 +13,9 @@ from api.deps import (
     CurrentUser,
     check_estate_filter,
     engine_errors,
-    engine_of,
     guard,
+    owner_act,
+    reads_of,
     require_operate,
     require_read,
     visible_estates,
@@ -41,7 +42,7 @@ class StandDownIn(BaseModel):
 @router.get("/plans", response_model=schemas.Page[schemas.Plan], **guard("user"))
 def list_plans(ctx: Ctx) -> dict[str, Any]:
     """Every plan: levels Ⅳ–Ⅰ, what activates each, and its checklist."""
-    items = engine_of(ctx).list_plans()
+    items = reads_of(ctx).list_plans()
     return {"items": items, "total": len(items)}
 
 
@@ -54,13 +55,13 @@ def list_activations(
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     check_estate_filter(p, estate)
-    items = engine_of(ctx).list_activations(estate, active, limit, visible_estates(p))
+    items = reads_of(ctx).list_activations(estate, active, limit, visible_estates(p))
     return {"items": items, "total": len(items)}
 
 
 def _activation(ctx: Ctx, p: Principal, activation_id: str, operate: bool) -> dict[str, Any]:
     with engine_errors():
-        act = engine_of(ctx).get_activation(activation_id)
+        act = reads_of(ctx).get_activation(activation_id)
     (require_operate if operate else require_read)(p, act["estate"])
     return act
 
@@ -84,9 +85,10 @@ def task_done(
     activation_id: str, task: str, body: TaskDoneIn, ctx: Ctx, p: CurrentUser
 ) -> dict[str, Any]:
     """Tick a checklist task, recorded with who and when (late if after its due time)."""
-    _activation(ctx, p, activation_id, operate=True)
-    with engine_errors():
-        return engine_of(ctx).complete_task(activation_id, task, p.username, body.note)
+    act = _activation(ctx, p, activation_id, operate=True)
+    args = {"activation": activation_id, "task": task, "note": body.note}
+    done: dict[str, Any] = owner_act(ctx, act["estate"], "complete_task", args, p.username)
+    return done
 
 
 @router.post(
@@ -98,8 +100,9 @@ def task_done(
 def activate(estate: str, body: ActivateIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """A person activates a plan (or sets its level); it stays until a person stands it down.
     ``{}`` when the plan is at that level by a person already (nothing changed)."""
-    with engine_errors():
-        return engine_of(ctx).activate_plan(estate, body.plan, body.level, p.username, body.reason)
+    args = {"estate": estate, "plan": body.plan, "level": body.level, "reason": body.reason}
+    done: dict[str, Any] = owner_act(ctx, estate, "activate_plan", args, p.username)
+    return done
 
 
 @router.post(
@@ -108,6 +111,7 @@ def activate(estate: str, body: ActivateIn, ctx: Ctx, p: CurrentUser) -> dict[st
     **guard("user"),
 )
 def stand_down(activation_id: str, body: StandDownIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
-    _activation(ctx, p, activation_id, operate=True)
-    with engine_errors():
-        return engine_of(ctx).stand_down(activation_id, p.username, body.reason)
+    act = _activation(ctx, p, activation_id, operate=True)
+    args = {"activation": activation_id, "reason": body.reason}
+    done: dict[str, Any] = owner_act(ctx, act["estate"], "stand_down", args, p.username)
+    return done

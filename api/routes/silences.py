@@ -14,12 +14,14 @@ from api.deps import (
     CurrentUser,
     Ms,
     engine_errors,
-    engine_of,
     guard,
+    owner_act,
+    reads_of,
     require_operate,
     visible_estates,
 )
 from api.errors import ApiError
+from api.owners import NO_ESTATE
 from api.users import Role
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
@@ -51,7 +53,7 @@ class SilenceIn(BaseModel):
     **guard("user"),
 )
 def list_silences(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -> dict[str, Any]:
-    items = engine_of(ctx).list_silences(active, visible_estates(p))
+    items = reads_of(ctx).list_silences(active, visible_estates(p))
     return {"items": items, "total": len(items)}
 
 
@@ -65,13 +67,13 @@ def list_silences(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -
 def create_silence(body: SilenceIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Mute the alarms of one estate that match every matcher, from ``starts_ms`` (default
     now) until ``ends_ms`` or for ``duration_min``."""
-    engine = engine_of(ctx)
+    reads = reads_of(ctx)
     if body.estate is None:
         if p.role is not Role.ADMIN:
             raise ApiError(403, "forbidden", "give the estate: only an admin silences them all")
     else:
         require_operate(p, body.estate)
-    now = engine.clock()
+    now = reads.now()
     starts = body.starts_ms if body.starts_ms is not None else now
     if body.ends_ms is not None:
         ends = body.ends_ms
@@ -82,8 +84,9 @@ def create_silence(body: SilenceIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     matchers = [m.model_dump() for m in body.matchers]
     if body.estate is not None:
         matchers.append({"name": "estate", "value": body.estate, "op": "="})
-    with engine_errors():
-        return engine.add_silence(matchers, ends, p.username, body.comment, starts)
+    args = {"matchers": matchers, "ends": ends, "comment": body.comment, "starts": starts}
+    done: dict[str, Any] = owner_act(ctx, body.estate or NO_ESTATE, "add_silence", args, p.username)
+    return done
 
 
 @router.delete(
@@ -94,13 +97,15 @@ def create_silence(body: SilenceIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
 )
 def expire_silence(silence_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """End a silence now."""
-    engine = engine_of(ctx)
     with engine_errors():
-        found = engine.get_silence(silence_id)
+        found = reads_of(ctx).get_silence(silence_id)
     if found["estate"] is None:
         if p.role is not Role.ADMIN:
             raise ApiError(403, "forbidden", "only an admin ends a silence of every estate")
     else:
         require_operate(p, found["estate"])
-    with engine_errors():
-        return engine.expire_silence(silence_id, p.username)
+    estate = found["estate"] or NO_ESTATE
+    done: dict[str, Any] = owner_act(
+        ctx, estate, "expire_silence", {"silence": silence_id}, p.username
+    )
+    return done

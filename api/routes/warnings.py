@@ -8,7 +8,16 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
 from api import schemas
-from api.deps import Ctx, CurrentUser, Ms, engine_errors, engine_of, guard, visible_estates
+from api.deps import (
+    Ctx,
+    CurrentUser,
+    Ms,
+    guard,
+    owner_act,
+    reads_of,
+    visible_estates,
+)
+from api.owners import NO_ESTATE
 
 router = APIRouter(prefix="/api/v1", tags=["weather"])
 
@@ -45,20 +54,16 @@ class WarningIn(BaseModel):
 def post_warning(body: WarningIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """An official warning; the plans of the estates it covers follow it at once (the estate's
     level is the higher of observed and official) and stand down when it expires."""
-    engine = engine_of(ctx)
-    issued = body.issued_ms if body.issued_ms is not None else engine.clock()
-    with engine_errors():
-        return engine.post_warning(
-            body.hazard,
-            body.level,
-            issued,
-            body.expires_ms,
-            p.username,
-            estates=body.estates,
-            region=body.region,
-            text=body.text,
-            source=body.source,
-        )
+    issued = body.issued_ms if body.issued_ms is not None else reads_of(ctx).now()
+    args = {
+        "hazard": body.hazard, "level": body.level, "issued": issued,
+        "expires": body.expires_ms, "estates": body.estates, "region": body.region,
+        "text": body.text, "source": body.source,
+    }  # fmt: skip
+    # the owner of the first estate it names applies it; the others read it within a minute
+    estate = body.estates[0] if body.estates else NO_ESTATE
+    done: dict[str, Any] = owner_act(ctx, estate, "post_warning", args, p.username)
+    return done
 
 
 @router.delete(
@@ -69,8 +74,9 @@ def post_warning(body: WarningIn, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
 )
 def cancel_warning(warning_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
     """Lift a warning before it expires; plans kept up by it alone stand down at once."""
-    with engine_errors():
-        return engine_of(ctx).cancel_warning(warning_id, p.username)
+    args = {"warning": warning_id}
+    done: dict[str, Any] = owner_act(ctx, NO_ESTATE, "cancel_warning", args, p.username)
+    return done
 
 
 @router.get(
@@ -81,7 +87,7 @@ def cancel_warning(warning_id: str, ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
 )
 def list_warnings(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -> dict[str, Any]:
     """The warnings that cover the user's estates (all of them for admins and authorities)."""
-    items = engine_of(ctx).list_warnings(active, visible_estates(p))
+    items = reads_of(ctx).list_warnings(active, visible_estates(p))
     return {"items": items, "total": len(items)}
 
 
@@ -91,4 +97,5 @@ def list_warnings(ctx: Ctx, p: CurrentUser, active: bool | None = Query(None)) -
 def estate_weather(estate: str, ctx: Ctx) -> dict[str, Any]:
     """Per hazard: the level observed by the estate's stations (CMA criteria), the official
     one, and the estate's level (the higher), with the evidence."""
-    return {"estate": estate, "hazards": engine_of(ctx).weather_levels(estate)}
+    hazards = owner_act(ctx, estate, "weather_levels", {"estate": estate}, "system")
+    return {"estate": estate, "hazards": hazards}

@@ -344,7 +344,11 @@ def socket_estate(
     creds = estate_with_gateway(module_service, SOCKET_ESTATE, "插座 新华小区")
     user(module_service, "duty-so", "operator", [SOCKET_ESTATE])
     gw = overheating_estate(
-        module_service, SOCKET_ESTATE, creds, tmp_path_factory.mktemp("gw"), hot_since_min=12
+        module_service.catalog,
+        SOCKET_ESTATE,
+        creds,
+        tmp_path_factory.mktemp("gw"),
+        hot_since_min=12,
     )
     try:
         yield gw

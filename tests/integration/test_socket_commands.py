@@ -92,7 +92,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert r.status_code == 201, r.text
         world = World(service, admin, gateways, r.json()["mqtt"])
         for estate in ("e-manual", "e-auto"):
-            gateways[estate] = overheating_estate(service, estate, creds[estate], tmp)
+            gateways[estate] = overheating_estate(service.catalog, estate, creds[estate], tmp)
         yield world
     finally:
         for gw in gateways.values():
