@@ -1,0 +1,177 @@
+"""Partition leases in a real PostgreSQL (cluster.pg, cluster.owner), in one process: the
+lease rules applied by SQL with the database's clock, the commit fence, and workers that
+claim, keep, hand over and take over partitions. The same across hosts: test_netns_leases.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from cluster.owner import PartitionOwner
+from cluster.partitions import loads
+from cluster.pg import LeaseLost, LeaseStore, PartitionCountMismatch, fence, fenced, lease_engine
+
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+TTL_MS = 1_200
+RENEW_MS = 200
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    eng = lease_engine(database_url, TTL_MS)
+    yield eng
+    eng.dispose()
+
+
+def _store(engine: sa.Engine, partitions: int = 8, ttl_ms: int = TTL_MS) -> LeaseStore:
+    store = LeaseStore(engine, partitions, ttl_ms)
+    store.migrate()
+    return store
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> float:
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_claim_renew_release_follow_the_lease_rules(engine: sa.Engine) -> None:
+    store = _store(engine)
+    assert store.claim("w1", [0, 1]) == {0: 1, 1: 1}
+    assert store.claim("w2", [0, 1, 2]) == {2: 1}  # live leases are not claimed, not even twice
+    assert store.claim("w1", [0]) == {}
+    assert store.renew("w1", {0: 1, 1: 7}) == {0}  # a wrong epoch renews nothing
+    assert store.release("w1", 1, 1) and not store.release("w2", 0, 1)
+    snap = store.read("w1")
+    assert snap.owners() == {0: "w1", 1: None, 2: "w2"} | {p: None for p in range(3, 8)}
+    assert snap.members == ["w1"] and snap.leases[1].epoch == 1  # release keeps the epoch
+    assert store.claim("w2", [1]) == {1: 2}
+    time.sleep(TTL_MS / 1000 + 0.1)  # expiry by the database's clock
+    assert store.renew("w2", {1: 2}) == set()  # too late: the holder must claim again
+    assert store.read().owners() == dict.fromkeys(range(8))
+    assert store.claim("w2", [1]) == {1: 3}  # a new epoch even for the same worker
+    assert store.read().members == []  # w1's heartbeat expired too
+
+
+def test_the_partition_count_is_fixed(engine: sa.Engine) -> None:
+    _store(engine, 8)
+    with pytest.raises(PartitionCountMismatch, match="ESTATEWATCH_PARTITIONS=8"):
+        _store(engine, 16)
+
+
+def test_a_commit_with_a_lost_epoch_is_fenced(engine: sa.Engine) -> None:
+    store = _store(engine)
+    assert store.claim("w1", [3]) == {3: 1}
+    with fenced(engine, 3, "w1", 1) as conn:
+        conn.execute(sa.text("CREATE TABLE book (p int, who text)"))
+        conn.execute(sa.text("INSERT INTO book VALUES (3, 'w1')"))
+    time.sleep(TTL_MS / 1000 + 0.1)
+    assert store.claim("w2", [3]) == {3: 2}
+    late = r"no longer w1's at epoch 1 \(held by w2 at epoch 2\)"
+    with pytest.raises(LeaseLost, match=late), fenced(engine, 3, "w1", 1) as conn:
+        conn.execute(sa.text("INSERT INTO book VALUES (3, 'w1 late')"))
+    with fenced(engine, 3, "w2", 2) as conn:
+        conn.execute(sa.text("INSERT INTO book VALUES (3, 'w2')"))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT who FROM book ORDER BY who")).scalars().all()
+    assert rows == ["w1", "w2"]  # the late write was rolled back with its fence
+
+
+def test_a_takeover_waits_for_a_commit_in_flight_and_a_vanished_one_is_ended(
+    engine: sa.Engine,
+) -> None:
+    store = _store(engine, ttl_ms=300)
+    assert store.claim("w1", [5]) == {5: 1}
+    conn = engine.connect()
+    tx = conn.begin()
+    fence(conn, 5, "w1", 1, idle_timeout_ms=1_500)  # w1 mid-commit, then silent (cut off)
+    time.sleep(0.4)  # its lease has expired, its row lock has not
+    assert store.claim("w2", [5]) == {}  # skipped while the commit may still land
+    # the server ends the silent transaction: its lock goes, its commit never lands
+    _wait(lambda: store.claim("w2", [5]) == {5: 2}, 5, "the idle fenced transaction is ended")
+    with pytest.raises(sa.exc.DBAPIError):
+        tx.commit()
+    conn.close()
+
+
+class Worker:
+    def __init__(self, store: LeaseStore, name: str, log: list[tuple[str, str, int]]) -> None:
+        self.owner = PartitionOwner(
+            store,
+            name,
+            on_acquire=lambda p, e: log.append(("acquire", name, p)),
+            on_lose=lambda p: log.append(("lose", name, p)),
+            renew_ms=RENEW_MS,
+        )
+
+
+def test_workers_spread_hand_over_and_take_over_partitions(engine: sa.Engine) -> None:
+    store = _store(engine, partitions=16)
+    events: list[tuple[str, str, int]] = []
+    workers = {n: Worker(LeaseStore(engine, 16, TTL_MS), n, events) for n in ("a", "b", "c")}
+    overlap: list[str] = []
+    sampling = threading.Event()
+
+    def sample() -> None:  # no partition is ever held by two workers at once
+        while not sampling.is_set():
+            seen: dict[int, str] = {}
+            for n, w in list(workers.items()):
+                for p in w.owner.held:
+                    if p in seen:
+                        overlap.append(f"{p}: {seen[p]} and {n}")
+                    seen[p] = n
+            time.sleep(0.005)
+
+    def held() -> dict[int, str]:
+        return {p: n for n, w in workers.items() for p in w.owner.held}
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        workers["a"].owner.start()
+        _wait(lambda: len(held()) == 16, 3, "a alone holds all 16")
+        workers["b"].owner.start()
+        workers["c"].owner.start()
+        _wait(
+            lambda: sorted(loads(held(), list(workers)).values()) == [5, 5, 6],
+            5,
+            "a join rebalances to 5/5/6",
+        )
+        b = workers.pop("b").owner  # dead: no longer sampled
+        dead = b.held
+        b.stop(release=False)  # as kill -9: nothing released, the leases expire
+        took = _wait(
+            lambda: set(dead) <= {p for p, n in held().items() if n in "ac"},
+            5,
+            "b's partitions move to a and c",
+        )
+        assert took <= (TTL_MS + 2 * RENEW_MS) / 1000 + 0.5
+        assert sorted(loads(held(), ["a", "c"]).values()) == [8, 8]
+        p = min(workers["a"].owner.held)
+        epoch = workers["a"].owner.epoch_of(p)
+        with engine.begin() as conn:
+            bump = "UPDATE cluster_leases SET epoch = epoch + 10 WHERE partition = :p"
+            conn.execute(sa.text(bump), {"p": p})  # as if another took it meanwhile
+        with pytest.raises(LeaseLost), engine.begin() as conn:
+            assert workers["a"].owner.fence(conn, p) == epoch
+        assert p not in workers["a"].owner.held and ("lose", "a", p) in events
+        workers["c"].owner.stop()  # a clean stop: a takes c's at its next round
+        _wait(lambda: len(workers["a"].owner.held) == 15, 1, "a takes over c's at once")
+        # and the fenced partition once its lease (moved on under a) expires
+        _wait(lambda: len(workers["a"].owner.held) == 16, 3, "a reclaims the fenced one")
+    finally:
+        sampling.set()
+        sampler.join()
+        for w in workers.values():
+            w.owner.stop()
+    assert not overlap
+    assert store.read().members == []
