@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -85,19 +86,20 @@ def run(args: argparse.Namespace) -> int:
     log.info("worker %s: %d partitions, TTL %d ms", args.worker, args.partitions, args.ttl_ms)
     while not stop.wait(args.probe_s or 1.0):
         if args.probe_s:
-            _probe(engine, owner)
+            _probe(engine, owner, args.probe_hold_s)
         _write_status(status, owner)
     owner.stop()
     _write_status(status, owner)
     return 0
 
 
-def _probe(engine: sa.Engine, owner: PartitionOwner) -> None:
+def _probe(engine: sa.Engine, owner: PartitionOwner, hold_s: float) -> None:
     for p in sorted(owner.held):
         try:
             with engine.begin() as conn:
-                owner.fence(conn, p)
-                probe_write(conn, p, owner.worker, owner.epoch_of(p))
+                epoch = owner.fence(conn, p)
+                probe_write(conn, p, owner.worker, epoch)
+                time.sleep(hold_s)  # a commit that takes a while: a cut lands in the middle
         except LeaseLost as exc:
             log.info("probe: %s", exc)
         except sa.exc.DBAPIError as exc:
@@ -132,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--renew-ms", type=int, default=5_000)
     r.add_argument("--status", help="file to keep the held partitions in (JSON)")
     r.add_argument("--probe-s", type=float, default=0.0, help="fenced probe writes this often")
+    r.add_argument("--probe-hold-s", type=float, default=0.0, help="each held open this long")
     c = sub.add_parser("commit", help="one fenced write to cluster_probe")
     c.add_argument("--partition", type=int, required=True)
     c.add_argument("--epoch", type=int, required=True)

@@ -33,7 +33,6 @@ from api.context import ApiContext
 from api.live import LiveHub, device_updates
 from api.users import UserStore
 from cluster.owner import PartitionOwner
-from cluster.partitions import estates_of
 from cluster.pg import LeaseStore, lease_engine
 from estatewatch.broker import Broker, BrokerFolderBusy, choose_port, local_broker, port_is_free
 from estatewatch.datafiles import check_data_files, state_opened
@@ -293,9 +292,8 @@ class Service:
             raise StartupError(str(exc)) from None
 
     def _partition_acquired(self, partition: int, epoch: int) -> None:
-        estates = [str(e["id"]) for e in self.state.list_estates()]
-        mine = estates_of(partition, estates, self.settings.partitions)
-        log.info("partition %d is ours at epoch %d: estates %s", partition, epoch, mine)
+        # on the lease thread: quick, no database (a slow callback delays the renewals)
+        log.info("partition %d is ours at epoch %d", partition, epoch)
 
     def _partition_lost(self, partition: int) -> None:
         log.info("partition %d is no longer ours", partition)

@@ -122,7 +122,8 @@ def test_partitions_move_on_kill_and_cut_and_come_back_even(
         path = tmp_path / status
         log = (tmp_path / f"{status}.log").open("w")
         argv = [*base, "--worker", worker, "run", "--partitions", str(PARTITIONS)]
-        argv += ["--renew-ms", str(RENEW_MS), "--status", str(path), "--probe-s", "0.3"]
+        argv += ["--renew-ms", str(RENEW_MS), "--status", str(path)]
+        argv += ["--probe-s", "0.3", "--probe-hold-s", "0.05"]  # mid-commit most of the time
         procs[worker] = network.popen(host, argv, stdout=log, stderr=log, cwd=Path.cwd())
         views.add(worker, path)
 
@@ -162,6 +163,9 @@ def test_partitions_move_on_kill_and_cut_and_come_back_even(
         )
         assert fenced.returncode == FENCED, fenced.stdout + fenced.stderr
         assert "lease lost" in fenced.stdout
+        # what w2 was committing when its cable went: failed, never landed (checked below)
+        failed = (tmp_path / "w2.json.log").read_text().count("probe: partition")
+        print(f"cut link: {failed} of w2's commits failed in flight or after the cut")
 
         # w1 back (a new process, the same name) and w2 reconnected: an even spread again
         start("w1", "w1", "w1-again.json")
