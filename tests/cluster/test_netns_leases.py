@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from cluster.partitions import loads
 from cluster.worker import FENCED
 from tests.cluster.netns import Network
+from tests.support import waiter
 
 PARTITIONS = 64
 TTL_MS = 4_000
@@ -86,11 +87,9 @@ class Views:
 
 
 def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Seconds until ``cond`` held (the test fails after ``timeout_s``)."""
     start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.05)
+    waiter(timeout_s, every=0.05)(cond, what=what)
     return time.monotonic() - start
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from cluster.owner import PartitionOwner
 from cluster.partitions import loads
 from cluster.pg import LeaseLost, LeaseStore, PartitionCountMismatch, fence, fenced, lease_engine
+from tests.support import waiter
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -36,11 +37,9 @@ def _store(engine: sa.Engine, partitions: int = 8, ttl_ms: int = TTL_MS) -> Leas
 
 
 def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Seconds until ``cond`` held (the test fails after ``timeout_s``)."""
     start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.02)
+    waiter(timeout_s, every=0.02)(cond, what=what)
     return time.monotonic() - start
 
 
