@@ -168,10 +168,16 @@ class PartitionOwner:
             self.last_round_ms = snap.now_ms
             self.rounds += 1
             self.last_error = ""
-        except sa.exc.DBAPIError as exc:
+        except Exception as exc:  # the rounds must go on; what is not renewed expires here
             self.failed_rounds += 1
             self.last_error = _first_line(exc)
-            log.warning("leases: round failed (%s); %d held", self.last_error, len(self._held))
+            unexpected = not isinstance(exc, sa.exc.DBAPIError)
+            log.warning(
+                "leases: round failed (%s); %d held",
+                self.last_error,
+                len(self._held),
+                exc_info=unexpected,
+            )
 
     def expire(self) -> None:
         """Let go of what was not renewed in time (the database may have let it expire)."""
