@@ -40,7 +40,7 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
 ) -> None:
     ports = {name: free_port() for name in ("a", "b")}
     procs = {}
-    for name, port in ports.items():
+    for shard, (name, port) in enumerate(ports.items()):
         env = run_env(
             tmp_path / name,
             mosquitto.endpoint,
@@ -51,10 +51,12 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
             ESTATEWATCH_LEASE_TTL_S="3",
             ESTATEWATCH_LEASE_RENEW_S="1",
             ESTATEWATCH_WORKER_ID=f"worker-{name}",
+            ESTATEWATCH_INGEST_SHARDS="2",  # ingest still by shard: their own MQTT sessions
             ESTATEWATCH_LOG_LEVEL="INFO",
         )
         log = (tmp_path / f"{name}.log").open("wb")
         cmd = [sys.executable, "-m", "estatewatch.cli", "run", "--role", "ingest"]
+        cmd += ["--shard", str(shard)]
         procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def held(name: str) -> list[int] | None:
