@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cluster.leases import plan
+from cluster.partitions import partition_of
 from cluster.pg import LeaseLost, LeaseStore, fence
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ class PartitionOwner:
         if epoch is None:
             raise LeaseLost(partition, self.worker, 0, None, 0)
         return epoch
+
+    def owns(self, estate: str) -> bool:
+        """Whether the estate's partition is held here now (for the alert engine's ``owns``)."""
+        return partition_of(estate, self.store.partitions) in self.held
 
     def fence(self, conn: sa.Connection, partition: int) -> int:
         """Inside the caller's commit transaction: lock and check this worker's lease on

@@ -24,7 +24,7 @@ from tests.cluster.netns import Network
 from tests.support import waiter
 
 PARTITIONS = 64
-TTL_MS = 4_000
+TTL_MS = 5_000  # margin 1 s: a worker lets go 1 s before the database may expire it
 RENEW_MS = 1_000
 TAKEOVER_S = 30  # the bound; the lease settings make it ≤ TTL + a round
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from cluster.owner import PartitionOwner
-from cluster.partitions import loads
+from cluster.partitions import loads, partition_of
 from cluster.pg import LeaseLost, LeaseStore, PartitionCountMismatch, fence, fenced, lease_engine
 from tests.support import waiter
 
@@ -155,6 +155,11 @@ def test_workers_spread_hand_over_and_take_over_partitions(engine: sa.Engine) ->
         )
         assert took <= (TTL_MS + 2 * RENEW_MS) / 1000 + 0.5
         assert sorted(loads(held(), ["a", "c"]).values()) == [8, 8]
+        a = workers["a"].owner
+        names = [f"estate-{i}" for i in range(100)]
+        mine = next(e for e in names if partition_of(e, 16) in a.held)
+        other = next(e for e in names if partition_of(e, 16) not in a.held)
+        assert a.owns(mine) and not a.owns(other)
         # b was paused, not dead: it wakes still thinking it holds its partitions (its
         # threads were stopped, so only the fence can tell it), and its next commit is fenced
         p = min(dead)
