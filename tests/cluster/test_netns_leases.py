@@ -1,7 +1,8 @@
 """Partition ownership across hosts (issue 16): three lease workers (``python -m
 cluster.worker``) on three network namespaces, PostgreSQL on a fourth. Kill -9 one: its
-partitions move within 30 s. Cut another's link: it lets go before anyone takes over, the
-others take its partitions, and a commit with its old epoch is fenced. Restore both: an even
+partitions move within 30 s. Cut another's link in the middle of a commit (its transaction
+open in the database): the server ends that transaction, the worker lets go before anyone
+takes over, the others take its partitions, and a commit with its old epoch is fenced. Restore both: an even
 spread again. A sampler reads every worker's own view (its status file, written before it
 lets a partition go) all along: no partition is ever held by two workers at once. Every
 fenced probe row the workers committed meanwhile belongs to one owner's epoch at a time.
@@ -116,13 +117,16 @@ def test_partitions_move_on_kill_and_cut_and_come_back_even(
         str(TTL_MS),
     ]
     views = Views(tmp_path)
+    db = sa.create_engine(netns_postgres.replace("postgresql:", "postgresql+psycopg:"))
 
     def start(worker: str, host: str, status: str) -> None:
         path = tmp_path / status
         log = (tmp_path / f"{status}.log").open("w")
         argv = [*base, "--worker", worker, "run", "--partitions", str(PARTITIONS)]
         argv += ["--renew-ms", str(RENEW_MS), "--status", str(path)]
-        argv += ["--probe-s", "0.3", "--probe-hold-s", "0.05"]  # mid-commit most of the time
+        # w2's commits take a while, so its cable can be pulled in the middle of one
+        hold = "0.3" if worker == "w2" else "0.05"
+        argv += ["--probe-s", "0.3", "--probe-hold-s", hold]
         procs[worker] = network.popen(host, argv, stdout=log, stderr=log, cwd=Path.cwd())
         views.add(worker, path)
 
@@ -145,11 +149,14 @@ def test_partitions_move_on_kill_and_cut_and_come_back_even(
 
         # cut w2 off: it lets its partitions go (on its own clock, before they expire), w3 takes
         before = views.held()["w2"]
-        network.cut("w2")
+        pid = _cut_mid_commit(network, "w2", db)
         took = _wait(
             lambda: set(views.held()["w3"]) == set(range(PARTITIONS)), TAKEOVER_S, "w3 takes all"
         )
         print(f"cut link: {len(before)} partitions moved in {took:.1f} s")
+        # the server ended the commit w2 was in when cut (idle in transaction, a third of the
+        # TTL), so its lease row was free for w3; what it wrote there never landed (below)
+        assert _backend(db, pid) is None
         assert views.held()["w2"] == {}
         p, old = min(before.items())
         fenced = network.run(
@@ -172,8 +179,37 @@ def test_partitions_move_on_kill_and_cut_and_come_back_even(
         print(f"restore: even again in {took:.1f} s")
     finally:
         views.stop()
+        db.dispose()
     assert views.samples > 100 and not views.overlaps, views.overlaps[:5]
     _check_probe_rows(netns_postgres, views.owners())
+
+
+def _backend(db: sa.Engine, pid: int) -> tuple[str, object] | None:
+    with db.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT state, xact_start FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+        ).one_or_none()
+    return None if row is None else (str(row[0]), row[1])
+
+
+def _cut_mid_commit(network: Network, host: str, db: sa.Engine) -> int:
+    """Pull the host's cable while one of its fenced commits is open (seen from the
+    database: a probe transaction idle in it); the pid of that transaction's backend."""
+    find = sa.text(
+        "SELECT pid, xact_start FROM pg_stat_activity WHERE client_addr = :a "
+        "AND state = 'idle in transaction' AND query LIKE 'INSERT INTO cluster_probe%' LIMIT 1"
+    )
+    for _ in range(20):
+        with db.connect() as conn:
+            row = conn.execute(find, {"a": network.hosts[host].address}).one_or_none()
+        if row is None:
+            time.sleep(0.02)
+            continue
+        network.cut(host)
+        if _backend(db, row[0]) == ("idle in transaction", row[1]):
+            return int(row[0])  # still the same transaction, after the cut: mid-commit
+        network.restore(host)  # it committed meanwhile: try the next one
+    raise AssertionError(f"{host} never seen in the middle of a commit")
 
 
 def _even_two(views: Views, workers: list[str]) -> bool:
