@@ -2,11 +2,11 @@
 cluster.worker``) on three network namespaces, PostgreSQL on a fourth. Kill -9 one: its
 partitions move within 30 s. Cut another's link in the middle of a commit (its transaction
 open in the database): the server ends that transaction, the worker lets go before anyone
-takes over, the others take its partitions, and a commit with its old epoch is fenced. Restore both: an even
-spread again. A sampler reads every worker's own view (its status file, written before it
-lets a partition go) all along: no partition is ever held by two workers at once. Every
-fenced probe row the workers committed meanwhile belongs to one owner's epoch at a time.
-"""
+takes over, the others take its partitions, and a commit with its old epoch is fenced.
+Restore both: an even spread again. A sampler reads every worker's own view (its status file,
+written before it lets a partition go) all along: no partition is ever held by two workers at
+once. Every fenced probe row the workers committed meanwhile belongs to one owner's epoch at a
+time."""
 
 from __future__ import annotations
 

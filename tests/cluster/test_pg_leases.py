@@ -8,10 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from cluster.leases import LeaseTable
 from cluster.owner import PartitionOwner
 from cluster.partitions import loads, partition_of
 from cluster.pg import LeaseLost, LeaseStore, PartitionCountMismatch, fence, fenced, lease_engine
@@ -176,3 +180,62 @@ def test_workers_spread_hand_over_and_take_over_partitions(engine: sa.Engine) ->
             w.owner.stop()
     assert not overlap
     assert store.read().members == []
+
+
+# One operation on the lease table: (what, worker, partition, epoch offset from the current).
+_OPS = st.tuples(
+    st.sampled_from(["claim", "renew", "release", "commit", "expire"]),
+    st.sampled_from(["w1", "w2"]),
+    st.integers(0, 2),
+    st.integers(-1, 1),
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=st.lists(_OPS, max_size=20))
+def test_the_sql_applies_the_same_rules_as_the_pure_lease_table(
+    engine: sa.Engine, ops: list[tuple[str, str, int, int]]
+) -> None:
+    """cluster.pg against cluster.leases.LeaseTable, its reference: the same answers and the
+    same rows after any sequence of claims, renewals, releases, commits and expiries (the
+    model's clock stands still; an expiry moves a row's expiry into the past in both)."""
+    store = _store(engine, partitions=3, ttl_ms=600_000)
+    with engine.begin() as conn:
+        fresh = "UPDATE cluster_leases SET owner = NULL, epoch = 0, expires_at = NULL"
+        conn.execute(sa.text(fresh))
+    model = LeaseTable(partitions=3, ttl_ms=600_000)
+    for what, worker, p, offset in ops:
+        epoch = model.leases[p].epoch + offset
+        if what == "claim":
+            got: object = store.claim(worker, [p]).get(p)
+            want: object = model.claim(p, worker, 0)
+        elif what == "renew":
+            got, want = store.renew(worker, {p: epoch}) == {p}, model.renew(p, worker, epoch, 0)
+        elif what == "release":
+            got, want = store.release(worker, p, epoch), model.release(p, worker, epoch)
+        elif what == "commit":
+            try:
+                with fenced(engine, p, worker, epoch):
+                    got = True
+            except LeaseLost:
+                got = False
+            want = model.commit(p, worker, epoch, 0)
+        else:
+            with engine.begin() as conn:
+                past = "clock_timestamp() - interval '1 second'"
+                conn.execute(
+                    sa.text(f"UPDATE cluster_leases SET expires_at = {past} WHERE partition = :p"),
+                    {"p": p},
+                )
+            model.leases[p] = replace(model.leases[p], expires_ms=0)
+            got = want = None
+        assert got == want, (what, worker, p, epoch)
+        snap = store.read()
+        assert snap.owners() == model.owners(0)
+        assert {q: le.epoch for q, le in snap.leases.items()} == {
+            q: le.epoch for q, le in model.leases.items()
+        }
