@@ -92,7 +92,8 @@ class PartitionOwner:
         (``on_lose``) before the error reaches the caller, who rolls back."""
         epoch = self.epoch_of(partition)
         try:
-            fence(conn, partition, self.worker, epoch)
+            # a transaction left open by a cut-off host ends well before its lease does
+            fence(conn, partition, self.worker, epoch, self.store.ttl_ms // 3)
         except LeaseLost:
             self._lose({partition: epoch}, "its commit was fenced")
             raise

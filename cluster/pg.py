@@ -140,12 +140,18 @@ def fence(
 
 
 @contextlib.contextmanager
-def fenced(engine: sa.Engine, partition: int, worker: str, epoch: int) -> Iterator[sa.Connection]:
+def fenced(
+    engine: sa.Engine,
+    partition: int,
+    worker: str,
+    epoch: int,
+    idle_timeout_ms: int = FENCE_IDLE_TIMEOUT_MS,
+) -> Iterator[sa.Connection]:
     """A transaction that commits only while ``worker`` holds ``partition`` at ``epoch``:
     ``with fenced(engine, p, me, epoch) as conn: ...writes...`` (raises LeaseLost, rolled
     back, when it does not)."""
     with engine.begin() as conn:
-        fence(conn, partition, worker, epoch)
+        fence(conn, partition, worker, epoch, idle_timeout_ms)
         yield conn
 
 
