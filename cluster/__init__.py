@@ -1,5 +1,6 @@
 """Scaling out beyond one machine (issue 16): partitions of estates, their owners and leases.
 
-Pure code only, so far: nothing here talks to a broker or a database yet. Imports only
-``protocol`` (topics).
+The rules are pure (``partitions``, ``leases``); ``pg`` applies them to PostgreSQL, ``owner``
+runs a worker's rounds over it, ``worker`` is that runner on its own. Imports ``protocol``
+(topics) and SQLAlchemy only; ``estatewatch.service`` wires it into ``run --role ingest``.
 """

@@ -12,13 +12,15 @@ A lease is one row per partition: ``(partition, owner, epoch, expires_ms)``. The
 - **commit** (``commit_accepted``): a commit for a partition carries the epoch its writer holds;
   it is accepted only if that is the stored lease's epoch, the writer is its owner and the lease
   has not expired. The check runs in the same transaction as the commit's dedup book and alarm
-  state, with the lease row locked (``SELECT … FOR UPDATE``), so a worker that lost its lease
+  state, with the lease row locked (``SELECT … FOR SHARE``), so a worker that lost its lease
   (paused, cut off) can never commit for the partition again: its epoch is older.
 
-Every ``now_ms`` here is the store's wall clock (the database's ``now()``), never a worker's:
-one clock decides expiry, so a worker whose clock runs fast or slow cannot extend its lease.
+Every ``now_ms`` here is the store's wall clock (the database's ``clock_timestamp()``), never
+a worker's: one clock decides expiry, so a worker whose clock runs fast or slow cannot extend
+its lease.
 
-``LeaseTable`` is the in-memory reference of those rows (what the PostgreSQL table will do);
+``LeaseTable`` is the in-memory reference of those rows (``cluster.pg`` applies the same rules in
+PostgreSQL, and a test holds the two to the same answers);
 ``plan`` is what one worker does on each renewal tick, given the table it just read.
 """
 

@@ -49,6 +49,7 @@ __all__ = [
     "loads",
     "moved",
     "partition_of",
+    "partition_subscriptions",
     "rendezvous_weight",
     "session_id",
     "share_group",
@@ -90,8 +91,8 @@ def share_group(partition: int) -> str:
 
 def subscriptions(partition: int, estates: Iterable[str], root: str) -> list[str]:
     """Topic filters a partition's session subscribes to: ``$share/{group}/{root}/{estate}/
-    gw/+/{channel}`` for each of the given estates that fall in the partition (the registered
-    ones, as ingest.shards subscribes today: MQTT cannot filter by a hash of a topic level)."""
+    gw/+/{channel}`` for each of the given estates, which the caller has picked as the
+    partition's (``estates_of``; ``partition_subscriptions`` does both)."""
     group = share_group(partition)
     out: list[str] = []
     for estate in estates:
@@ -99,6 +100,15 @@ def subscriptions(partition: int, estates: Iterable[str], root: str) -> list[str
         prefix = gateway_prefix(estate, "x", root).removesuffix("x/")
         out.extend(f"$share/{group}/{prefix}+/{ch.value}" for ch in SERVICE_CHANNELS)
     return out
+
+
+def partition_subscriptions(
+    partition: int, registered: Iterable[str], root: str, partitions: int = DEFAULT_PARTITIONS
+) -> list[str]:
+    """The filters of a partition's session over the registered estates: those of its own
+    estates (MQTT cannot filter by a hash of a topic level, so new estates mean new filters,
+    as ``ingest.shards`` subscribes today)."""
+    return subscriptions(partition, estates_of(partition, registered, partitions), root)
 
 
 @lru_cache(maxsize=65536)

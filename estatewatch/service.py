@@ -37,7 +37,9 @@ from api.context import ApiContext
 from api.live import LiveHub, device_updates
 from api.owners import OwnerParts, OwnerRouter, serve
 from api.users import UserStore
+from cluster.owner import PartitionOwner
 from cluster.owners import shard_address, shard_owner
+from cluster.pg import LeaseStore, lease_engine
 from estatewatch.broker import Broker, BrokerFolderBusy, choose_port, local_broker, port_is_free
 from estatewatch.datafiles import check_data_files, state_opened
 from estatewatch.owner_link import OwnerLink
@@ -171,6 +173,7 @@ class Service:
         self.owner_of = shard_owner(settings.ingest_shards)
         self.owner_link: OwnerLink | None = None
         self.owners: OwnerRouter | None = None
+        self.partitions: PartitionOwner | None = None  # the leases of --role ingest
         self.api_port = settings.api_port
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
@@ -204,6 +207,8 @@ class Service:
         self.live = LiveHub()
         if self.role in ("all", "ingest"):
             self._start_ingest()
+        if self.role == "ingest" and s.partitions:
+            self._start_partitions()
         if self.role in ("all", "api"):
             self.scheduler.add_job(
                 self._purge_dead_letters, "interval", hours=1, id="purge-dead-letters"
@@ -274,6 +279,36 @@ class Service:
             self.scheduler.add_job(
                 self.ingest.subscribe_new_estates, "interval", seconds=5, id="subscribe-new-estates"
             )
+
+    def _start_partitions(self) -> None:
+        """Claim and keep partitions of the estates through leases in the state database
+        (issue 16). So far the worker owns them and says so (logs, /healthz): its ingest still
+        takes the estates of --shard. Next, ``_partition_acquired`` / ``_partition_lost`` start
+        and stop the partition's own MQTT session, and the recorder's commit calls
+        ``self.partitions.fence(conn, partition)`` in its transaction (ARCHITECTURE.md)."""
+        s = self.settings
+        ttl_ms = s.lease_ttl_s * 1000
+        engine = lease_engine(s.state_database_url, ttl_ms)
+        try:
+            store = LeaseStore(engine, s.partitions, ttl_ms)
+            self.partitions = PartitionOwner(
+                store,
+                s.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+                on_acquire=self._partition_acquired,
+                on_lose=self._partition_lost,
+                renew_ms=s.lease_renew_s * 1000,
+            )
+            retry_schema(self.partitions.start, "partition leases")
+        except ValueError as exc:  # not PostgreSQL; another partition count; timings
+            engine.dispose()
+            raise StartupError(str(exc)) from None
+
+    def _partition_acquired(self, partition: int, epoch: int) -> None:
+        # on the lease thread: quick, no database (a slow callback delays the renewals)
+        log.info("partition %d is ours at epoch %d", partition, epoch)
+
+    def _partition_lost(self, partition: int) -> None:
+        log.info("partition %d is no longer ours", partition)
 
     def _every(self, job: Callable[[], object], job_id: str, **interval: float) -> None:
         """A periodic job that runs one at a time; runs missed while it was busy are one run."""
@@ -654,6 +689,8 @@ class Service:
             "commit_failures": st.commit_failures,
         }
         body["writer"] = self.ingest.writer_health()
+        if self.partitions is not None:
+            body["partitions"] = self.partitions.status()
         return body
 
     def stop(self) -> None:
@@ -668,6 +705,9 @@ class Service:
         # start() may have failed part way: stop only what it got to
         if hasattr(self, "scheduler") and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.partitions is not None:  # handed over at once, not a lease TTL later
+            self.partitions.stop()
+            self.partitions.store.engine.dispose()
         # a writer stuck in a failing commit is not waited for (it is a daemon thread; what it
         # holds is unacknowledged); its store is then not closed under it
         writer_stopped = self.ingest.stop() if self.ingest is not None else True

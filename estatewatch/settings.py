@@ -121,6 +121,30 @@ class Settings:
             "a socket command) before answering 503"
         },
     )
+    partitions: int = field(
+        default=0,
+        metadata={
+            "help": "partitions the estates hash into, owned by `run --role ingest` workers "
+            "through leases in the state database (PostgreSQL): workers claim, rebalance and "
+            "take over partitions by themselves; fixed for a deployment's life (e.g. 64); "
+            "0: off, the --shard split above"
+        },
+    )
+    lease_ttl_s: int = field(
+        default=15,
+        metadata={
+            "help": "a partition's lease lasts this long after its last renewal: a worker "
+            "that died or was cut off loses its partitions within lease_ttl_s + lease_renew_s"
+        },
+    )
+    lease_renew_s: int = field(
+        default=5,
+        metadata={"help": "how often a worker renews its leases and rebalances (< ttl / 2)"},
+    )
+    worker_id: str = field(
+        default="",
+        metadata={"help": "this worker's name in the lease table; empty: host name and process id"},
+    )
     influxdb_url: str = field(
         default="",
         metadata={
@@ -313,7 +337,24 @@ def load_settings(
         )
     if settings.late_after_s < 1:
         raise SettingsError(f"late_after_s must be at least 1, got {settings.late_after_s}")
+    _check_partitions(settings)
     return settings
+
+
+def _check_partitions(settings: Settings) -> None:
+    if settings.partitions < 0:
+        raise SettingsError(f"partitions must be 0 (off) or more, got {settings.partitions}")
+    if settings.partitions and not 0 < 2 * settings.lease_renew_s < settings.lease_ttl_s:
+        raise SettingsError(
+            f"lease_renew_s={settings.lease_renew_s} must be at least 1 and below half of "
+            f"lease_ttl_s={settings.lease_ttl_s}: a lease must survive a missed renewal"
+        )
+    url = settings.state_database_url
+    if settings.partitions and not url.startswith(("postgresql", "postgres:")):
+        raise SettingsError(
+            f"partitions={settings.partitions} keeps its leases in the state database, which "
+            "must then be PostgreSQL (ESTATEWATCH_DATABASE_URL=postgresql://…), not SQLite"
+        )
 
 
 TIMESERIES_BACKENDS = ("sqlite", "influxdb", "victoriametrics")

@@ -1,7 +1,7 @@
 """Lease rules and their properties over random join / leave / crash / pause sequences.
 
 Pure: the lease table is cluster.leases' in-memory reference of the rows, the store's clock is
-a number. The PostgreSQL table that will apply the same rules is not built yet (issue 16).
+a number. The PostgreSQL table that applies the same rules: test_pg_leases.py (issue 16).
 """
 
 from __future__ import annotations

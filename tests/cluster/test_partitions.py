@@ -21,6 +21,7 @@ from cluster.partitions import (
     loads,
     moved,
     partition_of,
+    partition_subscriptions,
     session_id,
     subscriptions,
 )
@@ -52,6 +53,11 @@ def test_a_partitions_session_and_its_shared_subscriptions() -> None:
     ]
     with pytest.raises(TopicError):
         subscriptions(0, ["bad id"], "estates")
+    # the registered estates, each to its own partition's session only
+    assert partition_subscriptions(59, estates[:2], "estates") == subscriptions(59, mine, "estates")
+    assert partition_subscriptions(partition_of("hailar-small"), estates[:2], "estates", 64)[0] == (
+        f"$share/estatewatch-p{partition_of('hailar-small')}/estates/hailar-small/gw/+/telemetry"
+    )
 
 
 def _workers(n: int) -> list[str]:
