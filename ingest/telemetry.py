@@ -40,6 +40,7 @@ __all__ = [
     "RawSource",
     "RollupPlan",
     "TelemetryReader",
+    "TelemetryStore",
     "TelemetryWriter",
     "WriteResult",
     "connect",
@@ -142,6 +143,28 @@ class RawSink(Protocol):
     def write(self, batches: Sequence[EstateBatch]) -> int: ...
 
 
+class TelemetryStore(Protocol):
+    """What ingest's decoder, recorder and the service's upkeep call on the telemetry writer:
+    ``TelemetryWriter`` in this process, or ``store_process.StoreProcess`` in a child."""
+
+    def prepare_rows(self, batch: EstateBatch) -> PreparedRows | None: ...
+    def find_duplicates(self, batches: Sequence[EstateBatch]) -> set[int]: ...
+    def write(
+        self,
+        batches: Sequence[EstateBatch],
+        duplicates: set[int] | None = None,
+        prepared: Sequence[PreparedRows | None] | None = None,
+    ) -> WriteResult: ...
+    def gateway_lost(self) -> dict[tuple[str, str], int]: ...
+    def flush_latest_if_due(self) -> None: ...
+    def apply_rollup(self, plan: RollupPlan) -> int: ...
+    def purge(self, raw_before_ms: int, minute_rollups_before_ms: int) -> int: ...
+    def prepare_rollup(
+        self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
+    ) -> RollupPlan | None: ...
+    def close(self) -> None: ...
+
+
 class TelemetryWriter:
     """The single writer. Not thread-safe by design: one thread owns it; only
     ``prepare_rollup`` (reads, on a connection of its own) may run on another."""
@@ -176,6 +199,10 @@ class TelemetryWriter:
                 max_seq, load_missing(missing), untracked
             )
             self._duplicates[(estate, gw)] = dups
+
+    def gateway_lost(self) -> dict[tuple[str, str], int]:
+        """Messages lost per gateway (gaps in its seqs), as the seq book says."""
+        return {k: g.lost for k, g in self.seqs.gateways.items()}
 
     def _migrate(self) -> None:
         with self.conn:
