@@ -203,12 +203,14 @@ class StoreProcess:
                 self._lock.release()
 
     def health(self) -> dict[str, Any]:
+        """For /healthz: whether the child runs; how it last ended (-9: killed)."""
+        code = self._proc.poll() if self._proc is not None else None
         return {
             "alive": self.alive(),
             "pid": self.pid,
             "restarts": self.restarts,
             "down_s": round(time.monotonic() - self.down_since, 1) if self.down_since else None,
-            "last_exit": self.last_exit,
+            "last_exit": self.last_exit if code is None else code,
         }
 
     # --- requests ----------------------------------------------------------------------------
