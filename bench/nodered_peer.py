@@ -16,14 +16,15 @@ Rate: readings stored ÷ time from the consumer's connection (the line its proce
 CONNACK: the queued messages flow from then on) to the last row visible in its own database
 (``max(rowid)`` polled every 10 ms, the same cheap probe for both). Recorded beside it: the rate
 between the first rows visible and the last, counting only what was committed in between.
-Peak RSS: ``VmHWM`` of the service's process and of node. Loss: each is killed with SIGKILL once
-25 % of the values are stored, restarted on the same session and database, and drained;
-readings lost = readings published − distinct readings stored.
+Peak RSS: ``VmHWM`` of the service's process (with its writer process) and of node. Loss: each
+is killed with SIGKILL once 25 % of the values are stored, restarted on the same session and
+database, and drained; readings lost = readings published − distinct readings stored.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -99,10 +100,16 @@ def install_nodered(timeout_s: float = 1200) -> Path:
 
 
 def peak_rss_mb(pid: int) -> float:
+    """``VmHWM`` of a process and of its children (the service's writer process), summed."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                total += peak_rss_mb(int(child))
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            return total + int(line.split()[1]) / 1024
+    return total
 
 
 def max_rowid(db: Path) -> int:
@@ -151,12 +158,14 @@ def service_child(url: str, folder: Path, client_id: str, session_only: bool) ->
     """The service's ingest with default rules, as bench 1 wires it; runs until killed."""
     from bench.ingest_throughput import service_ingest, with_default_rules
     from estatewatch.cli import tune_interpreter
-    from ingest.telemetry import TelemetryWriter
+    from estatewatch.service import telemetry_store
+    from estatewatch.settings import Settings
     from protocol.endpoint import parse_mqtt_url
 
     tune_interpreter()
     state = StateStore.open(f"sqlite:///{folder / 'state.db'}")
-    writer = TelemetryWriter(folder / "telemetry.db", latest_interval_s=1.0)  # as the service
+    # as the service: the writer in a process of its own by default
+    writer = telemetry_store(folder / "telemetry.db", None, Settings().ingest_store_process)
     ingest = service_ingest(parse_mqtt_url(url), state, writer, client_id)
     with_default_rules()(ingest)
     ingest.start()
