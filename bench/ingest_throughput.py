@@ -139,9 +139,10 @@ def ingest_run(
     messages: list[bytes],
     folder: Path,
     wire: Callable[[Ingest], None] | None = None,
-) -> tuple[float, float, IngestStats, float]:
-    """The service's consumer: (readings/s, messages/s, stats, CPU cores busy) from first
-    receipt to last commit; the CPU is its process's and its writer process's."""
+) -> tuple[float, float, IngestStats, dict[str, Any]]:
+    """The service's consumer: (readings/s, messages/s, stats, CPU) from first receipt to last
+    commit; CPU: cores busy (its process and its writer process), and CPU seconds per 100,000
+    readings of each (service, writer): where the work is, whatever the machine's load."""
     state = StateStore.open(f"sqlite:///{folder / 'state.db'}")
     state.add_estate(ESTATE, "大型测试小区")
     state.add_gateway(ESTATE, GW)
@@ -162,7 +163,7 @@ def ingest_run(
     ingest = consumer()
     preload(broker, messages)
     first: list[float] = []
-    cpu_first: list[float] = []
+    cpu_first: list[list[float]] = []
     orig = ingest.lanes.on_message
 
     def timed(*a: Any) -> None:
@@ -178,22 +179,25 @@ def ingest_run(
     while ingest.stats.committed_messages < n and time.monotonic() < deadline:
         time.sleep(0.01)
     end = time.perf_counter()
-    cpu = cpu_seconds(pids) - cpu_first[0]
+    cpu = [b - a for a, b in zip(cpu_first[0], cpu_seconds(pids), strict=True)]
     stats = ingest.stats
     ingest.stop()
     writer.close()
     state.close()
     span = max(end - first[0], 1e-9)
-    return stats.readings / span, stats.committed_messages / span, stats, cpu / span
+    per_100k = [round(c * 100_000 / max(stats.readings, 1), 2) for c in cpu]
+    use = {"cores": round(sum(cpu) / span, 2), "cpu_s_per_100k": per_100k}
+    return stats.readings / span, stats.committed_messages / span, stats, use
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of live processes, all their threads (/proc/PID/stat)."""
-    total = 0
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """User + system CPU seconds of each live process, all its threads (/proc/PID/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = []
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
+        out.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime (14 and 15)
+    return out
 
 
 def raw_executemany(readings: list[Reading], rows_per_commit: int, folder: Path) -> float:
@@ -273,7 +277,7 @@ def run(
             run_dir.mkdir()
             bare = bare_subscriber(broker, msgs)
             wire = with_default_rules() if rules else None
-            rps, mps, stats, cores = ingest_run(broker, msgs, run_dir, wire)
+            rps, mps, stats, cpu = ingest_run(broker, msgs, run_dir, wire)
             rows_per_commit = max(
                 1, int(stats.readings / max(stats.commits, 1) * values_per_reading)
             )
@@ -288,7 +292,8 @@ def run(
                 "raw_executemany_readings_per_s": round(raw_rps),
                 "ratio_to_executemany": round(rps / raw_rps, 3),
                 "ratio_to_bare_subscriber": round(mps / bare, 3),
-                "cpu_cores": round(cores, 2),
+                "cpu_cores": cpu["cores"],
+                "cpu_s_per_100k": cpu["cpu_s_per_100k"],
                 "commits": stats.commits,
                 "rows_per_commit": rows_per_commit,
                 "duplicates": stats.duplicates,
@@ -297,7 +302,8 @@ def run(
             print(
                 f"  {size:>3} readings/message: ingest {rps:>10,.0f} readings/s "
                 f"{mps:>8,.0f} msg/s | bare subscriber {bare:>8,.0f} msg/s | "
-                f"executemany {raw_rps:>10,.0f} readings/s | CPU {cores:.2f} cores",
+                f"executemany {raw_rps:>10,.0f} readings/s | CPU {cpu['cores']:.2f} cores, "
+                f"s/100k readings {cpu['cpu_s_per_100k']}",
                 flush=True,
             )
     return figures
