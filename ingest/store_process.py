@@ -9,7 +9,8 @@ without the lock.
 
 ``StoreProcess`` is the main side: the same calls as ``TelemetryWriter`` (``TelemetryStore``),
 one request at a time on a socket pair (bounded: one commit in flight). A batch crosses as
-msgpack (msgspec, in C: ~1 µs a reading) and is decoded in the child into structs with the same
+msgpack (msgspec, in C: ~1 µs a reading), encoded by the decoder thread (``prepare_rows``) while
+the writer waits for the commit before, and is decoded in the child into structs with the same
 attributes. A write returns only after the child's COMMIT, so the recorder still acknowledges
 only what is committed.
 
@@ -232,7 +233,10 @@ class StoreProcess:
         return value[0]
 
     def prepare_rows(self, batch: EstateBatch) -> PreparedRows | None:
-        return None  # the series ids live in the child: it makes the rows
+        """The batch as it crosses to the child, encoded on the decoder thread while the
+        writer waits for the commit before (the series ids live in the child: it makes the
+        rows)."""
+        return PreparedRows(_ENCODER.encode(batch), len(batch.readings))
 
     def find_duplicates(self, batches: Sequence[EstateBatch]) -> set[int]:
         keys = [(b.estate, b.gateway, b.seq) for b in batches]
@@ -244,9 +248,10 @@ class StoreProcess:
         duplicates: set[int] | None = None,
         prepared: Sequence[PreparedRows | None] | None = None,
     ) -> WriteResult:
-        blob = _ENCODER.encode(batches)
+        ready = prepared or [None] * len(batches)
+        blobs = [p.json if p else _ENCODER.encode(b) for b, p in zip(batches, ready, strict=True)]
         dups = sorted(duplicates) if duplicates is not None else None
-        values, readings, events, found, lost = self._call("write", blob, dups)
+        values, readings, events, found, lost = self._call("write", blobs, dups)
         self._gateway_lost = lost
         return WriteResult(values, readings, events, set(found))
 
@@ -316,14 +321,14 @@ def _wait_for_lock(path: Path) -> int:
 
 
 def _handlers(writer: TelemetryWriter) -> dict[str, Callable[..., Any]]:
-    decode = msgspec.msgpack.Decoder(list[_Batch]).decode
+    decode = msgspec.msgpack.Decoder(_Batch).decode
 
     def find_duplicates(keys: list[tuple[str, str, int | None]]) -> list[int]:
         return sorted(writer.find_duplicates([EstateBatch(e, g, seq=s) for e, g, s in keys]))
 
-    def write(blob: bytes, dups: list[int] | None) -> tuple[Any, ...]:
+    def write(blobs: list[bytes], dups: list[int] | None) -> tuple[Any, ...]:
         # the structs have EstateBatch's attributes: the writer reads nothing else
-        batches = cast(list[EstateBatch], decode(blob))
+        batches = cast(list[EstateBatch], [decode(b) for b in blobs])
         r = writer.write(batches, None if dups is None else set(dups))
         return r.values, r.readings, r.events, sorted(r.duplicates), writer.gateway_lost()
 
