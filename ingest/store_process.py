@@ -45,10 +45,9 @@ from typing import Any, cast
 
 import msgspec
 
-from ingest import retention
 from ingest.model import EstateBatch
 from ingest.retention import RollupPlan
-from ingest.telemetry import PreparedRows, TelemetryWriter, WriteResult, connect
+from ingest.telemetry import FoldReader, PreparedRows, TelemetryWriter, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +117,7 @@ class StoreProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._gateway_lost: dict[tuple[str, str], int] = {}
-        self._reader: sqlite3.Connection | None = None  # prepare_rollup's
-        self._reader_lock = threading.Lock()
+        self._folds = FoldReader(path)  # prepare_rollup's
         with self._lock:
             self._start()
         self._supervisor = threading.Thread(
@@ -271,12 +269,7 @@ class StoreProcess:
         self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
     ) -> RollupPlan | None:
         """Reads on a read-only connection of this process (WAL: never blocks the child)."""
-        if conn is not None:
-            return retention.aggregate(conn, max_rows)
-        with self._reader_lock:
-            if self._reader is None:
-                self._reader = connect(self.path, readonly=True)
-            return retention.aggregate(self._reader, max_rows)
+        return self._folds.prepare(max_rows, conn)
 
     def close(self) -> None:
         """Fold "now", close the file, end the child (killed if it does not answer in 10 s)."""
@@ -298,10 +291,7 @@ class StoreProcess:
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
                     self._proc.wait()
-        with self._reader_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+        self._folds.close()
 
 
 # --- child side --------------------------------------------------------------------------------

@@ -143,6 +143,30 @@ class RawSink(Protocol):
     def write(self, batches: Sequence[EstateBatch]) -> int: ...
 
 
+class FoldReader:
+    """The read-only connection rollups are aggregated on, opened when first needed, on any
+    thread: in WAL mode reading never blocks the writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def prepare(self, max_rows: int, conn: sqlite3.Connection | None = None) -> RollupPlan | None:
+        if conn is not None:
+            return retention.aggregate(conn, max_rows)
+        with self._lock:
+            if self._conn is None:
+                self._conn = connect(self.path, readonly=True)
+            return retention.aggregate(self._conn, max_rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 class TelemetryStore(Protocol):
     """What ingest's decoder, recorder and the service's upkeep call on the telemetry writer:
     ``TelemetryWriter`` in this process, or ``store_process.StoreProcess`` in a child."""
@@ -177,8 +201,7 @@ class TelemetryWriter:
         self.raw_sink = raw_sink
         self.latest_interval_s = latest_interval_s
         self.conn = connect(path)
-        self._reader: sqlite3.Connection | None = None  # prepare_rollup's, made when needed
-        self._reader_lock = threading.Lock()
+        self._folds = FoldReader(path)  # prepare_rollup's
         self._migrate()
         self._latest_flushed = 0.0
         self._unfolded = False
@@ -495,15 +518,9 @@ class TelemetryWriter:
         self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
     ) -> RollupPlan | None:
         """Aggregate the raw rows written since the last fold (at most ``max_rows`` rowids) into
-        1-minute and 1-hour buckets; by default on a read-only connection of its own: in WAL
-        mode reading never blocks the writer, so only ``apply_rollup``'s upserts run on the
-        writer thread."""
-        if conn is None:
-            with self._reader_lock:
-                if self._reader is None:
-                    self._reader = connect(self.path, readonly=True)
-                return retention.aggregate(self._reader, max_rows)
-        return retention.aggregate(conn, max_rows)
+        1-minute and 1-hour buckets; by default on a read-only connection of its own
+        (``FoldReader``), so only ``apply_rollup``'s upserts run on the writer thread."""
+        return self._folds.prepare(max_rows, conn)
 
     def apply_rollup(self, plan: RollupPlan) -> int:
         """Merge a prepared fold into the rollups (see ``retention.merge``)."""
@@ -521,8 +538,5 @@ class TelemetryWriter:
         return retention.purge(self.conn, raw_before_ms, minute_rollups_before_ms, chunk)
 
     def close(self) -> None:
-        with self._reader_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+        self._folds.close()
         self.conn.close()

@@ -31,7 +31,7 @@ from tests.integration.test_durability import (
     registered_publisher,
     stored,
 )
-from tests.support import waiter
+from tests.support import mosquittos_over, waiter
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +39,9 @@ wait_for = waiter(every=0.05)
 
 
 def store_processes(telemetry: Path) -> list[int]:
-    """Pids of live writer processes of this telemetry file (the process list itself)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and b"ingest.store_process" in args and str(telemetry).encode() in args:
-            pids.append(int(entry.name))
-    return pids
+    """Pids of live writer processes of this telemetry file: the process list, by the path
+    on their command line (the service's own has none)."""
+    return mosquittos_over(telemetry)
 
 
 def assert_each_once(telemetry: Path, messages: int) -> None:
