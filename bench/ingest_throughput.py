@@ -173,6 +173,8 @@ def ingest_run(
         orig(*a)
 
     ingest.client.on_message = timed
+    if isinstance(writer, StoreProcess):
+        writer.ready()  # as in a running service: its writer process is up
     ingest.start()
     n = len(messages)
     deadline = time.monotonic() + 900

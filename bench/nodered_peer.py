@@ -160,6 +160,7 @@ def service_child(url: str, folder: Path, client_id: str, session_only: bool) ->
     from estatewatch.cli import tune_interpreter
     from estatewatch.service import telemetry_store
     from estatewatch.settings import Settings
+    from ingest.store_process import StoreProcess
     from protocol.endpoint import parse_mqtt_url
 
     tune_interpreter()
@@ -168,6 +169,8 @@ def service_child(url: str, folder: Path, client_id: str, session_only: bool) ->
     writer = telemetry_store(folder / "telemetry.db", None, Settings().ingest_store_process)
     ingest = service_ingest(parse_mqtt_url(url), state, writer, client_id)
     with_default_rules()(ingest)
+    if isinstance(writer, StoreProcess):
+        writer.ready()  # started with the service, before its connection (the rate's start)
     ingest.start()
     if session_only:
         ingest.stop()

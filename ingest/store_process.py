@@ -116,6 +116,7 @@ class StoreProcess:
         self._closing = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
+        self._ready = False  # the child has said it is
         self._gateway_lost: dict[tuple[str, str], int] = {}
         self._folds = FoldReader(path)  # prepare_rollup's
         with self._lock:
@@ -134,7 +135,8 @@ class StoreProcess:
         return self._proc is not None and self._proc.poll() is None and self._conn is not None
 
     def _start(self) -> None:
-        """Start a child and wait for it to be ready (under ``_lock``); StoreDown if not."""
+        """Start a child (under ``_lock``); its "ready" is waited for by the first request, so
+        the service's start does not wait for the child's imports."""
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # what we import, it does
@@ -150,24 +152,34 @@ class StoreProcess:
             raise StoreDown(f"could not start the store process: {exc}") from exc
         finally:
             theirs.close()
-        conn = Connection(ours.detach())
+        self._proc, self._conn, self._ready = proc, Connection(ours.detach()), False
+        self.down_since = None
+
+    def _wait_ready(self) -> None:
+        """The child's first word (under ``_lock``): ready, with the seq book's losses, or why
+        it cannot open the file; StoreDown if it is not ready within START_TIMEOUT_S."""
+        if self._ready:
+            return
+        assert self._conn is not None and self._proc is not None
         try:
-            if not conn.poll(START_TIMEOUT_S):
-                raise StoreDown(f"the store process was not ready in {START_TIMEOUT_S:.0f} s")
-            kind, value = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError, StoreDown) as exc:
-            conn.close()
-            proc.kill()
-            self.last_exit = proc.wait()
+            if not self._conn.poll(START_TIMEOUT_S):
+                raise StoreDown(f"not ready in {START_TIMEOUT_S:.0f} s")
+            kind, value = pickle.loads(self._conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            self._lost()
             raise StoreDown(f"the store process did not start: {exc!r}") from exc
         if kind != "ready":
-            conn.close()
-            self.last_exit = proc.wait()
+            self._lost()
             raise StoreDown(f"the store process could not open {self.path}: {value}")
-        self._proc, self._conn = proc, conn
-        self._gateway_lost = value
-        self.down_since = None
-        log.info("ingest: store process %d writes %s", proc.pid, self.path)
+        self._ready, self._gateway_lost = True, value
+        log.info("ingest: store process %d writes %s", self._proc.pid, self.path)
+
+    def ready(self) -> None:
+        """Wait until a child is ready (benches: its start is not what they time)."""
+        with self._lock:
+            if not self.alive():
+                self._restart()
+            self._wait_ready()
 
     def _lost(self) -> None:
         """The child is gone (under ``_lock``): note it; the next request or the supervisor
@@ -219,6 +231,7 @@ class StoreProcess:
                 raise StoreDown("the store process is closed")
             if not self.alive():
                 self._restart()
+            self._wait_ready()
             assert self._conn is not None
             try:
                 self._conn.send_bytes(pickle.dumps((op, args), pickle.HIGHEST_PROTOCOL))
@@ -334,13 +347,11 @@ def _handlers(writer: TelemetryWriter) -> dict[str, Callable[..., Any]]:
 def serve(conn: Connection, path: Path, latest_interval_s: float, parent: int) -> None:
     """The child's loop: one request at a time; "now" folded while idle; ends when asked,
     when the socket closes or when the parent is gone."""
-    from ingest.recorder import is_transient, shorten  # the parent's verdicts, in the child
-
     try:
         _wait_for_lock(path)
         writer = TelemetryWriter(path, latest_interval_s=latest_interval_s)
     except Exception as exc:
-        conn.send_bytes(pickle.dumps(("error", shorten(exc))))
+        conn.send_bytes(pickle.dumps(("error", f"{type(exc).__name__}: {exc}"[:500])))
         return
     conn.send_bytes(pickle.dumps(("ready", writer.gateway_lost())))
     handlers = _handlers(writer)
@@ -357,6 +368,9 @@ def serve(conn: Connection, path: Path, latest_interval_s: float, parent: int) -
         try:
             answer: tuple[Any, ...] = ("ok", handlers[op](*args))
         except Exception as exc:
+            # the parent's verdicts, imported only when needed (the child starts sooner)
+            from ingest.recorder import is_transient, shorten
+
             log.warning("store process: %s failed: %s", op, shorten(exc))
             answer = ("err", shorten(exc), is_transient(exc))
         try:
