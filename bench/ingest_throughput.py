@@ -29,11 +29,10 @@ from alerts.engine import AlertEngine
 from bench.common import queueing_broker, report, target
 from estatewatch.broker import ManagedMosquitto
 from estatewatch.cli import tune_interpreter
-from estatewatch.service import telemetry_store
 from estatewatch.settings import Settings
 from ingest.consumer import Ingest, IngestStats
 from ingest.state import StateStore
-from ingest.store_process import StoreProcess
+from ingest.store_process import StoreProcess, telemetry_store
 from ingest.telemetry import TelemetryStore, TelemetryWriter, connect
 from protocol.catalog import default_catalog
 from protocol.endpoint import MqttEndpoint

@@ -158,15 +158,15 @@ def service_child(url: str, folder: Path, client_id: str, session_only: bool) ->
     """The service's ingest with default rules, as bench 1 wires it; runs until killed."""
     from bench.ingest_throughput import service_ingest, with_default_rules
     from estatewatch.cli import tune_interpreter
-    from estatewatch.service import telemetry_store
-    from estatewatch.settings import Settings
-    from ingest.store_process import StoreProcess
+    from estatewatch.settings import load_settings
+    from ingest.store_process import StoreProcess, telemetry_store
     from protocol.endpoint import parse_mqtt_url
 
     tune_interpreter()
     state = StateStore.open(f"sqlite:///{folder / 'state.db'}")
     # as the service: the writer in a process of its own by default
-    writer = telemetry_store(folder / "telemetry.db", None, Settings().ingest_store_process)
+    # (ESTATEWATCH_INGEST_STORE_PROCESS=false: the one-process shape, for comparison)
+    writer = telemetry_store(folder / "telemetry.db", None, load_settings().ingest_store_process)
     ingest = service_ingest(parse_mqtt_url(url), state, writer, client_id)
     with_default_rules()(ingest)
     if isinstance(writer, StoreProcess):
@@ -300,6 +300,13 @@ class Consumer:
                 log.write(line)
                 log.flush()
 
+    def wait_connected(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.connected_at:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.kind} did not connect in {timeout_s:.0f} s")
+            time.sleep(0.01)
+
     def peak_rss_mb(self) -> float:
         assert self.proc is not None
         return peak_rss_mb(self.proc.pid)
@@ -412,6 +419,9 @@ def kill_test(
         *_, at_kill = watch(c, int(values * KILL_AT), 900)
         c.kill()
         c.start()
+        # Either may take a while to start again on a loaded machine; what it stores counts
+        # from its connection on.
+        c.wait_connected(120)
         # The flow may have lost some for good: done once nothing more arrives for 5 s.
         watch(c, values, 900, settle_s=5.0)
     finally:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from datetime import UTC
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -44,8 +43,8 @@ from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader, shard_of
 from ingest.state import SchemaBusy, StateStore
-from ingest.store_process import StoreProcess
-from ingest.telemetry import TelemetryReader, TelemetryStore, TelemetryWriter
+from ingest.store_process import telemetry_store
+from ingest.telemetry import TelemetryReader, TelemetryWriter
 from ingest.victoria import RemoteChartsReader, VictoriaMetricsReader
 from protocol.catalog import default_catalog
 from protocol.clock import now_ms
@@ -75,17 +74,6 @@ def retry_schema(make: Callable[[], T], what: str, attempts: int = 10) -> T:
             log.info("%s: schema busy (%s); trying again", what, str(exc).splitlines()[0])
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-def telemetry_store(
-    path: Path, influx: InfluxTelemetrySink | None, own_process: bool
-) -> TelemetryStore:
-    """The telemetry writer: in a child process (``ingest.store_process``) unless told not to
-    or raw readings go to InfluxDB (whose client lives here). "Now" is folded at most once a
-    second under load; dashboards get each reading live from the stream meanwhile."""
-    if own_process and influx is None:
-        return StoreProcess(path, latest_interval_s=1.0)
-    return TelemetryWriter(path, raw_sink=influx, latest_interval_s=1.0)
 
 
 class StartupError(RuntimeError):

@@ -47,7 +47,14 @@ import msgspec
 
 from ingest.model import EstateBatch
 from ingest.retention import RollupPlan
-from ingest.telemetry import FoldReader, PreparedRows, TelemetryWriter, WriteResult
+from ingest.telemetry import (
+    FoldReader,
+    PreparedRows,
+    RawSink,
+    TelemetryStore,
+    TelemetryWriter,
+    WriteResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +312,15 @@ class StoreProcess:
                     self._proc.kill()
                     self._proc.wait()
         self._folds.close()
+
+
+def telemetry_store(path: Path, raw_sink: RawSink | None, own_process: bool) -> TelemetryStore:
+    """The service's telemetry writer: in a child process unless told not to or raw readings
+    go to InfluxDB (``raw_sink``: its client lives in the service). "Now" is folded at most
+    once a second under load; dashboards get each reading live from the stream meanwhile."""
+    if own_process and raw_sink is None:
+        return StoreProcess(path, latest_interval_s=1.0)
+    return TelemetryWriter(path, raw_sink=raw_sink, latest_interval_s=1.0)
 
 
 # --- child side --------------------------------------------------------------------------------
