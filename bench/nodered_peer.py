@@ -16,14 +16,15 @@ Rate: readings stored ÷ time from the consumer's connection (the line its proce
 CONNACK: the queued messages flow from then on) to the last row visible in its own database
 (``max(rowid)`` polled every 10 ms, the same cheap probe for both). Recorded beside it: the rate
 between the first rows visible and the last, counting only what was committed in between.
-Peak RSS: ``VmHWM`` of the service's process and of node. Loss: each is killed with SIGKILL once
-25 % of the values are stored, restarted on the same session and database, and drained;
-readings lost = readings published − distinct readings stored.
+Peak RSS: ``VmHWM`` of the service's process (with its writer process) and of node. Loss: each
+is killed with SIGKILL once 25 % of the values are stored, restarted on the same session and
+database, and drained; readings lost = readings published − distinct readings stored.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -99,10 +100,16 @@ def install_nodered(timeout_s: float = 1200) -> Path:
 
 
 def peak_rss_mb(pid: int) -> float:
+    """``VmHWM`` of a process and of its children (the service's writer process), summed."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                total += peak_rss_mb(int(child))
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            return total + int(line.split()[1]) / 1024
+    return total
 
 
 def max_rowid(db: Path) -> int:
@@ -151,14 +158,19 @@ def service_child(url: str, folder: Path, client_id: str, session_only: bool) ->
     """The service's ingest with default rules, as bench 1 wires it; runs until killed."""
     from bench.ingest_throughput import service_ingest, with_default_rules
     from estatewatch.cli import tune_interpreter
-    from ingest.telemetry import TelemetryWriter
+    from estatewatch.settings import load_settings
+    from ingest.store_process import StoreProcess, telemetry_store
     from protocol.endpoint import parse_mqtt_url
 
     tune_interpreter()
     state = StateStore.open(f"sqlite:///{folder / 'state.db'}")
-    writer = TelemetryWriter(folder / "telemetry.db", latest_interval_s=1.0)  # as the service
+    # as the service: the writer in a process of its own by default
+    # (ESTATEWATCH_INGEST_STORE_PROCESS=false: the one-process shape, for comparison)
+    writer = telemetry_store(folder / "telemetry.db", None, load_settings().ingest_store_process)
     ingest = service_ingest(parse_mqtt_url(url), state, writer, client_id)
     with_default_rules()(ingest)
+    if isinstance(writer, StoreProcess):
+        writer.ready()  # started with the service, before its connection (the rate's start)
     ingest.start()
     if session_only:
         ingest.stop()
@@ -288,6 +300,13 @@ class Consumer:
                 log.write(line)
                 log.flush()
 
+    def wait_connected(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.connected_at:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.kind} did not connect in {timeout_s:.0f} s")
+            time.sleep(0.01)
+
     def peak_rss_mb(self) -> float:
         assert self.proc is not None
         return peak_rss_mb(self.proc.pid)
@@ -400,6 +419,9 @@ def kill_test(
         *_, at_kill = watch(c, int(values * KILL_AT), 900)
         c.kill()
         c.start()
+        # Either may take a while to start again on a loaded machine; what it stores counts
+        # from its connection on.
+        c.wait_connected(120)
         # The flow may have lost some for good: done once nothing more arrives for 5 s.
         watch(c, values, 900, settle_s=5.0)
     finally:

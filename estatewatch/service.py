@@ -52,6 +52,7 @@ from ingest.metrics import ingest_registry
 from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import SchemaBusy, StateStore
+from ingest.store_process import telemetry_store
 from ingest.telemetry import TelemetryReader, TelemetryWriter
 from ingest.victoria import RemoteChartsReader, VictoriaMetricsReader
 from protocol.catalog import default_catalog
@@ -239,12 +240,9 @@ class Service:
             if s.raw_store_url
             else None
         )
-        # "now" is folded at most once a second under load; dashboards get each reading
-        # live from the stream meanwhile
         with explain_corruption(path, "telemetry database"):
             self.telemetry_writer = retry_schema(
-                lambda: TelemetryWriter(path, raw_sink=self.influx, latest_interval_s=1.0),
-                "telemetry",
+                lambda: telemetry_store(path, self.influx, s.ingest_store_process), "telemetry"
             )
         self.ingest = Ingest(
             self.endpoint,

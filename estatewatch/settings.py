@@ -97,6 +97,14 @@ class Settings:
             "(or its retries) this long"
         },
     )
+    ingest_store_process: bool = field(
+        default=True,
+        metadata={
+            "help": "the SQLite telemetry writer runs in a child process of its own (both "
+            "cores: no wait for the interpreter lock); false keeps it a thread of the "
+            "service (one process). Ignored when raw readings go to InfluxDB"
+        },
+    )
     raw_retention_days: int = field(
         default=30, metadata={"help": "days raw readings are kept (rollups stay longer)"}
     )

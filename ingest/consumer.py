@@ -39,7 +39,7 @@ from ingest.recorder import (
 )
 from ingest.state import StateStore
 from ingest.stats import IngestStats
-from ingest.telemetry import TelemetryWriter
+from ingest.telemetry import TelemetryStore
 from protocol.catalog import Catalog
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
@@ -87,7 +87,7 @@ class Ingest:
         self,
         endpoint: MqttEndpoint,
         state: StateStore,
-        telemetry: TelemetryWriter,
+        telemetry: TelemetryStore,
         catalog: Catalog,
         root: str = "estates",
         queue_size: int = DEFAULT_QUEUE_SIZE,
@@ -232,20 +232,27 @@ class Ingest:
     def writer_health(self) -> dict[str, Any]:
         """Whether the writer is committing: not "ok" while it retries a failing store, or has
         been in one batch (or the queue has not moved) for longer than ``stall_s``, or its
-        thread is gone."""
+        thread is gone, or its store process is down (``store_down``, restarted within a
+        second by its supervisor)."""
         now = time.monotonic()
         st = self.stats
         # the writer in one batch, or the decoder in one message (the lanes then fill)
         busy_s = now - min(self.recorder.progress, self.decoder.progress)
+        # the telemetry writer's own process (StoreProcess), when it has one
+        probe = getattr(self.telemetry, "health", None)
+        store: dict[str, Any] | None = probe() if callable(probe) else None
         if not (self.recorder.thread.is_alive() and self.decoder.thread.is_alive()):
             state = "stopped"
+        elif store is not None and not store["alive"]:
+            state = "store_down"  # its supervisor is starting another
         elif st.failing_since is not None:
             state = "retrying"
         elif busy_s > self.stall_s:
             state = "stalled"
         else:
             state = "ok"
-        return {
+        extra = {"store_process": store} if store is not None else {}
+        return extra | {
             "ok": state == "ok",
             "state": state,
             "busy_s": round(busy_s, 1),

@@ -15,7 +15,7 @@ from ingest.handoff import Handoff
 from ingest.lanes import GatewayRegistry, Lanes, Received
 from ingest.model import DeadLetter
 from ingest.pipeline import Delivery, judge
-from ingest.telemetry import TelemetryWriter
+from ingest.telemetry import TelemetryStore
 from protocol.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Decoder:
     lanes: Lanes
     registry: GatewayRegistry
     catalog: Catalog
-    telemetry: TelemetryWriter
+    telemetry: TelemetryStore
     handoff: Handoff[list[Received]]
     stopping: threading.Event  # the recorder drains what is queued and ends
     abandoned: threading.Event  # the recorder gave up: stop too

@@ -119,6 +119,9 @@ class Received:
     # rest: its dead letters are stored / what became of it.
     lettered: bool = False
     outcome: Outcome | None = None
+    # Handed to a telemetry write whose outcome is unknown if it failed (the store process
+    # died): found stored on the retry, it was that write's, not a duplicate from the broker.
+    written: bool = False
 
 
 _PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 PUBACK: type 4, remaining length 2, packet id

@@ -38,7 +38,7 @@ from ingest.pipeline import Delivery
 from ingest.retention import RollupPlan
 from ingest.state import StateStore
 from ingest.stats import IngestStats
-from ingest.telemetry import PreparedRows, TelemetryWriter
+from ingest.telemetry import PreparedRows, TelemetryStore
 from protocol.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ def is_transient(exc: BaseException) -> bool:
                 continue
             # PostgreSQL: a lost or refused connection, a server shutting down
             return isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError)
+        verdict = getattr(e, "transient", None)  # the store process's own verdict
+        if type(verdict) is bool:
+            return verdict
         if isinstance(e, sqlite3.OperationalError | OSError):
             return True  # locked, busy, read-only, disk full or I/O; OSError: the network
         status = getattr(e, "status", None)
@@ -140,7 +143,7 @@ class _Batch:
 @dataclass(eq=False)
 class Recorder:
     state: StateStore
-    telemetry: TelemetryWriter
+    telemetry: TelemetryStore
     stats: IngestStats
     handoff: Handoff[list[Received]]
     fanout: Fanout
@@ -404,20 +407,27 @@ class Recorder:
 
     def _write_telemetry(self, b: _Batch) -> None:
         """Readings, events and seqs in one transaction of the telemetry store."""
-        result = self.telemetry.write(b.batches, b.duplicates, b.prepared)
+        written_before = [p.written for p in b.with_batch]
         for i, p in enumerate(b.with_batch):
-            p.outcome = Outcome.DUPLICATE if i in result.duplicates else Outcome.STORED
+            p.written = p.written or i not in b.duplicates
+        result = self.telemetry.write(b.batches, b.duplicates, b.prepared)
+        # committed by a write whose answer was lost (its process died): stored, and the
+        # listeners get it; a message repeated by the broker is a duplicate
+        recovered = {i for i in result.duplicates if written_before[i]}
+        for i, p in enumerate(b.with_batch):
+            dup = i in result.duplicates and i not in recovered
+            p.outcome = Outcome.DUPLICATE if dup else Outcome.STORED
         s = self.stats
         s.committed_messages += len(b.with_batch)
-        s.readings += result.readings
-        s.events += result.events
-        s.duplicates += len(result.duplicates)
+        s.readings += result.readings + sum(len(b.batches[i].readings) for i in recovered)
+        s.events += result.events + sum(len(b.batches[i].events) for i in recovered)
+        s.duplicates += len(result.duplicates) - len(recovered)
         for batch in b.batches:
             if batch.readings and (
                 s.newest_reading_ts is None or batch.readings[-1].ts > s.newest_reading_ts
             ):
                 s.newest_reading_ts = batch.readings[-1].ts
-        s.gateway_lost = {k: g.lost for k, g in self.telemetry.seqs.gateways.items()}
+        s.gateway_lost = self.telemetry.gateway_lost()
 
     def _store_statuses(self, items: list[Received]) -> None:
         """Gateway statuses, one at a time (a retry skips those done); command acks logged."""

@@ -40,6 +40,7 @@ __all__ = [
     "RawSource",
     "RollupPlan",
     "TelemetryReader",
+    "TelemetryStore",
     "TelemetryWriter",
     "WriteResult",
     "connect",
@@ -142,6 +143,52 @@ class RawSink(Protocol):
     def write(self, batches: Sequence[EstateBatch]) -> int: ...
 
 
+class FoldReader:
+    """The read-only connection rollups are aggregated on, opened when first needed, on any
+    thread: in WAL mode reading never blocks the writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def prepare(self, max_rows: int, conn: sqlite3.Connection | None = None) -> RollupPlan | None:
+        if conn is not None:
+            return retention.aggregate(conn, max_rows)
+        with self._lock:
+            if self._conn is None:
+                self._conn = connect(self.path, readonly=True)
+            return retention.aggregate(self._conn, max_rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class TelemetryStore(Protocol):
+    """What ingest's decoder, recorder and the service's upkeep call on the telemetry writer:
+    ``TelemetryWriter`` in this process, or ``store_process.StoreProcess`` in a child."""
+
+    def prepare_rows(self, batch: EstateBatch) -> PreparedRows | None: ...
+    def find_duplicates(self, batches: Sequence[EstateBatch]) -> set[int]: ...
+    def write(
+        self,
+        batches: Sequence[EstateBatch],
+        duplicates: set[int] | None = None,
+        prepared: Sequence[PreparedRows | None] | None = None,
+    ) -> WriteResult: ...
+    def gateway_lost(self) -> dict[tuple[str, str], int]: ...
+    def flush_latest_if_due(self) -> None: ...
+    def apply_rollup(self, plan: RollupPlan) -> int: ...
+    def purge(self, raw_before_ms: int, minute_rollups_before_ms: int) -> int: ...
+    def prepare_rollup(
+        self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
+    ) -> RollupPlan | None: ...
+    def close(self) -> None: ...
+
+
 class TelemetryWriter:
     """The single writer. Not thread-safe by design: one thread owns it; only
     ``prepare_rollup`` (reads, on a connection of its own) may run on another."""
@@ -154,8 +201,7 @@ class TelemetryWriter:
         self.raw_sink = raw_sink
         self.latest_interval_s = latest_interval_s
         self.conn = connect(path)
-        self._reader: sqlite3.Connection | None = None  # prepare_rollup's, made when needed
-        self._reader_lock = threading.Lock()
+        self._folds = FoldReader(path)  # prepare_rollup's
         self._migrate()
         self._latest_flushed = 0.0
         self._unfolded = False
@@ -176,6 +222,10 @@ class TelemetryWriter:
                 max_seq, load_missing(missing), untracked
             )
             self._duplicates[(estate, gw)] = dups
+
+    def gateway_lost(self) -> dict[tuple[str, str], int]:
+        """Messages lost per gateway (gaps in its seqs), as the seq book says."""
+        return {k: g.lost for k, g in self.seqs.gateways.items()}
 
     def _migrate(self) -> None:
         with self.conn:
@@ -468,15 +518,9 @@ class TelemetryWriter:
         self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
     ) -> RollupPlan | None:
         """Aggregate the raw rows written since the last fold (at most ``max_rows`` rowids) into
-        1-minute and 1-hour buckets; by default on a read-only connection of its own: in WAL
-        mode reading never blocks the writer, so only ``apply_rollup``'s upserts run on the
-        writer thread."""
-        if conn is None:
-            with self._reader_lock:
-                if self._reader is None:
-                    self._reader = connect(self.path, readonly=True)
-                return retention.aggregate(self._reader, max_rows)
-        return retention.aggregate(conn, max_rows)
+        1-minute and 1-hour buckets; by default on a read-only connection of its own
+        (``FoldReader``), so only ``apply_rollup``'s upserts run on the writer thread."""
+        return self._folds.prepare(max_rows, conn)
 
     def apply_rollup(self, plan: RollupPlan) -> int:
         """Merge a prepared fold into the rollups (see ``retention.merge``)."""
@@ -494,8 +538,5 @@ class TelemetryWriter:
         return retention.purge(self.conn, raw_before_ms, minute_rollups_before_ms, chunk)
 
     def close(self) -> None:
-        with self._reader_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+        self._folds.close()
         self.conn.close()
