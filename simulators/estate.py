@@ -158,6 +158,10 @@ class SimulatedEstate:
                 # status words (GB/T 26875.3): bit 0 normal operation, 1 fire alarm, ...
                 data = {"zone": zone, "point": dev, "status_word": 0b11}
                 events.append(Event(dev, "smoke_detector", f.t0, "fire.alarm", data))
+                # the alarm ends as a real one does: the panel is reset (复位), and the
+                # detector, back to normal, says so (its word's fire-alarm bit clears)
+                restored = {"point": dev, "status_word": 0b1, "by": "panel_reset"}
+                events.append(Event(dev, "smoke_detector", f.t1, "fire.reset", restored))
                 if panel:
                     events.append(Event(panel.ids[0], "fire_panel", f.t0 + 500, "fire.alarm", data))
                     events.append(
