@@ -201,7 +201,13 @@ class SimulatedEstate:
                         "elevator",
                         f.t0 + detected,
                         "elevator.trapped",
-                        {"floor": floor, "people": True, "door_zone": False, "duration_s": 30},
+                        {
+                            "floor": floor,
+                            "people": True,
+                            # one in three stops at a landing (平层关人), the rest between floors
+                            "door_zone": f.t0 // MIN % 3 == 0,
+                            "duration_s": 30,
+                        },
                     )
                 )
                 events.append(

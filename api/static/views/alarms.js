@@ -134,7 +134,7 @@ export class AlarmFeed {
       // GB 25201 §5.3: a fire verified on site is confirmed (the fire plan goes to Ⅲ)
       CONFIRMABLE.has(a.rule) ? h("button", { type: "button", class: "confirm", onclick: () => this.act(a, "confirm", {}) }, t("alarm.confirm")) : null,
       // TSG T5002-2017: the rescue deadline is the technician's arrival
-      a.rule === "elevator-trapped" ? h("button", { type: "button", class: "arrived", onclick: () => this.act(a, "arrived", {}) }, t("alarm.arrived")) : null,
+      a.rule.startsWith("elevator-trapped") ? h("button", { type: "button", class: "arrived", onclick: () => this.act(a, "arrived", {}) }, t("alarm.arrived")) : null,
       // an overheating charging socket: cut its power from here (issue 13)
       a.rule === SOCKET_HOT_RULE && a.device ? h("button", { type: "button", class: "power", "aria-expanded": String(this.forms.get(a.id) === "power"), onclick: () => this.toggleForm(a, "power") }, t("command.power")) : null,
       h("button", { type: "button", class: "assign", onclick: () => this.toggleForm(a, "assign") }, t("alarm.assign")),
@@ -159,7 +159,7 @@ export class AlarmFeed {
         a.silenced_by ? ` · ${t("alarm.silenced")}` : null,
         a.flapping ? ` · ${t("alarm.flapping")}` : null,
         a.late ? h("span", { class: "late" }, ` · ${t("alarm.late")}`) : null,
-        a.rule === "elevator-trapped" && a.detail && a.detail.data && typeof a.detail.data.door_zone === "boolean"
+        a.rule.startsWith("elevator-trapped") && a.detail && a.detail.data && typeof a.detail.data.door_zone === "boolean"
           ? ` · ${t(a.detail.data.door_zone ? "alarm.trapped.landing" : "alarm.trapped.between")}` : null),
       deadline),
     actions);
