@@ -183,3 +183,6 @@ def test_report_and_month_figures_count_chatter_standing_and_acknowledgement(
     sheet = load_workbook(io.BytesIO(to_xlsx(report)))["告警质量"]
     kinds = [r[1] for r in sheet.iter_rows(min_row=3, values_only=True)]
     assert kinds.count("振荡") == 1 and kinds.count("长期未消除") == 1
+    # the report says which clock each figure counts on (issue 11)
+    assert (aq["clocks"]["per_hour"], aq["clocks"]["chattering"]) == ("wall", "data")
+    assert "到达控制室" in str(sheet["A2"].value) and "数据时间" in str(sheet["A2"].value)
