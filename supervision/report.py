@@ -231,6 +231,10 @@ def estate_report(
         min(hours.get(d["id"], 0), _overlap(d["first_seen_ms"], end, lo, end) / HOUR_MS + 1)
         for d in devices
     )
+    # Devices first seen in the period have stored readings in it (that is how they came to
+    # be); no hour of theirs in the rollups yet means the rollup has not reached them (a new
+    # estate): not measured yet, rather than a false 0 %.
+    uptime_pending = not hours and any(lo <= d["first_seen_ms"] < end for d in devices)
 
     durations = [r.duration_ms for r in rescue_rows if r.duration_ms is not None]
     # The deadline is about the technician's arrival (TSG T5002-2017); a release with no
@@ -276,8 +280,11 @@ def estate_report(
             round(100 * (1 - fire_down_ms / fire_device_ms), 2) if fire_device_ms else None
         ),
         "device_uptime_pct": (
-            round(100 * min(1.0, seen_hours / expected_hours), 2) if expected_hours else None
+            round(100 * min(1.0, seen_hours / expected_hours), 2)
+            if expected_hours and not uptime_pending
+            else None
         ),
+        "device_uptime_pending": uptime_pending,
         "activations": activations_by,
         "alarm_quality": {**_quality_block(quality), "rule_names": rule_names(engine, eid, lo, hi)},
         "drills": [
@@ -361,6 +368,8 @@ def _total(parts: list[dict[str, Any]], deadline_min: int) -> dict[str, Any]:
         },
         "fire_availability_pct": wmean("fire_availability_pct", lambda p: p["devices"]),
         "device_uptime_pct": wmean("device_uptime_pct", lambda p: p["devices"]),
+        # pending only while no estate's uptime is measured yet
+        "device_uptime_pending": all(p["device_uptime_pending"] for p in parts) and bool(parts),
         "activations": acts,
         "alarm_quality": _total_quality(parts),
         "drills": list(drills_.values()),

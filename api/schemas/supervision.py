@@ -182,6 +182,9 @@ class ReportPartBase(Out):
     rescues: ReportRescues
     fire_availability_pct: float | None
     device_uptime_pct: float | None
+    device_uptime_pending: bool = Field(
+        description="devices reported but no hour of theirs is in the rollups yet: not measured"
+    )
     activations: dict[str, dict[str, int]] = Field(description="plan → level (III) → times")
     drills: list[DrillCount]
 
