@@ -7,6 +7,7 @@ ones the scenario states (winter-storm: snowstorm blue at 4 h, yellow at 5 h, or
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from contextlib import redirect_stdout
 from dataclasses import replace
@@ -126,6 +127,12 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         assert "| fire_alarm | 2 | 2 | 0 | 100% |" in text
         assert "| gateway_offline | 1 | 1 | 0 | 100% |" in text
         assert "| snowstorm/orange | 1 | 1 | 0 | 100% |" in text
+        # the alarms from the outage's backlog reached the room late: said so
+        said = re.search(
+            r"clocks: rates and floods by arrival \((\d+) arrived, (\d+) of them late", text
+        )
+        late = [a for a in alarms if a["fired_ms"] and a["raised_ms"] - a["fired_ms"] >= 10 * MIN]
+        assert said and int(said.group(2)) == len(late) >= 1, text[-700:]  # the outage's backlog
     finally:
         service.stop()
 
