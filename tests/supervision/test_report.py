@@ -179,6 +179,7 @@ def test_report_and_month_figures_count_chatter_standing_and_acknowledgement(
     assert report["total"]["alarm_quality"]["chattering"][0]["estate"] == "east"
     header, row = list(csv.reader(io.StringIO(to_csv(report).lstrip("\ufeff"))))[:2]
     assert row[header.index("振荡告警")] == "1"
+    assert "每小时告警数（按到达控制室时间）" in header  # the load figures' clock
     assert row[header.index("长期未消除告警（超过 24 小时）")] == "1"
     sheet = load_workbook(io.BytesIO(to_xlsx(report)))["告警质量"]
     kinds = [r[1] for r in sheet.iter_rows(min_row=3, values_only=True)]
