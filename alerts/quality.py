@@ -10,7 +10,8 @@ and the yearly report, so the three can never disagree on what a flood or a chat
 - stale (standing): an alarm active for more than 24 h (open at the period's end counts up to
   the end);
 - bad actors: the ten most frequent alarms and their share of all alarms;
-- time to acknowledge: median and 90th percentile of raised → acknowledged.
+- time to acknowledge: median and 90th percentile of raised → acknowledged; and how many alarms
+  were closed with nobody's acknowledgement (the equipment's reset, a timer).
 
 An alarm is counted when it was *raised* (fired: a pending alarm that never fired is no alarm),
 inside ``[start_ms, end_ms)``. Emergencies (declared plan activations) are intervals whose
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.alarms.model import alarm_durations
+from alerts.alarms.model import SYSTEM, alarm_durations
 
 __all__ = [
     "CHATTER_COUNT",
@@ -86,6 +87,10 @@ class RaisedAlarm:
     # everywhere (alarm_durations). None: rows from before that field, the data time stands in.
     reached_ms: int | None = None
 
+    resolved_by: str | None = (
+        None  # who closed it: SYSTEM (the rules: equipment, timers) or a person
+    )
+
     @property
     def reached(self) -> int:
         """When it reached the control room (wall time); the data time for old rows."""
@@ -110,6 +115,7 @@ def raised_alarms(items: Iterable[Mapping[str, Any]]) -> list[RaisedAlarm]:
                 estate=str(a.get("estate", "")),
                 id=str(a.get("id", "")),
                 reached_ms=a.get("raised_ms"),
+                resolved_by=a.get("resolved_by"),
             )
         )
     return out
@@ -146,6 +152,9 @@ class AlarmQuality:
     acked: int = 0
     ack_p50_s: float | None = None
     ack_p90_s: float | None = None
+    # closed by the rules (the equipment's reset or restore, a timer) with no person's
+    # acknowledgement: a fire alarm the panel's reset ended before anyone here took it on
+    closed_unacked: int = 0
     reached: int = 0  # alarms that reached the control room in the period (wall time)
     late: int = 0  # of those, how many reached it 10 min or more after their condition began
 
@@ -156,6 +165,7 @@ class AlarmQuality:
             "alarms": self.alarms,
             "reached": self.reached,
             "late": self.late,
+            "closed_unacked": self.closed_unacked,
             "clocks": CLOCKS,
             "hours": round(self.hours, 3),
             "per_hour": round(self.per_hour, 4),
@@ -282,4 +292,8 @@ def alarm_quality(
         ack_p90_s=percentile(ack_s, 90),
         reached=len(came),
         late=late,
+        closed_unacked=sum(
+            a.cleared_ms is not None and a.acked_ms is None and a.resolved_by in (None, SYSTEM)
+            for a in inside
+        ),
     )

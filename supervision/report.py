@@ -81,6 +81,7 @@ def estate_alarm_quality(
                 alarms.c.resolved_ms,
                 alarms.c.acked_ms,
                 alarms.c.raised_ms,
+                alarms.c.resolved_by,
             ).where(
                 alarms.c.estate == estate,
                 alarms.c.fired_ms.is_not(None),
@@ -101,7 +102,15 @@ def estate_alarm_quality(
         ).all()
     raised = [
         RaisedAlarm(
-            r.rule, r.subject, r.fired_ms, r.resolved_ms, r.acked_ms, estate, r.id, r.raised_ms
+            r.rule,
+            r.subject,
+            r.fired_ms,
+            r.resolved_ms,
+            r.acked_ms,
+            estate,
+            r.id,
+            r.raised_ms,
+            r.resolved_by,
         )
         for r in rows
     ]

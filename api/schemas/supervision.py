@@ -79,6 +79,9 @@ class AlarmQuality(Out):
     ack_p90_s: float | None
     reached: int = Field(description="alarms that reached the control room in the period")
     late: int = Field(description="of those, reached 10 min or more after they began")
+    closed_unacked: int = Field(
+        description="closed by the equipment or a timer with no person's acknowledgement"
+    )
     clocks: dict[str, Literal["data", "wall"]] = Field(description=CLOCKS_DOC)
 
 

@@ -65,6 +65,9 @@ def test_rate_flood_chatter_stale_top_and_ack_by_hand() -> None:
     assert len(q.top) == 10
     assert q.acked == 2
     assert (q.ack_p50_s, q.ack_p90_s) == (60.0, 120.0)
+    # closed with nobody's acknowledgement: the 23 cleared and never acknowledged (the open
+    # room-temp-low is not closed; the two acknowledged ones were)
+    assert q.closed_unacked == 23
 
 
 def test_chatter_needs_three_within_sixty_seconds_inclusive() -> None:
@@ -138,3 +141,14 @@ def test_load_figures_count_an_alarm_when_it_reached_the_room_chattering_when_it
     assert {c["subject"] for c in q.chattering} == {"wp-1", "wp-2"}
     assert q.as_dict()["clocks"]["floods"] == "wall"
     assert q.as_dict()["clocks"]["chattering"] == "data"
+
+
+def test_closed_with_nobodys_acknowledgement_counts_the_equipments_and_timers_closes() -> None:
+    """A fire alarm the panel's reset closed before anyone acknowledged it (issue 11) is one; an
+    alarm a person resolved, or one acknowledged first, is not."""
+    reset = RaisedAlarm("fire-alarm-detector", "sd-1", T0, T0 + 10 * MIN, resolved_by="rules")
+    person = RaisedAlarm("fire-alarm-detector", "sd-2", T0, T0 + 10 * MIN, resolved_by="duty-1")
+    acked = RaisedAlarm("fire-alarm", "fap-1", T0, T0 + 10 * MIN, T0 + MIN, resolved_by="rules")
+    still_open = RaisedAlarm("fire-alarm", "fap-2", T0)
+    q = alarm_quality([reset, person, acked, still_open], T0, T0 + HOUR)
+    assert q.closed_unacked == 1

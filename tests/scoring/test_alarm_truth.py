@@ -98,6 +98,7 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         assert [(a["state"], a["resolved_ms"]) for a in fire] == [
             ("resolved", end) for end in fire_ends
         ]
+        assert all((a["resolved_by"], a["acked_by"]) == ("rules", None) for a in fire)
         # the devices' silence while the gateway was away is the outage's, not a cause's
         assert [a["rule"] for a in result.no_cause] == []
         # the weather episodes are the scenario's own crossings, from the station's readings
@@ -114,6 +115,7 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         assert (result.quality.alarms, result.quality.chattering) == (q.alarms, q.chattering)
         assert result.quality.alarms == sum(r["alarms"] for r in result.by_rule.values())
         assert [a for a in result.quality.stale if a["rule"].startswith("fire-")] == []
+        assert result.quality.closed_unacked >= len(fire)  # nobody here acknowledged them
 
         # the same through the command line, from the ledger file
         ledger = tmp_path / "truth.jsonl"

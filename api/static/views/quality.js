@@ -68,7 +68,7 @@ export function mount(root, params, app) {
         card("floods", `${q.flood_windows}`, q.flood_windows === 0, t("quality.flood_note", { pct: num(100 * q.flood_share, 2), peak: q.peak_10min })),
         card("chattering", String(q.chattering.length), q.chattering.length === 0, t("quality.target", { v: "0" })),
         card("stale", String(q.stale.length), q.stale.length === 0, t("quality.target", { v: "0" })),
-        card("ack", q.ack_p50_s == null ? "—" : `${num(q.ack_p50_s / 60, 1)} / ${num(q.ack_p90_s / 60, 1)} min`, null, t("quality.ack_note"))),
+        card("ack", q.ack_p50_s == null ? "—" : `${num(q.ack_p50_s / 60, 1)} / ${num(q.ack_p90_s / 60, 1)} min`, null, [t("quality.ack_note"), q.closed_unacked ? ` · ${t("quality.closed_unacked", { n: q.closed_unacked })}` : ""].join(""))),
       h("div", { class: "figures" },
         h("section", { class: "figure", id: "fig-days" }, h("h2", {}, t("quality.fig.days")), chart,
           h("p", { class: "muted" }, t("quality.fig.days_note", { n: PER_DAY_LIMIT }))),
