@@ -10,11 +10,21 @@ and the yearly report, so the three can never disagree on what a flood or a chat
 - stale (standing): an alarm active for more than 24 h (open at the period's end counts up to
   the end);
 - bad actors: the ten most frequent alarms and their share of all alarms;
-- time to acknowledge: median and 90th percentile of raised → acknowledged.
+- time to acknowledge: median and 90th percentile of raised → acknowledged; and how many alarms
+  were closed with nobody's acknowledgement (the equipment's reset, a timer).
 
 An alarm is counted when it was *raised* (fired: a pending alarm that never fired is no alarm),
 inside ``[start_ms, end_ms)``. Emergencies (declared plan activations) are intervals whose
 alarms the "outside emergencies" rate leaves out, as EEMUA 191 judges floods apart.
+
+Two clocks, named (issue 11). The **load** figures (alarms per control-room hour, per 10 min
+outside emergencies, floods and the 10-minute peak) are about the operator: an alarm counts in
+the window it *reached the control room* (``reached_ms``, wall time; a late alarm from a
+gateway's backlog counts when the backlog arrived, where it added to the operator's work, not
+hours earlier when its condition began). The **condition** figures stay on data time (when it
+was measured): chattering (the same alarm's condition 3+ times in 60 s), stale (how long the
+condition stood), bad actors and the month an alarm belongs to (``alarms``). Time to
+acknowledge runs from reaching the room to the person (wall time).
 """
 
 from __future__ import annotations
@@ -25,11 +35,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.alarms.model import alarm_durations
+from alerts.alarms.model import SYSTEM, alarm_durations
 
 __all__ = [
     "CHATTER_COUNT",
     "CHATTER_WINDOW_MS",
+    "CLOCKS",
     "FLOOD_ABOVE",
     "FLOOD_WINDOW_MS",
     "STALE_MS",
@@ -47,6 +58,18 @@ CHATTER_COUNT = 3
 STALE_MS = 24 * 3_600_000
 TOP = 10
 HOUR_MS = 3_600_000
+# Which clock each figure counts on (see the module's docstring); the page and the report say so.
+CLOCKS = {
+    "alarms": "data",
+    "per_hour": "wall",
+    "per_10min_outside_emergencies": "wall",
+    "floods": "wall",
+    "peak_10min": "wall",
+    "chattering": "data",
+    "stale": "data",
+    "top": "data",
+    "ack": "wall",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +86,15 @@ class RaisedAlarm:
     # When it reached the control room (wall clock); acknowledgement is timed from here, as
     # everywhere (alarm_durations). None: rows from before that field, the data time stands in.
     reached_ms: int | None = None
+
+    resolved_by: str | None = (
+        None  # who closed it: SYSTEM (the rules: equipment, timers) or a person
+    )
+
+    @property
+    def reached(self) -> int:
+        """When it reached the control room (wall time); the data time for old rows."""
+        return self.raised_ms if self.reached_ms is None else self.reached_ms
 
 
 def raised_alarms(items: Iterable[Mapping[str, Any]]) -> list[RaisedAlarm]:
@@ -83,6 +115,7 @@ def raised_alarms(items: Iterable[Mapping[str, Any]]) -> list[RaisedAlarm]:
                 estate=str(a.get("estate", "")),
                 id=str(a.get("id", "")),
                 reached_ms=a.get("raised_ms"),
+                resolved_by=a.get("resolved_by"),
             )
         )
     return out
@@ -102,9 +135,9 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 class AlarmQuality:
     start_ms: int
     end_ms: int
-    alarms: int
+    alarms: int  # raised in the period (data time)
     hours: float
-    per_hour: float
+    per_hour: float  # alarms that reached the control room in the period, per hour (wall time)
     windows: int  # 10-minute windows in the period
     flood_windows: int
     flood_share: float
@@ -119,12 +152,21 @@ class AlarmQuality:
     acked: int = 0
     ack_p50_s: float | None = None
     ack_p90_s: float | None = None
+    # closed by the rules (the equipment's reset or restore, a timer) with no person's
+    # acknowledgement: a fire alarm the panel's reset ended before anyone here took it on
+    closed_unacked: int = 0
+    reached: int = 0  # alarms that reached the control room in the period (wall time)
+    late: int = 0  # of those, how many reached it 10 min or more after their condition began
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "start_ms": self.start_ms,
             "end_ms": self.end_ms,
             "alarms": self.alarms,
+            "reached": self.reached,
+            "late": self.late,
+            "closed_unacked": self.closed_unacked,
+            "clocks": CLOCKS,
             "hours": round(self.hours, 3),
             "per_hour": round(self.per_hour, 4),
             "windows": self.windows,
@@ -168,13 +210,17 @@ def alarm_quality(
     ``(start, end)`` intervals of declared emergencies (plan activations)."""
     if end_ms <= start_ms:
         raise ValueError(f"empty period: start {start_ms} is not before end {end_ms}")
+    alarms = list(alarms)  # read twice: by data time and by when they reached the room
     inside = sorted(
         (a for a in alarms if start_ms <= a.raised_ms < end_ms), key=lambda a: a.raised_ms
     )
     n = len(inside)
     hours = (end_ms - start_ms) / HOUR_MS
     windows = math.ceil((end_ms - start_ms) / FLOOD_WINDOW_MS)
-    per_window = Counter((a.raised_ms - start_ms) // FLOOD_WINDOW_MS for a in inside)
+    # the operator's load: by when each alarm reached the control room (wall time)
+    came = sorted((a for a in alarms if start_ms <= a.reached < end_ms), key=lambda a: a.reached)
+    per_window = Counter((a.reached - start_ms) // FLOOD_WINDOW_MS for a in came)
+    late = sum(a.reached - a.raised_ms >= FLOOD_WINDOW_MS for a in came)
     floods = [
         {"start_ms": start_ms + int(w) * FLOOD_WINDOW_MS, "alarms": c}
         for w, c in sorted(per_window.items())
@@ -182,7 +228,7 @@ def alarm_quality(
     ]
 
     spans = _merge((max(s, start_ms), min(e, end_ms)) for s, e in emergencies)
-    outside = [a for a in inside if not any(s <= a.raised_ms < e for s, e in spans)]
+    outside = [a for a in came if not any(s <= a.reached < e for s, e in spans)]
     quiet_ms = (end_ms - start_ms) - _overlap(start_ms, end_ms, spans)
     per_10min = len(outside) / (quiet_ms / FLOOD_WINDOW_MS) if quiet_ms > 0 else 0.0
 
@@ -230,7 +276,7 @@ def alarm_quality(
         end_ms=end_ms,
         alarms=n,
         hours=hours,
-        per_hour=n / hours,
+        per_hour=len(came) / hours,
         windows=windows,
         flood_windows=len(floods),
         flood_share=len(floods) / windows,
@@ -244,4 +290,10 @@ def alarm_quality(
         acked=len(ack_s),
         ack_p50_s=percentile(ack_s, 50),
         ack_p90_s=percentile(ack_s, 90),
+        reached=len(came),
+        late=late,
+        closed_unacked=sum(
+            a.cleared_ms is not None and a.acked_ms is None and a.resolved_by in (None, SYSTEM)
+            for a in inside
+        ),
     )

@@ -21,9 +21,14 @@ carries. Status words: a bit that turns on gives the catalog event of that bit (
 ``fire.alarm``, fault → ``fire.fault``, shield → ``fire.disabled``, supervise →
 ``fire.supervisory``, start → ``fire.start``, feedback → ``fire.feedback``, power faults →
 ``fire.power_fault``, a system's reset → ``fire.reset``), when the device's catalog kind has it;
-``status_word`` is passed on as received (bit 0 = 1 normal operation). A component that the
-mapping does not name reports through the mapping's ``default`` device (the panel) with its
-system/component address as ``point``, so an unmapped detector's fire alarm is never lost.
+``status_word`` is passed on as received (bit 0 = 1 normal operation). Restores: a system's
+reset (bit 13, or the reset operation) also returns the mapped components of that system that
+were in fire alarm to normal, each with its own ``fire.reset`` (``by = "panel_reset"``); a
+mapped component whose fire-alarm bit clears reports ``fire.reset`` (``by = "restored"``): its
+word has no reset bit. So a detector's fire alarm ends when the equipment says so.
+A component that the mapping does not name reports through the mapping's ``default`` device
+(the panel) with its system/component address as ``point``, so an unmapped detector's fire
+alarm is never lost.
 
 ```toml
 [[adapters]]
@@ -121,6 +126,9 @@ UNIT_OF = {
     "A": "A",
     "m/s": "m/s",
 }
+NORMAL = 0b1  # bit 0: normal operation, nothing else set
+FIRE_ALARM_BIT = 1 << 1
+RESET_BIT = 1 << 13  # a system's word only; reserved in a component's
 MAX_QUEUED = 10_000
 PARTIAL_FRAME_S = 2.0  # a started frame not finished this long after its last byte is cut short
 # A device sends at least a heartbeat every minute or so; a connection silent this long is a
@@ -298,6 +306,9 @@ class FireReceiver(InboxThread):
         self.clock_skew_s: float | None = None
         self.last_frame_ms: int | None = None
         self._words: dict[tuple[str, str], int] = {}  # (dev, point) -> last status word
+        # (system type, system address) -> its mapped components now in fire alarm, which the
+        # system's reset returns to normal: (dev, point) -> target
+        self._alarmed: dict[tuple[int, int], dict[tuple[str, str], Target]] = {}
         self._last_ts: dict[str, int] = {}  # dev -> newest ts given
         self.inbox = Inbox(MAX_QUEUED, MAX_QUEUED)
         self._sel = selectors.DefaultSelector()
@@ -504,11 +515,13 @@ class FireReceiver(InboxThread):
         ts = label_ms(label, self.tz)
         if ts is None or not now - LABEL_PAST_MS <= ts <= now + LABEL_FUTURE_MS:
             ts = now
-        if dev is not None:
-            last = self._last_ts.get(dev)
-            if last is not None and last - 1000 < ts <= last:
-                ts = last + 1
-            self._last_ts[dev] = max(ts, last or ts)
+        return ts if dev is None else self._after_last(ts, dev)
+
+    def _after_last(self, ts: int, dev: str) -> int:
+        last = self._last_ts.get(dev)
+        if last is not None and last - 1000 < ts <= last:
+            ts = last + 1
+        self._last_ts[dev] = max(ts, last or ts)
         return ts
 
     def _object(
@@ -526,16 +539,10 @@ class FireReceiver(InboxThread):
             target = target or self.mapping.default
             if obj.flags & 1 and target is not None:  # bit 0: reset
                 kind = self.catalog.kinds[target.kind]
+                at = self._ts(obj.time_label, target.dev)
                 if "fire.reset" in kind.events:
-                    events.append(
-                        Event(
-                            target.dev,
-                            target.kind,
-                            self._ts(obj.time_label, target.dev),
-                            "fire.reset",
-                            {},
-                        )
-                    )
+                    events.append(Event(target.dev, target.kind, at, "fire.reset", {}))
+                events += self._reset_components((obj.system_type, obj.system_address), at)
         elif isinstance(obj, UitdState):
             self.uitd = {"status": obj.flags} | {
                 name: bool(obj.flags >> bit & 1)
@@ -604,7 +611,19 @@ class FireReceiver(InboxThread):
         data: dict[str, Any] = {"status_word": obj.status}
         if target.zone:
             data["zone"] = target.zone
+        before = self._words.get((target.dev, point), 1)
         events += self._events_for(target, point, obj.status, SYSTEM_EVENTS, ts, data)
+        if obj.status & ~before & RESET_BIT:
+            events += self._reset_components((obj.system_type, obj.system_address), ts)
+
+    def _reset_components(self, system: tuple[int, int], ts: int) -> list[Event]:
+        """A system's reset returns its components in fire alarm to normal: each says so."""
+        out: list[Event] = []
+        for (dev, point), target in self._alarmed.pop(system, {}).items():
+            self._words[(dev, point)] = NORMAL
+            body = {"point": point, "status_word": NORMAL, "by": "panel_reset"}
+            out.append(Event(dev, target.kind, self._after_last(ts, dev), "fire.reset", body))
+        return out
 
     def _component_state(
         self, obj: ComponentState, readings: list[Reading], events: list[Event]
@@ -628,7 +647,18 @@ class FireReceiver(InboxThread):
         zone = target.zone if own else None
         if zone or obj.description:
             data["zone"] = (zone or obj.description)[:128]
+        before = self._words.get((target.dev, point), NORMAL)
         events += self._events_for(target, point, obj.status, COMPONENT_EVENTS, ts, data)
+        if not own:  # through the panel: its fire.reset would clear the panel's own alarm
+            return
+        system = (obj.system_type, obj.system_address)
+        if obj.status & FIRE_ALARM_BIT:
+            self._alarmed.setdefault(system, {})[(target.dev, point)] = target
+            return
+        self._alarmed.get(system, {}).pop((target.dev, point), None)
+        if before & FIRE_ALARM_BIT and "fire.reset" in kind.events:
+            body = {"point": point, "status_word": obj.status, "by": "restored"}
+            events.append(Event(target.dev, target.kind, ts, "fire.reset", body))
 
     def _analog(self, obj: AnalogValue, readings: list[Reading]) -> None:
         target = self.mapping.component(

@@ -40,7 +40,7 @@ FAULT_EXPECT: dict[str, tuple[tuple[str, ...], int]] = {
     "fire_alarm": (("fire-alarm-detector", "fire-alarm"), 1 * MIN),  # GB 26875: 10 s to centre
     "fire_pump_failure": (("fire-pump-fault", "fire-fault", "fire-pump-not-auto"), 1 * MIN),
     "hydrant_pressure_loss": (("hydrant-pressure-low",), 25 * MIN),  # ~10 min fall + for 5m
-    "elevator_trapped": (("elevator-trapped",), 2 * MIN),  # 30 s detection timer
+    "elevator_trapped": (("elevator-trapped", "elevator-trapped-landing"), 2 * MIN),  # 30 s timer
     "charger_overheat": (("ebike-socket-hot",), 12 * MIN),  # 65 °C at 7 min
     "charger_drawing_after_full": (("ebike-power-after-full",), 40 * MIN),  # for 30m
     "gas_leak": (("gas-leak-event", "gas-lel-high", "gas-lel-very-high"), 10 * MIN),

@@ -408,6 +408,9 @@ def format_score(s: Score, list_limit: int = 30) -> str:
         f"{q.per_10min_outside_emergencies:.3f} per 10 min outside emergencies · "
         f"flood windows {q.flood_windows}/{q.windows} ({q.flood_share:.2%}, peak {q.peak_10min}) · "
         f"chattering {len(q.chattering)} · stale {len(q.stale)}",
+        # the load figures count an alarm when it reached the control room (alerts.quality)
+        f"clocks: rates and floods by arrival ({q.reached} arrived, {q.late} of them late), "
+        "chattering, stale and the top ten by data time",
         "top ten: "
         + ", ".join(f"{t['rule']}@{t['subject']} {t['alarms']} ({t['share']:.0%})" for t in q.top),
     ]

@@ -158,6 +158,10 @@ class SimulatedEstate:
                 # status words (GB/T 26875.3): bit 0 normal operation, 1 fire alarm, ...
                 data = {"zone": zone, "point": dev, "status_word": 0b11}
                 events.append(Event(dev, "smoke_detector", f.t0, "fire.alarm", data))
+                # the alarm ends as a real one does: the panel is reset (复位), and the
+                # detector, back to normal, says so (its word's fire-alarm bit clears)
+                restored = {"point": dev, "status_word": 0b1, "by": "panel_reset"}
+                events.append(Event(dev, "smoke_detector", f.t1, "fire.reset", restored))
                 if panel:
                     events.append(Event(panel.ids[0], "fire_panel", f.t0 + 500, "fire.alarm", data))
                     events.append(
@@ -197,7 +201,13 @@ class SimulatedEstate:
                         "elevator",
                         f.t0 + detected,
                         "elevator.trapped",
-                        {"floor": floor, "people": True, "door_zone": False, "duration_s": 30},
+                        {
+                            "floor": floor,
+                            "people": True,
+                            # one in three stops at a landing (平层关人), the rest between floors
+                            "door_zone": f.t0 // MIN % 3 == 0,
+                            "duration_s": 30,
+                        },
                     )
                 )
                 events.append(

@@ -294,7 +294,9 @@ class FireRoom:
             return
         word = self.words[event.dev]
         if event.type == "fire.reset":  # a reset clears the conditions and says so once
-            self._enqueue(event.dev, NORMAL | 1 << 13, "", event.ts)
+            # (a system's word has a reset bit; a component's, reserved there, just clears)
+            reset = 1 << 13 if self.where[event.dev].component_address is None else 0
+            self._enqueue(event.dev, NORMAL | reset, "", event.ts)
             self.words[event.dev] = NORMAL
             return
         zone = str(event.data.get("zone", ""))

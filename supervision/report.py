@@ -26,7 +26,7 @@ from openpyxl.styles import Font
 from alerts.alarms.model import alarm_durations
 from alerts.labels import Labels
 from alerts.plans.model import Plan, ResponseLevel
-from alerts.quality import AlarmQuality, RaisedAlarm, alarm_quality
+from alerts.quality import CLOCKS, AlarmQuality, RaisedAlarm, alarm_quality
 from alerts.rules.spec import Severity
 from alerts.tables import activations, alarms, drills, rescues
 from ingest.state import StateStore
@@ -81,11 +81,16 @@ def estate_alarm_quality(
                 alarms.c.resolved_ms,
                 alarms.c.acked_ms,
                 alarms.c.raised_ms,
+                alarms.c.resolved_by,
             ).where(
                 alarms.c.estate == estate,
                 alarms.c.fired_ms.is_not(None),
-                alarms.c.fired_ms >= lo,
-                alarms.c.fired_ms < end,
+                # began in the period (data time), or reached the control room in it (wall
+                # time: a late one from before counts in the operator's load; alerts.quality)
+                sa.or_(
+                    sa.and_(alarms.c.fired_ms >= lo, alarms.c.fired_ms < end),
+                    sa.and_(alarms.c.raised_ms >= lo, alarms.c.raised_ms < end),
+                ),
             )
         ).all()
         acts = conn.execute(
@@ -97,7 +102,15 @@ def estate_alarm_quality(
         ).all()
     raised = [
         RaisedAlarm(
-            r.rule, r.subject, r.fired_ms, r.resolved_ms, r.acked_ms, estate, r.id, r.raised_ms
+            r.rule,
+            r.subject,
+            r.fired_ms,
+            r.resolved_ms,
+            r.acked_ms,
+            estate,
+            r.id,
+            r.raised_ms,
+            r.resolved_by,
         )
         for r in rows
     ]
@@ -143,6 +156,7 @@ def _quality_block(q: AlarmQuality) -> dict[str, Any]:
         "top": q.top,
         "ack_p50_min": None if q.ack_p50_s is None else round(q.ack_p50_s / 60, 1),
         "ack_p90_min": None if q.ack_p90_s is None else round(q.ack_p90_s / 60, 1),
+        "clocks": CLOCKS,
     }
 
 
@@ -226,6 +240,10 @@ def estate_report(
         min(hours.get(d["id"], 0), _overlap(d["first_seen_ms"], end, lo, end) / HOUR_MS + 1)
         for d in devices
     )
+    # Devices first seen in the period have stored readings in it (that is how they came to
+    # be); no hour of theirs in the rollups yet means the rollup has not reached them (a new
+    # estate): not measured yet, rather than a false 0 %.
+    uptime_pending = not hours and any(lo <= d["first_seen_ms"] < end for d in devices)
 
     durations = [r.duration_ms for r in rescue_rows if r.duration_ms is not None]
     # The deadline is about the technician's arrival (TSG T5002-2017); a release with no
@@ -271,8 +289,11 @@ def estate_report(
             round(100 * (1 - fire_down_ms / fire_device_ms), 2) if fire_device_ms else None
         ),
         "device_uptime_pct": (
-            round(100 * min(1.0, seen_hours / expected_hours), 2) if expected_hours else None
+            round(100 * min(1.0, seen_hours / expected_hours), 2)
+            if expected_hours and not uptime_pending
+            else None
         ),
+        "device_uptime_pending": uptime_pending,
         "activations": activations_by,
         "alarm_quality": {**_quality_block(quality), "rule_names": rule_names(engine, eid, lo, hi)},
         "drills": [
@@ -356,6 +377,8 @@ def _total(parts: list[dict[str, Any]], deadline_min: int) -> dict[str, Any]:
         },
         "fire_availability_pct": wmean("fire_availability_pct", lambda p: p["devices"]),
         "device_uptime_pct": wmean("device_uptime_pct", lambda p: p["devices"]),
+        # pending only while no estate's uptime is measured yet
+        "device_uptime_pending": all(p["device_uptime_pending"] for p in parts) and bool(parts),
         "activations": acts,
         "alarm_quality": _total_quality(parts),
         "drills": list(drills_.values()),
@@ -389,6 +412,7 @@ def _total_quality(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "top": top,
         "ack_p50_min": mean("ack_p50_min"),
         "ack_p90_min": mean("ack_p90_min"),
+        "clocks": CLOCKS,
     }
 
 
@@ -576,6 +600,7 @@ def to_xlsx(report: dict[str, Any], lang: str = "zh-CN", catalog: Catalog | None
     aq = wb.create_sheet(words.col("sheet.quality"))
     aq.append([words.col("quality.heading")])
     aq["A1"].font = Font(bold=True)
+    aq.append([words.col("quality.clocks")])  # which clock each figure counts on
     aq.append(
         [
             words.col("name"),

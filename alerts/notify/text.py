@@ -61,7 +61,8 @@ def describe(n: Notification) -> tuple[str, list[str]]:
         if p.get("role"):
             lines.append(line("to", lb.role(p["role"])))
         if a.get("deadline_ms"):
-            deadline = "arrival_deadline" if a.get("rule") == "elevator-trapped" else "deadline"
+            rescue = str(a.get("rule", "")).startswith("elevator-trapped")  # either case
+            deadline = "arrival_deadline" if rescue else "deadline"
             lines.append(line(deadline, local_time(a["deadline_ms"])))
         lines.append(a["summary"]["en"])
         return title, lines

@@ -394,9 +394,7 @@ class _RuleBuilder:
             types = self._event_types(when.child("event"), kinds)
             data: tuple[tuple[str, Any], ...] = ()
             if when.has("data"):
-                data = tuple(
-                    (k, n.value) for k, n in when.child("data").items() if _scalar(n, "data")
-                )
+                data = tuple((k, _data_value(n)) for k, n in when.child("data").items())
             return EventMatch(frozenset(types), data)
         if when.has("count"):
             when.mapping(frozenset({"count", "window", *_NUMERIC_OPS, "clear"}))
@@ -514,6 +512,14 @@ class _RuleBuilder:
         if len(found) > 1:
             raise arg.error(f"status-word bit {arg.value!r} differs across the rule's kinds")
         return found.pop()
+
+
+def _data_value(node: Node) -> Any:
+    """A plain value, or a list of them: one of (null: the field is absent)."""
+    if isinstance(node.value, list):
+        return tuple(n.value for n in node.seq() if _scalar(n, "data"))
+    _scalar(node, "data")
+    return node.value
 
 
 def _scalar(node: Node, what: str) -> bool:

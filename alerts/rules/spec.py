@@ -109,13 +109,25 @@ class GatewayOffline:
 
 @dataclass(frozen=True, slots=True)
 class EventMatch:
-    """An event of one of ``types``, optionally with ``data`` fields equal to given values."""
+    """An event of one of ``types``, optionally with ``data`` fields equal to given values; a
+    tuple of values is "one of them", where None stands for the field being absent (a lift
+    trapped *not* at a landing: ``door_zone: [false, null]``)."""
 
     types: frozenset[str]
     data: tuple[tuple[str, Any], ...] = ()
 
     def matches(self, data: dict[str, Any]) -> bool:
-        return all(data.get(k) == v for k, v in self.data)
+        return all(
+            any(_same(data.get(k), one) for one in v)
+            if isinstance(v, tuple)
+            else _same(data.get(k), v)
+            for k, v in self.data
+        )
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Equal, and a flag only to a flag: ``true`` is not the number 1 (nor ``false`` 0)."""
+    return isinstance(got, bool) is isinstance(want, bool) and bool(got == want)
 
 
 @dataclass(frozen=True, slots=True)

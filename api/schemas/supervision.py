@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from api.schemas.alerts import DrillCount
 from api.schemas.common import Names, Out
+
+CLOCKS_DOC = (
+    "figure → the clock it counts on: wall (when an alarm reached the control room: the "
+    "operator's load) or data (when it was measured: the condition)"
+)
 
 
 # --- supervision -----------------------------------------------------------------------------
@@ -70,6 +77,12 @@ class AlarmQuality(Out):
     acked: int
     ack_p50_s: float | None
     ack_p90_s: float | None
+    reached: int = Field(description="alarms that reached the control room in the period")
+    late: int = Field(description="of those, reached 10 min or more after they began")
+    closed_unacked: int = Field(
+        description="closed by the equipment or a timer with no person's acknowledgement"
+    )
+    clocks: dict[str, Literal["data", "wall"]] = Field(description=CLOCKS_DOC)
 
 
 class QualityDay(Out):
@@ -130,6 +143,7 @@ class ReportQualityBase(Out):
     peak_10min: int
     ack_p50_min: float | None
     ack_p90_min: float | None
+    clocks: dict[str, Literal["data", "wall"]] = Field(description=CLOCKS_DOC)
 
 
 class ReportQuality(ReportQualityBase):
@@ -171,6 +185,9 @@ class ReportPartBase(Out):
     rescues: ReportRescues
     fire_availability_pct: float | None
     device_uptime_pct: float | None
+    device_uptime_pending: bool = Field(
+        description="devices reported but no hour of theirs is in the rollups yet: not measured"
+    )
     activations: dict[str, dict[str, int]] = Field(description="plan → level (III) → times")
     drills: list[DrillCount]
 

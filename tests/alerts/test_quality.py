@@ -65,6 +65,9 @@ def test_rate_flood_chatter_stale_top_and_ack_by_hand() -> None:
     assert len(q.top) == 10
     assert q.acked == 2
     assert (q.ack_p50_s, q.ack_p90_s) == (60.0, 120.0)
+    # closed with nobody's acknowledgement: the 23 cleared and never acknowledged (the open
+    # room-temp-low is not closed; the two acknowledged ones were)
+    assert q.closed_unacked == 23
 
 
 def test_chatter_needs_three_within_sixty_seconds_inclusive() -> None:
@@ -104,3 +107,48 @@ def test_time_to_acknowledge_runs_from_when_the_alarm_reached_the_control_room()
         [{"rule": "r", "fired_ms": T0, "raised_ms": T0 + HOUR, "acked_ms": T0 + HOUR + 5_000}]
     )
     assert got.reached_ms == T0 + HOUR
+
+
+def test_load_figures_count_an_alarm_when_it_reached_the_room_chattering_when_it_began() -> None:
+    """A gateway's 3-hour backlog arrives at once (issue 11): its 12 alarms began over those
+    hours (data time) but reached the operator in one 10-minute window: that window is a flood
+    of the operator's, and the rate counts them in the hour they came; an alarm that began in
+    the period but reached the room after it is not this period's load. Chattering is about the
+    condition: three starts within 60 s of data time, however they arrived."""
+    back = T0 + 4 * HOUR  # the gateway is back
+    late = [
+        RaisedAlarm("pipe-freeze", f"pt-{i}", T0 + HOUR + i * 15 * MIN, reached_ms=back + i * 1000)
+        for i in range(12)
+    ]
+    chatter = [  # came on time, 25 s apart: chattering on data time
+        RaisedAlarm(
+            "no-data", "wp-1", T0 + 5 * HOUR + i * 25_000, reached_ms=T0 + 5 * HOUR + i * 25_000
+        )
+        for i in range(3)
+    ]
+    spread = [  # began 20 s apart in the backlog, reached the room 10 min apart: still chattering
+        RaisedAlarm("no-data", "wp-2", T0 + 2 * HOUR + i * 20_000, reached_ms=back + i * 10 * MIN)
+        for i in range(3)
+    ]
+    after = RaisedAlarm("fire-alarm", "sd-1", T0 + 5 * HOUR, reached_ms=T0 + 7 * HOUR)
+    q = alarm_quality([*late, *chatter, *spread, after], T0, T0 + 6 * HOUR)
+    assert q.alarms == 12 + 3 + 3 + 1  # the month's alarms: by when they began
+    assert q.reached == 12 + 3 + 3  # the operator's: the last one came after the period
+    assert q.per_hour == pytest.approx(18 / 6)
+    assert q.floods == [{"start_ms": back, "alarms": 13}]  # 12 late + the first of wp-2
+    assert q.peak_10min == 13
+    assert q.late == 12 + 3
+    assert {c["subject"] for c in q.chattering} == {"wp-1", "wp-2"}
+    assert q.as_dict()["clocks"]["floods"] == "wall"
+    assert q.as_dict()["clocks"]["chattering"] == "data"
+
+
+def test_closed_with_nobodys_acknowledgement_counts_the_equipments_and_timers_closes() -> None:
+    """A fire alarm the panel's reset closed before anyone acknowledged it (issue 11) is one; an
+    alarm a person resolved, or one acknowledged first, is not."""
+    reset = RaisedAlarm("fire-alarm-detector", "sd-1", T0, T0 + 10 * MIN, resolved_by="rules")
+    person = RaisedAlarm("fire-alarm-detector", "sd-2", T0, T0 + 10 * MIN, resolved_by="duty-1")
+    acked = RaisedAlarm("fire-alarm", "fap-1", T0, T0 + 10 * MIN, T0 + MIN, resolved_by="rules")
+    still_open = RaisedAlarm("fire-alarm", "fap-2", T0)
+    q = alarm_quality([reset, person, acked, still_open], T0, T0 + HOUR)
+    assert q.closed_unacked == 1

@@ -61,6 +61,9 @@ def test_authority_sees_chattering_floods_and_bad_actors_of_the_month(
     page.find('.quality[data-loaded="1"]')
     assert page.text('[data-kpi="alarms"] b') == str(q["alarms"])
     assert page.text('[data-kpi="chattering"] b') == "1"
+    # each figure names its clock: the operator's load by arrival, conditions by data time
+    assert page.text('[data-kpi="floods"] .clock') == "按到达控制室时间"
+    assert page.text('[data-kpi="chattering"] .clock') == "按数据时间"
     assert "bad" in page.find('[data-kpi="chattering"]').get_attribute("class")
     assert "fire-alarm" in page.text("#quality-chattering")
     assert "fire-alarm" in page.text("#fig-top .bar-label")

@@ -386,11 +386,18 @@ def test_an_operator_cuts_a_hot_socket_from_its_alarm_and_restores_it_from_its_p
     def hot_alarm(body: dict[str, Any]) -> dict[str, Any] | None:
         return next((a for a in body["items"] if a["rule"] == "ebike-socket-hot"), None)
 
+    def tripped(body: dict[str, Any]) -> dict[str, Any] | None:
+        return next((a for a in body["items"] if a["rule"] == "ebike-protection"), None)
+
     hot = hot_alarm(wait_api(service, f"/api/v1/alarms?estate={SOCKET_ESTATE}", hot_alarm, 20))
     assert hot is not None
     assert (hot["subject"], hot["late"]) == (HOT_SOCKET, False)
+    trip = tripped(wait_api(service, f"/api/v1/alarms?estate={SOCKET_ESTATE}", tripped, 20))
+    assert trip is not None and trip["subject"] == HOT_SOCKET
     page.login("duty-so")
     page.find(".live.live")
+    # the socket's protection alarm offers the power cut too, not only the over-temperature one
+    page.find(f'.alarm[data-id="{trip["id"]}"] button.power')
     alarm = f'.alarm[data-id="{hot["id"]}"]'
     page.click(f"{alarm} button.details")  # its timeline open while the command goes
     page.find(f"{alarm} .timeline li")
@@ -468,9 +475,13 @@ def test_a_gateway_that_refuses_a_command_shows_its_reason_on_the_page_and_the_a
     off = f'{control} button[data-command="socket.power_off"]'
     page.click(off)
     page.click(off)
-    failed = page.text(f'{control} li.command-state[data-state="failed"]')
+    failed_row = f'{control} li.command-state[data-state="failed"]'
+    failed = page.text(failed_row)
     assert "断开插座电源：失败（" in failed, failed
-    assert f"no device '{ghost}' behind this gateway" in failed, failed
+    # a reason our gateway gives is labelled (zh/en); its own words stay on hover
+    assert failed.endswith("— 网关下没有该设备"), failed
+    said = page.find(f"{failed_row} .command-error").get_attribute("title")
+    assert said == f"no device '{ghost}' behind this gateway"
     (cmd,) = socket_commands(service, ghost)
     assert cmd["state"] == "failed" and ghost in cmd["error"]
     page.shot("42-socket-command-refused")
@@ -495,7 +506,7 @@ def test_a_gateway_that_refuses_a_command_shows_its_reason_on_the_page_and_the_a
     assert "断开插座电源：失败（" in page.text(f'{alarm} li.command-state[data-state="failed"]')
     refused = page.text(f'{alarm} .timeline li[data-action="command_failed"]')
     assert "远程指令被网关拒绝 · 网关 · 断开插座电源（插座过热）" in refused, refused
-    assert f"— no device '{hot_ghost}' behind this gateway" in refused, refused
+    assert "— 网关下没有该设备" in refused, refused
     page.js(
         "document.querySelector(arguments[0]).scrollIntoView()",
         f'{alarm} .timeline li[data-action="command_failed"]',

@@ -322,7 +322,7 @@ def test_status_words_become_catalog_events_when_a_bit_turns_on(
     device.component_state(1, 1, 42, 1203, 0b11, "3号楼12层东")
     device.component_state(11, 1, 0, 7, 0b1 | 1 << 8 | 1 << 5)  # pump: power fault and started
     device.system_state(1, 1, 0b1 | 1 << 13)  # reset
-    got = collect(receiver, readings=5, events=5)
+    got = collect(receiver, readings=5, events=6)
     events = [(e.dev, e.kind, e.type, e.data) for e in got.events]
     assert events == [
         ("fap-1", "fire_panel", "fire.alarm", {"status_word": 3, "zone": "消防控制室"}),
@@ -340,6 +340,13 @@ def test_status_words_become_catalog_events_when_a_bit_turns_on(
             {"point": "pump-1", "status_word": 289, "main": True, "backup": False},
         ),
         ("fap-1", "fire_panel", "fire.reset", {"status_word": 8193}),
+        # the panel's reset returns its detector in alarm to normal: the detector's alarm ends
+        (
+            "smoke-b3-1203",
+            "smoke_detector",
+            "fire.reset",
+            {"point": "smoke-1203", "status_word": 1, "by": "panel_reset"},
+        ),
     ]
     # status words pass as received, to the kinds that have the metric
     words = [(r.dev, r.metrics) for r in got.readings]
@@ -352,6 +359,33 @@ def test_status_words_become_catalog_events_when_a_bit_turns_on(
     ]
     # a time label near now is the event's time (the device's clock was just set)
     assert abs(got.events[0].ts - time.time() * 1000) < 5000
+
+
+def test_a_detector_restores_on_its_own_word_or_the_panels_reset_operation(
+    receiver: FireReceiver, device: TransmissionDevice
+) -> None:
+    """Issue 11: a detector's fire alarm ends when the equipment says so. Its own word clearing
+    the fire-alarm bit is a restore; a reset operation (§8.2.1.4 bit 0) at the panel returns
+    the detectors still in alarm; an unmapped component's restore never resets the panel."""
+    now = time_label(device.now())
+    device.component_state(1, 1, 42, 1203, 0b11, "3号楼12层东")
+    device.component_state(1, 1, 42, 1203, 0b1, "3号楼12层东")  # restored
+    device.component_state(1, 1, 42, 1203, 0b11, "3号楼12层东")
+    device.send([Operation(1, 1, 0b1, 5, now)])  # the on-duty operator resets the panel
+    device.component_state(1, 1, 42, 1203, 0b1, "3号楼12层东")  # already normal: nothing new
+    device.component_state(1, 1, 42, 2047, 0b11, "地下车库B区")  # unmapped: via the panel
+    device.component_state(1, 1, 42, 2047, 0b1, "地下车库B区")
+    got = collect(receiver, events=6)
+    assert [(e.dev, e.type, e.data.get("by")) for e in got.events] == [
+        ("smoke-b3-1203", "fire.alarm", None),
+        ("smoke-b3-1203", "fire.reset", "restored"),
+        ("smoke-b3-1203", "fire.alarm", None),
+        ("fap-1", "fire.reset", None),
+        ("smoke-b3-1203", "fire.reset", "panel_reset"),
+        ("fap-1", "fire.alarm", None),
+    ]
+    resets = [e for e in got.events if e.type == "fire.reset" and e.dev == "smoke-b3-1203"]
+    assert resets[1].ts > resets[0].ts  # each a time of its own, in order
 
 
 def test_an_unmapped_component_reports_through_the_panel_so_no_fire_alarm_is_lost(

@@ -2,7 +2,8 @@
 written (curl and mosquitto_pub, only the addresses, the token file and the shown password put
 in) against the running service: the reading it publishes carries the current time, so it is
 stored as of now, not refused as from the future or kept as history
-(issue 13: the example's reading used a fixed date)."""
+(issue 13: the example's reading used a fixed date); its gateway's status makes the gateway and
+the device show online, as the README says (issue 11: without it the gateway stayed unknown)."""
 
 from __future__ import annotations
 
@@ -74,4 +75,12 @@ def test_the_readmes_example_reading_is_stored_as_of_now(service: Service, tmp_p
     assert dev["id"] == "b3-hydrant-07"
     assert before - 5_000 <= dev["last_seen_ms"] <= time.time_ns() // 1_000_000
     assert dev["metrics"]["pressure_mpa"] == 0.31
+    # what the README says the estate page shows: the gateway online (its status), the device too
+    assert dev["online"] is True
+
+    def online() -> dict[str, Any] | None:
+        (gw,) = api.get("/api/v1/estates/hohhot-a/gateways").json()["items"]
+        return gw if gw["state"] == "online" else None
+
+    waiter(10)(online, what="the gateway's status")
     assert api.get("/api/v1/deadletters").json()["items"] == []

@@ -7,6 +7,7 @@ ones the scenario states (winter-storm: snowstorm blue at 4 h, yellow at 5 h, or
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from contextlib import redirect_stdout
 from dataclasses import replace
@@ -42,9 +43,10 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         Fault("heating_failure", 9 * HOUR, 6 * HOUR, building=1),
         Fault("fire_pump_failure", 20 * HOUR, 40 * MIN, kind="fire_pump"),
         # the gateway's connection lost for 30 min, and a fire alarm 5 min into it: the
-        # gateway sends it when it is back, 25 min old, so it is judged and marked late
+        # gateway sends it when it is back, 25 min old, so it is judged and marked late; the
+        # panel is reset 15 min after the gateway is back
         Fault("gateway_offline", 22 * HOUR, 30 * MIN),
-        Fault("fire_alarm", 22 * HOUR + 5 * MIN, 10 * MIN, kind="smoke_detector", nth=1),
+        Fault("fire_alarm", 22 * HOUR + 5 * MIN, 40 * MIN, kind="smoke_detector", nth=1),
     ]
     scenario = replace(storm, faults=tuple(sorted([*storm.faults, *extra], key=lambda f: f.at_ms)))
     assert storm.start_ms is not None
@@ -87,6 +89,16 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         ).json()
         caught_up = [e for e in got["timeline"] if (e.get("detail") or {}).get("caught_up")]
         assert caught_up and caught_up[0]["detail"]["late_since_ms"] == in_outage[0]["fired_ms"]
+        # a fire alarm ends when the panel is reset (issue 11): each detector's alarm is closed
+        # at its fault's end, by the equipment's fire.reset (the outage's from the backlog)
+        fire_ends = sorted(c.end_ms for c in faults if c.what == "fire_alarm")
+        fire = sorted(
+            (a for a in alarms if a["rule"] == "fire-alarm-detector"), key=lambda a: a["fired_ms"]
+        )
+        assert [(a["state"], a["resolved_ms"]) for a in fire] == [
+            ("resolved", end) for end in fire_ends
+        ]
+        assert all((a["resolved_by"], a["acked_by"]) == ("rules", None) for a in fire)
         # the devices' silence while the gateway was away is the outage's, not a cause's
         assert [a["rule"] for a in result.no_cause] == []
         # the weather episodes are the scenario's own crossings, from the station's readings
@@ -102,6 +114,8 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         q = alarm_quality(raised_alarms(alarms), start, end)
         assert (result.quality.alarms, result.quality.chattering) == (q.alarms, q.chattering)
         assert result.quality.alarms == sum(r["alarms"] for r in result.by_rule.values())
+        assert [a for a in result.quality.stale if a["rule"].startswith("fire-")] == []
+        assert result.quality.closed_unacked >= len(fire)  # nobody here acknowledged them
 
         # the same through the command line, from the ledger file
         ledger = tmp_path / "truth.jsonl"
@@ -115,6 +129,12 @@ def test_a_simulated_day_is_scored_every_fault_found(tmp_path: Path) -> None:
         assert "| fire_alarm | 2 | 2 | 0 | 100% |" in text
         assert "| gateway_offline | 1 | 1 | 0 | 100% |" in text
         assert "| snowstorm/orange | 1 | 1 | 0 | 100% |" in text
+        # the alarms from the outage's backlog reached the room late: said so
+        said = re.search(
+            r"clocks: rates and floods by arrival \((\d+) arrived, (\d+) of them late", text
+        )
+        late = [a for a in alarms if a["fired_ms"] and a["raised_ms"] - a["fired_ms"] >= 10 * MIN]
+        assert said and int(said.group(2)) == len(late) >= 1, text[-700:]  # the outage's backlog
     finally:
         service.stop()
 

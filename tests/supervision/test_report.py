@@ -179,7 +179,42 @@ def test_report_and_month_figures_count_chatter_standing_and_acknowledgement(
     assert report["total"]["alarm_quality"]["chattering"][0]["estate"] == "east"
     header, row = list(csv.reader(io.StringIO(to_csv(report).lstrip("\ufeff"))))[:2]
     assert row[header.index("振荡告警")] == "1"
+    assert "每小时告警数（按到达控制室时间）" in header  # the load figures' clock
     assert row[header.index("长期未消除告警（超过 24 小时）")] == "1"
     sheet = load_workbook(io.BytesIO(to_xlsx(report)))["告警质量"]
     kinds = [r[1] for r in sheet.iter_rows(min_row=3, values_only=True)]
     assert kinds.count("振荡") == 1 and kinds.count("长期未消除") == 1
+    # the report says which clock each figure counts on (issue 11)
+    assert (aq["clocks"]["per_hour"], aq["clocks"]["chattering"]) == ("wall", "data")
+    assert "到达控制室" in str(sheet["A2"].value) and "数据时间" in str(sheet["A2"].value)
+
+
+def test_a_new_estates_uptime_is_not_yet_measured_until_the_rollup_has_its_hours(
+    tmp_path: Path,
+) -> None:
+    """Issue 11: devices that reported, before the first rollup reached them, showed 0 % uptime;
+    the report says "not yet measured" (统计中) instead, and measures once the rollup ran."""
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("new", "new 小区", "呼和浩特市")
+    state.add_gateway("new", "gw-01")
+    state.add_devices([("new", "wp-1", "water_pressure", "gw-01", T0)])
+    engine = AlertEngine(state.engine, CAT, clock=lambda: T0)
+    writer = TelemetryWriter(tmp_path / "t.db")
+    batch = EstateBatch(
+        "new", "gw-01", [Reading("wp-1", "water_pressure", T0, {"pressure_mpa": 0.3})]
+    )
+    writer.write([batch])
+    reader = TelemetryReader(tmp_path / "t.db")
+    inputs = ReportInputs(state, CAT, engine.plans, reader.hours_with_data)
+
+    before = yearly_report(inputs, 2026, now_ms=T0 + 20 * MIN)
+    (part,) = before["estates"]
+    assert (part["device_uptime_pct"], part["device_uptime_pending"]) == (None, True)
+    assert before["total"]["device_uptime_pending"] is True
+    writer.rollup()
+    after = yearly_report(inputs, 2026, now_ms=T0 + 20 * MIN)
+    (part,) = after["estates"]
+    assert (part["device_uptime_pct"], part["device_uptime_pending"]) == (100.0, False)
+    assert after["total"]["device_uptime_pending"] is False
+    engine.stop()
+    state.close()

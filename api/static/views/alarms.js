@@ -5,7 +5,7 @@ import { api, optional } from "../api.js";
 import { errorBox, h, unavailableBox } from "../dom.js";
 import { fmtAgo, fmtDateTime, fmtDuration, fmtTime, pick, t, tOr } from "../i18n.js";
 import * as sound from "../sound.js";
-import { SOCKET_HOT_RULE, SocketControl, commandOf } from "./commands.js";
+import { SOCKET_KIND, SocketControl, commandOf, reasonNode } from "./commands.js";
 
 // Alarms a person may confirm as a fire (alerts/plans/data/fire.yaml, level Ⅳ).
 const CONFIRMABLE = new Set(["fire-alarm", "fire-alarm-detector", "fire-manual-call", "fire-water-flow", "fire-pressure-switch"]);
@@ -134,9 +134,10 @@ export class AlarmFeed {
       // GB 25201 §5.3: a fire verified on site is confirmed (the fire plan goes to Ⅲ)
       CONFIRMABLE.has(a.rule) ? h("button", { type: "button", class: "confirm", onclick: () => this.act(a, "confirm", {}) }, t("alarm.confirm")) : null,
       // TSG T5002-2017: the rescue deadline is the technician's arrival
-      a.rule === "elevator-trapped" ? h("button", { type: "button", class: "arrived", onclick: () => this.act(a, "arrived", {}) }, t("alarm.arrived")) : null,
-      // an overheating charging socket: cut its power from here (issue 13)
-      a.rule === SOCKET_HOT_RULE && a.device ? h("button", { type: "button", class: "power", "aria-expanded": String(this.forms.get(a.id) === "power"), onclick: () => this.toggleForm(a, "power") }, t("command.power")) : null,
+      a.rule.startsWith("elevator-trapped") ? h("button", { type: "button", class: "arrived", onclick: () => this.act(a, "arrived", {}) }, t("alarm.arrived")) : null,
+      // a charging socket's alarm (over-temperature, a protection tripped, …): cut its power
+      // from here (issue 13; the rules' `action: socket.power_off` does it by itself where on)
+      a.kind === SOCKET_KIND && a.device ? h("button", { type: "button", class: "power", "aria-expanded": String(this.forms.get(a.id) === "power"), onclick: () => this.toggleForm(a, "power") }, t("command.power")) : null,
       h("button", { type: "button", class: "assign", onclick: () => this.toggleForm(a, "assign") }, t("alarm.assign")),
       h("button", { type: "button", class: "note", onclick: () => this.toggleForm(a, "note") }, t("alarm.note")),
       h("button", { type: "button", class: "resolve", onclick: () => this.toggleForm(a, "resolve") }, t("alarm.resolve")),
@@ -159,7 +160,7 @@ export class AlarmFeed {
         a.silenced_by ? ` · ${t("alarm.silenced")}` : null,
         a.flapping ? ` · ${t("alarm.flapping")}` : null,
         a.late ? h("span", { class: "late" }, ` · ${t("alarm.late")}`) : null,
-        a.rule === "elevator-trapped" && a.detail && a.detail.data && typeof a.detail.data.door_zone === "boolean"
+        a.rule.startsWith("elevator-trapped") && a.detail && a.detail.data && typeof a.detail.data.door_zone === "boolean"
           ? ` · ${t(a.detail.data.door_zone ? "alarm.trapped.landing" : "alarm.trapped.between")}` : null),
       deadline),
     actions);
@@ -250,7 +251,7 @@ export class AlarmFeed {
         e.action.startsWith("command_") && e.detail
           ? [` · ${tOr("command.action." + e.detail.command_action, e.detail.command_action || "")}`,
             e.detail.reason ? `（${e.detail.reason}）` : null,
-            e.detail.error ? h("span", { class: "bad" }, ` — ${e.detail.error}`) : null]
+            e.detail.error ? h("span", { class: "bad" }, " — ", reasonNode(e.detail.error)) : null]
           : e.detail && (e.detail.text || e.detail.note || e.detail.assignee) ? ` · ${e.detail.text || e.detail.note || e.detail.assignee}` : null))));
     } catch (exc) {
       box.replaceChildren(errorBox(exc));

@@ -15,7 +15,6 @@ import { fmtTime, t, tOr } from "../i18n.js";
 import { confirmButton } from "./forms.js";
 
 export const SOCKET_KIND = "ebike_charger";
-export const SOCKET_HOT_RULE = "ebike-socket-hot";
 const ACTIONS = [["socket.power_off", "command.power_off", "danger"], ["socket.power_on", "command.power_on", null]];
 const FINAL = new Set(["acknowledged", "failed", "timed_out"]);
 const REASON_MAX = 200; // the API's bound
@@ -25,12 +24,36 @@ export function commandOf(data) {
   return data && data.command && typeof data.command === "object" ? data.command : data;
 }
 
+// The reasons our gateway (gateway/runtime.py, the adapters) and the service (alerts/commands.py,
+// alerts/remote.py) give in English, labelled like the dead-letter reasons; any other reason is
+// shown as the gateway wrote it. The words as written stay in the title (hover).
+const REASONS = [
+  [/^no (device|\w+) '[^']*' behind this gateway$/, "no_device"],
+  [/^expired at \d+, now \d+ by this gateway's clock/, "expired"],
+  [/^unknown action /, "unknown_action"],
+  [/^the socket has not started yet/, "not_ready"],
+  [/ takes? no commands \(/, "no_commands"],
+  [/^adapter error: /, "adapter_error"],
+  [/^the gateway refused it without a reason$/, "no_reason"],
+  [/^no answer from gateway \S+ within /, "no_answer"],
+  [/^not sent: the service's broker connection is down/, "not_sent"],
+];
+
+export function reasonText(error) {
+  const hit = REASONS.find(([re]) => re.test(error));
+  return hit ? t("command.error." + hit[1]) : error;
+}
+
+export function reasonNode(error) {
+  return h("span", { class: "command-error", title: error, dataset: { reason: error } }, reasonText(error));
+}
+
 // "断电：已确认执行（14:02:11）" / "断电：失败 — 插座无响应"
 export function commandText(c) {
   const what = tOr("command.action." + c.action, c.action);
   const state = tOr("command.state." + c.state, c.state);
   const when = c.answered_ms || c.sent_ms;
-  return `${what}：${state}${when ? `（${fmtTime(when)}）` : ""}${c.error ? ` — ${c.error}` : ""}`;
+  return [`${what}：${state}${when ? `（${fmtTime(when)}）` : ""}`, c.error ? [" — ", reasonNode(c.error)] : null];
 }
 
 export class SocketControl {

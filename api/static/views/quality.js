@@ -17,9 +17,14 @@ function thisMonth() {
   return `${s.y}-${String(s.mo).padStart(2, "0")}`;
 }
 
+// Which clock a figure counts on (alerts/quality.py CLOCKS): the operator's load by when an
+// alarm reached the control room (wall), the conditions by data time.
+const CLOCK_OF = { alarms: "data", per_hour: "wall", per_10min: "wall", floods: "wall", chattering: "data", stale: "data", ack: "wall" };
+
 function card(key, value, good, note) {
-  return h("div", { class: ["kpi-card", good == null ? null : good ? "good" : "bad"], dataset: { kpi: key } },
-    h("span", {}, t("quality.kpi." + key)), h("b", {}, value), note ? h("small", {}, note) : null);
+  return h("div", { class: ["kpi-card", good == null ? null : good ? "good" : "bad"], dataset: { kpi: key, clock: CLOCK_OF[key] } },
+    h("span", {}, t("quality.kpi." + key)), h("b", {}, value), note ? h("small", {}, note) : null,
+    CLOCK_OF[key] ? h("small", { class: "clock muted" }, t("quality.clock." + CLOCK_OF[key])) : null);
 }
 
 export function mount(root, params, app) {
@@ -58,12 +63,12 @@ export function mount(root, params, app) {
       h("p", { class: "muted" }, t("quality.period", { name: data.name, from: fmtDateTime(data.start_ms), to: fmtDateTime(data.end_ms) })),
       h("div", { class: "kpi-cards" },
         card("alarms", String(q.alarms)),
-        card("per_hour", num(q.per_hour, 3)),
+        card("per_hour", num(q.per_hour, 3), null, q.late ? t("quality.late_note", { n: q.late }) : null),
         card("per_10min", num(q.per_10min_outside_emergencies, 3), q.per_10min_outside_emergencies <= 1, t("quality.target", { v: "≤ 1" })),
         card("floods", `${q.flood_windows}`, q.flood_windows === 0, t("quality.flood_note", { pct: num(100 * q.flood_share, 2), peak: q.peak_10min })),
         card("chattering", String(q.chattering.length), q.chattering.length === 0, t("quality.target", { v: "0" })),
         card("stale", String(q.stale.length), q.stale.length === 0, t("quality.target", { v: "0" })),
-        card("ack", q.ack_p50_s == null ? "—" : `${num(q.ack_p50_s / 60, 1)} / ${num(q.ack_p90_s / 60, 1)} min`, null, t("quality.ack_note"))),
+        card("ack", q.ack_p50_s == null ? "—" : `${num(q.ack_p50_s / 60, 1)} / ${num(q.ack_p90_s / 60, 1)} min`, null, [t("quality.ack_note"), q.closed_unacked ? ` · ${t("quality.closed_unacked", { n: q.closed_unacked })}` : ""].join(""))),
       h("div", { class: "figures" },
         h("section", { class: "figure", id: "fig-days" }, h("h2", {}, t("quality.fig.days")), chart,
           h("p", { class: "muted" }, t("quality.fig.days_note", { n: PER_DAY_LIMIT }))),

@@ -12,6 +12,9 @@ const LEVELS = ["Ⅳ", "Ⅲ", "Ⅱ", "Ⅰ"];
 const ROMAN = { IV: "Ⅳ", III: "Ⅲ", II: "Ⅱ", I: "Ⅰ" };
 
 const num = (v, unit = "") => (v == null ? "—" : `${fmtNumber(v, 1)}${unit}`);
+// A new estate's devices are counted once the rollup has folded their first hour: until then
+// "not yet measured", not a false 0 %.
+const uptime = (p) => (p.device_uptime_pending ? t("report.uptime_pending") : num(p.device_uptime_pct, "%"));
 const sumValues = (obj) => Object.values(obj || {}).reduce((n, v) => n + v, 0);
 
 // Per-estate columns, the same figures as the CSV download.
@@ -23,7 +26,7 @@ const COLUMNS = [
   ["rescues", (p) => `${p.rescues.count} / ${p.rescues.within_deadline} / ${p.rescues.breached}`],
   ["rescue_mean_max", (p) => `${num(p.rescues.mean_min)} / ${num(p.rescues.max_min)}`],
   ["fire_availability_pct", (p) => num(p.fire_availability_pct, "%")],
-  ["device_uptime_pct", (p) => num(p.device_uptime_pct, "%")],
+  ["device_uptime_pct", (p) => uptime(p)],
   ["activations", (p) => num(Object.values(p.activations).reduce((n, lv) => n + sumValues(lv), 0))],
   ["drills", (p) => `${p.drills.reduce((n, d) => n + d.held, 0)} / ${p.drills.reduce((n, d) => n + d.required, 0)}`],
 ];
@@ -77,7 +80,7 @@ export function mount(root, params, app) {
           ["report.kpi.mttr", num(tot.mean_resolve_min, " min")],
           ["report.kpi.rescues", t("report.rescues_value", { n: tot.rescues.count, ok: tot.rescues.within_deadline, late: tot.rescues.breached })],
           ["report.kpi.fire", num(tot.fire_availability_pct, "%")],
-          ["report.kpi.uptime", num(tot.device_uptime_pct, "%")],
+          ["report.kpi.uptime", uptime(tot)],
           ["report.kpi.drills", `${tot.drills.reduce((n, d) => n + d.held, 0)} / ${tot.drills.reduce((n, d) => n + d.required, 0)}`]]
           .map(([k, v]) => h("div", { class: "kpi-card" }, h("span", {}, t(k)), h("b", {}, v)))),
       h("div", { class: "figures" },
