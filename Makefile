@@ -39,10 +39,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The suite on TEST_WORKERS processes (pytest-xdist): most tests wait on brokers, services,
+# browsers and the clock rather than compute, so 3 overlap well on 2 cores. Each test file stays
+# on one worker (--dist loadfile), so module fixtures start once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Benchmarks: figures as ratios against references measured in the same run; never part of
 # make test's pass or fail. About 12 minutes plus bench 7's seasons (5 idle, ~19 shared; the first
