@@ -40,9 +40,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 # The suite on TEST_WORKERS processes (pytest-xdist): most tests wait on brokers, services,
-# browsers and the clock rather than compute, so 3 overlap well on 2 cores. Each test file stays
+# browsers and the clock rather than compute, so 2 (one a core) overlap well. Each test file stays
 # on one worker (--dist loadfile), so module fixtures start once. TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
