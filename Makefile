@@ -39,10 +39,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The suite on TEST_WORKERS processes (pytest-xdist): most tests wait on brokers, services,
+# browsers and the clock rather than compute, so 2 (one a core) overlap well. Each test file stays
+# on one worker (--dist loadfile), so module fixtures start once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The clustered-broker tests alone (also in make test): 3 NATS nodes, a node killed under load.
 cluster-test: $(STAMP)

@@ -327,7 +327,10 @@ def test_the_admin_registers_an_estate_and_gateway_and_gives_a_user_its_estates(
     got = {u["username"]: u for u in api(service, "GET", "/api/v1/users").json()["items"]}
     assert got["duty-ad"]["role"] == "viewer"
     assert set(got["duty-ad"]["estates"]) >= {"ad-old", "ad-new"}
-    assert "运维 新小区" in page.text(f"{row} td.estates")
+    # the notice shows before the users table is drawn anew with the change
+    page.until(
+        lambda d: "运维 新小区" in page.text(f"{row} td.estates"), message="the estates not shown"
+    )
     page.shot("39-admin-user-estates")
     assert page.script_errors() == []
 
