@@ -36,6 +36,8 @@ class PeopleActions:
         alarm = self.rec.alarms.by_id.get(alarm_id)
         if alarm is not None:
             return alarm
+        if alarm_id in self.rec.alarms.cleared:
+            raise InvalidTransition(f"alarm {alarm_id} has cleared; acknowledge it to close it")
         stored = self.rec.store.get_alarm(alarm_id)
         if stored is None:
             raise NotFound(f"alarm {alarm_id!r} not found")
