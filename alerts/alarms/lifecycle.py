@@ -1,7 +1,8 @@
 """The alarm lifecycle: pending → firing → acknowledged → resolved, one open alarm per
 (rule, subject); a latching alarm the rules clear before anyone acknowledged it goes to
-cleared (returned to normal, unacknowledged) and is closed by the acknowledgement. Pure: signals and a time in, :class:`AlarmChange` records out; the engine
-stores them and tells people.
+cleared (returned to normal, unacknowledged) and is closed by the acknowledgement. Pure:
+signals and a time in, :class:`AlarmChange` records out; the engine stores them and tells
+people.
 """
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ from typing import Any
 from alerts.rules.spec import Severity
 
 __all__ = [
+    "LATCHING",
+    "LIVE_STATES",
     "SYSTEM",
     "Alarm",
     "AlarmChange",
     "AlarmKey",
     "AlarmState",
-    "LATCHING",
-    "LIVE_STATES",
     "InvalidTransition",
     "TimelineEntry",
     "alarm_durations",

@@ -91,6 +91,28 @@ def test_acknowledged_or_low_priority_alarms_close_with_their_condition(
     site.event("smoke-1", "smoke_detector", "fire.reset", point="smoke-1", by="panel_reset")
     assert site.engine.get_alarm(alarm["id"])["state"] == "resolved"
     assert _live(site) == []
+    # ISA-18.2 lets low-priority alarms be non-latching: a minor one closes with its condition
+    site.reading("pm-1", "power_meter", voltage_v=250.0)
+    clock.advance(6 * MINUTE)
+    site.reading("pm-1", "power_meter", voltage_v=251.0)
+    site.engine.tick()
+    (minor,) = site.open_alarms("power-voltage-abnormal")
+    assert (minor["severity"], minor["state"]) == ("minor", "firing")
+    site.reading("pm-1", "power_meter", voltage_v=220.0)
+    assert site.engine.get_alarm(minor["id"])["state"] == "resolved"
+
+
+def test_a_major_threshold_alarm_back_to_normal_waits_for_its_acknowledgement(
+    site: Site, clock: SimClock
+) -> None:
+    site.reading("p1", "fire_pump", fault=True, running=False, auto=True)
+    site.engine.tick()
+    (alarm,) = site.open_alarms("fire-pump-fault")
+    clock.advance(MINUTE)
+    site.reading("p1", "fire_pump", fault=False, running=False, auto=True)
+    site.engine.tick()
+    got = site.engine.get_alarm(alarm["id"])
+    assert (got["severity"], got["state"], got["resolved_by"]) == ("major", "cleared", "rules")
 
 
 def test_quality_counts_a_cleared_alarm_acknowledged_afterwards_as_closed_unacknowledged(
