@@ -36,6 +36,8 @@ class PeopleActions:
         alarm = self.rec.alarms.by_id.get(alarm_id)
         if alarm is not None:
             return alarm
+        if alarm_id in self.rec.alarms.cleared:
+            raise InvalidTransition(f"alarm {alarm_id} has cleared; acknowledge it to close it")
         stored = self.rec.store.get_alarm(alarm_id)
         if stored is None:
             raise NotFound(f"alarm {alarm_id!r} not found")
@@ -50,10 +52,14 @@ class PeopleActions:
         return self.rec.step(step)
 
     def acknowledge(self, alarm_id: str, by: str, note: str | None = None) -> dict[str, Any]:
+        """Takes on a firing alarm; closes one that cleared before anyone acknowledged it."""
         book = self.rec.alarms
-        return self._on_alarm(
-            lambda now: book.acknowledge(self._open_alarm(alarm_id), by, now, note)
-        )
+
+        def ack(now: int) -> AlarmChange:
+            alarm = book.cleared.get(alarm_id) or self._open_alarm(alarm_id)
+            return book.acknowledge(alarm, by, now, note)
+
+        return self._on_alarm(ack)
 
     def resolve(self, alarm_id: str, by: str, note: str | None = None) -> dict[str, Any]:
         def resolve(now: int) -> AlarmChange:
@@ -72,7 +78,7 @@ class PeopleActions:
 
     def add_note(self, alarm_id: str, text: str, by: str) -> dict[str, Any]:
         def note(now: int) -> AlarmChange:
-            alarm = self.rec.alarms.by_id.get(alarm_id) or self.rec.store.get_alarm(alarm_id)
+            alarm = self.rec.alarms.live(alarm_id) or self.rec.store.get_alarm(alarm_id)
             if alarm is None:
                 raise NotFound(f"alarm {alarm_id!r} not found")
             return self.rec.alarms.note(alarm, text, by, now)

@@ -240,6 +240,7 @@ class AlertEngine:
         rec, owns = self.rec, self.rec.owns
         open_alarms = [a for a in rec.store.open_alarms() if owns(a.estate)]
         rec.alarms.load(open_alarms)
+        rec.alarms.load(a for a in rec.store.cleared_alarms() if owns(a.estate))
         arrivals = rec.store.arrivals()
         rec.arrivals.update({a.id: arrivals[a.id] for a in open_alarms if a.id in arrivals})
         held = []

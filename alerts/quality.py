@@ -90,6 +90,18 @@ class RaisedAlarm:
     resolved_by: str | None = (
         None  # who closed it: SYSTEM (the rules: equipment, timers) or a person
     )
+    closed_ms: int | None = None  # when it was closed here (wall clock)
+
+    @property
+    def cleared_unacked(self) -> bool:
+        """Closed by the rules (the equipment's reset or restore, a timer) before any person
+        acknowledged it: never acknowledged, or only afterwards (a latched, cleared alarm's
+        acknowledgement, ISA-18.2 "RTN unacknowledged")."""
+        if self.cleared_ms is None or self.resolved_by not in (None, SYSTEM):
+            return False
+        if self.acked_ms is None:
+            return True
+        return self.closed_ms is not None and self.acked_ms >= self.closed_ms
 
     @property
     def reached(self) -> int:
@@ -116,6 +128,7 @@ def raised_alarms(items: Iterable[Mapping[str, Any]]) -> list[RaisedAlarm]:
                 id=str(a.get("id", "")),
                 reached_ms=a.get("raised_ms"),
                 resolved_by=a.get("resolved_by"),
+                closed_ms=a.get("closed_ms"),
             )
         )
     return out
@@ -152,8 +165,9 @@ class AlarmQuality:
     acked: int = 0
     ack_p50_s: float | None = None
     ack_p90_s: float | None = None
-    # closed by the rules (the equipment's reset or restore, a timer) with no person's
+    # closed by the rules (the equipment's reset or restore, a timer) before any person's
     # acknowledgement: a fire alarm the panel's reset ended before anyone here took it on
+    # (latched ones are acknowledged afterwards, and still count: RaisedAlarm.cleared_unacked)
     closed_unacked: int = 0
     reached: int = 0  # alarms that reached the control room in the period (wall time)
     late: int = 0  # of those, how many reached it 10 min or more after their condition began
@@ -292,8 +306,5 @@ def alarm_quality(
         ack_p90_s=percentile(ack_s, 90),
         reached=len(came),
         late=late,
-        closed_unacked=sum(
-            a.cleared_ms is not None and a.acked_ms is None and a.resolved_by in (None, SYSTEM)
-            for a in inside
-        ),
+        closed_unacked=sum(a.cleared_unacked for a in inside),
     )

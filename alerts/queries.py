@@ -169,7 +169,7 @@ class Queries(StoredQueries):
     def __init__(self, rec: Records) -> None:
         parts = ReadParts(rec.store, rec.plans, lambda: rec.clock(), rec.estates.region, rec.lock)
         super().__init__(
-            dataclasses.replace(parts, open_alarm=rec.alarms.by_id.get, weather=self._weather)
+            dataclasses.replace(parts, open_alarm=rec.alarms.live, weather=self._weather)
         )
         self.records = rec
 

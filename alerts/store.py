@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from alerts.alarms.model import Alarm, TimelineEntry
+from alerts.alarms.model import Alarm, AlarmState, TimelineEntry
 from alerts.drills import Drill
 from alerts.escalation import Rescue
 from alerts.notify import Notification
@@ -270,6 +270,11 @@ class AlertStore:
     # --- alarms --------------------------------------------------------------------------------
     def open_alarms(self) -> list[Alarm]:
         return [_ALARM.load(r) for r in self._rows(sa.select(alarms).where(alarms.c.is_open))]
+
+    def cleared_alarms(self) -> list[Alarm]:
+        """Cleared before anyone acknowledged them: still the control room's to take."""
+        q = sa.select(alarms).where(alarms.c.state == AlarmState.CLEARED.value)
+        return [_ALARM.load(r) for r in self._rows(q)]
 
     def get_alarm(self, alarm_id: str) -> Alarm | None:
         found = self._rows(sa.select(alarms).where(alarms.c.id == alarm_id))

@@ -82,6 +82,7 @@ def estate_alarm_quality(
                 alarms.c.acked_ms,
                 alarms.c.raised_ms,
                 alarms.c.resolved_by,
+                alarms.c.closed_ms,
             ).where(
                 alarms.c.estate == estate,
                 alarms.c.fired_ms.is_not(None),
@@ -111,6 +112,7 @@ def estate_alarm_quality(
             r.id,
             r.raised_ms,
             r.resolved_by,
+            r.closed_ms,
         )
         for r in rows
     ]

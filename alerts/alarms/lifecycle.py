@@ -1,6 +1,8 @@
 """The alarm lifecycle: pending → firing → acknowledged → resolved, one open alarm per
-(rule, subject). Pure: signals and a time in, :class:`AlarmChange` records out; the engine
-stores them and tells people.
+(rule, subject); a latching alarm the rules clear before anyone acknowledged it goes to
+cleared (returned to normal, unacknowledged) and is closed by the acknowledgement. Pure:
+signals and a time in, :class:`AlarmChange` records out; the engine stores them and tells
+people.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 
 from alerts.alarms.flapping import FlapDetector
 from alerts.alarms.model import (
+    LATCHING,
     SYSTEM,
     Alarm,
     AlarmChange,
@@ -31,6 +34,8 @@ class AlarmBook:
     def __init__(self, flaps: FlapDetector | None = None, late_after_ms: int = 10 * 60_000) -> None:
         self.open: dict[AlarmKey, Alarm] = {}
         self.by_id: dict[str, Alarm] = {}
+        # cleared, waiting for a person's acknowledgement (not the rules' any more), by id
+        self.cleared: dict[str, Alarm] = {}
         self.flaps = flaps or FlapDetector()
         # An alarm fired from data older than this on arrival is late (history).
         self.late_after_ms = late_after_ms
@@ -40,9 +45,15 @@ class AlarmBook:
             if a.state.open:
                 self.open[a.key] = a
                 self.by_id[a.id] = a
+            elif a.state is AlarmState.CLEARED:
+                self.cleared[a.id] = a
 
     def get(self, key: AlarmKey) -> Alarm | None:
         return self.open.get(key)
+
+    def live(self, alarm_id: str) -> Alarm | None:
+        """An open alarm, or a cleared one waiting for its acknowledgement."""
+        return self.by_id.get(alarm_id) or self.cleared.get(alarm_id)
 
     # --- from the rules ------------------------------------------------------------------------
     def apply(self, sig: Signal, now: int) -> list[AlarmChange]:
@@ -161,7 +172,10 @@ class AlarmBook:
     def _close(
         self, alarm: Alarm, action: str, ts: int, by: str, detail: dict[str, Any], now: int
     ) -> AlarmChange:
-        alarm.state = AlarmState.RESOLVED
+        latched = self._latches(alarm, action, by)
+        alarm.state = AlarmState.CLEARED if latched else AlarmState.RESOLVED
+        if latched:
+            self.cleared[alarm.id] = alarm
         # Data out of order (lanes, backlogs) can clear an alarm with a time before it fired:
         # it ended no earlier than it began.
         alarm.resolved_ms = max(ts, alarm.started_ms, alarm.fired_ms or ts)
@@ -172,6 +186,20 @@ class AlarmBook:
         self.open.pop(alarm.key, None)
         self.by_id.pop(alarm.id, None)
         return AlarmChange(alarm, TimelineEntry(alarm.id, ts, action, by, detail))
+
+    @staticmethod
+    def _latches(alarm: Alarm, action: str, by: str) -> bool:
+        """Cleared by the rules (the equipment's reset or restore, a timer) while it reached
+        the control room and nobody acknowledged it. A late alarm (history) never paged
+        anyone, and a cancelled pending one never fired: neither waits for a person."""
+        return (
+            action == "resolved"
+            and by == SYSTEM
+            and alarm.state is AlarmState.FIRING
+            and alarm.fired_ms is not None
+            and not alarm.late
+            and alarm.severity in LATCHING
+        )
 
     # --- time ----------------------------------------------------------------------------------
     def tick(
@@ -207,11 +235,15 @@ class AlarmBook:
 
     # --- by people -----------------------------------------------------------------------------
     def acknowledge(self, alarm: Alarm, by: str, now: int, note: str | None) -> AlarmChange:
-        if alarm.state is not AlarmState.FIRING:
+        """A firing alarm is taken on; a cleared one is closed (who and when are kept)."""
+        if alarm.state not in (AlarmState.FIRING, AlarmState.CLEARED):
             raise InvalidTransition(
-                f"alarm {alarm.id} is {alarm.state.value}; only a firing alarm can be acknowledged"
+                f"alarm {alarm.id} is {alarm.state.value}; only a firing or cleared alarm "
+                "can be acknowledged"
             )
-        alarm.state = AlarmState.ACKNOWLEDGED
+        cleared = alarm.state is AlarmState.CLEARED
+        alarm.state = AlarmState.RESOLVED if cleared else AlarmState.ACKNOWLEDGED
+        self.cleared.pop(alarm.id, None)
         alarm.acked_ms = now
         alarm.acked_by = by
         alarm.updated_ms = now
@@ -219,6 +251,8 @@ class AlarmBook:
         return AlarmChange(alarm, TimelineEntry(alarm.id, now, "acknowledged", by, detail))
 
     def resolve(self, alarm: Alarm, by: str, now: int, note: str | None) -> AlarmChange:
+        if alarm.state is AlarmState.CLEARED:
+            raise InvalidTransition(f"alarm {alarm.id} has cleared; acknowledge it to close it")
         if not alarm.state.open:
             raise InvalidTransition(f"alarm {alarm.id} is already resolved")
         return self._close(alarm, "resolved", now, by, {"note": note} if note else {}, now)

@@ -10,6 +10,8 @@ from typing import Any
 from alerts.rules.spec import Severity
 
 __all__ = [
+    "LATCHING",
+    "LIVE_STATES",
     "SYSTEM",
     "Alarm",
     "AlarmChange",
@@ -31,11 +33,29 @@ class AlarmState(StrEnum):
     PENDING = "pending"  # the condition holds, not yet for long enough ('for')
     FIRING = "firing"
     ACKNOWLEDGED = "acknowledged"  # a person has taken it on
+    # Returned to normal before anyone acknowledged it (ISA-18.2 "RTN unacknowledged"): the
+    # equipment or the rules ended it, but it stays in the live list until a person
+    # acknowledges it, which closes it. A fire panel reset at 3 am must not hide the alarm.
+    CLEARED = "cleared"
     RESOLVED = "resolved"
 
     @property
     def open(self) -> bool:
+        """Its condition's alarm: at most one per (rule, subject), watched by the rules."""
+        return self not in (AlarmState.CLEARED, AlarmState.RESOLVED)
+
+    @property
+    def live(self) -> bool:
+        """In the control room's alarm list: open, or cleared and waiting for a person."""
         return self is not AlarmState.RESOLVED
+
+
+LIVE_STATES = tuple(s for s in AlarmState if s.live)
+
+# Severities whose alarms latch (stay listed after clearing until acknowledged). ISA-18.2
+# lets low-priority alarms be non-latching; minor and warning ones close with their
+# condition, so a season of small threshold wobbles does not bury the list.
+LATCHING = frozenset({Severity.CRITICAL, Severity.MAJOR})
 
 
 class InvalidTransition(ValueError):

@@ -47,7 +47,11 @@ MEDIA_TYPES = {
     ".svg": "image/svg+xml",
 }
 # Alarms a person still has to deal with; pending ones have not held long enough to count.
+# Cleared ones (returned to normal, unacknowledged) count until acknowledged, but their
+# device is no longer in alarm.
 IN_ALARM = (AlarmState.FIRING, AlarmState.ACKNOWLEDGED)
+UNHANDLED = (*IN_ALARM, AlarmState.CLEARED)
+UNACKNOWLEDGED = (AlarmState.FIRING, AlarmState.CLEARED)
 MANY = 100_000
 
 
@@ -163,7 +167,7 @@ def _weather(ctx: ApiContext, estate: str) -> list[dict[str, Any]] | None:
 def _open_alarms(
     engine: StoredQueries, estate: str | None, visible: frozenset[str] | None = None
 ) -> list[dict[str, Any]]:
-    return engine.list_alarms(estate, IN_ALARM, None, MANY, 0, visible)
+    return engine.list_alarms(estate, UNHANDLED, None, MANY, 0, visible)
 
 
 def _active_plans(
@@ -200,7 +204,8 @@ def estate_summary(
 ) -> dict[str, Any]:
     """Devices per family (every family of the catalog, even one the estate lacks, so the
     wall shows the same tiles in the same places) and gateways with their health. Pure."""
-    alarmed = {a["device"] for a in alarms or () if a.get("device")}
+    active = [a for a in alarms or () if a["state"] in IN_ALARM]
+    alarmed = {a["device"] for a in active if a.get("device")}
     families: dict[str, dict[str, Any]] = {
         f: {"family": f, "zh": zh, "en": en, "total": 0, "online": 0, "offline": 0, "in_alarm": 0}
         for f, (zh, en) in catalog.families.items()
@@ -212,7 +217,7 @@ def estate_summary(
         fam["total"] += 1
         fam["online" if d["online"] else "offline"] += 1
         fam["in_alarm"] += d["id"] in alarmed
-    gw_alarms = Counter(a["subject"] for a in alarms or () if a.get("kind") == "gateway")
+    gw_alarms = Counter(a["subject"] for a in active if a.get("kind") == "gateway")
     return {
         "families": list(families.values()),
         "devices": {
@@ -293,9 +298,11 @@ def overview(ctx: Ctx, p: CurrentUser) -> dict[str, Any]:
         if engine:
             row.update(
                 alarms=_by_severity(mine),
-                unacknowledged=sum(a["state"] == AlarmState.FIRING for a in mine),
+                unacknowledged=sum(a["state"] in UNACKNOWLEDGED for a in mine),
                 plans=[pl for pl in plans if pl["estate"] == e["id"]],
-                rescue_breached_open=sum(bool(a.get("deadline_breached")) for a in mine),
+                rescue_breached_open=sum(
+                    bool(a.get("deadline_breached")) and a["state"] in IN_ALARM for a in mine
+                ),
                 rescue_breached_year=sum(
                     bool(r["breached"]) and r["trapped_ms"] >= year_start
                     for r in rescues

@@ -80,7 +80,7 @@ class AlarmQuality(Out):
     reached: int = Field(description="alarms that reached the control room in the period")
     late: int = Field(description="of those, reached 10 min or more after they began")
     closed_unacked: int = Field(
-        description="closed by the equipment or a timer with no person's acknowledgement"
+        description="closed by the equipment or a timer before any person acknowledged it"
     )
     clocks: dict[str, Literal["data", "wall"]] = Field(description=CLOCKS_DOC)
 

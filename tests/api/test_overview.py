@@ -180,3 +180,35 @@ def test_page_assets_are_served_and_nothing_outside_the_static_folder(world: Wor
         r = c.get(f"/static/{bad}")
         assert r.status_code == 404, bad
         assert r.json()["error"]["code"] == "not_found"
+
+
+def test_a_fire_alarm_reset_before_anyone_acknowledged_it_counts_until_acknowledged(
+    world: World,
+) -> None:
+    """ISA-18.2 "return to normal, unacknowledged": listed and counted as unacknowledged for
+    the authority until a person acknowledges it; its device is no longer in alarm."""
+    world.e1.event("smoke-1", "smoke_detector", "fire.alarm", zone="b3", point="smoke-1")
+    world.clock.advance(MINUTE)
+    world.e1.event("smoke-1", "smoke_detector", "fire.reset", point="smoke-1", by="panel_reset")
+    (alarm,) = world.get("op1", "/api/v1/alarms?estate=e1&state=cleared")["items"]
+    assert (alarm["rule"], alarm["acked_by"]) == ("fire-alarm-detector", None)
+
+    def e1() -> dict[str, Any]:
+        return next(
+            r for r in world.get("auth", "/api/v1/overview")["items"] if r["estate"] == "e1"
+        )
+
+    firing = len(world.engine.list_alarms("e1", ["firing"], limit=1000))
+    before = e1()
+    assert before["unacknowledged"] == firing + 1 and before["alarms"]["critical"] == 1
+    assert world.get("op1", "/api/v1/estates/e1/summary")["devices"]["in_alarm"] == 0
+    r = world.client.post(
+        f"/api/v1/alarms/{alarm['id']}/ack",
+        json={},
+        headers={"Authorization": f"Bearer {world.tokens['op1']}"},
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["state"], r.json()["acked_by"]) == ("resolved", "op1")
+    assert world.get("op1", "/api/v1/alarms?estate=e1&state=cleared")["items"] == []
+    after = e1()
+    assert (after["unacknowledged"], after["alarms"]["critical"]) == (firing, 0)

@@ -91,6 +91,39 @@ def test_device_events_are_listed_live_and_after_a_reload(
     assert page.script_errors() == []
 
 
+def test_a_fire_alarm_reset_before_anyone_acknowledged_it_stays_listed_until_acknowledged(
+    module_service: Service, module_page: Page
+) -> None:
+    """ISA-18.2 "return to normal, unacknowledged": the panel's reset ends the alarm, the list
+    keeps it, marked, until the operator acknowledges it."""
+    estate, page = "rtn-xinhua", module_page
+    gw = Gateway(on_duty(module_service, page, estate, "复位 新华小区", "duty-rtn", "operator"))
+    page.find(".live.live")
+    fire = {"dev": "smoke-1", "kind": "smoke_detector", "ts": now_ms(), "type": "fire.alarm"}
+    gw.send("events", [{**fire, "data": {"zone": "b3", "point": "smoke-1"}}])
+    page.find('.alarm[data-state="firing"]')
+    reset = {**fire, "ts": now_ms(), "type": "fire.reset", "data": {"by": "panel_reset"}}
+    gw.send("events", [reset])
+
+    def fire_alarm(body: dict[str, Any]) -> dict[str, Any] | None:
+        found = [a for a in body["items"] if a["rule"] == "fire-alarm-detector"]
+        return found[0] if found and found[0]["state"] == "cleared" else None
+
+    alarms = f"/api/v1/alarms?estate={estate}"
+    alarm = fire_alarm(wait_api(module_service, alarms, fire_alarm))
+    assert alarm is not None
+    item = f'.alarm[data-id="{alarm["id"]}"]'
+    page.until(lambda d: "已恢复 未确认" in page.text(item), message="no cleared mark")
+    assert page.find(item).get_attribute("data-state") == "cleared"
+    page.shot("31-fire-alarm-reset-unacknowledged")
+    page.click(f"{item} button.ack")
+    page.until(lambda d: not d.find_elements(By.CSS_SELECTOR, item), message="still listed")
+    done = api(module_service, "GET", f"/api/v1/alarms/{alarm['id']}").json()
+    assert (done["state"], done["acked_by"]) == ("resolved", "duty-rtn")
+    gw.close()
+    assert page.script_errors() == []
+
+
 def set_value(page: Page, css: str, value: str) -> None:
     """Sets a field the way a person's choice would, and tells the page it changed."""
     page.find(css)

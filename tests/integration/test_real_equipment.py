@@ -199,14 +199,15 @@ mapping = "fire-mapping.toml"
         assert fire["bad_frames"]["bad_command"] == 1 and fire["denied"] == 1
 
         # The on-duty operator resets the panel (复位, bit 13): both fire alarms close, the
-        # detector's too (issue 11), resolved by the equipment and acknowledged by nobody.
+        # detector's too (issue 11), ended by the equipment and acknowledged by nobody: they
+        # stay listed, cleared, until a person acknowledges them (ISA-18.2 RTN unack).
         reply = device.system_state(1, 1, 0b1 | 1 << 13)
         assert reply is not None and reply.command == Cmd.CONFIRM
 
         def closed() -> list[dict[str, Any]] | None:
             items = api.get("/api/v1/alarms", params={"estate": ESTATE}).json()["items"]
             fire_alarms = [a for a in items if a["rule"] in ("fire-alarm", "fire-alarm-detector")]
-            done = len(fire_alarms) == 2 and all(a["state"] == "resolved" for a in fire_alarms)
+            done = len(fire_alarms) == 2 and all(a["state"] == "cleared" for a in fire_alarms)
             return fire_alarms if done else None
 
         for a in wait_for(closed, what="the fire alarms closed by the panel's reset"):

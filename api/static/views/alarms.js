@@ -1,5 +1,7 @@
 // The alarm feed of one estate: live, unacknowledged first, then by severity, newest first;
 // acknowledge, assign, note, resolve; a sound while a critical alarm waits for a person.
+// An alarm that cleared before anyone acknowledged it (state "cleared", ISA-18.2 RTN
+// unacknowledged) stays, marked, until a person acknowledges it, which closes it.
 
 import { api, optional } from "../api.js";
 import { errorBox, h, unavailableBox } from "../dom.js";
@@ -11,8 +13,8 @@ import { SOCKET_KIND, SocketControl, commandOf, reasonNode } from "./commands.js
 const CONFIRMABLE = new Set(["fire-alarm", "fire-alarm-detector", "fire-manual-call", "fire-water-flow", "fire-pressure-switch"]);
 
 export const SEVERITY_RANK = { critical: 0, major: 1, minor: 2, warning: 3 };
-const STATE_RANK = { firing: 0, acknowledged: 1, pending: 2 };
-const OPEN = ["pending", "firing", "acknowledged"];
+const STATE_RANK = { firing: 0, cleared: 1, acknowledged: 2, pending: 3 };
+const OPEN = ["pending", "firing", "acknowledged", "cleared"];
 const REPEAT_SOUND_MS = 20_000;
 
 export function alarmOrder(a, b) {
@@ -129,18 +131,19 @@ export class AlarmFeed {
         : overdue
           ? t("alarm.deadline_breached", { time: fmtTime(a.deadline_ms), late: fmtDuration(Date.now() - a.deadline_ms) })
           : t("alarm.deadline", { time: fmtTime(a.deadline_ms), left: fmtDuration(a.deadline_ms - Date.now()) })) : null;
+    const cleared = a.state === "cleared"; // over: only the acknowledgement (and notes) are left
     const actions = canOperate ? h("div", { class: "actions" },
-      a.state === "firing" ? h("button", { type: "button", class: "ack primary", onclick: () => this.act(a, "ack", {}) }, t("alarm.ack")) : null,
+      a.state === "firing" || cleared ? h("button", { type: "button", class: "ack primary", onclick: () => this.act(a, "ack", {}) }, t("alarm.ack")) : null,
       // GB 25201 §5.3: a fire verified on site is confirmed (the fire plan goes to Ⅲ)
-      CONFIRMABLE.has(a.rule) ? h("button", { type: "button", class: "confirm", onclick: () => this.act(a, "confirm", {}) }, t("alarm.confirm")) : null,
+      CONFIRMABLE.has(a.rule) && !cleared ? h("button", { type: "button", class: "confirm", onclick: () => this.act(a, "confirm", {}) }, t("alarm.confirm")) : null,
       // TSG T5002-2017: the rescue deadline is the technician's arrival
-      a.rule.startsWith("elevator-trapped") ? h("button", { type: "button", class: "arrived", onclick: () => this.act(a, "arrived", {}) }, t("alarm.arrived")) : null,
+      a.rule.startsWith("elevator-trapped") && !cleared ? h("button", { type: "button", class: "arrived", onclick: () => this.act(a, "arrived", {}) }, t("alarm.arrived")) : null,
       // a charging socket's alarm (over-temperature, a protection tripped, …): cut its power
       // from here (issue 13; the rules' `action: socket.power_off` does it by itself where on)
-      a.kind === SOCKET_KIND && a.device ? h("button", { type: "button", class: "power", "aria-expanded": String(this.forms.get(a.id) === "power"), onclick: () => this.toggleForm(a, "power") }, t("command.power")) : null,
-      h("button", { type: "button", class: "assign", onclick: () => this.toggleForm(a, "assign") }, t("alarm.assign")),
+      a.kind === SOCKET_KIND && a.device && !cleared ? h("button", { type: "button", class: "power", "aria-expanded": String(this.forms.get(a.id) === "power"), onclick: () => this.toggleForm(a, "power") }, t("command.power")) : null,
+      cleared ? null : h("button", { type: "button", class: "assign", onclick: () => this.toggleForm(a, "assign") }, t("alarm.assign")),
       h("button", { type: "button", class: "note", onclick: () => this.toggleForm(a, "note") }, t("alarm.note")),
-      h("button", { type: "button", class: "resolve", onclick: () => this.toggleForm(a, "resolve") }, t("alarm.resolve")),
+      cleared ? null : h("button", { type: "button", class: "resolve", onclick: () => this.toggleForm(a, "resolve") }, t("alarm.resolve")),
       h("button", { type: "button", class: "details", onclick: () => this.toggleTimeline(a) }, t("alarm.details")))
       : h("div", { class: "actions" }, h("button", { type: "button", class: "details", onclick: () => this.toggleTimeline(a) }, t("alarm.details")));
     const node = h("article", {
@@ -154,6 +157,7 @@ export class AlarmFeed {
         h("span", { class: "subject" }, deviceLabel(this.app, a)),
         " · ", h("span", { class: "state" }, t("alarm.state." + a.state)),
         a.count > 1 ? ` · ×${a.count}` : null,
+        cleared && a.resolved_ms ? ` · ${t("alarm.cleared_at", { time: fmtTime(a.resolved_ms) })}` : null,
         " · ", fmtTime(when), " (", h("span", { dataset: { ago: when } }, fmtAgo(when)), ")",
         a.acked_by ? ` · ${t("alarm.acked_by", { who: a.acked_by })}` : null,
         a.assignee ? ` · ${t("alarm.assignee", { who: a.assignee })}` : null,
