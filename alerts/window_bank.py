@@ -201,9 +201,15 @@ class WindowBank:
     """The windows of every tracked series; which (kind, metric) are tracked, and for how
     long, is decided by the rules and the weather criteria in force."""
 
-    def __init__(self) -> None:
+    def __init__(self, intervals_ms: Mapping[str, int] | None = None) -> None:
         self.horizons: dict[str, dict[str, int]] = {}  # kind -> metric -> horizon_ms
         self.series: dict[SeriesKey, SeriesWindow] = {}
+        # kind -> reporting interval: a series keeps a few samples per interval whatever the
+        # rate (SeriesWindow.bucket_ms); a kind not in it, a few per second.
+        self.intervals_ms: Mapping[str, int] = intervals_ms or {}
+
+    def _new(self, kind: str, horizon_ms: int) -> SeriesWindow:
+        return SeriesWindow(horizon_ms, bucket_ms=self.intervals_ms.get(kind, 1000))
 
     def track(self, kind: str, metric: str, agg: Aggregate) -> None:
         metrics = self.horizons.setdefault(kind, {})
@@ -238,7 +244,7 @@ class WindowBank:
             key = (estate, dev, metric)
             w = series.get(key)
             if w is None:
-                w = series[key] = SeriesWindow(horizon)
+                w = series[key] = self._new(kind, horizon)
             w.append(ts, float(v))
 
     def add_reading(
@@ -293,7 +299,7 @@ class WindowBank:
                 if w is None:
                     if v is None or isinstance(v, str):
                         continue  # nothing to add, nothing to aggregate
-                    w = self.series[skey] = SeriesWindow(self.horizons[kind][metric])
+                    w = self.series[skey] = self._new(kind, self.horizons[kind][metric])
                 device.attach(i, w)
             if v is not None and not isinstance(v, str):
                 if w.add(ts, float(v), group) and group is not None and not group.always:  # type: ignore[arg-type]
@@ -311,6 +317,15 @@ class WindowBank:
     def get(self, estate: str, dev: str, metric: str) -> SeriesWindow | None:
         return self.series.get((estate, dev, metric))
 
-    def value(self, estate: str, dev: str, metric: str, agg: Aggregate, now: int) -> float | None:
+    def value(
+        self,
+        estate: str,
+        dev: str,
+        metric: str,
+        agg: Aggregate,
+        now: int,
+        whole: bool | None = None,
+    ) -> float | None:
+        """``SeriesWindow.aggregate`` of the series (None: no such series)."""
         w = self.series.get((estate, dev, metric))
-        return None if w is None else w.aggregate(agg, now)
+        return None if w is None else w.aggregate(agg, now, whole)
