@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
-from operator import itemgetter
+from operator import itemgetter, le
 from typing import Any, Generic, Protocol, TypeVar
 
 from alerts import windows  # its _TAIL, read at use: one length for the series and the logs
@@ -114,11 +114,8 @@ class DeviceSeries(Generic[_G]):
                 inside = lo[0] <= v <= hi[0]
             else:
                 row = self._pick(metrics)
-                inside = True
-                for a, v, b in zip(lo, row, hi, strict=True):
-                    if not a <= v <= b:
-                        inside = False
-                        break
+                # (a C loop over the members: false for NaN, TypeError for a str or None)
+                inside = all(map(le, lo, row)) and all(map(le, row, hi))
             if not inside:  # (False for NaN; a str or None raises TypeError)
                 out = [(k, float(v)) for k, v in enumerate(row) if not lo[k] <= v <= hi[k]]
         except (KeyError, TypeError):
