@@ -28,10 +28,9 @@ HOUR_MS = 3_600_000
 
 # sum: total over the window (precipitation); max/min/mean; count: samples in the window;
 # rate: change per hour from the first sample in the window to the last;
-# a rule's aggregate is judged only over a full window (SeriesWindow.full) unless its test can
-# only stay true as the window fills (max/sum/count above, min below: more samples cannot undo
-# it); a rate from a new series' first two samples is noise, and every new estate got a
-# spurious plan from it (issue 11). The weather criteria's default: rate and mean only;
+# a rule's aggregate is judged only over a full window (SeriesWindow.full) unless more samples
+# cannot undo its hit (max/sum/count above, min below): a rate from a new series' first samples
+# is noise, every new estate got a spurious plan from it (issue 11); criteria: rate, mean only;
 # min_fall: fall of the trailing-24 h minimum over the window (cold wave: Tmin falls by N °C
 # within 24 h / 48 h), i.e. min(24 h ending window ago) - min(24 h ending now).
 AGGREGATES = frozenset({"sum", "max", "min", "mean", "count", "rate", "min_fall"})
@@ -65,15 +64,12 @@ class Aggregate:
 class SeriesWindow:
     """Time-ordered samples of one series covering at least ``horizon_ms``.
 
-    Bounded by time (older samples are dropped as new ones arrive) and by the reading rate:
-    with ``bucket_ms`` (the kind's reporting interval), a bucket of that width holding more
-    than ``_PER_BUCKET`` samples keeps only its first, lowest, highest (and a NaN) and last
-    ones, and the dropped ones' sum and count go with the next kept one (the prefix sums and
-    counts at a kept sample are unchanged). So max, min, first and last of every bucket are
-    exact, sum and count too for windows that start on a bucket's edge; at most one bucket
-    at the window's start is off, and only when more than ``_PER_BUCKET`` samples come a
-    reporting interval. A series holds at most ``_PER_BUCKET`` × horizon ÷ bucket samples
-    whatever the rate (issue 15), besides ``max_samples``.
+    Bounded by time (older samples are dropped) and by rate: a bucket of ``bucket_ms`` (the
+    kind's reporting interval) with more than ``_PER_BUCKET`` samples keeps its first, lowest,
+    highest (a NaN) and last; the dropped ones' sum and count go with the next kept one (the
+    prefix sums at a kept sample are unchanged). Every aggregate stays exact over windows on
+    bucket edges; only the bucket at a window's start may be off, and only above that rate.
+    At most ``_PER_BUCKET`` × horizon ÷ bucket samples at any rate (issue 15).
 
     Appending is cheap: samples in time order wait in a short tail (``array`` buffers, no numpy
     call per sample) and join the numpy arrays in one go when an aggregate is asked for or the
@@ -94,6 +90,8 @@ class SeriesWindow:
         "_log",
         "_loose",
         "_ncum",
+        "_run_id",
+        "_run_n",
         "_start",
         "_tail_ts",
         "_tail_val",
@@ -127,6 +125,8 @@ class SeriesWindow:
         self._cum: _F64 = np.zeros(capacity, dtype=np.float64)
         # _ncum[i] = how many samples _val[0..i] stand for; None while each stands for one.
         self._ncum: _F64 | None = None
+        self._run_id: int | None = None  # the newest stored bucket, its samples kept
+        self._run_n = 0
         self._start = 0
         self._end = 0
         self._tail_ts = array("q")
@@ -254,6 +254,17 @@ class SeriesWindow:
         if moved:
             self._make_room(k)
             end = self._end
+        full, b = False, self.bucket_ms
+        if b > 0:  # does a bucket get too many? (a Python loop: most flushes are short)
+            rid, rn = self._run_id, self._run_n
+            for t in tail_ts:
+                i = t // b
+                if i == rid:
+                    rn += 1
+                else:
+                    rid, rn = i, 1
+                full = full or rn > _PER_BUCKET
+            self._run_id, self._run_n = rid, rn
         stop = end + k
         # (No view of the tail buffers may outlive this: they could not be emptied then.)
         self._ts[end:stop] = np.frombuffer(tail_ts, dtype=np.int64)
@@ -270,8 +281,9 @@ class SeriesWindow:
         if ncum is not None:
             ncum[end:stop] = np.arange(1, k + 1) + (ncum[end - 1] if end > 0 else 0.0)
         self._end = stop
-        if self.bucket_ms > 0:
+        if full:
             self._summarise(max(self._start, end - _PER_BUCKET))
+            self._recount()
             stop = self._end
         if moved:  # the prefix sums were rebuilt: the envelope is made exact with them
             self._exact()
@@ -284,9 +296,8 @@ class SeriesWindow:
         self._slack()
 
     def _summarise(self, lo: int) -> None:
-        """Keep at most ``_PER_BUCKET`` samples of each bucket from index ``lo`` on (``lo``:
-        at most that many before the new ones, so a bucket already summarised is seen whole
-        when it was; its kept samples carry the dropped ones' sums and counts)."""
+        """At most ``_PER_BUCKET`` samples a bucket from ``lo`` on (that many before the new
+        ones: an earlier bucket is seen whole), the kept carrying the dropped's sums."""
         e = self._end
         ids = self._ts[lo:e] // self.bucket_ms
         edges = np.flatnonzero(ids[1:] != ids[:-1]) + 1
@@ -317,8 +328,19 @@ class SeriesWindow:
             arr[lo : lo + n] = arr[idx]
         self._end = lo + n
 
-    def _counts(self, i: int, j: int) -> float:
-        """How many samples indices i..j-1 stand for."""
+    def _recount(self) -> None:
+        """The newest bucket's kept samples, from the arrays (the tail must be empty)."""
+        s, e, b = self._start, self._end, self.bucket_ms
+        self._run_id, self._run_n = None, 0
+        if b <= 0 or e <= s:
+            return
+        last = int(self._ts[e - 1]) // b
+        n = 0
+        while e - n > s and n <= _PER_BUCKET and int(self._ts[e - 1 - n]) // b == last:
+            n += 1
+        self._run_id, self._run_n = last, n
+
+    def _counts(self, i: int, j: int) -> float:  # how many samples i..j-1 stand for
         ncum = self._ncum
         if ncum is None or j <= i:
             return float(j - i)
@@ -345,8 +367,8 @@ class SeriesWindow:
         self._drop_before(int(self._ts[self._end - 1]) - self.horizon_ms)
 
     def _kept(self) -> tuple[_I64, _F64, _F64 | None, _F64 | None]:
-        """Copies of the kept samples' times and values, and (when some stand for more than
-        one) the sums and counts each stands for (None: each is its own value, once)."""
+        """Copies of the kept samples' times, values, and sums and counts each stands for
+        (None: each its own value, once)."""
         s, e = self._start, self._end
         ts_arr, val_arr = self._ts[s:e].copy(), self._val[s:e].copy()
         ncum = self._ncum
@@ -400,6 +422,7 @@ class SeriesWindow:
                 self._ncum = np.zeros(self._ts.shape[0], dtype=np.float64)
             np.cumsum(counts, out=self._ncum[:n])
         self._start, self._end = 0, n
+        self._recount()
 
     def _drop_before(self, cutoff: int) -> None:
         s, e = self._start, self._end

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from alerts.windows import HOUR_MS, SeriesWindow
 from bench.common import report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
 from ingest.state import StateStore
@@ -223,6 +224,26 @@ def capacity(folder: Path, rate: float, seconds: float) -> tuple[float, dict[str
     return per_s, info
 
 
+DEVICES = 4_906  # the large estate's, which the load generator's readings cycle through
+
+
+def window_bytes(per_device_s: float, seconds: float, bucket_ms: int) -> dict[str, int]:
+    """Bytes a 1-hour window series holds (its numpy arrays) after ``seconds`` of readings
+    at ``per_device_s`` a second, kept as summaries of ``bucket_ms`` (a reporting interval)
+    and, the reference, every sample (as before issue 15): what the rules' windows grow by
+    at a load, with no other process's noise in it."""
+    out = {}
+    for name, bucket in (("summaries", bucket_ms), ("every_sample", 0)):
+        w = SeriesWindow(HOUR_MS, bucket_ms=bucket)
+        step = 1000.0 / per_device_s
+        for i in range(int(seconds * per_device_s)):
+            w.append(int(i * step), 20.0 + (i % 17) / 10)
+        w._flush()
+        arrays = (w._ts, w._val, w._cum, w._ncum)
+        out[name] = sum(a.nbytes for a in arrays if a is not None)
+    return out
+
+
 def run(
     max_rate: float,
     seconds: float = 60.0,
@@ -274,6 +295,17 @@ def run(
                     f"{figures[key]['rss_mb_end']} MB, slope {slope:+.2f} MB/min, "
                     f"queue max {got['depth_max']}/{h['queue_capacity']} messages, "
                     f"{got['bytes_max'] / 2**20:.1f}/{h['queued_bytes_capacity'] / 2**20:.0f} MiB",
+                    flush=True,
+                )
+            # What the windows alone grow by at the 80 % level's rate a device, a 60-s kind.
+            if "load_80pct" in figures:
+                per_device = figures["load_80pct"]["rate"] / DEVICES
+                wb = window_bytes(per_device, seconds, 60_000)
+                figures["window_bytes_per_series"] = {**wb, "per_device_s": per_device}
+                print(
+                    f"  a 1-h window after {seconds:.0f} s at {per_device:.1f} readings/s a "
+                    f"device: {wb['summaries']:,} bytes as summaries, {wb['every_sample']:,} "
+                    "keeping every sample",
                     flush=True,
                 )
             # the backlog the broker held drains; then nothing may be missing
