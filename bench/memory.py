@@ -227,11 +227,11 @@ def capacity(folder: Path, rate: float, seconds: float) -> tuple[float, dict[str
 DEVICES = 4_906  # the large estate's, which the load generator's readings cycle through
 
 
-def window_bytes(per_device_s: float, seconds: float, bucket_ms: int) -> dict[str, int]:
-    """Bytes a 1-hour window series holds (its numpy arrays) after ``seconds`` of readings
-    at ``per_device_s`` a second, kept as summaries of ``bucket_ms`` (a reporting interval)
-    and, the reference, every sample (as before issue 15): what the rules' windows grow by
-    at a load, with no other process's noise in it."""
+def window_bytes(per_device_s: float, bucket_ms: int, seconds: float = 3600) -> dict[str, int]:
+    """Bytes a 1-hour window series holds (its numpy arrays) once full, at ``per_device_s``
+    readings a second, kept as summaries of ``bucket_ms`` (a reporting interval) and, the
+    reference, every sample (as before issue 15): what the rules' windows come to at a load,
+    with no other process's noise in it."""
     out = {}
     for name, bucket in (("summaries", bucket_ms), ("every_sample", 0)):
         w = SeriesWindow(HOUR_MS, bucket_ms=bucket)
@@ -300,12 +300,12 @@ def run(
             # What the windows alone grow by at the 80 % level's rate a device, a 60-s kind.
             if "load_80pct" in figures:
                 per_device = figures["load_80pct"]["rate"] / DEVICES
-                wb = window_bytes(per_device, seconds, 60_000)
+                wb = window_bytes(per_device, 60_000)
                 figures["window_bytes_per_series"] = {**wb, "per_device_s": per_device}
                 print(
-                    f"  a 1-h window after {seconds:.0f} s at {per_device:.1f} readings/s a "
-                    f"device: {wb['summaries']:,} bytes as summaries, {wb['every_sample']:,} "
-                    "keeping every sample",
+                    f"  a full 1-h window at {per_device:.1f} readings/s a device: "
+                    f"{wb['summaries']:,} bytes as summaries, {wb['every_sample']:,} keeping "
+                    "every sample",
                     flush=True,
                 )
             # the backlog the broker held drains; then nothing may be missing
