@@ -123,3 +123,24 @@ def test_a_new_estate_raises_nothing_at_start() -> None:
         ev.observe_readings(INDEX, "e1", "gw", readings, out)
         got += [(minute, s.rule.id) for s in out]
     assert got == []
+
+
+def test_a_simulated_estates_first_hours_raise_no_window_alarm() -> None:
+    """The bundled small estate from its first reading, two simulated hours at its devices'
+    own intervals, no fault: no rule on a window holds (issue 11: every new estate got a Ⅲ
+    plan from a rate judged on its first samples)."""
+    from simulators.estate import SimulatedEstate
+    from simulators.spec import load_spec
+
+    start = 1_767_225_600_000  # 2026-01-01 00:00 UTC, the heating season
+    sim = SimulatedEstate(load_spec("small"), CATALOG, seed=3, start_ms=start)
+    ev = evaluator()
+    windowed = {r.id for r in INDEX.rules.values() if getattr(r.condition, "agg", None)}
+    got = []
+    for minute in range(1, 121):
+        out: list[Signal] = []
+        ev.observe_readings(INDEX, "e1", "gw", sim.due(start + minute * MIN), out)
+        got += [(minute, s.rule.id) for s in out if s.rule.id in windowed]
+    assert got == []
+    assert "heating-supply-falling" in windowed  # (the windows were fed: not vacuous)
+    assert any(metric == "supply_temp_c" for _e, _d, metric in ev.windows.series)
