@@ -208,6 +208,15 @@ class WindowBank:
     def _new(self, kind: str, horizon_ms: int) -> SeriesWindow:
         return SeriesWindow(horizon_ms, bucket_ms=self.intervals_ms.get(kind, 1000))
 
+    def _bucketed(self, w: SeriesWindow, kind: str) -> SeriesWindow:
+        """A series restored from a snapshot written before buckets (every sample kept) is
+        summarised from now on too."""
+        if not w.bucket_ms:
+            w._flush()
+            w.bucket_ms = self.intervals_ms.get(kind, 1000)
+            w._recount()
+        return w
+
     def track(self, kind: str, metric: str, agg: Aggregate) -> None:
         metrics = self.horizons.setdefault(kind, {})
         metrics[metric] = max(metrics.get(metric, 0), agg.horizon_ms)
@@ -242,6 +251,8 @@ class WindowBank:
             w = series.get(key)
             if w is None:
                 w = series[key] = self._new(kind, horizon)
+            elif not w.bucket_ms:
+                self._bucketed(w, kind)
             w.append(ts, float(v))
 
     def add_reading(
@@ -297,7 +308,7 @@ class WindowBank:
                     if v is None or isinstance(v, str):
                         continue  # nothing to add, nothing to aggregate
                     w = self.series[skey] = self._new(kind, self.horizons[kind][metric])
-                device.attach(i, w)
+                device.attach(i, self._bucketed(w, kind))
             if v is not None and not isinstance(v, str):
                 if w.add(ts, float(v), group) and group is not None and not group.always:  # type: ignore[arg-type]
                     continue

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts import windows
+from alerts.rules.evaluate import Evaluator
+from alerts.rules.index import RuleIndex
 from alerts.windows import Aggregate, SeriesWindow
 from tests.alerts.test_rules_fast_path import NaiveWindow
 
@@ -103,3 +105,25 @@ def test_memory_is_flat_at_any_rate() -> None:
     assert len(fast) <= windows._PER_BUCKET * 61
     assert fast.aggregate(Aggregate("count", HOUR), 3600 * 1000 - 1) == pytest.approx(72_000)
     assert fast.aggregate(Aggregate("max", HOUR), 3600 * 1000 - 1) == pytest.approx(29.6)
+
+
+def test_a_series_restored_from_an_old_snapshot_is_summarised_from_then_on() -> None:
+    """Snapshots written before buckets hold every sample and no bucket width; the bank
+    gives the series its kind's interval when it is next fed (here through the evaluator)."""
+    from protocol.messages import Reading
+    from tests.alerts.bundled_rules import INDEX, evaluator
+
+    old = SeriesWindow(HOUR)
+    for i in range(30):
+        old.append(i * 1000, 0.3)
+    data = old.to_bytes()
+    legacy = data[: 16 + 16 * 30]  # (what the code before wrote: no trailer)
+    ev: Evaluator = evaluator()
+    index: RuleIndex = INDEX
+    w = ev.windows.series[("e1", "p1", "pressure_mpa")] = SeriesWindow.from_bytes(legacy)
+    assert w.bucket_ms == 0 and len(w) == 30
+    for i in range(30, 3000):  # twenty a second for two and a half minutes
+        r = Reading("p1", "water_pressure", i * 50 + 30_000, {"pressure_mpa": 0.3})
+        ev.observe_readings(index, "e1", "gw", [r], [])
+    assert w.bucket_ms == MIN  # the kind's reporting interval
+    assert len(w) <= 30 + windows._PER_BUCKET * 4
