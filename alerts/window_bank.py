@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
-from operator import itemgetter
+from operator import itemgetter, le
 from typing import Any, Generic, Protocol, TypeVar
 
 from alerts import windows  # its _TAIL, read at use: one length for the series and the logs
@@ -114,11 +114,8 @@ class DeviceSeries(Generic[_G]):
                 inside = lo[0] <= v <= hi[0]
             else:
                 row = self._pick(metrics)
-                inside = True
-                for a, v, b in zip(lo, row, hi, strict=True):
-                    if not a <= v <= b:
-                        inside = False
-                        break
+                # (a C loop over the members: false for NaN, TypeError for a str or None)
+                inside = all(map(le, lo, row)) and all(map(le, row, hi))
             if not inside:  # (False for NaN; a str or None raises TypeError)
                 out = [(k, float(v)) for k, v in enumerate(row) if not lo[k] <= v <= hi[k]]
         except (KeyError, TypeError):
@@ -201,9 +198,24 @@ class WindowBank:
     """The windows of every tracked series; which (kind, metric) are tracked, and for how
     long, is decided by the rules and the weather criteria in force."""
 
-    def __init__(self) -> None:
+    def __init__(self, intervals_ms: Mapping[str, int] | None = None) -> None:
         self.horizons: dict[str, dict[str, int]] = {}  # kind -> metric -> horizon_ms
         self.series: dict[SeriesKey, SeriesWindow] = {}
+        # kind -> reporting interval: a series keeps a few samples per interval whatever the
+        # rate (SeriesWindow.bucket_ms); a kind not in it, a few per second.
+        self.intervals_ms: Mapping[str, int] = intervals_ms or {}
+
+    def _new(self, kind: str, horizon_ms: int) -> SeriesWindow:
+        return SeriesWindow(horizon_ms, bucket_ms=self.intervals_ms.get(kind, 1000))
+
+    def _bucketed(self, w: SeriesWindow, kind: str) -> SeriesWindow:
+        """A series restored from a snapshot written before buckets (every sample kept) is
+        summarised from now on too."""
+        if not w.bucket_ms:
+            w._flush()
+            w.bucket_ms = self.intervals_ms.get(kind, 1000)
+            w._recount()
+        return w
 
     def track(self, kind: str, metric: str, agg: Aggregate) -> None:
         metrics = self.horizons.setdefault(kind, {})
@@ -238,7 +250,9 @@ class WindowBank:
             key = (estate, dev, metric)
             w = series.get(key)
             if w is None:
-                w = series[key] = SeriesWindow(horizon)
+                w = series[key] = self._new(kind, horizon)
+            elif not w.bucket_ms:
+                self._bucketed(w, kind)
             w.append(ts, float(v))
 
     def add_reading(
@@ -293,8 +307,8 @@ class WindowBank:
                 if w is None:
                     if v is None or isinstance(v, str):
                         continue  # nothing to add, nothing to aggregate
-                    w = self.series[skey] = SeriesWindow(self.horizons[kind][metric])
-                device.attach(i, w)
+                    w = self.series[skey] = self._new(kind, self.horizons[kind][metric])
+                device.attach(i, self._bucketed(w, kind))
             if v is not None and not isinstance(v, str):
                 if w.add(ts, float(v), group) and group is not None and not group.always:  # type: ignore[arg-type]
                     continue
@@ -311,6 +325,15 @@ class WindowBank:
     def get(self, estate: str, dev: str, metric: str) -> SeriesWindow | None:
         return self.series.get((estate, dev, metric))
 
-    def value(self, estate: str, dev: str, metric: str, agg: Aggregate, now: int) -> float | None:
+    def value(
+        self,
+        estate: str,
+        dev: str,
+        metric: str,
+        agg: Aggregate,
+        now: int,
+        whole: bool | None = None,
+    ) -> float | None:
+        """``SeriesWindow.aggregate`` of the series (None: no such series)."""
         w = self.series.get((estate, dev, metric))
-        return None if w is None else w.aggregate(agg, now)
+        return None if w is None else w.aggregate(agg, now, whole)

@@ -28,8 +28,9 @@ HOUR_MS = 3_600_000
 
 # sum: total over the window (precipitation); max/min/mean; count: samples in the window;
 # rate: change per hour from the first sample in the window to the last;
-# rate and mean are judged only over a full window (see SeriesWindow.full): a rate from a new
-# series' first two samples is noise, and every new estate got a spurious plan from it;
+# a rule's aggregate is judged only over a full window (SeriesWindow.full) unless more samples
+# cannot undo its hit (max/sum/count above, min below): a rate from a new series' first samples
+# is noise, every new estate got a spurious plan from it (issue 11); criteria: rate, mean only;
 # min_fall: fall of the trailing-24 h minimum over the window (cold wave: Tmin falls by N °C
 # within 24 h / 48 h), i.e. min(24 h ending window ago) - min(24 h ending now).
 AGGREGATES = frozenset({"sum", "max", "min", "mean", "count", "rate", "min_fall"})
@@ -38,6 +39,8 @@ _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
 # Samples appended in time order wait in a tail this long before joining the numpy arrays.
 _TAIL = 128
+# A bucket keeps at most this many samples: first, lowest, highest, last (see SeriesWindow).
+_PER_BUCKET = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +64,12 @@ class Aggregate:
 class SeriesWindow:
     """Time-ordered samples of one series covering at least ``horizon_ms``.
 
-    Bounded twice: by time (older samples are dropped as new ones arrive) and by
-    ``max_samples`` (a device reporting far faster than its kind's interval cannot grow it
-    without limit; the oldest samples go first).
+    Bounded by time (older samples are dropped) and by rate: a bucket of ``bucket_ms`` (the
+    kind's reporting interval) with more than ``_PER_BUCKET`` samples keeps its first, lowest,
+    highest (a NaN) and last; the dropped ones' sum and count go with the next kept one (the
+    prefix sums at a kept sample are unchanged). Every aggregate stays exact over windows on
+    bucket edges; only the bucket at a window's start may be off, and only above that rate.
+    At most ``_PER_BUCKET`` × horizon ÷ bucket samples at any rate (issue 15).
 
     Appending is cheap: samples in time order wait in a short tail (``array`` buffers, no numpy
     call per sample) and join the numpy arrays in one go when an aggregate is asked for or the
@@ -83,11 +89,15 @@ class SeriesWindow:
         "_end",
         "_log",
         "_loose",
+        "_ncum",
+        "_run_id",
+        "_run_n",
         "_start",
         "_tail_ts",
         "_tail_val",
         "_ts",
         "_val",
+        "bucket_ms",
         "hi",
         "horizon_ms",
         "lo",
@@ -99,13 +109,24 @@ class SeriesWindow:
         "since_ms",
     )
 
-    def __init__(self, horizon_ms: int, capacity: int = 64, max_samples: int = 200_000) -> None:
+    def __init__(
+        self,
+        horizon_ms: int,
+        capacity: int = 64,
+        max_samples: int = 200_000,
+        bucket_ms: int = 0,
+    ) -> None:
         self.horizon_ms = horizon_ms
         self.max_samples = max_samples
+        self.bucket_ms = bucket_ms  # 0: every sample kept
         self._ts: _I64 = np.zeros(capacity, dtype=np.int64)
         self._val: _F64 = np.zeros(capacity, dtype=np.float64)
         # _cum[i] = sum of _val[0..i]; rebuilt whenever the arrays are compacted.
         self._cum: _F64 = np.zeros(capacity, dtype=np.float64)
+        # _ncum[i] = how many samples _val[0..i] stand for; None while each stands for one.
+        self._ncum: _F64 | None = None
+        self._run_id: int | None = None  # the newest stored bucket, its samples kept
+        self._run_n = 0
         self._start = 0
         self._end = 0
         self._tail_ts = array("q")
@@ -214,7 +235,8 @@ class SeriesWindow:
         # A mean from the prefix sums of n samples is within (2n² + 2)·u·max|v| of the exact
         # mean of those samples (u = 2^-53, sequential sums); n: up to the next flush (the
         # tail and a device's log can hold up to _TAIL each).
-        n = self._end + 2 * _TAIL
+        ncum = self._ncum
+        n = (self._end if ncum is None else int(ncum[self._end - 1])) + 2 * _TAIL
         self._changed()
         self.mean_slack = (2.0 * n * n + 2.0) * 1.12e-16 * self._absmax
 
@@ -232,6 +254,17 @@ class SeriesWindow:
         if moved:
             self._make_room(k)
             end = self._end
+        full, b = False, self.bucket_ms
+        if b > 0:  # does a bucket get too many? (a Python loop: most flushes are short)
+            rid, rn = self._run_id, self._run_n
+            for t in tail_ts:
+                i = t // b
+                if i == rid:
+                    rn += 1
+                else:
+                    rid, rn = i, 1
+                full = full or rn > _PER_BUCKET
+            self._run_id, self._run_n = rid, rn
         stop = end + k
         # (No view of the tail buffers may outlive this: they could not be emptied then.)
         self._ts[end:stop] = np.frombuffer(tail_ts, dtype=np.int64)
@@ -244,7 +277,14 @@ class SeriesWindow:
         acc[1:] = self._val[end:stop]
         np.cumsum(acc, out=acc)
         self._cum[end:stop] = acc[1:]
+        ncum = self._ncum
+        if ncum is not None:
+            ncum[end:stop] = np.arange(1, k + 1) + (ncum[end - 1] if end > 0 else 0.0)
         self._end = stop
+        if full:
+            self._summarise(max(self._start, end - _PER_BUCKET))
+            self._recount()
+            stop = self._end
         if moved:  # the prefix sums were rebuilt: the envelope is made exact with them
             self._exact()
         n = stop - self._start
@@ -255,16 +295,70 @@ class SeriesWindow:
         self._drop_before(int(self._ts[stop - 1]) - self.horizon_ms)
         self._slack()
 
+    def _summarise(self, lo: int) -> None:
+        """At most ``_PER_BUCKET`` samples a bucket from ``lo`` on (that many before the new
+        ones: an earlier bucket is seen whole), the kept carrying the dropped's sums."""
+        e = self._end
+        ids = self._ts[lo:e] // self.bucket_ms
+        edges = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+        starts = np.concatenate(([0], edges))
+        ends = np.concatenate((edges, [e - lo]))
+        long = np.flatnonzero(ends - starts > _PER_BUCKET)
+        if not long.size:
+            return
+        if self._ncum is None:  # from now on samples may stand for more than one
+            self._ncum = np.zeros(self._ts.shape[0], dtype=np.float64)
+            self._ncum[:e] = np.arange(1, e + 1)
+        vals = self._val[lo:e]
+        keep = np.ones(e - lo, dtype=bool)
+        for r in long.tolist():
+            a, b = int(starts[r]), int(ends[r])
+            run = vals[a:b]
+            keep[a + 1 : b - 1] = False
+            nan = np.isnan(run)
+            if nan.all():
+                continue
+            if nan.any():
+                keep[a + int(np.argmax(nan))] = True  # a NaN stays: no bound holds
+            keep[a + int(np.nanargmin(run))] = True
+            keep[a + int(np.nanargmax(run))] = True
+        idx = np.flatnonzero(keep) + lo
+        n = idx.shape[0]
+        for arr in (self._ts, self._val, self._cum, self._ncum):
+            arr[lo : lo + n] = arr[idx]
+        self._end = lo + n
+
+    def _recount(self) -> None:
+        """The newest bucket's kept samples, from the arrays (the tail must be empty)."""
+        s, e, b = self._start, self._end, self.bucket_ms
+        self._run_id, self._run_n = None, 0
+        if b <= 0 or e <= s:
+            return
+        last = int(self._ts[e - 1]) // b
+        n = 0
+        while e - n > s and n <= _PER_BUCKET and int(self._ts[e - 1 - n]) // b == last:
+            n += 1
+        self._run_id, self._run_n = last, n
+
+    def _counts(self, i: int, j: int) -> float:  # how many samples i..j-1 stand for
+        ncum = self._ncum
+        if ncum is None or j <= i:
+            return float(j - i)
+        return float(ncum[j - 1] - (ncum[i - 1] if i > 0 else 0.0))
+
     def _insert_late(self, ts: int, value: float) -> None:
         # A replayed older sample (store-and-forward): rare, so rebuild the slice in order.
         self._flush()
         if self.since_ms is None or ts < self.since_ms:
             self.since_ms = ts
         s, e = self._start, self._end
-        i = s + int(np.searchsorted(self._ts[s:e], ts, side="right"))
-        ts_arr = np.insert(self._ts[s:e], i - s, ts)
-        val_arr = np.insert(self._val[s:e], i - s, value)
-        self._reset(ts_arr, val_arr)
+        i = int(np.searchsorted(self._ts[s:e], ts, side="right"))
+        ts_arr, val_arr, sums, counts = self._kept()
+        ts_arr = np.insert(ts_arr, i, ts)
+        val_arr = np.insert(val_arr, i, value)
+        if sums is not None and counts is not None:
+            sums, counts = np.insert(sums, i, value), np.insert(counts, i, 1.0)
+        self._reset(ts_arr, val_arr, sums, counts)
         self._exact()
         if self._end - self._start > self.max_samples:
             self._start = self._end - self.max_samples
@@ -272,22 +366,46 @@ class SeriesWindow:
             self._sync()
         self._drop_before(int(self._ts[self._end - 1]) - self.horizon_ms)
 
+    def _kept(self) -> tuple[_I64, _F64, _F64 | None, _F64 | None]:
+        """Copies of the kept samples' times, values, and sums and counts each stands for
+        (None: each its own value, once)."""
+        s, e = self._start, self._end
+        ts_arr, val_arr = self._ts[s:e].copy(), self._val[s:e].copy()
+        ncum = self._ncum
+        if ncum is None:
+            return ts_arr, val_arr, None, None
+        if s == 0:
+            counts, sums = np.diff(ncum[:e], prepend=0.0), np.diff(self._cum[:e], prepend=0.0)
+        else:
+            counts, sums = np.diff(ncum[s - 1 : e]), np.diff(self._cum[s - 1 : e])
+        one = counts == 1.0
+        sums[one] = val_arr[one]  # a sample standing for itself: its value, exactly
+        return ts_arr, val_arr, sums, counts
+
     def _make_room(self, k: int) -> None:
         s, e = self._start, self._end
         n = e - s
         cap = self._ts.shape[0]
         need = n + k
         new_cap = cap if need <= cap // 2 else max(2 * need, 64)
-        ts_arr, val_arr = self._ts[s:e].copy(), self._val[s:e].copy()
+        kept = self._kept()
         if new_cap != cap:
             self._ts = np.zeros(new_cap, dtype=np.int64)
             self._val = np.zeros(new_cap, dtype=np.float64)
             self._cum = np.zeros(new_cap, dtype=np.float64)
-        self._reset(ts_arr, val_arr)
+            self._ncum = None if self._ncum is None else np.zeros(new_cap, dtype=np.float64)
+        self._reset(*kept)
 
-    def _reset(self, ts_arr: _I64, val_arr: _F64) -> None:
-        """The arrays hold exactly these samples (the tail must be empty); the caller makes
-        the envelope exact (``_exact``) once the tail is in too."""
+    def _reset(
+        self,
+        ts_arr: _I64,
+        val_arr: _F64,
+        sums: _F64 | None = None,
+        counts: _F64 | None = None,
+    ) -> None:
+        """The arrays hold exactly these samples (the tail must be empty), each standing for
+        its sum and count if given; the caller makes the envelope exact (``_exact``) once the
+        tail is in too."""
         n = ts_arr.shape[0]
         if n > self._ts.shape[0]:
             cap = max(n * 2, 64)
@@ -296,8 +414,15 @@ class SeriesWindow:
             self._cum = np.zeros(cap, dtype=np.float64)
         self._ts[:n] = ts_arr
         self._val[:n] = val_arr
-        np.cumsum(val_arr, out=self._cum[:n])
+        np.cumsum(val_arr if sums is None else sums, out=self._cum[:n])
+        if counts is None:
+            self._ncum = None
+        else:
+            if self._ncum is None or self._ncum.shape[0] != self._ts.shape[0]:
+                self._ncum = np.zeros(self._ts.shape[0], dtype=np.float64)
+            np.cumsum(counts, out=self._ncum[:n])
         self._start, self._end = 0, n
+        self._recount()
 
     def _drop_before(self, cutoff: int) -> None:
         s, e = self._start, self._end
@@ -370,21 +495,25 @@ class SeriesWindow:
         before = self._cum[i - 1] if i > 0 else 0.0
         return float(self._cum[j - 1] - before)
 
-    def aggregate(self, agg: Aggregate, now: int) -> float | None:
+    def aggregate(self, agg: Aggregate, now: int, whole: bool | None = None) -> float | None:
         """The aggregate over the samples with ``now - window < ts <= now``; None if there is
-        nothing to aggregate (``sum`` and ``count`` are 0 then)."""
+        nothing to aggregate (``sum`` and ``count`` are 0 then), or if the window must be
+        whole and is not (``full``): ``whole`` True for every aggregate, False for none,
+        None (the criteria's default) for rate and mean only."""
         self._flush()
         fn = agg.fn
         i, j = self._bounds(now - agg.window_ms, now)
+        if whole is None:
+            whole = fn == "rate" or fn == "mean"
+        if whole and not self._whole(fn, i, j, agg.window_ms, now):
+            return None
         if fn == "sum":
             return self._sum(i, j)
         if fn == "count":
-            return float(j - i)
+            return self._counts(i, j)
         if fn == "min_fall":
             return self._min_fall(agg.window_ms, now)
         if j <= i:
-            return None
-        if (fn == "rate" or fn == "mean") and not self._full(i, agg.window_ms, now):
             return None
         vals = self._val[i:j]
         if fn == "max":
@@ -392,7 +521,7 @@ class SeriesWindow:
         if fn == "min":
             return float(vals.min())
         if fn == "mean":
-            return self._sum(i, j) / (j - i)
+            return self._sum(i, j) / self._counts(i, j)
         # rate, per hour
         dt = int(self._ts[j - 1] - self._ts[i])
         if dt <= 0:
@@ -407,11 +536,22 @@ class SeriesWindow:
         since = self.since_ms
         return since is not None and since <= start and int(self._ts[i]) - start <= window_ms // 2
 
+    def _whole(self, fn: str, i: int, j: int, window_ms: int, now: int) -> bool:
+        """Whether the window (samples i..j) is covered; min_fall compares the day ending a
+        window ago with the day ending now, and both days must be (a part of the earlier
+        day has a higher minimum: a fall too large)."""
+        if fn != "min_fall":
+            return j > i and self._full(i, window_ms, now)
+        then = now - window_ms
+        k, m = self._bounds(then - DAY_MS, then)
+        i, j = self._bounds(now - DAY_MS, now)
+        return m > k and j > i and self._full(k, DAY_MS, then) and self._full(i, DAY_MS, now)
+
     def full(self, agg: Aggregate, now: int) -> bool:
         """Whether ``agg`` over this series at ``now`` covers its whole window."""
         self._flush()
         i, j = self._bounds(now - agg.window_ms, now)
-        return j > i and self._full(i, agg.window_ms, now)
+        return self._whole(agg.fn, i, j, agg.window_ms, now)
 
     def _min_fall(self, window_ms: int, now: int) -> float | None:
         i, j = self._bounds(now - DAY_MS, now)
@@ -423,19 +563,34 @@ class SeriesWindow:
 
     # --- persistence ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
+        """Horizon, count, times, values; then the bucket width, and when some samples stand
+        for more than one, their sums and counts (older readers stop before those)."""
         self._flush()
-        s, e = self._start, self._end
-        head = struct.pack("<qq", self.horizon_ms, e - s)
-        return head + self._ts[s:e].tobytes() + self._val[s:e].tobytes()
+        times, values, sums, counts = self._kept()
+        parts = [struct.pack("<qq", self.horizon_ms, times.shape[0]), times.tobytes()]
+        parts += [values.tobytes(), struct.pack("<qq", self.bucket_ms, sums is not None)]
+        if sums is not None and counts is not None:
+            parts += [sums.tobytes(), counts.tobytes()]
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes, horizon_ms: int | None = None) -> SeriesWindow:
         stored_horizon, n = struct.unpack_from("<qq", data)
         w = cls(horizon_ms or stored_horizon, capacity=max(64, n * 2))
         off = 16
+
+        def f64(k: int) -> _F64:
+            return np.frombuffer(data, dtype=np.float64, count=n, offset=off + 8 * k * n).copy()
+
         ts_arr = np.frombuffer(data, dtype=np.int64, count=n, offset=off).copy()
-        val_arr = np.frombuffer(data, dtype=np.float64, count=n, offset=off + 8 * n).copy()
-        w._reset(ts_arr, val_arr)
+        val_arr = f64(1)
+        sums = counts = None
+        if len(data) >= off + 16 * n + 16:  # written with the bucket width
+            w.bucket_ms, merged = struct.unpack_from("<qq", data, off + 16 * n)
+            off += 16
+            if merged:
+                sums, counts = f64(2), f64(3)
+        w._reset(ts_arr, val_arr, sums, counts)
         w._exact()
         if n:
             w.since_ms = int(ts_arr[0])

@@ -387,8 +387,8 @@ def targets(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         (
             f"4: readings/s with {big:,} rules ÷ with {small}",
             f"{f['ratio']:.2f}",
-            "≥ 0.7",
-            verdict(f["ratio"] >= 0.7),
+            "≥ 0.8",
+            verdict(f["ratio"] >= 0.8),
         )
     ]
 

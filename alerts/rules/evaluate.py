@@ -18,16 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any
 
 from alerts.datafile import format_duration
 from alerts.rules.index import KindRules, RuleIndex, WindowGroup
 from alerts.rules.spec import Composite, EventCount, Rule, ValueTest
+from alerts.rules.window_tests import due_tests, gather, needs_whole, window_plan
 from alerts.window_bank import DeviceSeries, WindowBank
 from alerts.windows import Aggregate, SeriesWindow
 from protocol.messages import Event, Reading, Value
-
-_T = TypeVar("_T")
 
 __all__ = ["NO_DATA_INTERVALS", "DeviceClock", "Evaluator", "Signal"]
 
@@ -61,7 +60,7 @@ class DeviceClock:
     last_ms: int  # arrival of its newest message, wall clock
     data_ms: int = -1  # the newest data time it sent (-1: as last_ms)
     # The evaluator's cache: the device's window series along its kind's window plan (see
-    # _window_plan), so a reading finds them without lookups.
+    # window_plan), so a reading finds them without lookups.
     series: DeviceSeries[WindowGroup] | None = field(default=None, compare=False, repr=False)
 
 
@@ -69,6 +68,8 @@ class Evaluator:
     def __init__(self, windows: WindowBank, intervals_ms: Mapping[str, int]) -> None:
         self.windows = windows
         self.intervals_ms = intervals_ms
+        if not windows.intervals_ms:  # the windows' buckets: a kind's reporting interval
+            windows.intervals_ms = intervals_ms
         self.asserted: dict[str, set[SubjectKey]] = {}
         # How many held conditions each subject has: a subject with none skips quiet groups.
         self.held_count: dict[SubjectKey, int] = {}
@@ -149,7 +150,7 @@ class Evaluator:
             if kr is not None and kr.window_groups and not holding:
                 plan = kr.window_plan
                 if kr.window_plan_for is not tk or (tk is not None and len(tk) != len(plan or ())):
-                    plan = _window_plan(kr, tk)
+                    plan = window_plan(kr, tk)
                 if plan is not None:
                     device = clock.series
                     if device is None or device.plan is not plan:
@@ -208,7 +209,7 @@ class Evaluator:
         """Every window test on the reading's metrics, in rule order (a held device: some
         may clear); each aggregate is computed once however many rules test it."""
         m = r.metrics
-        cache: dict[tuple[str, Aggregate], float | None] = {}
+        cache: dict[tuple[str, Aggregate, bool], float | None] = {}
         for metric, test, rule in kr.windowed:
             if metric in m:
                 self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
@@ -221,9 +222,9 @@ class Evaluator:
         passed over (``WindowGroup.quiet``)."""
         todo: list[tuple[int, ValueTest, Rule]] | None = None
         for group, w in unsure:
-            tests = _due_tests(group, w, now)
+            tests = due_tests(group, w, now)
             if tests:
-                todo = _gather(todo, tests)
+                todo = gather(todo, tests)
         return todo
 
     def _window_candidates(
@@ -241,9 +242,9 @@ class Evaluator:
             w = series.get((estate, r.dev, metric))
             if w is None:
                 continue
-            tests = _due_tests(group, w, now)
+            tests = due_tests(group, w, now)
             if tests:
-                todo = _gather(todo, tests)
+                todo = gather(todo, tests)
         return todo
 
     def _windows_some(
@@ -257,7 +258,7 @@ class Evaluator:
         """These window tests, in rule order, each aggregate computed once."""
         if len(todo) > 1:
             todo.sort(key=itemgetter(0))
-        cache: dict[tuple[str, Aggregate], float | None] = {}
+        cache: dict[tuple[str, Aggregate, bool], float | None] = {}
         for _pos, test, rule in todo:
             self._window_test(rule, test, estate, r.dev, r.kind, gateway, r.ts, out, cache)
 
@@ -271,18 +272,19 @@ class Evaluator:
         gateway: str | None,
         now: int,
         out: list[Signal],
-        cache: dict[tuple[str, Aggregate], float | None] | None = None,
+        cache: dict[tuple[str, Aggregate, bool], float | None] | None = None,
     ) -> None:
         agg = test.agg
         assert agg is not None
+        whole = needs_whole(test)  # (issue 11: no judgement on a part window that may undo it)
         if cache is None:
-            v = self.windows.value(estate, dev, test.metric, agg, now)
+            v = self.windows.value(estate, dev, test.metric, agg, now, whole)
         else:
-            ck = (test.metric, agg)
+            ck = (test.metric, agg, whole)
             if ck in cache:
                 v = cache[ck]
             else:
-                v = cache[ck] = self.windows.value(estate, dev, test.metric, agg, now)
+                v = cache[ck] = self.windows.value(estate, dev, test.metric, agg, now, whole)
         if v is None:
             return
         key = (estate, dev)
@@ -339,9 +341,9 @@ class Evaluator:
                 quiet = gate.quiet
                 if quiet is not None and quiet(v):
                     continue
-            todo = _gather(todo, gate.members)
+            todo = gather(todo, gate.members)
         if kr.ungated:
-            todo = _gather(todo, kr.ungated)
+            todo = gather(todo, kr.ungated)
         if todo is None:
             return
         if len(todo) > 1:
@@ -358,7 +360,7 @@ class Evaluator:
         value = self.windows.value
         for p in comp.parts:
             v = (
-                value(estate, dev, p.metric, p.agg, now)
+                value(estate, dev, p.metric, p.agg, now, needs_whole(p))
                 if p.agg is not None
                 else latest.get(p.metric)
             )
@@ -382,7 +384,7 @@ class Evaluator:
         values: dict[str, Value] = {}
         for p in comp.parts:
             v = (
-                self.windows.value(estate, dev, p.metric, p.agg, now)
+                self.windows.value(estate, dev, p.metric, p.agg, now, needs_whole(p))
                 if p.agg is not None
                 else latest.get(p.metric)
             )
@@ -552,43 +554,6 @@ class Evaluator:
             c = rule.condition
             if isinstance(c, EventCount | Composite) or (isinstance(c, ValueTest) and c.agg):
                 self._timed[(rule.id, estate, subject)] = (rule, c)
-
-
-def _window_plan(
-    kr: KindRules, tracked: dict[str, int] | None
-) -> list[tuple[int, str, WindowGroup | None]] | None:
-    """The kind's tracked metrics (in the bank's order) with their window group, cached on
-    ``kr`` for this ``tracked`` (the bank replaces it on retrack; ``track`` only adds, which
-    the caller sees by its size); None when some group's metric is not tracked (then the
-    general path runs)."""
-    plan: list[tuple[int, str, WindowGroup | None]] | None = None
-    if tracked is not None:
-        groups = dict(kr.window_groups)
-        if groups.keys() <= tracked.keys():
-            plan = [(i, metric, groups.get(metric)) for i, metric in enumerate(tracked)]
-    kr.window_plan, kr.window_plan_for = plan, tracked
-    return plan
-
-
-def _gather(todo: list[_T] | None, more: Iterable[_T]) -> list[_T]:
-    """``todo`` and ``more``: a list is made only once something is due (the quiet path
-    allocates none)."""
-    if todo is None:
-        return list(more)
-    todo.extend(more)
-    return todo
-
-
-def _due_tests(
-    group: WindowGroup, w: SeriesWindow, now: int
-) -> Sequence[tuple[int, ValueTest, Rule]]:
-    """The group's tests to run on series ``w``: all of them, or only those that must always
-    run when the series' bounds (tightened once if loose) keep every aggregate quiet."""
-    if group.always is not group.tests and (
-        group.quiet(w, now) or (w.tighten() and group.quiet(w, now))
-    ):
-        return group.always
-    return group.tests
 
 
 def _value_detail(test: ValueTest, v: Value, ts: int) -> dict[str, Any]:

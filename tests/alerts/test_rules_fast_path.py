@@ -265,9 +265,11 @@ def test_an_aggregate_is_computed_once_for_all_its_rules(
     calls = []
     real = SeriesWindow.aggregate
 
-    def counting(self: SeriesWindow, agg: Aggregate, now: int) -> float | None:
+    def counting(
+        self: SeriesWindow, agg: Aggregate, now: int, whole: bool | None = None
+    ) -> float | None:
         calls.append(agg)
-        return real(self, agg, now)
+        return real(self, agg, now, whole)
 
     monkeypatch.setattr(SeriesWindow, "aggregate", counting)
     out: list[Signal] = []
