@@ -122,6 +122,22 @@ def run_env(data: Path, ep: MqttEndpoint, api_port: int, token: str, **more: str
     }
 
 
+def managed_run_env(data: Path, api_port: int, token: str, **more: str) -> dict[str, str]:
+    """The environment of an `estatewatch run` over ``data`` with the broker it starts itself
+    (its managed Mosquitto on a free port): what a user's plain `estatewatch run` does."""
+    env = {
+        **os.environ,
+        "ESTATEWATCH_DATA_DIR": str(data),
+        "ESTATEWATCH_BROKER_PORT": str(free_port()),
+        "ESTATEWATCH_API_PORT": str(api_port),
+        "ESTATEWATCH_ADMIN_TOKEN": token,
+        "ESTATEWATCH_LOG_LEVEL": "WARNING",
+        **more,
+    }
+    env.pop("ESTATEWATCH_MQTT_URL", None)
+    return env
+
+
 def start_run(env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`estatewatch run` as a process of its own (to be killed), its output dropped."""
     return subprocess.Popen(

@@ -21,7 +21,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.service import Service
-from tests.support import mosquittos_over, run_env, seed_state, start_run, stop_run, waiter
+from tests.support import (
+    managed_run_env,
+    mosquittos_over,
+    run_env,
+    seed_state,
+    start_run,
+    stop_run,
+    waiter,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -319,15 +327,7 @@ def test_killed_three_times_with_its_own_broker_loses_no_reading(tmp_path: Path)
     data = tmp_path / "data"
     token = "durability-admin-token-0123456789"
     api_port = free_port()
-    env = {
-        **os.environ,
-        "ESTATEWATCH_DATA_DIR": str(data),
-        "ESTATEWATCH_BROKER_PORT": str(free_port()),
-        "ESTATEWATCH_API_PORT": str(api_port),
-        "ESTATEWATCH_ADMIN_TOKEN": token,
-        "ESTATEWATCH_LOG_LEVEL": "WARNING",
-    }
-    env.pop("ESTATEWATCH_MQTT_URL", None)
+    env = managed_run_env(data, api_port, token)
     conf = data / "broker" / "mosquitto.conf"
     api = httpx.Client(
         base_url=f"http://127.0.0.1:{api_port}",

@@ -31,7 +31,7 @@ from tests.integration.test_durability import (
     registered_publisher,
     stored,
 )
-from tests.support import mosquittos_over, waiter
+from tests.support import managed_run_env, mosquittos_over, waiter
 
 pytestmark = pytest.mark.integration
 
@@ -139,15 +139,7 @@ def test_service_killed_under_load_leaves_no_writer_and_loses_nothing(tmp_path: 
     data = tmp_path / "data"
     token = "store-process-admin-token-0123456789"
     api_port = free_port()
-    env = {
-        **os.environ,
-        "ESTATEWATCH_DATA_DIR": str(data),
-        "ESTATEWATCH_BROKER_PORT": str(free_port()),
-        "ESTATEWATCH_API_PORT": str(api_port),
-        "ESTATEWATCH_ADMIN_TOKEN": token,
-        "ESTATEWATCH_LOG_LEVEL": "WARNING",
-    }
-    env.pop("ESTATEWATCH_MQTT_URL", None)
+    env = managed_run_env(data, api_port, token)
     env.pop("ESTATEWATCH_INGEST_STORE_PROCESS", None)
     telemetry = data / "telemetry.db"
     api = httpx.Client(
