@@ -470,9 +470,11 @@ class TelemetryWriter:
             )
 
     def _fold_latest(self) -> None:
-        """Fold rows appended since the last fold into ``latest``, in SQL: SQLite takes num and
-        txt from the row holding max(ts). At most once per latest_interval_s under load, so a
-        series updated many times in that while is written once; run at start too, so a crash
+        """Fold rows appended since the last fold into ``latest``, in SQL: per series the row of
+        the newest ts and, of rows with that ts (two states in one second of a panel's clock),
+        the one stored last (a bare ``max(ts)`` column would take either). At most once per
+        latest_interval_s under load, so a series updated many times in that while is written
+        once; run at start too, so a crash
         loses nothing of "now". An older reading replayed from a gateway's buffer never
         overwrites a newer one."""
         done = self.conn.execute(
@@ -481,8 +483,10 @@ class TelemetryWriter:
         last = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
         self.conn.execute(
             "INSERT INTO latest (series, ts, num, txt) "
-            "SELECT series, max(ts), num, txt FROM readings WHERE rowid > ? AND rowid <= ? "
-            "GROUP BY series ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, "
+            "SELECT series, ts, num, txt FROM (SELECT series, ts, num, txt, row_number() OVER "
+            "(PARTITION BY series ORDER BY ts DESC, rowid DESC) AS newest FROM readings "
+            "WHERE rowid > ? AND rowid <= ?) WHERE newest = 1 "
+            "ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, "
             "num = excluded.num, txt = excluded.txt WHERE excluded.ts >= latest.ts",
             (done[0] if done else 0, last),
         )

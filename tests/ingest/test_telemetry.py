@@ -48,6 +48,23 @@ def test_an_older_reading_replayed_later_does_not_overwrite_now(tmp_path: Path) 
     assert TelemetryReader(path).count_readings() == 2
 
 
+def test_two_states_in_one_second_now_is_the_later(tmp_path: Path) -> None:
+    """A fire panel's status word changes twice within a second (its clock has whole seconds):
+    both rows carry the same time, and "now" is the one that came second, whether the two
+    arrive in one message or in two commits folded together."""
+    for interval in (0.0, 3600.0):
+        path = tmp_path / f"t{interval}.db"
+        w = TelemetryWriter(path, latest_interval_s=interval)
+        word = [Reading("panel", "fire_panel", 7000, {"status_word": v}) for v in (1, 3)]
+        w.write([EstateBatch("e1", "g", readings=word)])
+        w.write(hydrant_h1(7000, 0.2))
+        w.write(hydrant_h1(7000, 0.25))
+        w.flush_latest()
+        now = TelemetryReader(path).latest("e1")
+        assert now["panel"]["status_word"] == (7000, 3.0)
+        assert now["h-1"]["pressure_mpa"] == (7000, 0.25)
+
+
 def test_series_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     w = TelemetryWriter(path)
