@@ -95,7 +95,7 @@ class Broker(Protocol):
     name: str
     enforces_credentials: bool
     binds_client_ids: bool  # a gateway can connect only with its own client id
-    restarts: int  # times the supervisor restarted a broker that died
+    restarts: int  # times the supervisor found the broker dead and started another
 
     @property
     def endpoint(self) -> MqttEndpoint: ...  # how the service itself connects
@@ -454,12 +454,14 @@ class ManagedMosquitto:
                         _tail(self.log_path),
                     )
                     self._proc = None
+                    # counted when its death is seen, before the new one listens: the service's
+                    # clients reconnect within a quarter second of that, /healthz with them
+                    self.restarts += 1
                 try:
                     self._launch()
                 except (RuntimeError, OSError) as exc:
                     log.error("Mosquitto did not restart (%s); trying again in %.0f s", exc, delay)
                 else:
-                    self.restarts += 1
                     delay = 1.0
                     continue
             self._stopped.wait(delay)
