@@ -35,11 +35,10 @@ one of them only, never to both.
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import lru_cache
 
-from protocol.topics import Channel, gateway_prefix
+from protocol.topics import Channel, estate_slot, gateway_prefix
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -66,7 +65,7 @@ def partition_of(estate: str, partitions: int = DEFAULT_PARTITIONS) -> int:
     """The partition of an estate: crc32 of its id mod the partition count."""
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1, not {partitions}")
-    return zlib.crc32(estate.encode()) % partitions
+    return estate_slot(estate, partitions)
 
 
 def estates_of(

@@ -7,7 +7,6 @@ process subscribes to the topics of the estates whose id hashes to it.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,11 @@ from typing import Any
 from ingest.model import ChartQuery
 from ingest.telemetry import RawSource, TelemetryReader
 from protocol.messages import Value
+from protocol.topics import estate_slot
 
 
 def shard_of(estate: str, shards: int) -> int:
-    return zlib.crc32(estate.encode()) % shards if shards > 1 else 0
+    return estate_slot(estate, shards)
 
 
 def estate_subscriptions(estate: str, root: str) -> list[str]:

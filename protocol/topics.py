@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -52,6 +53,13 @@ class GatewayTopic:
 # Channels the service listens to; cmd is the service's own output.
 _SERVICE_CHANNELS = (Channel.TELEMETRY, Channel.EVENTS, Channel.STATUS, Channel.CMD_ACK)
 _CHANNELS_BY_VALUE = {c.value: c for c in Channel}
+
+
+def estate_slot(estate: str, slots: int) -> int:
+    """Which of ``slots`` an estate falls in: crc32 of its id (stable across processes and
+    hosts, unlike ``hash()``). Ingest shards and cluster partitions both split by it, and the
+    API nodes route actions by it, so there is one."""
+    return zlib.crc32(estate.encode()) % slots if slots > 1 else 0
 
 
 def is_valid_id(value: str) -> bool:
