@@ -122,6 +122,31 @@ def run_env(data: Path, ep: MqttEndpoint, api_port: int, token: str, **more: str
     }
 
 
+class SeqsSeen:
+    """A commit listener keeping the seq of every message handed to it (thread-safe): what the
+    rules were fed, to check each message reached them once."""
+
+    def __init__(self) -> None:
+        self._seqs: list[int] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, deliveries: Any) -> None:
+        with self._lock:
+            self._seqs.extend(d.seq for d in deliveries if d.seq is not None)
+
+    def __contains__(self, seq: int) -> bool:
+        with self._lock:
+            return seq in self._seqs
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seqs)
+
+    def sorted(self) -> list[int]:
+        with self._lock:
+            return sorted(self._seqs)
+
+
 def managed_run_env(data: Path, api_port: int, token: str, **more: str) -> dict[str, str]:
     """The environment of an `estatewatch run` over ``data`` with the broker it starts itself
     (its managed Mosquitto on a free port): what a user's plain `estatewatch run` does."""

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.service import Service
 from tests.support import (
+    SeqsSeen,
     managed_run_env,
     mosquittos_over,
     run_env,
@@ -285,14 +286,8 @@ def test_counters_agree_for_valid_duplicate_and_bad_messages(service: Service) -
 
 def test_listeners_see_each_message_once(service: Service) -> None:
     """Rules are fed from the commit, so a duplicate must not reach them a second time."""
-    seen: list[int] = []
-    lock = threading.Lock()
-
-    def listener(deliveries: Any) -> None:
-        with lock:
-            seen.extend(d.seq for d in deliveries if d.seq is not None)
-
-    service.ingest.add_listener(listener)
+    seen = SeqsSeen()
+    service.ingest.add_listener(seen)
     pub = registered_publisher(service, "监听测试小区")
     try:
         pub.publish(range(1, 11))
@@ -301,14 +296,9 @@ def test_listeners_see_each_message_once(service: Service) -> None:
         # sentinel sent after the repeats reaches it only once the repeats' commit was handed on.
         pub.publish(range(11, 12))
 
-        def sentinel_seen() -> bool:
-            with lock:
-                return 11 in seen
-
-        wait_for(sentinel_seen, 20, "the sentinel at the listener")
+        wait_for(lambda: 11 in seen, 20, "the sentinel at the listener")
         assert service.ingest.stats.committed_messages >= 14
-        with lock:
-            assert sorted(seen) == list(range(1, 12))
+        assert seen.sorted() == list(range(1, 12))
     finally:
         pub.close()
 

@@ -10,11 +10,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +29,7 @@ from tests.integration.test_durability import (
     registered_publisher,
     stored,
 )
-from tests.support import managed_run_env, mosquittos_over, waiter
+from tests.support import SeqsSeen, managed_run_env, mosquittos_over, waiter
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +68,8 @@ def test_writer_process_killed_under_load_loses_and_repeats_nothing(service: Ser
     writer = service.telemetry_writer
     assert isinstance(writer, StoreProcess)  # the default: `estatewatch run` splits
     telemetry = writer.path
-    seen: list[int] = []
-    lock = threading.Lock()
-
-    def listener(deliveries: Any) -> None:
-        with lock:
-            seen.extend(d.seq for d in deliveries if d.seq is not None)
-
-    service.ingest.add_listener(listener)
+    seen = SeqsSeen()
+    service.ingest.add_listener(seen)
     pub = registered_publisher(service, "写入进程测试小区")
     kills = 0
     try:
@@ -94,8 +86,7 @@ def test_writer_process_killed_under_load_loses_and_repeats_nothing(service: Ser
             wait_for(lambda p=pid: writer.alive() and writer.pid != p, 20, "a new writer")
         assert_each_once(telemetry, 400)
         wait_for(lambda: len(seen) >= 400, 20, "the listeners")
-        with lock:
-            assert sorted(seen) == list(range(1, 401))
+        assert seen.sorted() == list(range(1, 401))
         assert kills == 3 and writer.restarts >= 3
         assert service.ingest.stats.duplicates == 0
         assert store_processes(telemetry) == [writer.pid]
