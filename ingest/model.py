@@ -4,8 +4,9 @@ so the pipeline imports no database code."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from protocol.messages import Event, Reading
 
@@ -48,3 +49,21 @@ class ChartQuery:
     to_ms: int
     max_points: int
     interval_ms: int
+
+
+class NotOwner(RuntimeError):
+    """This process no longer owns these estates (a scaled-out worker lost their partition's
+    lease, issue 16): the transaction that raised it rolls back, and what it carried for them
+    is neither acknowledged nor kept in memory; their next owner takes it from the broker."""
+
+    def __init__(self, estates: Collection[str], why: str) -> None:
+        self.estates = frozenset(estates)
+        super().__init__(
+            f"not the owner of {', '.join(sorted(self.estates)) or 'no estate'}: {why}"
+        )
+
+
+# Called first inside a commit's transaction (a SQLAlchemy ``Connection``) with the estates it
+# writes for; raises NotOwner when this process may no longer commit for one of them (the
+# scaled-out worker's lease check, in the same transaction as the writes it guards).
+Fence = Callable[[Any, Collection[str]], None]
