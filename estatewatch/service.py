@@ -11,7 +11,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import CancelledError
 from datetime import UTC
 from typing import Any, TypeVar
@@ -39,7 +39,8 @@ from api.owners import OwnerParts, OwnerRouter, serve
 from api.users import UserStore
 from cluster.owner import PartitionOwner
 from cluster.owners import shard_address, shard_owner
-from cluster.pg import LeaseStore, lease_engine
+from cluster.partitions import partition_of
+from cluster.pg import LeaseLost, LeaseStore, lease_engine
 from estatewatch.broker import Broker, BrokerFolderBusy, choose_port, local_broker, port_is_free
 from estatewatch.datafiles import check_data_files, state_opened
 from estatewatch.owner_link import OwnerLink
@@ -49,6 +50,7 @@ from ingest.datafiles import explain_corruption, sqlite_path
 from ingest.directory import estate_records, offline_gateways
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
+from ingest.model import NotOwner
 from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import SchemaBusy, StateStore
@@ -307,6 +309,21 @@ class Service:
 
     def _partition_lost(self, partition: int) -> None:
         log.info("partition %d is no longer ours", partition)
+
+    def _fence_commit(self, conn: sa.Connection, estates: Collection[str]) -> None:
+        """The first statement of a commit that writes for ``estates`` (the telemetry store's
+        dedup book, the alert engine's alarm state): with partitions, check this worker's lease
+        on each of their partitions inside that transaction; NotOwner (the caller rolls back)
+        when one is no longer held. Without partitions every commit is this process's own."""
+        if self.partitions is None:
+            return
+        count = self.settings.partitions
+        for partition in sorted({partition_of(e, count) for e in estates}):
+            try:
+                self.partitions.fence(conn, partition)
+            except LeaseLost as exc:
+                lost = [e for e in estates if partition_of(e, count) == partition]
+                raise NotOwner(lost, str(exc)) from exc
 
     def _every(self, job: Callable[[], object], job_id: str, **interval: float) -> None:
         """A periodic job that runs one at a time; runs missed while it was busy are one run."""
