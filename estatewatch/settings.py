@@ -363,6 +363,14 @@ def _check_partitions(settings: Settings) -> None:
             f"partitions={settings.partitions} keeps its leases in the state database, which "
             "must then be PostgreSQL (ESTATEWATCH_DATABASE_URL=postgresql://…), not SQLite"
         )
+    if settings.partitions and settings.timeseries_backend != "victoriametrics":
+        # cluster mode: no host reads another's files, so readings go to a store all reach
+        raise SettingsError(
+            f"partitions={settings.partitions} keeps telemetry in a networked store that every "
+            'node reads: set timeseries = "victoriametrics" and victoriametrics_url '
+            "(ESTATEWATCH_TIMESERIES=victoriametrics, "
+            "ESTATEWATCH_VICTORIAMETRICS_URL=http://…:8428)"
+        )
 
 
 TIMESERIES_BACKENDS = ("sqlite", "influxdb", "victoriametrics")

@@ -36,7 +36,11 @@ def test_partitions_need_postgresql_and_a_renewal_below_half_the_ttl(database_ur
 
 
 def test_ingest_workers_claim_share_and_hand_over_partitions(
-    database_url: str, mosquitto: ManagedMosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database_url: str,
+    mosquitto: ManagedMosquitto,
+    victoriametrics: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Two ingest workers as `run --role ingest --shard I` builds them from its environment
     (in this process: two processes' start-up would cost this test most of its time)."""
@@ -55,6 +59,9 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
                 ESTATEWATCH_LEASE_RENEW_S="1",
                 ESTATEWATCH_WORKER_ID=f"worker-{name}",
                 ESTATEWATCH_INGEST_SHARDS="2",  # ingest still by shard: their own MQTT sessions
+                # cluster mode keeps telemetry in a networked store (ingest.net_telemetry)
+                ESTATEWATCH_TIMESERIES="victoriametrics",
+                ESTATEWATCH_VICTORIAMETRICS_URL=victoriametrics,
             )
             services[name] = Service(load_settings(None, env), role="ingest", shard=shard)
             services[name].start()

@@ -5,16 +5,24 @@ node reads back "now", events, gateway health and charts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Collection, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import paho.mqtt.client as mqtt
 import pytest
 import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion
 
+from estatewatch.broker import ManagedMosquitto, free_port
+from estatewatch.service import Service
+from estatewatch.settings import SettingsError, load_settings
 from ingest.influx import InfluxTelemetrySink
 from ingest.model import ChartQuery, EstateBatch, NotOwner
 from ingest.net_telemetry import (
@@ -29,11 +37,14 @@ from ingest.schema import create_engine
 from ingest.victoria import VictoriaMetricsReader
 from protocol.catalog import default_catalog
 from protocol.messages import Event, Reading
+from tests.support import run_env, waiter
 
 pytestmark = pytest.mark.integration
 CAT = default_catalog()
 PG = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 MINUTE = 60_000
+TOKEN = "test-admin-token-0123456789"
+wait_for = waiter(every=0.2)
 
 
 def flush(url: str) -> None:
@@ -312,3 +323,115 @@ def test_latest_events_health_and_charts_read_back_from_any_node(
     # 30 + 1 hydrant values, the lift's two metrics (its text state too)
     assert reader.count_readings("e6") == 33
     engine.dispose()
+
+
+def test_cluster_mode_needs_victoriametrics(tmp_path: Path) -> None:
+    env = {
+        "ESTATEWATCH_PARTITIONS": "8",
+        "ESTATEWATCH_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/any",
+    }
+    with pytest.raises(SettingsError, match=r"networked store.*ESTATEWATCH_TIMESERIES"):
+        load_settings(None, env)
+    vm = {
+        "ESTATEWATCH_TIMESERIES": "victoriametrics",
+        "ESTATEWATCH_VICTORIAMETRICS_URL": "http://vm:8428",
+    }
+    assert load_settings(None, {**env, **vm}).raw_store_url == "http://vm:8428"
+
+
+@PG
+def test_an_api_node_reads_what_a_worker_process_stored(
+    database_url: str, mosquitto: ManagedMosquitto, victoriametrics: str, tmp_path: Path
+) -> None:
+    """A `run --role ingest` worker (its own process, its own data dir) stores a gateway's
+    readings; an API-role Service with another data dir answers their latest values and chart
+    from PostgreSQL and VictoriaMetrics alone."""
+    cluster = {
+        "ESTATEWATCH_DATABASE_URL": database_url,
+        "ESTATEWATCH_PARTITIONS": "4",
+        "ESTATEWATCH_LEASE_TTL_S": "3",
+        "ESTATEWATCH_LEASE_RENEW_S": "1",
+        "ESTATEWATCH_TIMESERIES": "victoriametrics",
+        "ESTATEWATCH_VICTORIAMETRICS_URL": victoriametrics,
+        "ESTATEWATCH_COMMIT_INTERVAL_MS": "50",
+    }
+    api_env = run_env(tmp_path / "api", mosquitto.endpoint, free_port(), TOKEN, **cluster)
+    api = Service(load_settings(None, api_env), role="api")
+    worker_port = free_port()
+    worker_env = run_env(tmp_path / "worker", mosquitto.endpoint, worker_port, TOKEN, **cluster)
+    log = tmp_path / "worker.log"
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        api.start()
+        http = httpx.Client(
+            base_url=api.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+        assert http.post("/api/v1/estates", json={"id": "e7", "name": "东苑"}).status_code == 201
+        assert http.post("/api/v1/estates/e7/gateways", json={"id": "gw-01"}).status_code == 201
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "estatewatch.cli", "run", "--role", "ingest", "--shard", "0"],
+            env=worker_env,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+        )
+
+        def worker_ready() -> bool:
+            assert worker is not None and worker.poll() is None, log.read_text()
+            try:
+                body = httpx.get(f"http://127.0.0.1:{worker_port}/healthz", timeout=2).json()
+            except httpx.HTTPError:
+                return False
+            # it owns every partition (its commits pass the fence) and hears every estate
+            held = body.get("partitions", {}).get("held")
+            return bool(held == [0, 1, 2, 3] and body["ingest"]["estates"] == "all")
+
+        wait_for(worker_ready, 60, "the worker to hold the partitions")
+        creds = mosquitto.issue_gateway_credentials("e7", "gw-01", "estates")
+        assert creds is not None
+        now = int(time.time() * 1000)
+        samples = [(now - 20 * MINUTE + i * MINUTE, round(0.3 + i / 100, 2)) for i in range(20)]
+        body = {
+            "v": 1,
+            "gw": "gw-01",
+            "seq": 1,
+            "sent": now,
+            "readings": [
+                {"dev": "b1-hydrant-1", "kind": "fire_hydrant", "ts": t, "m": {"pressure_mpa": v}}
+                for t, v in samples
+            ],
+        }
+        gw = mqtt.Client(CallbackAPIVersion.VERSION2)
+        gw.username_pw_set(creds.username, creds.password)
+        gw.connect(creds.host, creds.port)
+        gw.loop_start()
+        gw.publish("estates/e7/gw/gw-01/telemetry", orjson.dumps(body), 1).wait_for_publish(10)
+        gw.loop_stop()
+        gw.disconnect()
+
+        def now_shown() -> Any:
+            items = http.get("/api/v1/estates/e7/devices").json()["items"]
+            return items and items[0]["metrics"].get("pressure_mpa")
+
+        assert wait_for(now_shown, 30, "the API node to show the hydrant") == samples[-1][1]
+        flush(victoriametrics)
+        chart = http.get(
+            "/api/v1/estates/e7/devices/b1-hydrant-1/telemetry",
+            params={"metric": "pressure_mpa", "from": now - 21 * MINUTE, "to": now},
+        )
+        assert chart.status_code == 200, chart.text
+        assert chart.json()["resolution"] == "raw"
+        assert [(p["ts"], p["value"]) for p in chart.json()["points"]] == samples
+        (gateway,) = http.get("/api/v1/estates/e7/gateways").json()["items"]
+        assert (gateway["max_seq"], gateway["lost_messages"], gateway["duplicates"]) == (1, 0, 0)
+        # nothing of the worker's data dir was read: the API node has no telemetry file
+        assert not list((tmp_path / "api").glob("telemetry*.db"))
+        assert not list((tmp_path / "worker").glob("telemetry*.db"))
+        assert http.get("/healthz").json()["timeseries"]["state"] == "up"
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        api.stop()
