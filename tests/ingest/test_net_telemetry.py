@@ -211,6 +211,28 @@ def test_a_fence_that_says_not_the_owner_rolls_the_whole_write_back(
 
 
 @PG
+def test_retention_forgets_old_seqs_and_keeps_the_book(
+    database_url: str, sink: InfluxTelemetrySink
+) -> None:
+    """The hourly retention job trims the stored seqs by commit (wall) time, as the SQLite
+    store's, in chunks; the gateways' book (max seq, gaps, duplicates) stays."""
+    now = int(time.time() * 1000)
+    store = NetworkTelemetryStore(database_url, sink)
+    store.write([hydrant_batch("e8", seq, now - seq, 0.3) for seq in (1, 2, 4)])
+    store.purge(now - 86_400_000, 0)  # a day ago: nothing is that old
+    assert table_counts(database_url)["telemetry_message_seqs"] == 3
+    assert store.purge(int(time.time() * 1000) + 1, 0) == 0  # no raw row is deleted here
+    counts = table_counts(database_url)
+    assert (counts["telemetry_message_seqs"], counts["telemetry_gateway_seqs"]) == (0, 1)
+    # the book still knows seq 3 is missing and 4 is the newest: 3 fills the gap, 5 is new
+    assert store.find_duplicates([hydrant_batch("e8", 3, now, 0.3)]) == set()
+    result = store.write([hydrant_batch("e8", 3, now, 0.3), hydrant_batch("e8", 5, now, 0.3)])
+    assert result.duplicates == set()
+    assert store.gateway_lost() == {("e8", "gw-01"): 0}
+    store.close()
+
+
+@PG
 def test_a_stale_duplicate_check_is_judged_again_under_the_gateways_lock(
     database_url: str, sink: InfluxTelemetrySink, victoriametrics: str
 ) -> None:
