@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cluster.partitions import partition_of
 from estatewatch.broker import ManagedMosquitto, free_port
 from estatewatch.service import Service
 from estatewatch.settings import SettingsError, load_settings
@@ -457,3 +458,54 @@ def test_an_api_node_reads_what_a_worker_process_stored(
             except subprocess.TimeoutExpired:
                 worker.kill()
         api.stop()
+
+
+@PG
+def test_a_workers_store_is_fenced_by_its_partition_leases(
+    database_url: str, mosquitto: ManagedMosquitto, victoriametrics: str, tmp_path: Path
+) -> None:
+    """`run --role ingest` in cluster mode writes through this store with the service's lease
+    check as its fence: once another worker holds the estate's partition at a newer epoch, the
+    old one's write raises NotOwner and leaves nothing in PostgreSQL."""
+    env = run_env(
+        tmp_path,
+        mosquitto.endpoint,
+        free_port(),
+        TOKEN,
+        ESTATEWATCH_DATABASE_URL=database_url,
+        ESTATEWATCH_PARTITIONS="4",
+        ESTATEWATCH_LEASE_TTL_S="3",
+        ESTATEWATCH_LEASE_RENEW_S="1",
+        ESTATEWATCH_TIMESERIES="victoriametrics",
+        ESTATEWATCH_VICTORIAMETRICS_URL=victoriametrics,
+    )
+    svc = Service(load_settings(None, env), role="ingest")
+    try:
+        svc.start()
+        assert isinstance(svc.telemetry_writer, NetworkTelemetryStore)
+        owner = svc.partitions
+        assert owner is not None
+        wait_for(lambda: len(owner.held) == 4, 30, "the worker to hold every partition")
+        now = int(time.time() * 1000)
+        assert svc.telemetry_writer.write([hydrant_batch("e9", 1, now - 1, 0.3)]).readings == 1
+        part = partition_of("e9", 4)
+        engine = create_engine(database_url)
+        with engine.begin() as conn:  # another worker took the partition over
+            conn.execute(
+                sa.text(
+                    "UPDATE cluster_leases SET owner = 'worker-b', epoch = epoch + 1, "
+                    "expires_at = clock_timestamp() + interval '1 hour' WHERE partition = :p"
+                ),
+                {"p": part},
+            )
+        with pytest.raises(NotOwner) as raised:
+            svc.telemetry_writer.write([hydrant_batch("e9", 2, now, 0.4)])
+        assert raised.value.estates == {"e9"}
+        reader = NetworkTelemetryReader(
+            engine, VictoriaMetricsReader(victoriametrics), lambda e, d: "fire_hydrant"
+        )
+        assert reader.gateway_health("e9")["gw-01"]["max_seq"] == 1
+        assert reader.latest("e9") == {"b1-hydrant-1": {"pressure_mpa": (now - 1, 0.3)}}
+        engine.dispose()
+    finally:
+        svc.stop()
