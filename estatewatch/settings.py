@@ -135,7 +135,8 @@ class Settings:
             "help": "partitions the estates hash into, owned by `run --role ingest` workers "
             "through leases in the state database (PostgreSQL): workers claim, rebalance and "
             "take over partitions by themselves; fixed for a deployment's life (e.g. 64); "
-            "0: off, the --shard split above"
+            "telemetry then lives in PostgreSQL and VictoriaMetrics, which every node reads "
+            '(needs timeseries = "victoriametrics"); 0: off, the --shard split above'
         },
     )
     lease_ttl_s: int = field(
