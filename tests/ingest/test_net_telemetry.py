@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,39 @@ def test_a_fence_that_says_not_the_owner_rolls_the_whole_write_back(
         "telemetry_gateway_seqs": 2,
         "telemetry_message_seqs": 2,
     }
+    store.close()
+
+
+class FlakySink:
+    """A raw store that refuses writes while ``down`` (as an unreachable VictoriaMetrics)."""
+
+    def __init__(self, real: InfluxTelemetrySink) -> None:
+        self.real, self.down, self.calls = real, True, 0
+
+    def write(self, batches: Sequence[EstateBatch]) -> int:
+        self.calls += 1
+        if self.down:
+            raise OSError("connection refused")
+        return self.real.write(batches)
+
+
+@PG
+def test_a_failed_raw_write_commits_nothing(
+    database_url: str, sink: InfluxTelemetrySink, victoriametrics: str
+) -> None:
+    """The raw write runs beside the transaction; the commit waits for it, and when it fails
+    the transaction rolls back: the seqs never say "stored" for points the store lacks."""
+    now = int(time.time() * 1000)
+    flaky = FlakySink(sink)
+    store = NetworkTelemetryStore(database_url, flaky)
+    batch = hydrant_batch("e10", 1, now, 0.3)
+    with pytest.raises(OSError, match="refused"):
+        store.write([batch])
+    assert set(table_counts(database_url).values()) == {0}
+    flaky.down = False  # the recorder tries the same batch again
+    assert store.write([batch]).duplicates == set()
+    assert [t for _, t, _ in exported(victoriametrics, "e10")] == [now]
+    assert flaky.calls == 2
     store.close()
 
 
