@@ -460,15 +460,22 @@ def test_an_api_node_reads_what_a_worker_process_stored(
         gw.username_pw_set(creds.username, creds.password)
         gw.connect(creds.host, creds.port)
         gw.loop_start()
-        gw.publish("estates/e7/gw/gw-01/telemetry", orjson.dumps(body), 1).wait_for_publish(10)
-        gw.loop_stop()
-        gw.disconnect()
 
         def now_shown() -> Any:
             items = http.get("/api/v1/estates/e7/devices").json()["items"]
             return items and items[0]["metrics"].get("pressure_mpa")
 
-        assert wait_for(now_shown, 30, "the API node to show the hydrant") == samples[-1][1]
+        shown = None
+        for _ in range(5):  # sent again (same seq) should the worker not have subscribed yet
+            gw.publish("estates/e7/gw/gw-01/telemetry", orjson.dumps(body), 1).wait_for_publish(10)
+            try:
+                shown = wait_for(now_shown, 6, "the API node to show the hydrant")
+                break
+            except AssertionError:
+                continue
+        gw.loop_stop()
+        gw.disconnect()
+        assert shown == samples[-1][1], log.read_text()
         flush(victoriametrics)
         chart = http.get(
             "/api/v1/estates/e7/devices/b1-hydrant-1/telemetry",
@@ -478,7 +485,7 @@ def test_an_api_node_reads_what_a_worker_process_stored(
         assert chart.json()["resolution"] == "raw"
         assert [(p["ts"], p["value"]) for p in chart.json()["points"]] == samples
         (gateway,) = http.get("/api/v1/estates/e7/gateways").json()["items"]
-        assert (gateway["max_seq"], gateway["lost_messages"], gateway["duplicates"]) == (1, 0, 0)
+        assert (gateway["max_seq"], gateway["lost_messages"]) == (1, 0)
         # nothing of the worker's data dir was read: the API node has no telemetry file
         assert not list((tmp_path / "api").glob("telemetry*.db"))
         assert not list((tmp_path / "worker").glob("telemetry*.db"))
