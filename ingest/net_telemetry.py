@@ -353,9 +353,15 @@ class NetworkTelemetryStore:
     def purge(self, raw_before_ms: int, minute_rollups_before_ms: int) -> int:
         """Forget the seqs committed (wall time) before ``raw_before_ms``, in chunks; raw
         readings are the time-series store's to keep or drop (its own retention). Returns 0: no
-        raw row is deleted here."""
+        raw row is deleted here. Every worker runs it hourly over all estates: one at a time
+        (an advisory lock; a worker that finds it taken leaves the work to the holder), so two
+        never delete the same rows in different orders (a deadlock)."""
         while True:
             with self.engine.begin() as conn:
+                if not conn.execute(
+                    sa.text("SELECT pg_try_advisory_xact_lock(hashtext('telemetry_purge'))")
+                ).scalar_one():
+                    return 0
                 old = (
                     sa.select(message_seqs.c.estate, message_seqs.c.gateway, message_seqs.c.seq)
                     .where(message_seqs.c.committed_ms < raw_before_ms)

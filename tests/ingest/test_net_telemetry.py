@@ -255,6 +255,12 @@ def test_retention_forgets_old_seqs_and_keeps_the_book(
     store.write([hydrant_batch("e8", seq, now - seq, 0.3) for seq in (1, 2, 4)])
     store.purge(now - 86_400_000, 0)  # a day ago: nothing is that old
     assert table_counts(database_url)["telemetry_message_seqs"] == 3
+    other = create_engine(database_url)
+    with other.begin() as conn:  # another worker is purging: this one leaves it to that one
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('telemetry_purge'))"))
+        store.purge(int(time.time() * 1000) + 1, 0)
+        assert table_counts(database_url)["telemetry_message_seqs"] == 3
+    other.dispose()
     assert store.purge(int(time.time() * 1000) + 1, 0) == 0  # no raw row is deleted here
     counts = table_counts(database_url)
     assert (counts["telemetry_message_seqs"], counts["telemetry_gateway_seqs"]) == (0, 1)
