@@ -28,7 +28,6 @@ Nothing is cached but a bounded map of the gateways' lost-message counts for ``/
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -46,8 +45,6 @@ from ingest.seqs import GatewaySeqs, Verdict, load_missing, missing_count
 from ingest.telemetry import PreparedRows, RawSink, WriteResult
 from protocol.clock import now_ms
 from protocol.messages import Value
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
@@ -162,22 +159,20 @@ def _key_filter(columns: Sequence[sa.ColumnElement[Any]], keys: Collection[tuple
 
 
 def _load_book(conn: Connection, keys: Collection[GatewayKey], lock: bool) -> _Book:
-    if not keys:
-        return {}
-    q = (
-        sa.select(gateway_seqs)
-        .where(_key_filter((gateway_seqs.c.estate, gateway_seqs.c.gateway), keys))
-        .order_by(gateway_seqs.c.estate, gateway_seqs.c.gateway)
-    )
-    if lock:
-        q = q.with_for_update()
-    return {
-        (r.estate, r.gateway): (
-            GatewaySeqs(r.max_seq, load_missing(r.missing), r.untracked_lost),
-            r.duplicates,
+    """The book rows of ``keys`` (``lock``: FOR UPDATE, in key order, chunk after chunk)."""
+    book: _Book = {}
+    for chunk in _chunks(sorted(keys)):
+        q = (
+            sa.select(gateway_seqs)
+            .where(_key_filter((gateway_seqs.c.estate, gateway_seqs.c.gateway), chunk))
+            .order_by(gateway_seqs.c.estate, gateway_seqs.c.gateway)
         )
-        for r in conn.execute(q)
-    }
+        if lock:
+            q = q.with_for_update()
+        for r in conn.execute(q):
+            seqs = GatewaySeqs(r.max_seq, load_missing(r.missing), r.untracked_lost)
+            book[(r.estate, r.gateway)] = (seqs, r.duplicates)
+    return book
 
 
 def _judge(conn: Connection, batches: Sequence[EstateBatch], book: _Book) -> set[int]:
