@@ -275,14 +275,20 @@ class NetworkTelemetryStore:
         sent = {i for i, b in enumerate(batches) if i not in guess and b.readings}
         # The raw write runs on the sink's thread while this one prepares the transaction; the
         # commit waits for it (the points are in before the seqs say "stored").
-        raw = self._raw.submit(self.raw_sink.write, [batches[i] for i in sorted(sent)])
+        # None: no readings (an events commit goes straight to its transaction)
+        raw = (
+            self._raw.submit(self.raw_sink.write, [batches[i] for i in sorted(sent)])
+            if sent
+            else None
+        )
         try:
             return self._commit(batches, sent, raw)
         finally:
-            wait([raw])  # failed or fenced: never two raw writes at once
+            if raw is not None:
+                wait([raw])  # failed or fenced: never two raw writes at once
 
     def _commit(
-        self, batches: Sequence[EstateBatch], sent: set[int], raw: Future[int]
+        self, batches: Sequence[EstateBatch], sent: set[int], raw: Future[int] | None
     ) -> WriteResult:
         committed = now_ms()  # wall time, for retention of the seqs
         with self.engine.begin() as conn:
@@ -318,7 +324,8 @@ class NetworkTelemetryStore:
                         for (e, g), (seqs, count) in sorted(touched.items())
                     ],
                 )
-            raw.result()  # raises the sink's error: the transaction rolls back
+            if raw is not None:
+                raw.result()  # raises the sink's error: the transaction rolls back
             late = [batches[i] for i, b in enumerate(batches) if i not in dups and i not in sent]
             if any(b.readings for b in late):  # judged stored before, not now (seqs purged)
                 self.raw_sink.write([b for b in late if b.readings])
