@@ -307,23 +307,7 @@ class NetworkTelemetryStore:
             ]
             for chunk in _chunks(seq_rows):
                 conn.execute(pg_insert(message_seqs).on_conflict_do_nothing(), list(chunk))
-            if touched:
-                conn.execute(
-                    gateway_seqs.update()
-                    .where(gateway_seqs.c.estate == sa.bindparam("k_estate"))
-                    .where(gateway_seqs.c.gateway == sa.bindparam("k_gateway")),
-                    [
-                        {
-                            "k_estate": e,
-                            "k_gateway": g,
-                            "max_seq": seqs.max_seq,
-                            "missing": seqs.missing_json(),
-                            "untracked_lost": seqs.untracked_lost,
-                            "duplicates": count,
-                        }
-                        for (e, g), (seqs, count) in sorted(touched.items())
-                    ],
-                )
+            self._save_book(conn, touched, book)
             if raw is not None:
                 raw.result()  # raises the sink's error: the transaction rolls back
             late = [batches[i] for i, b in enumerate(batches) if i not in dups and i not in sent]
@@ -405,6 +389,35 @@ class NetworkTelemetryStore:
                 ],
             )
         return _load_book(conn, keys, lock=True)
+
+    @staticmethod
+    def _save_book(
+        conn: Connection, touched: dict[GatewayKey, tuple[GatewaySeqs, int]], before: _Book
+    ) -> None:
+        """Write the changed book rows; a gateway's gaps (up to ~40 KB of JSON) only when they
+        changed: one with open gaps that sends on in order changes only its max_seq."""
+        full, counts = [], []
+        for (e, g), (seqs, count) in sorted(touched.items()):
+            row = {
+                "k_estate": e,
+                "k_gateway": g,
+                "max_seq": seqs.max_seq,
+                "untracked_lost": seqs.untracked_lost,
+                "duplicates": count,
+            }
+            old = before.get((e, g))
+            if old is not None and old[0].missing == seqs.missing:
+                counts.append(row)
+            else:
+                full.append({**row, "missing": seqs.missing_json()})
+        for rows in (full, counts):
+            if rows:
+                conn.execute(
+                    gateway_seqs.update()
+                    .where(gateway_seqs.c.estate == sa.bindparam("k_estate"))
+                    .where(gateway_seqs.c.gateway == sa.bindparam("k_gateway")),
+                    rows,
+                )
 
     @staticmethod
     def _book_after(

@@ -211,6 +211,36 @@ def test_a_fence_that_says_not_the_owner_rolls_the_whole_write_back(
     store.close()
 
 
+@PG
+def test_the_gap_book_survives_in_order_sends_and_a_late_fill(
+    database_url: str, sink: InfluxTelemetrySink, victoriametrics: str
+) -> None:
+    """A gap stays open while the gateway sends on in order (its gaps are then not rewritten)
+    and closes when the missing message arrives late, as a next owner reads it."""
+    now = int(time.time() * 1000)
+    store = NetworkTelemetryStore(database_url, sink)
+    reader = NetworkTelemetryReader(
+        store.engine, VictoriaMetricsReader(victoriametrics), lambda e, d: "fire_hydrant"
+    )
+
+    def health() -> tuple[int, int, int]:
+        h = reader.gateway_health("e11")["gw-01"]
+        return h["max_seq"], h["lost_messages"], h["duplicates"]
+
+    store.write([hydrant_batch("e11", 1, now - 9, 0.3), hydrant_batch("e11", 4, now - 8, 0.3)])
+    assert health() == (4, 2, 0)
+    store.write([hydrant_batch("e11", 5, now - 7, 0.3)])  # in order: the gaps unchanged
+    store.write([hydrant_batch("e11", 6, now - 6, 0.3), hydrant_batch("e11", 6, now - 6, 0.3)])
+    assert health() == (6, 2, 1)
+    store.write([hydrant_batch("e11", 3, now - 5, 0.3)])  # a replay fills one
+    store.close()
+    successor = NetworkTelemetryStore(database_url, sink)
+    offered = [hydrant_batch("e11", seq, now, 0.3) for seq in range(1, 8)]
+    assert successor.find_duplicates(offered) == {0, 2, 3, 4, 5}  # seqs 2 and 7 are new
+    assert health() == (6, 1, 1)
+    successor.close()
+
+
 class FlakySink:
     """A raw store that refuses writes while ``down`` (as an unreachable VictoriaMetrics)."""
 
