@@ -117,9 +117,9 @@ def test_a_takeover_finds_the_first_owners_seqs_and_stores_nothing_twice(
     assert b.find_duplicates(replay) == {0, 1, 2}
     result = b.write(replay)
     assert (result.readings, result.duplicates) == (1, {0, 1, 2})
-    # one point per reading in the store, though seqs 1-3 were offered twice
+    # one point per reading in VictoriaMetrics, though seqs 1-3 reached the store twice
     points = exported(victoriametrics, "e1")
-    assert [t for _, t, _ in points] == sorted(b.readings[0].ts for b in replay)
+    assert [t for _, t, _ in points] == sorted(m.readings[0].ts for m in replay)
     # the book moved with the database: seq 4 is missing, three duplicates were refused
     reader = NetworkTelemetryReader(
         b.engine, VictoriaMetricsReader(victoriametrics), lambda e, d: "fire_hydrant"
