@@ -5,6 +5,7 @@ node reads back "now", events, gateway health and charts."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cluster.partitions import partition_of
 from estatewatch.broker import ManagedMosquitto, free_port
-from estatewatch.service import Service
+from estatewatch.service import Service, StartupError
 from estatewatch.settings import SettingsError, load_settings
 from ingest.influx import InfluxTelemetrySink
 from ingest.model import ChartQuery, EstateBatch, NotOwner
@@ -429,6 +430,25 @@ def test_cluster_mode_needs_victoriametrics(tmp_path: Path) -> None:
         "ESTATEWATCH_VICTORIAMETRICS_URL": "http://vm:8428",
     }
     assert load_settings(None, {**env, **vm}).raw_store_url == "http://vm:8428"
+
+
+@PG
+def test_a_worker_built_in_code_without_victoriametrics_refuses_to_start(
+    database_url: str, mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    """Settings files and the environment are checked when loaded; a Settings made in code
+    reaches the service, which says what to set instead of writing telemetry to its disk."""
+    env = run_env(
+        tmp_path, mosquitto.endpoint, free_port(), TOKEN, ESTATEWATCH_DATABASE_URL=database_url
+    )
+    settings = dataclasses.replace(load_settings(None, env), partitions=4)
+    svc = Service(settings, role="ingest")
+    try:
+        with pytest.raises(StartupError, match='timeseries = "victoriametrics"'):
+            svc.start()
+    finally:
+        svc.stop()
+    assert not list(tmp_path.glob("telemetry*.db"))
 
 
 @PG
