@@ -337,14 +337,14 @@ class AlertEngine:
                 rec.inhibitor.observe_status(a.estate, a.gateway, online=False)
         rec.evaluator.restore(held)
         clocks = rec.evaluator.clocks
-        for estate, dev, kind, gw, last in rec.store.clocks(estates):
+        for estate, dev, kind, gw, last, data in rec.store.clocks(estates):
             known = clocks.get((estate, dev))
             if keep(estate) and (known is None or known.last_ms < last):
-                clocks[(estate, dev)] = DeviceClock(kind, gw, last)
+                clocks[(estate, dev)] = DeviceClock(kind, gw, last, data)
         series = rec.windows.series
-        for estate, dev, metric, data in rec.store.windows(estates):
+        for estate, dev, metric, blob in rec.store.windows(estates):
             if keep(estate) and (estate, dev, metric) not in series:
-                series[(estate, dev, metric)] = SeriesWindow.from_bytes(data)
+                series[(estate, dev, metric)] = SeriesWindow.from_bytes(blob)
         self._refresh_shared(now)
         plan_book = rec.plan_book
         plan_book.load(
@@ -441,7 +441,7 @@ class AlertEngine:
             for dev in devices:
                 c = clocks.get((b.estate, dev))
                 if c is not None:
-                    out[(b.estate, dev)] = (c.kind, c.gateway, c.last_ms)
+                    out[(b.estate, dev)] = (c.kind, c.gateway, c.last_ms, c.data_ms)
 
     def _observe(
         self,
@@ -546,7 +546,7 @@ class AlertEngine:
         """Deadman clocks and window samples, so a restart resumes them (not per reading)."""
         since = -1 if everything else self._last_snapshot
         clocks = [
-            (e, d, c.kind, c.gateway, c.last_ms)
+            (e, d, c.kind, c.gateway, c.last_ms, c.data_ms)
             for (e, d), c in self.rec.evaluator.clocks.items()
             if c.last_ms > since
         ]

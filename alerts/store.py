@@ -54,7 +54,8 @@ from ingest.schema import migrate_schema
 T = TypeVar("T")
 AnyOf = Sequence[str] | None  # any of these values; None or empty: all
 Estates = Collection[str] | None  # only these estates (a user's); None: all
-ClockRow = tuple[str, str, str, str, int]  # estate, device, kind, gateway, last_ms
+# estate, device, kind, gateway, last_ms (arrival, wall clock), data_ms (-1: not known)
+ClockRow = tuple[str, str, str, str, int, int]
 
 __all__ = ["SCHEMA_VERSION", "AlertStore", "StoreBatch", "alarms", "metadata", "schema_version"]
 
@@ -133,8 +134,8 @@ class StoreBatch:
     drills: dict[str, Drill] = field(default_factory=dict)
     drill_clocks: dict[tuple[str, str], int] = field(default_factory=dict)  # -> last_ms
     # Deadman clocks written with the step (a scaled-out worker's: its successor continues
-    # them), (estate, device) -> (kind, gateway, last_ms)
-    clocks: dict[tuple[str, str], tuple[str, str, int]] = field(default_factory=dict)
+    # them), (estate, device) -> (kind, gateway, last_ms, data_ms)
+    clocks: dict[tuple[str, str], tuple[str, str, int, int]] = field(default_factory=dict)
 
     def merge(self, later: StoreBatch) -> None:
         """Fold a later batch into this one (the later state of an object wins)."""
@@ -296,9 +297,7 @@ class AlertStore:
                 {"estate": e, "plan": p, "last_ms": ms} for (e, p), ms in batch.drill_clocks.items()
             ]
             upsert(conn, drill_clocks, clocks, ["estate", "plan"])
-            self._upsert_clocks(
-                conn, [(e, d, k, g, ms) for (e, d), (k, g, ms) in batch.clocks.items()]
-            )
+            self._upsert_clocks(conn, [(e, d, *c) for (e, d), c in batch.clocks.items()])
 
     def _save(
         self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str], owned: bool = False
@@ -455,7 +454,7 @@ class AlertStore:
     def _upsert_clocks(conn: Connection, rows: Sequence[ClockRow]) -> None:
         """A clock only moves forward: an older one (a snapshot racing the step's write, a
         predecessor's) never overwrites a newer one."""
-        keys = ("estate", "device", "kind", "gateway", "last_ms")
+        keys = ("estate", "device", "kind", "gateway", "last_ms", "data_ms")
         newest: dict[tuple[str, str], ClockRow] = {}
         for r in rows:
             old = newest.get((r[0], r[1]))
@@ -481,8 +480,12 @@ class AlertStore:
     def clocks(self, estates: Estates = None) -> list[ClockRow]:
         q = _scoped(sa.select(device_clocks), device_clocks, None, estates)
         return [
-            (r["estate"], r["device"], r["kind"], r["gateway"], r["last_ms"]) for r in self._rows(q)
-        ]
+            (
+                r["estate"], r["device"], r["kind"], r["gateway"], r["last_ms"],
+                -1 if r["data_ms"] is None else r["data_ms"],
+            )
+            for r in self._rows(q)
+        ]  # fmt: skip
 
     def save_windows(self, rows: Iterable[tuple[str, str, str, bytes]], now: int) -> None:
         data = [

@@ -173,6 +173,25 @@ def test_a_pending_for_alarm_fires_on_its_successor_on_time_once(
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_backlogged_devices_timer_runs_on_its_data_time_on_the_successor(
+    database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    def low_behind(site: Site) -> None:  # a gateway replaying its buffer, 3 minutes behind
+        ts = clock.now - 3 * MINUTE
+        site.deliver(readings=[Reading("h1", "fire_hydrant", ts, {"pressure_mpa": 0.05})])
+
+    got, _ = _compare(
+        make_engine, sqlite_url, database_url, clock, {0: low_behind}, 8 * MINUTE, SECOND,
+        kill_at=MINUTE, adopt_at=MINUTE + 30 * SECOND,
+    )  # fmt: skip
+    (alarm,) = got["alarms"]
+    # 5 minutes of the device's own time after it started: reached 5 minutes after it was
+    # heard, not 2 (as the wall clock alone would have it)
+    assert got["told"]["control_room"] == [("firing", START + 5 * MINUTE)]
+    assert alarm["fired_ms"] == START + 2 * MINUTE
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_silent_devices_deadman_clock_runs_on_on_its_successor(
     database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
 ) -> None:
