@@ -49,7 +49,7 @@ from alerts.silences import SilenceBook
 from alerts.store import AlertStore
 from alerts.weather import BUNDLED_CRITERIA, Criteria, WeatherBoard, load_criteria
 from alerts.weather.levels import check_criteria
-from alerts.weather_plans import Readings, judge_stations
+from alerts.weather_plans import Readings, judge_stations, observe_station
 from alerts.window_bank import WindowBank
 from alerts.windows import SeriesWindow
 from alerts.zones import BUNDLED_ZONES, EstateProfile, load_zones
@@ -345,6 +345,12 @@ class AlertEngine:
         for estate, dev, metric, blob in rec.store.windows(estates):
             if keep(estate) and (estate, dev, metric) not in series:
                 series[(estate, dev, metric)] = SeriesWindow.from_bytes(blob)
+        # The weather stations' levels from their windows, before the next weather period
+        # judges the estates' plans (with none, it would lower them).
+        for (estate, dev), c in list(clocks.items()):
+            observed = rec.weather.observed.get(estate, {})
+            if c.kind == rec.criteria.kind and keep(estate) and dev not in observed:
+                observe_station(rec, estate, dev, c.data_ms if c.data_ms >= 0 else now)
         self._refresh_shared(now)
         plan_book = rec.plan_book
         plan_book.load(

@@ -212,6 +212,25 @@ def test_a_silent_devices_deadman_clock_runs_on_on_its_successor(
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_weather_plan_goes_on_with_its_stations_levels_on_the_successor(
+    database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    def snow(mm: float) -> Callable[[Site], None]:
+        return lambda s: s.reading("ws-01", "weather_station", snow_mm=mm, temp_c=-8.0)
+
+    # 0.5 mm every 10 minutes for 200 minutes: the snowstorm plan steps up to orange (Ⅱ)
+    inputs: Inputs = {i * 10 * MINUTE: snow(0.5) for i in range(20)}
+    inputs |= {i * 10 * MINUTE: snow(0.0) for i in range(20, 30)}
+    got, _ = _compare(
+        make_engine, sqlite_url, database_url, clock, inputs, 300 * MINUTE, 10 * SECOND,
+        kill_at=125 * MINUTE, adopt_at=126 * MINUTE,
+    )  # fmt: skip
+    (plan,) = got["plans"]
+    steps = [(action, level) for _, action, level in plan["timeline"] if action != "task_overdue"]
+    assert steps == [("activated", "Ⅳ"), ("raised", "Ⅲ"), ("raised", "Ⅱ"), ("below", "Ⅱ")]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_escalation_steps_and_overdue_tasks_continue_on_the_successor(
     database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
 ) -> None:
