@@ -295,6 +295,24 @@ def test_waiting_commands_survive_a_restart_and_time_out_after_it(state: StateSt
     assert again.get(answered["id"])["state"] == "acknowledged"
 
 
+def test_a_worker_adopting_an_estate_takes_up_its_waiting_commands(state: StateStore) -> None:
+    clock = Clock()
+    first, _, _ = make_desk(state, clock)
+    cmd = first.send("e1", "ebc-1", "socket.power_off", "", "zhang")
+    successor, _, told = make_desk(state, clock)  # started owning nothing of e1
+    assert successor.book.waiting == {}
+    successor.adopt({"e1"})
+    successor.adopt({"e1"})
+    assert set(successor.book.waiting) == {cmd["id"]}
+    successor.release({"e1"})  # and given up again: forgotten, nothing written
+    assert successor.book.waiting == {} and successor.get(cmd["id"])["state"] == "sent"
+    successor.adopt({"e1"})
+    clock.now = T0 + 30_000
+    successor.tick()  # its deadline stands on the new owner
+    assert successor.get(cmd["id"])["state"] == "timed_out"
+    assert [t["action"] for t in told] == ["timed_out"]
+
+
 def test_an_answer_reaches_a_process_that_did_not_send_the_command(state: StateStore) -> None:
     clock = Clock()
     sender, _, _ = make_desk(state, clock)
