@@ -267,9 +267,14 @@ class AlertEngine:
         if not wanted:
             return
         with self.rec.lock:
+            new = {e for e in wanted if not self.rec.owns(e)}
             self._gone -= wanted
             self._adopted |= wanted
-            self._load(wanted, self.rec.clock())
+            try:
+                self._load(wanted, self.rec.clock())
+            except BaseException:
+                self.release(new)  # not half of them (the caller may try again)
+                raise
 
     def release(self, estates: Collection[str]) -> None:
         """Drop everything in memory of these estates (alarms, held conditions, deadman
@@ -407,10 +412,11 @@ class AlertEngine:
     # --- the stream ----------------------------------------------------------------------------
     def on_committed(self, deliveries: Sequence[Delivery]) -> None:
         """Ingest's commit listener: evaluate what was just stored."""
-        if self._gone:  # released estates' data is their next owner's
-            deliveries = [d for d in deliveries if (d.estate or "") not in self._gone]
 
         def step(now: int, ch: Changes) -> None:
+            nonlocal deliveries
+            if self._gone:  # released estates' data is their next owner's (under the lock)
+                deliveries = [d for d in deliveries if (d.estate or "") not in self._gone]
             # When the data reached us, on the engine's own clock: the wall clock in service
             # (ingest's receipt a moment ago), a simulated one in a replay run faster than real
             # time, so deadman clocks and "late" compare times of one clock.

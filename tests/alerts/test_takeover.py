@@ -392,3 +392,26 @@ def test_release_drops_an_estate_and_adopt_takes_it_back_as_it_was(
     engine.tick()
     fired = [a for a in site.open_alarms() if a["rule"] == "hydrant-pressure-low"]
     assert [(a["state"], a["fired_ms"]) for a in fired] == [("firing", clock.now)]
+
+
+def test_an_adoption_the_database_refuses_leaves_nothing_half_loaded(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = make_engine(sqlite_url, fence=_always_owner)
+    Site(first, clock).reading("p1", "fire_pump", fault=True, running=False, auto=True)
+    Site(first, clock, estate="e2").reading("p1", "fire_pump", fault=True, running=False)
+    successor = make_engine(sqlite_url, fence=_always_owner, owns=lambda _e: False)
+    successor.adopt({"e2"})
+
+    def away(*_args: Any) -> list[Any]:
+        raise sa.exc.OperationalError("SELECT", {}, Exception("the database is away"))
+
+    monkeypatch.setattr(successor.store, "active_activations", away)
+    with pytest.raises(sa.exc.SQLAlchemyError):
+        successor.adopt({"e1", "e2"})
+    # e1 (new) is not half there; e2 (held already) stays
+    assert {a.estate for a in successor.alarms.open.values()} == {"e2"}
+    assert not successor.owns("e1") and successor.owns("e2")
+    monkeypatch.undo()
+    successor.adopt({"e1"})
+    assert {a.estate for a in successor.alarms.open.values()} == {"e1", "e2"}
