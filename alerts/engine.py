@@ -46,7 +46,7 @@ from alerts.records import ChangeListener, Records
 from alerts.rules.evaluate import DeviceClock, Evaluator, Signal
 from alerts.rules.loader import BUNDLED_RULES, RuleFileError, RuleSet, load_rules
 from alerts.silences import SilenceBook
-from alerts.store import AlertStore
+from alerts.store import AlertStore, ClockRow
 from alerts.weather import BUNDLED_CRITERIA, Criteria, WeatherBoard, load_criteria
 from alerts.weather.levels import check_criteria
 from alerts.weather_plans import Readings, judge_stations, observe_station
@@ -164,7 +164,9 @@ class AlertEngine:
         now = clock()
         store = AlertStore(engine, fence)
         store.migrate(now)
-        self._write_clocks = fence is not None
+        # With a fence (a scaled-out worker), the deadman clocks heard since the last flush,
+        # written every deadman period: a successor continues from them (not a snapshot).
+        self._dirty: set[tuple[str, str]] | None = set() if fence is not None else None
         # Estates adopted and not released since: this engine's, and estates released and not
         # adopted since: not, whatever ``owns`` says (until the service's view catches up).
         self._adopted: set[str] = set()
@@ -207,7 +209,7 @@ class AlertEngine:
 
     def _set_clocks(self, now: int, startup_grace_ms: int) -> None:
         """When each periodic part of the tick last ran."""
-        self._last_weather = self._last_purge = self._last_snapshot = now
+        self._last_weather = self._last_purge = self._last_snapshot = self._last_flush = now
         # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
         # restored from the last snapshot call devices silent.
         self._last_deadman = now + startup_grace_ms - self.every.deadman_ms
@@ -310,6 +312,8 @@ class AlertEngine:
             _drop_keys(self._station_judged, gone)
             _drop_keys(self._drills.last, gone)
             _drop_keys(self._drills.due, gone)
+            if self._dirty:
+                self._dirty -= {k for k in self._dirty if k[0] in gone}
             rec.forget_unwritten(gone)
         if dropped:
             log.info("alerts: released %s (%d alarms)", ", ".join(sorted(gone)), len(dropped))
@@ -424,8 +428,8 @@ class AlertEngine:
             stations: Readings = {}
             arrivals: list[tuple[str, Any]] = []  # (estate, technician-arrived event)
             self._observe(deliveries, now, signals, stations, arrivals)
-            if self._write_clocks:
-                self._clocks_moved(deliveries, ch)
+            if self._dirty is not None:
+                self._heard(deliveries, self._dirty)
             self._apply(signals, now, ch)
             for estate, e in arrivals:
                 arrival_event(self.rec, estate, e, ch)
@@ -441,19 +445,53 @@ class AlertEngine:
         except NotOwner as exc:
             log.info("alerts: %s: released", exc)
 
-    def _clocks_moved(self, deliveries: Sequence[Delivery], ch: Changes) -> None:
-        """The deadman clocks these deliveries moved, to store with the step (a successor
-        continues them from there)."""
-        clocks, out = self.rec.evaluator.clocks, ch.batch.clocks
+    @staticmethod
+    def _heard(deliveries: Sequence[Delivery], dirty: set[tuple[str, str]]) -> None:
+        """The devices these deliveries moved the deadman clocks of."""
         for d in deliveries:
             b = d.batch
-            if b is None:
-                continue
-            devices = {r.dev for r in b.readings} | {e.dev for e in b.events}
-            for dev in devices:
-                c = clocks.get((b.estate, dev))
-                if c is not None:
-                    out[(b.estate, dev)] = (c.kind, c.gateway, c.last_ms, c.data_ms)
+            if b is not None:
+                estate = b.estate
+                dirty.update([(estate, r.dev) for r in b.readings])
+                if b.events:
+                    dirty.update([(estate, e.dev) for e in b.events])
+
+    def _dirty_clocks(self) -> list[ClockRow]:
+        """The deadman clocks heard since the last flush (under the lock), to write apart."""
+        dirty, clocks = self._dirty, self.rec.evaluator.clocks
+        if not dirty:
+            return []
+        rows = [
+            (e, d, c.kind, c.gateway, c.last_ms, c.data_ms)
+            for e, d in dirty
+            if (c := clocks.get((e, d))) is not None
+        ]
+        dirty.clear()
+        return rows
+
+    def _flush_clocks(self, rows: list[ClockRow]) -> None:
+        """Write them (fenced; estates refused are released), outside the lock: one
+        transaction per deadman period, not one per commit. The successor's clocks are at most
+        that far behind, and it checks them at that period anyway."""
+        try:
+            self._save_owned(lambda: self.rec.store.save_clocks(rows), rows)
+        except sa.exc.SQLAlchemyError:
+            log.exception("alerts: could not write deadman clocks; will retry")
+            with self.rec.lock:
+                if self._dirty is not None:
+                    self._dirty.update((r[0], r[1]) for r in rows if r[0] not in self._gone)
+
+    def _save_owned(self, save: Callable[[], None], *rows: list[Any]) -> None:
+        """Run a fenced write of rows (each starting with its estate); estates the fence refuses
+        are released and the write runs again without them."""
+        for _ in range(3):
+            try:
+                save()
+                return
+            except NotOwner as exc:
+                self.release(exc.estates)
+                for r in rows:
+                    r[:] = [x for x in r if x[0] not in exc.estates]
 
     def _observe(
         self,
@@ -510,13 +548,19 @@ class AlertEngine:
         """Everything that depends on time alone; the scheduler runs it every second."""
         rec = self.rec
         self._step(self._tick)
+        heard: list[ClockRow] = []
         with rec.lock:
             now = rec.clock()
             if now - self._last_snapshot >= self.every.snapshot_ms:
                 self._snapshot(now)
+            elif self._dirty and now - self._last_flush >= self.every.deadman_ms:
+                self._last_flush = now
+                heard = self._dirty_clocks()
             if now - self._last_purge >= _DAY:
                 self._last_purge = now
                 rec.store.purge_notifications(now - self.every.notification_retention_ms)
+        if heard:
+            self._flush_clocks(heard)
         if not rec.outbox.running:
             rec.outbox.deliver_due()
 
@@ -568,16 +612,12 @@ class AlertEngine:
             if (w.last_ts or -1) > since
         ]
         self._last_snapshot = now
+        if self._dirty is not None:
+            self._dirty.clear()  # every clock heard since the last flush is in this one
+        store = self.rec.store
         try:
-            for _ in range(3):  # each round drops the estates a fence refused
-                try:
-                    self.rec.store.save_clocks(clocks)
-                    self.rec.store.save_windows(series, now)
-                    break
-                except NotOwner as exc:
-                    self.release(exc.estates)
-                    clocks = [c for c in clocks if c[0] not in exc.estates]
-                    series = [w for w in series if w[0] not in exc.estates]
+            self._save_owned(lambda: store.save_clocks(clocks), clocks)
+            self._save_owned(lambda: store.save_windows(series, now), series)
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not save deadman clocks and windows; will retry")
 
