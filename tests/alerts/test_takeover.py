@@ -18,6 +18,9 @@ import sqlalchemy as sa
 
 from alerts.engine import AlertEngine
 from alerts.tables import alarm_timeline, alarms, notifications
+from cluster.partitions import partition_of
+from cluster.pg import LeaseLost, LeaseStore, lease_engine
+from cluster.pg import fence as pg_fence
 from ingest.model import NotOwner
 from ingest.pipeline import Delivery
 from ingest.telemetry import EstateBatch
@@ -415,3 +418,66 @@ def test_an_adoption_the_database_refuses_leaves_nothing_half_loaded(
     monkeypatch.undo()
     successor.adopt({"e1"})
     assert {a.estate for a in successor.alarms.open.values()} == {"e1", "e2"}
+
+
+class Worker:
+    """A worker's lease on the partition of its estates, as the service's ``_fence_commit``
+    checks it: ``cluster.pg.fence`` in the commit's transaction, LeaseLost → NotOwner."""
+
+    def __init__(self, leases: LeaseStore, name: str) -> None:
+        self.leases, self.name = leases, name
+        self.epochs: dict[int, int] = {}
+
+    def claim(self, estate: str) -> None:
+        self.epochs |= self.leases.claim(self.name, [partition_of(estate, PARTITIONS)])
+
+    def fence(self, conn: sa.Connection, estates: Collection[str]) -> None:
+        for estate in sorted(estates):
+            p = partition_of(estate, PARTITIONS)
+            try:
+                pg_fence(conn, p, self.name, self.epochs.get(p, 0))
+            except LeaseLost as exc:
+                raise NotOwner([estate], str(exc)) from exc
+
+
+PARTITIONS = 8
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_worker_whose_lease_moved_never_lands_an_alarm_change_its_successor_does(
+    database_url: str, make_engine: EngineFactory, clock: SimClock
+) -> None:
+    lease_db = lease_engine(database_url, 60_000)
+    try:
+        leases = LeaseStore(lease_db, PARTITIONS, 60_000)
+        leases.migrate()
+        a, b = Worker(leases, "w1"), Worker(leases, "w2")
+        a.claim("e1")
+        told = _receivers()
+        first = make_engine(database_url, receivers=roles(told), fence=a.fence)
+        Site(first, clock).reading("p1", "fire_pump", fault=True, running=False, auto=True)
+        first.tick()
+        (alarm,) = first.list_alarms(estate="e1")
+
+        # w1 pauses; its lease goes to w2, whose engine adopts the estate
+        p = partition_of("e1", PARTITIONS)
+        assert leases.release("w1", p, a.epochs[p])
+        b.claim("e1")
+        successor = make_engine(
+            database_url, receivers=roles(told), fence=b.fence, owns=lambda _e: False
+        )
+        successor.adopt({"e1"})
+
+        # both get the pump's restore (w1 wakes with it still in hand): only w2's lands
+        clock.advance(MINUTE)
+        for engine in (first, successor):
+            Site(engine, clock).reading("p1", "fire_pump", fault=False, running=False, auto=True)
+            engine.tick()
+        assert not first.alarms.by_id and not first.alarms.cleared  # w1 released e1
+        done = successor.get_alarm(alarm["id"])
+        assert done["state"] == "cleared"  # critical: waits for a person's acknowledgement
+        actions = [e["action"] for e in done["timeline"]]
+        assert actions.count("resolved") == 1  # the successor's, once
+        assert [n.event for n in told["control_room"].sent].count("resolved") == 1
+    finally:
+        lease_db.dispose()
