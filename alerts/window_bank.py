@@ -5,15 +5,19 @@ device's log, ``DeviceSeries``). One series and its aggregates are ``alerts.wind
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from operator import itemgetter, le
 from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from alerts import windows  # its _TAIL, read at use: one length for the series and the logs
 from alerts.windows import Aggregate, SeriesWindow
 
-__all__ = ["DeviceSeries", "SeriesKey", "WindowBank"]
+__all__ = ["DeviceSeries", "LogColumns", "SeriesKey", "WindowBank"]
 
 SeriesKey = tuple[str, str, str]  # (estate, device, metric)
 
@@ -44,6 +48,7 @@ class DeviceSeries(Generic[_G]):
     """
 
     __slots__ = (
+        "_cols",
         "_gap",
         "_groups",
         "_hi",
@@ -52,6 +57,7 @@ class DeviceSeries(Generic[_G]):
         "_members",
         "_pick",
         "_single",
+        "_slot",
         "_unseen",
         "fast",
         "found",
@@ -78,6 +84,9 @@ class DeviceSeries(Generic[_G]):
         self._unseen: frozenset[str] = frozenset()  # planned metrics with no series yet
         self._last = 0  # the members' newest time
         self._gap = 0.0  # a row must come more than this after _last (the groups' quiet gaps)
+        # The kind's columns this log is mirrored in (``LogColumns``), and its row there.
+        self._cols: LogColumns[Any] | None = None
+        self._slot = 0
 
     def attach(self, i: int, w: SeriesWindow) -> None:
         """``w`` is the series at plan position ``i`` (it leaves any log it had)."""
@@ -89,6 +98,8 @@ class DeviceSeries(Generic[_G]):
     def stale(self) -> None:
         """A series changed: look again before taking a row."""
         self.fresh = self.fast = False
+        if self._cols is not None:
+            self._cols.fast[self._slot] = False
 
     def take(
         self, metrics: Mapping[str, object], ts: int
@@ -124,6 +135,8 @@ class DeviceSeries(Generic[_G]):
         times.append(ts)
         self.rows.append(row)
         self._last = ts
+        if self._cols is not None:
+            self._cols.last[self._slot] = ts
         if inside:
             if len(times) >= windows._TAIL:
                 self.catch_up()
@@ -143,6 +156,8 @@ class DeviceSeries(Generic[_G]):
         """Look at the series again: may a reading be kept as a row, and within what."""
         self.fresh = True
         self.fast = False
+        if self._cols is not None:
+            self._cols.fast[self._slot] = False
         pending = bool(self.times)  # then the members are the same and _last their newest
         members: list[SeriesWindow] = []
         groups: list[_G | None] = []
@@ -176,6 +191,8 @@ class DeviceSeries(Generic[_G]):
         self._unseen = frozenset(unseen)
         self._last = last
         self._gap = gap
+        if self._cols is not None:
+            self._cols.mirror(self)
 
     def catch_up(self) -> None:
         """Hand the kept rows to their series."""
@@ -192,6 +209,78 @@ class DeviceSeries(Generic[_G]):
             w.newest_ts = last
             if len(w._tail_ts) >= windows._TAIL:
                 w._flush()
+
+
+_B = npt.NDArray[np.bool_]
+_F = npt.NDArray[np.float64]
+
+
+class LogColumns(Generic[_G]):
+    """The logs of one estate's devices of one kind as columns, one row (slot) a device: what
+    ``DeviceSeries.take`` checks (may rows be taken, the envelopes, the newest time, the
+    gap), mirrored by each log as it changes, so that a run of the kind's readings is screened
+    with a few numpy calls (``alerts.rules.columns``) instead of a ``take`` a reading. Also
+    the devices' slots for kinds without windows (``plan`` None: no columns but the slots).
+    Columns ``plan`` positions; ``member`` False where the device has no series yet."""
+
+    __slots__ = ("devices", "fast", "gap", "hi", "last", "lo", "member", "plan", "slot_of")
+
+    def __init__(self, plan: Sequence[tuple[int, str, _G | None]] | None) -> None:
+        self.plan = plan
+        self.slot_of: dict[str, int] = {}  # device -> its row
+        self.devices: list[DeviceSeries[_G] | None] = []  # the row's log
+        self._size(64)
+
+    def _size(self, cap: int) -> None:
+        width = len(self.plan) if self.plan else 0
+        old = self.devices and (self.fast, self.last, self.gap, self.lo, self.hi, self.member)
+        self.fast: _B = np.zeros(cap, np.bool_)  # rows may be taken (DeviceSeries.fast)
+        self.last: npt.NDArray[np.int64] = np.zeros(cap, np.int64)  # the members' newest time
+        self.gap: _F = np.zeros(cap)
+        self.lo: _F = np.zeros((cap, width))
+        self.hi: _F = np.zeros((cap, width))
+        self.member: _B = np.zeros((cap, width), np.bool_)
+        if old:
+            n = len(old[0])
+            for new, was in zip(
+                (self.fast, self.last, self.gap, self.lo, self.hi, self.member), old, strict=True
+            ):
+                new[:n] = was
+
+    def slot(self, dev: str) -> int:
+        """The device's row (a new one if it has none)."""
+        slot = self.slot_of.get(dev)
+        if slot is None:
+            slot = self.slot_of[dev] = len(self.devices)
+            self.devices.append(None)
+            if slot >= len(self.fast):
+                self._size(2 * slot)
+        return slot
+
+    def bind(self, slot: int, device: DeviceSeries[_G] | None) -> None:
+        """``device`` is the log of the slot's device (it leaves any columns it had)."""
+        self.devices[slot] = device
+        if device is None:
+            return
+        device._cols = self
+        device._slot = slot
+        if device.fast:
+            self.mirror(device)
+        else:
+            self.fast[slot] = False
+
+    def mirror(self, device: DeviceSeries[Any]) -> None:
+        """Copy what ``take`` checks from a log just made ready to take rows (``refresh``)."""
+        slot = device._slot
+        found = device.found
+        inf = math.inf
+        lo, hi = iter(device._lo), iter(device._hi)
+        self.lo[slot] = [inf if w is None else next(lo) for w in found]
+        self.hi[slot] = [-inf if w is None else next(hi) for w in found]
+        self.member[slot] = [w is not None for w in found]
+        self.last[slot] = device._last
+        self.gap[slot] = device._gap
+        self.fast[slot] = True
 
 
 class WindowBank:

@@ -261,6 +261,10 @@ class KindRules:
     composites: list[tuple[Composite, Rule]] = field(default_factory=list)
     composite_gates: list[tuple[str, CompositeGate]] = field(default_factory=list)  # by metric
     ungated: list[tuple[int, Composite, Rule]] = field(default_factory=list)  # no gate part
+    # The ungated ones' parts by metric, when all are ``any`` of plain parts (``columnar``):
+    # quiet for every part, none can hit.
+    ungated_screens: list[tuple[str, CompositeGate]] = field(default_factory=list)
+    columnar: bool = True  # a run of readings may be screened by column
     # The evaluator's cache: the window bank's tracked metrics of this kind (window_plan_for)
     # as (position, metric, window group or None).
     window_plan: list[tuple[int, str, WindowGroup | None]] | None = None
@@ -356,3 +360,21 @@ def _gate_composites(kr: KindRules) -> None:
     for g in gates.values():
         g.seal()
     kr.composite_gates = list(gates.items())
+    _screen_ungated(kr)
+
+
+def _screen_ungated(kr: KindRules) -> None:
+    """For the columns (``alerts.rules.columns``): an ungated ``any`` of plain parts with quiet
+    values cannot hit while every part's metric is quiet for all its parts; anything else
+    ungated must be tested at every reading (``columnar`` False)."""
+    parts: dict[str, CompositeGate] = {}
+    for _pos, comp, _rule in kr.ungated:
+        if comp.all or not all(p.agg is None and p.quiet is not None for p in comp.parts):
+            kr.columnar = False
+            return
+        for p in comp.parts:
+            parts.setdefault(p.metric, CompositeGate()).parts.append(p)
+    for g in parts.values():
+        g.seal()
+    kr.ungated_screens = list(parts.items())
+    kr.columnar = all(g.quiet is not None for _m, g in kr.ungated_screens)
