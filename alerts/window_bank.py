@@ -56,6 +56,7 @@ class DeviceSeries(Generic[_G]):
         "_lo",
         "_members",
         "_pick",
+        "_pos",
         "_single",
         "_slot",
         "_unseen",
@@ -77,6 +78,7 @@ class DeviceSeries(Generic[_G]):
         self.fresh = False  # fast is up to date with the series
         self.fast = False  # rows may be taken
         self._members: list[SeriesWindow] = []  # the found series, in a row's order
+        self._pos: list[int] = []  # their plan positions
         self._groups: list[_G | None] = []  # their groups
         self._single = False  # one member: _pick gives the value, not a tuple
         self._lo: tuple[float, ...] = ()
@@ -94,6 +96,21 @@ class DeviceSeries(Generic[_G]):
         w._log = self
         self.found[i] = w
         self.stale()
+
+    def has_rows(self) -> bool:
+        """Rows wait here or in the kind's columns (``LogColumns``)."""
+        cols = self._cols
+        return bool(self.times) or (cols is not None and bool(cols.log_n[self._slot]))
+
+    def _from_columns(self) -> None:
+        """The rows the kind's columns took for this log join its own (before a newer one)."""
+        cols = self._cols
+        assert cols is not None
+        slot = self._slot
+        n = int(cols.log_n[slot])
+        cols.log_n[slot] = 0
+        self.times.extend(cols.log_ts[slot, :n].tolist())
+        self.rows.extend(map(tuple, cols.log_val[slot, :n][:, self._pos].tolist()))
 
     def stale(self) -> None:
         """A series changed: look again before taking a row."""
@@ -131,6 +148,8 @@ class DeviceSeries(Generic[_G]):
                 out = [(k, float(v)) for k, v in enumerate(row) if not lo[k] <= v <= hi[k]]
         except (KeyError, TypeError):
             return None
+        if self._cols is not None and self._cols.log_n[self._slot]:
+            self._from_columns()
         times = self.times
         times.append(ts)
         self.rows.append(row)
@@ -158,10 +177,11 @@ class DeviceSeries(Generic[_G]):
         self.fast = False
         if self._cols is not None:
             self._cols.fast[self._slot] = False
-        pending = bool(self.times)  # then the members are the same and _last their newest
+        pending = self.has_rows()  # then the members are the same and _last their newest
         members: list[SeriesWindow] = []
         groups: list[_G | None] = []
         names: list[str] = []
+        pos: list[int] = []
         unseen: list[str] = []
         gap = -1.0
         last: int | None = None
@@ -180,10 +200,11 @@ class DeviceSeries(Generic[_G]):
             members.append(w)
             groups.append(group)
             names.append(metric)
+            pos.append(len(pos) + len(unseen))
         if last is None:
             return
         self.fast = True
-        self._members, self._groups = members, groups
+        self._members, self._groups, self._pos = members, groups, pos
         self._pick = itemgetter(*names)
         self._single = len(names) == 1
         self._lo = tuple(w.lo for w in members)
@@ -195,17 +216,32 @@ class DeviceSeries(Generic[_G]):
             self._cols.mirror(self)
 
     def catch_up(self) -> None:
-        """Hand the kept rows to their series."""
+        """Hand the kept rows to their series: its own, then those in the kind's columns
+        (newer: a row of its own is only added once those joined it)."""
+        cols = self._cols
+        n = 0 if cols is None else int(cols.log_n[self._slot])
         times = self.times
-        if not times:
+        if not times and not n:
             return
         rows = self.rows
         self.times, self.rows = array("q"), []
         self.stale()
-        last = times[-1]
+        if n:
+            assert cols is not None
+            slot = self._slot
+            cols.log_n[slot] = 0
+            more = cols.log_ts[slot, :n].tolist()
+            values = cols.log_val[slot, :n].T[self._pos].tolist()  # a list per member
+            last = more[-1]
+        else:
+            last = times[-1]
         for k, w in enumerate(self._members):
-            w._tail_ts.extend(times)
-            w._tail_val.extend([row[k] for row in rows])
+            if times:
+                w._tail_ts.extend(times)
+                w._tail_val.extend([row[k] for row in rows])
+            if n:
+                w._tail_ts.extend(more)
+                w._tail_val.extend(values[k])
             w.newest_ts = last
             if len(w._tail_ts) >= windows._TAIL:
                 w._flush()
@@ -223,7 +259,24 @@ class LogColumns(Generic[_G]):
     the devices' slots for kinds without windows (``plan`` None: no columns but the slots).
     Columns ``plan`` positions; ``member`` False where the device has no series yet."""
 
-    __slots__ = ("devices", "fast", "gap", "hi", "last", "lo", "member", "plan", "slot_of")
+    __slots__ = (
+        "devices",
+        "fast",
+        "gap",
+        "hi",
+        "last",
+        "lo",
+        "log_n",
+        "log_ts",
+        "log_val",
+        "member",
+        "plan",
+        "slot_of",
+    )
+
+    # Rows a device's log keeps here before they join its series (DeviceSeries.catch_up):
+    # every DEPTH readings a device, one catch-up; DEPTH × plan width floats a device.
+    DEPTH = 32
 
     def __init__(self, plan: Sequence[tuple[int, str, _G | None]] | None) -> None:
         self.plan = plan
@@ -233,19 +286,43 @@ class LogColumns(Generic[_G]):
 
     def _size(self, cap: int) -> None:
         width = len(self.plan) if self.plan else 0
-        old = self.devices and (self.fast, self.last, self.gap, self.lo, self.hi, self.member)
+        old = self.devices and (
+            self.fast,
+            self.last,
+            self.gap,
+            self.lo,
+            self.hi,
+            self.member,
+            self.log_n,
+            self.log_ts,
+            self.log_val,
+        )
         self.fast: _B = np.zeros(cap, np.bool_)  # rows may be taken (DeviceSeries.fast)
         self.last: npt.NDArray[np.int64] = np.zeros(cap, np.int64)  # the members' newest time
         self.gap: _F = np.zeros(cap)
         self.lo: _F = np.zeros((cap, width))
         self.hi: _F = np.zeros((cap, width))
         self.member: _B = np.zeros((cap, width), np.bool_)
+        # The rows taken by column (``alerts.rules.columns``): times, values along the plan
+        # (NaN: none), how many, per device.
+        self.log_n: npt.NDArray[np.int64] = np.zeros(cap, np.int64)
+        self.log_ts: npt.NDArray[np.int64] = np.zeros((cap, self.DEPTH), np.int64)
+        self.log_val: _F = np.zeros((cap, self.DEPTH, width))
         if old:
             n = len(old[0])
-            for new, was in zip(
-                (self.fast, self.last, self.gap, self.lo, self.hi, self.member), old, strict=True
-            ):
-                new[:n] = was
+            new = (
+                self.fast,
+                self.last,
+                self.gap,
+                self.lo,
+                self.hi,
+                self.member,
+                self.log_n,
+                self.log_ts,
+                self.log_val,
+            )
+            for now, was in zip(new, old, strict=True):
+                now[:n] = was
 
     def slot(self, dev: str) -> int:
         """The device's row (a new one if it has none)."""

@@ -151,7 +151,7 @@ class SeriesWindow:
     def catch_up(self) -> None:
         """Take the samples still waiting in the device's log (see ``DeviceSeries``)."""
         log = self._log
-        if log is not None and log.times:
+        if log is not None and log.has_rows():
             log.catch_up()
 
     def _changed(self) -> None:

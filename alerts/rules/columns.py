@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from alerts import windows
 from alerts.rules.index import KindRules, WindowGroup
 from alerts.window_bank import LogColumns
 from protocol.messages import Reading, Value
@@ -145,9 +144,14 @@ def screen(
         if k:
             rows = rows[~blocked[slots[rows]]]
         if plan is not None and len(rows):
-            rows = rows[_takes(cols, values, floats, slots[rows], rows, run)]
+            good, ts, v = _takes(cols, values, floats, slots[rows], rows, run)
+            rows, ts, v = rows[good], ts[good], v[good]
         if len(rows):
-            done[rows] = take(ev, cols, kr, estate, gateway, run, rows.tolist(), heard_ms)
+            flags = take(ev, cols, kr, estate, gateway, run, rows.tolist(), heard_ms)
+            done[rows] = flags
+            if plan is not None:
+                took = np.array(flags, np.bool_)
+                _log(cols, slots[rows[took]], ts[took], v[took])
         if len(rounds) > 1:
             left = this[~done[this]]
             blocked[slots[left[slots[left] >= 0]]] = True
@@ -161,9 +165,10 @@ def _takes(
     at: npt.NDArray[np.int64],
     rows: npt.NDArray[np.int64],
     run: Sequence[Reading],
-) -> _B:
+) -> tuple[_B, npt.NDArray[np.int64], _F]:
     """Of ``rows`` (devices' slots ``at``), the readings their logs would take as rows
-    within every envelope (``DeviceSeries.take`` returning ``()``)."""
+    within every envelope (``DeviceSeries.take`` returning ``()``); with the rows' times and
+    values along the plan."""
     plan = cols.plan
     assert plan is not None
     ts = np.array([run[j].ts for j in rows.tolist()], dtype=np.int64)
@@ -180,7 +185,26 @@ def _takes(
                 full[rows[nan]] = True
                 inside[:, k] |= nan & values.absent(metric, full)[rows]
     good &= inside.all(axis=1)
-    return good
+    return good, ts, v
+
+
+def _log(
+    cols: LogColumns[WindowGroup], at: npt.NDArray[np.int64], ts: npt.NDArray[np.int64], v: _F
+) -> None:
+    """The rows taken: into the devices' logs in the columns (a full one joins its series)."""
+    n = cols.log_n[at]
+    cols.log_ts[at, n] = ts
+    cols.log_val[at, n] = v
+    n += 1
+    cols.log_n[at] = n
+    cols.last[at] = ts
+    full = n >= cols.DEPTH
+    if full.any():
+        devices = cols.devices
+        for slot in at[full].tolist():
+            device = devices[slot]
+            assert device is not None
+            device.catch_up()
 
 
 def take(
@@ -193,20 +217,17 @@ def take(
     rows: list[int],
     heard_ms: int | None,
 ) -> list[bool]:
-    """Do for the screened readings ``rows`` what ``Evaluator._each`` would: the clock, the
-    row in the device's log, the latest values. A reading whose device turns out to hold a
-    condition, or to have a clock or log the columns do not know, is left for ``_each``
-    (False in the answer)."""
+    """Do for the screened readings ``rows`` what ``Evaluator._each`` would, but the row in
+    the device's log (``_log``): the clock, the latest values. A reading whose device turns
+    out to hold a condition, or to have a clock or log the columns do not know, is left for
+    ``_each`` (False in the answer)."""
     clocks = ev.clocks
     held_count = ev.held_count
     latest = ev.latest if kr.composites else None
     plan = cols.plan
     devices = cols.devices
     slot_of = cols.slot_of
-    tail = windows._TAIL
     done: list[bool] = []
-    times: list[int] = []
-    took: list[int] = []
     for j in rows:
         r = run[j]
         key = (estate, r.dev)
@@ -222,14 +243,7 @@ def take(
             if device is None or device is not devices[slot]:
                 done.append(False)
                 continue
-            # DeviceSeries.take, its checks made by column
-            device.times.append(ts)
-            device.rows.append((device._pick(m),) if device._single else device._pick(m))
-            device._last = ts
-            took.append(slot)
-            times.append(ts)
-            if len(device.times) >= tail:
-                device.catch_up()
+            device._last = ts  # (the row: into the columns, by the caller)
         heard = ts if heard_ms is None else heard_ms
         if heard > clock.last_ms:
             clock.last_ms = heard
@@ -243,6 +257,4 @@ def take(
             else:
                 values.update(m)
         done.append(True)
-    if took:
-        cols.last[took] = times
     return done

@@ -95,8 +95,12 @@ def _state(ev: Evaluator, now: int) -> tuple[Any, ...]:
     clocks = {k: (c.kind, c.gateway, c.last_ms, c.data_ms) for k, c in ev.clocks.items()}
     series = {}
     for (e, d, metric), w in ev.windows.series.items():
+        # (a sum to 12 digits: prefix sums rebuilt at other moments round differently)
         aggs = tuple(
-            w.aggregate(Aggregate(fn, 600_000), now, False) for fn in ("count", "sum", "max")
+            None if a is None else float(f"{a:.12g}")
+            for a in (
+                w.aggregate(Aggregate(fn, 600_000), now, False) for fn in ("count", "sum", "max")
+            )
         )
         series[(e, d, metric)] = (len(w), w.newest_ts, aggs)
     return clocks, ev.held_count, ev.latest, repr(series)
