@@ -172,7 +172,15 @@ def _takes(
     plan = cols.plan
     assert plan is not None
     ts = np.array([run[j].ts for j in rows.tolist()], dtype=np.int64)
-    good: _B = cols.fast[at] & (ts - cols.last[at] > cols.gap[at])
+    fast = cols.fast[at]
+    if not fast.all():  # logs that must look at their series again first, as take would
+        devices = cols.devices
+        for slot in at[~fast].tolist():
+            device = devices[slot]
+            if device is not None and not device.fresh:
+                device.refresh()
+        fast = cols.fast[at]
+    good: _B = fast & (ts - cols.last[at] > cols.gap[at])
     v = np.column_stack([col[rows] for col in floats])
     inside = (cols.lo[at] <= v) & (v <= cols.hi[at])
     member = cols.member[at]
