@@ -215,9 +215,11 @@ class DeviceSeries(Generic[_G]):
         if self._cols is not None:
             self._cols.mirror(self)
 
-    def catch_up(self) -> None:
+    def catch_up(self, keep: bool = False) -> None:
         """Hand the kept rows to their series: its own, then those in the kind's columns
-        (newer: a row of its own is only added once those joined it)."""
+        (newer: a row of its own is only added once those joined it). ``keep``: the log may
+        go on taking rows (the columns' full log: rows within the envelopes change no bound
+        nor quiet mark, and a series that changes, a flush, makes the log stale itself)."""
         cols = self._cols
         n = 0 if cols is None else int(cols.log_n[self._slot])
         times = self.times
@@ -225,7 +227,8 @@ class DeviceSeries(Generic[_G]):
             return
         rows = self.rows
         self.times, self.rows = array("q"), []
-        self.stale()
+        if not keep:
+            self.stale()
         if n:
             assert cols is not None
             slot = self._slot

@@ -212,7 +212,7 @@ def _log(
         for slot in at[full].tolist():
             device = devices[slot]
             assert device is not None
-            device.catch_up()
+            device.catch_up(keep=True)
 
 
 def take(

@@ -24,7 +24,7 @@ from alerts import windows
 from alerts.rules.evaluate import Evaluator, Signal
 from alerts.rules.index import RuleIndex
 from alerts.rules.loader import BUNDLED_RULES, load_rules
-from alerts.window_bank import WindowBank
+from alerts.window_bank import LogColumns, WindowBank
 from alerts.windows import Aggregate
 from protocol.catalog import default_catalog
 from protocol.messages import Reading, Value
@@ -172,6 +172,7 @@ def test_same_signals_and_state_by_column(
     seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(windows, "_TAIL", 3 if seed % 2 else 128)
+    monkeypatch.setattr(LogColumns, "DEPTH", 2 if seed % 3 == 1 else 32)
     by_column = _compare(seed, tmp_path, run=4, per_delivery=1000, minutes=120, per_kind=10)
     assert by_column > 150  # the columns did part of the work (a short tail: less)
 
@@ -188,16 +189,22 @@ def test_same_signals_with_rules_that_see_every_reading(tmp_path: Path) -> None:
     run=st.integers(1, 6),
     per_delivery=st.integers(1, 40),
     tail=st.sampled_from((2, 3, 128)),
+    depth=st.sampled_from((1, 2, 5, 32)),
 )
 def test_columns_agree_on_random_streams(
-    seed: int, run: int, per_delivery: int, tail: int, tmp_path_factory: pytest.TempPathFactory
+    seed: int,
+    run: int,
+    per_delivery: int,
+    tail: int,
+    depth: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     folder = tmp_path_factory.mktemp("rules")
-    old = windows._TAIL
-    windows._TAIL = tail
+    old = windows._TAIL, LogColumns.DEPTH
+    windows._TAIL, LogColumns.DEPTH = tail, depth
     try:
         _compare(
             seed, folder, run, per_delivery, minutes=40, every=seed % 4 == 0, per_kind=seed % 3
         )
     finally:
-        windows._TAIL = old
+        windows._TAIL, LogColumns.DEPTH = old
