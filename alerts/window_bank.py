@@ -233,18 +233,18 @@ class DeviceSeries(Generic[_G]):
             assert cols is not None
             slot = self._slot
             cols.log_n[slot] = 0
-            more = cols.log_ts[slot, :n].tolist()
-            values = cols.log_val[slot, :n].T[self._pos].tolist()  # a list per member
-            last = more[-1]
+            more = cols.log_ts[slot, :n].tobytes()
+            values = cols.log_val[slot, :n].T[self._pos]  # a row per member (a copy)
+            last = int(cols.log_ts[slot, n - 1])
         else:
             last = times[-1]
         for k, w in enumerate(self._members):
             if times:
                 w._tail_ts.extend(times)
                 w._tail_val.extend([row[k] for row in rows])
-            if n:
-                w._tail_ts.extend(more)
-                w._tail_val.extend(values[k])
+            if n:  # (the same machine types as the tails' arrays: int64, float64)
+                w._tail_ts.frombytes(more)
+                w._tail_val.frombytes(values[k].tobytes())
             w.newest_ts = last
             if len(w._tail_ts) >= windows._TAIL:
                 w._flush()
