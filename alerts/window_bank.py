@@ -278,8 +278,7 @@ class LogColumns(Generic[_G]):
     )
 
     # Rows a device's log keeps here before they join its series (DeviceSeries.catch_up):
-    # every DEPTH readings a device, one catch-up; DEPTH × plan width floats a device.
-    DEPTH = 32
+    # every windows._DEPTH readings a device, one catch-up; that × plan width floats a device.
 
     def __init__(self, plan: Sequence[tuple[int, str, _G | None]] | None) -> None:
         self.plan = plan
@@ -309,8 +308,9 @@ class LogColumns(Generic[_G]):
         # The rows taken by column (``alerts.rules.columns``): times, values along the plan
         # (NaN: none), how many, per device.
         self.log_n: npt.NDArray[np.int64] = np.zeros(cap, np.int64)
-        self.log_ts: npt.NDArray[np.int64] = np.zeros((cap, self.DEPTH), np.int64)
-        self.log_val: _F = np.zeros((cap, self.DEPTH, width))
+        depth = self.log_ts.shape[1] if old else windows._DEPTH
+        self.log_ts: npt.NDArray[np.int64] = np.zeros((cap, depth), np.int64)
+        self.log_val: _F = np.zeros((cap, depth, width))
         if old:
             n = len(old[0])
             new = (

@@ -32,7 +32,7 @@ __all__ = ["COLUMN_RUN", "screen", "take"]
 
 # A kind's readings in one delivery are screened by column from this many: below it the
 # numpy calls (~1 µs each, a dozen a run) cost more than the Python step they save.
-COLUMN_RUN = 32
+COLUMN_RUN = 16
 
 _B = npt.NDArray[np.bool_]
 _F = npt.NDArray[np.float64]
@@ -206,7 +206,7 @@ def _log(
     n += 1
     cols.log_n[at] = n
     cols.last[at] = ts
-    full = n >= cols.DEPTH
+    full = n >= cols.log_ts.shape[1]
     if full.any():
         devices = cols.devices
         for slot in at[full].tolist():

@@ -168,7 +168,11 @@ class WindowGroup:
                 if not quiet:
                     return False
         if gap is not None:
-            w.mark_quiet(self, gap)
+            # (a mean's rounding allowance may grow up to where the envelope meets the range)
+            slack = math.inf
+            if self.within is not None and self.mean:
+                slack = min(w.lo - self.within_lo, self.within_hi - w.hi)
+            w.mark_quiet(self, gap, slack)
         return True
 
     def _quiet(self, w: SeriesWindow, now: int) -> tuple[bool, float | None]:

@@ -24,7 +24,7 @@ from alerts import windows
 from alerts.rules.evaluate import Evaluator, Signal
 from alerts.rules.index import RuleIndex
 from alerts.rules.loader import BUNDLED_RULES, load_rules
-from alerts.window_bank import LogColumns, WindowBank
+from alerts.window_bank import WindowBank
 from alerts.windows import Aggregate
 from protocol.catalog import default_catalog
 from protocol.messages import Reading, Value
@@ -172,7 +172,7 @@ def test_same_signals_and_state_by_column(
     seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(windows, "_TAIL", 3 if seed % 2 else 128)
-    monkeypatch.setattr(LogColumns, "DEPTH", 2 if seed % 3 == 1 else 32)
+    monkeypatch.setattr(windows, "_DEPTH", 2 if seed % 3 == 1 else 32)
     by_column = _compare(seed, tmp_path, run=4, per_delivery=1000, minutes=120, per_kind=10)
     assert by_column > 150  # the columns did part of the work (a short tail: less)
 
@@ -200,11 +200,11 @@ def test_columns_agree_on_random_streams(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     folder = tmp_path_factory.mktemp("rules")
-    old = windows._TAIL, LogColumns.DEPTH
-    windows._TAIL, LogColumns.DEPTH = tail, depth
+    old = windows._TAIL, windows._DEPTH
+    windows._TAIL, windows._DEPTH = tail, depth
     try:
         _compare(
             seed, folder, run, per_delivery, minutes=40, every=seed % 4 == 0, per_kind=seed % 3
         )
     finally:
-        windows._TAIL, LogColumns.DEPTH = old
+        windows._TAIL, windows._DEPTH = old
