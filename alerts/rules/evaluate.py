@@ -203,8 +203,8 @@ class Evaluator:
             plan = kr.window_plan
             if plan is None or tk is None or kr.window_plan_for is not tk or len(tk) != len(plan):
                 return None  # not planned yet, or the general path: reading by reading
-        elif tk is not None:
-            return None
+        elif tk is not None or not kr.composites:
+            return None  # (value tests alone: reading by reading is as cheap)
         for _m, group in kr.groups:
             if group.quiet is None:
                 return None
