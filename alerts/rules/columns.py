@@ -15,13 +15,14 @@ run, a value outside an envelope or not quiet…) goes reading by reading
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from alerts.rules.index import KindRules, WindowGroup
+from alerts.rules.index import CompositeGate, KindRules, ValueGroup, WindowGroup
 from alerts.window_bank import LogColumns
 from protocol.messages import Reading, Value
 
@@ -50,6 +51,26 @@ class _Columns:
         self._objects: dict[str, list[Value | None]] = {}
         self._floats: dict[str, _F] = {}
 
+    def prefetch(
+        self, kr: KindRules, plan: Sequence[tuple[int, str, WindowGroup | None]] | None
+    ) -> None:
+        """The float columns the screen will need (ranged groups and gates, the window
+        plan), made in one pass over the readings when all have them all (else one by
+        one, as asked)."""
+        want = [m for m, g in kr.groups if g.ranged]
+        want.extend(m for m, g in (*kr.composite_gates, *kr.ungated_screens) if g.ranged)
+        if plan is not None:
+            want.extend(m for _i, m, _g in plan)
+        want = list(dict.fromkeys(want))
+        if len(want) < 2:
+            return
+        try:
+            block = np.array(list(map(itemgetter(*want), self.metrics)), dtype=np.float64)
+        except (KeyError, TypeError, ValueError):  # some reading lacks one, or a str
+            return
+        for k, metric in enumerate(want):
+            self._floats[metric] = block[:, k]
+
     def objects(self, metric: str) -> list[Value | None]:
         col = self._objects.get(metric)
         if col is None:
@@ -74,23 +95,27 @@ class _Columns:
 def _quiet(
     cols: _Columns,
     metric: str,
-    ranged: bool,
-    lo: float,
-    hi: float,
-    quiet: Callable[[Value], bool],
+    group: ValueGroup | CompositeGate,
     absent_quiet: bool,
 ) -> _B:
     """Per reading, whether the group (or gate) is quiet for its value of ``metric``; a
     reading without one: ``absent_quiet``."""
-    if ranged:
+    if group.ranged:
         x = cols.floats(metric)
-        q: _B = (lo < x) & (x < hi)
+        q: _B = (group.lo < x) & (x < group.hi)
         nan = ~q & np.isnan(x)
         if nan.any():
             absent = cols.absent(metric, nan)
             q = q | absent if absent_quiet else q
         return q
     objs = cols.objects(metric)
+    values = group.values
+    if values is not None:  # (None is never one of them)
+        if absent_quiet:
+            return np.array([v not in values for v in objs], np.bool_)
+        return np.array([v is not None and v not in values for v in objs], np.bool_)
+    quiet = group.quiet
+    assert quiet is not None
     return np.fromiter(((absent_quiet if v is None else quiet(v)) for v in objs), np.bool_, cols.n)
 
 
@@ -116,14 +141,13 @@ def screen(
     if not ok.any():
         return done
     values = _Columns([r.metrics for r in run])
+    values.prefetch(kr, cols.plan)
     for metric, group in kr.groups:
-        assert group.quiet is not None
-        ok &= _quiet(values, metric, group.ranged, group.lo, group.hi, group.quiet, True)
+        ok &= _quiet(values, metric, group, True)
     for metric, gate in (*kr.composite_gates, *kr.ungated_screens):
         # Without the metric in the reading, the gate reads the device's latest value: one
         # by one. (With it, the latest value is this one.)
-        assert gate.quiet is not None
-        ok &= _quiet(values, metric, gate.ranged, gate.lo, gate.hi, gate.quiet, False)
+        ok &= _quiet(values, metric, gate, False)
     plan = cols.plan
     floats = [values.floats(metric) for _i, metric, _g in plan] if plan is not None else []
     # Which of its device's readings each is (0: the first in the run).

@@ -42,11 +42,25 @@ class ValueGroup:
     ranged: bool = False
     lo: float = -math.inf
     hi: float = math.inf
+    # When quiet is "not one of these values": them, for the columns to test inline.
+    values: frozenset[Value] | None = None
 
     def seal(self) -> None:
         parts = [t.quiet for t, _ in self.tests]
         self.quiet = _group_quiet(parts)
         self.ranged, self.lo, self.hi = _group_range(parts)
+        self.values = _group_values(parts)
+
+
+def _group_values(parts: list[Quiet | None]) -> frozenset[Value] | None:
+    """The values some part hits, if every part is quiet outside a set of values."""
+    if parts and all(p is not None and p.shape == "values" for p in parts):
+        found: set[Value] = set()
+        for p in parts:
+            assert p is not None
+            found.update(p.values or ())  # type: ignore[arg-type]
+        return frozenset(found)
+    return None
 
 
 def _group_range(parts: list[Quiet | None]) -> tuple[bool, float, float]:
@@ -248,11 +262,13 @@ class CompositeGate:
     ranged: bool = False  # as ValueGroup's
     lo: float = -math.inf
     hi: float = math.inf
+    values: frozenset[Value] | None = None
 
     def seal(self) -> None:
         quiets = [p.quiet for p in self.parts]
         self.quiet = _group_quiet(quiets)
         self.ranged, self.lo, self.hi = _group_range(quiets)
+        self.values = _group_values(quiets)
 
 
 @dataclass(slots=True)
