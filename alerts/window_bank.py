@@ -352,12 +352,18 @@ class LogColumns(Generic[_G]):
     def mirror(self, device: DeviceSeries[Any]) -> None:
         """Copy what ``take`` checks from a log just made ready to take rows (``refresh``)."""
         slot = device._slot
-        found = device.found
-        inf = math.inf
-        lo, hi = iter(device._lo), iter(device._hi)
-        self.lo[slot] = [inf if w is None else next(lo) for w in found]
-        self.hi[slot] = [-inf if w is None else next(hi) for w in found]
-        self.member[slot] = [w is not None for w in found]
+        lo, hi = device._lo, device._hi
+        if len(lo) == self.lo.shape[1]:  # a series at every position (mostly)
+            self.lo[slot] = lo
+            self.hi[slot] = hi
+            self.member[slot] = True
+        else:
+            found = device.found
+            inf = math.inf
+            at_lo, at_hi = iter(lo), iter(hi)
+            self.lo[slot] = [inf if w is None else next(at_lo) for w in found]
+            self.hi[slot] = [-inf if w is None else next(at_hi) for w in found]
+            self.member[slot] = [w is not None for w in found]
         self.last[slot] = device._last
         self.gap[slot] = device._gap
         self.fast[slot] = True
