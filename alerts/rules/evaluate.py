@@ -133,7 +133,7 @@ class Evaluator:
         (``_by_column``): those that change nothing a rule reads but clocks, logs and latest
         values are handled there; the others go reading by reading (``_each``), in their
         order, with the same signals as if all had."""
-        if len(readings) < self.column_run:
+        if len(readings) < self.column_run or not index.by_column:
             self._each(index, estate, gateway, readings, out, heard_ms)
             return
         runs: dict[str, list[int]] = {}

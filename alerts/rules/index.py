@@ -333,6 +333,11 @@ class RuleIndex:
         for kr in self.kinds.values():
             _group_windows(kr)
             _gate_composites(kr)
+        # Some kind's readings may go by column (``Evaluator._by_column``): value tests alone
+        # go reading by reading.
+        self.by_column = any(
+            kr.columnar and (kr.window_groups or kr.composites) for kr in self.kinds.values()
+        )
 
     def window_needs(self) -> Iterable[tuple[str, str, Aggregate]]:
         """(kind, metric, aggregate) the windows must keep history for."""
