@@ -11,6 +11,11 @@ metrics (value tests, window aggregates, ``all`` composites gated on a part), on
 when its device holds no condition; only the rules of a group that is not quiet are tested, in
 rule order, each window aggregate computed once for all of them. A device with a condition held
 has every rule on its kind tested (so held ones can clear). The signals are the same either way.
+
+By column (issue 15): a kind's readings of a delivery are first screened together
+(``alerts.rules.columns``); those that change nothing a rule reads are done in bulk, and only
+the others take the path above, in their order. A device met in two kinds' runs of one
+delivery (one id, two kinds) is not looked for: device ids name one device.
 """
 
 from __future__ import annotations
