@@ -24,7 +24,7 @@ from alerts import windows
 from alerts.rules.evaluate import Evaluator, Signal
 from alerts.rules.index import RuleIndex
 from alerts.rules.loader import BUNDLED_RULES, load_rules
-from alerts.window_bank import WindowBank
+from alerts.window_bank import LogColumns, WindowBank
 from alerts.windows import Aggregate
 from protocol.catalog import default_catalog
 from protocol.messages import Reading, Value
@@ -208,3 +208,30 @@ def test_columns_agree_on_random_streams(
         )
     finally:
         windows._TAIL, windows._DEPTH = old
+
+
+def test_columns_grow_with_the_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 80 devices a kind: the columns (made for 64) grow while rows wait in them.
+    monkeypatch.setattr(windows, "_DEPTH", 4)
+    by_column = _compare(2, tmp_path, run=16, per_delivery=500, minutes=25, per_kind=80)
+    assert by_column > 1000
+
+
+def test_the_columns_keep_their_rows_as_they_grow() -> None:
+    cols: LogColumns[Any] = LogColumns([(0, "a", None), (1, "b", None)])
+    first = len(cols.fast)
+    for i in range(first):
+        slot = cols.slot(f"d{i}")
+        cols.fast[slot], cols.last[slot], cols.gap[slot] = True, 1000 + i, 0.5 * i
+        cols.lo[slot], cols.hi[slot], cols.member[slot] = (i, -i), (i + 1, i), (True, i % 2)
+        cols.log_n[slot] = 1
+        cols.log_ts[slot, 0], cols.log_val[slot, 0] = 2000 + i, (3.0 * i, 4.0 * i)
+    grown = cols.slot("new")
+    assert grown == first and len(cols.fast) > first and not cols.fast[grown]
+    for i in range(first):
+        slot = cols.slot_of[f"d{i}"]
+        assert (cols.fast[slot], cols.last[slot], cols.gap[slot]) == (True, 1000 + i, 0.5 * i)
+        assert list(cols.lo[slot]) == [i, -i] and list(cols.hi[slot]) == [i + 1, i]
+        assert list(cols.member[slot]) == [True, bool(i % 2)]
+        assert cols.log_n[slot] == 1 and cols.log_ts[slot, 0] == 2000 + i
+        assert list(cols.log_val[slot, 0]) == [3.0 * i, 4.0 * i]
