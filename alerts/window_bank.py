@@ -5,15 +5,19 @@ device's log, ``DeviceSeries``). One series and its aggregates are ``alerts.wind
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from operator import itemgetter, le
 from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from alerts import windows  # its _TAIL, read at use: one length for the series and the logs
 from alerts.windows import Aggregate, SeriesWindow
 
-__all__ = ["DeviceSeries", "SeriesKey", "WindowBank"]
+__all__ = ["DeviceSeries", "LogColumns", "SeriesKey", "WindowBank"]
 
 SeriesKey = tuple[str, str, str]  # (estate, device, metric)
 
@@ -44,6 +48,7 @@ class DeviceSeries(Generic[_G]):
     """
 
     __slots__ = (
+        "_cols",
         "_gap",
         "_groups",
         "_hi",
@@ -51,7 +56,9 @@ class DeviceSeries(Generic[_G]):
         "_lo",
         "_members",
         "_pick",
+        "_pos",
         "_single",
+        "_slot",
         "_unseen",
         "fast",
         "found",
@@ -71,6 +78,7 @@ class DeviceSeries(Generic[_G]):
         self.fresh = False  # fast is up to date with the series
         self.fast = False  # rows may be taken
         self._members: list[SeriesWindow] = []  # the found series, in a row's order
+        self._pos: list[int] = []  # their plan positions
         self._groups: list[_G | None] = []  # their groups
         self._single = False  # one member: _pick gives the value, not a tuple
         self._lo: tuple[float, ...] = ()
@@ -78,6 +86,9 @@ class DeviceSeries(Generic[_G]):
         self._unseen: frozenset[str] = frozenset()  # planned metrics with no series yet
         self._last = 0  # the members' newest time
         self._gap = 0.0  # a row must come more than this after _last (the groups' quiet gaps)
+        # The kind's columns this log is mirrored in (``LogColumns``), and its row there.
+        self._cols: LogColumns[Any] | None = None
+        self._slot = 0
 
     def attach(self, i: int, w: SeriesWindow) -> None:
         """``w`` is the series at plan position ``i`` (it leaves any log it had)."""
@@ -86,9 +97,26 @@ class DeviceSeries(Generic[_G]):
         self.found[i] = w
         self.stale()
 
+    def has_rows(self) -> bool:
+        """Rows wait here or in the kind's columns (``LogColumns``)."""
+        cols = self._cols
+        return bool(self.times) or (cols is not None and bool(cols.log_n[self._slot]))
+
+    def _from_columns(self) -> None:
+        """The rows the kind's columns took for this log join its own (before a newer one)."""
+        cols = self._cols
+        assert cols is not None
+        slot = self._slot
+        n = int(cols.log_n[slot])
+        cols.log_n[slot] = 0
+        self.times.extend(cols.log_ts[slot, :n].tolist())
+        self.rows.extend(map(tuple, cols.log_val[slot, :n][:, self._pos].tolist()))
+
     def stale(self) -> None:
         """A series changed: look again before taking a row."""
         self.fresh = self.fast = False
+        if self._cols is not None:
+            self._cols.fast[self._slot] = False
 
     def take(
         self, metrics: Mapping[str, object], ts: int
@@ -120,10 +148,14 @@ class DeviceSeries(Generic[_G]):
                 out = [(k, float(v)) for k, v in enumerate(row) if not lo[k] <= v <= hi[k]]
         except (KeyError, TypeError):
             return None
+        if self._cols is not None and self._cols.log_n[self._slot]:
+            self._from_columns()
         times = self.times
         times.append(ts)
         self.rows.append(row)
         self._last = ts
+        if self._cols is not None:
+            self._cols.last[self._slot] = ts
         if inside:
             if len(times) >= windows._TAIL:
                 self.catch_up()
@@ -143,10 +175,13 @@ class DeviceSeries(Generic[_G]):
         """Look at the series again: may a reading be kept as a row, and within what."""
         self.fresh = True
         self.fast = False
-        pending = bool(self.times)  # then the members are the same and _last their newest
+        if self._cols is not None:
+            self._cols.fast[self._slot] = False
+        pending = self.has_rows()  # then the members are the same and _last their newest
         members: list[SeriesWindow] = []
         groups: list[_G | None] = []
         names: list[str] = []
+        pos: list[int] = []
         unseen: list[str] = []
         gap = -1.0
         last: int | None = None
@@ -165,10 +200,11 @@ class DeviceSeries(Generic[_G]):
             members.append(w)
             groups.append(group)
             names.append(metric)
+            pos.append(len(pos) + len(unseen))
         if last is None:
             return
         self.fast = True
-        self._members, self._groups = members, groups
+        self._members, self._groups, self._pos = members, groups, pos
         self._pick = itemgetter(*names)
         self._single = len(names) == 1
         self._lo = tuple(w.lo for w in members)
@@ -176,22 +212,161 @@ class DeviceSeries(Generic[_G]):
         self._unseen = frozenset(unseen)
         self._last = last
         self._gap = gap
+        if self._cols is not None:
+            self._cols.mirror(self)
 
-    def catch_up(self) -> None:
-        """Hand the kept rows to their series."""
+    def catch_up(self, keep: bool = False) -> None:
+        """Hand the kept rows to their series: its own, then those in the kind's columns
+        (newer: a row of its own is only added once those joined it). ``keep``: the log may
+        go on taking rows (the columns' full log: rows within the envelopes change no bound
+        nor quiet mark, and a series that changes, a flush, makes the log stale itself)."""
+        cols = self._cols
+        n = 0 if cols is None else int(cols.log_n[self._slot])
         times = self.times
-        if not times:
+        if not times and not n:
             return
         rows = self.rows
         self.times, self.rows = array("q"), []
-        self.stale()
-        last = times[-1]
+        if not keep:
+            self.stale()
+        if n:
+            assert cols is not None
+            slot = self._slot
+            cols.log_n[slot] = 0
+            more = cols.log_ts[slot, :n].tobytes()
+            values = cols.log_val[slot, :n].T[self._pos]  # a row per member (a copy)
+            last = int(cols.log_ts[slot, n - 1])
+        else:
+            last = times[-1]
         for k, w in enumerate(self._members):
-            w._tail_ts.extend(times)
-            w._tail_val.extend([row[k] for row in rows])
+            if times:
+                w._tail_ts.extend(times)
+                w._tail_val.extend([row[k] for row in rows])
+            if n:  # (the same machine types as the tails' arrays: int64, float64)
+                w._tail_ts.frombytes(more)
+                w._tail_val.frombytes(values[k].tobytes())
             w.newest_ts = last
             if len(w._tail_ts) >= windows._TAIL:
                 w._flush()
+
+
+_B = npt.NDArray[np.bool_]
+_F = npt.NDArray[np.float64]
+
+
+class LogColumns(Generic[_G]):
+    """The logs of one estate's devices of one kind as columns, one row (slot) a device: what
+    ``DeviceSeries.take`` checks (may rows be taken, the envelopes, the newest time, the
+    gap), mirrored by each log as it changes, so that a run of the kind's readings is screened
+    with a few numpy calls (``alerts.rules.columns``) instead of a ``take`` a reading. Also
+    the devices' slots for kinds without windows (``plan`` None: no columns but the slots).
+    Columns ``plan`` positions; ``member`` False where the device has no series yet."""
+
+    __slots__ = (
+        "devices",
+        "fast",
+        "gap",
+        "hi",
+        "last",
+        "lo",
+        "log_n",
+        "log_ts",
+        "log_val",
+        "member",
+        "plan",
+        "slot_of",
+    )
+
+    # Rows a device's log keeps here before they join its series (DeviceSeries.catch_up):
+    # every windows._DEPTH readings a device, one catch-up; that × plan width floats a device.
+
+    def __init__(self, plan: Sequence[tuple[int, str, _G | None]] | None) -> None:
+        self.plan = plan
+        self.slot_of: dict[str, int] = {}  # device -> its row
+        self.devices: list[DeviceSeries[_G] | None] = []  # the row's log
+        self._size(64)
+
+    def _size(self, cap: int) -> None:
+        width = len(self.plan) if self.plan else 0
+        old = self.devices and (
+            self.fast,
+            self.last,
+            self.gap,
+            self.lo,
+            self.hi,
+            self.member,
+            self.log_n,
+            self.log_ts,
+            self.log_val,
+        )
+        self.fast: _B = np.zeros(cap, np.bool_)  # rows may be taken (DeviceSeries.fast)
+        self.last: npt.NDArray[np.int64] = np.zeros(cap, np.int64)  # the members' newest time
+        self.gap: _F = np.zeros(cap)
+        self.lo: _F = np.zeros((cap, width))
+        self.hi: _F = np.zeros((cap, width))
+        self.member: _B = np.zeros((cap, width), np.bool_)
+        # The rows taken by column (``alerts.rules.columns``): times, values along the plan
+        # (NaN: none), how many, per device.
+        self.log_n: npt.NDArray[np.int64] = np.zeros(cap, np.int64)
+        depth = self.log_ts.shape[1] if old else windows._DEPTH
+        self.log_ts: npt.NDArray[np.int64] = np.zeros((cap, depth), np.int64)
+        self.log_val: _F = np.zeros((cap, depth, width))
+        if old:
+            n = len(old[0])
+            new = (
+                self.fast,
+                self.last,
+                self.gap,
+                self.lo,
+                self.hi,
+                self.member,
+                self.log_n,
+                self.log_ts,
+                self.log_val,
+            )
+            for now, was in zip(new, old, strict=True):
+                now[:n] = was
+
+    def slot(self, dev: str) -> int:
+        """The device's row (a new one if it has none)."""
+        slot = self.slot_of.get(dev)
+        if slot is None:
+            slot = self.slot_of[dev] = len(self.devices)
+            self.devices.append(None)
+            if slot >= len(self.fast):
+                self._size(2 * slot)
+        return slot
+
+    def bind(self, slot: int, device: DeviceSeries[_G] | None) -> None:
+        """``device`` is the log of the slot's device (it leaves any columns it had)."""
+        self.devices[slot] = device
+        if device is None:
+            return
+        device._cols = self
+        device._slot = slot
+        if device.fast:
+            self.mirror(device)
+        else:
+            self.fast[slot] = False
+
+    def mirror(self, device: DeviceSeries[Any]) -> None:
+        """Copy what ``take`` checks from a log just made ready to take rows (``refresh``)."""
+        slot = device._slot
+        lo, hi = device._lo, device._hi
+        if len(lo) == self.lo.shape[1]:  # a series at every position (mostly)
+            self.lo[slot] = lo
+            self.hi[slot] = hi
+            self.member[slot] = True
+        else:
+            found = device.found
+            inf = math.inf
+            at_lo, at_hi = iter(lo), iter(hi)
+            self.lo[slot] = [inf if w is None else next(at_lo) for w in found]
+            self.hi[slot] = [-inf if w is None else next(at_hi) for w in found]
+            self.member[slot] = [w is not None for w in found]
+        self.last[slot] = device._last
+        self.gap[slot] = device._gap
+        self.fast[slot] = True
 
 
 class WindowBank:

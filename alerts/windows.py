@@ -39,6 +39,9 @@ _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
 # Samples appended in time order wait in a tail this long before joining the numpy arrays.
 _TAIL = 128
+# A device's rows taken by column (``alerts.rules.columns``) wait in its kind's columns this
+# many at most (``window_bank.LogColumns``) before they join its series.
+_DEPTH = 32
 # A bucket keeps at most this many samples: first, lowest, highest, last (see SeriesWindow).
 _PER_BUCKET = 4
 
@@ -106,6 +109,7 @@ class SeriesWindow:
         "newest_ts",
         "quiet_for",
         "quiet_gap",
+        "quiet_slack",
         "since_ms",
     )
 
@@ -143,6 +147,7 @@ class SeriesWindow:
         # What add() answers for: see mark_quiet().
         self.quiet_for: object = None
         self.quiet_gap = 0.0
+        self.quiet_slack = 0.0  # the largest mean_slack the quiet mark holds for
         self._log: DeviceSeries[Any] | None = None
         # The first sample this series ever held (never moves forward): whether a window
         # reaches back before the series began.
@@ -151,7 +156,7 @@ class SeriesWindow:
     def catch_up(self) -> None:
         """Take the samples still waiting in the device's log (see ``DeviceSeries``)."""
         log = self._log
-        if log is not None and log.times:
+        if log is not None and log.has_rows():
             log.catch_up()
 
     def _changed(self) -> None:
@@ -201,12 +206,14 @@ class SeriesWindow:
             and (last is None or ts - last > self.quiet_gap)
         )
 
-    def mark_quiet(self, quiet: object, gap: float) -> None:
+    def mark_quiet(self, quiet: object, gap: float, slack: float = 0.0) -> None:
         """Remember that ``quiet`` holds for these bounds, for samples at least ``gap`` ms
-        apart; forgotten as soon as the bounds (or the mean's rounding allowance) change."""
+        apart, while the mean's rounding allowance stays below ``slack``; forgotten as soon
+        as the bounds (or that allowance beyond ``slack``) change."""
         self._changed()
         self.quiet_for = quiet
         self.quiet_gap = gap
+        self.quiet_slack = slack
 
     def loosen(self, lo: float, hi: float) -> None:
         """Widen the envelope to at least ``lo..hi`` (it may be loose: see ``tighten``)."""
@@ -231,14 +238,17 @@ class SeriesWindow:
             self._absmax = a
             self._slack()
 
-    def _slack(self) -> None:
+    def _slack(self, keep: bool = False) -> None:
         # A mean from the prefix sums of n samples is within (2n² + 2)·u·max|v| of the exact
         # mean of those samples (u = 2^-53, sequential sums); n: up to the next flush (the
-        # tail and a device's log can hold up to _TAIL each).
+        # tail and a device's log can hold up to _TAIL each, its kind's columns _DEPTH).
+        # ``keep``: nothing else changed (a flush), the quiet mark stays if made for as much.
         ncum = self._ncum
-        n = (self._end if ncum is None else int(ncum[self._end - 1])) + 2 * _TAIL
-        self._changed()
-        self.mean_slack = (2.0 * n * n + 2.0) * 1.12e-16 * self._absmax
+        n = (self._end if ncum is None else int(ncum[self._end - 1])) + 2 * _TAIL + _DEPTH
+        slack = (2.0 * n * n + 2.0) * 1.12e-16 * self._absmax
+        if not (keep and slack < self.quiet_slack):
+            self._changed()
+        self.mean_slack = slack
 
     def _flush(self) -> None:
         """Move the tail into the arrays, then drop what is older than the horizon."""
@@ -293,7 +303,9 @@ class SeriesWindow:
             self._loose = True
             self._sync()
         self._drop_before(int(self._ts[stop - 1]) - self.horizon_ms)
-        self._slack()
+        # (the bounds, times and quiet mark stand: the samples were inside the envelope, a
+        # rebuild made it exact above, which looked again)
+        self._slack(keep=True)
 
     def _summarise(self, lo: int) -> None:
         """At most ``_PER_BUCKET`` samples a bucket from ``lo`` on (that many before the new

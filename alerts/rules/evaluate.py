@@ -11,6 +11,11 @@ metrics (value tests, window aggregates, ``all`` composites gated on a part), on
 when its device holds no condition; only the rules of a group that is not quiet are tested, in
 rule order, each window aggregate computed once for all of them. A device with a condition held
 has every rule on its kind tested (so held ones can clear). The signals are the same either way.
+
+By column (issue 15): a kind's readings of a delivery are first screened together
+(``alerts.rules.columns``); those that change nothing a rule reads are done in bulk, and only
+the others take the path above, in their order. A device met in two kinds' runs of one
+delivery (one id, two kinds) is not looked for: device ids name one device.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from operator import itemgetter
 from typing import Any
 
 from alerts.datafile import format_duration
+from alerts.rules import columns
 from alerts.rules.index import KindRules, RuleIndex, WindowGroup
 from alerts.rules.spec import Composite, EventCount, Rule, ValueTest
 from alerts.rules.window_tests import due_tests, gather, needs_whole, window_plan
-from alerts.window_bank import DeviceSeries, WindowBank
+from alerts.window_bank import DeviceSeries, LogColumns, WindowBank
 from alerts.windows import Aggregate, SeriesWindow
 from protocol.messages import Event, Reading, Value
 
@@ -76,6 +82,12 @@ class Evaluator:
         self.clocks: dict[SubjectKey, DeviceClock] = {}
         self.latest: dict[SubjectKey, dict[str, Value]] = {}  # composite rules' metrics only
         self.event_counts: dict[tuple[str, str, str], SeriesWindow] = {}
+        # Rules by column: a kind's readings in a delivery are screened together from this
+        # many (fewer: the numpy calls cost more than they save); the logs' columns per
+        # (estate, kind); how many readings the columns handled (tests, benches).
+        self.column_run = columns.COLUMN_RUN
+        self.columns: dict[tuple[str, str], LogColumns[WindowGroup]] = {}
+        self.by_column = 0
         # Held conditions that can clear by time alone: windows and counts slide.
         self._timed: dict[
             tuple[str, str, str], tuple[Rule, ValueTest | Composite | EventCount]
@@ -120,7 +132,113 @@ class Evaluator:
         out: list[Signal],
         heard_ms: int | None = None,
     ) -> None:
-        """``heard_ms``: when the readings arrived (default: their own times)."""
+        """``heard_ms``: when the readings arrived (default: their own times).
+
+        A kind's readings in runs of at least ``column_run`` are screened by column
+        (``_by_column``): those that change nothing a rule reads but clocks, logs and latest
+        values are handled there; the others go reading by reading (``_each``), in their
+        order, with the same signals as if all had."""
+        if len(readings) < self.column_run or not index.by_column:
+            self._each(index, estate, gateway, readings, out, heard_ms)
+            return
+        runs: dict[str, list[int]] = {}
+        for i, r in enumerate(readings):
+            run = runs.get(r.kind)
+            if run is None:
+                runs[r.kind] = [i]
+            else:
+                run.append(i)
+        rest: list[int] = []
+        screened: list[tuple[LogColumns[WindowGroup], list[int]]] = []
+        for kind, run in runs.items():
+            got = None
+            if len(run) >= self.column_run:
+                got = self._by_column(index, kind, estate, gateway, readings, run, heard_ms)
+            if got is None:
+                rest.extend(run)
+                continue
+            cols, left = got
+            if left:
+                rest.extend(left)
+                screened.append((cols, left))
+        if not rest:
+            return
+        if len(rest) == len(readings):
+            self._each(index, estate, gateway, readings, out, heard_ms)
+        else:
+            rest.sort()
+            self._each(index, estate, gateway, [readings[i] for i in rest], out, heard_ms)
+        # The devices met reading by reading get (or keep) their slots in the columns.
+        clocks = self.clocks
+        for cols, slow in screened:
+            plan = cols.plan
+            for i in slow:
+                dev = readings[i].dev
+                slot = cols.slot(dev)
+                if plan is None:
+                    continue
+                clock = clocks.get((estate, dev))
+                device = None if clock is None else clock.series
+                if device is not None and device.plan is plan and cols.devices[slot] is not device:
+                    cols.bind(slot, device)
+
+    def _by_column(
+        self,
+        index: RuleIndex,
+        kind: str,
+        estate: str,
+        gateway: str,
+        readings: Sequence[Reading],
+        run: list[int],
+        heard_ms: int | None,
+    ) -> tuple[LogColumns[WindowGroup], list[int]] | None:
+        """The readings ``run`` (positions in ``readings``) of one kind, screened by column:
+        a reading whose device holds nothing, whose values are quiet for every value group
+        and composite gate of the kind (``index``), and whose device's log would take it
+        without widening an envelope (``DeviceSeries.take``, from the kind's ``LogColumns``)
+        changes only its clock, its log and its latest values; those are done here. Returns
+        the kind's columns and the positions left for ``_each``; None: the kind is not
+        screened (no rules, or some that must see every reading)."""
+        kr = index.kinds.get(kind)
+        if kr is None or not kr.columnar:
+            return None
+        tk = self.windows.horizons.get(kind)
+        plan = None
+        if kr.window_groups:
+            plan = kr.window_plan
+            if plan is None or tk is None or kr.window_plan_for is not tk or len(tk) != len(plan):
+                return None  # not planned yet, or the general path: reading by reading
+        elif tk is not None or not kr.composites:
+            return None  # (value tests alone: reading by reading is as cheap)
+        for _m, group in kr.groups:
+            if group.quiet is None:
+                return None
+        for _m, gate in kr.composite_gates:
+            if gate.quiet is None:
+                return None
+        key = (estate, kind)
+        cols = self.columns.get(key)
+        if cols is None or cols.plan is not plan:
+            cols = self.columns[key] = LogColumns(plan)
+        rs = [readings[i] for i in run]
+        try:
+            done = columns.screen(self, cols, kr, estate, gateway, rs, heard_ms)
+        except (TypeError, ValueError):  # a value numpy cannot compare: reading by reading
+            return cols, run
+        left = [i for i, d in zip(run, done.tolist(), strict=True) if not d]
+        self.by_column += len(run) - len(left)
+        return cols, left
+
+    def _each(
+        self,
+        index: RuleIndex,
+        estate: str,
+        gateway: str,
+        readings: Iterable[Reading],
+        out: list[Signal],
+        heard_ms: int | None = None,
+    ) -> None:
+        """Reading by reading: every step a rule may need (the reference for the columns)."""
         kinds = index.kinds
         asserted = self.asserted
         held_count = self.held_count

@@ -42,11 +42,25 @@ class ValueGroup:
     ranged: bool = False
     lo: float = -math.inf
     hi: float = math.inf
+    # When quiet is "not one of these values": them, for the columns to test inline.
+    values: frozenset[Value] | None = None
 
     def seal(self) -> None:
         parts = [t.quiet for t, _ in self.tests]
         self.quiet = _group_quiet(parts)
         self.ranged, self.lo, self.hi = _group_range(parts)
+        self.values = _group_values(parts)
+
+
+def _group_values(parts: list[Quiet | None]) -> frozenset[Value] | None:
+    """The values some part hits, if every part is quiet outside a set of values."""
+    if parts and all(p is not None and p.shape == "values" for p in parts):
+        found: set[Value] = set()
+        for p in parts:
+            assert p is not None
+            found.update(p.values or ())  # type: ignore[arg-type]
+        return frozenset(found)
+    return None
 
 
 def _group_range(parts: list[Quiet | None]) -> tuple[bool, float, float]:
@@ -168,7 +182,11 @@ class WindowGroup:
                 if not quiet:
                     return False
         if gap is not None:
-            w.mark_quiet(self, gap)
+            # (a mean's rounding allowance may grow up to where the envelope meets the range)
+            slack = math.inf
+            if self.within is not None and self.mean:
+                slack = min(w.lo - self.within_lo, self.within_hi - w.hi)
+            w.mark_quiet(self, gap, slack)
         return True
 
     def _quiet(self, w: SeriesWindow, now: int) -> tuple[bool, float | None]:
@@ -244,11 +262,13 @@ class CompositeGate:
     ranged: bool = False  # as ValueGroup's
     lo: float = -math.inf
     hi: float = math.inf
+    values: frozenset[Value] | None = None
 
     def seal(self) -> None:
         quiets = [p.quiet for p in self.parts]
         self.quiet = _group_quiet(quiets)
         self.ranged, self.lo, self.hi = _group_range(quiets)
+        self.values = _group_values(quiets)
 
 
 @dataclass(slots=True)
@@ -261,6 +281,10 @@ class KindRules:
     composites: list[tuple[Composite, Rule]] = field(default_factory=list)
     composite_gates: list[tuple[str, CompositeGate]] = field(default_factory=list)  # by metric
     ungated: list[tuple[int, Composite, Rule]] = field(default_factory=list)  # no gate part
+    # The ungated ones' parts by metric, when all are ``any`` of plain parts (``columnar``):
+    # quiet for every part, none can hit.
+    ungated_screens: list[tuple[str, CompositeGate]] = field(default_factory=list)
+    columnar: bool = True  # a run of readings may be screened by column
     # The evaluator's cache: the window bank's tracked metrics of this kind (window_plan_for)
     # as (position, metric, window group or None).
     window_plan: list[tuple[int, str, WindowGroup | None]] | None = None
@@ -309,6 +333,11 @@ class RuleIndex:
         for kr in self.kinds.values():
             _group_windows(kr)
             _gate_composites(kr)
+        # Some kind's readings may go by column (``Evaluator._by_column``): value tests alone
+        # go reading by reading.
+        self.by_column = any(
+            kr.columnar and (kr.window_groups or kr.composites) for kr in self.kinds.values()
+        )
 
     def window_needs(self) -> Iterable[tuple[str, str, Aggregate]]:
         """(kind, metric, aggregate) the windows must keep history for."""
@@ -356,3 +385,21 @@ def _gate_composites(kr: KindRules) -> None:
     for g in gates.values():
         g.seal()
     kr.composite_gates = list(gates.items())
+    _screen_ungated(kr)
+
+
+def _screen_ungated(kr: KindRules) -> None:
+    """For the columns (``alerts.rules.columns``): an ungated ``any`` of plain parts with quiet
+    values cannot hit while every part's metric is quiet for all its parts; anything else
+    ungated must be tested at every reading (``columnar`` False)."""
+    parts: dict[str, CompositeGate] = {}
+    for _pos, comp, _rule in kr.ungated:
+        if comp.all or not all(p.agg is None and p.quiet is not None for p in comp.parts):
+            kr.columnar = False
+            return
+        for p in comp.parts:
+            parts.setdefault(p.metric, CompositeGate()).parts.append(p)
+    for g in parts.values():
+        g.seal()
+    kr.ungated_screens = list(parts.items())
+    kr.columnar = all(g.quiet is not None for _m, g in kr.ungated_screens)
