@@ -17,9 +17,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
@@ -35,6 +36,8 @@ from protocol.clock import now_ms
 
 __all__ = [
     "EstateBatch",
+    "PendingWrite",
+    "PipelinedStore",
     "PreparedRows",
     "RawSink",
     "RawSource",
@@ -45,6 +48,7 @@ __all__ = [
     "WriteResult",
     "connect",
     "now_ms",
+    "submit_write",
 ]
 
 SCHEMA_VERSION = 2
@@ -187,6 +191,53 @@ class TelemetryStore(Protocol):
         self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
     ) -> RollupPlan | None: ...
     def close(self) -> None: ...
+
+
+@dataclass(eq=False)
+class PendingWrite:
+    """One commit's write handed to a telemetry store; its answer may come later (the store
+    process answers while the recorder prepares the next commit)."""
+
+    answer: Future[WriteResult] = field(default_factory=Future)
+    # The store's dedup verdict (indexes of duplicate batches) once it has judged, before its
+    # COMMIT; None while unknown or when the write is known to have rolled back. After a
+    # failure whose outcome is unknown (the store process died), the batches judged new may
+    # have been committed by this write: a retry that finds them stored counts them as its.
+    judged: set[int] | None = None
+
+
+@runtime_checkable
+class PipelinedStore(Protocol):
+    """A telemetry store that takes a write and answers later, finding duplicates inside the
+    write's own transaction (one round trip a commit): ``store_process.StoreProcess``."""
+
+    def submit_write(
+        self,
+        batches: Sequence[EstateBatch],
+        prepared: Sequence[PreparedRows | None] | None,
+        urgent: bool = False,
+    ) -> PendingWrite: ...
+
+
+def submit_write(
+    store: TelemetryStore,
+    batches: Sequence[EstateBatch],
+    prepared: Sequence[PreparedRows | None] | None,
+    urgent: bool = False,
+) -> PendingWrite:
+    """One commit's write, de-duplicated in its transaction. A ``PipelinedStore`` answers
+    later (``urgent``: events, which go before telemetry writes still waiting); any other
+    ``TelemetryStore`` (the writer in this process, a networked one) is asked
+    ``find_duplicates`` and then ``write`` now, and the answer is ready on return."""
+    if isinstance(store, PipelinedStore):
+        return store.submit_write(batches, prepared, urgent)
+    pending = PendingWrite()
+    try:
+        pending.judged = store.find_duplicates(batches)
+        pending.answer.set_result(store.write(batches, pending.judged, prepared))
+    except Exception as exc:
+        pending.answer.set_exception(exc)
+    return pending
 
 
 class TelemetryWriter:
