@@ -283,22 +283,31 @@ class Recorder:
         theirs is, telemetry in the order sent. A failure: ``_recover``. False when the
         recorder gave up (stopping while the store fails)."""
         for b in [b for b in flight if b.urgent and b.answered() and b.failure() is None]:
-            flight.remove(b)
-            self._land(b)
+            if self._land(b):
+                flight.remove(b)
         while flight and flight[0].answered() and flight[0].failure() is None:
-            self._land(flight.popleft())
+            if not self._land(flight[0]):
+                break
+            flight.popleft()
         if any(b.answered() and b.failure() is not None for b in flight):
             return self._recover(flight)
         return True
 
-    def _land(self, b: _Batch) -> None:
-        """A batch whose write committed: its results, statuses, acknowledgement, listeners."""
-        if b.write is not None:
+    def _land(self, b: _Batch) -> bool:
+        """A batch whose write committed: its results, statuses, acknowledgement, listeners.
+        False when storing a status failed (kept as the batch's ``error``: ``_recover``)."""
+        # (outcomes set: a retry of this landing, the write's results already counted)
+        if b.write is not None and b.with_batch and b.with_batch[0].outcome is None:
             self._written(b, b.write.answer.result())
-        self._store_statuses(b.items)
+        try:
+            self._store_statuses(b.items)
+        except Exception as exc:
+            b.error = exc
+            return False
         self._count_commit(b.items, b.started)
         self.stats.failing_since = None
         self._done(b.items)
+        return True
 
     def _done(self, pending: list[Received]) -> None:
         self.progress = time.monotonic()
@@ -318,10 +327,10 @@ class Recorder:
             wait([b.write.answer for b in flight if b.write is not None], timeout=0.05)
         failed: list[_Batch] = []
         for b in flight:
-            exc = b.failure()
-            if exc is None:
-                self._land(b)
+            if b.failure() is None and self._land(b):
                 continue
+            exc = b.failure()
+            assert exc is not None
             self._failed(b, exc)
             failed.append(b)
         flight.clear()
