@@ -304,7 +304,10 @@ class StoreProcess:
     ) -> Future[Any]:
         """Send one request (under ``_lock``; starts a child if none runs); its answer comes
         on the future. Waits only while the child's queue is full."""
-        if not self.alive():
+        # not alive(): its waitpid gives up the interpreter lock, and taking it back waited
+        # behind the decoder and the rules (8 % of the writer thread); a dead child's socket
+        # fails the send, and its answers thread sees it closed
+        if self._conn is None:
             self._restart()
         self._wait_ready()
         assert self._conn is not None
