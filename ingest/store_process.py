@@ -217,8 +217,7 @@ class StoreProcess:
         answered (StoreDown: a write's outcome is unknown, see ``PendingWrite.judged``); the
         next request or the supervisor starts another."""
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            self._hang_up()
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.kill()
@@ -230,6 +229,22 @@ class StoreProcess:
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.error("ingest: the store process ended (exit %s); starting another", self.last_exit)
+
+    def _hang_up(self) -> None:
+        """Done with this child's socket (under ``_lock``). Its answers thread may be reading it:
+        the socket is shut down, which ends that read, and the thread closes it; closed here,
+        its descriptor could be handed to the next child's socket while that thread reads."""
+        assert self._conn is not None
+        if self._ready:
+            with contextlib.suppress(OSError):
+                dup = socket.socket(fileno=os.dup(self._conn.fileno()))
+                try:
+                    dup.shutdown(socket.SHUT_RDWR)
+                finally:
+                    dup.close()
+        else:  # no answers thread yet
+            self._conn.close()
+        self._conn = None
 
     def _restart(self) -> None:
         self._lost("restarted")
@@ -269,8 +284,9 @@ class StoreProcess:
                 rid, kind, *value = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError) as exc:
                 with self._lock:
-                    if self._conn is conn:  # not closed on purpose: the child died
+                    if self._conn is conn:  # not hung up on purpose: the child died
                         self._lost(repr(exc))
+                conn.close()
                 return
             if kind == "judged":  # the write's dedup verdict, sent before its COMMIT
                 with self._waiting_lock:
@@ -414,8 +430,7 @@ class StoreProcess:
                 answer.result(10)
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+                self._hang_up()
             if self._proc is not None:
                 try:
                     self._proc.wait(10)
