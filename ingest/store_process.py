@@ -4,24 +4,31 @@ In one process the SQLite writer thread waited ~40 % of its time for the interpr
 that the decoder, the rules and paho held. Here ``TelemetryWriter`` (dedup against the seq
 book, the readings' rows, the insert, ``latest``, the seq book, rollup merges and purges) runs
 in a child process with an interpreter of its own; the service's recorder thread keeps
-everything else (state store, acknowledgements, listeners) and waits on a socket meanwhile,
-without the lock.
+everything else (state store, acknowledgements, listeners).
 
-``StoreProcess`` is the main side: the same calls as ``TelemetryWriter`` (``TelemetryStore``),
-one request at a time on a socket pair (bounded: one commit in flight). A batch crosses as
-msgpack (msgspec, in C: ~1 µs a reading), encoded by the decoder thread (``prepare_rows``) while
-the writer waits for the commit before, and is decoded in the child into structs with the same
-attributes. A write returns only after the child's COMMIT, so the recorder still acknowledges
-only what is committed.
+``StoreProcess`` is the main side: the same calls as ``TelemetryWriter`` (``TelemetryStore``)
+and ``submit_write`` (``PipelinedStore``), requests on a socket pair answered in the child's
+order by a thread of this process (``_receive``), each on its own future. A write is found
+duplicates of and committed by the child in one turn (one round trip a commit), and the
+recorder keeps two commits with it (``recorder.IN_FLIGHT``), so the child commits one while
+the recorder acknowledges the other: the two processes overlap instead of taking turns. The
+child's reader thread takes requests off the socket as they come (bounded: CHILD_QUEUE) and
+queues events before telemetry writes not yet started. A batch crosses as msgpack (msgspec, in
+C: ~1 µs a reading), encoded by the decoder thread (``prepare_rows``), and is decoded in the
+child into structs with the same attributes. A write is answered only after the child's COMMIT,
+so the recorder still acknowledges only what is committed.
 
 Crashes:
-- the child dies (kill -9): its open transaction rolls back; the request in flight fails as
-  ``StoreDown`` (an OSError: transient, so the recorder retries, nothing is acknowledged); the
-  next request, or the supervisor thread within a second, starts a new child, which loads the
-  seq book from the file, so a batch it committed before dying is found stored on the retry;
-- the service dies: the child sees its parent gone (ppid) within 50 ms and exits; it may finish
-  the commit it is in, which nobody acknowledged, so the broker delivers it again and the next
-  child (which waits for the old one's file lock first) finds it stored.
+- the child dies (kill -9): its open transaction rolls back; every request in flight fails as
+  ``StoreDown`` (an OSError: transient, so the recorder retries, nothing is acknowledged); a
+  write the child had judged (``PendingWrite.judged``, sent before its COMMIT) may have
+  committed, which the retry tells apart; the next request, or the supervisor thread within a
+  second, starts a new child, which loads the seq book from the file, so a batch it committed
+  before dying is found stored on the retry;
+- the service dies: the child sees its socket close (or its parent gone, ppid, within 50 ms)
+  and exits; it may finish the commit it is in, which nobody acknowledged, so the broker
+  delivers it again and the next child (which waits for the old one's file lock first) finds it
+  stored.
 """
 
 from __future__ import annotations
