@@ -105,6 +105,7 @@ class Lane:
     closed: threading.Event = field(default_factory=threading.Event)
     # the partition was lost: what this session delivered is neither committed nor acked
     revoked: bool = False
+    received: int = 0  # a partition session's messages (its network thread's own count)
 
     def wants(self, topic_filter: str) -> bool:
         return topic_filter.endswith("/events") == self.events
@@ -217,6 +218,8 @@ class Lanes:
         self._confirmed: dict[Lane, set[str]] = {}
         # a scaled-out worker's sessions of the partitions it holds: (telemetry, events)
         self._held: dict[int, tuple[Lane, Lane]] = {}
+        if partitions is not None:
+            stats.received_open = self._received_open
         if shard:
             client_id = f"{client_id}-{shard[0]}of{shard[1]}"
         # Bounded: a full queue blocks that lane's MQTT network thread, which is the
@@ -284,6 +287,10 @@ class Lanes:
             if self.partitions is not None:
                 return sorted({e for lane, es in self._confirmed.items() for e in es})
             return sorted(self._confirmed.get(self.telemetry, set()))
+
+    def _received_open(self) -> int:
+        with self._subscriptions:
+            return sum(lane.received for pair in self._held.values() for lane in pair)
 
     @property
     def held_partitions(self) -> list[int]:
@@ -394,6 +401,9 @@ class Lanes:
         for lane in pair:
             lane.client.loop_stop()
             lane.connected.clear()
+        with self._subscriptions:  # its count, final now, to its lane's slot (no thread of
+            for lane, base in zip(pair, self.all, strict=True):  # a lane writes those here)
+                self.stats.received_by_lane[base.name] += lane.received
 
     def close_sessions(self) -> None:
         """Stopping: the partitions' network threads stop waiting for room in the queue (the
@@ -474,7 +484,10 @@ class Lanes:
     def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage) -> None:
         if self._closing.is_set() or lane.closed.is_set():
             return  # not acknowledged: the broker keeps it for the next session
-        self.stats.received_by_lane[lane.name] += 1  # this thread's own slot
+        if lane.partition is None:
+            self.stats.received_by_lane[lane.name] += 1  # this thread's own slot
+        else:
+            lane.received += 1  # ditto: a partition session's own count
         # Only queue the bytes: decoding here would hold the interpreter lock against the
         # writer, whose SQLite steps release and retake it per row (a lock convoy).
         payload = bytes(msg.payload)
