@@ -450,6 +450,7 @@ class Service:
                 estate_records=functools.partial(estate_records, db),
                 estate_region=self._estate_region,
                 offline_gateways=functools.partial(offline_gateways, db),
+                fence=self._fence_commit if self.partitions is not None else None,
             ),
             "alerts",
         )
