@@ -52,11 +52,12 @@ from ingest.directory import estate_records, offline_gateways
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.model import NotOwner
+from ingest.net_telemetry import NetworkTelemetryStore
 from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import SchemaBusy, StateStore
 from ingest.store_process import telemetry_store
-from ingest.telemetry import TelemetryReader, TelemetryWriter
+from ingest.telemetry import TelemetryReader, TelemetryStore, TelemetryWriter
 from ingest.victoria import RemoteChartsReader, VictoriaMetricsReader
 from protocol.catalog import default_catalog
 from protocol.clock import now_ms
@@ -263,10 +264,14 @@ class Service:
             if s.raw_store_url
             else None
         )
-        with explain_corruption(path, "telemetry database"):
-            self.telemetry_writer = retry_schema(
-                lambda: telemetry_store(path, self.influx, s.ingest_store_process), "telemetry"
-            )
+        self.telemetry_writer: TelemetryStore
+        if self.scaled_out:
+            self.telemetry_writer = self._network_telemetry()
+        else:
+            with explain_corruption(path, "telemetry database"):
+                self.telemetry_writer = retry_schema(
+                    lambda: telemetry_store(path, self.influx, s.ingest_store_process), "telemetry"
+                )
         self.ingest = Ingest(
             self.endpoint,
             self.state,
@@ -305,6 +310,23 @@ class Service:
             self.scheduler.add_job(
                 self.ingest.subscribe_new_estates, "interval", seconds=5, id="subscribe-new-estates"
             )
+
+    def _network_telemetry(self) -> NetworkTelemetryStore:
+        """A worker's telemetry store: nothing on its disk. Raw readings to the networked
+        time-series store, the dedup book, events and "now" to PostgreSQL, every commit
+        fenced by the partitions' leases in its own transaction (``_fence_commit``)."""
+        s = self.settings
+        if self.influx is None:
+            raise StartupError(
+                f"ESTATEWATCH_PARTITIONS={s.partitions}: a worker keeps no telemetry on its own "
+                "disk; set ESTATEWATCH_TIMESERIES=victoriametrics and "
+                "ESTATEWATCH_VICTORIAMETRICS_URL (or influxdb and ESTATEWATCH_INFLUXDB_URL)"
+            )
+        raw = self.influx
+        return retry_schema(
+            lambda: NetworkTelemetryStore(s.state_database_url, raw, fence=self._fence_commit),
+            "telemetry tables",
+        )
 
     def _start_partitions(self) -> None:
         """Claim and keep partitions of the estates through leases in the state database
@@ -395,8 +417,10 @@ class Service:
         dedup book, the alert engine's alarm state): with partitions, check this worker's lease
         on each of their partitions inside that transaction; NotOwner (the caller rolls back)
         when one is no longer held. Without partitions every commit is this process's own."""
-        if self.partitions is None:
+        if not self.scaled_out:
             return
+        if self.partitions is None:  # the leases have not started: nothing is ours yet
+            raise NotOwner(estates, "this worker holds no partition yet")
         count = self.settings.partitions
         for partition in sorted({partition_of(e, count) for e in estates}):
             try:
@@ -450,7 +474,7 @@ class Service:
                 estate_records=functools.partial(estate_records, db),
                 estate_region=self._estate_region,
                 offline_gateways=functools.partial(offline_gateways, db),
-                fence=self._fence_commit if self.partitions is not None else None,
+                fence=self._fence_commit if self.scaled_out else None,
             ),
             "alerts",
         )

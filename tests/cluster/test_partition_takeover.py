@@ -23,6 +23,7 @@ import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cluster.partitions import partition_of
@@ -180,8 +181,33 @@ def _vm_timestamps(vm: str) -> dict[str, list[int]]:
     return out
 
 
+def _book(database_url: str) -> dict[str, tuple[int, int, int]]:
+    """Per estate, from the dedup book in PostgreSQL: (seqs stored, distinct seqs, the
+    weather station's latest data time)."""
+    engine = sa.create_engine(database_url.replace("postgresql:", "postgresql+psycopg:"))
+    try:
+        with engine.connect() as conn:
+            seqs = conn.execute(
+                sa.text(
+                    "SELECT estate, count(*), count(DISTINCT seq) FROM telemetry_message_seqs "
+                    "GROUP BY estate"
+                )
+            ).all()
+            latest: dict[str, int] = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT estate, ts FROM telemetry_latest "
+                        "WHERE device = 'ws-01' AND metric = 'temp_c'"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    return {e: (n, d, latest.get(e, 0)) for e, n, d in seqs}
+
+
 def test_a_killed_workers_partitions_move_and_every_reading_is_stored_once(
-    nodes: dict[str, Node], mosquitto: ManagedMosquitto, victoriametrics: str
+    nodes: dict[str, Node], mosquitto: ManagedMosquitto, victoriametrics: str, database_url: str
 ) -> None:
     assert len({partition_of(e, PARTITIONS) for e in ESTATES}) == len(ESTATES)
     api = nodes["api"].http
@@ -248,6 +274,9 @@ def test_a_killed_workers_partitions_move_and_every_reading_is_stored_once(
         for e in ESTATES:
             want = [gws.t0 + s * 1000 for s in range(1, gws.sent[e] + 1)]
             assert sorted(got[e]) == want, f"{e}: stored {len(got[e])} of {len(want)} readings"
+        # the dedup book moved with the partitions: each seq once, "now" the last reading
+        book = _book(database_url)
+        assert book == {e: (n, n, gws.t0 + n * 1000) for e, n in gws.sent.items()}, book
         survivor_health = workers[survivor].health()
         assert survivor_health is not None
         print(
