@@ -387,8 +387,17 @@ class Service:
                 if self.owner_link is not None:
                     self.owner_link.serve(partition_address(partition))
             log.info("partition %d: %d estates, sessions opened", partition, len(estates))
-        except Exception:  # the partition stays held but idle; its leases still renew
-            log.exception("partition %d: could not start it", partition)
+        except Exception:  # e.g. the database away for a moment: again while still held
+            log.exception("partition %d: could not start it; trying again in 1 s", partition)
+            retry = threading.Timer(1.0, self._retake, (partition, epoch))
+            retry.daemon = True
+            retry.start()
+
+    def _retake(self, partition: int, epoch: int) -> None:
+        held = self.partitions is not None and self.partitions.held.get(partition) == epoch
+        if held and self._handover is not None and not self._stopped:
+            with contextlib.suppress(RuntimeError):  # stopping
+                self._handover.submit(self._take_partition, partition, epoch)
 
     def _partition_lost(self, partition: int) -> None:
         """At once (before the release reaches the database): stop serving its address and
