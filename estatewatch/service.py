@@ -347,6 +347,12 @@ class Service:
                 renew_ms=s.lease_renew_s * 1000,
             )
             retry_schema(self.partitions.start, "partition leases")
+            owner = self.partitions
+            Gauge(
+                "estatewatch_partitions_held",
+                "partitions whose leases this worker holds (and ingests)",
+                registry=self.registry,
+            ).set_function(lambda: float(len(owner.held)))
         except ValueError as exc:  # not PostgreSQL; another partition count; timings
             engine.dispose()
             raise StartupError(str(exc)) from None
