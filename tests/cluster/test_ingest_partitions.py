@@ -67,6 +67,7 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
                 ESTATEWATCH_LEASE_RENEW_S="1",
                 ESTATEWATCH_WORKER_ID=f"worker-{name}",
                 ESTATEWATCH_INGEST_SHARDS="2",  # ignored: partitions decide
+                # cluster mode keeps telemetry in a networked store (ingest.net_telemetry)
                 ESTATEWATCH_TIMESERIES="victoriametrics",
                 ESTATEWATCH_VICTORIAMETRICS_URL=victoriametrics,
             )
