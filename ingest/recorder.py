@@ -278,7 +278,20 @@ class Recorder:
                 self.telemetry.flush_latest_if_due()
                 self.fanout.end()
                 return
-            flight.append(self._begin(pending, urgent=where == Handoff.EVENTS))
+            pending = self._drop_revoked(pending)
+            if pending:
+                flight.append(self._begin(pending, urgent=where == Handoff.EVENTS))
+
+    def _drop_revoked(self, pending: list[Received]) -> list[Received]:
+        """Messages of a partition lost while they waited (their session ``revoked``) are
+        dropped before the store: not stored, not acknowledged, their bytes freed; the rest."""
+        dropped = [p for p in pending if p.lane.revoked]
+        if not dropped:
+            return pending
+        for p in dropped:
+            p.outcome = Outcome.NOT_OWNER
+        self._acknowledge(dropped)  # acknowledges none of them: frees their bytes
+        return [p for p in pending if p.outcome is None]
 
     @staticmethod
     def _wait_answer(flight: deque[_Batch]) -> None:
@@ -342,7 +355,10 @@ class Recorder:
                 continue
             exc = b.failure()
             assert exc is not None
-            self._failed(b, exc)
+            if isinstance(exc, NotOwner):  # no failure: the serial way drops those estates
+                self._mark_written(b)
+            else:
+                self._failed(b, exc)
             failed.append(b)
         flight.clear()
         for i, b in enumerate(failed):
