@@ -148,7 +148,8 @@ ROLLUP_MAX_ROWS = 2_000_000  # raw rows folded per merge (~30 s of a large estat
 
 class Service:
     """The service's parts for one role: ``all`` (one process), ``ingest`` (one shard of the
-    estates: broker → store, with its rollups) or ``api`` (REST and pages over every shard)."""
+    estates: broker → store, with its rollups; with ``partitions``, a worker ingesting the
+    partitions whose leases it holds) or ``api`` (REST and pages over every shard)."""
 
     def __init__(
         self,
