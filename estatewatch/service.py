@@ -209,6 +209,12 @@ class Service:
                 "--role ingest shares one broker with the other processes: set "
                 "ESTATEWATCH_MQTT_URL (e.g. mqtt://user:pass@127.0.0.1:1883)"
             )
+        if self.role == "all" and s.partitions:
+            raise StartupError(
+                f"ESTATEWATCH_PARTITIONS={s.partitions} is for a scaled-out deployment: run "
+                "`estatewatch run --role ingest` workers and `--role api` nodes, or set it to 0 "
+                "for the one-process service"
+            )
         if self.role == "ingest" and self.scaled_out:
             if self.shard or s.ingest_shards > 1:
                 log.warning(
