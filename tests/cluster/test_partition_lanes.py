@@ -19,6 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cluster.partitions import partition_of, session_id, subscriptions
 from estatewatch.broker import ManagedMosquitto
 from ingest.consumer import Ingest, PartitionSessions
+from ingest.influx import InfluxTelemetrySink
+from ingest.net_telemetry import NetworkTelemetryStore
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryWriter
 from protocol.catalog import default_catalog
@@ -105,3 +107,60 @@ def test_a_lost_partition_acknowledges_nothing_uncommitted(
         for gw in gws.values():
             gw.disconnect()
             gw.loop_stop()
+
+
+def _worker(database_url: str, victoriametrics: str, broker: ManagedMosquitto) -> Ingest:
+    """A worker's ingest as `run --role ingest` builds it: the cluster telemetry store (the dedup
+    book in PostgreSQL, raw readings in VictoriaMetrics), sessions by partition."""
+    state = StateStore.open(database_url)
+    sink = InfluxTelemetrySink(victoriametrics, "", "", "", default_catalog())
+    store = NetworkTelemetryStore(database_url, sink)
+    sessions = PartitionSessions(PARTITIONS, session_id, subscriptions)
+    ingest = Ingest(
+        broker.endpoint, state, store, default_catalog(), linger_s=0.05, partitions=sessions
+    )
+    ingest.start(wait_s=0)
+    return ingest
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_what_a_dead_holder_committed_unacknowledged_reaches_the_next_ones_rules(
+    mosquitto: ManagedMosquitto, database_url: str, victoriametrics: str
+) -> None:
+    """Worker A commits three readings of partition 0 and dies before acknowledging them (so
+    before its rules had them: they get a commit's messages after its acknowledgement). Worker
+    B, the partition's next holder, gets them again from the broker (DUP), finds them in the
+    dedup book, and gives them to its rules all the same; a gateway's own repeat later is a
+    duplicate as ever."""
+    state = StateStore.open(database_url)
+    state.add_estate(MINE, MINE)
+    state.add_gateway(MINE, "gw-01")
+    state.close()
+    a = _worker(database_url, victoriametrics, mosquitto)
+    b = _worker(database_url, victoriametrics, mosquitto)
+    gw = _gateway(mosquitto, MINE)
+    try:
+        # A dies between its commit and its acknowledgement: nothing is acknowledged
+        a.recorder._acknowledge = lambda pending: None  # type: ignore[method-assign]
+        a.open_partition(0)
+        wait_for(lambda: a.subscribed_estates == [MINE], what="A subscribed")
+        for seq in (1, 2, 3):
+            _send(gw, MINE, seq)
+        wait_for(lambda: a.stats.committed_messages == 3, what="A's commit")
+        a.close_partition(0, wait=True)
+        seen = SeqsSeen()
+        b.add_listener(seen)
+        b.open_partition(0)
+        wait_for(lambda: seen.sorted() == [1, 2, 3], what="B's rules given the three")
+        assert b.stats.duplicates == 0
+        _send(gw, MINE, 3)  # the gateway's own repeat (not the broker's): a duplicate
+        _send(gw, MINE, 4)
+        wait_for(lambda: seen.sorted() == [1, 2, 3, 4], what="the next reading")
+        wait_for(lambda: b.stats.duplicates == 1, what="the repeat dropped")
+    finally:
+        gw.disconnect()
+        gw.loop_stop()
+        for worker in (a, b):
+            worker.stop()
+            worker.telemetry.close()
+            worker.state.close()
