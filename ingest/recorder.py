@@ -22,6 +22,7 @@ the dropped ones to the partition's next owner.
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import queue
 import sqlite3
@@ -95,6 +96,14 @@ def is_transient(exc: BaseException) -> bool:
             return True  # connection refused, timeouts, retries used up
         e = getattr(e, "orig", None) or e.__cause__ or e.__context__
     return False
+
+
+def _send_acks(acks: list[tuple[Lane, int, list[int]]]) -> None:
+    """PUBACKs, a lane's in one write; none on a connection newer than the messages' (they
+    named other messages there) or of a partition lost meanwhile."""
+    for lane, generation, mids in acks:
+        if lane.generation == generation and not lane.revoked:
+            ack_all(lane.client, mids)
 
 
 def shorten(exc: BaseException, limit: int = 300) -> str:
@@ -180,6 +189,11 @@ class Recorder:
     stopping: threading.Event = field(default_factory=threading.Event, init=False)
     # set by whoever exports metrics
     commit_seconds: Histogram | None = field(default=None, init=False)
+    # A scaled-out worker acknowledges a commit once its listeners (the rules) have had it,
+    # not before: a worker that dies in between leaves it unacknowledged, so the partition's
+    # next holder gets it again (``Received.redelivered``) and gives it to its rules. (The
+    # one-process service acknowledges at the commit: the rules do not hold the broker back.)
+    ack_after_listeners: bool = field(default=False, init=False)
     # last time it was idle or finished a batch or task
     progress: float = field(default_factory=time.monotonic, init=False)
     _known_devices: dict[str, set[str]] = field(init=False, repr=False)  # estate -> devices
@@ -335,11 +349,16 @@ class Recorder:
 
     def _done(self, pending: list[Received]) -> None:
         self.progress = time.monotonic()
-        self._acknowledge(pending)
         fresh = [
             p.delivery for p in pending if p.outcome is Outcome.STORED and p.delivery is not None
         ]
-        self.fanout.put(rank(pending), fresh)
+        if not self.ack_after_listeners:
+            self._acknowledge(pending)
+            self.fanout.put(rank(pending), fresh)
+            return
+        acks = self._acks(pending)
+        self._free(pending)
+        self.fanout.put(rank(pending), fresh, functools.partial(_send_acks, acks))
 
     def _recover(self, flight: deque[_Batch]) -> bool:
         """A write in flight failed: wait for every answer, land the batches that committed
@@ -400,7 +419,12 @@ class Recorder:
 
     def _acknowledge(self, pending: list[Received]) -> None:
         """Acknowledge a committed batch, a lane's PUBACKs in one write, and free its bytes."""
-        freed: dict[ByteBudget, int] = {}
+        _send_acks(self._acks(pending))
+        self._free(pending)
+
+    @staticmethod
+    def _acks(pending: list[Received]) -> list[tuple[Lane, int, list[int]]]:
+        """(lane, its connection, message ids) of what of ``pending`` is to be acknowledged."""
         acks: dict[Lane, list[int]] = {}
         for item in pending:
             # an ack on a newer connection would name another message: skip it, the
@@ -410,9 +434,13 @@ class Recorder:
             mine = item.outcome is not Outcome.NOT_OWNER and not item.lane.revoked
             if item.qos > 0 and item.generation == item.lane.generation and mine:
                 acks.setdefault(item.lane, []).append(item.mid)
+        return [(lane, lane.generation, mids) for lane, mids in acks.items()]
+
+    @staticmethod
+    def _free(pending: list[Received]) -> None:
+        freed: dict[ByteBudget, int] = {}
+        for item in pending:
             freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
-        for lane, mids in acks.items():
-            ack_all(lane.client, mids)
         for budget, weight in freed.items():  # one wake-up a lane, not one a message
             budget.release(weight)
 

@@ -139,6 +139,8 @@ class Gateways:
             c.connect(creds.host, creds.port)
             c.loop_start()
             self.clients[e] = c
+        for e, c in self.clients.items():
+            wait_for(c.is_connected, 10, f"{e}'s gateway connected")
 
     def send(self, estate: str) -> None:
         seq = self.sent[estate] + 1
