@@ -275,7 +275,8 @@ class Recorder:
                 continue
             if sum(not b.urgent for b in flight) >= IN_FLIGHT:
                 for events in self.handoff.take_events():
-                    flight.append(self._begin(events, urgent=True))
+                    if events := self._drop_revoked(events):
+                        flight.append(self._begin(events, urgent=True))
                 self._wait_answer(flight)
                 continue
             try:
