@@ -32,6 +32,7 @@ from tests.support import run_env, waiter
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.cluster,  # several processes: in make cluster-test too
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
 ]
 
