@@ -11,11 +11,18 @@ unreachable or full is retried, with backoff, until it takes the batch; anything
 to be a message's fault, and the batch is split in halves, and those again, until the message
 the store refuses is found alone: that one is dead-lettered (``store_refused``) and
 acknowledged, the rest committed. So no message can stop ingest for every estate (issue 12).
+
+A scaled-out worker (issue 16) commits only for the partitions it holds: messages of a
+partition it lost (their session ``revoked``), and those of estates whose commit was fenced
+(``NotOwner`` from the store's transaction), are dropped, neither stored nor acknowledged nor
+given to the listeners, and the rest of the batch is committed without them; the broker gives
+the dropped ones to the partition's next owner.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import queue
 import sqlite3
@@ -35,7 +42,7 @@ from ingest.decoder import rank
 from ingest.fanout import Fanout
 from ingest.handoff import ByteBudget, Handoff
 from ingest.lanes import Lane, Outcome, Received, ack_all
-from ingest.model import DeadLetter, EstateBatch
+from ingest.model import DeadLetter, EstateBatch, NotOwner
 from ingest.pipeline import Delivery
 from ingest.retention import RollupPlan
 from ingest.state import StateStore
@@ -89,6 +96,14 @@ def is_transient(exc: BaseException) -> bool:
             return True  # connection refused, timeouts, retries used up
         e = getattr(e, "orig", None) or e.__cause__ or e.__context__
     return False
+
+
+def _send_acks(acks: list[tuple[Lane, int, list[int]]]) -> None:
+    """PUBACKs, a lane's in one write; none on a connection newer than the messages' (they
+    named other messages there) or of a partition lost meanwhile."""
+    for lane, generation, mids in acks:
+        if lane.generation == generation and not lane.revoked:
+            ack_all(lane.client, mids)
 
 
 def shorten(exc: BaseException, limit: int = 300) -> str:
@@ -174,6 +189,11 @@ class Recorder:
     stopping: threading.Event = field(default_factory=threading.Event, init=False)
     # set by whoever exports metrics
     commit_seconds: Histogram | None = field(default=None, init=False)
+    # A scaled-out worker acknowledges a commit once its listeners (the rules) have had it,
+    # not before: a worker that dies in between leaves it unacknowledged, so the partition's
+    # next holder gets it again (``Received.redelivered``) and gives it to its rules. (The
+    # one-process service acknowledges at the commit: the rules do not hold the broker back.)
+    ack_after_listeners: bool = field(default=False, init=False)
     # last time it was idle or finished a batch or task
     progress: float = field(default_factory=time.monotonic, init=False)
     _known_devices: dict[str, set[str]] = field(init=False, repr=False)  # estate -> devices
@@ -255,7 +275,8 @@ class Recorder:
                 continue
             if sum(not b.urgent for b in flight) >= IN_FLIGHT:
                 for events in self.handoff.take_events():
-                    flight.append(self._begin(events, urgent=True))
+                    if events := self._drop_revoked(events):
+                        flight.append(self._begin(events, urgent=True))
                 self._wait_answer(flight)
                 continue
             try:
@@ -275,7 +296,20 @@ class Recorder:
                 self.telemetry.flush_latest_if_due()
                 self.fanout.end()
                 return
-            flight.append(self._begin(pending, urgent=where == Handoff.EVENTS))
+            pending = self._drop_revoked(pending)
+            if pending:
+                flight.append(self._begin(pending, urgent=where == Handoff.EVENTS))
+
+    def _drop_revoked(self, pending: list[Received]) -> list[Received]:
+        """Messages of a partition lost while they waited (their session ``revoked``) are
+        dropped before the store: not stored, not acknowledged, their bytes freed; the rest."""
+        dropped = [p for p in pending if p.lane.revoked]
+        if not dropped:
+            return pending
+        for p in dropped:
+            p.outcome = Outcome.NOT_OWNER
+        self._acknowledge(dropped)  # acknowledges none of them: frees their bytes
+        return [p for p in pending if p.outcome is None]
 
     def _wait_answer(self, flight: deque[_Batch]) -> None:
         """Until a batch in flight can land or the hand-off is given one (events go out while
@@ -319,11 +353,16 @@ class Recorder:
 
     def _done(self, pending: list[Received]) -> None:
         self.progress = time.monotonic()
-        self._acknowledge(pending)
         fresh = [
             p.delivery for p in pending if p.outcome is Outcome.STORED and p.delivery is not None
         ]
-        self.fanout.put(rank(pending), fresh)
+        if not self.ack_after_listeners:
+            self._acknowledge(pending)
+            self.fanout.put(rank(pending), fresh)
+            return
+        acks = self._acks(pending)
+        self._free(pending)
+        self.fanout.put(rank(pending), fresh, functools.partial(_send_acks, acks))
 
     def _recover(self, flight: deque[_Batch]) -> bool:
         """A write in flight failed: wait for every answer, land the batches that committed
@@ -339,7 +378,10 @@ class Recorder:
                 continue
             exc = b.failure()
             assert exc is not None
-            self._failed(b, exc)
+            if isinstance(exc, NotOwner):  # no failure: the serial way drops those estates
+                self._mark_written(b)
+            else:
+                self._failed(b, exc)
             failed.append(b)
         flight.clear()
         for i, b in enumerate(failed):
@@ -381,17 +423,28 @@ class Recorder:
 
     def _acknowledge(self, pending: list[Received]) -> None:
         """Acknowledge a committed batch, a lane's PUBACKs in one write, and free its bytes."""
-        freed: dict[ByteBudget, int] = {}
+        _send_acks(self._acks(pending))
+        self._free(pending)
+
+    @staticmethod
+    def _acks(pending: list[Received]) -> list[tuple[Lane, int, list[int]]]:
+        """(lane, its connection, message ids) of what of ``pending`` is to be acknowledged."""
         acks: dict[Lane, list[int]] = {}
         for item in pending:
             # an ack on a newer connection would name another message: skip it, the
             # broker redelivers and the seq book drops the repeat
-            # (QoS 1 at most: the subscriptions are QoS 1, so the broker sends no QoS 2)
-            if item.qos > 0 and item.generation == item.lane.generation:
+            # (QoS 1 at most: the subscriptions are QoS 1, so the broker sends no QoS 2);
+            # nor is one of a partition no longer ours acknowledged (its session is closed)
+            mine = item.outcome is not Outcome.NOT_OWNER and not item.lane.revoked
+            if item.qos > 0 and item.generation == item.lane.generation and mine:
                 acks.setdefault(item.lane, []).append(item.mid)
+        return [(lane, lane.generation, mids) for lane, mids in acks.items()]
+
+    @staticmethod
+    def _free(pending: list[Received]) -> None:
+        freed: dict[ByteBudget, int] = {}
+        for item in pending:
             freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
-        for lane, mids in acks.items():
-            ack_all(lane.client, mids)
         for budget, weight in freed.items():  # one wake-up a lane, not one a message
             budget.release(weight)
 
@@ -415,6 +468,9 @@ class Recorder:
     def commit(self, pending: list[Received]) -> bool:
         """Store what of ``pending`` is not yet stored; True once every message is stored, a
         duplicate or dead-lettered, False when the store failed (try again later)."""
+        for p in pending:
+            if p.outcome is None and p.lane.revoked:  # its partition was lost meanwhile
+                p.outcome = Outcome.NOT_OWNER
         ok = self._store_or_split([p for p in pending if p.outcome is None])
         st = self.stats
         if ok:
@@ -429,9 +485,12 @@ class Recorder:
         False on a failure of the store itself (see is_transient)."""
         if not items:
             return True
+        written = [p.written for p in items]
         try:
             self._store(items)
             return True
+        except NotOwner as exc:
+            return self._not_owner(items, written, exc)
         except Exception as exc:
             self.stats.commit_failures += 1
             self.stats.last_error = shorten(exc)
@@ -456,6 +515,30 @@ class Recorder:
         return self._store_or_split(
             [p for p in items[:half] if p.outcome is None]
         ) and self._store_or_split([p for p in items[half:] if p.outcome is None])
+
+    def _not_owner(self, items: list[Received], written: list[bool], exc: NotOwner) -> bool:
+        """The store's transaction was fenced: this worker no longer owns ``exc.estates``.
+        Nothing of it was written (it rolled back), so their messages are dropped (not
+        acknowledged: the partition's next owner gets them from the broker) and the rest
+        is stored without them."""
+        for p, was in zip(items, written, strict=True):
+            p.written = was  # rolled back: that write never happened
+        dropped = 0
+        for p in items:
+            d = p.delivery
+            if p.outcome is None and d is not None and d.estate in exc.estates:
+                p.outcome = Outcome.NOT_OWNER
+                dropped += 1
+        if not dropped:  # no message of those estates here: not ours to drop, so retry
+            self.stats.last_error = shorten(exc)
+            log.warning("ingest: commit fenced for estates not in it (%s); retrying", exc)
+            return False
+        log.info(
+            "ingest: %d messages dropped unacknowledged, their next owner takes them (%s)",
+            dropped,
+            exc,
+        )
+        return self._store_or_split([p for p in items if p.outcome is None])
 
     def _poison(self, item: Received, exc: Exception) -> bool:
         """The store refuses this message alone: dead-letter it (bounded, with the reason) so
@@ -579,7 +662,10 @@ class Recorder:
         """What the commit of readings, events and seqs made of each message."""
         # committed by a write whose answer was lost (its process died): stored, and the
         # listeners get it; a message repeated by the broker is a duplicate
-        recovered = {i for i in result.duplicates if b.written_before[i]}
+        # (or committed by the session's previous holder, which never gave it to its rules)
+        recovered = {
+            i for i in result.duplicates if b.written_before[i] or b.with_batch[i].redelivered
+        }
         for i, p in enumerate(b.with_batch):
             dup = i in result.duplicates and i not in recovered
             p.outcome = Outcome.DUPLICATE if dup else Outcome.STORED
