@@ -15,7 +15,9 @@ what it delivered (on its own thread).
 
 What follows an alarm change is in ``alerts/followups.py``, weather → plans in
 ``alerts/weather_plans.py``, what falls due with time in ``alerts/due.py``, who is told in
-``alerts/notices.py``.
+``alerts/notices.py``; deliveries → signals → alarm changes in ``alerts/stream.py``, estates
+taken on and given up in ``alerts/tenure.py``, the clocks and windows written apart in
+``alerts/snapshots.py``.
 """
 
 from __future__ import annotations
@@ -43,15 +45,17 @@ from alerts.notify.outbox import Outbox
 from alerts.plans import BUNDLED_PLANS, Plan, PlanBook, load_plans
 from alerts.queries import Queries
 from alerts.records import ChangeListener, Records
-from alerts.rules.evaluate import DeviceClock, Evaluator, Signal
+from alerts.rules.evaluate import Evaluator, Signal
 from alerts.rules.loader import BUNDLED_RULES, RuleFileError, RuleSet, load_rules
 from alerts.silences import SilenceBook
-from alerts.store import AlertStore, ClockRow
+from alerts.snapshots import Snapshots
+from alerts.store import AlertStore
+from alerts.stream import apply_signals, observe
+from alerts.tenure import drop_estates, load_estates, refresh_shared
 from alerts.weather import BUNDLED_CRITERIA, Criteria, WeatherBoard, load_criteria
 from alerts.weather.levels import check_criteria
-from alerts.weather_plans import Readings, judge_stations, observe_station
+from alerts.weather_plans import Readings, judge_stations
 from alerts.window_bank import WindowBank
-from alerts.windows import SeriesWindow
 from alerts.zones import BUNDLED_ZONES, EstateProfile, load_zones
 from ingest.directory import estate_records as stored_estate_records
 from ingest.directory import offline_gateways as stored_offline_gateways
@@ -165,9 +169,6 @@ class AlertEngine:
         now = clock()
         store = AlertStore(engine, fence)
         store.migrate(now)
-        # With a fence (a scaled-out worker), the deadman clocks heard since the last flush,
-        # written every deadman period: a successor continues from them (not a snapshot).
-        self._dirty: set[tuple[str, str]] | None = set() if fence is not None else None
         # Estates adopted and not released since: this engine's, and estates released and not
         # adopted since: not, whatever ``owns`` says (until the service's view catches up).
         self._adopted: set[str] = set()
@@ -177,28 +178,15 @@ class AlertEngine:
         lookup = estate_records or partial(stored_estate_records, engine)
         directory = EstateDirectory(lookup, self.zones, estate_region, estate_profile)
         notify = notify or notifiers_for(publish, root, receivers)
-        base_owns = owns or (lambda _estate: True)
-        adopted, gone = self._adopted, self._gone
-
-        def mine(estate: str) -> bool:
-            return estate in adopted or (estate not in gone and base_owns(estate))
-
-        outbox = Outbox(store, notify.notifiers, clock, owns=mine)
-        windows = WindowBank()
-        intervals = {k.name: k.interval_s * 1000 for k in catalog.kinds.values()}
-        self.rec = Records(
-            clock, catalog, store, outbox,
-            Notices(outbox.notifiers, notify.by_role, directory.name), directory, rules, plans,
-            criteria, windows, Evaluator(windows, intervals),
-            Inhibitor(rules.inhibit, lambda e, ts: directory.profile(e).in_heating_season(ts)),
-            AlarmBook(flapping, late_after_ms), SilenceBook(store.silences(ending_after_ms=now)),
-            WeatherBoard(criteria), PlanBook(plans, plan_hold_ms),
-            publish=publish, root=root, owns=mine, late_after_ms=late_after_ms,
+        self._base_owns = owns or (lambda _estate: True)
+        self.rec = self._records(
+            clock, store, notify, directory, rules, plans, criteria, now,
+            AlarmBook(flapping, late_after_ms), PlanBook(plans, plan_hold_ms), publish, root,
         )  # fmt: skip
         self.rec.set_rules(rules)
         self.rec.lost = self.release
         self._alias_parts()
-        self._set_clocks(now, startup_grace_ms)
+        self._set_clocks(now, startup_grace_ms, fenced=fence is not None)
         self._load(None, now)
 
     # --- set-up --------------------------------------------------------------------------------
@@ -208,9 +196,36 @@ class AlertEngine:
         _check_plan_rules(rules, plans)
         return rules, plans
 
-    def _set_clocks(self, now: int, startup_grace_ms: int) -> None:
+    def _records(
+        self, clock: Callable[[], int], store: AlertStore, notify: Receivers,
+        directory: EstateDirectory, rules: RuleSet, plans: dict[str, Plan], criteria: Criteria,
+        now: int, alarms: AlarmBook, plan_book: PlanBook, publish: Publish | None, root: str,
+    ) -> Records:  # fmt: skip
+        """The engine's parts, over the records they share."""
+        outbox = Outbox(store, notify.notifiers, clock, owns=self._mine)
+        windows = WindowBank()
+        intervals = {k.name: k.interval_s * 1000 for k in self.catalog.kinds.values()}
+        return Records(
+            clock, self.catalog, store, outbox,
+            Notices(outbox.notifiers, notify.by_role, directory.name), directory, rules, plans,
+            criteria, windows, Evaluator(windows, intervals),
+            Inhibitor(rules.inhibit, lambda e, ts: directory.profile(e).in_heating_season(ts)),
+            alarms, SilenceBook(store.silences(ending_after_ms=now)),
+            WeatherBoard(criteria), plan_book,
+            publish=publish, root=root, owns=self._mine, late_after_ms=alarms.late_after_ms,
+        )  # fmt: skip
+
+    def _mine(self, estate: str) -> bool:
+        """Adopted, or not released and ``owns`` says so."""
+        return estate in self._adopted or (estate not in self._gone and self._base_owns(estate))
+
+    def _set_clocks(self, now: int, startup_grace_ms: int, fenced: bool) -> None:
         """When each periodic part of the tick last ran."""
-        self._last_weather = self._last_purge = self._last_snapshot = self._last_flush = now
+        self._last_weather = self._last_purge = now
+        self.saves = Snapshots(
+            self.rec, self.release, self._gone, fenced, now, self.every.snapshot_ms,
+            self.every.deadman_ms,
+        )  # fmt: skip
         # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
         # restored from the last snapshot call devices silent.
         self._last_deadman = now + startup_grace_ms - self.every.deadman_ms
@@ -287,112 +302,19 @@ class AlertEngine:
         gone = set(estates)
         if not gone:
             return
-        rec = self.rec
-        with rec.lock:
+        with self.rec.lock:
             self._gone |= gone
             self._adopted -= gone
-            dropped = [a for a in rec.alarms.by_id.values() if a.estate in gone]
-            dropped += [a for a in rec.alarms.cleared.values() if a.estate in gone]
-            for a in dropped:
-                rec.alarms.open.pop(a.key, None)
-                rec.alarms.by_id.pop(a.id, None)
-                rec.alarms.cleared.pop(a.id, None)
-                rec.arrivals.pop(a.id, None)
-            rec.alarms.flaps.drop(gone)
-            ev = rec.evaluator
-            for rule_id, held in list(ev.asserted.items()):
-                for estate, subject in [k for k in held if k[0] in gone]:
-                    ev.forget(rule_id, estate, subject)
-            for table in (ev.clocks, ev.latest, ev.event_counts, rec.windows.series):
-                _drop_keys(table, gone)
-            rec.inhibitor.offline -= {k for k in rec.inhibitor.offline if k[0] in gone}
-            _drop_keys(rec.inhibitor.modes, gone)
-            _drop_keys(rec.plan_book.active, gone)
-            for estate in gone:
-                rec.weather.observed.pop(estate, None)
-            _drop_keys(self._station_judged, gone)
-            _drop_keys(self._drills.last, gone)
-            _drop_keys(self._drills.due, gone)
-            if self._dirty:
-                self._dirty -= {k for k in self._dirty if k[0] in gone}
-            rec.forget_unwritten(gone)
+            self.saves.forget(gone)
+            dropped = drop_estates(self.rec, gone, self._drills, self._station_judged)
         if dropped:
-            log.info("alerts: released %s (%d alarms)", ", ".join(sorted(gone)), len(dropped))
+            log.info("alerts: released %s (%d alarms)", ", ".join(sorted(gone)), dropped)
 
     def _load(self, estates: set[str] | None, now: int) -> None:
-        """Load the state of ``estates`` (None: every estate ``owns`` accepts, at start) that
-        is not in memory yet."""
-        rec = self.rec
-        keep = rec.owns if estates is None else estates.__contains__
-        book = rec.alarms
-        open_alarms = [
-            a
-            for a in rec.store.open_alarms(estates)
-            if keep(a.estate) and a.key not in book.open and a.id not in book.by_id
-        ]
-        book.load(open_alarms)
-        book.load(
-            a
-            for a in rec.store.cleared_alarms(estates)
-            if keep(a.estate) and a.id not in book.cleared and a.id not in book.by_id
-        )
-        arrivals = rec.store.arrivals(estates)
-        rec.arrivals.update({a.id: arrivals[a.id] for a in open_alarms if a.id in arrivals})
-        held = []
-        for a in open_alarms:
-            rule = rec.rule(a.estate, a.rule)
-            if rule is not None:
-                held.append((rule, a.estate, a.subject))
-            if a.kind == "gateway" and a.gateway:
-                rec.inhibitor.observe_status(a.estate, a.gateway, online=False)
-        rec.evaluator.restore(held)
-        clocks = rec.evaluator.clocks
-        stations = []
-        for estate, dev, kind, gw, last, data in rec.store.clocks(estates):
-            known = clocks.get((estate, dev))
-            if keep(estate) and (known is None or known.last_ms < last):
-                clocks[(estate, dev)] = DeviceClock(kind, gw, last, data)
-            if kind == rec.criteria.kind and keep(estate):
-                stations.append((estate, dev))
-        series = rec.windows.series
-        for estate, dev, metric, blob in rec.store.windows(estates):
-            if keep(estate) and (estate, dev, metric) not in series:
-                series[(estate, dev, metric)] = SeriesWindow.from_bytes(blob)
-        # The weather stations' levels from their windows, before the next weather period
-        # judges the estates' plans (with none, it would lower them).
-        for estate, dev in stations:
-            c = clocks[(estate, dev)]
-            if dev not in rec.weather.observed.get(estate, {}):
-                observe_station(rec, estate, dev, c.data_ms if c.data_ms >= 0 else now)
-        self._refresh_shared(now)
-        plan_book = rec.plan_book
-        plan_book.load(
-            [
-                a
-                for a in rec.store.active_activations(estates)
-                if keep(a.estate) and (a.estate, a.plan) not in plan_book.active
-            ]
-        )
-        for key, last in rec.store.drill_clocks(estates).items():
-            if keep(key[0]) and last > self._drills.last.get(key, -1):
-                self._drills.last[key] = last
-                self._drills.due.pop(key, None)
-        try:
-            offline = self._offline_gateways()
-        except sa.exc.SQLAlchemyError:
-            log.exception("alerts: could not read gateway states")
-            offline = []
-        for estate, gw in offline:
-            if keep(estate):
-                rec.inhibitor.observe_status(estate, gw, online=False)
+        load_estates(self.rec, estates, now, self._drills, self._offline_gateways)
 
     def _refresh_shared(self, now: int) -> None:
-        """Warnings and silences may be posted to another process (the API's, or another
-        shard's): read them from the store now and then."""
-        for w in self.rec.store.warnings(expiring_after_ms=now - _DAY):
-            self.rec.weather.add_warning(w)
-        for s in self.rec.store.silences(ending_after_ms=now):
-            self.rec.silences.add(s)
+        refresh_shared(self.rec, now)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def add_listener(self, listener: ChangeListener) -> None:
@@ -406,7 +328,7 @@ class AlertEngine:
     def stop(self) -> None:
         self.rec.outbox.stop()
         with self.rec.lock:
-            self._snapshot(self.rec.clock(), everything=True)
+            self.saves.snapshot(self.rec.clock(), everything=True)
 
     def reload_rules(self) -> RuleSet:
         """Load the rule files again. A file with a mistake raises RuleFileError (file, line,
@@ -431,10 +353,9 @@ class AlertEngine:
             signals: list[Signal] = []
             stations: Readings = {}
             arrivals: list[tuple[str, Any]] = []  # (estate, technician-arrived event)
-            self._observe(deliveries, now, signals, stations, arrivals)
-            if self._dirty is not None:
-                self._heard(deliveries, self._dirty)
-            self._apply(signals, now, ch)
+            observe(self.rec, deliveries, now, signals, stations, arrivals)
+            self.saves.heard(deliveries)
+            apply_signals(self.rec, signals, now, ch)
             for estate, e in arrivals:
                 arrival_event(self.rec, estate, e, ch)
             judge_stations(self.rec, stations, self._station_judged, now, ch)
@@ -449,122 +370,19 @@ class AlertEngine:
         except NotOwner as exc:
             log.info("alerts: %s: released", exc)
 
-    @staticmethod
-    def _heard(deliveries: Sequence[Delivery], dirty: set[tuple[str, str]]) -> None:
-        """The devices these deliveries moved the deadman clocks of."""
-        for d in deliveries:
-            b = d.batch
-            if b is not None:
-                estate = b.estate
-                dirty.update([(estate, r.dev) for r in b.readings])
-                if b.events:
-                    dirty.update([(estate, e.dev) for e in b.events])
-
-    def _dirty_clocks(self) -> list[ClockRow]:
-        """The deadman clocks heard since the last flush (under the lock), to write apart."""
-        dirty, clocks = self._dirty, self.rec.evaluator.clocks
-        if not dirty:
-            return []
-        rows = [
-            (e, d, c.kind, c.gateway, c.last_ms, c.data_ms)
-            for e, d in dirty
-            if (c := clocks.get((e, d))) is not None
-        ]
-        dirty.clear()
-        return rows
-
-    def _flush_clocks(self, rows: list[ClockRow]) -> None:
-        """Write them (fenced; estates refused are released), outside the lock: one
-        transaction per deadman period, not one per commit. The successor's clocks are at most
-        that far behind, and it checks them at that period anyway."""
-        try:
-            self._save_owned(lambda: self.rec.store.save_clocks(rows), rows)
-        except sa.exc.SQLAlchemyError:
-            log.exception("alerts: could not write deadman clocks; will retry")
-            with self.rec.lock:
-                if self._dirty is not None:
-                    self._dirty.update((r[0], r[1]) for r in rows if r[0] not in self._gone)
-
-    def _save_owned(self, save: Callable[[], None], *rows: list[Any]) -> None:
-        """Run a fenced write of rows (each starting with its estate); estates the fence refuses
-        are released and the write runs again without them."""
-        for _ in range(3):
-            try:
-                save()
-                return
-            except NotOwner as exc:
-                self.release(exc.estates)
-                for r in rows:
-                    r[:] = [x for x in r if x[0] not in exc.estates]
-
-    def _observe(
-        self,
-        deliveries: Sequence[Delivery],
-        arrived: int,
-        signals: list[Signal],
-        stations: Readings,
-        arrivals: list[tuple[str, Any]],
-    ) -> None:
-        """Feed the deliveries to the inhibitor and the evaluator (its signals into
-        ``signals``); gather weather-station readings and technicians' arrivals."""
-        rec, ev, inhibitor = self.rec, self.rec.evaluator, self.rec.inhibitor
-        station_kind, watched = rec.criteria.kind, inhibitor.watched
-        for d in deliveries:
-            if d.status is not None and d.estate and d.gateway:
-                online = d.status.state == "online"
-                inhibitor.observe_status(d.estate, d.gateway, online)
-                idx = rec.index(d.estate)
-                ev.observe_status(idx, d.estate, d.gateway, online, arrived, signals)
-            b = d.batch
-            if b is None:
-                continue
-            idx = rec.index(b.estate)
-            if b.readings:
-                for r in b.readings:
-                    if r.kind in watched:
-                        inhibitor.observe_reading(b.estate, r.dev, r.kind, r.metrics)
-                    if r.kind == station_kind:
-                        stations.setdefault((b.estate, r.dev), []).append((r.ts, dict(r.metrics)))
-                ev.observe_readings(idx, b.estate, b.gateway, b.readings, signals, arrived)
-            if b.events:
-                ev.observe_events(idx, b.estate, b.gateway, b.events, signals, arrived)
-                arrivals.extend(
-                    (b.estate, e) for e in b.events if e.type == "elevator.technician_arrived"
-                )
-
-    def _apply(self, signals: Sequence[Signal], now: int, ch: Changes) -> None:
-        rec = self.rec
-        for sig in signals:
-            key = (sig.rule.id, sig.estate, sig.subject)
-            if sig.hit and rec.alarms.get(key) is None:
-                reason = rec.inhibitor.reason(
-                    sig.rule.tags, sig.estate, sig.subject, sig.gateway, sig.ts
-                )
-                if reason is not None:
-                    # Not raised; forgotten, so it is raised if it still holds once uninhibited.
-                    rec.evaluator.forget(sig.rule.id, sig.estate, sig.subject)
-                    continue
-            for change in rec.alarms.apply(sig, now):
-                alarm_changed(rec, change, now, ch)
-
     # --- the clock -----------------------------------------------------------------------------
     def tick(self) -> None:
         """Everything that depends on time alone; the scheduler runs it every second."""
         rec = self.rec
         self._step(self._tick)
-        heard: list[ClockRow] = []
         with rec.lock:
             now = rec.clock()
-            if now - self._last_snapshot >= self.every.snapshot_ms:
-                self._snapshot(now)
-            elif self._dirty and now - self._last_flush >= self.every.deadman_ms:
-                self._last_flush = now
-                heard = self._dirty_clocks()
+            heard = self.saves.due(now)
             if now - self._last_purge >= _DAY:
                 self._last_purge = now
                 rec.store.purge_notifications(now - self.every.notification_retention_ms)
         if heard:
-            self._flush_clocks(heard)
+            self.saves.flush(heard)
         if not rec.outbox.running:
             rec.outbox.deliver_due()
 
@@ -574,7 +392,7 @@ class AlertEngine:
         if now - self._last_deadman >= self.every.deadman_ms:
             self._last_deadman = now
             ev.check_time(rec.index, now, signals)
-        self._apply(signals, now, ch)
+        apply_signals(rec, signals, now, ch)
         for change in rec.alarms.tick(
             now, rec.auto_resolve, lambda a: ev.subject_now(a.estate, a.subject, now)
         ):
@@ -601,29 +419,6 @@ class AlertEngine:
         rec.silences.prune(now)
         for wid in [w.id for w in rec.weather.warnings.values() if w.expires_ms < now - _DAY]:
             del rec.weather.warnings[wid]
-
-    def _snapshot(self, now: int, everything: bool = False) -> None:
-        """Deadman clocks and window samples, so a restart resumes them (not per reading)."""
-        since = -1 if everything else self._last_snapshot
-        clocks = [
-            (e, d, c.kind, c.gateway, c.last_ms, c.data_ms)
-            for (e, d), c in self.rec.evaluator.clocks.items()
-            if c.last_ms > since
-        ]
-        series = [
-            (e, d, m, w.to_bytes())
-            for (e, d, m), w in self.rec.windows.series.items()
-            if (w.last_ts or -1) > since
-        ]
-        self._last_snapshot = now
-        if self._dirty is not None:
-            self._dirty.clear()  # every clock heard since the last flush is in this one
-        store = self.rec.store
-        try:
-            self._save_owned(lambda: store.save_clocks(clocks), clocks)
-            self._save_owned(lambda: store.save_windows(series, now), series)
-        except sa.exc.SQLAlchemyError:
-            log.exception("alerts: could not save deadman clocks and windows; will retry")
 
     # --- by people (the API): actions and reads, answered by their own modules ------------------
     acknowledge = _Via("actions", PeopleActions.acknowledge)
@@ -652,12 +447,6 @@ class AlertEngine:
     get_activation = _Via("queries", Queries.get_activation)
     list_drills = _Via("queries", Queries.list_drills)
     status = _Via("queries", Queries.status)
-
-
-def _drop_keys(table: dict[Any, Any], estates: set[str]) -> None:
-    """Drop the entries whose key (a tuple) starts with one of ``estates``."""
-    for key in [k for k in table if k[0] in estates]:
-        del table[key]
 
 
 def _check_plan_rules(rules: RuleSet, plans: dict[str, Plan]) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -27,6 +26,7 @@ from alerts.plans.activation import ActivationEntry, ActivationTask, PlanActivat
 from alerts.plans.model import ResponseLevel
 from alerts.rows import Col, RowMap
 from alerts.silences import Matcher, Silence
+from alerts.store_batch import StoreBatch
 from alerts.tables import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -130,102 +130,6 @@ def _scoped(
     if estates is not None:
         q = q.where(table.c.estate.in_(sorted(estates)))
     return q
-
-
-@dataclass
-class StoreBatch:
-    """Changes to write in one transaction."""
-
-    alarms: dict[str, Alarm] = field(default_factory=dict)
-    alarm_entries: list[TimelineEntry] = field(default_factory=list)
-    forget_alarms: set[str] = field(default_factory=set)  # pending alarms that never fired
-    activations: dict[str, PlanActivation] = field(default_factory=dict)
-    activation_entries: list[ActivationEntry] = field(default_factory=list)
-    tasks: dict[tuple[str, str], ActivationTask] = field(default_factory=dict)
-    rescues: dict[str, tuple[Rescue, bool]] = field(default_factory=dict)
-    notifications: list[Notification] = field(default_factory=list)
-    # What people and the schedule change besides alarms and plans, in the same transaction.
-    silences: dict[str, Silence] = field(default_factory=dict)
-    warnings: dict[str, OfficialWarning] = field(default_factory=dict)
-    drills: dict[str, Drill] = field(default_factory=dict)
-    drill_clocks: dict[tuple[str, str], int] = field(default_factory=dict)  # -> last_ms
-
-    def merge(self, later: StoreBatch) -> None:
-        """Fold a later batch into this one (the later state of an object wins)."""
-        self.alarms.update(later.alarms)
-        self.alarm_entries.extend(later.alarm_entries)
-        self.forget_alarms |= later.forget_alarms
-        self.activations.update(later.activations)
-        self.activation_entries.extend(later.activation_entries)
-        self.tasks.update(later.tasks)
-        self.rescues.update(later.rescues)
-        self.notifications.extend(later.notifications)
-        self.silences.update(later.silences)
-        self.warnings.update(later.warnings)
-        self.drills.update(later.drills)
-        self.drill_clocks.update(later.drill_clocks)
-
-    def estates(self) -> set[str]:
-        """The estates whose state this batch writes (what a fence checks). Silences and
-        warnings belong to no one estate's owner (people post them from any node)."""
-        out = {a.estate for a in self.alarms.values()}
-        out.update(a.estate for a in self.activations.values())
-        out.update(r.estate for r, _ in self.rescues.values())
-        out.update(n.estate for n in self.notifications)
-        out.update(d.estate for d in self.drills.values())
-        out.update(e for e, _ in self.drill_clocks)
-        return out
-
-    def without(self, estates: Collection[str]) -> StoreBatch:
-        """This batch less everything of ``estates`` (their owner is another process now)."""
-        gone = set(estates)
-        alarm_ids = {i for i, a in self.alarms.items() if a.estate in gone}
-        act_ids = {i for i, a in self.activations.items() if a.estate in gone}
-        return StoreBatch(
-            alarms={i: a for i, a in self.alarms.items() if i not in alarm_ids},
-            alarm_entries=[e for e in self.alarm_entries if e.alarm_id not in alarm_ids],
-            forget_alarms=self.forget_alarms - alarm_ids,
-            activations={i: a for i, a in self.activations.items() if i not in act_ids},
-            activation_entries=[
-                e for e in self.activation_entries if e.activation_id not in act_ids
-            ],
-            tasks={k: t for k, t in self.tasks.items() if k[0] not in act_ids},
-            rescues={k: v for k, v in self.rescues.items() if v[0].estate not in gone},
-            notifications=[n for n in self.notifications if n.estate not in gone],
-            silences=dict(self.silences),
-            warnings=dict(self.warnings),
-            drills={k: d for k, d in self.drills.items() if d.estate not in gone},
-            drill_clocks={k: v for k, v in self.drill_clocks.items() if k[0] not in gone},
-        )
-
-    @property
-    def size(self) -> int:
-        return (
-            len(self.alarms)
-            + len(self.alarm_entries)
-            + len(self.activations)
-            + len(self.activation_entries)
-            + len(self.notifications)
-            + len(self.silences)
-            + len(self.warnings)
-            + len(self.drills)
-        )
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.alarms
-            or self.alarm_entries
-            or self.forget_alarms
-            or self.activations
-            or self.activation_entries
-            or self.tasks
-            or self.rescues
-            or self.notifications
-            or self.silences
-            or self.warnings
-            or self.drills
-            or self.drill_clocks
-        )
 
 
 class AlertStore:

@@ -27,6 +27,8 @@ from typing import Any
 
 from alerts.datafile import format_duration
 from alerts.rules import columns
+from alerts.rules.composites import CompositeTests
+from alerts.rules.conditions import Signal, SubjectKey
 from alerts.rules.index import KindRules, RuleIndex, WindowGroup
 from alerts.rules.spec import Composite, EventCount, Rule, ValueTest
 from alerts.rules.window_tests import due_tests, gather, needs_whole, window_plan
@@ -39,20 +41,6 @@ __all__ = ["NO_DATA_INTERVALS", "DeviceClock", "Evaluator", "Signal"]
 # A device is missing after this many of its kind's reporting intervals without a message
 # (the same allowance the devices view uses for "online").
 NO_DATA_INTERVALS = 3
-
-SubjectKey = tuple[str, str]  # (estate, device or gateway)
-
-
-@dataclass(slots=True)
-class Signal:
-    rule: Rule
-    estate: str
-    subject: str
-    kind: str  # the device's kind, or "gateway"
-    gateway: str | None
-    hit: bool  # True: the condition holds (or the event happened); False: it cleared
-    ts: int
-    detail: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -70,15 +58,13 @@ class DeviceClock:
     series: DeviceSeries[WindowGroup] | None = field(default=None, compare=False, repr=False)
 
 
-class Evaluator:
+class Evaluator(CompositeTests):
     def __init__(self, windows: WindowBank, intervals_ms: Mapping[str, int]) -> None:
+        super().__init__()
         self.windows = windows
         self.intervals_ms = intervals_ms
         if not windows.intervals_ms:  # the windows' buckets: a kind's reporting interval
             windows.intervals_ms = intervals_ms
-        self.asserted: dict[str, set[SubjectKey]] = {}
-        # How many held conditions each subject has: a subject with none skips quiet groups.
-        self.held_count: dict[SubjectKey, int] = {}
         self.clocks: dict[SubjectKey, DeviceClock] = {}
         self.latest: dict[SubjectKey, dict[str, Value]] = {}  # composite rules' metrics only
         self.event_counts: dict[tuple[str, str, str], SeriesWindow] = {}
@@ -88,39 +74,6 @@ class Evaluator:
         self.column_run = columns.COLUMN_RUN
         self.columns: dict[tuple[str, str], LogColumns[WindowGroup]] = {}
         self.by_column = 0
-        # Held conditions that can clear by time alone: windows and counts slide.
-        self._timed: dict[
-            tuple[str, str, str], tuple[Rule, ValueTest | Composite | EventCount]
-        ] = {}
-
-    # --- condition memory ----------------------------------------------------------------------
-    def holds(self, rule_id: str, estate: str, subject: str) -> bool:
-        held = self.asserted.get(rule_id)
-        return held is not None and (estate, subject) in held
-
-    def forget(self, rule_id: str, estate: str, subject: str) -> None:
-        """Drop a held condition (its alarm was resolved by a person, or not raised at all),
-        so the next reading that meets it raises a new alarm."""
-        self._release(rule_id, (estate, subject))
-        self._timed.pop((rule_id, estate, subject), None)
-
-    def _hold(self, rule: Rule, key: SubjectKey) -> None:
-        held = self.asserted.get(rule.id)
-        if held is None:
-            held = self.asserted[rule.id] = set()
-        if key not in held:
-            held.add(key)
-            self.held_count[key] = self.held_count.get(key, 0) + 1
-
-    def _release(self, rule_id: str, key: SubjectKey) -> None:
-        held = self.asserted.get(rule_id)
-        if held is not None and key in held:
-            held.discard(key)
-            n = self.held_count.get(key, 1) - 1
-            if n > 0:
-                self.held_count[key] = n
-            else:
-                self.held_count.pop(key, None)
 
     # --- readings ------------------------------------------------------------------------------
     def observe_readings(
@@ -419,109 +372,6 @@ class Evaluator:
             out.append(
                 Signal(rule, estate, dev, kind, gateway, True, now, _value_detail(test, v, now))
             )
-
-    def _composites(
-        self,
-        kr: KindRules,
-        estate: str,
-        r: Reading,
-        gateway: str,
-        holding: bool,
-        out: list[Signal],
-    ) -> None:
-        key = (estate, r.dev)
-        latest = self.latest.get(key)
-        if latest is None:
-            latest = self.latest[key] = {}
-        m = r.metrics
-        if None in m.values():  # not from the decoder (values are never None): one by one
-            for metric in kr.composite_metrics:
-                v = m.get(metric)
-                if v is not None:
-                    latest[metric] = v
-        else:  # every value (only the composites' metrics are ever read back)
-            latest.update(m)
-        if holding:  # some may clear: every one, in rule order
-            for comp, rule in kr.composites:
-                self._composite(rule, comp, estate, r.dev, r.kind, gateway, r.ts, out)
-            return
-        # Nothing held: only those that can hit. An ``all`` whose gate part is quiet cannot;
-        # the others stop at their first part that decides (``_may_hit``).
-        todo: list[tuple[int, Composite, Rule]] | None = None
-        for metric, gate in kr.composite_gates:
-            v = latest.get(metric)
-            if v is None:
-                continue  # the gate part has no value: it does not hit
-            if gate.ranged:
-                if gate.lo < v < gate.hi:  # type: ignore[operator]
-                    continue
-            else:
-                quiet = gate.quiet
-                if quiet is not None and quiet(v):
-                    continue
-            todo = gather(todo, gate.members)
-        if kr.ungated:
-            todo = gather(todo, kr.ungated)
-        if todo is None:
-            return
-        if len(todo) > 1:
-            todo.sort(key=itemgetter(0))
-        for _pos, comp, rule in todo:
-            if self._may_hit(comp, latest, estate, r.dev, r.ts):
-                self._composite(rule, comp, estate, r.dev, r.kind, gateway, r.ts, out)
-
-    def _may_hit(
-        self, comp: Composite, latest: dict[str, Value], estate: str, dev: str, now: int
-    ) -> bool:
-        """Whether the composite's hit test passes, part by part, stopping at the first part
-        that decides it (a miss for ``all``, a hit for ``any``)."""
-        value = self.windows.value
-        for p in comp.parts:
-            v = (
-                value(estate, dev, p.metric, p.agg, now, needs_whole(p))
-                if p.agg is not None
-                else latest.get(p.metric)
-            )
-            hit = v is not None and p.hit(v)
-            if hit is not comp.all:
-                return hit
-        return comp.all
-
-    def _composite(
-        self,
-        rule: Rule,
-        comp: Composite,
-        estate: str,
-        dev: str,
-        kind: str,
-        gateway: str | None,
-        now: int,
-        out: list[Signal],
-    ) -> None:
-        latest = self.latest.get((estate, dev), {})
-        values: dict[str, Value] = {}
-        for p in comp.parts:
-            v = (
-                self.windows.value(estate, dev, p.metric, p.agg, now, needs_whole(p))
-                if p.agg is not None
-                else latest.get(p.metric)
-            )
-            if v is not None:
-                values[p.agg.key(p.metric) if p.agg else p.metric] = v
-        got = [(p, values.get(p.agg.key(p.metric) if p.agg else p.metric)) for p in comp.parts]
-        detail = {"values": values, "test": comp.text, "ts": now}
-        if self.holds(rule.id, estate, dev):
-            cleared = [v is not None and p.clear(v) for p, v in got]
-            if any(cleared) if comp.all else all(cleared):
-                self.forget(rule.id, estate, dev)
-                out.append(Signal(rule, estate, dev, kind, gateway, False, now, detail))
-        else:
-            hits = [v is not None and p.hit(v) for p, v in got]
-            if all(hits) if comp.all else any(hits):
-                self._hold(rule, (estate, dev))
-                if any(p.agg is not None for p in comp.parts):
-                    self._timed[(rule.id, estate, dev)] = (rule, comp)
-                out.append(Signal(rule, estate, dev, kind, gateway, True, now, detail))
 
     def _heard(
         self, kr: KindRules, key: SubjectKey, kind: str, gateway: str, ts: int, out: list[Signal]
