@@ -1,0 +1,334 @@
+"""A region on test hosts (issue 16's "Done when"): Mosquitto on ``broker``, PostgreSQL on
+``db``, VictoriaMetrics on ``tsdb``, three `estatewatch run --role ingest` workers on ``w1``
+``w2`` ``w3`` sharing the partitions through leases, two `run --role api` nodes on ``api1``
+``api2``, and the gateways of four estates on ``gw`` at a steady load
+(tests/cluster/regionload.py: seq-numbered messages, one point a reading, faults on demand).
+
+1. every partition held, evenly; 2. kill -9 the worker holding the estate whose power meter is
+in a pending ``for: 30s`` outage: its partitions move within 30 s (printed); 3. cut another
+worker's cable while a transaction of it is open in PostgreSQL: its partitions move, and no
+commit of it lands once its lease ended; 4. restore its cable and start the killed worker
+again: an even spread (⌊P/N⌋ or ⌈P/N⌉ each); 5. stop the load: every acknowledged reading in
+VictoriaMetrics exactly once, every injected fault alarmed once, the outage fired on the
+successor at its pending start + 30 s of data time; 6. each API node acknowledges an alarm of
+a worker on another host; overview and report the same from both.
+
+A sampler reads every live worker's own view (/healthz) all along: no partition ever has two
+holders. Runs in `make cluster-test` (marked ``cluster``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from cluster.partitions import partition_of
+from tests.cluster.netns import Network
+from tests.cluster.region import Region
+from tests.cluster.regionload import HOT_DEVICE, METER
+from tests.support import waiter
+
+pytestmark = pytest.mark.cluster
+
+PARTITIONS = 16
+WORKERS = ["w1", "w2", "w3"]
+TAKEOVER_S = 30  # the issue's bound
+OUTAGE_FOR_MS = 30_000  # power-outage's `for`
+
+
+class Holders:
+    """Every live worker's own view of its partitions, sampled all along."""
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+        self.workers = list(WORKERS)
+        self.overlaps: list[str] = []
+        self.samples = 0
+        self.last: dict[str, dict[int, int]] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(0.2):
+            with self._lock:
+                workers = list(self.workers)
+            held = self.region.held(workers)
+            seen: dict[int, str] = {}
+            for w, ps in held.items():
+                for p in ps:
+                    if p in seen:
+                        self.overlaps.append(f"partition {p}: {seen[p]} and {w}")
+                    seen[p] = w
+            self.last = held
+            self.samples += 1
+
+    def owners(self) -> dict[int, str]:
+        return {p: w for w, ps in self.region.held(self.workers).items() for p in ps}
+
+    def drop(self, worker: str) -> None:
+        with self._lock:
+            self.workers.remove(worker)
+
+    def add(self, worker: str) -> None:
+        with self._lock:
+            self.workers.append(worker)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _wait(cond: Callable[[], Any], timeout_s: float, what: str) -> float:
+    start = time.monotonic()
+    waiter(timeout_s, every=0.1)(cond, what=what)
+    return time.monotonic() - start
+
+
+def _even(owners: dict[int, str], workers: list[str]) -> bool:
+    counts = [sum(1 for w in owners.values() if w == x) for x in workers]
+    lo, hi = PARTITIONS // len(workers), -(-PARTITIONS // len(workers))
+    return len(owners) == PARTITIONS and all(lo <= c <= hi for c in counts)
+
+
+def _estates(owners: dict[int, str]) -> dict[str, str]:
+    """Four estate ids and the worker holding each: w1 holds two (one for the outage), w2
+    and w3 one each, so a kill and a cut each take estates with them."""
+    want = ["w1", "w1", "w2", "w3"]
+    out: dict[str, str] = {}
+    i = 0
+    while want:
+        name = f"estate-{i:03d}"
+        i += 1
+        w = owners[partition_of(name, PARTITIONS)]
+        if w in want:
+            want.remove(w)
+            out[name] = w
+    return out
+
+
+def _vm_points(tsdb: str, estate: str) -> dict[str, int]:
+    """Points per series name VictoriaMetrics holds for the estate (/api/v1/export)."""
+    r = httpx.get(f"{tsdb}/api/v1/export", params={"match[]": f'{{estate="{estate}"}}'}, timeout=30)
+    r.raise_for_status()
+    out: dict[str, int] = {}
+    for line in r.text.splitlines():
+        series = json.loads(line)
+        name = series["metric"]["__name__"] + "/" + series["metric"].get("device", "")
+        out[name] = out.get(name, 0) + len(series["timestamps"])
+    return out
+
+
+def _alarms(api: httpx.Client, estate: str, rule: str) -> list[dict[str, Any]]:
+    items = api.get("/api/v1/alarms", params={"estate": estate, "limit": 1000}).json()["items"]
+    return [a for a in items if a["rule"] == rule]
+
+
+def _load_status(region: Region) -> dict[str, Any]:
+    path = region.folder / "load.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _open_commit(db: sa.Engine, address: str) -> int | None:
+    """The backend pid of a transaction the host has open in PostgreSQL, if one is."""
+    find = sa.text(
+        "SELECT pid FROM pg_stat_activity WHERE client_addr = :a AND xact_start IS NOT NULL "
+        "AND state IN ('active', 'idle in transaction') AND pid <> pg_backend_pid() LIMIT 1"
+    )
+    with db.connect() as conn:
+        row = conn.execute(find, {"a": address}).one_or_none()
+    return None if row is None else int(row[0])
+
+
+def test_a_region_on_hosts_survives_kill_cut_and_restart(
+    network: Network, netns_postgres: str, tmp_path: Path
+) -> None:
+    region = Region(network, netns_postgres, tmp_path, PARTITIONS)
+    db = sa.create_engine(netns_postgres.replace("postgresql:", "postgresql+psycopg:"))
+    holders = Holders(region)
+    load = None
+    try:
+        region.start_broker()
+        region.start_tsdb()
+        for w in WORKERS:
+            region.start(w, "ingest")
+        for a in ("api1", "api2"):
+            region.start(a, "api")
+        names = [*WORKERS, "api1", "api2"]
+        _wait(lambda: region.up(*names), 90, "five estatewatch processes up")
+        holders.start()
+
+        # 1. every partition held, evenly
+        took = _wait(lambda: _even(holders.owners(), WORKERS), 40, "an even spread")
+        print(f"\nall up: {PARTITIONS} partitions spread over 3 workers in {took:.1f} s")
+        estates = _estates(holders.owners())
+        api1, api2 = region.api("api1"), region.api("api2")
+        for e in estates:
+            r = api1.post("/api/v1/estates", json={"id": e, "name": e})
+            assert r.status_code == 201, r.text
+            r = api2.post(f"/api/v1/estates/{e}/gateways", json={"id": "gw-01"})
+            assert r.status_code == 201, r.text
+        _wait(lambda: _ingesting(region, list(estates)), 30, "the workers subscribe")
+        load = region.start_load(list(estates))
+        _wait(lambda: all(_seen(api1, e) for e in estates), 30, "readings of every estate")
+
+        # 2. a pending `for` timer on the worker about to die, faults in flight; kill -9 it
+        victim, outage = "w1", next(e for e, w in estates.items() if w == "w1")
+        _send(load, f"outage {outage} on")
+        _wait(lambda: _alarms(api1, outage, "power-outage"), 20, "the outage pending")
+        for e in estates:
+            _send(load, f"hot {e}")
+        dead = {p for p, w in holders.owners().items() if w == victim}
+        region.kill(victim)
+        holders.drop(victim)
+        killed_at = time.time() * 1000
+        took = _wait(lambda: dead <= set(holders.owners()), TAKEOVER_S, "w1's partitions move")
+        print(f"kill -9 {victim}: {len(dead)} partitions moved in {took:.1f} s")
+
+        # 3. cut another worker's cable while it commits
+        cut = "w2"
+        for e in estates:
+            _send(load, f"hot {e}")
+        before = {p for p, w in holders.owners().items() if w == cut}
+        address = network.hosts[cut].address
+        pid = waiter(10, every=0.01)(
+            lambda: _open_commit(db, address), what=f"{cut} in the middle of a commit"
+        )
+        network.cut(cut)
+        cut_at = time.time() * 1000
+        holders.drop(cut)
+        took = _wait(lambda: before <= set(holders.owners()), TAKEOVER_S, "w2's partitions move")
+        print(f"cut {cut} (backend {pid} in a transaction): {len(before)} moved in {took:.1f} s")
+
+        # 4. restore the cable, start the killed worker again: an even spread
+        network.restore(cut)
+        holders.add(cut)
+        region.start(victim, "ingest", again=True)
+        holders.add(victim)
+        took = _wait(lambda: _even(holders.owners(), WORKERS), 60, "an even spread again")
+        print(f"restored and restarted: even again in {took:.1f} s")
+
+        # 5. the load stops; the store settles
+        _send(load, "stop")
+        load.wait(90)
+        status = _load_status(region)
+        assert status.get("final"), "the gateways did not finish"
+        _settled(region, status, estates)
+        _faults_alarmed_once(api1, status, estates, outage, killed_at)
+
+        # 6. from each API node, an alarm owned by a worker on another host
+        _ack_and_compare(region, estates)
+        assert cut_at > killed_at
+    finally:
+        holders.stop()
+        if load is not None and load.poll() is None:
+            load.kill()
+        region.close()
+        db.dispose()
+    assert holders.samples > 50 and not holders.overlaps, holders.overlaps[:5]
+
+
+def _send(load: Any, line: str) -> None:
+    load.stdin.write(line + "\n")
+    load.stdin.flush()
+
+
+def _ingesting(region: Region, estates: list[str]) -> bool:
+    """Every estate subscribed by some worker (their /healthz)."""
+    got: set[str] = set()
+    for w in WORKERS:
+        h = region.health(w) or {}
+        subscribed = h.get("ingest", {}).get("estates")
+        if subscribed == "all":
+            return True
+        got |= set(subscribed or [])
+    return set(estates) <= got
+
+
+def _seen(api: httpx.Client, estate: str) -> bool:
+    r = api.get(f"/api/v1/estates/{estate}/devices")
+    return r.status_code == 200 and bool(r.json()["items"])
+
+
+def _settled(region: Region, status: dict[str, Any], estates: dict[str, str]) -> None:
+    """Every reading the broker acknowledged is one point in VictoriaMetrics: per estate the
+    points equal the acknowledged readings (a replay after a takeover overwrites)."""
+
+    def counts() -> dict[str, tuple[int, int]]:
+        return {
+            e: (sum(_vm_points(region.tsdb_url, e).values()), status[e]["readings"])
+            for e in estates
+        }
+
+    try:
+        _wait(lambda: all(a == b for a, b in counts().values()), 60, "the store to settle")
+    finally:
+        print(f"points stored / readings sent: {counts()}")
+    for e in estates:
+        seqs = status[e]["seqs"]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{e}: a gap in the acknowledged seqs"
+
+
+def _faults_alarmed_once(
+    api: httpx.Client,
+    status: dict[str, Any],
+    estates: dict[str, str],
+    outage: str,
+    killed_at: float,
+) -> None:
+    """One ebike-socket-hot alarm per hot fault of each estate; the outage one alarm, its
+    pending start that of the first 0 V reading (before the kill), fired 30 s of data time
+    later on the successor."""
+    for e in estates:
+        hot = [f for f in status[e]["faults"] if f["fault"] == "hot"]
+        alarms = _alarms(api, e, "ebike-socket-hot")
+        assert len(alarms) == len(hot) == 2, (e, alarms, hot)
+        assert all(a["device"] == HOT_DEVICE for a in alarms)
+        assert sorted(a["started_ms"] for a in alarms) == [f["ts"] for f in hot]
+    fault = next(f for f in status[outage]["faults"] if f["fault"] == "outage")
+    outages = _alarms(api, outage, "power-outage")
+    assert len(outages) == 1, outages
+    alarm = outages[0]
+    assert alarm["device"] == METER
+    assert alarm["started_ms"] == fault["ts"] < killed_at, "pending on the worker killed"
+    assert alarm["fired_ms"] == fault["ts"] + OUTAGE_FOR_MS, alarm
+
+
+def _ack_and_compare(region: Region, estates: dict[str, str]) -> None:
+    api1, api2 = region.api("api1"), region.api("api2")
+    firing = []
+    for e in estates:
+        firing += [a for a in _alarms(api1, e, "ebike-socket-hot") if a["acked_ms"] is None]
+    assert len(firing) >= 2
+    for api, alarm in ((api1, firing[0]), (api2, firing[1])):
+        r = api.post(f"/api/v1/alarms/{alarm['id']}/ack", json={"note": "到场"})
+        assert r.status_code == 200, r.text
+        assert r.json()["acked_by"] == "admin"
+    for api in (api1, api2):
+        for alarm in firing[:2]:
+            assert api.get(f"/api/v1/alarms/{alarm['id']}").json()["acked_by"] == "admin"
+    one, two = api1.get("/api/v1/overview").json(), api2.get("/api/v1/overview").json()
+    assert one["alerts_available"] is True
+    assert one == two
+    year = time.gmtime().tm_year
+    r1 = api1.get("/api/v1/reports/yearly", params={"year": year})
+    r2 = api2.get("/api/v1/reports/yearly", params={"year": year})
+    assert r1.status_code == 200, r1.text
+    b1, b2 = r1.json(), r2.json()
+    b1.pop("generated_ms", None)
+    b2.pop("generated_ms", None)
+    assert b1 == b2
