@@ -21,7 +21,7 @@ What follows an alarm change is in ``alerts/followups.py``, weather → plans in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -55,6 +55,7 @@ from alerts.windows import SeriesWindow
 from alerts.zones import BUNDLED_ZONES, EstateProfile, load_zones
 from ingest.directory import estate_records as stored_estate_records
 from ingest.directory import offline_gateways as stored_offline_gateways
+from ingest.model import Fence, NotOwner
 from ingest.pipeline import Delivery
 from protocol.catalog import Catalog
 
@@ -115,6 +116,14 @@ class AlertEngine:
     estate instead. ``rules_dir``, ``override_dir`` (``<estate>/*.yaml``), ``plans_dir``,
     ``criteria_path``, ``zones_path``: the data files. Raises RuleFileError or DataFileError
     when a data file has a mistake.
+
+    Estates move between engines (issue 16, a scaled-out worker's partitions): ``owns`` says
+    which estates are this engine's at start (loaded then); :meth:`adopt` takes more on from
+    the store, :meth:`release` drops them. ``fence(conn, estates)`` runs first in every
+    transaction that writes estates' state; when it raises ``ingest.model.NotOwner`` the
+    transaction rolls back and those estates are released, their next owner continuing from
+    what was committed. With a fence, each step also writes the deadman clocks it moved, so
+    the successor's clocks are the predecessor's last ones, not a snapshot minutes old.
     """
 
     def __init__(
@@ -144,6 +153,7 @@ class AlertEngine:
         notify: Receivers | None = None,
         estate_records: EstateLookup | None = None,
         offline_gateways: Callable[[], list[tuple[str, str]]] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.catalog = catalog
         self.rules_dir, self.override_dir = rules_dir, override_dir
@@ -152,15 +162,24 @@ class AlertEngine:
         )
         self._offline_gateways = offline_gateways or partial(stored_offline_gateways, engine)
         now = clock()
-        store = AlertStore(engine)
+        store = AlertStore(engine, fence)
         store.migrate(now)
+        self._write_clocks = fence is not None
+        # Estates released and not adopted since: not this engine's, whatever ``owns`` says
+        # until the service's own view catches up (a fence refused them first).
+        self._gone: set[str] = set()
         rules, plans = self._rules_and_plans(plans_dir)
         criteria = self._criteria(criteria_path, zones_path)
         lookup = estate_records or partial(stored_estate_records, engine)
         directory = EstateDirectory(lookup, self.zones, estate_region, estate_profile)
         notify = notify or notifiers_for(publish, root, receivers)
-        owns = owns or (lambda _estate: True)
-        outbox = Outbox(store, notify.notifiers, clock, owns=owns)
+        base_owns = owns or (lambda _estate: True)
+        gone = self._gone
+
+        def mine(estate: str) -> bool:
+            return estate not in gone and base_owns(estate)
+
+        outbox = Outbox(store, notify.notifiers, clock, owns=mine)
         windows = WindowBank()
         intervals = {k.name: k.interval_s * 1000 for k in catalog.kinds.values()}
         self.rec = Records(
@@ -170,12 +189,13 @@ class AlertEngine:
             Inhibitor(rules.inhibit, lambda e, ts: directory.profile(e).in_heating_season(ts)),
             AlarmBook(flapping, late_after_ms), SilenceBook(store.silences(ending_after_ms=now)),
             WeatherBoard(criteria), PlanBook(plans, plan_hold_ms),
-            publish=publish, root=root, owns=owns, late_after_ms=late_after_ms,
+            publish=publish, root=root, owns=mine, late_after_ms=late_after_ms,
         )  # fmt: skip
         self.rec.set_rules(rules)
+        self.rec.lost = self.release
         self._alias_parts()
         self._set_clocks(now, startup_grace_ms)
-        self._restore(now)
+        self._load(None, now)
 
     # --- set-up --------------------------------------------------------------------------------
     def _rules_and_plans(self, plans_dir: Path) -> tuple[RuleSet, dict[str, Plan]]:
@@ -190,7 +210,7 @@ class AlertEngine:
         # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
         # restored from the last snapshot call devices silent.
         self._last_deadman = now + startup_grace_ms - self.every.deadman_ms
-        self._drills = DrillClocks(self.rec.store.drill_clocks())
+        self._drills = DrillClocks({})  # loaded with the estates
         # (estate, station) -> the newest reading time its levels were judged at
         self._station_judged: dict[tuple[str, str], int] = {}
 
@@ -234,14 +254,76 @@ class AlertEngine:
     def owns(self) -> Callable[[str], bool]:
         return self.rec.owns
 
-    def _restore(self, now: int) -> None:
-        """Pick up where the last run stopped: open alarms (pending timers included) and the
-        conditions behind them, deadman clocks, window samples, warnings, activations."""
-        rec, owns = self.rec, self.rec.owns
-        open_alarms = [a for a in rec.store.open_alarms() if owns(a.estate)]
-        rec.alarms.load(open_alarms)
-        rec.alarms.load(a for a in rec.store.cleared_alarms() if owns(a.estate))
-        arrivals = rec.store.arrivals()
+    # --- estates taken on and given up ---------------------------------------------------------
+    def adopt(self, estates: Collection[str]) -> None:
+        """Take these estates on from the store, as if this engine had run them all along:
+        their open and cleared alarms (pending 'for' timers, escalation steps, rescues'
+        arrivals), the conditions behind them, deadman clocks, window samples, plan
+        activations with their tasks, drill clocks and offline gateways (silences and warnings
+        are everyone's, read again). Idempotent: what is already in memory stays (it is as
+        new as the store's or newer)."""
+        wanted = set(estates)
+        if not wanted:
+            return
+        with self.rec.lock:
+            self._gone -= wanted
+            self._load(wanted, self.rec.clock())
+
+    def release(self, estates: Collection[str]) -> None:
+        """Drop everything in memory of these estates (alarms, held conditions, deadman
+        clocks, windows, plans, inhibitions, weather, drill clocks, changes waiting for the
+        database) without writing anything: their next owner continues from the store.
+        Idempotent; until :meth:`adopt`, their deliveries are ignored."""
+        gone = set(estates)
+        if not gone:
+            return
+        rec = self.rec
+        with rec.lock:
+            self._gone |= gone
+            dropped = [a for a in rec.alarms.by_id.values() if a.estate in gone]
+            dropped += [a for a in rec.alarms.cleared.values() if a.estate in gone]
+            for a in dropped:
+                rec.alarms.open.pop(a.key, None)
+                rec.alarms.by_id.pop(a.id, None)
+                rec.alarms.cleared.pop(a.id, None)
+                rec.arrivals.pop(a.id, None)
+            rec.alarms.flaps.drop(gone)
+            ev = rec.evaluator
+            for rule_id, held in list(ev.asserted.items()):
+                for estate, subject in [k for k in held if k[0] in gone]:
+                    ev.forget(rule_id, estate, subject)
+            for table in (ev.clocks, ev.latest, ev.event_counts, rec.windows.series):
+                _drop_keys(table, gone)
+            rec.inhibitor.offline -= {k for k in rec.inhibitor.offline if k[0] in gone}
+            _drop_keys(rec.inhibitor.modes, gone)
+            _drop_keys(rec.plan_book.active, gone)
+            for estate in gone:
+                rec.weather.observed.pop(estate, None)
+            _drop_keys(self._station_judged, gone)
+            _drop_keys(self._drills.last, gone)
+            _drop_keys(self._drills.due, gone)
+            rec.forget_unwritten(gone)
+        if dropped:
+            log.info("alerts: released %s (%d alarms)", ", ".join(sorted(gone)), len(dropped))
+
+    def _load(self, estates: set[str] | None, now: int) -> None:
+        """Load the state of ``estates`` (None: every estate ``owns`` accepts, at start) that
+        is not in memory yet."""
+        rec = self.rec
+        keep = rec.owns if estates is None else estates.__contains__
+        book = rec.alarms
+        open_alarms = [
+            a
+            for a in rec.store.open_alarms(estates)
+            if keep(a.estate) and a.key not in book.open and a.id not in book.by_id
+        ]
+        book.load(open_alarms)
+        book.load(
+            a
+            for a in rec.store.cleared_alarms(estates)
+            if keep(a.estate) and a.id not in book.cleared and a.id not in book.by_id
+        )
+        arrivals = rec.store.arrivals(estates)
         rec.arrivals.update({a.id: arrivals[a.id] for a in open_alarms if a.id in arrivals})
         held = []
         for a in open_alarms:
@@ -251,21 +333,35 @@ class AlertEngine:
             if a.kind == "gateway" and a.gateway:
                 rec.inhibitor.observe_status(a.estate, a.gateway, online=False)
         rec.evaluator.restore(held)
-        for estate, dev, kind, gw, last in rec.store.clocks():
-            if owns(estate):
-                rec.evaluator.clocks[(estate, dev)] = DeviceClock(kind, gw, last)
-        for estate, dev, metric, data in rec.store.windows():
-            if owns(estate):
-                rec.windows.series[(estate, dev, metric)] = SeriesWindow.from_bytes(data)
+        clocks = rec.evaluator.clocks
+        for estate, dev, kind, gw, last in rec.store.clocks(estates):
+            known = clocks.get((estate, dev))
+            if keep(estate) and (known is None or known.last_ms < last):
+                clocks[(estate, dev)] = DeviceClock(kind, gw, last)
+        series = rec.windows.series
+        for estate, dev, metric, data in rec.store.windows(estates):
+            if keep(estate) and (estate, dev, metric) not in series:
+                series[(estate, dev, metric)] = SeriesWindow.from_bytes(data)
         self._refresh_shared(now)
-        rec.plan_book.load([a for a in rec.store.active_activations() if owns(a.estate)])
+        plan_book = rec.plan_book
+        plan_book.load(
+            [
+                a
+                for a in rec.store.active_activations(estates)
+                if keep(a.estate) and (a.estate, a.plan) not in plan_book.active
+            ]
+        )
+        for key, last in rec.store.drill_clocks(estates).items():
+            if keep(key[0]) and last > self._drills.last.get(key, -1):
+                self._drills.last[key] = last
+                self._drills.due.pop(key, None)
         try:
             offline = self._offline_gateways()
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not read gateway states")
             offline = []
         for estate, gw in offline:
-            if owns(estate):
+            if keep(estate):
                 rec.inhibitor.observe_status(estate, gw, online=False)
 
     def _refresh_shared(self, now: int) -> None:
@@ -302,6 +398,8 @@ class AlertEngine:
     # --- the stream ----------------------------------------------------------------------------
     def on_committed(self, deliveries: Sequence[Delivery]) -> None:
         """Ingest's commit listener: evaluate what was just stored."""
+        if self._gone:  # released estates' data is their next owner's
+            deliveries = [d for d in deliveries if (d.estate or "") not in self._gone]
 
         def step(now: int, ch: Changes) -> None:
             # When the data reached us, on the engine's own clock: the wall clock in service
@@ -311,12 +409,36 @@ class AlertEngine:
             stations: Readings = {}
             arrivals: list[tuple[str, Any]] = []  # (estate, technician-arrived event)
             self._observe(deliveries, now, signals, stations, arrivals)
+            if self._write_clocks:
+                self._clocks_moved(deliveries, ch)
             self._apply(signals, now, ch)
             for estate, e in arrivals:
                 arrival_event(self.rec, estate, e, ch)
             judge_stations(self.rec, stations, self._station_judged, now, ch)
 
-        self.rec.step(step)
+        self._step(step)
+
+    def _step(self, fn: Callable[[int, Changes], None]) -> None:
+        """A step of the stream or the clock: estates a fence refused are released (by
+        ``Records.step``) and the others' changes stored; nobody waits for an answer."""
+        try:
+            self.rec.step(fn)
+        except NotOwner as exc:
+            log.info("alerts: %s: released", exc)
+
+    def _clocks_moved(self, deliveries: Sequence[Delivery], ch: Changes) -> None:
+        """The deadman clocks these deliveries moved, to store with the step (a successor
+        continues them from there)."""
+        clocks, out = self.rec.evaluator.clocks, ch.batch.clocks
+        for d in deliveries:
+            b = d.batch
+            if b is None:
+                continue
+            devices = {r.dev for r in b.readings} | {e.dev for e in b.events}
+            for dev in devices:
+                c = clocks.get((b.estate, dev))
+                if c is not None:
+                    out[(b.estate, dev)] = (c.kind, c.gateway, c.last_ms)
 
     def _observe(
         self,
@@ -372,7 +494,7 @@ class AlertEngine:
     def tick(self) -> None:
         """Everything that depends on time alone; the scheduler runs it every second."""
         rec = self.rec
-        rec.step(self._tick)
+        self._step(self._tick)
         with rec.lock:
             now = rec.clock()
             if now - self._last_snapshot >= self.every.snapshot_ms:
@@ -432,8 +554,15 @@ class AlertEngine:
         ]
         self._last_snapshot = now
         try:
-            self.rec.store.save_clocks(clocks)
-            self.rec.store.save_windows(series, now)
+            for _ in range(3):  # each round drops the estates a fence refused
+                try:
+                    self.rec.store.save_clocks(clocks)
+                    self.rec.store.save_windows(series, now)
+                    break
+                except NotOwner as exc:
+                    self.release(exc.estates)
+                    clocks = [c for c in clocks if c[0] not in exc.estates]
+                    series = [w for w in series if w[0] not in exc.estates]
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not save deadman clocks and windows; will retry")
 
@@ -464,6 +593,12 @@ class AlertEngine:
     get_activation = _Via("queries", Queries.get_activation)
     list_drills = _Via("queries", Queries.list_drills)
     status = _Via("queries", Queries.status)
+
+
+def _drop_keys(table: dict[Any, Any], estates: set[str], at: int = 0) -> None:
+    """Drop the entries whose key (a tuple) has one of ``estates`` at position ``at``."""
+    for key in [k for k in table if k[at] in estates]:
+        del table[key]
 
 
 def _check_plan_rules(rules: RuleSet, plans: dict[str, Plan]) -> list[str]:

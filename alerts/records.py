@@ -35,6 +35,7 @@ from alerts.store import AlertStore, StoreBatch
 from alerts.weather import WeatherBoard
 from alerts.weather.levels import Criteria
 from alerts.window_bank import WindowBank
+from ingest.model import NotOwner
 from protocol.catalog import Catalog
 
 __all__ = ["MAX_UNWRITTEN", "ChangeListener", "Records"]
@@ -83,6 +84,9 @@ class Records:
     _indexes: dict[str, RuleIndex] = field(default_factory=dict)
     _default_index: RuleIndex | None = None
     _unwritten: StoreBatch | None = None  # changes the database refused, to retry
+    # Called under the lock with the estates a commit's fence refused (another process owns
+    # them now): the engine drops their state (``AlertEngine.release``).
+    lost: Callable[[set[str]], None] = lambda _estates: None
 
     # --- the rules in force --------------------------------------------------------------------
     def set_rules(self, rules: RuleSet) -> None:
@@ -126,35 +130,63 @@ class Records:
     # --- one step: gather, write, tell ---------------------------------------------------------
     def step(self, fn: Callable[[int, Changes], T]) -> T:
         """Run ``fn(now, changes)`` under the lock, write what it changed in one transaction,
-        then tell the listeners and MQTT (outside the lock)."""
+        then tell the listeners and MQTT (outside the lock).
+
+        Raises NotOwner, after telling the rest, when the commit's fence refused some estates
+        (their changes rolled back, their state dropped, nobody told of them)."""
         changes = Changes()
         with self.lock:
             result = fn(self.clock(), changes)
-            self.write(changes.batch)
+            refused = self.write(changes.batch)
+            if refused:
+                self.lost(refused)
+        if refused:
+            changes.news = [n for n in changes.news if n.get("estate") not in refused]
+            changes.plan_estates -= refused
         self.tell(changes)
+        if refused:
+            raise NotOwner(refused, "the commit's fence refused them")
         return result
 
-    def write(self, batch: StoreBatch) -> None:
+    def write(self, batch: StoreBatch) -> set[str]:
         """Store a batch of changes. If the database is away, keep them (bounded) and write
-        them before the next batch, so no change and no notification is lost meanwhile."""
+        them before the next batch, so no change and no notification is lost meanwhile.
+        Returns the estates the fence refused: their changes are not written (the rest are,
+        in a transaction of their own)."""
         if self._unwritten is not None:
             self._unwritten.merge(batch)
             batch = self._unwritten
-        if not batch:
-            return
-        try:
-            self.store.write(batch)
-        except sa.exc.SQLAlchemyError:
-            if batch.size > MAX_UNWRITTEN:
-                log.error("alerts: the database is away; %d changes dropped", batch.size)
-                self._unwritten = None
-                raise
-            log.exception("alerts: could not store %d changes; will retry", batch.size)
-            self._unwritten = batch
-            return
+        refused: set[str] = set()
+        while batch:
+            try:
+                self.store.write(batch)
+                break
+            except NotOwner as exc:
+                # Rolled back; the others' changes go again without those estates' (each
+                # round drops at least one estate, so this ends).
+                lost = set(exc.estates) & batch.estates() or batch.estates()
+                if not lost:  # a fence refusing a write of no estate's: not ours to judge
+                    raise
+                log.warning("alerts: %s; their changes are dropped", exc)
+                refused |= lost
+                batch = batch.without(lost)
+            except sa.exc.SQLAlchemyError:
+                if batch.size > MAX_UNWRITTEN:
+                    log.error("alerts: the database is away; %d changes dropped", batch.size)
+                    self._unwritten = None
+                    raise
+                log.exception("alerts: could not store %d changes; will retry", batch.size)
+                self._unwritten = batch
+                return refused
         self._unwritten = None
         if batch.notifications:
             self.outbox.wake()
+        return refused
+
+    def forget_unwritten(self, estates: set[str]) -> None:
+        """Changes of these estates waiting for the database are not ours to write any more."""
+        if self._unwritten is not None:
+            self._unwritten = self._unwritten.without(estates)
 
     def tell(self, changes: Changes) -> None:
         for item in changes.news:

@@ -48,11 +48,13 @@ from alerts.tables import (
 )
 from alerts.weather.levels import WeatherLevel
 from alerts.weather.warnings import OfficialWarning
+from ingest.model import Fence
 from ingest.schema import migrate_schema
 
 T = TypeVar("T")
 AnyOf = Sequence[str] | None  # any of these values; None or empty: all
 Estates = Collection[str] | None  # only these estates (a user's); None: all
+ClockRow = tuple[str, str, str, str, int]  # estate, device, kind, gateway, last_ms
 
 __all__ = ["SCHEMA_VERSION", "AlertStore", "StoreBatch", "alarms", "metadata", "schema_version"]
 
@@ -130,6 +132,9 @@ class StoreBatch:
     warnings: dict[str, OfficialWarning] = field(default_factory=dict)
     drills: dict[str, Drill] = field(default_factory=dict)
     drill_clocks: dict[tuple[str, str], int] = field(default_factory=dict)  # -> last_ms
+    # Deadman clocks written with the step (a scaled-out worker's: its successor continues
+    # them), (estate, device) -> (kind, gateway, last_ms)
+    clocks: dict[tuple[str, str], tuple[str, str, int]] = field(default_factory=dict)
 
     def merge(self, later: StoreBatch) -> None:
         """Fold a later batch into this one (the later state of an object wins)."""
@@ -145,6 +150,42 @@ class StoreBatch:
         self.warnings.update(later.warnings)
         self.drills.update(later.drills)
         self.drill_clocks.update(later.drill_clocks)
+        self.clocks.update(later.clocks)
+
+    def estates(self) -> set[str]:
+        """The estates whose state this batch writes (what a fence checks). Silences and
+        warnings belong to no one estate's owner (people post them from any node)."""
+        out = {a.estate for a in self.alarms.values()}
+        out.update(a.estate for a in self.activations.values())
+        out.update(r.estate for r, _ in self.rescues.values())
+        out.update(n.estate for n in self.notifications)
+        out.update(d.estate for d in self.drills.values())
+        out.update(e for e, _ in self.drill_clocks)
+        out.update(e for e, _ in self.clocks)
+        return out
+
+    def without(self, estates: Collection[str]) -> StoreBatch:
+        """This batch less everything of ``estates`` (their owner is another process now)."""
+        gone = set(estates)
+        alarm_ids = {i for i, a in self.alarms.items() if a.estate in gone}
+        act_ids = {i for i, a in self.activations.items() if a.estate in gone}
+        return StoreBatch(
+            alarms={i: a for i, a in self.alarms.items() if i not in alarm_ids},
+            alarm_entries=[e for e in self.alarm_entries if e.alarm_id not in alarm_ids],
+            forget_alarms=self.forget_alarms - alarm_ids,
+            activations={i: a for i, a in self.activations.items() if i not in act_ids},
+            activation_entries=[
+                e for e in self.activation_entries if e.activation_id not in act_ids
+            ],
+            tasks={k: t for k, t in self.tasks.items() if k[0] not in act_ids},
+            rescues={k: v for k, v in self.rescues.items() if v[0].estate not in gone},
+            notifications=[n for n in self.notifications if n.estate not in gone],
+            silences=dict(self.silences),
+            warnings=dict(self.warnings),
+            drills={k: d for k, d in self.drills.items() if d.estate not in gone},
+            drill_clocks={k: v for k, v in self.drill_clocks.items() if k[0] not in gone},
+            clocks={k: v for k, v in self.clocks.items() if k[0] not in gone},
+        )
 
     @property
     def size(self) -> int:
@@ -173,14 +214,25 @@ class StoreBatch:
             or self.warnings
             or self.drills
             or self.drill_clocks
+            or self.clocks
         )
 
 
 class AlertStore:
-    """Thread-safe: every call takes its own connection from the engine's pool."""
+    """Thread-safe: every call takes its own connection from the engine's pool.
 
-    def __init__(self, engine: Engine) -> None:
+    ``fence``: run first in every transaction that writes estates' state (alarms, timelines,
+    plans, rescues, notifications, drills, deadman clocks and windows) with those estates; it
+    raises ``ingest.model.NotOwner`` when this process may no longer write for some of them,
+    and the transaction rolls back (issue 16: a worker that lost its partition's lease)."""
+
+    def __init__(self, engine: Engine, fence: Fence | None = None) -> None:
         self.engine = engine
+        self.fence = fence
+
+    def _fenced(self, conn: Connection, estates: Collection[str]) -> None:
+        if self.fence is not None and estates:
+            self.fence(conn, estates)
 
     def migrate(self, now_ms: int) -> int:
         """Bring the alerts' schema to SCHEMA_VERSION; returns the version found before."""
@@ -200,6 +252,7 @@ class AlertStore:
         if not batch:
             return
         with self.engine.begin() as conn:
+            self._fenced(conn, batch.estates())
             # Order matters for the one-open-alarm-per-(rule, subject) index: a pending alarm
             # forgotten and one closed in this batch must be gone before their successor for
             # the same subject opens.
@@ -243,10 +296,18 @@ class AlertStore:
                 {"estate": e, "plan": p, "last_ms": ms} for (e, p), ms in batch.drill_clocks.items()
             ]
             upsert(conn, drill_clocks, clocks, ["estate", "plan"])
+            self._upsert_clocks(
+                conn, [(e, d, k, g, ms) for (e, d), (k, g, ms) in batch.clocks.items()]
+            )
 
-    def _save(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    def _save(
+        self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str], owned: bool = False
+    ) -> None:
+        """``owned``: rows of estates' own state (their owner's to write: fenced)."""
         if rows:
             with self.engine.begin() as conn:
+                if owned:
+                    self._fenced(conn, {r["estate"] for r in rows})
                 upsert(conn, table, rows, keys)
 
     def _rows(self, q: sa.Select[Any]) -> list[sa.RowMapping]:
@@ -268,13 +329,14 @@ class AlertStore:
         return [rows.load(r) for r in self._rows(q)]
 
     # --- alarms --------------------------------------------------------------------------------
-    def open_alarms(self) -> list[Alarm]:
-        return [_ALARM.load(r) for r in self._rows(sa.select(alarms).where(alarms.c.is_open))]
+    def open_alarms(self, estates: Estates = None) -> list[Alarm]:
+        q = _scoped(sa.select(alarms).where(alarms.c.is_open), alarms, None, estates)
+        return [_ALARM.load(r) for r in self._rows(q)]
 
-    def cleared_alarms(self) -> list[Alarm]:
+    def cleared_alarms(self, estates: Estates = None) -> list[Alarm]:
         """Cleared before anyone acknowledged them: still the control room's to take."""
         q = sa.select(alarms).where(alarms.c.state == AlarmState.CLEARED.value)
-        return [_ALARM.load(r) for r in self._rows(q)]
+        return [_ALARM.load(r) for r in self._rows(_scoped(q, alarms, None, estates))]
 
     def get_alarm(self, alarm_id: str) -> Alarm | None:
         found = self._rows(sa.select(alarms).where(alarms.c.id == alarm_id))
@@ -382,16 +444,44 @@ class AlertStore:
         return [dict(r) for r in self._rows(q.limit(limit))]
 
     # --- clocks and windows --------------------------------------------------------------------
-    def save_clocks(self, rows: Iterable[tuple[str, str, str, str, int]]) -> None:
-        keys = ("estate", "device", "kind", "gateway", "last_ms")
-        self._save(
-            device_clocks, [dict(zip(keys, r, strict=True)) for r in rows], ["estate", "device"]
-        )
+    def save_clocks(self, rows: Iterable[ClockRow]) -> None:
+        rows = list(rows)
+        if rows:
+            with self.engine.begin() as conn:
+                self._fenced(conn, {r[0] for r in rows})
+                self._upsert_clocks(conn, rows)
 
-    def clocks(self) -> list[tuple[str, str, str, str, int]]:
+    @staticmethod
+    def _upsert_clocks(conn: Connection, rows: Sequence[ClockRow]) -> None:
+        """A clock only moves forward: an older one (a snapshot racing the step's write, a
+        predecessor's) never overwrites a newer one."""
+        keys = ("estate", "device", "kind", "gateway", "last_ms")
+        newest: dict[tuple[str, str], ClockRow] = {}
+        for r in rows:
+            old = newest.get((r[0], r[1]))
+            if old is None or r[4] >= old[4]:
+                newest[(r[0], r[1])] = r
+        if not newest:
+            return
+        found = {
+            (e, d): ms
+            for e, d, ms in conn.execute(
+                sa.select(device_clocks.c.estate, device_clocks.c.device, device_clocks.c.last_ms)
+                .where(device_clocks.c.estate.in_(sorted({e for e, _ in newest})))
+                .where(device_clocks.c.device.in_(sorted({d for _, d in newest})))
+            )
+        }
+        data = [
+            dict(zip(keys, r, strict=True))
+            for k, r in newest.items()
+            if k not in found or r[4] >= found[k]
+        ]
+        upsert(conn, device_clocks, data, ["estate", "device"])
+
+    def clocks(self, estates: Estates = None) -> list[ClockRow]:
+        q = _scoped(sa.select(device_clocks), device_clocks, None, estates)
         return [
-            (r["estate"], r["device"], r["kind"], r["gateway"], r["last_ms"])
-            for r in self._rows(sa.select(device_clocks))
+            (r["estate"], r["device"], r["kind"], r["gateway"], r["last_ms"]) for r in self._rows(q)
         ]
 
     def save_windows(self, rows: Iterable[tuple[str, str, str, bytes]], now: int) -> None:
@@ -399,20 +489,19 @@ class AlertStore:
             {"estate": e, "device": d, "metric": m, "data": b, "saved_ms": now}
             for e, d, m, b in rows
         ]
-        self._save(windows, data, ["estate", "device", "metric"])
+        self._save(windows, data, ["estate", "device", "metric"], owned=True)
 
-    def windows(self) -> list[tuple[str, str, str, bytes]]:
-        return [
-            (r["estate"], r["device"], r["metric"], bytes(r["data"]))
-            for r in self._rows(sa.select(windows))
-        ]
+    def windows(self, estates: Estates = None) -> list[tuple[str, str, str, bytes]]:
+        q = _scoped(sa.select(windows), windows, None, estates)
+        return [(r["estate"], r["device"], r["metric"], bytes(r["data"])) for r in self._rows(q)]
 
     # --- rescues -------------------------------------------------------------------------------
-    def arrivals(self) -> dict[str, tuple[int, str]]:
+    def arrivals(self, estates: Estates = None) -> dict[str, tuple[int, str]]:
         """Alarm id → (arrived_ms, by) of the rescues whose technician has arrived."""
         q = sa.select(rescues.c.alarm_id, rescues.c.arrived_ms, rescues.c.arrived_by).where(
             rescues.c.arrived_ms.is_not(None)
         )
+        q = _scoped(q, rescues, None, estates)
         with self.engine.connect() as conn:
             return {r[0]: (int(r[1]), r[2] or "") for r in conn.execute(q)}
 
@@ -430,8 +519,9 @@ class AlertStore:
         )
 
     # --- plan activations ----------------------------------------------------------------------
-    def active_activations(self) -> list[PlanActivation]:
-        return self._activations(sa.select(activations).where(activations.c.is_active))
+    def active_activations(self, estates: Estates = None) -> list[PlanActivation]:
+        q = sa.select(activations).where(activations.c.is_active)
+        return self._activations(_scoped(q, activations, None, estates))
 
     def list_activations(
         self,
@@ -511,8 +601,8 @@ class AlertStore:
             q = q.where(when < until_ms)
         return [_DRILL.load(r) for r in self._rows(q)]
 
-    def drill_clocks(self) -> dict[tuple[str, str], int]:
-        rows = self._rows(sa.select(drill_clocks))
+    def drill_clocks(self, estates: Estates = None) -> dict[tuple[str, str], int]:
+        rows = self._rows(_scoped(sa.select(drill_clocks), drill_clocks, None, estates))
         return {(r["estate"], r["plan"]): r["last_ms"] for r in rows}
 
     def save_drill_clock(self, estate: str, plan: str, last_ms: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -12,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from datetime import UTC
 from typing import Any, TypeVar
 
@@ -38,24 +39,25 @@ from api.live import LiveHub, device_updates
 from api.owners import OwnerParts, OwnerRouter, serve
 from api.users import UserStore
 from cluster.owner import PartitionOwner
-from cluster.owners import shard_address, shard_owner
-from cluster.partitions import partition_of
+from cluster.owners import partition_address, partition_owner, shard_address, shard_owner
+from cluster.partitions import partition_of, session_id, subscriptions
 from cluster.pg import LeaseLost, LeaseStore, lease_engine
 from estatewatch.broker import Broker, BrokerFolderBusy, choose_port, local_broker, port_is_free
 from estatewatch.datafiles import check_data_files, state_opened
 from estatewatch.owner_link import OwnerLink
 from estatewatch.settings import Settings
-from ingest.consumer import ApplyRollupTask, Ingest, PurgeTask
+from ingest.consumer import ApplyRollupTask, Ingest, PartitionSessions, PurgeTask
 from ingest.datafiles import explain_corruption, sqlite_path
 from ingest.directory import estate_records, offline_gateways
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.model import NotOwner
+from ingest.net_telemetry import NetworkTelemetryStore
 from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import SchemaBusy, StateStore
 from ingest.store_process import telemetry_store
-from ingest.telemetry import TelemetryReader, TelemetryWriter
+from ingest.telemetry import TelemetryReader, TelemetryStore, TelemetryWriter
 from ingest.victoria import RemoteChartsReader, VictoriaMetricsReader
 from protocol.catalog import default_catalog
 from protocol.clock import now_ms
@@ -162,6 +164,9 @@ class Service:
         self.clock = clock  # the alert engine's time; tests play scenarios in simulated time
         self.role = role
         self.shard = shard
+        # Scaled out (issue 16): ingest workers own partitions through leases, not --shard.
+        self.scaled_out = role in ("ingest", "api") and settings.partitions > 0
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.pick_free_api_port = pick_free_api_port
         self.broker: Broker | None = None
         self.notices: NoticeClient | None = None
@@ -173,10 +178,17 @@ class Service:
         self.commands: CommandDesk | None = None
         # Scaled out: the one owner look-up (estate -> address), the link to the owners and
         # the router that applies people's actions where the estate's state is.
-        self.owner_of = shard_owner(settings.ingest_shards)
+        self.owner_of = (
+            partition_owner(settings.partitions)
+            if self.scaled_out
+            else shard_owner(settings.ingest_shards)
+        )
         self.owner_link: OwnerLink | None = None
         self.owners: OwnerRouter | None = None
         self.partitions: PartitionOwner | None = None  # the leases of --role ingest
+        # a partition's engine adopt/release and session start, in order, off the lease thread
+        self._handover: ThreadPoolExecutor | None = None
+        self._partition_lock = threading.Lock()  # a partition's sessions open or close whole
         self.api_port = settings.api_port
         self._server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
@@ -196,7 +208,17 @@ class Service:
                 "--role ingest shares one broker with the other processes: set "
                 "ESTATEWATCH_MQTT_URL (e.g. mqtt://user:pass@127.0.0.1:1883)"
             )
-        if self.role == "ingest" and not 0 <= self.shard < max(s.ingest_shards, 1):
+        if self.role == "ingest" and self.scaled_out:
+            if self.shard or s.ingest_shards > 1:
+                log.warning(
+                    "--shard %d / ESTATEWATCH_INGEST_SHARDS=%d are ignored: with "
+                    "ESTATEWATCH_PARTITIONS=%d this worker ingests the partitions it holds",
+                    self.shard,
+                    s.ingest_shards,
+                    s.partitions,
+                )
+            self.shard = 0
+        elif self.role == "ingest" and not 0 <= self.shard < max(s.ingest_shards, 1):
             raise StartupError(
                 f"--shard {self.shard} is not below ESTATEWATCH_INGEST_SHARDS={s.ingest_shards}"
             )
@@ -210,14 +232,14 @@ class Service:
         self.live = LiveHub()
         if self.role in ("all", "ingest"):
             self._start_ingest()
-        if self.role == "ingest" and s.partitions:
-            self._start_partitions()
         if self.role in ("all", "api"):
             self.scheduler.add_job(
                 self._purge_dead_letters, "interval", hours=1, id="purge-dead-letters"
             )
         if self.role != "all":
             self._start_owners()
+        if self.role == "ingest" and self.scaled_out:  # after the owner link: it serves them
+            self._start_partitions()
         self.scheduler.start()
         self._start_api()
 
@@ -242,10 +264,14 @@ class Service:
             if s.raw_store_url
             else None
         )
-        with explain_corruption(path, "telemetry database"):
-            self.telemetry_writer = retry_schema(
-                lambda: telemetry_store(path, self.influx, s.ingest_store_process), "telemetry"
-            )
+        self.telemetry_writer: TelemetryStore
+        if self.scaled_out:
+            self.telemetry_writer = self._network_telemetry()
+        else:
+            with explain_corruption(path, "telemetry database"):
+                self.telemetry_writer = retry_schema(
+                    lambda: telemetry_store(path, self.influx, s.ingest_store_process), "telemetry"
+                )
         self.ingest = Ingest(
             self.endpoint,
             self.state,
@@ -256,9 +282,14 @@ class Service:
             queue_bytes=s.ingest_queue_mb << 20,
             linger_s=s.commit_interval_ms / 1000,
             max_batch_readings=s.commit_max_readings,
-            shard=(self.shard, s.ingest_shards) if self.role == "ingest" else None,
+            shard=(self.shard, s.ingest_shards)
+            if self.role == "ingest" and not self.scaled_out
+            else None,
             stall_s=s.ingest_stall_s,
             max_future_ms=s.max_clock_skew_s * 1000,
+            partitions=PartitionSessions(s.partitions, session_id, subscriptions)
+            if self.scaled_out
+            else None,
         )
         self.registry, self.ingest.commit_seconds = ingest_registry(self.ingest)
         self._broker_metrics()
@@ -275,25 +306,42 @@ class Service:
         else:
             self._every(self.rollup, "rollup", seconds=s.rollup_interval_s)
         self._every(self.purge_telemetry, "retention", hours=1)
-        if self.ingest.shard:
+        if self.ingest.shard or self.ingest.partitions:  # new registrations within 5 s
             self.scheduler.add_job(
                 self.ingest.subscribe_new_estates, "interval", seconds=5, id="subscribe-new-estates"
             )
 
+    def _network_telemetry(self) -> NetworkTelemetryStore:
+        """A worker's telemetry store: nothing on its disk. Raw readings to the networked
+        time-series store, the dedup book, events and "now" to PostgreSQL, every commit
+        fenced by the partitions' leases in its own transaction (``_fence_commit``)."""
+        s = self.settings
+        if self.influx is None:
+            raise StartupError(
+                f"ESTATEWATCH_PARTITIONS={s.partitions}: a worker keeps no telemetry on its own "
+                "disk; set ESTATEWATCH_TIMESERIES=victoriametrics and "
+                "ESTATEWATCH_VICTORIAMETRICS_URL (or influxdb and ESTATEWATCH_INFLUXDB_URL)"
+            )
+        raw = self.influx
+        return retry_schema(
+            lambda: NetworkTelemetryStore(s.state_database_url, raw, fence=self._fence_commit),
+            "telemetry tables",
+        )
+
     def _start_partitions(self) -> None:
         """Claim and keep partitions of the estates through leases in the state database
-        (issue 16). So far the worker owns them and says so (logs, /healthz): its ingest still
-        takes the estates of --shard. Next, ``_partition_acquired`` / ``_partition_lost`` start
-        and stop the partition's own MQTT session, and the recorder's commit calls
-        ``self.partitions.fence(conn, partition)`` in its transaction (ARCHITECTURE.md)."""
+        (issue 16), and ingest exactly those: each acquired partition's estates are adopted
+        by the alert engine, its two MQTT sessions opened and its owner address served; a
+        lost one is stopped at once (``_partition_acquired`` / ``_partition_lost``)."""
         s = self.settings
         ttl_ms = s.lease_ttl_s * 1000
         engine = lease_engine(s.state_database_url, ttl_ms)
+        self._handover = ThreadPoolExecutor(1, thread_name_prefix="partition-handover")
         try:
             store = LeaseStore(engine, s.partitions, ttl_ms)
             self.partitions = PartitionOwner(
                 store,
-                s.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+                self.worker_id,
                 on_acquire=self._partition_acquired,
                 on_lose=self._partition_lost,
                 renew_ms=s.lease_renew_s * 1000,
@@ -303,20 +351,76 @@ class Service:
             engine.dispose()
             raise StartupError(str(exc)) from None
 
+    def _partition_estates(self, partition: int) -> list[str]:
+        """The registered estates of a partition (the state database's list)."""
+        count = self.settings.partitions
+        return sorted(
+            e["id"] for e in self.state.list_estates() if partition_of(e["id"], count) == partition
+        )
+
+    def _owns_estate(self, estate: str) -> bool:
+        """The alert engine's and the command desk's ``owns``: the estate's partition is
+        held here now (False until the leases start)."""
+        return self.partitions is not None and self.partitions.owns(estate)
+
     def _partition_acquired(self, partition: int, epoch: int) -> None:
-        # on the lease thread: quick, no database (a slow callback delays the renewals)
+        # On the lease thread: quick, no database (a slow callback delays the renewals).
         log.info("partition %d is ours at epoch %d", partition, epoch)
+        if self._handover is not None:
+            self._handover.submit(self._take_partition, partition, epoch)
+
+    def _take_partition(self, partition: int, epoch: int) -> None:
+        """On the hand-over thread: the engine takes the partition's estates (their alarm
+        state, timers, plans from the database) before their messages flow, then the
+        sessions open and the owner address is served. Jobs run in order, so a loss that
+        comes meanwhile is handled after this (its release follows the adopt)."""
+        try:
+            estates = self._partition_estates(partition)
+            adopt = getattr(self.alerts, "adopt", None)  # h16-engine's AlertEngine.adopt
+            if adopt is not None:
+                adopt(estates)
+            with self._partition_lock:
+                if self.partitions is None or self.partitions.held.get(partition) != epoch:
+                    return  # lost meanwhile: nothing opened
+                if self.ingest is not None:
+                    self.ingest.open_partition(partition)
+                if self.owner_link is not None:
+                    self.owner_link.serve(partition_address(partition))
+            log.info("partition %d: %d estates, sessions opened", partition, len(estates))
+        except Exception:  # the partition stays held but idle; its leases still renew
+            log.exception("partition %d: could not start it", partition)
 
     def _partition_lost(self, partition: int) -> None:
+        """At once (before the release reaches the database): stop serving its address and
+        close its sessions (nothing uncommitted is acknowledged; the recorder drops what of
+        it is pending), then, on the hand-over thread, the engine lets its estates go."""
+        with self._partition_lock:
+            if self.owner_link is not None:
+                self.owner_link.unserve(partition_address(partition))
+            if self.ingest is not None:
+                self.ingest.close_partition(partition)
         log.info("partition %d is no longer ours", partition)
+        if self._handover is not None:
+            with contextlib.suppress(RuntimeError):  # stopping: the engine stops too
+                self._handover.submit(self._release_partition, partition)
+
+    def _release_partition(self, partition: int) -> None:
+        try:
+            release = getattr(self.alerts, "release", None)  # h16-engine's AlertEngine.release
+            if release is not None:
+                release(self._partition_estates(partition))
+        except Exception:
+            log.exception("partition %d: the alert engine could not let it go", partition)
 
     def _fence_commit(self, conn: sa.Connection, estates: Collection[str]) -> None:
         """The first statement of a commit that writes for ``estates`` (the telemetry store's
         dedup book, the alert engine's alarm state): with partitions, check this worker's lease
         on each of their partitions inside that transaction; NotOwner (the caller rolls back)
         when one is no longer held. Without partitions every commit is this process's own."""
-        if self.partitions is None:
+        if not self.scaled_out:
             return
+        if self.partitions is None:  # the leases have not started: nothing is ours yet
+            raise NotOwner(estates, "this worker holds no partition yet")
         count = self.settings.partitions
         for partition in sorted({partition_of(e, count) for e in estates}):
             try:
@@ -338,14 +442,19 @@ class Service:
         ingest = self.ingest
         s = self.settings
         shard = ingest.shard
-        # Alarm and plan notices on a session of their own, never behind telemetry.
+        # Alarm and plan notices on a session of their own, never behind telemetry; a
+        # worker's client ids are its own (two sessions with one id throw each other out).
         suffix = f"-{shard[0]}of{shard[1]}" if shard else ""
+        if self.scaled_out:
+            suffix = f"-{self.worker_id}"
         self.notices = NoticeClient(self.endpoint, f"estatewatch-notices{suffix}")
         self.notices.start()
         publish = self.notices.publish
         # the estates this process owns: the one owner look-up, as the API nodes route by
         mine = shard_address(self.shard)
-        owns = (lambda e: self.owner_of(e) == mine) if shard else None
+        owns: Callable[[str], bool] | None = (lambda e: self.owner_of(e) == mine) if shard else None
+        if self.scaled_out:
+            owns = self._owns_estate
         rules = s.data_path / "rules"
         receivers = receivers_from_config(json.loads(s.receivers)) if s.receivers else None
         db = self.state.engine
@@ -365,6 +474,7 @@ class Service:
                 estate_records=functools.partial(estate_records, db),
                 estate_region=self._estate_region,
                 offline_gateways=functools.partial(offline_gateways, db),
+                fence=self._fence_commit if self.scaled_out else None,
             ),
             "alerts",
         )
@@ -436,7 +546,7 @@ class Service:
         on_live = self.live.publish if self.role == "api" else None
         link = OwnerLink(parse_mqtt_url(s.mqtt_url), node, s.mqtt_root, handler, on_live=on_live)
         self.owner_link = link
-        if local is not None:
+        if local is not None and not self.scaled_out:  # a worker serves its partitions'
             link.serve(shard_address(self.shard))
             for source in (self.alerts, self.commands):
                 if source is not None:
@@ -651,7 +761,9 @@ class Service:
 
     def _broker_nodes(self) -> dict[str, dict[str, Any]]:
         clients = (
-            [(lane.name, lane.failover) for lane in self.ingest.lanes.all] if self.ingest else []
+            [(lane.name, lane.failover) for lane in self.ingest.lanes.sessions]
+            if self.ingest
+            else []
         )
         clients += [
             (n, c.failover)
@@ -686,9 +798,10 @@ class Service:
             body["broker"]["running"] = self.broker.running
             body["broker"]["restarts"] = self.broker.restarts
             body["broker"]["client_ids_bound"] = self.broker.binds_client_ids
+        by_estate = self.ingest.shard or self.ingest.partitions
         body["ingest"] = {
             "shard": list(self.ingest.shard) if self.ingest.shard else None,
-            "estates": self.ingest.subscribed_estates if self.ingest.shard else "all",
+            "estates": self.ingest.subscribed_estates if by_estate else "all",
             "queue_depth": self.ingest.queue_depth,
             "queue_capacity": self.ingest.queue_capacity,
             "queued_bytes": self.ingest.queued_bytes,
@@ -706,6 +819,9 @@ class Service:
         body["writer"] = self.ingest.writer_health()
         if self.partitions is not None:
             body["partitions"] = self.partitions.status()
+            # each held partition's sessions: client id, connected, broker node, estates
+            sessions = self.ingest.partition_sessions()
+            body["partitions"]["sessions"] = {str(p): v for p, v in sessions.items()}
         return body
 
     def stop(self) -> None:
@@ -723,6 +839,8 @@ class Service:
         if self.partitions is not None:  # handed over at once, not a lease TTL later
             self.partitions.stop()
             self.partitions.store.engine.dispose()
+        if self._handover is not None:
+            self._handover.shutdown(wait=True, cancel_futures=True)
         # a writer stuck in a failing commit is not waited for (it is a daemon thread; what it
         # holds is unacknowledged); its store is then not closed under it
         writer_stopped = self.ingest.stop() if self.ingest is not None else True

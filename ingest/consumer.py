@@ -27,7 +27,7 @@ from prometheus_client import Histogram
 from ingest.decoder import INCIDENT_BATCH_READINGS, INCIDENT_S, Decoder
 from ingest.fanout import LISTEN_READINGS, CommitListener, Fanout
 from ingest.handoff import ByteBudget, Handoff
-from ingest.lanes import GatewayRegistry, Lane, Lanes, Received, ack_all
+from ingest.lanes import GatewayRegistry, Lane, Lanes, PartitionSessions, Received, ack_all
 from ingest.recorder import (
     STORE_REFUSED,
     ApplyRollupTask,
@@ -64,6 +64,7 @@ __all__ = [
     "Handoff",
     "Ingest",
     "IngestStats",
+    "PartitionSessions",
     "PurgeTask",
     "Received",
     "RecorderTask",
@@ -98,6 +99,7 @@ class Ingest:
         shard: tuple[int, int] | None = None,
         stall_s: float = DEFAULT_STALL_S,
         max_future_ms: int = MAX_FUTURE_MS,
+        partitions: PartitionSessions | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.state = state
@@ -113,9 +115,11 @@ class Ingest:
         self._closing = threading.Event()  # disconnecting on purpose
         # stopping while the store fails: the recorder gave up, and the decoder stops with it
         self._abandoned = threading.Event()
+        # scaled out (issue 16): sessions per held partition instead of the lanes' own
+        self.partitions = partitions
         self.lanes = Lanes(
             endpoint, self.registry, self.stats, self._closing, root, client_id, self.shard,
-            queue_size, queue_bytes,
+            queue_size, queue_bytes, partitions,
         )  # fmt: skip
         self.fanout = Fanout()
         # decoder → recorder: one telemetry batch ahead, events overtake it. SQLite's half of
@@ -151,6 +155,17 @@ class Ingest:
 
     def subscribe_new_estates(self) -> None:
         self.lanes.subscribe_new_estates()
+
+    def open_partition(self, partition: int) -> None:
+        """Start taking the partition's messages (its sessions; see ``Lanes``)."""
+        self.lanes.open_partition(partition)
+
+    def close_partition(self, partition: int) -> None:
+        """Stop taking them at once; what of them is not committed is dropped, unacked."""
+        self.lanes.close_partition(partition)
+
+    def partition_sessions(self) -> dict[int, dict[str, object]]:
+        return self.lanes.partition_sessions()
 
     @property
     def queue_depth(self) -> int:
@@ -204,6 +219,7 @@ class Ingest:
         database): what is not committed stays unacknowledged. False if the writer was left
         in its commit (then the caller must not close the stores under it)."""
         self._closing.set()
+        self.lanes.close_sessions()
         self.recorder.stop_taking_tasks()
         writer = self.recorder.thread
         if writer.ident is None:  # a start that failed early never ran it

@@ -6,7 +6,14 @@ the monitoring centre within 10 s), and telemetry backpressure must not hold bac
 socket. A network thread only queues a message's bytes (decoding there would hold the
 interpreter lock against the writer); when its lane is full it waits, stops reading its socket,
 and the broker holds the backlog. Messages are acknowledged (paho-mqtt manual ack) by the
-recorder once committed (``ack_all``)."""
+recorder once committed (``ack_all``).
+
+A scaled-out worker (issue 16, ``PartitionSessions``) has no session of its own: per partition
+it holds it opens that partition's two sessions (persistent ids, shared subscriptions to the
+partition's estates), which feed the same two queues and byte budgets, so memory is bounded by
+the worker whatever the number of partitions. Losing a partition closes its sessions at once;
+what they delivered and is not yet committed is dropped unacknowledged (``Lane.revoked``), and
+the broker hands it to the partition's next owner."""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -32,7 +39,7 @@ from ingest.telemetry import PreparedRows
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from protocol.failover import Failover, hop
-from protocol.topics import service_subscriptions
+from protocol.topics import estate_slot, service_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,10 @@ class GatewayRegistry:
         self._loaded_at = time.monotonic()
 
     def _reload_if_stale(self) -> None:
-        if time.monotonic() - self._loaded_at >= self._refresh_s:
+        self.reload_if_older(self._refresh_s)
+
+    def reload_if_older(self, seconds: float) -> None:
+        if time.monotonic() - self._loaded_at >= seconds:
             self.reload()
 
     def has_estate(self, estate: str) -> bool:
@@ -90,6 +100,12 @@ class Lane:
     failover: Failover  # the broker node this session is on, and the next (a cluster)
     generation: int = 0  # connections so far: an ack names a message of one connection
     connected: threading.Event = field(default_factory=threading.Event)
+    partition: int | None = None  # a scaled-out worker's session of one partition
+    # set when the session closes: its network thread stops waiting for room in the queue
+    closed: threading.Event = field(default_factory=threading.Event)
+    # the partition was lost: what this session delivered is neither committed nor acked
+    revoked: bool = False
+    received: int = 0  # a partition session's messages (its network thread's own count)
 
     def wants(self, topic_filter: str) -> bool:
         return topic_filter.endswith("/events") == self.events
@@ -99,6 +115,22 @@ class Outcome(enum.Enum):
     STORED = 1  # committed (or nothing to store): goes to the listeners
     DUPLICATE = 2  # its (gateway, seq) was stored before
     POISON = 3  # the store refused it alone: dead-lettered
+    NOT_OWNER = 4  # its estate's partition is no longer ours: dropped, not acknowledged
+
+
+@dataclass(frozen=True)
+class PartitionSessions:
+    """A scaled-out worker's sessions (issue 16), as the composition root names them from
+    ``cluster.partitions`` (which ingest may not import): ``count`` partitions (an estate's is
+    ``protocol.topics.estate_slot``, as ``cluster.partitions.partition_of``), a partition's
+    persistent client id, and its topic filters over some of its estates."""
+
+    count: int
+    session_id: Callable[[int], str]
+    subscriptions: Callable[[int, Iterable[str], str], list[str]]
+
+    def partition_of(self, estate: str) -> int:
+        return estate_slot(estate, self.count)
 
 
 @dataclass(slots=True)
@@ -170,16 +202,24 @@ class Lanes:
         shard: tuple[int, int] | None,
         queue_size: int,
         queue_bytes: int,
+        partitions: PartitionSessions | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.registry = registry
         self.stats = stats
         self.root = root
         self.shard = shard
+        self.partitions = partitions
         self._closing = closing  # disconnecting on purpose
         self._subscriptions = threading.Lock()
-        self._subscribed_estates: set[str] = set()
-        self._pending_subscriptions: dict[int, list[str]] = {}
+        # confirmed by the broker: subscribed estates by telemetry lane (a sharded process
+        # has one; a scaled-out worker one per partition)
+        self._pending_subscriptions: dict[tuple[Lane, int], list[str]] = {}
+        self._confirmed: dict[Lane, set[str]] = {}
+        # a scaled-out worker's sessions of the partitions it holds: (telemetry, events)
+        self._held: dict[int, tuple[Lane, Lane]] = {}
+        if partitions is not None:
+            stats.received_open = self._received_open
         if shard:
             client_id = f"{client_id}-{shard[0]}of{shard[1]}"
         # Bounded: a full queue blocks that lane's MQTT network thread, which is the
@@ -194,6 +234,15 @@ class Lanes:
         lane = Lane(
             name, self._make_client(client_id), queue.Queue(maxsize=size), events,
             ByteBudget(max_bytes), Failover(self.endpoint, min_s=0.5, max_s=30.0),
+        )  # fmt: skip
+        lane.client.user_data_set(lane)
+        return lane
+
+    def _partition_lane(self, base: Lane, partition: int, client_id: str) -> Lane:
+        """A partition's session feeding ``base``'s queue and budget (one bound a worker)."""
+        lane = Lane(
+            f"p{partition}-{base.name}", self._make_client(client_id), base.queue, base.events,
+            base.budget, Failover(self.endpoint, min_s=0.5, max_s=30.0), partition=partition,
         )  # fmt: skip
         lane.client.user_data_set(lane)
         return lane
@@ -219,25 +268,76 @@ class Lanes:
 
     # --- state read by other threads ---------------------------------------------------------
     @property
+    def sessions(self) -> list[Lane]:
+        """The MQTT sessions this process holds: its two lanes, or (scaled out) the two of
+        each partition it holds."""
+        if self.partitions is None:
+            return list(self.all)
+        with self._subscriptions:
+            return [lane for pair in self._held.values() for lane in pair]
+
+    @property
     def connected(self) -> bool:
-        return all(lane.connected.is_set() for lane in self.all)
+        """Every session connected (a worker holding no partition has none to be down)."""
+        return all(lane.connected.is_set() for lane in self.sessions)
 
     @property
     def subscribed_estates(self) -> list[str]:
         with self._subscriptions:
-            return sorted(self._subscribed_estates)
+            if self.partitions is not None:
+                return sorted({e for lane, es in self._confirmed.items() for e in es})
+            return sorted(self._confirmed.get(self.telemetry, set()))
 
-    # --- subscriptions (sharded deployments) -------------------------------------------------
-    def _my_estates(self) -> set[str]:
+    def _received_open(self) -> int:
+        with self._subscriptions:
+            return sum(lane.received for pair in self._held.values() for lane in pair)
+
+    @property
+    def held_partitions(self) -> list[int]:
+        with self._subscriptions:
+            return sorted(self._held)
+
+    def partition_sessions(self) -> dict[int, dict[str, object]]:
+        """Per held partition: its sessions' client ids and connection state, its estates."""
+        with self._subscriptions:
+            held = dict(self._held)
+            confirmed = {lane: sorted(es) for lane, es in self._confirmed.items()}
+        return {
+            p: {
+                "session_id": self.partitions.session_id(p) if self.partitions else None,
+                "connected": {lane.name: lane.connected.is_set() for lane in pair},
+                "node": pair[0].failover.node_url,
+                "estates": confirmed.get(pair[0], []),
+            }
+            for p, pair in sorted(held.items())
+        }
+
+    # --- subscriptions (sharded deployments, partitions) -------------------------------------
+    def _pairs(self) -> list[tuple[Lane, Lane]]:
+        """(telemetry, events) of each session pair subscribing by estate."""
+        if self.partitions is None:
+            return [(self.telemetry, self.events)]
+        with self._subscriptions:
+            return list(self._held.values())
+
+    def _estates_for(self, lane: Lane) -> set[str]:
+        """The registered estates whose messages ``lane`` takes (a shard's, a partition's)."""
+        if self.partitions is not None and lane.partition is not None:
+            partition, split = lane.partition, self.partitions.partition_of
+            return {e for e in self.registry.estates if split(e) == partition}
         assert self.shard is not None
         index, count = self.shard
-        self.registry.reload()
         return {e for e in self.registry.estates if shard_of(e, count) == index}
 
+    def _filters(self, lane: Lane, estates: list[str]) -> list[str]:
+        if self.partitions is not None and lane.partition is not None:
+            found = self.partitions.subscriptions(lane.partition, estates, self.root)
+        else:
+            found = [f for e in estates for f in estate_subscriptions(e, self.root)]
+        return [f for f in found if lane.wants(f)]
+
     def _subscribe(self, lane: Lane, estates: list[str]) -> None:
-        filters = [
-            (f, 1) for e in estates for f in estate_subscriptions(e, self.root) if lane.wants(f)
-        ]
+        filters = [(f, 1) for f in self._filters(lane, estates)]
         if not filters:
             return
         # Held across subscribe(): the broker's confirmation (on_subscribe, on the network
@@ -245,21 +345,76 @@ class Lanes:
         with self._subscriptions:
             _rc, mid = lane.client.subscribe(filters)
             if mid is not None and not lane.events:
-                self._pending_subscriptions[mid] = estates  # counted once the broker confirms
+                self._pending_subscriptions[(lane, mid)] = estates  # counted once confirmed
 
     def subscribe_new_estates(self) -> None:
-        """In a sharded deployment, subscribe to registered estates of this shard not yet
-        subscribed (run after registrations; unregistered estates have no broker account)."""
-        if self.shard is None:
+        """In a sharded or partitioned deployment, subscribe to the registered estates of
+        this shard or of each held partition not yet subscribed (run after registrations;
+        unregistered estates have no broker account)."""
+        if self.shard is None and self.partitions is None:
             return
-        mine = self._my_estates()
+        self.registry.reload()
+        for telemetry, events in self._pairs():
+            mine = self._estates_for(telemetry)
+            with self._subscriptions:
+                fresh = sorted(mine - self._confirmed.get(telemetry, set()))
+            for lane in (telemetry, events):
+                if not lane.closed.is_set():
+                    self._subscribe(lane, fresh)
+
+    # --- a scaled-out worker's partitions ----------------------------------------------------
+    def open_partition(self, partition: int) -> None:
+        """Open the partition's two persistent sessions (clean start off: the broker hands
+        over what it queued while no one held it); they subscribe when connected. Quick: the
+        connection is made by their own network threads."""
+        assert self.partitions is not None, "not a scaled-out worker"
+        client_id = self.partitions.session_id(partition)
         with self._subscriptions:
-            fresh = sorted(mine - self._subscribed_estates)
-        for lane in self.all:
-            self._subscribe(lane, fresh)
+            if partition in self._held or self._closing.is_set():
+                return
+            pair = (
+                self._partition_lane(self.telemetry, partition, client_id),
+                self._partition_lane(self.events, partition, f"{client_id}-events"),
+            )
+            self._held[partition] = pair
+        for lane in pair:
+            host, port = lane.failover.node
+            lane.client.connect_async(host, port, keepalive=KEEPALIVE_S)
+            lane.client.loop_start()
+
+    def close_partition(self, partition: int) -> None:
+        """The partition is no longer ours: close its sessions at once. What they delivered
+        and is not committed is not acknowledged (``revoked``: the recorder drops it), so the
+        broker keeps it in the session for the partition's next owner."""
+        with self._subscriptions:
+            pair = self._held.pop(partition, None)
+            if pair is None:
+                return
+            for lane in pair:
+                self._confirmed.pop(lane, None)
+            for key in [k for k in self._pending_subscriptions if k[0] in pair]:
+                del self._pending_subscriptions[key]
+        for lane in pair:
+            lane.revoked = True
+            lane.closed.set()  # its network thread stops waiting for room in the queue
+            lane.client.disconnect()
+        for lane in pair:
+            lane.client.loop_stop()
+            lane.connected.clear()
+        with self._subscriptions:  # its count, final now, to its lane's slot (no thread of
+            for lane, base in zip(pair, self.all, strict=True):  # a lane writes those here)
+                self.stats.received_by_lane[base.name] += lane.received
+
+    def close_sessions(self) -> None:
+        """Stopping: the partitions' network threads stop waiting for room in the queue (the
+        lanes' own give up on ``closing``)."""
+        for lane in self.sessions:
+            lane.closed.set()
 
     # --- connection --------------------------------------------------------------------------
     def connect(self, wait_s: float) -> None:
+        if self.partitions is not None:
+            return  # sessions open per partition as its lease is acquired
         for lane in self.all:
             host, port = lane.failover.node
             lane.client.connect_async(host, port, keepalive=KEEPALIVE_S)
@@ -274,6 +429,10 @@ class Lanes:
                 )
 
     def disconnect(self) -> None:
+        if self.partitions is not None:
+            for partition in self.held_partitions:
+                self.close_partition(partition)
+            return
         for lane in self.all:
             lane.client.disconnect()
             lane.client.loop_stop()
@@ -287,11 +446,12 @@ class Lanes:
             log.error("ingest: broker refused the connection: %s", reason)
             return
         lane.generation += 1
-        if self.shard is None:
+        if self.shard is None and lane.partition is None:
             client.subscribe([(f, 1) for f in service_subscriptions(self.root) if lane.wants(f)])
         else:
             # a session the broker lost has no subscriptions: make this lane's again
-            self._subscribe(lane, sorted(self._my_estates()))
+            self.registry.reload_if_older(1.0)  # many partitions connect at once
+            self._subscribe(lane, sorted(self._estates_for(lane)))
         lane.failover.connected()
         lane.connected.set()
         log.info("ingest: %s lane connected to %s", lane.name, lane.failover.node_url)
@@ -300,7 +460,7 @@ class Lanes:
         self, client: mqtt.Client, lane: Lane, _flags: object, reason: object, _props: object
     ) -> None:
         lane.connected.clear()
-        if not self._closing.is_set():
+        if not (self._closing.is_set() or lane.closed.is_set()):
             lost = lane.failover.node_url
             hop(client, lane.failover, KEEPALIVE_S)  # same client id: the session follows
             log.warning(
@@ -309,7 +469,7 @@ class Lanes:
             )  # fmt: skip
 
     def on_connect_fail(self, client: mqtt.Client, lane: Lane) -> None:
-        if not self._closing.is_set():
+        if not (self._closing.is_set() or lane.closed.is_set()):
             hop(client, lane.failover, KEEPALIVE_S)
 
     def on_subscribe(
@@ -317,19 +477,25 @@ class Lanes:
     ) -> None:
         if not lane.events:
             with self._subscriptions:
-                self._subscribed_estates.update(self._pending_subscriptions.pop(mid, []))
+                estates = self._pending_subscriptions.pop((lane, mid), None)
+                if estates is not None and (lane.partition is None or not lane.revoked):
+                    self._confirmed.setdefault(lane, set()).update(estates)
 
     def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage) -> None:
-        if self._closing.is_set():
+        if self._closing.is_set() or lane.closed.is_set():
             return  # not acknowledged: the broker keeps it for the next session
-        self.stats.received_by_lane[lane.name] += 1  # this thread's own slot
+        if lane.partition is None:
+            self.stats.received_by_lane[lane.name] += 1  # this thread's own slot
+        else:
+            lane.received += 1  # ditto: a partition session's own count
         # Only queue the bytes: decoding here would hold the interpreter lock against the
         # writer, whose SQLite steps release and retake it per row (a lock convoy).
         payload = bytes(msg.payload)
         weight = len(payload) + OVERHEAD_BYTES
         # Both waits block while the writer is behind (backpressure), until stop() gives up on
         # them: the message is then not acknowledged, and the broker keeps it.
-        if not lane.budget.acquire(weight, self._closing):
+        give_up = self._closing if lane.partition is None else lane.closed
+        if not lane.budget.acquire(weight, give_up):
             return
         item = Received(
             msg.topic, payload, now_ms(), msg.mid, msg.qos, lane.generation, lane, weight
@@ -339,6 +505,6 @@ class Lanes:
                 lane.queue.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if self._closing.is_set():
+                if give_up.is_set():
                     lane.budget.release(weight)
                     return

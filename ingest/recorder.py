@@ -11,6 +11,12 @@ unreachable or full is retried, with backoff, until it takes the batch; anything
 to be a message's fault, and the batch is split in halves, and those again, until the message
 the store refuses is found alone: that one is dead-lettered (``store_refused``) and
 acknowledged, the rest committed. So no message can stop ingest for every estate (issue 12).
+
+A scaled-out worker (issue 16) commits only for the partitions it holds: messages of a
+partition it lost (their session ``revoked``), and those of estates whose commit was fenced
+(``NotOwner`` from the store's transaction), are dropped, neither stored nor acknowledged nor
+given to the listeners, and the rest of the batch is committed without them; the broker gives
+the dropped ones to the partition's next owner.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from ingest.decoder import rank
 from ingest.fanout import Fanout
 from ingest.handoff import ByteBudget, Handoff
 from ingest.lanes import Lane, Outcome, Received, ack_all
-from ingest.model import DeadLetter, EstateBatch
+from ingest.model import DeadLetter, EstateBatch, NotOwner
 from ingest.pipeline import Delivery
 from ingest.retention import RollupPlan
 from ingest.state import StateStore
@@ -250,8 +256,10 @@ class Recorder:
         for item in pending:
             # an ack on a newer connection would name another message: skip it, the
             # broker redelivers and the seq book drops the repeat
-            # (QoS 1 at most: the subscriptions are QoS 1, so the broker sends no QoS 2)
-            if item.qos > 0 and item.generation == item.lane.generation:
+            # (QoS 1 at most: the subscriptions are QoS 1, so the broker sends no QoS 2);
+            # nor is one of a partition no longer ours acknowledged (its session is closed)
+            mine = item.outcome is not Outcome.NOT_OWNER and not item.lane.revoked
+            if item.qos > 0 and item.generation == item.lane.generation and mine:
                 acks.setdefault(item.lane, []).append(item.mid)
             freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
         for lane, mids in acks.items():
@@ -279,6 +287,9 @@ class Recorder:
     def commit(self, pending: list[Received]) -> bool:
         """Store what of ``pending`` is not yet stored; True once every message is stored, a
         duplicate or dead-lettered, False when the store failed (try again later)."""
+        for p in pending:
+            if p.outcome is None and p.lane.revoked:  # its partition was lost meanwhile
+                p.outcome = Outcome.NOT_OWNER
         ok = self._store_or_split([p for p in pending if p.outcome is None])
         st = self.stats
         if ok:
@@ -293,9 +304,12 @@ class Recorder:
         False on a failure of the store itself (see is_transient)."""
         if not items:
             return True
+        written = [p.written for p in items]
         try:
             self._store(items)
             return True
+        except NotOwner as exc:
+            return self._not_owner(items, written, exc)
         except Exception as exc:
             self.stats.commit_failures += 1
             self.stats.last_error = shorten(exc)
@@ -320,6 +334,30 @@ class Recorder:
         return self._store_or_split(
             [p for p in items[:half] if p.outcome is None]
         ) and self._store_or_split([p for p in items[half:] if p.outcome is None])
+
+    def _not_owner(self, items: list[Received], written: list[bool], exc: NotOwner) -> bool:
+        """The store's transaction was fenced: this worker no longer owns ``exc.estates``.
+        Nothing of it was written (it rolled back), so their messages are dropped (not
+        acknowledged: the partition's next owner gets them from the broker) and the rest
+        is stored without them."""
+        for p, was in zip(items, written, strict=True):
+            p.written = was  # rolled back: that write never happened
+        dropped = 0
+        for p in items:
+            d = p.delivery
+            if p.outcome is None and d is not None and d.estate in exc.estates:
+                p.outcome = Outcome.NOT_OWNER
+                dropped += 1
+        if not dropped:  # no message of those estates here: not ours to drop, so retry
+            self.stats.last_error = shorten(exc)
+            log.warning("ingest: commit fenced for estates not in it (%s); retrying", exc)
+            return False
+        log.info(
+            "ingest: %d messages dropped unacknowledged, their next owner takes them (%s)",
+            dropped,
+            exc,
+        )
+        return self._store_or_split([p for p in items if p.outcome is None])
 
     def _poison(self, item: Received, exc: Exception) -> bool:
         """The store refuses this message alone: dead-letter it (bounded, with the reason) so

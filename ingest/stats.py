@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 LANE_NAMES = ("telemetry", "events")
@@ -38,11 +39,14 @@ class IngestStats:
     # (monotonic time, committed messages, readings) after recent commits, for rates
     samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=512))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # a scaled-out worker's partition sessions count on their own lanes (come and go with the
+    # leases; folded into the slots above when closed): their sum, given by ingest.lanes
+    received_open: Callable[[], int] = field(default=lambda: 0, repr=False, compare=False)
 
     @property
     def received(self) -> int:
-        """MQTT messages received, both lanes."""
-        return sum(self.received_by_lane.values())
+        """MQTT messages received, both lanes (all sessions)."""
+        return sum(self.received_by_lane.values()) + self.received_open()
 
     def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters by reason, a copy."""

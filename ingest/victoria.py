@@ -214,6 +214,30 @@ class VictoriaMetricsReader:
                 f"JSON: {exc}"
             ) from exc
 
+    def count_values(self, estate: str | None = None) -> int:
+        """Samples stored (one per metric value, duplicates merged by the server's dedup), of
+        one estate or of all: the store's count of readings. Evaluated a day ahead over a window
+        reaching back to 1970 + 1 day (MetricsQL returns nothing for a window before the epoch),
+        so readings of a gateway whose clock runs ahead are counted too."""
+        at = now_ms() + 86_400_000
+        sel = f"{{estate={quote(estate)}}}" if estate is not None else '{__name__!=""}'
+        body = self._get(
+            "/api/v1/query",
+            {
+                "query": f"sum(count_over_time({sel}[{at - 86_400_000}ms]))",
+                "time": f"{at / 1000:.3f}",
+                "nocache": "1",
+            },
+        )
+        try:
+            result = orjson.loads(body)["data"]["result"]
+            return int(float(result[0]["value"][1])) if result else 0
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise TimeseriesUnavailable(
+                f"VictoriaMetrics at {self.url} sent a query answer that is not Prometheus' "
+                f"JSON: {exc}"
+            ) from exc
+
     def health(self) -> dict[str, Any]:
         """Reachability for /healthz: a 2-second probe of VictoriaMetrics' own /health."""
         body: dict[str, Any] = {"backend": self.backend, "url": self.url}

@@ -33,6 +33,11 @@ class FlapDetector:
         seen = self._seen.get(key)
         return seen is not None and len(seen) == self.starts and now - seen[0] <= self.window_ms
 
+    def drop(self, estates: set[str]) -> None:
+        """Forget these estates' subjects (another engine has them now)."""
+        for key in [k for k in self._seen if k[1] in estates]:
+            del self._seen[key]
+
     def prune(self, now: int) -> None:
         """Forget subjects that have not started within the window."""
         stale = [k for k, s in self._seen.items() if not s or now - s[-1] > self.window_ms]

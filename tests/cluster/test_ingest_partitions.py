@@ -1,7 +1,8 @@
 """`run --role ingest` with ``partitions`` set (issue 16): two ingest services, built from
 their ``ESTATEWATCH_*`` environment as `estatewatch run` builds them, claim the partitions
 through leases in PostgreSQL, show them in /healthz and their logs, share them evenly, and
-one that stops hands its partitions to the other at once."""
+one that stops hands its partitions to the other at once (ingest across a worker's death:
+test_partition_takeover.py)."""
 
 from __future__ import annotations
 
@@ -36,10 +37,15 @@ def test_partitions_need_postgresql_and_a_renewal_below_half_the_ttl(database_ur
 
 
 def test_ingest_workers_claim_share_and_hand_over_partitions(
-    database_url: str, mosquitto: ManagedMosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database_url: str,
+    mosquitto: ManagedMosquitto,
+    victoriametrics: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Two ingest workers as `run --role ingest --shard I` builds them from its environment
-    (in this process: two processes' start-up would cost this test most of its time)."""
+    """Two ingest workers as `run --role ingest` builds them from its environment (in this
+    process: two processes' start-up would cost this test most of its time); a --shard given
+    as well is ignored, said in the log."""
     services: dict[str, Service] = {}
     caplog.set_level(logging.INFO, logger="estatewatch.service")
     try:
@@ -54,7 +60,9 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
                 ESTATEWATCH_LEASE_TTL_S="3",
                 ESTATEWATCH_LEASE_RENEW_S="1",
                 ESTATEWATCH_WORKER_ID=f"worker-{name}",
-                ESTATEWATCH_INGEST_SHARDS="2",  # ingest still by shard: their own MQTT sessions
+                ESTATEWATCH_INGEST_SHARDS="2",  # ignored: partitions decide
+                ESTATEWATCH_TIMESERIES="victoriametrics",
+                ESTATEWATCH_VICTORIAMETRICS_URL=victoriametrics,
             )
             services[name] = Service(load_settings(None, env), role="ingest", shard=shard)
             services[name].start()
@@ -77,6 +85,7 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
         said = caplog.text
         assert all(f"partition {p} is ours at epoch" in said for p in handed)
         assert all(f"partition {p} is no longer ours" in said for p in handed)
+        assert "--shard 1 / ESTATEWATCH_INGEST_SHARDS=2 are ignored" in said
     finally:
         for svc in services.values():
             svc.stop()
