@@ -165,8 +165,9 @@ class AlertEngine:
         store = AlertStore(engine, fence)
         store.migrate(now)
         self._write_clocks = fence is not None
-        # Estates released and not adopted since: not this engine's, whatever ``owns`` says
-        # until the service's own view catches up (a fence refused them first).
+        # Estates adopted and not released since: this engine's, and estates released and not
+        # adopted since: not, whatever ``owns`` says (until the service's view catches up).
+        self._adopted: set[str] = set()
         self._gone: set[str] = set()
         rules, plans = self._rules_and_plans(plans_dir)
         criteria = self._criteria(criteria_path, zones_path)
@@ -174,10 +175,10 @@ class AlertEngine:
         directory = EstateDirectory(lookup, self.zones, estate_region, estate_profile)
         notify = notify or notifiers_for(publish, root, receivers)
         base_owns = owns or (lambda _estate: True)
-        gone = self._gone
+        adopted, gone = self._adopted, self._gone
 
         def mine(estate: str) -> bool:
-            return estate not in gone and base_owns(estate)
+            return estate in adopted or (estate not in gone and base_owns(estate))
 
         outbox = Outbox(store, notify.notifiers, clock, owns=mine)
         windows = WindowBank()
@@ -267,6 +268,7 @@ class AlertEngine:
             return
         with self.rec.lock:
             self._gone -= wanted
+            self._adopted |= wanted
             self._load(wanted, self.rec.clock())
 
     def release(self, estates: Collection[str]) -> None:
@@ -280,6 +282,7 @@ class AlertEngine:
         rec = self.rec
         with rec.lock:
             self._gone |= gone
+            self._adopted -= gone
             dropped = [a for a in rec.alarms.by_id.values() if a.estate in gone]
             dropped += [a for a in rec.alarms.cleared.values() if a.estate in gone]
             for a in dropped:

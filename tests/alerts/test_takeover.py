@@ -1,0 +1,356 @@
+"""Estates moving between alert engines (issue 16): a worker dies without a word, another
+adopts its estates from the shared store and continues their 'for' timers, deadman clocks,
+escalation steps and plans' overdue tasks as if nothing had happened; a worker whose lease is
+gone commits nothing for those estates and tells nobody.
+
+Each takeover is checked against a reference run of the same inputs on one engine that never
+stopped (on a database of its own): the histories (alarms, timelines, plans, notifications,
+with their times) must be the same. Simulated time, no sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from alerts.engine import AlertEngine
+from alerts.tables import alarm_timeline, alarms, notifications
+from ingest.model import NotOwner
+from ingest.pipeline import Delivery
+from ingest.telemetry import EstateBatch
+from protocol.messages import Reading
+from tests.alerts.conftest import (
+    MINUTE,
+    SECOND,
+    START,
+    EngineFactory,
+    RecordingNotifier,
+    SimClock,
+    Site,
+    roles,
+)
+
+Inputs = dict[int, Callable[[Site], None]]  # ms after the start -> what the estate sends
+
+
+def _always_owner(_conn: Any, _estates: Collection[str]) -> None:
+    """A lease that holds (a worker's fence while it owns its partitions)."""
+
+
+class Play:
+    """Run inputs through engines on one database, ticking every ``tick_ms``; optionally the
+    engine is killed at ``kill_at`` (dropped: no stop, no snapshot) and a new one, which owned
+    nothing, adopts the estate at ``adopt_at``."""
+
+    def __init__(
+        self,
+        make_engine: EngineFactory,
+        url: str,
+        clock: SimClock,
+        receivers: dict[str, RecordingNotifier],
+    ) -> None:
+        self.make_engine, self.url, self.clock = make_engine, url, clock
+        self.receivers = receivers
+
+    def _engine(self, owns_all: bool) -> AlertEngine:
+        return self.make_engine(
+            self.url,
+            receivers=roles(self.receivers),
+            fence=_always_owner,
+            owns=None if owns_all else (lambda _estate: False),
+        )
+
+    def run(
+        self,
+        inputs: Inputs,
+        until_ms: int,
+        tick_ms: int,
+        kill_at: int | None = None,
+        adopt_at: int | None = None,
+    ) -> AlertEngine:
+        start = self.clock.now
+        last = self._engine(owns_all=True)
+        engine: AlertEngine | None = last
+        for t in range(0, until_ms + 1, tick_ms):
+            self.clock.now = start + t
+            if t == kill_at:
+                engine = None  # killed: its memory is gone, it writes nothing more
+            if t == adopt_at:
+                engine = last = self._engine(owns_all=False)
+                engine.adopt({"e1"})
+            if engine is None:
+                assert t not in inputs, "inputs while nobody owns the estate: see the broker"
+                continue
+            if t in inputs:
+                inputs[t](Site(engine, self.clock))
+            engine.tick()
+        return last
+
+
+def history(engine: AlertEngine, receivers: dict[str, RecordingNotifier]) -> dict[str, Any]:
+    """What happened to estate e1, with the times, without the random ids."""
+    out: dict[str, Any] = {"alarms": [], "plans": [], "told": {}}
+    for a in sorted(engine.list_alarms(estate="e1"), key=lambda a: (a["started_ms"], a["rule"])):
+        timeline = engine.get_alarm(a["id"])["timeline"]
+        out["alarms"].append(
+            {
+                **{k: a[k] for k in ("rule", "subject", "state", "started_ms", "fired_ms")},
+                **{k: a[k] for k in ("resolved_ms", "acked_ms", "deadline_breached", "count")},
+                "timeline": [(e["ts"], e["action"], e["by"]) for e in timeline],
+            }
+        )
+    for act in engine.list_activations(estate="e1"):
+        timeline = engine.get_activation(act["id"])["timeline"]
+        out["plans"].append(
+            {
+                "plan": act["plan"],
+                "active": act["active"],
+                "timeline": [(e["ts"], e["action"], e["level"]) for e in timeline],
+                "tasks": sorted((t["id"], t["due_ms"], t["done_ms"]) for t in act["tasks"]),
+            }
+        )
+    for role, r in receivers.items():
+        out["told"][role] = [(n.event, n.created_ms) for n in r.sent]
+    return out
+
+
+def _receivers() -> dict[str, RecordingNotifier]:
+    return {role: RecordingNotifier(role) for role in ("control_room", "supervisor", "authority")}
+
+
+def _compare(
+    make_engine: EngineFactory,
+    sqlite_url: str,
+    database_url: str,
+    clock: SimClock,
+    inputs: Inputs,
+    until_ms: int,
+    tick_ms: int,
+    kill_at: int,
+    adopt_at: int,
+) -> tuple[dict[str, Any], AlertEngine]:
+    """The history with a takeover (on ``database_url``) against the reference (one engine
+    on a database of its own); returns the takeover's history and its successor."""
+    start = clock.now
+    ref_told = _receivers()
+    ref = Play(make_engine, sqlite_url, clock, ref_told).run(inputs, until_ms, tick_ms)
+    expected = history(ref, ref_told)
+    clock.now = start
+    told = _receivers()
+    successor = Play(make_engine, database_url, clock, told).run(
+        inputs, until_ms, tick_ms, kill_at, adopt_at
+    )
+    got = history(successor, told)
+    assert got == expected
+    return got, successor
+
+
+@pytest.mark.parametrize("database_url", ["postgresql", "sqlite"], indirect=True)
+def test_a_pending_for_alarm_fires_on_its_successor_on_time_once(
+    database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    def low(site: Site) -> None:
+        site.reading("h1", "fire_hydrant", pressure_mpa=0.05)  # below 0.07 MPa, for: 5m
+
+    inputs: Inputs = {0: low, 7 * MINUTE: low, 9 * MINUTE: low}
+    inputs[11 * MINUTE] = lambda s: s.reading("h1", "fire_hydrant", pressure_mpa=0.3)
+    got, successor = _compare(
+        make_engine, sqlite_url, database_url, clock, inputs, 12 * MINUTE, SECOND,
+        kill_at=2 * MINUTE, adopt_at=2 * MINUTE + 30 * SECOND,
+    )  # fmt: skip
+    (alarm,) = got["alarms"]  # B's later readings continued the same alarm
+    assert alarm["rule"] == "hydrant-pressure-low"
+    assert alarm["fired_ms"] == alarm["started_ms"] + 5 * MINUTE  # fired on B, on time
+    assert [a for _, a, _ in alarm["timeline"]][:3] == ["pending", "firing", "notified"]
+    assert got["told"]["control_room"][0] == ("firing", alarm["fired_ms"])
+    assert [e for e, _ in got["told"]["control_room"]].count("firing") == 1
+    with successor.store.engine.connect() as conn:
+        rows = conn.execute(sa.select(sa.func.count()).select_from(alarms)).scalar_one()
+    assert rows == 1  # no second pending row
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_silent_devices_deadman_clock_runs_on_on_its_successor(
+    database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    def ok(site: Site) -> None:
+        site.reading("h1", "fire_hydrant", pressure_mpa=0.3)
+
+    # Every 5 minutes (its interval) off the 5-minute snapshot's beat, then silent: the last
+    # clock is in no snapshot, only in the step's own write.
+    inputs: Inputs = {MINUTE: ok, 6 * MINUTE: ok, 11 * MINUTE: ok}
+    got, _ = _compare(
+        make_engine, sqlite_url, database_url, clock, inputs, 30 * MINUTE, 5 * SECOND,
+        kill_at=14 * MINUTE, adopt_at=14 * MINUTE + 20 * SECOND,
+    )  # fmt: skip
+    (silent,) = got["alarms"]
+    assert silent["rule"] == "no-data"
+    # three intervals after it was last heard (11 min), at the first deadman check after
+    assert 26 * MINUTE < silent["fired_ms"] - START <= 26 * MINUTE + 5 * SECOND
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_escalation_steps_and_overdue_tasks_continue_on_the_successor(
+    database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    inputs: Inputs = {
+        0: lambda s: s.event("lift-1", "elevator", "elevator.trapped", floor=3, people=True)
+    }
+    # Killed after the supervisor's step (5 min) and the first overdue task (5 min), before
+    # the second task (10 min) and the rescue deadline (30 min).
+    got, _ = _compare(
+        make_engine, sqlite_url, database_url, clock, inputs, 35 * MINUTE, 5 * SECOND,
+        kill_at=6 * MINUTE, adopt_at=7 * MINUTE,
+    )  # fmt: skip
+    trapped = next(a for a in got["alarms"] if a["rule"] == "elevator-trapped")
+    assert trapped["deadline_breached"]
+    steps = [(ts - START, action) for ts, action, _ in trapped["timeline"]]
+    assert steps == [
+        (0, "firing"), (0, "notified"),
+        (5 * MINUTE, "escalated"),  # by A: the supervisor, 5 min unacknowledged
+        (30 * MINUTE, "deadline_breached"), (30 * MINUTE, "escalated"),  # by B
+    ]  # fmt: skip
+    assert [e for e, _ in got["told"]["supervisor"]].count("escalated") == 1
+    assert [e for e, _ in got["told"]["authority"]] == ["deadline_breached"]
+    (plan,) = got["plans"]
+    overdue = [ts for ts, action, _ in plan["timeline"] if action == "task_overdue"]
+    # each task once, at the first tick after it fell due: two by A, two by B
+    assert overdue == sorted(due + 5 * SECOND for _, due, _ in plan["tasks"])
+    assert len([t for t in overdue if t - START > 7 * MINUTE]) == 2
+
+
+class Lease:
+    """A fence whose lease on some estates is gone (another worker owns them now)."""
+
+    def __init__(self) -> None:
+        self.lost: set[str] = set()
+        self.checked: list[set[str]] = []
+
+    def __call__(self, conn: sa.Connection, estates: Collection[str]) -> None:
+        # run inside the commit's own transaction, before anything of it is written
+        assert conn.in_transaction()
+        self.checked.append(set(estates))
+        if self.lost & set(estates):
+            raise NotOwner(self.lost & set(estates), "the lease moved")
+
+
+def _faults(estates: list[str], clock: SimClock) -> list[Delivery]:
+    """One commit of ingest's: a fire pump fault (fires at once) in each estate."""
+    out = []
+    for estate in estates:
+        d = Delivery(f"estates/{estate}/gw/gw-01/telemetry", clock.now, estate, "gw-01")
+        reading = Reading("p1", "fire_pump", clock.now, {"fault": True, "running": False})
+        d.batch = EstateBatch(estate, "gw-01", [reading], [])
+        out.append(d)
+    return out
+
+
+def _rows(engine: AlertEngine, table: sa.Table, estate: str | None = None) -> int:
+    q = sa.select(sa.func.count()).select_from(table)
+    if estate is not None and "estate" in table.c:
+        q = q.where(table.c.estate == estate)
+    with engine.store.engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
+
+
+@pytest.mark.parametrize("database_url", ["postgresql", "sqlite"], indirect=True)
+def test_a_fenced_estate_commits_nothing_and_tells_nobody_the_others_go_on(
+    database_url: str, make_engine: EngineFactory, clock: SimClock
+) -> None:
+    lease = Lease()
+    cr = RecordingNotifier("cr")
+    engine = make_engine(database_url, receivers={"control_room": [cr]}, fence=lease)
+    news: list[dict[str, Any]] = []
+    engine.add_listener(news.append)
+    lease.lost = {"x"}
+    engine.on_committed(_faults(["e1", "x"], clock))  # one step for both
+    engine.tick()
+
+    assert {"e1", "x"} in lease.checked  # the step's one transaction, fenced for both
+    assert [(a["estate"], a["rule"]) for a in engine.list_alarms()] == [("e1", "fire-pump-fault")]
+    assert _rows(engine, alarm_timeline) == len(
+        engine.get_alarm(news[0]["alarm"]["id"])["timeline"]
+    )
+    assert _rows(engine, notifications, "x") == 0 and _rows(engine, notifications, "e1") > 0
+    assert {n["estate"] for n in news} == {"e1"}
+    assert {n.estate for n in cr.sent} == {"e1"}
+    # x is released: nothing of it in memory, and what ingest still hands over is ignored
+    assert all(a.estate == "e1" for a in engine.alarms.open.values())
+    assert not [k for k in engine.evaluator.clocks if k[0] == "x"]
+    engine.on_committed(_faults(["x"], clock))
+    assert _rows(engine, alarms, "x") == 0
+
+    # the lease comes back: adopted again, x alarms as any estate does
+    lease.lost = set()
+    engine.adopt({"x"})
+    clock.advance(SECOND)
+    engine.on_committed(_faults(["x"], clock))
+    engine.tick()
+    assert [a["rule"] for a in engine.list_alarms(estate="x")] == ["fire-pump-fault"]
+    assert {n.estate for n in cr.sent} == {"e1", "x"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_persons_action_on_a_fenced_estate_is_refused_and_rolled_back(
+    database_url: str, make_engine: EngineFactory, clock: SimClock
+) -> None:
+    lease = Lease()
+    engine = make_engine(database_url, fence=lease)
+    engine.on_committed(_faults(["x"], clock))
+    (alarm,) = engine.list_alarms(estate="x")
+    lease.lost = {"x"}
+    with pytest.raises(NotOwner):
+        engine.acknowledge(alarm["id"], "王班长", None)
+    assert engine.store.get_alarm(alarm["id"]).state.value == "firing"  # type: ignore[union-attr]
+    assert not engine.alarms.by_id  # released, for its owner to take on
+
+
+def test_release_drops_an_estate_and_adopt_takes_it_back_as_it_was(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    engine = make_engine(sqlite_url, fence=_always_owner)
+    site, other = Site(engine, clock), Site(engine, clock, estate="e2")
+    clock.advance(SECOND)  # after the start's snapshot time
+    site.event("lift-1", "elevator", "elevator.trapped", floor=3, people=True)  # plan III
+    site.reading("ws-01", "weather_station", snow_mm=0.5, temp_c=-8.0)  # windows
+    other.reading("p1", "fire_pump", fault=True, running=False, auto=True)
+    clock.advance(5 * MINUTE)
+    site.reading("h1", "fire_hydrant", pressure_mpa=0.05)  # pending, for: 5m
+    engine.tick()  # and the 5-minute snapshot of windows
+
+    def memory(estate: str) -> dict[str, Any]:
+        return {
+            "open": sorted(a.id for a in engine.alarms.open.values() if a.estate == estate),
+            "held": sorted(
+                (rule, s) for rule, held in engine.evaluator.asserted.items()
+                for e, s in held if e == estate
+            ),
+            "clocks": sorted(
+                (k, c.last_ms) for k, c in engine.evaluator.clocks.items() if k[0] == estate
+            ),
+            "windows": sorted(k for k in engine.windows.series if k[0] == estate),
+            "plans": sorted(a.id for (e, _), a in engine.plan_book.active.items() if e == estate),
+        }  # fmt: skip
+
+    before, e2 = memory("e1"), memory("e2")
+    assert all(before.values())
+    rows = _rows(engine, alarms), _rows(engine, alarm_timeline), _rows(engine, notifications)
+    engine.release({"e1"})
+    engine.release({"e1"})
+    assert not any(memory("e1").values())
+    assert memory("e2") == e2
+    assert (
+        _rows(engine, alarms),
+        _rows(engine, alarm_timeline),
+        _rows(engine, notifications),
+    ) == rows
+    engine.adopt({"e1"})
+    engine.adopt({"e1"})
+    assert memory("e1") == before
+    clock.advance(5 * MINUTE)
+    engine.tick()
+    fired = [a for a in site.open_alarms() if a["rule"] == "hydrant-pressure-low"]
+    assert [(a["state"], a["fired_ms"]) for a in fired] == [("firing", clock.now)]
