@@ -19,7 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from cluster.partitions import partition_of
 from estatewatch.broker import mosquitto_password_hash, wait_for_port
 from tests.cluster.netns import Network
 
@@ -229,3 +231,85 @@ class Region:
 
 def _client() -> httpx.Client:
     return httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+
+
+# --- who committed what, seen from PostgreSQL ------------------------------------------------
+# Triggers write a row into region_audit, in the writer's own transaction, for every lease
+# change (owner or epoch) and every dedup-book seq and alarm row a worker writes, with the
+# writer's address. A rolled-back transaction leaves none; a sequence number orders them as
+# PostgreSQL did: a fenced commit holds its lease row FOR SHARE, so a successor's takeover
+# (an UPDATE of that row) is numbered after every write of the commit it waited for.
+AUDIT = """
+CREATE TABLE region_audit (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    addr inet DEFAULT inet_client_addr(),
+    what text NOT NULL,
+    partition integer,
+    owner text,
+    epoch bigint,
+    estate text);
+CREATE FUNCTION region_audit_lease() RETURNS trigger AS $$
+BEGIN
+    IF NEW.owner IS DISTINCT FROM OLD.owner OR NEW.epoch <> OLD.epoch THEN
+        INSERT INTO region_audit (what, partition, owner, epoch)
+        VALUES ('lease', NEW.partition, NEW.owner, NEW.epoch);
+    END IF;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE FUNCTION region_audit_write() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO region_audit (what, estate) VALUES (TG_TABLE_NAME, NEW.estate);
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER region_audit AFTER UPDATE ON cluster_leases
+    FOR EACH ROW EXECUTE FUNCTION region_audit_lease();
+CREATE TRIGGER region_audit AFTER INSERT ON telemetry_message_seqs
+    FOR EACH ROW EXECUTE FUNCTION region_audit_write();
+CREATE TRIGGER region_audit AFTER INSERT OR UPDATE ON alert_alarms
+    FOR EACH ROW EXECUTE FUNCTION region_audit_write();
+-- the owners before the triggers: CREATE TRIGGER holds off lease changes until this commits
+INSERT INTO region_audit (what, partition, owner, epoch)
+    SELECT 'lease', partition, owner, epoch FROM cluster_leases;
+"""
+
+
+def install_audit(db: sa.Engine) -> None:
+    with db.begin() as conn:
+        conn.exec_driver_sql(AUDIT)
+
+
+@dataclass
+class Audit:
+    """What the audit table says: writes that came from a worker not then the partition's
+    lease holder (must be none), writes per worker, lease changes."""
+
+    foreign: list[str]
+    writes: dict[str, int]
+    leases: int
+
+
+def check_audit(db: sa.Engine, workers: dict[str, str], partitions: int) -> Audit:
+    """Walk the audit in PostgreSQL's order: every seq or alarm row must come from the host
+    of the worker holding its estate's partition at that point. ``workers``: address → name."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT what, host(addr), partition, owner, estate FROM region_audit ORDER BY id"
+            )
+        ).all()
+    owner: dict[int, str | None] = {}
+    foreign: list[str] = []
+    writes: dict[str, int] = {}
+    leases = 0
+    for what, addr, partition, who, estate in rows:
+        if what == "lease":
+            owner[partition] = who
+            leases += 1
+            continue
+        writer = workers.get(addr, addr)
+        writes[writer] = writes.get(writer, 0) + 1
+        p = partition_of(estate, partitions)
+        if owner.get(p) != writer:
+            foreign.append(f"{what} of {estate} by {writer} while p{p} was {owner.get(p)}'s")
+    return Audit(foreign, writes, leases)
