@@ -46,10 +46,10 @@ from alerts.records import ChangeListener, Records
 from alerts.rules.evaluate import DeviceClock, Evaluator, Signal
 from alerts.rules.loader import BUNDLED_RULES, RuleFileError, RuleSet, load_rules
 from alerts.silences import SilenceBook
-from alerts.store import AlertStore
+from alerts.store import AlertStore, ClockRow
 from alerts.weather import BUNDLED_CRITERIA, Criteria, WeatherBoard, load_criteria
 from alerts.weather.levels import check_criteria
-from alerts.weather_plans import Readings, judge_stations
+from alerts.weather_plans import Readings, judge_stations, observe_station
 from alerts.window_bank import WindowBank
 from alerts.windows import SeriesWindow
 from alerts.zones import BUNDLED_ZONES, EstateProfile, load_zones
@@ -164,7 +164,9 @@ class AlertEngine:
         now = clock()
         store = AlertStore(engine, fence)
         store.migrate(now)
-        self._write_clocks = fence is not None
+        # With a fence (a scaled-out worker), the deadman clocks heard since the last flush,
+        # written every deadman period: a successor continues from them (not a snapshot).
+        self._dirty: set[tuple[str, str]] | None = set() if fence is not None else None
         # Estates adopted and not released since: this engine's, and estates released and not
         # adopted since: not, whatever ``owns`` says (until the service's view catches up).
         self._adopted: set[str] = set()
@@ -207,7 +209,7 @@ class AlertEngine:
 
     def _set_clocks(self, now: int, startup_grace_ms: int) -> None:
         """When each periodic part of the tick last ran."""
-        self._last_weather = self._last_purge = self._last_snapshot = now
+        self._last_weather = self._last_purge = self._last_snapshot = self._last_flush = now
         # After a (re)start, give ingest's backlog a minute to arrive before deadman clocks
         # restored from the last snapshot call devices silent.
         self._last_deadman = now + startup_grace_ms - self.every.deadman_ms
@@ -267,9 +269,14 @@ class AlertEngine:
         if not wanted:
             return
         with self.rec.lock:
+            new = {e for e in wanted if not self.rec.owns(e)}
             self._gone -= wanted
             self._adopted |= wanted
-            self._load(wanted, self.rec.clock())
+            try:
+                self._load(wanted, self.rec.clock())
+            except BaseException:
+                self.release(new)  # not half of them (the caller may try again)
+                raise
 
     def release(self, estates: Collection[str]) -> None:
         """Drop everything in memory of these estates (alarms, held conditions, deadman
@@ -305,6 +312,8 @@ class AlertEngine:
             _drop_keys(self._station_judged, gone)
             _drop_keys(self._drills.last, gone)
             _drop_keys(self._drills.due, gone)
+            if self._dirty:
+                self._dirty -= {k for k in self._dirty if k[0] in gone}
             rec.forget_unwritten(gone)
         if dropped:
             log.info("alerts: released %s (%d alarms)", ", ".join(sorted(gone)), len(dropped))
@@ -337,14 +346,20 @@ class AlertEngine:
                 rec.inhibitor.observe_status(a.estate, a.gateway, online=False)
         rec.evaluator.restore(held)
         clocks = rec.evaluator.clocks
-        for estate, dev, kind, gw, last in rec.store.clocks(estates):
+        for estate, dev, kind, gw, last, data in rec.store.clocks(estates):
             known = clocks.get((estate, dev))
             if keep(estate) and (known is None or known.last_ms < last):
-                clocks[(estate, dev)] = DeviceClock(kind, gw, last)
+                clocks[(estate, dev)] = DeviceClock(kind, gw, last, data)
         series = rec.windows.series
-        for estate, dev, metric, data in rec.store.windows(estates):
+        for estate, dev, metric, blob in rec.store.windows(estates):
             if keep(estate) and (estate, dev, metric) not in series:
-                series[(estate, dev, metric)] = SeriesWindow.from_bytes(data)
+                series[(estate, dev, metric)] = SeriesWindow.from_bytes(blob)
+        # The weather stations' levels from their windows, before the next weather period
+        # judges the estates' plans (with none, it would lower them).
+        for (estate, dev), c in list(clocks.items()):
+            observed = rec.weather.observed.get(estate, {})
+            if c.kind == rec.criteria.kind and keep(estate) and dev not in observed:
+                observe_station(rec, estate, dev, c.data_ms if c.data_ms >= 0 else now)
         self._refresh_shared(now)
         plan_book = rec.plan_book
         plan_book.load(
@@ -401,10 +416,11 @@ class AlertEngine:
     # --- the stream ----------------------------------------------------------------------------
     def on_committed(self, deliveries: Sequence[Delivery]) -> None:
         """Ingest's commit listener: evaluate what was just stored."""
-        if self._gone:  # released estates' data is their next owner's
-            deliveries = [d for d in deliveries if (d.estate or "") not in self._gone]
 
         def step(now: int, ch: Changes) -> None:
+            nonlocal deliveries
+            if self._gone:  # released estates' data is their next owner's (under the lock)
+                deliveries = [d for d in deliveries if (d.estate or "") not in self._gone]
             # When the data reached us, on the engine's own clock: the wall clock in service
             # (ingest's receipt a moment ago), a simulated one in a replay run faster than real
             # time, so deadman clocks and "late" compare times of one clock.
@@ -412,8 +428,8 @@ class AlertEngine:
             stations: Readings = {}
             arrivals: list[tuple[str, Any]] = []  # (estate, technician-arrived event)
             self._observe(deliveries, now, signals, stations, arrivals)
-            if self._write_clocks:
-                self._clocks_moved(deliveries, ch)
+            if self._dirty is not None:
+                self._heard(deliveries, self._dirty)
             self._apply(signals, now, ch)
             for estate, e in arrivals:
                 arrival_event(self.rec, estate, e, ch)
@@ -429,19 +445,53 @@ class AlertEngine:
         except NotOwner as exc:
             log.info("alerts: %s: released", exc)
 
-    def _clocks_moved(self, deliveries: Sequence[Delivery], ch: Changes) -> None:
-        """The deadman clocks these deliveries moved, to store with the step (a successor
-        continues them from there)."""
-        clocks, out = self.rec.evaluator.clocks, ch.batch.clocks
+    @staticmethod
+    def _heard(deliveries: Sequence[Delivery], dirty: set[tuple[str, str]]) -> None:
+        """The devices these deliveries moved the deadman clocks of."""
         for d in deliveries:
             b = d.batch
-            if b is None:
-                continue
-            devices = {r.dev for r in b.readings} | {e.dev for e in b.events}
-            for dev in devices:
-                c = clocks.get((b.estate, dev))
-                if c is not None:
-                    out[(b.estate, dev)] = (c.kind, c.gateway, c.last_ms)
+            if b is not None:
+                estate = b.estate
+                dirty.update([(estate, r.dev) for r in b.readings])
+                if b.events:
+                    dirty.update([(estate, e.dev) for e in b.events])
+
+    def _dirty_clocks(self) -> list[ClockRow]:
+        """The deadman clocks heard since the last flush (under the lock), to write apart."""
+        dirty, clocks = self._dirty, self.rec.evaluator.clocks
+        if not dirty:
+            return []
+        rows = [
+            (e, d, c.kind, c.gateway, c.last_ms, c.data_ms)
+            for e, d in dirty
+            if (c := clocks.get((e, d))) is not None
+        ]
+        dirty.clear()
+        return rows
+
+    def _flush_clocks(self, rows: list[ClockRow]) -> None:
+        """Write them (fenced; estates refused are released), outside the lock: one
+        transaction per deadman period, not one per commit. The successor's clocks are at most
+        that far behind, and it checks them at that period anyway."""
+        try:
+            self._save_owned(lambda: self.rec.store.save_clocks(rows), rows)
+        except sa.exc.SQLAlchemyError:
+            log.exception("alerts: could not write deadman clocks; will retry")
+            with self.rec.lock:
+                if self._dirty is not None:
+                    self._dirty.update((r[0], r[1]) for r in rows if r[0] not in self._gone)
+
+    def _save_owned(self, save: Callable[[], None], *rows: list[Any]) -> None:
+        """Run a fenced write of rows (each starting with its estate); estates the fence refuses
+        are released and the write runs again without them."""
+        for _ in range(3):
+            try:
+                save()
+                return
+            except NotOwner as exc:
+                self.release(exc.estates)
+                for r in rows:
+                    r[:] = [x for x in r if x[0] not in exc.estates]
 
     def _observe(
         self,
@@ -498,13 +548,19 @@ class AlertEngine:
         """Everything that depends on time alone; the scheduler runs it every second."""
         rec = self.rec
         self._step(self._tick)
+        heard: list[ClockRow] = []
         with rec.lock:
             now = rec.clock()
             if now - self._last_snapshot >= self.every.snapshot_ms:
                 self._snapshot(now)
+            elif self._dirty and now - self._last_flush >= self.every.deadman_ms:
+                self._last_flush = now
+                heard = self._dirty_clocks()
             if now - self._last_purge >= _DAY:
                 self._last_purge = now
                 rec.store.purge_notifications(now - self.every.notification_retention_ms)
+        if heard:
+            self._flush_clocks(heard)
         if not rec.outbox.running:
             rec.outbox.deliver_due()
 
@@ -546,7 +602,7 @@ class AlertEngine:
         """Deadman clocks and window samples, so a restart resumes them (not per reading)."""
         since = -1 if everything else self._last_snapshot
         clocks = [
-            (e, d, c.kind, c.gateway, c.last_ms)
+            (e, d, c.kind, c.gateway, c.last_ms, c.data_ms)
             for (e, d), c in self.rec.evaluator.clocks.items()
             if c.last_ms > since
         ]
@@ -556,16 +612,12 @@ class AlertEngine:
             if (w.last_ts or -1) > since
         ]
         self._last_snapshot = now
+        if self._dirty is not None:
+            self._dirty.clear()  # every clock heard since the last flush is in this one
+        store = self.rec.store
         try:
-            for _ in range(3):  # each round drops the estates a fence refused
-                try:
-                    self.rec.store.save_clocks(clocks)
-                    self.rec.store.save_windows(series, now)
-                    break
-                except NotOwner as exc:
-                    self.release(exc.estates)
-                    clocks = [c for c in clocks if c[0] not in exc.estates]
-                    series = [w for w in series if w[0] not in exc.estates]
+            self._save_owned(lambda: store.save_clocks(clocks), clocks)
+            self._save_owned(lambda: store.save_windows(series, now), series)
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not save deadman clocks and windows; will retry")
 

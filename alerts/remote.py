@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -200,6 +200,26 @@ class CommandDesk:
                     self.book.restore(cmd)
         if self.book.waiting:
             log.info("commands: %d still wait for their gateways' answers", len(self.book.waiting))
+
+    # --- estates taken on and given up (issue 16: a scaled-out worker's partitions) -------------
+    def adopt(self, estates: Collection[str]) -> None:
+        """Take up these estates' commands still waiting for their gateways' answers (their
+        time-outs stand). Idempotent."""
+        wanted = set(estates)
+        if not wanted:
+            return
+        with self._lock:
+            for cmd in self.store.waiting():
+                if cmd.estate in wanted and cmd.id not in self.book.waiting:
+                    self.book.restore(cmd)
+
+    def release(self, estates: Collection[str]) -> None:
+        """Forget these estates' waiting commands (their next owner answers or times them
+        out; a command is settled once, whoever settles it). Writes nothing."""
+        gone = set(estates)
+        with self._lock:
+            for cid in [c.id for c in self.book.waiting.values() if c.estate in gone]:
+                del self.book.waiting[cid]
 
     # --- sending -------------------------------------------------------------------------------
     def send(

@@ -9,12 +9,14 @@ batch of changes, never one per reading.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from alerts.alarms.model import Alarm, AlarmState, TimelineEntry
@@ -54,7 +56,8 @@ from ingest.schema import migrate_schema
 T = TypeVar("T")
 AnyOf = Sequence[str] | None  # any of these values; None or empty: all
 Estates = Collection[str] | None  # only these estates (a user's); None: all
-ClockRow = tuple[str, str, str, str, int]  # estate, device, kind, gateway, last_ms
+# estate, device, kind, gateway, last_ms (arrival, wall clock), data_ms (-1: not known)
+ClockRow = tuple[str, str, str, str, int, int]
 
 __all__ = ["SCHEMA_VERSION", "AlertStore", "StoreBatch", "alarms", "metadata", "schema_version"]
 
@@ -104,6 +107,20 @@ _TASK = RowMap(ActivationTask, activation_tasks.c.keys())
 _DRILL = RowMap(Drill, drills.c.keys())
 
 
+@functools.lru_cache(maxsize=4)
+def _clock_upsert(dialect: str) -> Any:
+    """Insert a deadman clock, or move a stored one forward (never back)."""
+    mod: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = mod.insert(device_clocks)
+    keys = ("estate", "device")
+    update = {c.name: stmt.excluded[c.name] for c in device_clocks.columns if c.name not in keys}
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_=update,
+        where=stmt.excluded.last_ms >= device_clocks.c.last_ms,
+    )
+
+
 def _scoped(
     q: sa.Select[Any], table: sa.Table, estate: str | None, estates: Estates
 ) -> sa.Select[Any]:
@@ -132,9 +149,6 @@ class StoreBatch:
     warnings: dict[str, OfficialWarning] = field(default_factory=dict)
     drills: dict[str, Drill] = field(default_factory=dict)
     drill_clocks: dict[tuple[str, str], int] = field(default_factory=dict)  # -> last_ms
-    # Deadman clocks written with the step (a scaled-out worker's: its successor continues
-    # them), (estate, device) -> (kind, gateway, last_ms)
-    clocks: dict[tuple[str, str], tuple[str, str, int]] = field(default_factory=dict)
 
     def merge(self, later: StoreBatch) -> None:
         """Fold a later batch into this one (the later state of an object wins)."""
@@ -150,7 +164,6 @@ class StoreBatch:
         self.warnings.update(later.warnings)
         self.drills.update(later.drills)
         self.drill_clocks.update(later.drill_clocks)
-        self.clocks.update(later.clocks)
 
     def estates(self) -> set[str]:
         """The estates whose state this batch writes (what a fence checks). Silences and
@@ -161,7 +174,6 @@ class StoreBatch:
         out.update(n.estate for n in self.notifications)
         out.update(d.estate for d in self.drills.values())
         out.update(e for e, _ in self.drill_clocks)
-        out.update(e for e, _ in self.clocks)
         return out
 
     def without(self, estates: Collection[str]) -> StoreBatch:
@@ -184,7 +196,6 @@ class StoreBatch:
             warnings=dict(self.warnings),
             drills={k: d for k, d in self.drills.items() if d.estate not in gone},
             drill_clocks={k: v for k, v in self.drill_clocks.items() if k[0] not in gone},
-            clocks={k: v for k, v in self.clocks.items() if k[0] not in gone},
         )
 
     @property
@@ -214,7 +225,6 @@ class StoreBatch:
             or self.warnings
             or self.drills
             or self.drill_clocks
-            or self.clocks
         )
 
 
@@ -296,9 +306,6 @@ class AlertStore:
                 {"estate": e, "plan": p, "last_ms": ms} for (e, p), ms in batch.drill_clocks.items()
             ]
             upsert(conn, drill_clocks, clocks, ["estate", "plan"])
-            self._upsert_clocks(
-                conn, [(e, d, k, g, ms) for (e, d), (k, g, ms) in batch.clocks.items()]
-            )
 
     def _save(
         self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str], owned: bool = False
@@ -453,36 +460,27 @@ class AlertStore:
 
     @staticmethod
     def _upsert_clocks(conn: Connection, rows: Sequence[ClockRow]) -> None:
-        """A clock only moves forward: an older one (a snapshot racing the step's write, a
-        predecessor's) never overwrites a newer one."""
-        keys = ("estate", "device", "kind", "gateway", "last_ms")
+        """A clock only moves forward: an older one (a snapshot racing a flush) never
+        overwrites a newer one."""
+        keys = ("estate", "device", "kind", "gateway", "last_ms", "data_ms")
         newest: dict[tuple[str, str], ClockRow] = {}
         for r in rows:
             old = newest.get((r[0], r[1]))
             if old is None or r[4] >= old[4]:
                 newest[(r[0], r[1])] = r
-        if not newest:
-            return
-        found = {
-            (e, d): ms
-            for e, d, ms in conn.execute(
-                sa.select(device_clocks.c.estate, device_clocks.c.device, device_clocks.c.last_ms)
-                .where(device_clocks.c.estate.in_(sorted({e for e, _ in newest})))
-                .where(device_clocks.c.device.in_(sorted({d for _, d in newest})))
-            )
-        }
-        data = [
-            dict(zip(keys, r, strict=True))
-            for k, r in newest.items()
-            if k not in found or r[4] >= found[k]
-        ]
-        upsert(conn, device_clocks, data, ["estate", "device"])
+        if newest:
+            data = [dict(zip(keys, r, strict=True)) for r in newest.values()]
+            conn.execute(_clock_upsert(conn.dialect.name), data)
 
     def clocks(self, estates: Estates = None) -> list[ClockRow]:
         q = _scoped(sa.select(device_clocks), device_clocks, None, estates)
         return [
-            (r["estate"], r["device"], r["kind"], r["gateway"], r["last_ms"]) for r in self._rows(q)
-        ]
+            (
+                r["estate"], r["device"], r["kind"], r["gateway"], r["last_ms"],
+                -1 if r["data_ms"] is None else r["data_ms"],
+            )
+            for r in self._rows(q)
+        ]  # fmt: skip
 
     def save_windows(self, rows: Iterable[tuple[str, str, str, bytes]], now: int) -> None:
         data = [

@@ -39,7 +39,7 @@ __all__ = [
     "windows",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 _ID = sa.String(32)
@@ -155,6 +155,8 @@ device_clocks = sa.Table(
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("gateway", _EST, nullable=False),
     sa.Column("last_ms", _MS, nullable=False),
+    # the newest data time it sent (a backlog's is behind last_ms): its timers run on it
+    sa.Column("data_ms", _MS),
 )
 
 windows = sa.Table(
@@ -311,11 +313,19 @@ def _v4_commands(conn: Connection) -> None:
     commands.create(conn, checkfirst=True)
 
 
+def _v5_clock_data_time(conn: Connection) -> None:
+    """Deadman clocks keep their device's data time too, for the engine that adopts them."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("alert_device_clocks")}
+    if "data_ms" not in have:  # (a database whose tables were made at v5 and set back)
+        conn.execute(sa.text("ALTER TABLE alert_device_clocks ADD COLUMN data_ms BIGINT"))
+
+
 # version -> migration from version-1
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_rescue_arrival,
     3: _v3_wall_times,
     4: _v4_commands,
+    5: _v5_clock_data_time,
 }
 
 

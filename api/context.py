@@ -13,6 +13,7 @@ from api.live import LiveHub
 from api.owners import OwnerRouter
 from api.throttle import LoginThrottle
 from api.users import UserStore
+from ingest.net_telemetry import NetworkTelemetryReader
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryReader
@@ -29,7 +30,9 @@ RevokeCredentials = Callable[[str, str], bool]
 @dataclass
 class ApiContext:
     state: StateStore
-    telemetry: TelemetryReader | ShardedTelemetryReader | RemoteChartsReader
+    telemetry: (
+        TelemetryReader | ShardedTelemetryReader | RemoteChartsReader | NetworkTelemetryReader
+    )
     catalog: Catalog
     admin_token: str
     issue_credentials: IssueCredentials | None = None

@@ -52,7 +52,7 @@ from ingest.directory import estate_records, offline_gateways
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.model import NotOwner
-from ingest.net_telemetry import NetworkTelemetryStore
+from ingest.net_telemetry import NetworkTelemetryReader, NetworkTelemetryStore
 from ingest.pipeline import Delivery
 from ingest.shards import ShardedTelemetryReader
 from ingest.state import SchemaBusy, StateStore
@@ -264,9 +264,13 @@ class Service:
             if s.raw_store_url
             else None
         )
-        self.telemetry_writer: TelemetryStore
-        if self.scaled_out:
-            self.telemetry_writer = self._network_telemetry()
+        if self.scaled_out:  # cluster mode: nothing on this host's disk (ingest.net_telemetry)
+            sink = self._networked_raw_store()
+            # every commit fenced by the partitions' leases in its own transaction
+            self.telemetry_writer: TelemetryStore = retry_schema(
+                lambda: NetworkTelemetryStore(s.state_database_url, sink, self._fence_commit),
+                "telemetry",
+            )
         else:
             with explain_corruption(path, "telemetry database"):
                 self.telemetry_writer = retry_schema(
@@ -311,23 +315,6 @@ class Service:
                 self.ingest.subscribe_new_estates, "interval", seconds=5, id="subscribe-new-estates"
             )
 
-    def _network_telemetry(self) -> NetworkTelemetryStore:
-        """A worker's telemetry store: nothing on its disk. Raw readings to the networked
-        time-series store, the dedup book, events and "now" to PostgreSQL, every commit
-        fenced by the partitions' leases in its own transaction (``_fence_commit``)."""
-        s = self.settings
-        if self.influx is None:
-            raise StartupError(
-                f"ESTATEWATCH_PARTITIONS={s.partitions}: a worker keeps no telemetry on its own "
-                "disk; set ESTATEWATCH_TIMESERIES=victoriametrics and "
-                "ESTATEWATCH_VICTORIAMETRICS_URL (or influxdb and ESTATEWATCH_INFLUXDB_URL)"
-            )
-        raw = self.influx
-        return retry_schema(
-            lambda: NetworkTelemetryStore(s.state_database_url, raw, fence=self._fence_commit),
-            "telemetry tables",
-        )
-
     def _start_partitions(self) -> None:
         """Claim and keep partitions of the estates through leases in the state database
         (issue 16), and ingest exactly those: each acquired partition's estates are adopted
@@ -347,6 +334,12 @@ class Service:
                 renew_ms=s.lease_renew_s * 1000,
             )
             retry_schema(self.partitions.start, "partition leases")
+            owner = self.partitions
+            Gauge(
+                "estatewatch_partitions_held",
+                "partitions whose leases this worker holds (and ingests)",
+                registry=self.registry,
+            ).set_function(lambda: float(len(owner.held)))
         except ValueError as exc:  # not PostgreSQL; another partition count; timings
             engine.dispose()
             raise StartupError(str(exc)) from None
@@ -387,8 +380,17 @@ class Service:
                 if self.owner_link is not None:
                     self.owner_link.serve(partition_address(partition))
             log.info("partition %d: %d estates, sessions opened", partition, len(estates))
-        except Exception:  # the partition stays held but idle; its leases still renew
-            log.exception("partition %d: could not start it", partition)
+        except Exception:  # e.g. the database away for a moment: again while still held
+            log.exception("partition %d: could not start it; trying again in 1 s", partition)
+            retry = threading.Timer(1.0, self._retake, (partition, epoch))
+            retry.daemon = True
+            retry.start()
+
+    def _retake(self, partition: int, epoch: int) -> None:
+        held = self.partitions is not None and self.partitions.held.get(partition) == epoch
+        if held and self._handover is not None and not self._stopped:
+            with contextlib.suppress(RuntimeError):  # stopping
+                self._handover.submit(self._take_partition, partition, epoch)
 
     def _partition_lost(self, partition: int) -> None:
         """At once (before the release reaches the database): stop serving its address and
@@ -648,8 +650,34 @@ class Service:
             log.info("retention: deleted %d raw values older than %d days", n, s.raw_retention_days)
         return n
 
-    def _telemetry_reader(self) -> TelemetryReader | ShardedTelemetryReader:
+    def _networked_raw_store(self) -> InfluxTelemetrySink:
+        """Cluster mode's raw store (settings refuse to load without one; a Settings built in
+        code is checked here)."""
+        if self.influx is None:
+            raise StartupError(
+                f"partitions={self.settings.partitions} (cluster mode) keeps telemetry in a "
+                'networked store every node reads: set timeseries = "victoriametrics" and '
+                "victoriametrics_url"
+            )
+        return self.influx
+
+    def _telemetry_reader(
+        self,
+    ) -> TelemetryReader | ShardedTelemetryReader | NetworkTelemetryReader:
         s = self.settings
+        if s.partitions:
+            # cluster mode, any role: "now", events and seq health from the state PostgreSQL,
+            # charts from the networked store; no host reads another's files
+            if s.timeseries_backend != "victoriametrics":
+                raise StartupError(
+                    f"partitions={s.partitions} (cluster mode) reads charts from VictoriaMetrics: "
+                    'set timeseries = "victoriametrics" and victoriametrics_url'
+                )
+            charts = self.timeseries = VictoriaMetricsReader(s.victoriametrics_url)
+            return retry_schema(
+                lambda: NetworkTelemetryReader(self.state.engine, charts, self._device_kind),
+                "telemetry",
+            )
         influx = (
             InfluxTelemetrySink(
                 s.influxdb_url, s.influxdb_token, s.influxdb_org, s.influxdb_bucket, self.catalog
@@ -668,16 +696,19 @@ class Service:
                 retry_schema(make, f"telemetry {path.name}").close()
         return ShardedTelemetryReader(paths, influx)
 
+    def _device_kind(self, estate: str, device: str) -> str:
+        return str(self.state.get_device(estate, device)["kind"])
+
     def _chart_reader(
-        self, local: TelemetryReader | ShardedTelemetryReader
-    ) -> TelemetryReader | ShardedTelemetryReader | RemoteChartsReader:
+        self, local: TelemetryReader | ShardedTelemetryReader | NetworkTelemetryReader
+    ) -> TelemetryReader | ShardedTelemetryReader | RemoteChartsReader | NetworkTelemetryReader:
         """Charts from VictoriaMetrics when it is the store; the rest stays local."""
+        if isinstance(local, NetworkTelemetryReader):  # reads every part from the network
+            return local
         if self.settings.timeseries_backend != "victoriametrics":
             return local
         self.timeseries = VictoriaMetricsReader(self.settings.victoriametrics_url)
-        return RemoteChartsReader(
-            local, self.timeseries, lambda e, d: str(self.state.get_device(e, d)["kind"])
-        )
+        return RemoteChartsReader(local, self.timeseries, self._device_kind)
 
     def _start_api(self) -> None:
         s = self.settings

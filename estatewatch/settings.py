@@ -135,7 +135,8 @@ class Settings:
             "help": "partitions the estates hash into, owned by `run --role ingest` workers "
             "through leases in the state database (PostgreSQL): workers claim, rebalance and "
             "take over partitions by themselves; fixed for a deployment's life (e.g. 64); "
-            "0: off, the --shard split above"
+            "telemetry then lives in PostgreSQL and VictoriaMetrics, which every node reads "
+            '(needs timeseries = "victoriametrics"); 0: off, the --shard split above'
         },
     )
     lease_ttl_s: int = field(
@@ -362,6 +363,14 @@ def _check_partitions(settings: Settings) -> None:
         raise SettingsError(
             f"partitions={settings.partitions} keeps its leases in the state database, which "
             "must then be PostgreSQL (ESTATEWATCH_DATABASE_URL=postgresql://…), not SQLite"
+        )
+    if settings.partitions and settings.timeseries_backend != "victoriametrics":
+        # cluster mode: no host reads another's files, so readings go to a store all reach
+        raise SettingsError(
+            f"partitions={settings.partitions} keeps telemetry in a networked store that every "
+            'node reads: set timeseries = "victoriametrics" and victoriametrics_url '
+            "(ESTATEWATCH_TIMESERIES=victoriametrics, "
+            "ESTATEWATCH_VICTORIAMETRICS_URL=http://…:8428)"
         )
 
 

@@ -382,10 +382,13 @@ class Lanes:
             lane.client.connect_async(host, port, keepalive=KEEPALIVE_S)
             lane.client.loop_start()
 
-    def close_partition(self, partition: int) -> None:
+    def close_partition(self, partition: int, wait: bool = False) -> None:
         """The partition is no longer ours: close its sessions at once. What they delivered
-        and is not committed is not acknowledged (``revoked``: the recorder drops it), so the
-        broker keeps it in the session for the partition's next owner."""
+        and is not committed is not acknowledged from now on (``revoked``: the recorder drops
+        it), so the broker keeps it in the session for the partition's next owner. Their
+        network threads end on a thread of their own unless ``wait`` (one may be finishing a
+        wait for room in the queue, up to 0.1 s: a worker losing many partitions at once must
+        not spend that on each, one after the other, on its lease thread)."""
         with self._subscriptions:
             pair = self._held.pop(partition, None)
             if pair is None:
@@ -397,10 +400,19 @@ class Lanes:
         for lane in pair:
             lane.revoked = True
             lane.closed.set()  # its network thread stops waiting for room in the queue
+            lane.connected.clear()
             lane.client.disconnect()
+        if wait:
+            self._end_sessions(pair)
+        else:
+            name = f"ingest-close-p{partition}"
+            threading.Thread(
+                target=self._end_sessions, args=(pair,), name=name, daemon=True
+            ).start()
+
+    def _end_sessions(self, pair: tuple[Lane, Lane]) -> None:
         for lane in pair:
             lane.client.loop_stop()
-            lane.connected.clear()
         with self._subscriptions:  # its count, final now, to its lane's slot (no thread of
             for lane, base in zip(pair, self.all, strict=True):  # a lane writes those here)
                 self.stats.received_by_lane[base.name] += lane.received
@@ -431,7 +443,7 @@ class Lanes:
     def disconnect(self) -> None:
         if self.partitions is not None:
             for partition in self.held_partitions:
-                self.close_partition(partition)
+                self.close_partition(partition, wait=True)
             return
         for lane in self.all:
             lane.client.disconnect()

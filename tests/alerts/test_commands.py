@@ -295,6 +295,24 @@ def test_waiting_commands_survive_a_restart_and_time_out_after_it(state: StateSt
     assert again.get(answered["id"])["state"] == "acknowledged"
 
 
+def test_a_worker_adopting_an_estate_takes_up_its_waiting_commands(state: StateStore) -> None:
+    clock = Clock()
+    first, _, _ = make_desk(state, clock)
+    cmd = first.send("e1", "ebc-1", "socket.power_off", "", "zhang")
+    successor, _, told = make_desk(state, clock)  # started owning nothing of e1
+    assert successor.book.waiting == {}
+    successor.adopt({"e1"})
+    successor.adopt({"e1"})
+    assert set(successor.book.waiting) == {cmd["id"]}
+    successor.release({"e1"})  # and given up again: forgotten, nothing written
+    assert successor.book.waiting == {} and successor.get(cmd["id"])["state"] == "sent"
+    successor.adopt({"e1"})
+    clock.now = T0 + 30_000
+    successor.tick()  # its deadline stands on the new owner
+    assert successor.get(cmd["id"])["state"] == "timed_out"
+    assert [t["action"] for t in told] == ["timed_out"]
+
+
 def test_an_answer_reaches_a_process_that_did_not_send_the_command(state: StateStore) -> None:
     clock = Clock()
     sender, _, _ = make_desk(state, clock)
@@ -378,7 +396,7 @@ def test_alerts_schema_v3_gains_the_commands_table(database_url: str) -> None:
     with st.engine.begin() as conn:  # as a v3 database was
         conn.execute(sa.text("DROP TABLE alert_commands"))
         conn.execute(sa.update(schema_version).values(version=3))
-    assert alerts.migrate(T0) == 3 and SCHEMA_VERSION == 4
+    assert alerts.migrate(T0) == 3 and SCHEMA_VERSION == 5
     st.add_estate("e1", "东苑")
     st.add_gateway("e1", "gw-01")
     st.add_devices([("e1", "ebc-1", "ebike_charger", "gw-01", T0)])

@@ -106,9 +106,10 @@ def test_silences_warnings_clocks_and_windows(store: AlertStore) -> None:
     )
     store.save_warning(w)
     assert store.warnings() == [w]
-    store.save_clocks([("e1", "h1", "fire_hydrant", "gw-01", START)])
-    store.save_clocks([("e1", "h1", "fire_hydrant", "gw-01", START + 5)])
-    assert store.clocks() == [("e1", "h1", "fire_hydrant", "gw-01", START + 5)]
+    store.save_clocks([("e1", "h1", "fire_hydrant", "gw-01", START, START - 9)])
+    store.save_clocks([("e1", "h1", "fire_hydrant", "gw-01", START + 5, START - 4)])
+    store.save_clocks([("e1", "h1", "fire_hydrant", "gw-01", START + 1, START)])  # older
+    assert store.clocks() == [("e1", "h1", "fire_hydrant", "gw-01", START + 5, START - 4)]
     store.save_windows([("e1", "ws-01", "snow_mm", b"\x00\x01")], START)
     assert store.windows() == [("e1", "ws-01", "snow_mm", b"\x00\x01")]
 

@@ -19,6 +19,7 @@ def test_a_v1_database_is_migrated_on_sqlite_and_postgresql(database_url: str) -
                 conn.execute(sa.text(f"ALTER TABLE alert_alarms DROP COLUMN {col}"))
             for col in ("arrived_ms", "arrived_by"):  # and no v2 rescue arrival
                 conn.execute(sa.text(f"ALTER TABLE alert_rescues DROP COLUMN {col}"))
+            conn.execute(sa.text("ALTER TABLE alert_device_clocks DROP COLUMN data_ms"))  # v5
             conn.execute(schema_version.delete())
             conn.execute(schema_version.insert().values(version=1, applied_ms=1))
             conn.execute(
@@ -32,14 +33,17 @@ def test_a_v1_database_is_migrated_on_sqlite_and_postgresql(database_url: str) -
                 )
             )
         assert AlertStore(engine).migrate(2) == 1
-        # v2 the rescue's arrival, v3 the wall-clock times, v4 remote commands
-        assert SCHEMA_VERSION == 4
+        # v2 the rescue's arrival, v3 the wall-clock times, v4 remote commands, v5 the deadman
+        # clocks' data time
+        assert SCHEMA_VERSION == 5
         (a,) = AlertStore(engine).list_alarms()
         assert (a.raised_ms, a.closed_ms, a.late) == (100, 400, False)
         d = a.as_dict()
         assert (d["to_ack_ms"], d["to_resolve_ms"]) == (150, 300)
         with engine.connect() as conn:
             cols = {c["name"] for c in sa.inspect(conn).get_columns(alarms.name)}
+            clock_cols = {c["name"] for c in sa.inspect(conn).get_columns("alert_device_clocks")}
         assert {"raised_ms", "closed_ms", "late"} <= cols
+        assert "data_ms" in clock_cols
     finally:
         engine.dispose()

@@ -18,6 +18,9 @@ import sqlalchemy as sa
 
 from alerts.engine import AlertEngine
 from alerts.tables import alarm_timeline, alarms, notifications
+from cluster.partitions import partition_of
+from cluster.pg import LeaseLost, LeaseStore, lease_engine
+from cluster.pg import fence as pg_fence
 from ingest.model import NotOwner
 from ingest.pipeline import Delivery
 from ingest.telemetry import EstateBatch
@@ -173,6 +176,25 @@ def test_a_pending_for_alarm_fires_on_its_successor_on_time_once(
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_backlogged_devices_timer_runs_on_its_data_time_on_the_successor(
+    database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    def low_behind(site: Site) -> None:  # a gateway replaying its buffer, 3 minutes behind
+        ts = clock.now - 3 * MINUTE
+        site.deliver(readings=[Reading("h1", "fire_hydrant", ts, {"pressure_mpa": 0.05})])
+
+    got, _ = _compare(
+        make_engine, sqlite_url, database_url, clock, {0: low_behind}, 8 * MINUTE, SECOND,
+        kill_at=MINUTE, adopt_at=MINUTE + 30 * SECOND,
+    )  # fmt: skip
+    (alarm,) = got["alarms"]
+    # 5 minutes of the device's own time after it started: reached 5 minutes after it was
+    # heard, not 2 (as the wall clock alone would have it)
+    assert got["told"]["control_room"] == [("firing", START + 5 * MINUTE)]
+    assert alarm["fired_ms"] == START + 2 * MINUTE
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_silent_devices_deadman_clock_runs_on_on_its_successor(
     database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
 ) -> None:
@@ -190,6 +212,25 @@ def test_a_silent_devices_deadman_clock_runs_on_on_its_successor(
     assert silent["rule"] == "no-data"
     # three intervals after it was last heard (11 min), at the first deadman check after
     assert 26 * MINUTE < silent["fired_ms"] - START <= 26 * MINUTE + 5 * SECOND
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_weather_plan_goes_on_with_its_stations_levels_on_the_successor(
+    database_url: str, make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    def snow(mm: float) -> Callable[[Site], None]:
+        return lambda s: s.reading("ws-01", "weather_station", snow_mm=mm, temp_c=-8.0)
+
+    # 0.5 mm every 10 minutes for 200 minutes: the snowstorm plan steps up to orange (Ⅱ)
+    inputs: Inputs = {i * 10 * MINUTE: snow(0.5) for i in range(20)}
+    inputs |= {i * 10 * MINUTE: snow(0.0) for i in range(20, 30)}
+    got, _ = _compare(
+        make_engine, sqlite_url, database_url, clock, inputs, 300 * MINUTE, 10 * SECOND,
+        kill_at=125 * MINUTE, adopt_at=126 * MINUTE,
+    )  # fmt: skip
+    (plan,) = got["plans"]
+    steps = [(action, level) for _, action, level in plan["timeline"] if action != "task_overdue"]
+    assert steps == [("activated", "Ⅳ"), ("raised", "Ⅲ"), ("raised", "Ⅱ"), ("below", "Ⅱ")]
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -354,3 +395,89 @@ def test_release_drops_an_estate_and_adopt_takes_it_back_as_it_was(
     engine.tick()
     fired = [a for a in site.open_alarms() if a["rule"] == "hydrant-pressure-low"]
     assert [(a["state"], a["fired_ms"]) for a in fired] == [("firing", clock.now)]
+
+
+def test_an_adoption_the_database_refuses_leaves_nothing_half_loaded(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = make_engine(sqlite_url, fence=_always_owner)
+    Site(first, clock).reading("p1", "fire_pump", fault=True, running=False, auto=True)
+    Site(first, clock, estate="e2").reading("p1", "fire_pump", fault=True, running=False)
+    successor = make_engine(sqlite_url, fence=_always_owner, owns=lambda _e: False)
+    successor.adopt({"e2"})
+
+    def away(*_args: Any) -> list[Any]:
+        raise sa.exc.OperationalError("SELECT", {}, Exception("the database is away"))
+
+    monkeypatch.setattr(successor.store, "active_activations", away)
+    with pytest.raises(sa.exc.SQLAlchemyError):
+        successor.adopt({"e1", "e2"})
+    # e1 (new) is not half there; e2 (held already) stays
+    assert {a.estate for a in successor.alarms.open.values()} == {"e2"}
+    assert not successor.owns("e1") and successor.owns("e2")
+    monkeypatch.undo()
+    successor.adopt({"e1"})
+    assert {a.estate for a in successor.alarms.open.values()} == {"e1", "e2"}
+
+
+class Worker:
+    """A worker's lease on the partition of its estates, as the service's ``_fence_commit``
+    checks it: ``cluster.pg.fence`` in the commit's transaction, LeaseLost → NotOwner."""
+
+    def __init__(self, leases: LeaseStore, name: str) -> None:
+        self.leases, self.name = leases, name
+        self.epochs: dict[int, int] = {}
+
+    def claim(self, estate: str) -> None:
+        self.epochs |= self.leases.claim(self.name, [partition_of(estate, PARTITIONS)])
+
+    def fence(self, conn: sa.Connection, estates: Collection[str]) -> None:
+        for estate in sorted(estates):
+            p = partition_of(estate, PARTITIONS)
+            try:
+                pg_fence(conn, p, self.name, self.epochs.get(p, 0))
+            except LeaseLost as exc:
+                raise NotOwner([estate], str(exc)) from exc
+
+
+PARTITIONS = 8
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_worker_whose_lease_moved_never_lands_an_alarm_change_its_successor_does(
+    database_url: str, make_engine: EngineFactory, clock: SimClock
+) -> None:
+    lease_db = lease_engine(database_url, 60_000)
+    try:
+        leases = LeaseStore(lease_db, PARTITIONS, 60_000)
+        leases.migrate()
+        a, b = Worker(leases, "w1"), Worker(leases, "w2")
+        a.claim("e1")
+        told = _receivers()
+        first = make_engine(database_url, receivers=roles(told), fence=a.fence)
+        Site(first, clock).reading("p1", "fire_pump", fault=True, running=False, auto=True)
+        first.tick()
+        (alarm,) = first.list_alarms(estate="e1")
+
+        # w1 pauses; its lease goes to w2, whose engine adopts the estate
+        p = partition_of("e1", PARTITIONS)
+        assert leases.release("w1", p, a.epochs[p])
+        b.claim("e1")
+        successor = make_engine(
+            database_url, receivers=roles(told), fence=b.fence, owns=lambda _e: False
+        )
+        successor.adopt({"e1"})
+
+        # both get the pump's restore (w1 wakes with it still in hand): only w2's lands
+        clock.advance(MINUTE)
+        for engine in (first, successor):
+            Site(engine, clock).reading("p1", "fire_pump", fault=False, running=False, auto=True)
+            engine.tick()
+        assert not first.alarms.by_id and not first.alarms.cleared  # w1 released e1
+        done = successor.get_alarm(alarm["id"])
+        assert done["state"] == "cleared"  # critical: waits for a person's acknowledgement
+        actions = [e["action"] for e in done["timeline"]]
+        assert actions.count("resolved") == 1  # the successor's, once
+        assert [n.event for n in told["control_room"].sent].count("resolved") == 1
+    finally:
+        lease_db.dispose()

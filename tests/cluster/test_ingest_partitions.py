@@ -6,6 +6,7 @@ test_partition_takeover.py)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -36,6 +37,11 @@ def test_partitions_need_postgresql_and_a_renewal_below_half_the_ttl(database_ur
         )
 
 
+def _sessions_connected(url: str) -> bool:
+    sessions = httpx.get(f"{url}/healthz", timeout=5).json()["partitions"]["sessions"]
+    return all(all(s["connected"].values()) for s in sessions.values())
+
+
 def test_ingest_workers_claim_share_and_hand_over_partitions(
     database_url: str,
     mosquitto: ManagedMosquitto,
@@ -61,6 +67,7 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
                 ESTATEWATCH_LEASE_RENEW_S="1",
                 ESTATEWATCH_WORKER_ID=f"worker-{name}",
                 ESTATEWATCH_INGEST_SHARDS="2",  # ignored: partitions decide
+                # cluster mode keeps telemetry in a networked store (ingest.net_telemetry)
                 ESTATEWATCH_TIMESERIES="victoriametrics",
                 ESTATEWATCH_VICTORIAMETRICS_URL=victoriametrics,
             )
@@ -79,6 +86,18 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
             ),
             what="16 partitions shared 8/8",
         )
+        # each held partition with its two sessions, connected (no estate registered yet)
+        for name, svc in services.items():
+            body = httpx.get(f"{svc.url}/healthz", timeout=5).json()["partitions"]
+            assert sorted(int(p) for p in body["sessions"]) == body["held"]
+            for p, sessions in body["sessions"].items():
+                assert sessions["session_id"] == f"estatewatch-p{p}"
+                assert sessions["estates"] == []
+            wait(functools.partial(_sessions_connected, svc.url), what=f"{name}'s sessions up")
+            metrics = httpx.get(
+                f"{svc.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+            ).text
+            assert "estatewatch_partitions_held 8.0" in metrics
         handed = held("a")
         services["a"].stop()  # releases: b takes them at its next round, not a TTL later
         wait(lambda: held("b") == list(range(16)), 5, what="b takes a's at once")

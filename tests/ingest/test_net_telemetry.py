@@ -5,16 +5,25 @@ node reads back "now", events, gateway health and charts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import paho.mqtt.client as mqtt
 import pytest
 import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion
 
+from cluster.partitions import partition_of
+from estatewatch.broker import ManagedMosquitto, free_port
+from estatewatch.service import Service
+from estatewatch.settings import SettingsError, load_settings
 from ingest.influx import InfluxTelemetrySink
 from ingest.model import ChartQuery, EstateBatch, NotOwner
 from ingest.net_telemetry import (
@@ -29,11 +38,14 @@ from ingest.schema import create_engine
 from ingest.victoria import VictoriaMetricsReader
 from protocol.catalog import default_catalog
 from protocol.messages import Event, Reading
+from tests.support import run_env, waiter
 
 pytestmark = pytest.mark.integration
 CAT = default_catalog()
 PG = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 MINUTE = 60_000
+TOKEN = "test-admin-token-0123456789"
+wait_for = waiter(every=0.2)
 
 
 def flush(url: str) -> None:
@@ -199,6 +211,61 @@ def test_a_fence_that_says_not_the_owner_rolls_the_whole_write_back(
     store.close()
 
 
+class FlakySink:
+    """A raw store that refuses writes while ``down`` (as an unreachable VictoriaMetrics)."""
+
+    def __init__(self, real: InfluxTelemetrySink) -> None:
+        self.real, self.down, self.calls = real, True, 0
+
+    def write(self, batches: Sequence[EstateBatch]) -> int:
+        self.calls += 1
+        if self.down:
+            raise OSError("connection refused")
+        return self.real.write(batches)
+
+
+@PG
+def test_a_failed_raw_write_commits_nothing(
+    database_url: str, sink: InfluxTelemetrySink, victoriametrics: str
+) -> None:
+    """The raw write runs beside the transaction; the commit waits for it, and when it fails
+    the transaction rolls back: the seqs never say "stored" for points the store lacks."""
+    now = int(time.time() * 1000)
+    flaky = FlakySink(sink)
+    store = NetworkTelemetryStore(database_url, flaky)
+    batch = hydrant_batch("e10", 1, now, 0.3)
+    with pytest.raises(OSError, match="refused"):
+        store.write([batch])
+    assert set(table_counts(database_url).values()) == {0}
+    flaky.down = False  # the recorder tries the same batch again
+    assert store.write([batch]).duplicates == set()
+    assert [t for _, t, _ in exported(victoriametrics, "e10")] == [now]
+    assert flaky.calls == 2
+    store.close()
+
+
+@PG
+def test_retention_forgets_old_seqs_and_keeps_the_book(
+    database_url: str, sink: InfluxTelemetrySink
+) -> None:
+    """The hourly retention job trims the stored seqs by commit (wall) time, as the SQLite
+    store's, in chunks; the gateways' book (max seq, gaps, duplicates) stays."""
+    now = int(time.time() * 1000)
+    store = NetworkTelemetryStore(database_url, sink)
+    store.write([hydrant_batch("e8", seq, now - seq, 0.3) for seq in (1, 2, 4)])
+    store.purge(now - 86_400_000, 0)  # a day ago: nothing is that old
+    assert table_counts(database_url)["telemetry_message_seqs"] == 3
+    assert store.purge(int(time.time() * 1000) + 1, 0) == 0  # no raw row is deleted here
+    counts = table_counts(database_url)
+    assert (counts["telemetry_message_seqs"], counts["telemetry_gateway_seqs"]) == (0, 1)
+    # the book still knows seq 3 is missing and 4 is the newest: 3 fills the gap, 5 is new
+    assert store.find_duplicates([hydrant_batch("e8", 3, now, 0.3)]) == set()
+    result = store.write([hydrant_batch("e8", 3, now, 0.3), hydrant_batch("e8", 5, now, 0.3)])
+    assert result.duplicates == set()
+    assert store.gateway_lost() == {("e8", "gw-01"): 0}
+    store.close()
+
+
 @PG
 def test_a_stale_duplicate_check_is_judged_again_under_the_gateways_lock(
     database_url: str, sink: InfluxTelemetrySink, victoriametrics: str
@@ -312,3 +379,166 @@ def test_latest_events_health_and_charts_read_back_from_any_node(
     # 30 + 1 hydrant values, the lift's two metrics (its text state too)
     assert reader.count_readings("e6") == 33
     engine.dispose()
+
+
+def test_cluster_mode_needs_victoriametrics(tmp_path: Path) -> None:
+    env = {
+        "ESTATEWATCH_PARTITIONS": "8",
+        "ESTATEWATCH_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/any",
+    }
+    with pytest.raises(SettingsError, match=r"networked store.*ESTATEWATCH_TIMESERIES"):
+        load_settings(None, env)
+    vm = {
+        "ESTATEWATCH_TIMESERIES": "victoriametrics",
+        "ESTATEWATCH_VICTORIAMETRICS_URL": "http://vm:8428",
+    }
+    assert load_settings(None, {**env, **vm}).raw_store_url == "http://vm:8428"
+
+
+@PG
+def test_an_api_node_reads_what_a_worker_process_stored(
+    database_url: str, mosquitto: ManagedMosquitto, victoriametrics: str, tmp_path: Path
+) -> None:
+    """A `run --role ingest` worker (its own process, its own data dir) stores a gateway's
+    readings; an API-role Service with another data dir answers their latest values and chart
+    from PostgreSQL and VictoriaMetrics alone."""
+    cluster = {
+        "ESTATEWATCH_DATABASE_URL": database_url,
+        "ESTATEWATCH_PARTITIONS": "4",
+        "ESTATEWATCH_LEASE_TTL_S": "3",
+        "ESTATEWATCH_LEASE_RENEW_S": "1",
+        "ESTATEWATCH_TIMESERIES": "victoriametrics",
+        "ESTATEWATCH_VICTORIAMETRICS_URL": victoriametrics,
+        "ESTATEWATCH_COMMIT_INTERVAL_MS": "50",
+    }
+    api_env = run_env(tmp_path / "api", mosquitto.endpoint, free_port(), TOKEN, **cluster)
+    api = Service(load_settings(None, api_env), role="api")
+    worker_port = free_port()
+    worker_env = run_env(tmp_path / "worker", mosquitto.endpoint, worker_port, TOKEN, **cluster)
+    log = tmp_path / "worker.log"
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        api.start()
+        http = httpx.Client(
+            base_url=api.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+        assert http.post("/api/v1/estates", json={"id": "e7", "name": "东苑"}).status_code == 201
+        assert http.post("/api/v1/estates/e7/gateways", json={"id": "gw-01"}).status_code == 201
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "estatewatch.cli", "run", "--role", "ingest", "--shard", "0"],
+            env=worker_env,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+        )
+
+        def worker_ready() -> bool:
+            assert worker is not None and worker.poll() is None, log.read_text()
+            try:
+                body = httpx.get(f"http://127.0.0.1:{worker_port}/healthz", timeout=2).json()
+            except httpx.HTTPError:
+                return False
+            # it owns every partition (its commits pass the fence) and hears every estate
+            held = body.get("partitions", {}).get("held")
+            return bool(held == [0, 1, 2, 3] and body["ingest"]["estates"] == "all")
+
+        wait_for(worker_ready, 60, "the worker to hold the partitions")
+        creds = mosquitto.issue_gateway_credentials("e7", "gw-01", "estates")
+        assert creds is not None
+        now = int(time.time() * 1000)
+        samples = [(now - 20 * MINUTE + i * MINUTE, round(0.3 + i / 100, 2)) for i in range(20)]
+        body = {
+            "v": 1,
+            "gw": "gw-01",
+            "seq": 1,
+            "sent": now,
+            "readings": [
+                {"dev": "b1-hydrant-1", "kind": "fire_hydrant", "ts": t, "m": {"pressure_mpa": v}}
+                for t, v in samples
+            ],
+        }
+        gw = mqtt.Client(CallbackAPIVersion.VERSION2)
+        gw.username_pw_set(creds.username, creds.password)
+        gw.connect(creds.host, creds.port)
+        gw.loop_start()
+        gw.publish("estates/e7/gw/gw-01/telemetry", orjson.dumps(body), 1).wait_for_publish(10)
+        gw.loop_stop()
+        gw.disconnect()
+
+        def now_shown() -> Any:
+            items = http.get("/api/v1/estates/e7/devices").json()["items"]
+            return items and items[0]["metrics"].get("pressure_mpa")
+
+        assert wait_for(now_shown, 30, "the API node to show the hydrant") == samples[-1][1]
+        flush(victoriametrics)
+        chart = http.get(
+            "/api/v1/estates/e7/devices/b1-hydrant-1/telemetry",
+            params={"metric": "pressure_mpa", "from": now - 21 * MINUTE, "to": now},
+        )
+        assert chart.status_code == 200, chart.text
+        assert chart.json()["resolution"] == "raw"
+        assert [(p["ts"], p["value"]) for p in chart.json()["points"]] == samples
+        (gateway,) = http.get("/api/v1/estates/e7/gateways").json()["items"]
+        assert (gateway["max_seq"], gateway["lost_messages"], gateway["duplicates"]) == (1, 0, 0)
+        # nothing of the worker's data dir was read: the API node has no telemetry file
+        assert not list((tmp_path / "api").glob("telemetry*.db"))
+        assert not list((tmp_path / "worker").glob("telemetry*.db"))
+        assert http.get("/healthz").json()["timeseries"]["state"] == "up"
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        api.stop()
+
+
+@PG
+def test_a_workers_store_is_fenced_by_its_partition_leases(
+    database_url: str, mosquitto: ManagedMosquitto, victoriametrics: str, tmp_path: Path
+) -> None:
+    """`run --role ingest` in cluster mode writes through this store with the service's lease
+    check as its fence: once another worker holds the estate's partition at a newer epoch, the
+    old one's write raises NotOwner and leaves nothing in PostgreSQL."""
+    env = run_env(
+        tmp_path,
+        mosquitto.endpoint,
+        free_port(),
+        TOKEN,
+        ESTATEWATCH_DATABASE_URL=database_url,
+        ESTATEWATCH_PARTITIONS="4",
+        ESTATEWATCH_LEASE_TTL_S="3",
+        ESTATEWATCH_LEASE_RENEW_S="1",
+        ESTATEWATCH_TIMESERIES="victoriametrics",
+        ESTATEWATCH_VICTORIAMETRICS_URL=victoriametrics,
+    )
+    svc = Service(load_settings(None, env), role="ingest")
+    try:
+        svc.start()
+        assert isinstance(svc.telemetry_writer, NetworkTelemetryStore)
+        owner = svc.partitions
+        assert owner is not None
+        wait_for(lambda: len(owner.held) == 4, 30, "the worker to hold every partition")
+        now = int(time.time() * 1000)
+        assert svc.telemetry_writer.write([hydrant_batch("e9", 1, now - 1, 0.3)]).readings == 1
+        part = partition_of("e9", 4)
+        engine = create_engine(database_url)
+        with engine.begin() as conn:  # another worker took the partition over
+            conn.execute(
+                sa.text(
+                    "UPDATE cluster_leases SET owner = 'worker-b', epoch = epoch + 1, "
+                    "expires_at = clock_timestamp() + interval '1 hour' WHERE partition = :p"
+                ),
+                {"p": part},
+            )
+        with pytest.raises(NotOwner) as raised:
+            svc.telemetry_writer.write([hydrant_batch("e9", 2, now, 0.4)])
+        assert raised.value.estates == {"e9"}
+        reader = NetworkTelemetryReader(
+            engine, VictoriaMetricsReader(victoriametrics), lambda e, d: "fire_hydrant"
+        )
+        assert reader.gateway_health("e9")["gw-01"]["max_seq"] == 1
+        assert reader.latest("e9") == {"b1-hydrant-1": {"pressure_mpa": (now - 1, 0.3)}}
+        engine.dispose()
+    finally:
+        svc.stop()
