@@ -122,8 +122,9 @@ class AlertEngine:
     the store, :meth:`release` drops them. ``fence(conn, estates)`` runs first in every
     transaction that writes estates' state; when it raises ``ingest.model.NotOwner`` the
     transaction rolls back and those estates are released, their next owner continuing from
-    what was committed. With a fence, each step also writes the deadman clocks it moved, so
-    the successor's clocks are the predecessor's last ones, not a snapshot minutes old.
+    what was committed. With a fence, the deadman clocks heard are also written every deadman
+    period, so the successor's clocks are the predecessor's last ones, not a snapshot minutes
+    old.
     """
 
     def __init__(
@@ -650,9 +651,9 @@ class AlertEngine:
     status = _Via("queries", Queries.status)
 
 
-def _drop_keys(table: dict[Any, Any], estates: set[str], at: int = 0) -> None:
-    """Drop the entries whose key (a tuple) has one of ``estates`` at position ``at``."""
-    for key in [k for k in table if k[at] in estates]:
+def _drop_keys(table: dict[Any, Any], estates: set[str]) -> None:
+    """Drop the entries whose key (a tuple) starts with one of ``estates``."""
+    for key in [k for k in table if k[0] in estates]:
         del table[key]
 
 

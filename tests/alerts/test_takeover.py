@@ -10,6 +10,7 @@ with their times) must be the same. Simulated time, no sleeps.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -481,3 +482,47 @@ def test_a_worker_whose_lease_moved_never_lands_an_alarm_change_its_successor_do
         assert [n.event for n in told["control_room"].sent].count("resolved") == 1
     finally:
         lease_db.dispose()
+
+
+def test_adopt_and_release_interleave_safely_with_commits_and_ticks(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    engine = make_engine(sqlite_url, fence=_always_owner)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def commits() -> None:
+        try:
+            for i in range(300):
+                fault = i % 7 < 4  # the pump faults and recovers, so alarms open and close
+                for estate in ("e1", "e2"):
+                    Site(engine, clock, estate=estate).reading(
+                        "p1", "fire_pump", fault=fault, running=False, auto=True
+                    )
+                engine.tick()
+                clock.advance(SECOND)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    worker = threading.Thread(target=commits)
+    worker.start()
+    rounds = 0
+    while not stop.is_set():  # the partition hooks, on their own thread
+        engine.release({"e1"})
+        engine.adopt({"e1"})
+        rounds += 1
+    worker.join()
+    assert errors == [] and rounds > 1
+    assert engine.rec._unwritten is None  # every change was written, none refused
+    engine.adopt({"e1"})
+    with engine.store.engine.connect() as conn:
+        open_rows = conn.execute(
+            sa.select(alarms.c.estate, sa.func.count())
+            .where(alarms.c.is_open)
+            .group_by(alarms.c.estate)
+        ).all()
+    assert all(n <= 1 for _, n in open_rows)  # one open alarm per (rule, subject), ever
+    in_memory = sorted(a.id for a in engine.alarms.open.values())
+    assert in_memory == sorted(a.id for a in engine.store.open_alarms())
