@@ -363,15 +363,16 @@ class Service:
             self._handover.submit(self._take_partition, partition, epoch)
 
     def _take_partition(self, partition: int, epoch: int) -> None:
-        """On the hand-over thread: the engine takes the partition's estates (their alarm
-        state, timers, plans from the database) before their messages flow, then the
-        sessions open and the owner address is served. Jobs run in order, so a loss that
-        comes meanwhile is handled after this (its release follows the adopt)."""
+        """On the hand-over thread: the engine and the command desk take the partition's
+        estates (alarm state, timers, plans; commands awaiting their answers: from the
+        database) before their messages flow, then the sessions open and the owner address
+        is served. Jobs run in order, so a loss that comes meanwhile is handled after this
+        (its release follows the adopt)."""
         try:
             estates = self._partition_estates(partition)
-            adopt = getattr(self.alerts, "adopt", None)  # h16-engine's AlertEngine.adopt
-            if adopt is not None:
-                adopt(estates)
+            for part in (self.alerts, self.commands):  # alarm state; commands awaiting answers
+                if part is not None:
+                    part.adopt(estates)
             with self._partition_lock:
                 if self.partitions is None or self.partitions.held.get(partition) != epoch:
                     return  # lost meanwhile: nothing opened
@@ -408,9 +409,10 @@ class Service:
 
     def _release_partition(self, partition: int) -> None:
         try:
-            release = getattr(self.alerts, "release", None)  # h16-engine's AlertEngine.release
-            if release is not None:
-                release(self._partition_estates(partition))
+            estates = self._partition_estates(partition)
+            for part in (self.alerts, self.commands):
+                if part is not None:
+                    part.release(estates)
         except Exception:
             log.exception("partition %d: the alert engine could not let it go", partition)
 

@@ -27,9 +27,11 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -44,7 +46,7 @@ from ingest.pipeline import Delivery
 from ingest.retention import RollupPlan
 from ingest.state import StateStore
 from ingest.stats import IngestStats
-from ingest.telemetry import PreparedRows, TelemetryStore
+from ingest.telemetry import PendingWrite, PreparedRows, TelemetryStore, WriteResult, submit_write
 from protocol.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,12 @@ STORE_REFUSED = "store_refused"
 
 # Statuses of a store's HTTP API (InfluxDB) that blame the data, not the store.
 _DATA_STATUSES = frozenset({400, 413, 422})
+
+_dev = attrgetter("dev")  # a reading's or an event's device
+
+# Telemetry commits in flight at once: the store process commits one while the recorder
+# acknowledges the one before and prepares the next (events go beside them, see Recorder.run).
+IN_FLIGHT = 2
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -143,7 +151,20 @@ class _Batch:
     with_batch: list[Received] = field(default_factory=list)  # those carrying readings/events
     batches: list[EstateBatch] = field(default_factory=list)  # theirs, index for index
     prepared: list[PreparedRows | None] = field(default_factory=list)  # ditto
-    duplicates: set[int] = field(default_factory=set)  # indexes into batches
+    duplicates: set[int] = field(default_factory=set)  # indexes into batches, when asked first
+    started: float = field(default_factory=time.perf_counter)
+    urgent: bool = False  # events
+    write: PendingWrite | None = None  # its telemetry write, once handed to the store
+    written_before: list[bool] = field(default_factory=list)  # with_batch's, before the write
+    error: Exception | None = None  # a step before the write failed
+
+    def answered(self) -> bool:
+        return self.error is not None or self.write is None or self.write.answer.done()
+
+    def failure(self) -> BaseException | None:
+        if self.error is not None:
+            return self.error
+        return self.write.answer.exception() if self.write is not None else None
 
 
 @dataclass(eq=False)
@@ -161,14 +182,16 @@ class Recorder:
     commit_seconds: Histogram | None = field(default=None, init=False)
     # last time it was idle or finished a batch or task
     progress: float = field(default_factory=time.monotonic, init=False)
-    _known_devices: set[tuple[str, str]] = field(init=False, repr=False)
+    _known_devices: dict[str, set[str]] = field(init=False, repr=False)  # estate -> devices
     _tasks: queue.Queue[tuple[RecorderTask[Any], Future[Any]]] = field(init=False, repr=False)
     # no task is queued after stop's drain
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     thread: threading.Thread = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._known_devices = self.state.known_devices()
+        self._known_devices = {}
+        for estate, device in self.state.known_devices():
+            self._known_devices.setdefault(estate, set()).add(device)
         self._tasks = queue.Queue(16)
         self.thread = threading.Thread(target=self.run, name="ingest-writer", daemon=True)
 
@@ -219,35 +242,161 @@ class Recorder:
 
     # --- the thread --------------------------------------------------------------------------
     def run(self) -> None:
+        """Commits pipelined: up to IN_FLIGHT telemetry writes are with the store at once (the
+        store process commits one while this thread acknowledges the one before and prepares
+        the next), plus any events, which never wait for a telemetry slot. Each batch is
+        acknowledged and handed to the listeners when its own commit is answered, telemetry
+        in order; a failed one sends everything in flight the serial way (``_recover``)."""
+        flight: deque[_Batch] = deque()
         while True:
-            self._run_tasks()
+            if not self._land_answered(flight):
+                return
+            if not flight:
+                self._run_tasks()  # rollup merges and purges: the store alone
+            elif not self._tasks.empty():  # a task waits: nothing more is sent until it ran
+                self._wait_answer(flight)
+                continue
+            if sum(not b.urgent for b in flight) >= IN_FLIGHT:
+                for events in self.handoff.take_events():
+                    flight.append(self._begin(events, urgent=True))
+                self._wait_answer(flight)
+                continue
             try:
-                _, pending = self.handoff.get(timeout=0.05)
+                where, pending = self.handoff.get(timeout=0 if flight else 0.05)
             except queue.Empty:
-                self.progress = time.monotonic()  # idle: nothing is waiting for it
-                self.telemetry.flush_latest_if_due()
+                if flight:
+                    self._wait_answer(flight)
+                else:
+                    self.progress = time.monotonic()  # idle: nothing is waiting for it
+                    self.telemetry.flush_latest_if_due()
                 continue
             if pending is None:  # the decoder has drained the lanes and stopped
+                while flight:
+                    self._wait_answer(flight)
+                    if not self._land_answered(flight):
+                        return
                 self.telemetry.flush_latest_if_due()
                 self.fanout.end()
                 return
+            pending = self._drop_revoked(pending)
+            if pending:
+                flight.append(self._begin(pending, urgent=where == Handoff.EVENTS))
+
+    def _drop_revoked(self, pending: list[Received]) -> list[Received]:
+        """Messages of a partition lost while they waited (their session ``revoked``) are
+        dropped before the store: not stored, not acknowledged, their bytes freed; the rest."""
+        dropped = [p for p in pending if p.lane.revoked]
+        if not dropped:
+            return pending
+        for p in dropped:
+            p.outcome = Outcome.NOT_OWNER
+        self._acknowledge(dropped)  # acknowledges none of them: frees their bytes
+        return [p for p in pending if p.outcome is None]
+
+    @staticmethod
+    def _wait_answer(flight: deque[_Batch]) -> None:
+        """Until a batch in flight can land, at most 5 ms (then the hand-off is looked at
+        again: events go out while telemetry commits)."""
+        if not flight or flight[0].answered() or any(b.urgent and b.answered() for b in flight):
+            return
+        waiting = [b.write.answer for b in flight if b.write is not None and not b.answered()]
+        wait(waiting, timeout=0.005, return_when=FIRST_COMPLETED)
+
+    def _land_answered(self, flight: deque[_Batch]) -> bool:
+        """Acknowledge and pass on the batches whose commits are answered: events whenever
+        theirs is, telemetry in the order sent. A failure: ``_recover``. False when the
+        recorder gave up (stopping while the store fails)."""
+        for b in [b for b in flight if b.urgent and b.answered() and b.failure() is None]:
+            if self._land(b):
+                flight.remove(b)
+        while flight and flight[0].answered() and flight[0].failure() is None:
+            if not self._land(flight[0]):
+                break
+            flight.popleft()
+        if any(b.answered() and b.failure() is not None for b in flight):
+            return self._recover(flight)
+        return True
+
+    def _land(self, b: _Batch) -> bool:
+        """A batch whose write committed: its results, statuses, acknowledgement, listeners.
+        False when storing a status failed (kept as the batch's ``error``: ``_recover``)."""
+        # (outcomes set: a retry of this landing, the write's results already counted)
+        if b.write is not None and b.with_batch and b.with_batch[0].outcome is None:
+            self._written(b, b.write.answer.result())
+        try:
+            self._store_statuses(b.items)
+        except Exception as exc:
+            b.error = exc
+            return False
+        self._count_commit(b.items, b.started)
+        self.stats.failing_since = None
+        self._done(b.items)
+        return True
+
+    def _done(self, pending: list[Received]) -> None:
+        self.progress = time.monotonic()
+        self._acknowledge(pending)
+        fresh = [
+            p.delivery for p in pending if p.outcome is Outcome.STORED and p.delivery is not None
+        ]
+        self.fanout.put(rank(pending), fresh)
+
+    def _recover(self, flight: deque[_Batch]) -> bool:
+        """A write in flight failed: wait for every answer, land the batches that committed
+        (they are committed, so first), then store the failed ones one after another the
+        serial way: retried while the store fails, split down to the message at fault when
+        it refuses one (``commit``). Their messages carry what was done (``lettered``,
+        ``outcome``, ``written``), so only the rest is redone."""
+        while not all(b.answered() for b in flight):
+            wait([b.write.answer for b in flight if b.write is not None], timeout=0.05)
+        failed: list[_Batch] = []
+        for b in flight:
+            if b.failure() is None and self._land(b):
+                continue
+            exc = b.failure()
+            assert exc is not None
+            if isinstance(exc, NotOwner):  # no failure: the serial way drops those estates
+                self._mark_written(b)
+            else:
+                self._failed(b, exc)
+            failed.append(b)
+        flight.clear()
+        for i, b in enumerate(failed):
             delay = 0.5
-            while not self.commit(pending):
-                # The store itself failed (locked, unreachable): never drop what was received,
-                # retry until it takes the batch. Unacked messages stay with the broker
-                # meanwhile, and the full queue holds back more. A stop does not wait for it.
+            while not self.commit(b.items):
+                # The store itself failed (locked, unreachable): never drop what was
+                # received, retry until it takes the batch. Unacked messages stay with the
+                # broker meanwhile, and the full queue holds back more. A stop does not wait.
                 if self.closing.wait(delay):
-                    self._abandon(pending)
-                    return
+                    self._abandon([p for later in failed[i:] for p in later.items])
+                    return False
                 delay = min(delay * 2, 10.0)
-            self.progress = time.monotonic()
-            self._acknowledge(pending)
-            fresh = [
-                p.delivery
-                for p in pending
-                if p.outcome is Outcome.STORED and p.delivery is not None
-            ]
-            self.fanout.put(rank(pending), fresh)
+            self._done(b.items)
+        return True
+
+    def _failed(self, b: _Batch, exc: BaseException) -> None:
+        """Count a pipelined commit's failure, and mark what its write may have committed."""
+        st = self.stats
+        st.commit_failures += 1
+        st.last_error = shorten(exc)
+        if st.failing_since is None:
+            st.failing_since = time.monotonic()
+        log.warning(
+            "ingest: commit of %d messages failed (%s); storing them again one commit at a time",
+            len(b.items),
+            st.last_error,
+        )
+        self._mark_written(b)
+
+    @staticmethod
+    def _mark_written(b: _Batch) -> None:
+        """After a failed write: if its outcome is unknown (the store process died, perhaps
+        after its COMMIT), the messages it judged new may be committed; ``written`` tells the
+        retry that finds them stored that they are this batch's, not the broker's repeats."""
+        judged = b.write.judged if b.write is not None else None
+        if judged is not None:
+            for i, p in enumerate(b.with_batch):
+                p.written = p.written or i not in judged
 
     def _acknowledge(self, pending: list[Received]) -> None:
         """Acknowledge a committed batch, a lane's PUBACKs in one write, and free its bytes."""
@@ -390,16 +539,42 @@ class Recorder:
         return True
 
     def _store(self, items: list[Received]) -> None:
-        """Store one batch of messages (raises when a store fails). Each step marks the
-        messages it finished, so after a failure a retry or a split does only the rest."""
-        started = time.perf_counter()
-        b = self._gather(items)
-        b.duplicates = self.telemetry.find_duplicates(b.batches)
-        self._store_dead_letters(b)
-        self._register_devices(b)
-        self._write_telemetry(b)
+        """Store one batch of messages the serial way (waiting for its commit; raises when a
+        store fails). Each step marks the messages it finished, so after a failure a retry or
+        a split does only the rest."""
+        b = self._begin(items)
+        if b.error is not None:
+            raise b.error
+        if b.write is not None:
+            try:
+                result = b.write.answer.result()
+            except Exception:
+                self._mark_written(b)
+                raise
+            self._written(b, result)
         self._store_statuses(items)
-        self._count_commit(items, started)
+        self._count_commit(items, b.started)
+
+    def _begin(self, items: list[Received], urgent: bool = False) -> _Batch:
+        """The steps before a batch's telemetry commit (dead letters, devices), then the write
+        handed to the store, which finds duplicates in the write's own transaction and answers
+        once committed (at once; the store process later). A failure before the write is kept
+        on the batch (``error``) for the serial way."""
+        b = self._gather(items)
+        b.urgent = urgent
+        try:
+            if any(p.delivery and p.delivery.dead_letters and not p.lettered for p in b.with_batch):
+                # Rare: a message with readings and bad items. Its letters are not written
+                # again if it is a duplicate, so the store's verdict is asked first.
+                b.duplicates = self.telemetry.find_duplicates(b.batches)
+            self._store_dead_letters(b)
+            self._register_devices(b)
+            if b.with_batch:
+                b.written_before = [p.written for p in b.with_batch]
+                b.write = submit_write(self.telemetry, b.batches, b.prepared, urgent)
+        except Exception as exc:
+            b.error = exc
+        return b
 
     @staticmethod
     def _gather(items: list[Received]) -> _Batch:
@@ -433,25 +608,28 @@ class Recorder:
         for i, batch in enumerate(b.batches):
             if i in b.duplicates:
                 continue
+            items = batch.readings or batch.events
+            # the message's devices as one set, in C: a Python step a reading was ~8 % of
+            # this thread under load, and a new device is rare
+            known = self._known_devices.get(batch.estate, set())
+            if not set(map(_dev, items)) - known:
+                continue
             # Registered when the service first heard of it (its uptime counts from
             # then), not at its data's time: a replay or backlog can be months old.
             heard = b.with_batch[i].received_ms
-            for r in batch.readings or batch.events:
+            for r in items:
                 key = (batch.estate, r.dev)
-                if key not in self._known_devices and key not in new:
+                if r.dev not in known and key not in new:
                     new[key] = (batch.estate, r.dev, r.kind, batch.gateway, heard)
         self.state.add_devices(new.values())
-        self._known_devices.update(new)
+        for estate, device in new:
+            self._known_devices.setdefault(estate, set()).add(device)
 
-    def _write_telemetry(self, b: _Batch) -> None:
-        """Readings, events and seqs in one transaction of the telemetry store."""
-        written_before = [p.written for p in b.with_batch]
-        for i, p in enumerate(b.with_batch):
-            p.written = p.written or i not in b.duplicates
-        result = self.telemetry.write(b.batches, b.duplicates, b.prepared)
+    def _written(self, b: _Batch, result: WriteResult) -> None:
+        """What the commit of readings, events and seqs made of each message."""
         # committed by a write whose answer was lost (its process died): stored, and the
         # listeners get it; a message repeated by the broker is a duplicate
-        recovered = {i for i in result.duplicates if written_before[i]}
+        recovered = {i for i in result.duplicates if b.written_before[i]}
         for i, p in enumerate(b.with_batch):
             dup = i in result.duplicates and i not in recovered
             p.outcome = Outcome.DUPLICATE if dup else Outcome.STORED

@@ -27,11 +27,14 @@ Crashes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import gc
+import itertools
 import logging
 import os
 import pickle
+import queue
 import socket
 import sqlite3
 import subprocess
@@ -39,6 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -49,6 +53,7 @@ from ingest.model import EstateBatch
 from ingest.retention import RollupPlan
 from ingest.telemetry import (
     FoldReader,
+    PendingWrite,
     PreparedRows,
     RawSink,
     TelemetryStore,
@@ -60,6 +65,9 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0  # a child that is not ready by then has failed to start
 LOCK_TIMEOUT_S = 30.0  # a child waits this long for an old one (its parent gone) to exit
+# Requests the child takes off its socket ahead of the one it works on: more waits in the
+# parent's send (the recorder keeps at most two commits and the events in flight).
+CHILD_QUEUE = 8
 
 
 class StoreDown(OSError):
@@ -119,12 +127,16 @@ class StoreProcess:
         self.restarts = 0
         self.down_since: float | None = None
         self.last_exit: int | None = None
-        self._lock = threading.Lock()  # one request at a time; restarts under it
+        self._lock = threading.Lock()  # sends, starts and restarts
         self._closing = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._ready = False  # the child has said it is
         self._gateway_lost: dict[tuple[str, str], int] = {}
+        # requests sent and not yet answered, by id: (op, its answer, the write's handle)
+        self._waiting: dict[int, tuple[str, Future[Any], PendingWrite | None]] = {}
+        self._waiting_lock = threading.Lock()
+        self._ids = itertools.count(1)
         self._folds = FoldReader(path)  # prepare_rollup's
         with self._lock:
             self._start()
@@ -140,6 +152,11 @@ class StoreProcess:
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None and self._conn is not None
+
+    def in_flight(self) -> int:
+        """Requests sent to the child and not yet answered (tests, health)."""
+        with self._waiting_lock:
+            return len(self._waiting)
 
     def _start(self) -> None:
         """Start a child (under ``_lock``); its "ready" is waited for by the first request, so
@@ -164,7 +181,8 @@ class StoreProcess:
 
     def _wait_ready(self) -> None:
         """The child's first word (under ``_lock``): ready, with the seq book's losses, or why
-        it cannot open the file; StoreDown if it is not ready within START_TIMEOUT_S."""
+        it cannot open the file; StoreDown if it is not ready within START_TIMEOUT_S. Then a
+        thread of this child's own takes its answers."""
         if self._ready:
             return
         assert self._conn is not None and self._proc is not None
@@ -173,12 +191,18 @@ class StoreProcess:
                 raise StoreDown(f"not ready in {START_TIMEOUT_S:.0f} s")
             kind, value = pickle.loads(self._conn.recv_bytes())
         except (EOFError, OSError) as exc:
-            self._lost()
+            self._lost(repr(exc))
             raise StoreDown(f"the store process did not start: {exc!r}") from exc
         if kind != "ready":
-            self._lost()
+            self._lost(str(value))
             raise StoreDown(f"the store process could not open {self.path}: {value}")
         self._ready, self._gateway_lost = True, value
+        threading.Thread(
+            target=self._receive,
+            args=(self._conn,),
+            name=f"ingest-store-answers-{self._proc.pid}",
+            daemon=True,
+        ).start()
         log.info("ingest: store process %d writes %s", self._proc.pid, self.path)
 
     def ready(self) -> None:
@@ -188,9 +212,10 @@ class StoreProcess:
                 self._restart()
             self._wait_ready()
 
-    def _lost(self) -> None:
-        """The child is gone (under ``_lock``): note it; the next request or the supervisor
-        starts another."""
+    def _lost(self, why: str) -> None:
+        """The child is gone (under ``_lock``): note it, and fail every request it had not
+        answered (StoreDown: a write's outcome is unknown, see ``PendingWrite.judged``); the
+        next request or the supervisor starts another."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -198,12 +223,16 @@ class StoreProcess:
             if self._proc.poll() is None:
                 self._proc.kill()
             self.last_exit = self._proc.wait()
+        with self._waiting_lock:
+            waiting, self._waiting = self._waiting, {}
+        for op, answer, _pending in waiting.values():
+            answer.set_exception(StoreDown(f"the store process died during {op}: {why}"))
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.error("ingest: the store process ended (exit %s); starting another", self.last_exit)
 
     def _restart(self) -> None:
-        self._lost()
+        self._lost("restarted")
         self._start()
         self.restarts += 1
 
@@ -232,23 +261,80 @@ class StoreProcess:
         }
 
     # --- requests ----------------------------------------------------------------------------
-    def _call(self, op: str, *args: Any) -> Any:
+    def _receive(self, conn: Connection) -> None:
+        """One child's answers, in the order it gives them (events may overtake telemetry):
+        each settles its request's future. Ends when the child's socket closes."""
+        while True:
+            try:
+                rid, kind, *value = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError) as exc:
+                with self._lock:
+                    if self._conn is conn:  # not closed on purpose: the child died
+                        self._lost(repr(exc))
+                return
+            if kind == "judged":  # the write's dedup verdict, sent before its COMMIT
+                with self._waiting_lock:
+                    entry = self._waiting.get(rid)
+                if entry is not None and entry[2] is not None:
+                    entry[2].judged = set(value[0])
+                continue
+            with self._waiting_lock:
+                entry = self._waiting.pop(rid, None)
+            if entry is None:
+                continue
+            op, answer, pending = entry
+            if kind == "err":
+                if pending is not None:
+                    pending.judged = None  # rolled back: nothing of it was committed
+                answer.set_exception(StoreRefused(value[0], value[1]))
+            elif op == "write":
+                values, readings, events, found, lost = value[0]
+                if lost:  # a new dict: readers (metrics) may be iterating the old one
+                    self._gateway_lost = {**self._gateway_lost, **lost}
+                answer.set_result(WriteResult(values, readings, events, set(found)))
+            else:
+                answer.set_result(value[0])
+
+    def _send(
+        self,
+        op: str,
+        args: tuple[Any, ...],
+        urgent: bool = False,
+        pending: PendingWrite | None = None,
+    ) -> Future[Any]:
+        """Send one request (under ``_lock``; starts a child if none runs); its answer comes
+        on the future. Waits only while the child's queue is full."""
+        # not alive(): its waitpid gives up the interpreter lock, and taking it back waited
+        # behind the decoder and the rules (8 % of the writer thread); a dead child's socket
+        # fails the send, and its answers thread sees it closed
+        if self._conn is None:
+            self._restart()
+        self._wait_ready()
+        assert self._conn is not None
+        rid = next(self._ids)
+        answer: Future[Any] = pending.answer if pending is not None else Future()
+        with self._waiting_lock:
+            self._waiting[rid] = (op, answer, pending)
+        try:
+            self._conn.send_bytes(pickle.dumps((rid, op, urgent, args), pickle.HIGHEST_PROTOCOL))
+        except (EOFError, OSError) as exc:
+            self._lost(repr(exc))  # fails this request too
+        return answer
+
+    def _submit(
+        self,
+        op: str,
+        args: tuple[Any, ...],
+        urgent: bool = False,
+        pending: PendingWrite | None = None,
+    ) -> Future[Any]:
         with self._lock:
             if self._closing.is_set():
                 raise StoreDown("the store process is closed")
-            if not self.alive():
-                self._restart()
-            self._wait_ready()
-            assert self._conn is not None
-            try:
-                self._conn.send_bytes(pickle.dumps((op, args), pickle.HIGHEST_PROTOCOL))
-                kind, *value = pickle.loads(self._conn.recv_bytes())
-            except (EOFError, OSError) as exc:
-                self._lost()
-                raise StoreDown(f"the store process died during {op}: {exc!r}") from exc
-        if kind == "err":
-            raise StoreRefused(value[0], value[1])
-        return value[0]
+            return self._send(op, args, urgent, pending)
+
+    def _call(self, op: str, *args: Any) -> Any:
+        return self._submit(op, args).result()
 
     def prepare_rows(self, batch: EstateBatch) -> PreparedRows | None:
         """The batch as it crosses to the child, encoded on the decoder thread while the
@@ -260,18 +346,39 @@ class StoreProcess:
         keys = [(b.estate, b.gateway, b.seq) for b in batches]
         return set(self._call("find_duplicates", keys))
 
+    def _blobs(
+        self, batches: Sequence[EstateBatch], prepared: Sequence[PreparedRows | None] | None
+    ) -> list[bytes]:
+        ready = prepared or [None] * len(batches)
+        return [p.json if p else _ENCODER.encode(b) for b, p in zip(batches, ready, strict=True)]
+
+    def submit_write(
+        self,
+        batches: Sequence[EstateBatch],
+        prepared: Sequence[PreparedRows | None] | None,
+        urgent: bool = False,
+    ) -> PendingWrite:
+        """One commit's write, de-duplicated by the child inside its transaction, answered
+        later: the recorder prepares the next commit meanwhile. ``urgent`` (events): the child
+        takes it before the telemetry writes it has not started."""
+        pending = PendingWrite()
+        try:
+            self._submit("write", (self._blobs(batches, prepared), None), urgent, pending)
+        except StoreDown as exc:
+            if not pending.answer.done():
+                pending.answer.set_exception(exc)
+        return pending
+
     def write(
         self,
         batches: Sequence[EstateBatch],
         duplicates: set[int] | None = None,
         prepared: Sequence[PreparedRows | None] | None = None,
     ) -> WriteResult:
-        ready = prepared or [None] * len(batches)
-        blobs = [p.json if p else _ENCODER.encode(b) for b, p in zip(batches, ready, strict=True)]
         dups = sorted(duplicates) if duplicates is not None else None
-        values, readings, events, found, lost = self._call("write", blobs, dups)
-        self._gateway_lost = lost
-        return WriteResult(values, readings, events, set(found))
+        pending = PendingWrite()
+        self._submit("write", (self._blobs(batches, prepared), dups), False, pending)
+        return pending.answer.result()
 
     def gateway_lost(self) -> dict[tuple[str, str], int]:
         return self._gateway_lost
@@ -295,14 +402,18 @@ class StoreProcess:
         """Fold "now", close the file, end the child (killed if it does not answer in 10 s)."""
         self._closing.set()
         self._supervisor.join(5)
+        answer: Future[Any] | None = None
+        with self._lock:
+            if self._ready and self.alive():
+                answer = self._send("close", ())
+            elif self._conn is not None:  # still starting: it reads the close once ready
+                with contextlib.suppress(OSError):
+                    self._conn.send_bytes(pickle.dumps((0, "close", False, ())))
+        if answer is not None:
+            with contextlib.suppress(Exception):
+                answer.result(10)
         with self._lock:
             if self._conn is not None:
-                try:
-                    self._conn.send_bytes(pickle.dumps(("close", ())))
-                    if self._conn.poll(10):
-                        self._conn.recv_bytes()
-                except (EOFError, OSError):
-                    pass
                 self._conn.close()
                 self._conn = None
             if self._proc is not None:
@@ -339,8 +450,11 @@ def _wait_for_lock(path: Path) -> int:
             time.sleep(0.05)
 
 
-def _handlers(writer: TelemetryWriter) -> dict[str, Callable[..., Any]]:
+def _handlers(
+    writer: TelemetryWriter, judged: Callable[[list[int]], None]
+) -> dict[str, Callable[..., Any]]:
     decode = msgspec.msgpack.Decoder(_Batch).decode
+    told: dict[tuple[str, str], int] = dict(writer.gateway_lost())  # what the parent knows
 
     def find_duplicates(keys: list[tuple[str, str, int | None]]) -> list[int]:
         return sorted(writer.find_duplicates([EstateBatch(e, g, seq=s) for e, g, s in keys]))
@@ -348,8 +462,19 @@ def _handlers(writer: TelemetryWriter) -> dict[str, Callable[..., Any]]:
     def write(blobs: list[bytes], dups: list[int] | None) -> tuple[Any, ...]:
         # the structs have EstateBatch's attributes: the writer reads nothing else
         batches = cast(list[EstateBatch], [decode(b) for b in blobs])
-        r = writer.write(batches, None if dups is None else set(dups))
-        return r.values, r.readings, r.events, sorted(r.duplicates), writer.gateway_lost()
+        if dups is None:  # found here, in this commit's turn: one round trip a commit
+            found = writer.find_duplicates(batches)
+            judged(sorted(found))  # before the COMMIT: see PendingWrite.judged
+        else:
+            found = set(dups)
+        r = writer.write(batches, found)
+        # the losses of the gateways this write touched, where they changed
+        lost: dict[tuple[str, str], int] = {}
+        for key in {(b.estate, b.gateway) for b in batches}:
+            g = writer.seqs.gateways.get(key)
+            if g is not None and told.get(key) != g.lost:
+                lost[key] = told[key] = g.lost
+        return r.values, r.readings, r.events, sorted(r.duplicates), lost
 
     return {
         "find_duplicates": find_duplicates,
@@ -360,9 +485,30 @@ def _handlers(writer: TelemetryWriter) -> dict[str, Callable[..., Any]]:
     }
 
 
+_END = "end"  # the reader's word when the parent's socket closed
+
+
+class _ParentGone(Exception):
+    """The socket to the parent failed while the child was telling it something."""
+
+
+def _read_requests(conn: Connection, requests: queue.PriorityQueue[tuple[Any, ...]]) -> None:
+    """The child's reader thread: takes requests off the socket as they come, so the parent's
+    send never waits for the commit in progress; events (urgent) are queued before
+    telemetry, the rest in order; the parent gone goes first (what it sent is unanswered)."""
+    order = itertools.count()
+    while True:
+        try:
+            rid, op, urgent, args = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            requests.put((-1, next(order), 0, _END, ()))
+            return
+        requests.put((0 if urgent else 1, next(order), rid, op, args))
+
+
 def serve(conn: Connection, path: Path, latest_interval_s: float, parent: int) -> None:
-    """The child's loop: one request at a time; "now" folded while idle; ends when asked,
-    when the socket closes or when the parent is gone."""
+    """The child's loop: one request at a time, in the order the reader queued them; "now"
+    folded while idle; ends when asked, when the socket closes or when the parent is gone."""
     try:
         _wait_for_lock(path)
         writer = TelemetryWriter(path, latest_interval_s=latest_interval_s)
@@ -370,25 +516,37 @@ def serve(conn: Connection, path: Path, latest_interval_s: float, parent: int) -
         conn.send_bytes(pickle.dumps(("error", f"{type(exc).__name__}: {exc}"[:500])))
         return
     conn.send_bytes(pickle.dumps(("ready", writer.gateway_lost())))
-    handlers = _handlers(writer)
+    requests: queue.PriorityQueue[tuple[Any, ...]] = queue.PriorityQueue(CHILD_QUEUE)
+    threading.Thread(target=_read_requests, args=(conn, requests), daemon=True).start()
+    rid = 0
+
+    def judged(dups: list[int]) -> None:
+        try:
+            conn.send_bytes(pickle.dumps((rid, "judged", dups), pickle.HIGHEST_PROTOCOL))
+        except OSError as exc:
+            raise _ParentGone from exc
+
+    handlers = _handlers(writer, judged)
     while True:
         try:
-            if not conn.poll(0.05):
-                if os.getppid() != parent:
-                    return  # the service is gone: whatever it sent was not acknowledged
-                writer.flush_latest_if_due()
-                continue
-            op, args = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
+            _rank, _order, rid, op, args = requests.get(timeout=0.05)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return  # the service is gone: whatever it sent was not acknowledged
+            writer.flush_latest_if_due()
+            continue
+        if op == _END:
             return
         try:
-            answer: tuple[Any, ...] = ("ok", handlers[op](*args))
+            answer: tuple[Any, ...] = (rid, "ok", handlers[op](*args))
+        except _ParentGone:
+            return  # nothing of this write was committed, and nobody waits for it
         except Exception as exc:
             # the parent's verdicts, imported only when needed (the child starts sooner)
             from ingest.recorder import is_transient, shorten
 
             log.warning("store process: %s failed: %s", op, shorten(exc))
-            answer = ("err", shorten(exc), is_transient(exc))
+            answer = (rid, "err", shorten(exc), is_transient(exc))
         try:
             conn.send_bytes(pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
         except OSError:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ingest.consumer import Ingest, Received
+from ingest.handoff import Handoff
 from ingest.influx import InfluxTelemetrySink
 from ingest.lanes import Lane, Outcome
 from ingest.model import EstateBatch, NotOwner
@@ -121,3 +122,39 @@ def test_messages_of_a_lost_partition_are_dropped_before_the_store(world: World)
     assert [p.outcome for p in pending] == [Outcome.STORED, Outcome.NOT_OWNER]
     assert world.stored("e1", 5) and not world.stored("e3", 5)
     assert world.leases.calls == 1
+
+
+def test_the_recorder_thread_drops_lost_estates_and_passes_on_the_rest(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through the recorder's own thread (batches handed over at once, so commits
+    may overlap): what goes to the listeners and what is acknowledged."""
+    acked: list[int] = []
+    monkeypatch.setattr("ingest.recorder.ack_all", lambda client, mids: acked.extend(mids))
+    seen: list[str] = []
+    world.ingest.add_listener(lambda ds: seen.extend(f"{d.estate}:{d.seq}" for d in ds))
+    world.leases.lost = {"e2"}
+    session = dataclasses.replace(world.ingest.telemetry_lane, name="p3-telemetry", partition=3)
+    session.revoked = True
+    batches = [
+        [world.item("e1", 11), world.item("e2", 11)],
+        [world.item("e3", 11), world.item("e2", 12)],
+        [world.item("e1", 12, session)],  # its partition's sessions closed while it waited
+        [world.item("e3", 12)],
+    ]
+    recorder = world.ingest.recorder
+    recorder.handoff = Handoff(len(batches))
+    for batch in batches:
+        recorder.handoff.put(Handoff.TELEMETRY, batch)
+    recorder.handoff.put(Handoff.END, None)
+    world.ingest.fanout.thread.start()
+    recorder.thread.start()
+    recorder.thread.join(60)
+    world.ingest.fanout.thread.join(10)
+    assert not recorder.thread.is_alive()
+    assert seen == ["e1:11", "e3:11", "e3:12"]
+    assert sorted(acked) == [11, 11, 12]  # e1:11, e3:11, e3:12 (mid = seq here)
+    assert [world.stored("e1", s) for s in (11, 12)] == [True, False]
+    assert [world.stored("e2", s) for s in (11, 12)] == [False, False]
+    assert world.ingest.telemetry_lane.budget.used == 0
+    assert world.ingest.stats.failing_since is None

@@ -2,6 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
 from protocol.messages import Event, Reading
 
@@ -134,3 +138,45 @@ def test_values_stored_exactly_as_decoded(tmp_path: Path) -> None:
     assert conn.execute("SELECT estate, gateway, seq FROM message_seqs").fetchall() == [
         ("e1", "g", 1)
     ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from(["h-1", "h-2", "h-3"]), st.integers(0, 5), st.integers(0, 9)),
+            min_size=1,
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_now_kept_while_writing_is_what_sql_folds(
+    tmp_path_factory: pytest.TempPathFactory,
+    commits: list[list[tuple[str, int, int]]],
+    folds: list[bool],
+) -> None:
+    """ "Now" folded from the rows the writer kept while making them (the store process's way)
+    is the SQL fold's answer (the newest ts, of equal ts the later row, an older replay never
+    over a newer one), whichever commits a fold falls after."""
+    answers = []
+    for by_sql in (False, True):
+        path = tmp_path_factory.mktemp("now") / "t.db"
+        w = TelemetryWriter(path, latest_interval_s=3600)
+        for commit, fold in zip(commits, folds, strict=False):
+            readings = [
+                Reading(d, "fire_hydrant", ts, {"pressure_mpa": v / 10}) for d, ts, v in commit
+            ]
+            w.write([EstateBatch("e1", "g", readings=readings)])
+            if by_sql:
+                w._newest = None
+            if fold:
+                w.flush_latest()
+        if by_sql:
+            w._newest = None
+        w.flush_latest()
+        answers.append(TelemetryReader(path).latest("e1"))
+        w.close()
+    assert answers[0] == answers[1]

@@ -19,7 +19,9 @@ import pytest
 
 from estatewatch.broker import free_port
 from estatewatch.service import Service
+from ingest.model import EstateBatch
 from ingest.store_process import StoreDown, StoreProcess
+from protocol.messages import Reading
 from tests.integration.test_durability import (
     ESTATE,
     GW,
@@ -196,3 +198,88 @@ def test_one_process_setting_keeps_the_writer_a_thread(tmp_path: Path) -> None:
         assert not store_processes(tmp_path / "data" / "telemetry.db")
     finally:
         svc.stop()
+
+
+def _hydrants(seq: int) -> EstateBatch:
+    ts = int(time.time() * 1000)
+    readings = [
+        Reading(f"h-{i}", "fire_hydrant", ts, {"pressure_mpa": seq + i / 100}) for i in range(3)
+    ]
+    return EstateBatch("e1", "gw-01", readings, seq=seq)
+
+
+def test_two_writes_in_flight_both_fail_when_the_child_dies_and_are_stored_once_after(
+    tmp_path: Path,
+) -> None:
+    """Two commits handed to the store process at once, the first waiting for SQLite's lock
+    (a reader holds it), then kill -9: both answers are StoreDown; the first says it was
+    judged before its COMMIT (its outcome is unknown), the second was never reached. Sent
+    again to the next child, each is stored once, and a repeat of the first is a duplicate."""
+    path = tmp_path / "t.db"
+    store = StoreProcess(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        store.ready()
+        blocker.execute("BEGIN IMMEDIATE")  # the child's write waits for this lock
+        first = store.submit_write([_hydrants(1)], None)
+        second = store.submit_write([_hydrants(2)], None)
+        wait_for(lambda: first.judged is not None, 10, "the first write judged")
+        assert store.in_flight() == 2 and not first.answer.done()
+        pid = store.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        for pending in (first, second):
+            with pytest.raises(StoreDown):
+                pending.answer.result(10)
+        assert first.judged == set() and second.judged is None
+        blocker.execute("ROLLBACK")
+        again = store.submit_write([_hydrants(1), _hydrants(2), _hydrants(1)], None)
+        result = again.answer.result(30)
+        assert (result.readings, result.duplicates) == (6, {2})
+        assert store.restarts == 1 and store.in_flight() == 0
+    finally:
+        blocker.close()
+        store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 6
+        assert conn.execute("SELECT count(*) FROM message_seqs").fetchone()[0] == 2
+    finally:
+        conn.close()
+
+
+def test_writer_process_killed_with_two_commits_in_flight_loses_and_repeats_nothing(
+    service: Service,
+) -> None:
+    """The service's recorder keeps two commits with the store process; kill -9 while both are
+    in flight (the first held on SQLite's lock): nothing of either is acknowledged, both are
+    stored again by the next process, each reading once, and the rules see each message
+    once."""
+    writer = service.telemetry_writer
+    assert isinstance(writer, StoreProcess)
+    telemetry = writer.path
+    seen = SeqsSeen()
+    service.ingest.add_listener(seen)
+    pub = registered_publisher(service, "两个提交在途小区")
+    blocker = sqlite3.connect(telemetry, isolation_level=None)
+    try:
+        pub.publish(range(1, 51))
+        wait_for(lambda: len(seen) >= 50, 30, "the first messages through")
+        blocker.execute("BEGIN IMMEDIATE")  # the next commit waits for this lock
+        pub.publish(range(51, 351))  # 30,000 readings: more than one commit
+        wait_for(lambda: writer.in_flight() >= 2, 30, "two commits in flight")
+        acknowledged = len(seen)
+        pid = writer.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        blocker.execute("ROLLBACK")
+        assert acknowledged == 50  # nothing of the held commits reached the listeners
+        wait_for(lambda: writer.alive() and writer.pid != pid, 20, "a new writer")
+        assert_each_once(telemetry, 350)
+        wait_for(lambda: len(seen) >= 350, 20, "the listeners")
+        assert seen.sorted() == list(range(1, 351))
+        assert service.ingest.stats.duplicates == 0
+        assert service.ingest.stats.commit_failures >= 1
+    finally:
+        blocker.close()
+        pub.close()
