@@ -347,19 +347,22 @@ class AlertEngine:
                 rec.inhibitor.observe_status(a.estate, a.gateway, online=False)
         rec.evaluator.restore(held)
         clocks = rec.evaluator.clocks
+        stations = []
         for estate, dev, kind, gw, last, data in rec.store.clocks(estates):
             known = clocks.get((estate, dev))
             if keep(estate) and (known is None or known.last_ms < last):
                 clocks[(estate, dev)] = DeviceClock(kind, gw, last, data)
+            if kind == rec.criteria.kind and keep(estate):
+                stations.append((estate, dev))
         series = rec.windows.series
         for estate, dev, metric, blob in rec.store.windows(estates):
             if keep(estate) and (estate, dev, metric) not in series:
                 series[(estate, dev, metric)] = SeriesWindow.from_bytes(blob)
         # The weather stations' levels from their windows, before the next weather period
         # judges the estates' plans (with none, it would lower them).
-        for (estate, dev), c in list(clocks.items()):
-            observed = rec.weather.observed.get(estate, {})
-            if c.kind == rec.criteria.kind and keep(estate) and dev not in observed:
+        for estate, dev in stations:
+            c = clocks[(estate, dev)]
+            if dev not in rec.weather.observed.get(estate, {}):
                 observe_station(rec, estate, dev, c.data_ms if c.data_ms >= 0 else now)
         self._refresh_shared(now)
         plan_book = rec.plan_book
