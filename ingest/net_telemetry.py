@@ -28,7 +28,6 @@ Nothing is cached but a bounded map of the gateways' lost-message counts for ``/
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -46,8 +45,6 @@ from ingest.seqs import GatewaySeqs, Verdict, load_missing, missing_count
 from ingest.telemetry import PreparedRows, RawSink, WriteResult
 from protocol.clock import now_ms
 from protocol.messages import Value
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
@@ -162,22 +159,20 @@ def _key_filter(columns: Sequence[sa.ColumnElement[Any]], keys: Collection[tuple
 
 
 def _load_book(conn: Connection, keys: Collection[GatewayKey], lock: bool) -> _Book:
-    if not keys:
-        return {}
-    q = (
-        sa.select(gateway_seqs)
-        .where(_key_filter((gateway_seqs.c.estate, gateway_seqs.c.gateway), keys))
-        .order_by(gateway_seqs.c.estate, gateway_seqs.c.gateway)
-    )
-    if lock:
-        q = q.with_for_update()
-    return {
-        (r.estate, r.gateway): (
-            GatewaySeqs(r.max_seq, load_missing(r.missing), r.untracked_lost),
-            r.duplicates,
+    """The book rows of ``keys`` (``lock``: FOR UPDATE, in key order, chunk after chunk)."""
+    book: _Book = {}
+    for chunk in _chunks(sorted(keys)):
+        q = (
+            sa.select(gateway_seqs)
+            .where(_key_filter((gateway_seqs.c.estate, gateway_seqs.c.gateway), chunk))
+            .order_by(gateway_seqs.c.estate, gateway_seqs.c.gateway)
         )
-        for r in conn.execute(q)
-    }
+        if lock:
+            q = q.with_for_update()
+        for r in conn.execute(q):
+            seqs = GatewaySeqs(r.max_seq, load_missing(r.missing), r.untracked_lost)
+            book[(r.estate, r.gateway)] = (seqs, r.duplicates)
+    return book
 
 
 def _judge(conn: Connection, batches: Sequence[EstateBatch], book: _Book) -> set[int]:
@@ -280,14 +275,20 @@ class NetworkTelemetryStore:
         sent = {i for i, b in enumerate(batches) if i not in guess and b.readings}
         # The raw write runs on the sink's thread while this one prepares the transaction; the
         # commit waits for it (the points are in before the seqs say "stored").
-        raw = self._raw.submit(self.raw_sink.write, [batches[i] for i in sorted(sent)])
+        # None: no readings (an events commit goes straight to its transaction)
+        raw = (
+            self._raw.submit(self.raw_sink.write, [batches[i] for i in sorted(sent)])
+            if sent
+            else None
+        )
         try:
             return self._commit(batches, sent, raw)
         finally:
-            wait([raw])  # failed or fenced: never two raw writes at once
+            if raw is not None:
+                wait([raw])  # failed or fenced: never two raw writes at once
 
     def _commit(
-        self, batches: Sequence[EstateBatch], sent: set[int], raw: Future[int]
+        self, batches: Sequence[EstateBatch], sent: set[int], raw: Future[int] | None
     ) -> WriteResult:
         committed = now_ms()  # wall time, for retention of the seqs
         with self.engine.begin() as conn:
@@ -306,24 +307,9 @@ class NetworkTelemetryStore:
             ]
             for chunk in _chunks(seq_rows):
                 conn.execute(pg_insert(message_seqs).on_conflict_do_nothing(), list(chunk))
-            if touched:
-                conn.execute(
-                    gateway_seqs.update()
-                    .where(gateway_seqs.c.estate == sa.bindparam("k_estate"))
-                    .where(gateway_seqs.c.gateway == sa.bindparam("k_gateway")),
-                    [
-                        {
-                            "k_estate": e,
-                            "k_gateway": g,
-                            "max_seq": seqs.max_seq,
-                            "missing": seqs.missing_json(),
-                            "untracked_lost": seqs.untracked_lost,
-                            "duplicates": count,
-                        }
-                        for (e, g), (seqs, count) in sorted(touched.items())
-                    ],
-                )
-            raw.result()  # raises the sink's error: the transaction rolls back
+            self._save_book(conn, touched, book)
+            if raw is not None:
+                raw.result()  # raises the sink's error: the transaction rolls back
             late = [batches[i] for i, b in enumerate(batches) if i not in dups and i not in sent]
             if any(b.readings for b in late):  # judged stored before, not now (seqs purged)
                 self.raw_sink.write([b for b in late if b.readings])
@@ -353,9 +339,15 @@ class NetworkTelemetryStore:
     def purge(self, raw_before_ms: int, minute_rollups_before_ms: int) -> int:
         """Forget the seqs committed (wall time) before ``raw_before_ms``, in chunks; raw
         readings are the time-series store's to keep or drop (its own retention). Returns 0: no
-        raw row is deleted here."""
+        raw row is deleted here. Every worker runs it hourly over all estates: one at a time
+        (an advisory lock; a worker that finds it taken leaves the work to the holder), so two
+        never delete the same rows in different orders (a deadlock)."""
         while True:
             with self.engine.begin() as conn:
+                if not conn.execute(
+                    sa.text("SELECT pg_try_advisory_xact_lock(hashtext('telemetry_purge'))")
+                ).scalar_one():
+                    return 0
                 old = (
                     sa.select(message_seqs.c.estate, message_seqs.c.gateway, message_seqs.c.seq)
                     .where(message_seqs.c.committed_ms < raw_before_ms)
@@ -397,6 +389,35 @@ class NetworkTelemetryStore:
                 ],
             )
         return _load_book(conn, keys, lock=True)
+
+    @staticmethod
+    def _save_book(
+        conn: Connection, touched: dict[GatewayKey, tuple[GatewaySeqs, int]], before: _Book
+    ) -> None:
+        """Write the changed book rows; a gateway's gaps (up to ~40 KB of JSON) only when they
+        changed: one with open gaps that sends on in order changes only its max_seq."""
+        full, counts = [], []
+        for (e, g), (seqs, count) in sorted(touched.items()):
+            row = {
+                "k_estate": e,
+                "k_gateway": g,
+                "max_seq": seqs.max_seq,
+                "untracked_lost": seqs.untracked_lost,
+                "duplicates": count,
+            }
+            old = before.get((e, g))
+            if old is not None and old[0].missing == seqs.missing:
+                counts.append(row)
+            else:
+                full.append({**row, "missing": seqs.missing_json()})
+        for rows in (full, counts):
+            if rows:
+                conn.execute(
+                    gateway_seqs.update()
+                    .where(gateway_seqs.c.estate == sa.bindparam("k_estate"))
+                    .where(gateway_seqs.c.gateway == sa.bindparam("k_gateway")),
+                    rows,
+                )
 
     @staticmethod
     def _book_after(
