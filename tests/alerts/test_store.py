@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 
 from alerts.alarms import Alarm, AlarmState, TimelineEntry
+from alerts.drills import Drill, DrillStatus
+from alerts.escalation import Rescue
+from alerts.notify import Notification
 from alerts.plans import ActivationEntry, ActivationTask, PlanActivation, ResponseLevel, Source
 from alerts.rules.spec import Severity
 from alerts.silences import Matcher, Silence
@@ -205,3 +209,44 @@ def test_a_successor_opens_in_the_same_batch_its_predecessor_closes(store: Alert
     # the successor comes first in the batch, as it can when both happen in one tick
     store.write(StoreBatch(alarms={third.id: third, second.id: second}))
     assert [a.id for a in store.open_alarms()] == ["al-3"]
+
+
+def test_a_batch_names_its_estates_and_leaves_a_lost_estates_part_out() -> None:
+    """What a fence is asked about, and what is written again once it refused some estates."""
+
+    def of(estate: str) -> StoreBatch:
+        a = replace(alarm(f"al-{estate}"), estate=estate, subject=f"h-{estate}")
+        act = PlanActivation(f"pa-{estate}", estate, "fire", ResponseLevel.IV, START, START, 1)
+        task = ActivationTask("verify", ResponseLevel.IV, "核实", "Verify", "cr", START, START + 1)
+        return StoreBatch(
+            alarms={a.id: a},
+            alarm_entries=[TimelineEntry(a.id, START, "pending", "rules")],
+            forget_alarms={a.id},
+            activations={act.id: act},
+            activation_entries=[ActivationEntry(act.id, START, "activated", "rules", act.level)],
+            tasks={(act.id, task.task_id): task},
+            rescues={a.id: (Rescue(a.id, estate, "lift-1", START, START + 1), False)},
+            notifications=[Notification(f"n-{estate}", "cr", estate, "firing", {}, START)],
+            drills={
+                f"dr-{estate}": Drill(f"dr-{estate}", estate, "fire", DrillStatus.SCHEDULED, START)
+            },
+            drill_clocks={(estate, "fire"): START},
+        )
+
+    shared = StoreBatch(
+        warnings={
+            "wa-1": OfficialWarning(
+                "wa-1", Hazard.SNOWSTORM, WeatherLevel.BLUE, START, START + 1, region="呼和浩特"
+            )
+        }
+    )
+    batch = StoreBatch()
+    for part in (of("e1"), of("x"), shared):
+        batch.merge(part)
+    assert batch.estates() == {"e1", "x"}  # warnings are no one estate's
+    kept = batch.without({"x"})
+    expected = of("e1")
+    expected.merge(shared)
+    assert kept == expected
+    assert kept.estates() == {"e1"}
+    assert not StoreBatch(warnings=shared.warnings).without({"e1", "x"}).estates()
