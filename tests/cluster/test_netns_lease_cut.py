@@ -8,15 +8,19 @@ of the TTL too."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from cluster.pg import LeaseStore, lease_engine
 from tests.cluster.netns import Network
 from tests.support import waiter
+
+pytestmark = pytest.mark.cluster
 
 TTL_MS = 6_000
 
@@ -52,7 +56,7 @@ def test_a_lease_round_cut_off_mid_transaction_frees_its_rows_within_a_third_of_
     holder = network.popen(
         "w1",
         [sys.executable, "-c", HOLDER, netns_postgres, str(TTL_MS)],
-        stdout=-1,
+        stdout=subprocess.PIPE,
         text=True,
         cwd=Path.cwd(),
     )
