@@ -5,6 +5,7 @@ node reads back "now", events, gateway health and charts."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -18,11 +19,13 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cluster.partitions import partition_of
 from estatewatch.broker import ManagedMosquitto, free_port
-from estatewatch.service import Service
+from estatewatch.service import Service, StartupError
 from estatewatch.settings import SettingsError, load_settings
 from ingest.influx import InfluxTelemetrySink
 from ingest.model import ChartQuery, EstateBatch, NotOwner
@@ -35,6 +38,7 @@ from ingest.net_telemetry import (
     message_seqs,
 )
 from ingest.schema import create_engine
+from ingest.telemetry import TelemetryReader, TelemetryWriter
 from ingest.victoria import VictoriaMetricsReader
 from protocol.catalog import default_catalog
 from protocol.messages import Event, Reading
@@ -267,6 +271,10 @@ def test_a_failed_raw_write_commits_nothing(
     with pytest.raises(OSError, match="refused"):
         store.write([batch])
     assert set(table_counts(database_url).values()) == {0}
+    # events need no raw write: an alarm is stored while VictoriaMetrics is down
+    alarm = Event("fap-1", "fire_panel", now, "fire.alarm", {"zone": "B2"})
+    assert store.write([EstateBatch("e10", "gw-02", events=[alarm], seq=1)]).events == 1
+    assert flaky.calls == 1
     flaky.down = False  # the recorder tries the same batch again
     assert store.write([batch]).duplicates == set()
     assert [t for _, t, _ in exported(victoriametrics, "e10")] == [now]
@@ -432,6 +440,25 @@ def test_cluster_mode_needs_victoriametrics(tmp_path: Path) -> None:
 
 
 @PG
+def test_a_worker_built_in_code_without_victoriametrics_refuses_to_start(
+    database_url: str, mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    """Settings files and the environment are checked when loaded; a Settings made in code
+    reaches the service, which says what to set instead of writing telemetry to its disk."""
+    env = run_env(
+        tmp_path, mosquitto.endpoint, free_port(), TOKEN, ESTATEWATCH_DATABASE_URL=database_url
+    )
+    settings = dataclasses.replace(load_settings(None, env), partitions=4)
+    svc = Service(settings, role="ingest")
+    try:
+        with pytest.raises(StartupError, match='timeseries = "victoriametrics"'):
+            svc.start()
+    finally:
+        svc.stop()
+    assert not list(tmp_path.glob("telemetry*.db"))
+
+
+@PG
 def test_an_api_node_reads_what_a_worker_process_stored(
     database_url: str, mosquitto: ManagedMosquitto, victoriametrics: str, tmp_path: Path
 ) -> None:
@@ -585,3 +612,47 @@ def test_a_workers_store_is_fenced_by_its_partition_leases(
         engine.dispose()
     finally:
         svc.stop()
+
+
+class NullSink:
+    """A raw store that keeps nothing (the verdicts below do not depend on it)."""
+
+    def write(self, batches: Sequence[EstateBatch]) -> int:
+        return sum(len(b.readings) for b in batches)
+
+
+COMMITS = st.lists(
+    st.lists(st.tuples(st.sampled_from(["g1", "g2"]), st.integers(1, 12)), min_size=1, max_size=6),
+    min_size=1,
+    max_size=5,
+)
+
+
+@PG
+def test_the_network_book_judges_as_the_sqlite_one(database_url: str, tmp_path: Path) -> None:
+    """Any sequence of commits of (gateway, seq) messages: the same duplicates and the same
+    gateway health from this store as from the embedded SQLite one (``TelemetryWriter``)."""
+    store = NetworkTelemetryStore(database_url, NullSink())
+    reader = NetworkTelemetryReader(
+        store.engine, VictoriaMetricsReader("http://unused"), lambda e, d: ""
+    )
+    now = int(time.time() * 1000)
+    runs = iter(range(1_000_000))
+
+    @settings(max_examples=40, deadline=None)
+    @given(commits=COMMITS)
+    def same_verdicts(commits: list[list[tuple[str, int]]]) -> None:
+        run = next(runs)
+        estate = f"eq-{run}"
+        local = TelemetryWriter(tmp_path / f"t{run}.db")
+        try:
+            for commit in commits:
+                batches = [hydrant_batch(estate, seq, now - seq, 0.3, gw) for gw, seq in commit]
+                assert store.write(batches).duplicates == local.write(batches).duplicates
+            want = TelemetryReader(tmp_path / f"t{run}.db").gateway_health(estate)
+            assert reader.gateway_health(estate) == want
+        finally:
+            local.close()
+
+    same_verdicts()
+    store.close()
