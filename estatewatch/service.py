@@ -148,7 +148,8 @@ ROLLUP_MAX_ROWS = 2_000_000  # raw rows folded per merge (~30 s of a large estat
 
 class Service:
     """The service's parts for one role: ``all`` (one process), ``ingest`` (one shard of the
-    estates: broker → store, with its rollups) or ``api`` (REST and pages over every shard)."""
+    estates: broker → store, with its rollups; with ``partitions``, a worker ingesting the
+    partitions whose leases it holds) or ``api`` (REST and pages over every shard)."""
 
     def __init__(
         self,
@@ -207,6 +208,12 @@ class Service:
             raise StartupError(
                 "--role ingest shares one broker with the other processes: set "
                 "ESTATEWATCH_MQTT_URL (e.g. mqtt://user:pass@127.0.0.1:1883)"
+            )
+        if self.role == "all" and s.partitions:
+            raise StartupError(
+                f"ESTATEWATCH_PARTITIONS={s.partitions} is for a scaled-out deployment: run "
+                "`estatewatch run --role ingest` workers and `--role api` nodes, or set it to 0 "
+                "for the one-process service"
             )
         if self.role == "ingest" and self.scaled_out:
             if self.shard or s.ingest_shards > 1:

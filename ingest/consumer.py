@@ -160,9 +160,10 @@ class Ingest:
         """Start taking the partition's messages (its sessions; see ``Lanes``)."""
         self.lanes.open_partition(partition)
 
-    def close_partition(self, partition: int) -> None:
-        """Stop taking them at once; what of them is not committed is dropped, unacked."""
-        self.lanes.close_partition(partition)
+    def close_partition(self, partition: int, wait: bool = False) -> None:
+        """Stop taking them at once; what of them is not committed is dropped, unacked
+        (``wait``: until the sessions' network threads have ended)."""
+        self.lanes.close_partition(partition, wait)
 
     def partition_sessions(self) -> dict[int, dict[str, object]]:
         return self.lanes.partition_sessions()

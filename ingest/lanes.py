@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 # What a queued message costs besides its payload (its record and the topic string).
 OVERHEAD_BYTES = 200
 KEEPALIVE_S = 30
+# A resumed session's unacknowledged messages come again at once on connecting; later copies
+# with DUP set are a broker's own redelivery to this connection (NATS' ack_wait, 30 s): those
+# were this process's, which gives them to its rules itself.
+REDELIVERY_WINDOW_S = 10.0
 
 
 class GatewayRegistry:
@@ -106,6 +110,7 @@ class Lane:
     # the partition was lost: what this session delivered is neither committed nor acked
     revoked: bool = False
     received: int = 0  # a partition session's messages (its network thread's own count)
+    connected_at: float = 0.0  # monotonic time of its last connect
 
     def wants(self, topic_filter: str) -> bool:
         return topic_filter.endswith("/events") == self.events
@@ -154,6 +159,13 @@ class Received:
     # Handed to a telemetry write whose outcome is unknown if it failed (the store process
     # died): found stored on the retry, it was that write's, not a duplicate from the broker.
     written: bool = False
+    # Sent again by the broker to this session's first connection in this process (DUP): it
+    # went to a previous holder of the session (a dead or cut-off worker, this process before
+    # a crash), which never acknowledged it. Found stored, that holder committed it but died
+    # before acknowledging, i.e. before its rules were given it (they are, after the ack): it
+    # goes to the listeners here, not dropped as a duplicate. (Dying after the ack was queued
+    # and before the broker had it, the rules see it twice, once in each holder.)
+    redelivered: bool = False
 
 
 _PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 PUBACK: type 4, remaining length 2, packet id
@@ -458,6 +470,7 @@ class Lanes:
             log.error("ingest: broker refused the connection: %s", reason)
             return
         lane.generation += 1
+        lane.connected_at = time.monotonic()
         if self.shard is None and lane.partition is None:
             client.subscribe([(f, 1) for f in service_subscriptions(self.root) if lane.wants(f)])
         else:
@@ -511,6 +524,11 @@ class Lanes:
             return
         item = Received(
             msg.topic, payload, now_ms(), msg.mid, msg.qos, lane.generation, lane, weight
+        )
+        item.redelivered = (
+            bool(msg.dup)
+            and lane.generation == 1
+            and time.monotonic() - lane.connected_at < REDELIVERY_WINDOW_S
         )
         while True:
             try:

@@ -629,7 +629,10 @@ class Recorder:
         """What the commit of readings, events and seqs made of each message."""
         # committed by a write whose answer was lost (its process died): stored, and the
         # listeners get it; a message repeated by the broker is a duplicate
-        recovered = {i for i in result.duplicates if b.written_before[i]}
+        # (or committed by the session's previous holder, which never gave it to its rules)
+        recovered = {
+            i for i in result.duplicates if b.written_before[i] or b.with_batch[i].redelivered
+        }
         for i, p in enumerate(b.with_batch):
             dup = i in result.duplicates and i not in recovered
             p.outcome = Outcome.DUPLICATE if dup else Outcome.STORED

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from estatewatch.broker import ManagedMosquitto, free_port
-from estatewatch.service import Service
+from estatewatch.service import Service, StartupError
 from estatewatch.settings import SettingsError, load_settings
 from tests.support import run_env, waiter
 
@@ -35,6 +35,19 @@ def test_partitions_need_postgresql_and_a_renewal_below_half_the_ttl(database_ur
                 "ESTATEWATCH_LEASE_RENEW_S": "8",
             },
         )
+
+
+def test_the_one_process_service_refuses_partitions(database_url: str, tmp_path: Path) -> None:
+    env = {
+        "ESTATEWATCH_DATA_DIR": str(tmp_path),
+        "ESTATEWATCH_PARTITIONS": "8",
+        "ESTATEWATCH_DATABASE_URL": database_url,
+        "ESTATEWATCH_TIMESERIES": "victoriametrics",
+        "ESTATEWATCH_VICTORIAMETRICS_URL": "http://127.0.0.1:1",
+        "ESTATEWATCH_ADMIN_TOKEN": TOKEN,
+    }
+    with pytest.raises(StartupError, match="run --role ingest` workers"):
+        Service(load_settings(None, env)).start()
 
 
 def _sessions_connected(url: str) -> bool:

@@ -269,7 +269,19 @@ def test_a_lost_workers_partitions_move_and_every_reading_is_stored_once(
             "the survivor to hold every partition",
         )
         took = time.monotonic() - killed_at
-        print(f"takeover: partitions {moved} moved {took:.1f} s after the {fault}")
+
+        def ingesting() -> bool:  # the moved partitions' sessions open and connected
+            h = workers[survivor].health()
+            sessions = h["partitions"]["sessions"] if h else {}
+            return len(sessions) == PARTITIONS and all(
+                all(s["connected"].values()) for s in sessions.values()
+            )
+
+        wait_for(ingesting, 30, "the survivor's sessions of every partition")
+        print(
+            f"takeover: partitions {moved} moved {took:.1f} s after the {fault}, their "
+            f"sessions connected at {time.monotonic() - killed_at:.1f} s"
+        )
         if fault == "pause":
             workers[victim].proc.send_signal(signal.SIGCONT)
             woke = time.monotonic()

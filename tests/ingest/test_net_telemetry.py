@@ -500,9 +500,10 @@ def test_an_api_node_reads_what_a_worker_process_stored(
                 body = httpx.get(f"http://127.0.0.1:{worker_port}/healthz", timeout=2).json()
             except httpx.HTTPError:
                 return False
-            # it owns every partition (its commits pass the fence) and hears every estate
+            # it owns every partition (its commits pass the fence), and e7's partition's
+            # sessions are subscribed to it (ingest by partition)
             held = body.get("partitions", {}).get("held")
-            return bool(held == [0, 1, 2, 3] and body["ingest"]["estates"] == "all")
+            return bool(held == [0, 1, 2, 3] and body["ingest"]["estates"] == ["e7"])
 
         wait_for(worker_ready, 60, "the worker to hold the partitions")
         creds = mosquitto.issue_gateway_credentials("e7", "gw-01", "estates")
