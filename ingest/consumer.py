@@ -128,6 +128,7 @@ class Ingest:
         self.recorder = Recorder(
             state, telemetry, self.stats, handoff, self.fanout, self._closing, self._abandoned
         )
+        self.recorder.ack_after_listeners = partitions is not None
         self.decoder = Decoder(
             self.lanes, self.registry, catalog, telemetry, handoff, self.recorder.stopping,
             self._abandoned, root, max_future_ms, linger_s, max_batch_readings,

@@ -21,6 +21,10 @@ CommitListener = Callable[[Sequence[Delivery]], None]
 # Readings a listener call gets at most from a large commit (see Fanout.run).
 LISTEN_READINGS = 2000
 
+# What to do once every listener has had a commit's deliveries (its acknowledgement, for a
+# scaled-out worker: see Recorder.ack_after_listeners).
+Then = Callable[[], None]
+
 
 def parts(deliveries: list[Delivery], readings: int) -> list[list[Delivery]]:
     """Consecutive runs of deliveries with about ``readings`` readings each (a delivery is
@@ -44,18 +48,21 @@ class Fanout:
         self.listeners: list[CommitListener] = []
         # recorder → listeners, in commit order but events first: bounded, so listeners that
         # fall behind hold the recorder back.
-        self.handoff: Handoff[list[Delivery]] = Handoff(2)
+        self.handoff: Handoff[tuple[list[Delivery], Then | None]] = Handoff(2)
         self.thread = threading.Thread(target=self.run, name="ingest-listeners", daemon=True)
 
     def add(self, listener: CommitListener) -> None:
         """Register before start; a listener that raises is logged and does not stop ingest."""
         self.listeners.append(listener)
 
-    def put(self, rank: int, deliveries: list[Delivery]) -> None:
+    def put(self, rank: int, deliveries: list[Delivery], then: Then | None = None) -> None:
         """A commit's stored deliveries (on the recorder's thread; waits while two telemetry
-        commits are still waiting for the listeners)."""
+        commits are still waiting for the listeners); ``then`` runs once the listeners have
+        had them (at once when there are none)."""
         if self.listeners:
-            self.handoff.put(rank, deliveries)
+            self.handoff.put(rank, (deliveries, then))
+        elif then is not None:
+            then()
 
     def end(self) -> None:
         """The listeners get what was put before, then the thread ends."""
@@ -66,20 +73,25 @@ class Fanout:
         events commit that arrives meanwhile goes between two parts: an alarm does not wait
         for the rules to get through 10,000 readings first."""
         while True:
-            rank, deliveries = self.handoff.get()
-            if deliveries is None:
+            rank, item = self.handoff.get()
+            if item is None:
                 return
+            deliveries, then = item
             if rank == Handoff.EVENTS:
-                self.notify(deliveries)
+                self.notify(deliveries, then)
                 continue
             for part in parts(deliveries, LISTEN_READINGS):
                 self.notify(part)
-                for events in self.handoff.take_events():
-                    self.notify(events)
+                for events, after in self.handoff.take_events():
+                    self.notify(events, after)
+            if then is not None:
+                then()
 
-    def notify(self, deliveries: list[Delivery]) -> None:
+    def notify(self, deliveries: list[Delivery], then: Then | None = None) -> None:
         for listener in self.listeners:
             try:
                 listener(deliveries)
             except Exception:
                 log.exception("ingest: commit listener %r failed", listener)
+        if then is not None:
+            then()

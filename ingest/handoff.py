@@ -51,12 +51,17 @@ class Handoff(Generic[T]):
         self._queue: queue.PriorityQueue[tuple[int, int, T | None]] = queue.PriorityQueue()
         self._slots = threading.Semaphore(capacity)
         self._order = itertools.count()
+        # set at each put: a consumer that also waits for something else (the recorder, for
+        # its commits' answers) waits on one event for both
+        self.waker: threading.Event | None = None
 
     def put(self, rank: int, item: T | None, timeout: float | None = None) -> bool:
         """False if telemetry found no slot within ``timeout`` (nothing was put)."""
         if rank == self.TELEMETRY and not self._slots.acquire(timeout=timeout):
             return False
         self._queue.put((rank, next(self._order), item))
+        if self.waker is not None:
+            self.waker.set()
         return True
 
     def take_events(self) -> list[T]:

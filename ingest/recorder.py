@@ -22,6 +22,7 @@ the dropped ones to the partition's next owner.
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import queue
 import sqlite3
@@ -29,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
@@ -95,6 +96,14 @@ def is_transient(exc: BaseException) -> bool:
             return True  # connection refused, timeouts, retries used up
         e = getattr(e, "orig", None) or e.__cause__ or e.__context__
     return False
+
+
+def _send_acks(acks: list[tuple[Lane, int, list[int]]]) -> None:
+    """PUBACKs, a lane's in one write; none on a connection newer than the messages' (they
+    named other messages there) or of a partition lost meanwhile."""
+    for lane, generation, mids in acks:
+        if lane.generation == generation and not lane.revoked:
+            ack_all(lane.client, mids)
 
 
 def shorten(exc: BaseException, limit: int = 300) -> str:
@@ -180,9 +189,16 @@ class Recorder:
     stopping: threading.Event = field(default_factory=threading.Event, init=False)
     # set by whoever exports metrics
     commit_seconds: Histogram | None = field(default=None, init=False)
+    # A scaled-out worker acknowledges a commit once its listeners (the rules) have had it,
+    # not before: a worker that dies in between leaves it unacknowledged, so the partition's
+    # next holder gets it again (``Received.redelivered``) and gives it to its rules. (The
+    # one-process service acknowledges at the commit: the rules do not hold the broker back.)
+    ack_after_listeners: bool = field(default=False, init=False)
     # last time it was idle or finished a batch or task
     progress: float = field(default_factory=time.monotonic, init=False)
     _known_devices: dict[str, set[str]] = field(init=False, repr=False)  # estate -> devices
+    # set when a commit is answered or the hand-off is given a batch: what run() waits for
+    _wake: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _tasks: queue.Queue[tuple[RecorderTask[Any], Future[Any]]] = field(init=False, repr=False)
     # no task is queued after stop's drain
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -248,6 +264,7 @@ class Recorder:
         acknowledged and handed to the listeners when its own commit is answered, telemetry
         in order; a failed one sends everything in flight the serial way (``_recover``)."""
         flight: deque[_Batch] = deque()
+        self.handoff.waker = self._wake
         while True:
             if not self._land_answered(flight):
                 return
@@ -258,7 +275,8 @@ class Recorder:
                 continue
             if sum(not b.urgent for b in flight) >= IN_FLIGHT:
                 for events in self.handoff.take_events():
-                    flight.append(self._begin(events, urgent=True))
+                    if events := self._drop_revoked(events):
+                        flight.append(self._begin(events, urgent=True))
                 self._wait_answer(flight)
                 continue
             try:
@@ -293,14 +311,14 @@ class Recorder:
         self._acknowledge(dropped)  # acknowledges none of them: frees their bytes
         return [p for p in pending if p.outcome is None]
 
-    @staticmethod
-    def _wait_answer(flight: deque[_Batch]) -> None:
-        """Until a batch in flight can land, at most 5 ms (then the hand-off is looked at
-        again: events go out while telemetry commits)."""
+    def _wait_answer(self, flight: deque[_Batch]) -> None:
+        """Until a batch in flight can land or the hand-off is given one (events go out while
+        telemetry commits): one event for both, no polling, which woke this thread (and took
+        the interpreter lock from the decoder and the rules) 200 times a second."""
         if not flight or flight[0].answered() or any(b.urgent and b.answered() for b in flight):
             return
-        waiting = [b.write.answer for b in flight if b.write is not None and not b.answered()]
-        wait(waiting, timeout=0.005, return_when=FIRST_COMPLETED)
+        self._wake.wait(0.05)  # the timeout only bounds a wake-up missed by a bug
+        self._wake.clear()  # the caller looks at everything again before waiting again
 
     def _land_answered(self, flight: deque[_Batch]) -> bool:
         """Acknowledge and pass on the batches whose commits are answered: events whenever
@@ -335,11 +353,16 @@ class Recorder:
 
     def _done(self, pending: list[Received]) -> None:
         self.progress = time.monotonic()
-        self._acknowledge(pending)
         fresh = [
             p.delivery for p in pending if p.outcome is Outcome.STORED and p.delivery is not None
         ]
-        self.fanout.put(rank(pending), fresh)
+        if not self.ack_after_listeners:
+            self._acknowledge(pending)
+            self.fanout.put(rank(pending), fresh)
+            return
+        acks = self._acks(pending)
+        self._free(pending)
+        self.fanout.put(rank(pending), fresh, functools.partial(_send_acks, acks))
 
     def _recover(self, flight: deque[_Batch]) -> bool:
         """A write in flight failed: wait for every answer, land the batches that committed
@@ -400,7 +423,12 @@ class Recorder:
 
     def _acknowledge(self, pending: list[Received]) -> None:
         """Acknowledge a committed batch, a lane's PUBACKs in one write, and free its bytes."""
-        freed: dict[ByteBudget, int] = {}
+        _send_acks(self._acks(pending))
+        self._free(pending)
+
+    @staticmethod
+    def _acks(pending: list[Received]) -> list[tuple[Lane, int, list[int]]]:
+        """(lane, its connection, message ids) of what of ``pending`` is to be acknowledged."""
         acks: dict[Lane, list[int]] = {}
         for item in pending:
             # an ack on a newer connection would name another message: skip it, the
@@ -410,9 +438,13 @@ class Recorder:
             mine = item.outcome is not Outcome.NOT_OWNER and not item.lane.revoked
             if item.qos > 0 and item.generation == item.lane.generation and mine:
                 acks.setdefault(item.lane, []).append(item.mid)
+        return [(lane, lane.generation, mids) for lane, mids in acks.items()]
+
+    @staticmethod
+    def _free(pending: list[Received]) -> None:
+        freed: dict[ByteBudget, int] = {}
+        for item in pending:
             freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
-        for lane, mids in acks.items():
-            ack_all(lane.client, mids)
         for budget, weight in freed.items():  # one wake-up a lane, not one a message
             budget.release(weight)
 
@@ -572,6 +604,7 @@ class Recorder:
             if b.with_batch:
                 b.written_before = [p.written for p in b.with_batch]
                 b.write = submit_write(self.telemetry, b.batches, b.prepared, urgent)
+                b.write.answer.add_done_callback(lambda _answer: self._wake.set())
         except Exception as exc:
             b.error = exc
         return b

@@ -4,24 +4,31 @@ In one process the SQLite writer thread waited ~40 % of its time for the interpr
 that the decoder, the rules and paho held. Here ``TelemetryWriter`` (dedup against the seq
 book, the readings' rows, the insert, ``latest``, the seq book, rollup merges and purges) runs
 in a child process with an interpreter of its own; the service's recorder thread keeps
-everything else (state store, acknowledgements, listeners) and waits on a socket meanwhile,
-without the lock.
+everything else (state store, acknowledgements, listeners).
 
-``StoreProcess`` is the main side: the same calls as ``TelemetryWriter`` (``TelemetryStore``),
-one request at a time on a socket pair (bounded: one commit in flight). A batch crosses as
-msgpack (msgspec, in C: ~1 µs a reading), encoded by the decoder thread (``prepare_rows``) while
-the writer waits for the commit before, and is decoded in the child into structs with the same
-attributes. A write returns only after the child's COMMIT, so the recorder still acknowledges
-only what is committed.
+``StoreProcess`` is the main side: the same calls as ``TelemetryWriter`` (``TelemetryStore``)
+and ``submit_write`` (``PipelinedStore``), requests on a socket pair answered in the child's
+order by a thread of this process (``_receive``), each on its own future. A write is found
+duplicates of and committed by the child in one turn (one round trip a commit), and the
+recorder keeps two commits with it (``recorder.IN_FLIGHT``), so the child commits one while
+the recorder acknowledges the other: the two processes overlap instead of taking turns. The
+child's reader thread takes requests off the socket as they come (bounded: CHILD_QUEUE) and
+queues events before telemetry writes not yet started. A batch crosses as msgpack (msgspec, in
+C: ~1 µs a reading), encoded by the decoder thread (``prepare_rows``), and is decoded in the
+child into structs with the same attributes. A write is answered only after the child's COMMIT,
+so the recorder still acknowledges only what is committed.
 
 Crashes:
-- the child dies (kill -9): its open transaction rolls back; the request in flight fails as
-  ``StoreDown`` (an OSError: transient, so the recorder retries, nothing is acknowledged); the
-  next request, or the supervisor thread within a second, starts a new child, which loads the
-  seq book from the file, so a batch it committed before dying is found stored on the retry;
-- the service dies: the child sees its parent gone (ppid) within 50 ms and exits; it may finish
-  the commit it is in, which nobody acknowledged, so the broker delivers it again and the next
-  child (which waits for the old one's file lock first) finds it stored.
+- the child dies (kill -9): its open transaction rolls back; every request in flight fails as
+  ``StoreDown`` (an OSError: transient, so the recorder retries, nothing is acknowledged); a
+  write the child had judged (``PendingWrite.judged``, sent before its COMMIT) may have
+  committed, which the retry tells apart; the next request, or the supervisor thread within a
+  second, starts a new child, which loads the seq book from the file, so a batch it committed
+  before dying is found stored on the retry;
+- the service dies: the child sees its socket close (or its parent gone, ppid, within 50 ms)
+  and exits; it may finish the commit it is in, which nobody acknowledged, so the broker
+  delivers it again and the next child (which waits for the old one's file lock first) finds it
+  stored.
 """
 
 from __future__ import annotations
@@ -217,8 +224,7 @@ class StoreProcess:
         answered (StoreDown: a write's outcome is unknown, see ``PendingWrite.judged``); the
         next request or the supervisor starts another."""
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            self._hang_up()
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.kill()
@@ -230,6 +236,22 @@ class StoreProcess:
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.error("ingest: the store process ended (exit %s); starting another", self.last_exit)
+
+    def _hang_up(self) -> None:
+        """Done with this child's socket (under ``_lock``). Its answers thread may be reading it:
+        the socket is shut down, which ends that read, and the thread closes it; closed here,
+        its descriptor could be handed to the next child's socket while that thread reads."""
+        assert self._conn is not None
+        if self._ready:
+            with contextlib.suppress(OSError):
+                dup = socket.socket(fileno=os.dup(self._conn.fileno()))
+                try:
+                    dup.shutdown(socket.SHUT_RDWR)
+                finally:
+                    dup.close()
+        else:  # no answers thread yet
+            self._conn.close()
+        self._conn = None
 
     def _restart(self) -> None:
         self._lost("restarted")
@@ -269,8 +291,9 @@ class StoreProcess:
                 rid, kind, *value = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError) as exc:
                 with self._lock:
-                    if self._conn is conn:  # not closed on purpose: the child died
+                    if self._conn is conn:  # not hung up on purpose: the child died
                         self._lost(repr(exc))
+                conn.close()
                 return
             if kind == "judged":  # the write's dedup verdict, sent before its COMMIT
                 with self._waiting_lock:
@@ -414,8 +437,7 @@ class StoreProcess:
                 answer.result(10)
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+                self._hang_up()
             if self._proc is not None:
                 try:
                     self._proc.wait(10)

@@ -58,6 +58,7 @@ def _gateway(broker: ManagedMosquitto, estate: str) -> mqtt.Client:
     c.username_pw_set(creds.username, creds.password)
     c.connect(creds.host, creds.port)
     c.loop_start()
+    wait_for(c.is_connected, what=f"{estate}'s gateway connected")
     return c
 
 
@@ -127,9 +128,9 @@ def _worker(database_url: str, victoriametrics: str, broker: ManagedMosquitto) -
 def test_what_a_dead_holder_committed_unacknowledged_reaches_the_next_ones_rules(
     mosquitto: ManagedMosquitto, database_url: str, victoriametrics: str
 ) -> None:
-    """Worker A commits three readings of partition 0 and dies before acknowledging them (so
-    before its rules had them: they get a commit's messages after its acknowledgement). Worker
-    B, the partition's next holder, gets them again from the broker (DUP), finds them in the
+    """Worker A commits three readings of partition 0 and loses it while its rules are still
+    on them (a worker acknowledges a commit once its rules have had it: so none is). Worker B,
+    the partition's next holder, gets them again from the broker (DUP), finds them in the
     dedup book, and gives them to its rules all the same; a gateway's own repeat later is a
     duplicate as ever."""
     state = StateStore.open(database_url)
@@ -140,14 +141,19 @@ def test_what_a_dead_holder_committed_unacknowledged_reaches_the_next_ones_rules
     b = _worker(database_url, victoriametrics, mosquitto)
     gw = _gateway(mosquitto, MINE)
     try:
-        # A dies between its commit and its acknowledgement: nothing is acknowledged
-        a.recorder._acknowledge = lambda pending: None  # type: ignore[method-assign]
+        rules = threading.Event()  # A's rules, busy until told
+
+        def busy_rules(deliveries: object) -> None:
+            rules.wait(20)
+
+        a.add_listener(busy_rules)
         a.open_partition(0)
         wait_for(lambda: a.subscribed_estates == [MINE], what="A subscribed")
         for seq in (1, 2, 3):
             _send(gw, MINE, seq)
         wait_for(lambda: a.stats.committed_messages == 3, what="A's commit")
-        a.close_partition(0, wait=True)
+        a.close_partition(0, wait=True)  # lost (dead, cut off) before its rules were done
+        rules.set()
         seen = SeqsSeen()
         b.add_listener(seen)
         b.open_partition(0)

@@ -32,6 +32,7 @@ from tests.support import run_env, waiter
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.cluster,  # several processes: in make cluster-test too
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
 ]
 
@@ -139,6 +140,8 @@ class Gateways:
             c.connect(creds.host, creds.port)
             c.loop_start()
             self.clients[e] = c
+        for e, c in self.clients.items():
+            wait_for(c.is_connected, 10, f"{e}'s gateway connected")
 
     def send(self, estate: str) -> None:
         seq = self.sent[estate] + 1
