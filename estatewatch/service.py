@@ -862,6 +862,9 @@ class Service:
             # each held partition's sessions: client id, connected, broker node, estates
             sessions = self.ingest.partition_sessions()
             body["partitions"]["sessions"] = {str(p): v for p, v in sessions.items()}
+            # held, sessions not open yet: the engine still adopting them (or retrying)
+            starting = set(body["partitions"]["held"]) - set(sessions)
+            body["partitions"]["starting"] = sorted(starting)
         return body
 
     def stop(self) -> None:

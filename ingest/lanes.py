@@ -475,7 +475,10 @@ class Lanes:
             client.subscribe([(f, 1) for f in service_subscriptions(self.root) if lane.wants(f)])
         else:
             # a session the broker lost has no subscriptions: make this lane's again
-            self.registry.reload_if_older(1.0)  # many partitions connect at once
+            try:
+                self.registry.reload_if_older(1.0)  # many partitions connect at once
+            except Exception as exc:  # not on this thread: paho's loop would end with it
+                log.warning("ingest: %s: estates not reloaded (%s); known ones", lane.name, exc)
             self._subscribe(lane, sorted(self._estates_for(lane)))
         lane.failover.connected()
         lane.connected.set()

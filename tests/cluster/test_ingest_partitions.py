@@ -107,6 +107,7 @@ def test_ingest_workers_claim_share_and_hand_over_partitions(
                 assert sessions["session_id"] == f"estatewatch-p{p}"
                 assert sessions["estates"] == []
             wait(functools.partial(_sessions_connected, svc.url), what=f"{name}'s sessions up")
+            assert httpx.get(f"{svc.url}/healthz").json()["partitions"]["starting"] == []
             metrics = httpx.get(
                 f"{svc.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
             ).text
