@@ -48,7 +48,9 @@ test: $(STAMP)
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-# The clustered-broker tests alone (also in make test): 3 NATS nodes, a node killed under load.
+# The multi-node tests alone (also in make test): 3 NATS nodes, a node killed under load; the
+# whole region on network namespaces (broker, PostgreSQL, VictoriaMetrics, 3 ingest workers,
+# 2 API nodes, gateways; kill -9, a cut cable, restarts; ~1 min; root, as .ci/run).
 cluster-test: $(STAMP)
 	$(PY) -m pytest -q -p no:randomly -m cluster tests/cluster
 

@@ -293,5 +293,9 @@ def lease_engine(url: str, ttl_ms: int = LEASE_TTL_MS) -> sa.Engine:
             "keepalives_idle": 1,
             "keepalives_interval": 1,
             "keepalives_count": limit_s,
+            # the server's side too: a round cut off mid-transaction would hold its lease rows
+            # (FOR UPDATE) until the server's keepalive gives up, hours later, and the others
+            # claim with SKIP LOCKED (tests/cluster/test_netns_lease_cut.py)
+            "options": f"-c idle_in_transaction_session_timeout={limit_s * 1000}",
         },
     )

@@ -60,7 +60,16 @@ def netns_postgres(network: Network) -> Iterator[str]:
         "port": "5432",
         "unix_socket_directories": str(folder),
         "fsync": "off",
-        "max_connections": "60",
+        "max_connections": "100",
+        # a client whose host is cut off is dropped within ~3 s, whatever its session was
+        # doing: its open transaction (a fenced commit holding lease rows FOR SHARE, a
+        # statement waiting for the rest of its parameters) would otherwise hold its locks
+        # until the kernel's keepalive gives up, two hours later, and the other workers,
+        # claiming with SKIP LOCKED, would never take those partitions (docs/deploy.md)
+        "tcp_keepalives_idle": "1",
+        "tcp_keepalives_interval": "1",
+        "tcp_keepalives_count": "2",
+        "tcp_user_timeout": "2000",
     }
     flags = [a for k, v in settings.items() for a in ("-c", f"{k}={v}")]
     log = (folder / "postgres.log").open("w")
