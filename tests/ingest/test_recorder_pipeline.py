@@ -93,8 +93,13 @@ def test_pipelined_commits_find_what_the_stores_refuse_and_keep_the_order(
     assert set(now.latest("e1")) == {"h-1", "h-2", "h-3"}
     assert set(now.latest("e3")) == {"h-3", "h-4"}
     assert now.latest("e2") == {}
-    # every stored message once, batch by batch in the order committed
-    assert seen == ["e1:1", "e1:2", "e1:3", "e3:1", "e3:2"]
+    # every stored message once, each estate's in the order sent; across estates the order is
+    # the order committed, which depends on whether the batch after a refused one was already
+    # with the store process when the refusal came back (the refused one is stored again after)
+    assert sorted(seen) == ["e1:1", "e1:2", "e1:3", "e3:1", "e3:2"]
+    for estate in ("e1", "e3"):
+        mine = [s for s in seen if s.startswith(estate)]
+        assert mine == sorted(mine)
     stats = ingest.stats
     assert (stats.readings, stats.duplicates, stats.poison_messages) == (5, 1, 2)
     assert stats.commit_failures >= 2 and stats.failing_since is None
