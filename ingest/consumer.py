@@ -24,22 +24,16 @@ from typing import Any, TypeVar
 import paho.mqtt.client as mqtt
 from prometheus_client import Histogram
 
+from ingest.commit_failures import STORE_REFUSED, is_transient
 from ingest.decoder import INCIDENT_BATCH_READINGS, INCIDENT_S, Decoder
 from ingest.fanout import LISTEN_READINGS, CommitListener, Fanout
 from ingest.handoff import ByteBudget, Handoff
 from ingest.lanes import GatewayRegistry, Lane, Lanes, PartitionSessions, Received, ack_all
-from ingest.recorder import (
-    STORE_REFUSED,
-    ApplyRollupTask,
-    CallTask,
-    PurgeTask,
-    Recorder,
-    RecorderTask,
-    is_transient,
-)
+from ingest.recorder import Recorder
+from ingest.recorder_tasks import ApplyRollupTask, CallTask, PurgeTask, RecorderTask
 from ingest.state import StateStore
 from ingest.stats import IngestStats
-from ingest.telemetry import TelemetryStore
+from ingest.telemetry_store import TelemetryStore
 from protocol.catalog import Catalog
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint

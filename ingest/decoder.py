@@ -15,7 +15,7 @@ from ingest.handoff import Handoff
 from ingest.lanes import GatewayRegistry, Lanes, Received
 from ingest.model import DeadLetter
 from ingest.pipeline import Delivery, judge
-from ingest.telemetry import TelemetryStore
+from ingest.telemetry_store import TelemetryStore
 from protocol.catalog import Catalog
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from ingest.pipeline import Delivery
 from ingest.shards import estate_subscriptions, shard_of
 from ingest.state import StateStore
 from ingest.stats import IngestStats
-from ingest.telemetry import PreparedRows
+from ingest.telemetry_store import PreparedRows
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from protocol.failover import Failover, hop

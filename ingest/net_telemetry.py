@@ -42,7 +42,7 @@ from ingest.model import ChartQuery, EstateBatch, Fence
 from ingest.retention import RollupPlan
 from ingest.schema import create_engine, migrate_schema, version_table
 from ingest.seqs import GatewaySeqs, Verdict, load_missing, missing_count
-from ingest.telemetry import PreparedRows, RawSink, WriteResult
+from ingest.telemetry_store import PreparedRows, RawSink, WriteResult
 from protocol.clock import now_ms
 from protocol.messages import Value
 

@@ -21,159 +21,42 @@ the dropped ones to the partition's next owner.
 
 from __future__ import annotations
 
-import abc
 import functools
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from prometheus_client import Histogram
 
+from ingest.acks import acknowledge, acks_due, drop_fenced, drop_revoked, free, send_acks
+from ingest.commit_batch import CommitBatch, count_commit, count_written
+from ingest.commit_failures import STORE_REFUSED, is_transient, shorten
 from ingest.decoder import rank
 from ingest.fanout import Fanout
-from ingest.handoff import ByteBudget, Handoff
-from ingest.lanes import Lane, Outcome, Received, ack_all
-from ingest.model import DeadLetter, EstateBatch, NotOwner
+from ingest.handoff import Handoff
+from ingest.lanes import Outcome, Received
+from ingest.model import DeadLetter, NotOwner
 from ingest.pipeline import Delivery
-from ingest.retention import RollupPlan
+from ingest.recorder_tasks import RecorderTask
 from ingest.state import StateStore
 from ingest.stats import IngestStats
-from ingest.telemetry import PendingWrite, PreparedRows, TelemetryStore, WriteResult, submit_write
-from protocol.clock import now_ms
+from ingest.telemetry_store import TelemetryStore, WriteResult, submit_write
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# The reason of a message dead-lettered because the store refused it (not the decoder).
-STORE_REFUSED = "store_refused"
-
-# Statuses of a store's HTTP API (InfluxDB) that blame the data, not the store.
-_DATA_STATUSES = frozenset({400, 413, 422})
 
 _dev = attrgetter("dev")  # a reading's or an event's device
 
 # Telemetry commits in flight at once: the store process commits one while the recorder
 # acknowledges the one before and prepares the next (events go beside them, see Recorder.run).
 IN_FLIGHT = 2
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when a commit failed because of the store itself (locked, unreachable, full, a
-    server error): the same batch may go through later, so it is retried, never dead-lettered.
-    False blames the data: an integer SQLite cannot hold, a value that cannot be encoded, a
-    constraint, a point InfluxDB refuses as bad (400/413/422)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, sa.exc.DBAPIError):  # SQLAlchemy's wrapper of a driver's error
-            if e.connection_invalidated:
-                return True
-            if isinstance(e.orig, sqlite3.Error):
-                e = e.orig  # judged below: SQLite's InterfaceError is a value it cannot bind
-                continue
-            # PostgreSQL: a lost or refused connection, a server shutting down
-            return isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError)
-        verdict = getattr(e, "transient", None)  # the store process's own verdict
-        if type(verdict) is bool:
-            return verdict
-        if isinstance(e, sqlite3.OperationalError | OSError):
-            return True  # locked, busy, read-only, disk full or I/O; OSError: the network
-        status = getattr(e, "status", None)
-        if type(status) is int and 400 <= status < 600:  # an HTTP store (InfluxDB)
-            return status not in _DATA_STATUSES
-        if type(e).__module__.split(".")[0] == "urllib3":
-            return True  # connection refused, timeouts, retries used up
-        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
-    return False
-
-
-def _send_acks(acks: list[tuple[Lane, int, list[int]]]) -> None:
-    """PUBACKs, a lane's in one write; none on a connection newer than the messages' (they
-    named other messages there) or of a partition lost meanwhile."""
-    for lane, generation, mids in acks:
-        if lane.generation == generation and not lane.revoked:
-            ack_all(lane.client, mids)
-
-
-def shorten(exc: BaseException, limit: int = 300) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --- tasks: what else runs on the recorder's thread, between two commits ---------------------
-class RecorderTask(abc.ABC, Generic[T]):
-    """A piece of work for the recorder's thread (a write: SQLite has one writer); its answer
-    goes to the caller's Future."""
-
-    @abc.abstractmethod
-    def run(self, recorder: Recorder) -> T: ...
-
-
-@dataclass(frozen=True)
-class ApplyRollupTask(RecorderTask[int]):
-    """Merge a fold the scheduler prepared on its own read-only connection; raw rows covered."""
-
-    plan: RollupPlan
-
-    def run(self, recorder: Recorder) -> int:
-        return recorder.telemetry.apply_rollup(self.plan)
-
-
-@dataclass(frozen=True)
-class PurgeTask(RecorderTask[int]):
-    """Delete telemetry past retention; raw rows deleted."""
-
-    raw_before_ms: int
-    minute_rollups_before_ms: int
-
-    def run(self, recorder: Recorder) -> int:
-        return recorder.telemetry.purge(self.raw_before_ms, self.minute_rollups_before_ms)
-
-
-@dataclass(frozen=True)
-class CallTask(RecorderTask[T]):
-    """A one-off callable (tests holding the thread, a tool's one-time write); the service's
-    own upkeep has a task type of its own."""
-
-    fn: Callable[[], T]
-
-    def run(self, recorder: Recorder) -> T:
-        return self.fn()
-
-
-@dataclass
-class _Batch:
-    """One store call's messages, as the steps of ``Recorder._store`` see them."""
-
-    items: list[Received]
-    with_batch: list[Received] = field(default_factory=list)  # those carrying readings/events
-    batches: list[EstateBatch] = field(default_factory=list)  # theirs, index for index
-    prepared: list[PreparedRows | None] = field(default_factory=list)  # ditto
-    duplicates: set[int] = field(default_factory=set)  # indexes into batches, when asked first
-    started: float = field(default_factory=time.perf_counter)
-    urgent: bool = False  # events
-    write: PendingWrite | None = None  # its telemetry write, once handed to the store
-    written_before: list[bool] = field(default_factory=list)  # with_batch's, before the write
-    error: Exception | None = None  # a step before the write failed
-
-    def answered(self) -> bool:
-        return self.error is not None or self.write is None or self.write.answer.done()
-
-    def failure(self) -> BaseException | None:
-        if self.error is not None:
-            return self.error
-        return self.write.answer.exception() if self.write is not None else None
 
 
 @dataclass(eq=False)
@@ -263,7 +146,7 @@ class Recorder:
         the next), plus any events, which never wait for a telemetry slot. Each batch is
         acknowledged and handed to the listeners when its own commit is answered, telemetry
         in order; a failed one sends everything in flight the serial way (``_recover``)."""
-        flight: deque[_Batch] = deque()
+        flight: deque[CommitBatch] = deque()
         self.handoff.waker = self._wake
         while True:
             if not self._land_answered(flight):
@@ -275,7 +158,7 @@ class Recorder:
                 continue
             if sum(not b.urgent for b in flight) >= IN_FLIGHT:
                 for events in self.handoff.take_events():
-                    if events := self._drop_revoked(events):
+                    if events := drop_revoked(events):
                         flight.append(self._begin(events, urgent=True))
                 self._wait_answer(flight)
                 continue
@@ -296,22 +179,11 @@ class Recorder:
                 self.telemetry.flush_latest_if_due()
                 self.fanout.end()
                 return
-            pending = self._drop_revoked(pending)
+            pending = drop_revoked(pending)
             if pending:
                 flight.append(self._begin(pending, urgent=where == Handoff.EVENTS))
 
-    def _drop_revoked(self, pending: list[Received]) -> list[Received]:
-        """Messages of a partition lost while they waited (their session ``revoked``) are
-        dropped before the store: not stored, not acknowledged, their bytes freed; the rest."""
-        dropped = [p for p in pending if p.lane.revoked]
-        if not dropped:
-            return pending
-        for p in dropped:
-            p.outcome = Outcome.NOT_OWNER
-        self._acknowledge(dropped)  # acknowledges none of them: frees their bytes
-        return [p for p in pending if p.outcome is None]
-
-    def _wait_answer(self, flight: deque[_Batch]) -> None:
+    def _wait_answer(self, flight: deque[CommitBatch]) -> None:
         """Until a batch in flight can land or the hand-off is given one (events go out while
         telemetry commits): one event for both, no polling, which woke this thread (and took
         the interpreter lock from the decoder and the rules) 200 times a second."""
@@ -320,7 +192,7 @@ class Recorder:
         self._wake.wait(0.05)  # the timeout only bounds a wake-up missed by a bug
         self._wake.clear()  # the caller looks at everything again before waiting again
 
-    def _land_answered(self, flight: deque[_Batch]) -> bool:
+    def _land_answered(self, flight: deque[CommitBatch]) -> bool:
         """Acknowledge and pass on the batches whose commits are answered: events whenever
         theirs is, telemetry in the order sent. A failure: ``_recover``. False when the
         recorder gave up (stopping while the store fails)."""
@@ -335,7 +207,7 @@ class Recorder:
             return self._recover(flight)
         return True
 
-    def _land(self, b: _Batch) -> bool:
+    def _land(self, b: CommitBatch) -> bool:
         """A batch whose write committed: its results, statuses, acknowledgement, listeners.
         False when storing a status failed (kept as the batch's ``error``: ``_recover``)."""
         # (outcomes set: a retry of this landing, the write's results already counted)
@@ -346,7 +218,7 @@ class Recorder:
         except Exception as exc:
             b.error = exc
             return False
-        self._count_commit(b.items, b.started)
+        count_commit(b.items, b.started, self.stats, self.commit_seconds)
         self.stats.failing_since = None
         self._done(b.items)
         return True
@@ -360,11 +232,11 @@ class Recorder:
             self._acknowledge(pending)
             self.fanout.put(rank(pending), fresh)
             return
-        acks = self._acks(pending)
-        self._free(pending)
-        self.fanout.put(rank(pending), fresh, functools.partial(_send_acks, acks))
+        acks = acks_due(pending)
+        free(pending)
+        self.fanout.put(rank(pending), fresh, functools.partial(send_acks, acks))
 
-    def _recover(self, flight: deque[_Batch]) -> bool:
+    def _recover(self, flight: deque[CommitBatch]) -> bool:
         """A write in flight failed: wait for every answer, land the batches that committed
         (they are committed, so first), then store the failed ones one after another the
         serial way: retried while the store fails, split down to the message at fault when
@@ -372,14 +244,14 @@ class Recorder:
         ``outcome``, ``written``), so only the rest is redone."""
         while not all(b.answered() for b in flight):
             wait([b.write.answer for b in flight if b.write is not None], timeout=0.05)
-        failed: list[_Batch] = []
+        failed: list[CommitBatch] = []
         for b in flight:
             if b.failure() is None and self._land(b):
                 continue
             exc = b.failure()
             assert exc is not None
             if isinstance(exc, NotOwner):  # no failure: the serial way drops those estates
-                self._mark_written(b)
+                b.mark_written()
             else:
                 self._failed(b, exc)
             failed.append(b)
@@ -397,7 +269,7 @@ class Recorder:
             self._done(b.items)
         return True
 
-    def _failed(self, b: _Batch, exc: BaseException) -> None:
+    def _failed(self, b: CommitBatch, exc: BaseException) -> None:
         """Count a pipelined commit's failure, and mark what its write may have committed."""
         st = self.stats
         st.commit_failures += 1
@@ -409,44 +281,11 @@ class Recorder:
             len(b.items),
             st.last_error,
         )
-        self._mark_written(b)
-
-    @staticmethod
-    def _mark_written(b: _Batch) -> None:
-        """After a failed write: if its outcome is unknown (the store process died, perhaps
-        after its COMMIT), the messages it judged new may be committed; ``written`` tells the
-        retry that finds them stored that they are this batch's, not the broker's repeats."""
-        judged = b.write.judged if b.write is not None else None
-        if judged is not None:
-            for i, p in enumerate(b.with_batch):
-                p.written = p.written or i not in judged
+        b.mark_written()
 
     def _acknowledge(self, pending: list[Received]) -> None:
         """Acknowledge a committed batch, a lane's PUBACKs in one write, and free its bytes."""
-        _send_acks(self._acks(pending))
-        self._free(pending)
-
-    @staticmethod
-    def _acks(pending: list[Received]) -> list[tuple[Lane, int, list[int]]]:
-        """(lane, its connection, message ids) of what of ``pending`` is to be acknowledged."""
-        acks: dict[Lane, list[int]] = {}
-        for item in pending:
-            # an ack on a newer connection would name another message: skip it, the
-            # broker redelivers and the seq book drops the repeat
-            # (QoS 1 at most: the subscriptions are QoS 1, so the broker sends no QoS 2);
-            # nor is one of a partition no longer ours acknowledged (its session is closed)
-            mine = item.outcome is not Outcome.NOT_OWNER and not item.lane.revoked
-            if item.qos > 0 and item.generation == item.lane.generation and mine:
-                acks.setdefault(item.lane, []).append(item.mid)
-        return [(lane, lane.generation, mids) for lane, mids in acks.items()]
-
-    @staticmethod
-    def _free(pending: list[Received]) -> None:
-        freed: dict[ByteBudget, int] = {}
-        for item in pending:
-            freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
-        for budget, weight in freed.items():  # one wake-up a lane, not one a message
-            budget.release(weight)
+        acknowledge(pending)
 
     def _abandon(self, pending: list[Received]) -> None:
         """Stopping while the store fails: leave the batch unacknowledged (the broker delivers
@@ -457,11 +296,7 @@ class Recorder:
             sum(p.outcome is None for p in pending),
         )
         self.abandoned.set()
-        freed: dict[ByteBudget, int] = {}
-        for item in pending:
-            freed[item.lane.budget] = freed.get(item.lane.budget, 0) + item.weight
-        for budget, weight in freed.items():
-            budget.release(weight)
+        free(pending)
         self.fanout.end()
 
     # --- one commit --------------------------------------------------------------------------
@@ -521,14 +356,7 @@ class Recorder:
         Nothing of it was written (it rolled back), so their messages are dropped (not
         acknowledged: the partition's next owner gets them from the broker) and the rest
         is stored without them."""
-        for p, was in zip(items, written, strict=True):
-            p.written = was  # rolled back: that write never happened
-        dropped = 0
-        for p in items:
-            d = p.delivery
-            if p.outcome is None and d is not None and d.estate in exc.estates:
-                p.outcome = Outcome.NOT_OWNER
-                dropped += 1
+        dropped = drop_fenced(items, written, exc)
         if not dropped:  # no message of those estates here: not ours to drop, so retry
             self.stats.last_error = shorten(exc)
             log.warning("ingest: commit fenced for estates not in it (%s); retrying", exc)
@@ -581,18 +409,18 @@ class Recorder:
             try:
                 result = b.write.answer.result()
             except Exception:
-                self._mark_written(b)
+                b.mark_written()
                 raise
             self._written(b, result)
         self._store_statuses(items)
-        self._count_commit(items, b.started)
+        count_commit(items, b.started, self.stats, self.commit_seconds)
 
-    def _begin(self, items: list[Received], urgent: bool = False) -> _Batch:
+    def _begin(self, items: list[Received], urgent: bool = False) -> CommitBatch:
         """The steps before a batch's telemetry commit (dead letters, devices), then the write
         handed to the store, which finds duplicates in the write's own transaction and answers
         once committed (at once; the store process later). A failure before the write is kept
         on the batch (``error``) for the serial way."""
-        b = self._gather(items)
+        b = CommitBatch.gather(items)
         b.urgent = urgent
         try:
             if any(p.delivery and p.delivery.dead_letters and not p.lettered for p in b.with_batch):
@@ -609,17 +437,7 @@ class Recorder:
             b.error = exc
         return b
 
-    @staticmethod
-    def _gather(items: list[Received]) -> _Batch:
-        b = _Batch(items)
-        for p in items:
-            if p.delivery is not None and p.delivery.batch is not None:
-                b.with_batch.append(p)
-                b.batches.append(p.delivery.batch)
-                b.prepared.append(p.rows)
-        return b
-
-    def _store_dead_letters(self, b: _Batch) -> None:
+    def _store_dead_letters(self, b: CommitBatch) -> None:
         """A redelivered message's bad items were dead-lettered the first time. Dead letters
         go first: a crash before the readings commit repeats them (at least once), while the
         readings themselves are stored exactly once."""
@@ -634,7 +452,7 @@ class Recorder:
                 for letter in letters:
                     self.stats.dead_letters[letter.reason] += 1
 
-    def _register_devices(self, b: _Batch) -> None:
+    def _register_devices(self, b: CommitBatch) -> None:
         """Devices before their readings: one registered for readings that then fail is
         harmless (it exists), while one missed after they commit would wait for its next."""
         new: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
@@ -658,28 +476,10 @@ class Recorder:
         for estate, device in new:
             self._known_devices.setdefault(estate, set()).add(device)
 
-    def _written(self, b: _Batch, result: WriteResult) -> None:
-        """What the commit of readings, events and seqs made of each message."""
-        # committed by a write whose answer was lost (its process died): stored, and the
-        # listeners get it; a message repeated by the broker is a duplicate
-        # (or committed by the session's previous holder, which never gave it to its rules)
-        recovered = {
-            i for i in result.duplicates if b.written_before[i] or b.with_batch[i].redelivered
-        }
-        for i, p in enumerate(b.with_batch):
-            dup = i in result.duplicates and i not in recovered
-            p.outcome = Outcome.DUPLICATE if dup else Outcome.STORED
-        s = self.stats
-        s.committed_messages += len(b.with_batch)
-        s.readings += result.readings + sum(len(b.batches[i].readings) for i in recovered)
-        s.events += result.events + sum(len(b.batches[i].events) for i in recovered)
-        s.duplicates += len(result.duplicates) - len(recovered)
-        for batch in b.batches:
-            if batch.readings and (
-                s.newest_reading_ts is None or batch.readings[-1].ts > s.newest_reading_ts
-            ):
-                s.newest_reading_ts = batch.readings[-1].ts
-        s.gateway_lost = self.telemetry.gateway_lost()
+    def _written(self, b: CommitBatch, result: WriteResult) -> None:
+        """What the commit made of each message (``count_written``); the seq book's gaps."""
+        count_written(b, result, self.stats)
+        self.stats.gateway_lost = self.telemetry.gateway_lost()
 
     def _store_statuses(self, items: list[Received]) -> None:
         """Gateway statuses, one at a time (a retry skips those done); command acks logged."""
@@ -716,19 +516,3 @@ class Recorder:
             gs.buffered,
             dropped if isinstance(dropped, int) and not isinstance(dropped, bool) else None,
         )
-
-    def _count_commit(self, items: list[Received], started: float) -> None:
-        s = self.stats
-        s.commits += 1
-        s.last_commit_ms = now_ms()
-        s.last_commit_duration_s = time.perf_counter() - started
-        if self.commit_seconds is not None:
-            self.commit_seconds.observe(s.last_commit_duration_s)
-        seen: dict[tuple[str, str], int] = {}
-        for p in items:
-            d = p.delivery
-            if d and d.estate and d.gateway and (d.batch is not None or d.status is not None):
-                seen[(d.estate, d.gateway)] = d.received_ms
-        with s.lock:
-            s.samples.append((time.monotonic(), s.committed_messages, s.readings))
-            s.gateway_last_seen.update(seen)

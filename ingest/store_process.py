@@ -58,13 +58,12 @@ import msgspec
 
 from ingest.model import EstateBatch
 from ingest.retention import RollupPlan
-from ingest.telemetry import (
-    FoldReader,
+from ingest.telemetry import FoldReader, TelemetryWriter
+from ingest.telemetry_store import (
     PendingWrite,
     PreparedRows,
     RawSink,
     TelemetryStore,
-    TelemetryWriter,
     WriteResult,
 )
 
@@ -78,7 +77,7 @@ CHILD_QUEUE = 8
 
 
 class StoreDown(OSError):
-    """The store process died or could not be started: transient (``recorder.is_transient``
+    """The store process died or could not be started: transient (``commit_failures.is_transient``
     treats every OSError so), the batch is retried and nothing is acknowledged meanwhile."""
 
 
@@ -565,7 +564,7 @@ def serve(conn: Connection, path: Path, latest_interval_s: float, parent: int) -
             return  # nothing of this write was committed, and nobody waits for it
         except Exception as exc:
             # the parent's verdicts, imported only when needed (the child starts sooner)
-            from ingest.recorder import is_transient, shorten
+            from ingest.commit_failures import is_transient, shorten
 
             log.warning("store process: %s failed: %s", op, shorten(exc))
             answer = (rid, "err", shorten(exc), is_transient(exc))

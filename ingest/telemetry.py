@@ -17,10 +17,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any
 
 import orjson
 
@@ -30,8 +28,19 @@ from ingest.retention import RollupPlan
 from ingest.rollup import MINUTE_MS
 from ingest.seqs import GatewaySeqs, SeqBook, Verdict, load_missing
 
-# The read side (and how the file is opened), re-exported: it lives in a module of its own.
+# Re-exported, from modules of their own: the read side (and how the file is opened), and
+# what a telemetry store is (the calls, their values, a pipelined write).
 from ingest.telemetry_reader import RawSource, TelemetryReader, connect
+from ingest.telemetry_schema import migrate
+from ingest.telemetry_store import (
+    PendingWrite,
+    PipelinedStore,
+    PreparedRows,
+    RawSink,
+    TelemetryStore,
+    WriteResult,
+    submit_write,
+)
 from protocol.clock import now_ms
 
 __all__ = [
@@ -50,54 +59,6 @@ __all__ = [
     "now_ms",
     "submit_write",
 ]
-
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_ms INTEGER);
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    estate TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL,
-    UNIQUE (estate, device, metric)
-);
--- Append-only, no index: rows arrive roughly in time order and an index would cost ~12x.
-CREATE TABLE IF NOT EXISTS readings (
-    ts INTEGER NOT NULL, series INTEGER NOT NULL, num REAL, txt TEXT
-);
-CREATE TABLE IF NOT EXISTS latest (
-    series INTEGER PRIMARY KEY, ts INTEGER NOT NULL, num REAL, txt TEXT
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    ts INTEGER NOT NULL, estate TEXT NOT NULL, gateway TEXT NOT NULL,
-    device TEXT NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS message_seqs (
-    estate TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL,
-    committed_ms INTEGER NOT NULL,
-    PRIMARY KEY (estate, gateway, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gateway_seqs (
-    estate TEXT NOT NULL, gateway TEXT NOT NULL, max_seq INTEGER NOT NULL,
-    missing TEXT NOT NULL, untracked_lost INTEGER NOT NULL, duplicates INTEGER NOT NULL,
-    PRIMARY KEY (estate, gateway)
-) WITHOUT ROWID;
--- The first readings rowid committed in each wall-clock minute: maps time to rowid ranges.
-CREATE TABLE IF NOT EXISTS commit_marks (minute INTEGER PRIMARY KEY, first_rowid INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS rollup_1m (
-    series INTEGER NOT NULL, bucket INTEGER NOT NULL, min REAL, max REAL, sum REAL,
-    count INTEGER, last_ts INTEGER, last REAL, PRIMARY KEY (series, bucket)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_1h (
-    series INTEGER NOT NULL, bucket INTEGER NOT NULL, min REAL, max REAL, sum REAL,
-    count INTEGER, last_ts INTEGER, last REAL, PRIMARY KEY (series, bucket)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-# Later schema versions: version -> SQL run on a database at version - 1. Tables that are only
-# added are created by _SCHEMA (IF NOT EXISTS), so version 2 needs nothing more.
-MIGRATIONS: dict[int, str] = {2: ""}
 
 
 def _insert_json(conn: sqlite3.Connection, table: str, columns: str, rows: list[Any]) -> None:
@@ -125,28 +86,6 @@ def _insert_json_arrays(
     )
 
 
-class PreparedRows(NamedTuple):
-    """A batch's readings as the JSON rows of ``readings``, encoded ahead of its commit."""
-
-    json: bytes
-    values: int
-    epoch: int = 0  # TelemetryWriter.series_epoch when the series ids were looked up
-
-
-@dataclass
-class WriteResult:
-    values: int = 0  # metric values appended
-    readings: int = 0
-    events: int = 0
-    duplicates: set[int] = field(default_factory=set)  # indexes of batches already stored
-
-
-class RawSink(Protocol):
-    """Where raw readings go instead of the local ``readings`` table (InfluxDB)."""
-
-    def write(self, batches: Sequence[EstateBatch]) -> int: ...
-
-
 class FoldReader:
     """The read-only connection rollups are aggregated on, opened when first needed, on any
     thread: in WAL mode reading never blocks the writer."""
@@ -171,75 +110,6 @@ class FoldReader:
                 self._conn = None
 
 
-class TelemetryStore(Protocol):
-    """What ingest's decoder, recorder and the service's upkeep call on the telemetry writer:
-    ``TelemetryWriter`` in this process, or ``store_process.StoreProcess`` in a child."""
-
-    def prepare_rows(self, batch: EstateBatch) -> PreparedRows | None: ...
-    def find_duplicates(self, batches: Sequence[EstateBatch]) -> set[int]: ...
-    def write(
-        self,
-        batches: Sequence[EstateBatch],
-        duplicates: set[int] | None = None,
-        prepared: Sequence[PreparedRows | None] | None = None,
-    ) -> WriteResult: ...
-    def gateway_lost(self) -> dict[tuple[str, str], int]: ...
-    def flush_latest_if_due(self) -> None: ...
-    def apply_rollup(self, plan: RollupPlan) -> int: ...
-    def purge(self, raw_before_ms: int, minute_rollups_before_ms: int) -> int: ...
-    def prepare_rollup(
-        self, max_rows: int = 1_000_000, conn: sqlite3.Connection | None = None
-    ) -> RollupPlan | None: ...
-    def close(self) -> None: ...
-
-
-@dataclass(eq=False)
-class PendingWrite:
-    """One commit's write handed to a telemetry store; its answer may come later (the store
-    process answers while the recorder prepares the next commit)."""
-
-    answer: Future[WriteResult] = field(default_factory=Future)
-    # The store's dedup verdict (indexes of duplicate batches) once it has judged, before its
-    # COMMIT; None while unknown or when the write is known to have rolled back. After a
-    # failure whose outcome is unknown (the store process died), the batches judged new may
-    # have been committed by this write: a retry that finds them stored counts them as its.
-    judged: set[int] | None = None
-
-
-@runtime_checkable
-class PipelinedStore(Protocol):
-    """A telemetry store that takes a write and answers later, finding duplicates inside the
-    write's own transaction (one round trip a commit): ``store_process.StoreProcess``."""
-
-    def submit_write(
-        self,
-        batches: Sequence[EstateBatch],
-        prepared: Sequence[PreparedRows | None] | None,
-        urgent: bool = False,
-    ) -> PendingWrite: ...
-
-
-def submit_write(
-    store: TelemetryStore,
-    batches: Sequence[EstateBatch],
-    prepared: Sequence[PreparedRows | None] | None,
-    urgent: bool = False,
-) -> PendingWrite:
-    """One commit's write, de-duplicated in its transaction. A ``PipelinedStore`` answers
-    later (``urgent``: events, which go before telemetry writes still waiting); any other
-    ``TelemetryStore`` (the writer in this process, a networked one) is asked
-    ``find_duplicates`` and then ``write`` now, and the answer is ready on return."""
-    if isinstance(store, PipelinedStore):
-        return store.submit_write(batches, prepared, urgent)
-    pending = PendingWrite()
-    try:
-        pending.judged = store.find_duplicates(batches)
-        pending.answer.set_result(store.write(batches, pending.judged, prepared))
-    except Exception as exc:
-        pending.answer.set_exception(exc)
-    return pending
-
-
 class TelemetryWriter:
     """The single writer. Not thread-safe by design: one thread owns it; only
     ``prepare_rollup`` (reads, on a connection of its own) may run on another."""
@@ -253,7 +123,7 @@ class TelemetryWriter:
         self.latest_interval_s = latest_interval_s
         self.conn = connect(path)
         self._folds = FoldReader(path)  # prepare_rollup's
-        self._migrate()
+        migrate(self.conn, path)
         self._latest_flushed = 0.0
         self._unfolded = False
         # The newest row of each series appended since the last fold, while every row is made
@@ -283,27 +153,6 @@ class TelemetryWriter:
     def gateway_lost(self) -> dict[tuple[str, str], int]:
         """Messages lost per gateway (gaps in its seqs), as the seq book says."""
         return {k: g.lost for k, g in self.seqs.gateways.items()}
-
-    def _migrate(self) -> None:
-        with self.conn:
-            self.conn.executescript(_SCHEMA)
-            found = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-            if found is None:
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, now_ms())
-                )
-                return
-            if found > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} is at schema version {found}, newer than this "
-                    f"program's {SCHEMA_VERSION}: upgrade estatewatch"
-                )
-            for version in range(found + 1, SCHEMA_VERSION + 1):
-                if MIGRATIONS[version]:
-                    self.conn.executescript(MIGRATIONS[version])
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO schema_version VALUES (?, ?)", (version, now_ms())
-                )
 
     def _series_id(self, estate: str, device: str, metric: str) -> int:
         key = (estate, device, metric)

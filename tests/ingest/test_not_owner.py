@@ -91,7 +91,7 @@ def test_a_fenced_estate_is_dropped_unacknowledged_and_the_rest_committed(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     acked: list[Sequence[int]] = []
-    monkeypatch.setattr("ingest.recorder.ack_all", lambda client, mids: acked.append(list(mids)))
+    monkeypatch.setattr("ingest.acks.ack_all", lambda client, mids: acked.append(list(mids)))
     world.leases.lost = {"e2"}  # e2's partition went to another worker meanwhile
     pending = [world.item("e1", 1), world.item("e2", 1), world.item("e3", 1), world.item("e2", 2)]
     recorder = world.ingest.recorder
@@ -130,7 +130,7 @@ def test_the_recorder_thread_drops_lost_estates_and_passes_on_the_rest(
     """The same through the recorder's own thread (batches handed over at once, so commits
     may overlap): what goes to the listeners and what is acknowledged."""
     acked: list[int] = []
-    monkeypatch.setattr("ingest.recorder.ack_all", lambda client, mids: acked.extend(mids))
+    monkeypatch.setattr("ingest.acks.ack_all", lambda client, mids: acked.extend(mids))
     seen: list[str] = []
     world.ingest.add_listener(lambda ds: seen.extend(f"{d.estate}:{d.seq}" for d in ds))
     world.leases.lost = {"e2"}
