@@ -51,6 +51,7 @@ from protocol.messages import Reading
 from tests.support import run_env
 
 MINUTE = 60_000
+TOKEN = "test-admin-token-0123456789"
 NOW = 1_796_000_000_000  # a fixed data time (2026-12), so every window below is known
 REAL = pytest.mark.skipif(
     not os.environ.get("INFLUXDB_URL"),
@@ -333,10 +334,43 @@ def test_cluster_mode_accepts_influxdb() -> None:
         load_settings(None, {**env, "ESTATEWATCH_TIMESERIES": "sqlite"})
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_api_node_in_cluster_mode_reads_charts_through_flux(
+    database_url: str, mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    """`run --role api` with partitions and timeseries = "influxdb" reads charts through Flux:
+    with the InfluxDB down, /healthz says so and a chart is a 503 that says what to check,
+    never an empty chart; "now" still comes from PostgreSQL."""
+    cluster = {
+        "ESTATEWATCH_DATABASE_URL": database_url,
+        "ESTATEWATCH_PARTITIONS": "4",
+        "ESTATEWATCH_TIMESERIES": "influxdb",
+        "ESTATEWATCH_INFLUXDB_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens
+    }
+    env = run_env(tmp_path, mosquitto.endpoint, free_port(), TOKEN, **cluster)
+    api = Service(load_settings(None, env), role="api")
+    try:
+        api.start()
+        assert isinstance(api.timeseries, FluxChartsReader)
+        http = httpx.Client(
+            base_url=api.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        )
+        assert http.post("/api/v1/estates", json={"id": "e1", "name": "x"}).status_code == 201
+        api.state.add_devices([("e1", "b1-hydrant-1", "fire_hydrant", "gw-01", NOW)])
+        chart = http.get(
+            "/api/v1/estates/e1/devices/b1-hydrant-1/telemetry", params={"metric": "pressure_mpa"}
+        )
+        assert chart.status_code == 503, chart.text
+        assert "INFLUXDB_URL" in chart.text
+        assert http.get("/healthz").json()["timeseries"]["state"] == "down"
+        items = http.get("/api/v1/estates/e1/devices").json()["items"]
+        assert [d["id"] for d in items] == ["b1-hydrant-1"]
+    finally:
+        api.stop()
+
+
 # --- against a real InfluxDB 2 -----------------------------------------------------------------
-TOKEN = "test-admin-token-0123456789"
-
-
 def influx_env() -> dict[str, str]:
     return {
         "ESTATEWATCH_TIMESERIES": "influxdb",
