@@ -34,14 +34,18 @@ from ingest.victoria import ANY_AGE_MS, HOUR_MS, TimeseriesUnavailable
 DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-# Flux's string escapes; "${" would start an interpolation
-_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+# Flux's string escapes. "$" goes as its byte value: "${" would start an interpolation, and
+# Flux's scanner takes "$" with the character after it as a pair, so a "$" before a quote or a
+# backslash would swallow it (checked with Flux's own parser, flux-lsp's)
+_ESCAPES = str.maketrans(
+    {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "$": "\\x24"}
+)
 Record = Mapping[str, Any]  # one row of a Flux answer (``FluxRecord.values``)
 
 
 def flux_string(value: str) -> str:
     """A Flux string literal holding exactly ``value``."""
-    return '"' + value.translate(_ESCAPES).replace("${", "\\${") + '"'
+    return '"' + value.translate(_ESCAPES) + '"'
 
 
 def flux_time(ms: int) -> str:
