@@ -684,7 +684,11 @@ class Service:
                 charts = VictoriaMetricsReader(s.victoriametrics_url)
             elif s.timeseries_backend == "influxdb":  # read through Flux (ingest.flux)
                 charts = FluxChartsReader(
-                    s.influxdb_url, s.influxdb_token, s.influxdb_org, s.influxdb_bucket
+                    s.influxdb_url,
+                    s.influxdb_token,
+                    s.influxdb_org,
+                    s.influxdb_bucket,
+                    self.catalog,
                 )
             else:
                 raise StartupError(

@@ -30,6 +30,7 @@ from ingest.model import ChartQuery
 from ingest.rollup import choose_resolution, points, points_of_rows
 from ingest.telemetry import now_ms
 from ingest.victoria import ANY_AGE_MS, HOUR_MS, TimeseriesUnavailable
+from protocol.catalog import Catalog, ValueType
 
 DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -62,20 +63,26 @@ def series_filter(bucket: str, estate: str, from_ms: int, stop_ms: int) -> str:
     )
 
 
-def metric_filter(bucket: str, q: ChartQuery, kind: str, from_ms: int, stop_ms: int) -> str:
-    """One metric of one device (all the gateways that sent it: a table each), as floats."""
+def metric_filter(
+    bucket: str, q: ChartQuery, kind: str, from_ms: int, stop_ms: int, numeric: bool
+) -> str:
+    """One metric of one device: a table per gateway (a tag: each is a series of its own).
+    Not ``numeric`` (a boolean, or a metric the catalog does not know): converted to floats,
+    which min/sum need; a number or integer is left as stored, so InfluxDB can push the
+    windows down to its storage (a conversion between would make it read every point)."""
     return (
         series_filter(bucket, q.estate, from_ms, stop_ms)
         + f" |> filter(fn: (r) => r._measurement == {flux_string(kind)}"
         f" and r.device == {flux_string(q.device)} and r._field == {flux_string(q.metric)})"
-        " |> toFloat()"
+        + ("" if numeric else " |> toFloat()")
     )
 
 
 def raw_query(bucket: str, q: ChartQuery, kind: str) -> str:
-    """Raw points of [q.from_ms, q.to_ms] (both ends in, as the other stores read them)."""
+    """Raw points of [q.from_ms, q.to_ms] (both ends in, as the other stores read them); read
+    as stored, booleans too (``raw_points`` makes them floats)."""
     return (
-        metric_filter(bucket, q, kind, q.from_ms, q.to_ms + 1)
+        metric_filter(bucket, q, kind, q.from_ms, q.to_ms + 1, numeric=True)
         + ' |> keep(columns: ["_time", "_value"])'
     )
 
@@ -88,19 +95,20 @@ def window_bounds(from_ms: int, to_ms: int, width_ms: int) -> tuple[int, int]:
 STATS = ("min", "max", "sum", "count", "last")
 
 
-def windows_query(bucket: str, q: ChartQuery, kind: str, width_ms: int) -> str:
+def windows_query(
+    bucket: str, q: ChartQuery, kind: str, width_ms: int, numeric: bool = False
+) -> str:
     """Per gateway and aligned bucket [b, b + width): min, max, sum, count and last, each a
     ``yield`` of its own (``result`` names it). The range covers whole buckets, so every
-    window's ``_start`` is its bucket."""
+    window's ``_start`` is its bucket. Each statistic is a read of its own, the plain
+    ``range |> filter |> window |> fn`` that InfluxDB answers from its storage (a read shared
+    by five would not be pushed down)."""
     start, stop = window_bounds(q.from_ms, q.to_ms, width_ms)
-    lines = [
-        "data = "
-        + metric_filter(bucket, q, kind, start, stop)
-        + ' |> group(columns: ["gateway"])'
-        + f" |> window(every: {int(width_ms)}ms)"
-    ]
-    lines += [f"data |> {s}() |> yield(name: {flux_string(s)})" for s in STATS]
-    return "\n".join(lines)
+    read = metric_filter(bucket, q, kind, start, stop, numeric)
+    return "\n".join(
+        f"{read} |> window(every: {int(width_ms)}ms) |> {s}() |> yield(name: {flux_string(s)})"
+        for s in STATS
+    )
 
 
 def hours_bounds(from_ms: int, to_ms: int) -> tuple[int, int] | None:
@@ -201,10 +209,11 @@ class FluxChartsReader:
         token: str,
         org: str,
         bucket: str,
+        catalog: Catalog | None = None,
         timeout_s: float = 10.0,
         retries: int = 2,
     ) -> None:
-        self.url, self.org, self.bucket = url.rstrip("/"), org, bucket
+        self.url, self.org, self.bucket, self.catalog = url.rstrip("/"), org, bucket, catalog
         retry = Retry(total=retries, backoff_factor=0.2, raise_on_status=False)
         self.client = InfluxDBClient(
             url=self.url, token=token, org=org, timeout=int(timeout_s * 1000), retries=retry
@@ -244,6 +253,12 @@ class FluxChartsReader:
                 f"InfluxDB at {self.url} sent a Flux answer without the columns asked: {exc}"
             ) from exc
 
+    def numeric(self, kind: str, metric: str) -> bool:
+        """Whether the catalog says the metric is stored as a number (float or integer)."""
+        k = self.catalog.kinds.get(kind) if self.catalog is not None else None
+        m = k.metrics.get(metric) if k is not None else None
+        return m is not None and m.type in (ValueType.NUMBER, ValueType.INTEGER)
+
     def chart(self, q: ChartQuery, kind: str, now: int) -> dict[str, Any]:
         """The API's chart body (as ``VictoriaMetricsReader.chart``): raw points when the range
         holds few enough at the kind's interval, else the finest chart width that fits,
@@ -257,7 +272,8 @@ class FluxChartsReader:
             for p in body["points"]:
                 p["value"] = p["last"]
             return body
-        rows = self._shaped(windows_query(self.bucket, q, kind, res.step_ms), window_rows)
+        text = windows_query(self.bucket, q, kind, res.step_ms, self.numeric(kind, q.metric))
+        rows = self._shaped(text, window_rows)
         if rows:
             body["points"] = points_of_rows(rows, q.max_points)
         return body

@@ -50,6 +50,8 @@ from protocol.catalog import default_catalog
 from protocol.messages import Reading
 from tests.support import run_env
 
+CAT = default_catalog()
+
 MINUTE = 60_000
 TOKEN = "test-admin-token-0123456789"
 NOW = 1_796_000_000_000  # a fixed data time (2026-12), so every window below is known
@@ -121,13 +123,32 @@ def test_raw_reads_take_both_ends_of_the_range() -> None:
 def test_windows_cover_the_whole_aligned_buckets_touching_the_range() -> None:
     width = 5 * MINUTE
     q = ChartQuery("e1", "b1-hydrant-1", "pressure_mpa", NOW + 7_000, NOW + 86_400_000, 500, 1)
-    text = windows_query("telemetry", q, "fire_hydrant", width)
+    text = windows_query("telemetry", q, "fire_hydrant", width, numeric=True)
     first = (NOW + 7_000) // width * width
     stop = (NOW + 86_400_000) // width * width + width
     assert f"range(start: {ns(first)}, stop: {ns(stop)})" in text
     assert f"window(every: {width}ms)" in text
-    assert 'group(columns: ["gateway"])' in text  # each gateway's series windowed alone
-    assert [f'yield(name: "{s}")' in text for s in STATS] == [True] * len(STATS)
+    # each statistic its own plain read (InfluxDB pushes window |> fn down to its storage)
+    assert [line.split(" |> ")[-2:] for line in text.splitlines()] == [
+        [f"{s}()", f'yield(name: "{s}")'] for s in STATS
+    ]
+    assert "group(" not in text and "toFloat" not in text  # a gateway is a series already
+    # a boolean is made a float first: min and sum take numbers
+    flags = windows_query("telemetry", q, "fire_hydrant", width, numeric=False)
+    assert flags.count("|> toFloat() |> window(") == len(STATS)
+
+
+def test_only_metrics_the_catalog_says_are_numbers_go_unconverted(
+    reader: FluxChartsReader,
+) -> None:
+    assert reader.numeric("fire_hydrant", "pressure_mpa")
+    assert reader.numeric("elevator", "floor")  # an integer
+    assert not reader.numeric("fire_hydrant", "no_such_metric")
+    assert not reader.numeric("no_such_kind", "pressure_mpa")
+    booleans = [
+        (k, m) for k in CAT.kinds.values() for m in k.metrics.values() if m.type == "boolean"
+    ]
+    assert booleans and not any(reader.numeric(k.name, m.name) for k, m in booleans)
 
 
 def test_hours_are_those_the_range_starts_in_up_to_its_end() -> None:
@@ -263,7 +284,9 @@ class FakeFlux:
 @pytest.fixture
 def reader() -> Iterator[FluxChartsReader]:
     # nothing listens there: a test that reaches the network fails
-    r = FluxChartsReader(f"http://127.0.0.1:{free_port()}", "t", "o", "telemetry", 1.0, 0)
+    r = FluxChartsReader(
+        f"http://127.0.0.1:{free_port()}", "t", "o", "telemetry", CAT, timeout_s=1.0, retries=0
+    )
     yield r
     r.close()
 
