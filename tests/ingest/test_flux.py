@@ -231,6 +231,45 @@ def test_windows_of_two_gateways_merge_as_one_series() -> None:
     ]
 
 
+def test_hours_and_counts_are_read_from_their_tables(reader: FluxChartsReader) -> None:
+    hours = (
+        "#group,false,false,true,false\n"
+        "#datatype,string,long,string,long\n"
+        "#default,_result,,,\n"
+        ",result,table,device,_value\n"
+        ",,0,b1-hydrant-1,3\n"
+        ",,1,lift-1,1\n"
+    )
+    count = (
+        "#group,false,false,false\n"
+        "#datatype,string,long,long\n"
+        "#default,_result,,\n"
+        ",result,table,_value\n"
+        ",,0,4242\n"
+    )
+    texts: list[str] = []
+
+    def answer(flux: str) -> list[Record]:
+        texts.append(flux)
+        return parse_csv(hours if "window(every: 1h)" in flux else count)
+
+    reader.query = answer  # type: ignore[method-assign]
+    start = NOW // HOUR_MS * HOUR_MS
+    assert reader.hours_with_data("e1", start, start + 3 * HOUR_MS) == {
+        "b1-hydrant-1": 3,
+        "lift-1": 1,
+    }
+    assert f"stop: {ns(start + 3 * HOUR_MS)}" in texts[-1]
+    assert reader.hours_with_data("e1", start, start) == {}  # no hour: no read
+    assert len(texts) == 1
+    assert reader.count_values("e1") == 4242 and 'r.estate == "e1"' in texts[-1]
+    assert reader.count_values() == 4242 and "filter" not in texts[-1]
+    # an answer without the columns asked is the store's fault, not "no data"
+    reader.query = lambda flux: [{"result": "_result"}]  # type: ignore[method-assign]
+    with pytest.raises(TimeseriesUnavailable, match="without the columns"):
+        reader.hours_with_data("e1", start, start + HOUR_MS)
+
+
 def test_times_are_read_to_the_millisecond() -> None:
     for ms in (0, 1, 999, NOW - 1, NOW, NOW + 999):
         (rec,) = parse_csv(
