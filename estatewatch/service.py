@@ -49,6 +49,7 @@ from estatewatch.settings import Settings
 from ingest.consumer import ApplyRollupTask, Ingest, PartitionSessions, PurgeTask
 from ingest.datafiles import explain_corruption, sqlite_path
 from ingest.directory import estate_records, offline_gateways
+from ingest.flux import FluxChartsReader
 from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.model import NotOwner
@@ -173,7 +174,8 @@ class Service:
         self.notices: NoticeClient | None = None
         self.endpoint: MqttEndpoint | None = None
         self.ingest: Ingest | None = None
-        self.timeseries: VictoriaMetricsReader | None = None  # charts from VictoriaMetrics
+        # charts from the networked store: VictoriaMetrics, or InfluxDB 2 in cluster mode
+        self.timeseries: VictoriaMetricsReader | FluxChartsReader | None = None
         self.alerts: AlertEngine | None = None
         self.command_client: NoticeClient | None = None
         self.commands: CommandDesk | None = None
@@ -666,7 +668,7 @@ class Service:
             raise StartupError(
                 f"partitions={self.settings.partitions} (cluster mode) keeps telemetry in a "
                 'networked store every node reads: set timeseries = "victoriametrics" and '
-                "victoriametrics_url"
+                'victoriametrics_url, or timeseries = "influxdb" and influxdb_url'
             )
         return self.influx
 
@@ -677,12 +679,24 @@ class Service:
         if s.partitions:
             # cluster mode, any role: "now", events and seq health from the state PostgreSQL,
             # charts from the networked store; no host reads another's files
-            if s.timeseries_backend != "victoriametrics":
-                raise StartupError(
-                    f"partitions={s.partitions} (cluster mode) reads charts from VictoriaMetrics: "
-                    'set timeseries = "victoriametrics" and victoriametrics_url'
+            charts: VictoriaMetricsReader | FluxChartsReader
+            if s.timeseries_backend == "victoriametrics":
+                charts = VictoriaMetricsReader(s.victoriametrics_url)
+            elif s.timeseries_backend == "influxdb":  # read through Flux (ingest.flux)
+                charts = FluxChartsReader(
+                    s.influxdb_url,
+                    s.influxdb_token,
+                    s.influxdb_org,
+                    s.influxdb_bucket,
+                    self.catalog,
                 )
-            charts = self.timeseries = VictoriaMetricsReader(s.victoriametrics_url)
+            else:
+                raise StartupError(
+                    f"partitions={s.partitions} (cluster mode) reads charts from a networked "
+                    'store: set timeseries = "victoriametrics" and victoriametrics_url, or '
+                    'timeseries = "influxdb" and influxdb_url (an InfluxDB 2)'
+                )
+            self.timeseries = charts
             return retry_schema(
                 lambda: NetworkTelemetryReader(self.state.engine, charts, self._device_kind),
                 "telemetry",

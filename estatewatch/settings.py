@@ -135,8 +135,9 @@ class Settings:
             "help": "partitions the estates hash into, owned by `run --role ingest` workers "
             "through leases in the state database (PostgreSQL): workers claim, rebalance and "
             "take over partitions by themselves; fixed for a deployment's life (e.g. 64); "
-            "telemetry then lives in PostgreSQL and VictoriaMetrics, which every node reads "
-            '(needs timeseries = "victoriametrics"); 0: off, the --shard split above'
+            "telemetry then lives in PostgreSQL and VictoriaMetrics or InfluxDB 2, which every "
+            'node reads (needs timeseries = "victoriametrics" or "influxdb"); 0: off, the '
+            "--shard split above"
         },
     )
     lease_ttl_s: int = field(
@@ -364,17 +365,21 @@ def _check_partitions(settings: Settings) -> None:
             f"partitions={settings.partitions} keeps its leases in the state database, which "
             "must then be PostgreSQL (ESTATEWATCH_DATABASE_URL=postgresql://…), not SQLite"
         )
-    if settings.partitions and settings.timeseries_backend != "victoriametrics":
+    if settings.partitions and settings.timeseries_backend not in NETWORKED_TIMESERIES:
         # cluster mode: no host reads another's files, so readings go to a store all reach
         raise SettingsError(
             f"partitions={settings.partitions} keeps telemetry in a networked store that every "
             'node reads: set timeseries = "victoriametrics" and victoriametrics_url '
             "(ESTATEWATCH_TIMESERIES=victoriametrics, "
-            "ESTATEWATCH_VICTORIAMETRICS_URL=http://…:8428)"
+            "ESTATEWATCH_VICTORIAMETRICS_URL=http://…:8428), or timeseries = "
+            '"influxdb" and influxdb_url, influxdb_token, influxdb_org, influxdb_bucket '
+            "(an InfluxDB 2, read through Flux)"
         )
 
 
 TIMESERIES_BACKENDS = ("sqlite", "influxdb", "victoriametrics")
+# the stores cluster mode accepts: every node reads them (charts through their own queries)
+NETWORKED_TIMESERIES = ("victoriametrics", "influxdb")
 
 
 def _check_timeseries(settings: Settings) -> None:
