@@ -598,3 +598,35 @@ def test_a_replayed_fault_its_predecessor_judged_is_not_alarmed_again(
     assert len(rows) == 2 and rows[0][0] == alarm["id"]
     assert rows[1][1] == "firing" and rows[1][2] == clock.now
     assert [n.event for n in told["control_room"].sent].count("firing") == 2
+
+
+def test_a_late_reading_inside_a_fault_the_rules_closed_is_that_fault_a_persons_close_ends_it(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    """One engine, out-of-order data: the same rule by data time as a replay's."""
+    engine = make_engine(sqlite_url, fence=_always_owner)
+
+    def socket(temp_c: float, ts: int) -> None:
+        d = _socket(temp_c, clock)
+        assert d.batch is not None
+        d.batch.readings[0] = Reading("s1", "ebike_charger", ts, {"temp_c": temp_c})
+        engine.on_committed([d])
+
+    t0 = clock.now
+    socket(70.0, t0)
+    socket(50.0, t0 + 20 * SECOND)  # cleared by the rules: [t0, t0 + 20 s]
+    clock.advance(30 * SECOND)
+    socket(71.0, t0 + 10 * SECOND)  # a lane's late reading inside that span
+    (first,) = engine.list_alarms(estate="e1")
+    assert first["state"] == "cleared"
+
+    socket(72.0, t0 + 25 * SECOND)  # after the span: a new fault
+    (second,) = [a for a in engine.list_alarms(estate="e1") if a["id"] != first["id"]]
+    assert second["started_ms"] == t0 + 25 * SECOND
+    clock.advance(10 * SECOND)
+    engine.resolve(second["id"], "王班长", None)  # a person's close: wall time, no span
+    socket(72.0, t0 + 25 * SECOND)  # its own first reading again: the same alarm
+    assert len(engine.list_alarms(estate="e1")) == 2
+    socket(73.0, t0 + 30 * SECOND)  # still hot after the person closed it: a new alarm
+    started = sorted(a["started_ms"] for a in engine.list_alarms(estate="e1"))
+    assert started == [t0, t0 + 25 * SECOND, t0 + 30 * SECOND]
