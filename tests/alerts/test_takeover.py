@@ -528,10 +528,10 @@ def test_adopt_and_release_interleave_safely_with_commits_and_ticks(
     assert in_memory == sorted(a.id for a in engine.store.open_alarms())
 
 
-def _socket(temp_c: float, clock: SimClock) -> Delivery:
-    """One commit of ingest's: a charging socket's temperature now."""
+def _socket(temp_c: float, clock: SimClock, ts: int | None = None) -> Delivery:
+    """One commit of ingest's: a charging socket's temperature taken at ``ts`` (now)."""
     d = Delivery("estates/e1/gw/gw-01/telemetry", clock.now, "e1", "gw-01")
-    reading = Reading("s1", "ebike_charger", clock.now, {"temp_c": temp_c})
+    reading = Reading("s1", "ebike_charger", clock.now if ts is None else ts, {"temp_c": temp_c})
     d.batch = EstateBatch("e1", "gw-01", [reading], [])
     return d
 
@@ -607,10 +607,7 @@ def test_a_late_reading_inside_a_fault_the_rules_closed_is_that_fault_a_persons_
     engine = make_engine(sqlite_url, fence=_always_owner)
 
     def socket(temp_c: float, ts: int) -> None:
-        d = _socket(temp_c, clock)
-        assert d.batch is not None
-        d.batch.readings[0] = Reading("s1", "ebike_charger", ts, {"temp_c": temp_c})
-        engine.on_committed([d])
+        engine.on_committed([_socket(temp_c, clock, ts)])
 
     t0 = clock.now
     socket(70.0, t0)
