@@ -183,6 +183,10 @@ class Records:
             self.outbox.wake()
         return refused
 
+    def unwritten_alarms(self) -> list[Alarm]:
+        """Alarm states waiting for the database (it was away)."""
+        return [] if self._unwritten is None else list(self._unwritten.alarms.values())
+
     def forget_unwritten(self, estates: set[str]) -> None:
         """Changes of these estates waiting for the database are not ours to write any more."""
         if self._unwritten is not None:

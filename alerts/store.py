@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from alerts.alarms.model import Alarm, AlarmState, TimelineEntry
+from alerts.alarms.model import SYSTEM, Alarm, AlarmState, TimelineEntry
 from alerts.drills import Drill
 from alerts.escalation import Rescue
 from alerts.notify import Notification
@@ -248,6 +248,18 @@ class AlertStore:
         """Cleared before anyone acknowledged them: still the control room's to take."""
         q = sa.select(alarms).where(alarms.c.state == AlarmState.CLEARED.value)
         return [_ALARM.load(r) for r in self._rows(_scoped(q, alarms, None, estates))]
+
+    def alarm_caused_at(self, rule: str, estate: str, subject: str, ts: int) -> Alarm | None:
+        """A stored alarm of (rule, estate, subject) whose own fault a condition that began
+        holding at ``ts`` (data time) is (:meth:`Alarm.caused_at`): a replayed reading's."""
+        c = alarms.c
+        q = sa.select(alarms).where(
+            c.rule == rule, c.estate == estate, c.subject == subject, c.started_ms <= ts
+        )
+        closed = sa.and_(~c.is_open, c.resolved_by == SYSTEM, c.resolved_ms >= ts)
+        q = q.where(sa.or_(c.started_ms == ts, closed)).order_by(c.started_ms.desc()).limit(1)
+        found = self._rows(q)
+        return _ALARM.load(found[0]) if found else None
 
     def get_alarm(self, alarm_id: str) -> Alarm | None:
         found = self._rows(sa.select(alarms).where(alarms.c.id == alarm_id))

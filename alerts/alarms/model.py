@@ -125,6 +125,19 @@ class Alarm:
     def device(self) -> str | None:
         return None if self.kind == "gateway" else self.subject
 
+    def caused_at(self, ts: int) -> bool:
+        """Whether a condition that began holding at ``ts`` (data time) is this alarm's own
+        fault: it started then, or the rules closed it after (data time: a person's close is
+        wall time, and after it a reading that still holds is a new alarm)."""
+        if ts == self.started_ms:
+            return True
+        return (
+            not self.state.open
+            and self.resolved_by == SYSTEM
+            and self.resolved_ms is not None
+            and self.started_ms <= ts <= self.resolved_ms
+        )
+
     def labels(self) -> dict[str, str]:
         """What silences match on."""
         out = {

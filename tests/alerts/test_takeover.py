@@ -526,3 +526,104 @@ def test_adopt_and_release_interleave_safely_with_commits_and_ticks(
     assert all(n <= 1 for _, n in open_rows)  # one open alarm per (rule, subject), ever
     in_memory = sorted(a.id for a in engine.alarms.open.values())
     assert in_memory == sorted(a.id for a in engine.store.open_alarms())
+
+
+def _socket(temp_c: float, clock: SimClock, ts: int | None = None) -> Delivery:
+    """One commit of ingest's: a charging socket's temperature taken at ``ts`` (now)."""
+    d = Delivery("estates/e1/gw/gw-01/telemetry", clock.now, "e1", "gw-01")
+    reading = Reading("s1", "ebike_charger", clock.now if ts is None else ts, {"temp_c": temp_c})
+    d.batch = EstateBatch("e1", "gw-01", [reading], [])
+    return d
+
+
+def _alarm_rows(engine: AlertEngine) -> list[tuple[Any, ...]]:
+    """Every alarm of e1 as stored, with its timeline and its notifications."""
+    out = []
+    with engine.store.engine.connect() as conn:
+        for a in conn.execute(sa.select(alarms).order_by(alarms.c.started_ms)).mappings():
+            q = sa.select(alarm_timeline.c.ts, alarm_timeline.c.action, alarm_timeline.c.actor)
+            timeline = conn.execute(q.where(alarm_timeline.c.alarm_id == a["id"])).all()
+            out.append((a["id"], a["state"], a["started_ms"], a["resolved_ms"], tuple(timeline)))
+    return out
+
+
+@pytest.mark.parametrize("cleared", [True, False], ids=["cleared", "open"])
+@pytest.mark.parametrize("database_url", ["postgresql", "sqlite"], indirect=True)
+def test_a_replayed_fault_its_predecessor_judged_is_not_alarmed_again(
+    database_url: str, make_engine: EngineFactory, clock: SimClock, cleared: bool
+) -> None:
+    """Worker A committed and judged a hot socket's readings, then died before the broker had
+    their acknowledgements: the broker sends them again (DUP) and they go to the rules of B,
+    which adopted the estate with A's alarm. The same fault is not alarmed twice."""
+    told = _receivers()
+    first = make_engine(database_url, receivers=roles(told), fence=_always_owner)
+    sent: list[Delivery] = []
+    for temp in (70.0, 72.0, 50.0) if cleared else (70.0, 72.0):  # over 60 °C, cleared at 55
+        sent.append(_socket(temp, clock))
+        first.on_committed([sent[-1]])
+        first.tick()
+        clock.advance(10 * SECOND)
+    (alarm,) = first.list_alarms(estate="e1")
+    assert alarm["state"] == ("cleared" if cleared else "firing")
+    before, notices = _alarm_rows(first), _rows(first, notifications)
+    pages = [(n.event, n.created_ms) for n in told["control_room"].sent]
+    assert ("firing", alarm["fired_ms"]) in pages
+    del first  # killed: no stop, no snapshot
+
+    clock.advance(20 * SECOND)
+    successor = make_engine(
+        database_url, receivers=roles(told), fence=_always_owner, owns=lambda _e: False
+    )
+    news: list[dict[str, Any]] = []
+    successor.add_listener(news.append)
+    successor.adopt({"e1"})
+    for d in sent:  # redelivered, in the order first sent, one commit each
+        successor.on_committed([d])
+        successor.tick()
+    successor.on_committed(sent)  # and all at once
+    successor.tick()
+    assert _alarm_rows(successor) == before
+    assert _rows(successor, notifications) == notices
+    assert [(n.event, n.created_ms) for n in told["control_room"].sent] == pages
+    assert news == []
+
+    # a genuinely new fault after the socket cooled: a new alarm, told
+    clock.advance(MINUTE)
+    if not cleared:
+        successor.on_committed([_socket(50.0, clock)])
+        clock.advance(10 * SECOND)
+    successor.on_committed([_socket(75.0, clock)])
+    successor.tick()
+    rows = _alarm_rows(successor)
+    assert len(rows) == 2 and rows[0][0] == alarm["id"]
+    assert rows[1][1] == "firing" and rows[1][2] == clock.now
+    assert [n.event for n in told["control_room"].sent].count("firing") == 2
+
+
+def test_a_late_reading_inside_a_fault_the_rules_closed_is_that_fault_a_persons_close_ends_it(
+    make_engine: EngineFactory, sqlite_url: str, clock: SimClock
+) -> None:
+    """One engine, out-of-order data: the same rule by data time as a replay's."""
+    engine = make_engine(sqlite_url, fence=_always_owner)
+
+    def socket(temp_c: float, ts: int) -> None:
+        engine.on_committed([_socket(temp_c, clock, ts)])
+
+    t0 = clock.now
+    socket(70.0, t0)
+    socket(50.0, t0 + 20 * SECOND)  # cleared by the rules: [t0, t0 + 20 s]
+    clock.advance(30 * SECOND)
+    socket(71.0, t0 + 10 * SECOND)  # a lane's late reading inside that span
+    (first,) = engine.list_alarms(estate="e1")
+    assert first["state"] == "cleared"
+
+    socket(72.0, t0 + 25 * SECOND)  # after the span: a new fault
+    (second,) = [a for a in engine.list_alarms(estate="e1") if a["id"] != first["id"]]
+    assert second["started_ms"] == t0 + 25 * SECOND
+    clock.advance(10 * SECOND)
+    engine.resolve(second["id"], "王班长", None)  # a person's close: wall time, no span
+    socket(72.0, t0 + 25 * SECOND)  # its own first reading again: the same alarm
+    assert len(engine.list_alarms(estate="e1")) == 2
+    socket(73.0, t0 + 30 * SECOND)  # still hot after the person closed it: a new alarm
+    started = sorted(a["started_ms"] for a in engine.list_alarms(estate="e1"))
+    assert started == [t0, t0 + 25 * SECOND, t0 + 30 * SECOND]
