@@ -42,6 +42,7 @@ from ingest.model import ChartQuery, EstateBatch, Fence
 from ingest.retention import RollupPlan
 from ingest.schema import create_engine, migrate_schema, version_table
 from ingest.seqs import GatewaySeqs, Verdict, load_missing, missing_count
+from ingest.telemetry_reader import event_of
 from ingest.telemetry_store import PreparedRows, RawSink, WriteResult
 from protocol.clock import now_ms
 from protocol.messages import Value
@@ -540,17 +541,7 @@ class NetworkTelemetryReader:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return [
-            {
-                "ts": ts,
-                "gateway": gw,
-                "dev": dev,
-                "kind": kind,
-                "type": typ,
-                "data": orjson.loads(data),
-            }
-            for ts, gw, dev, kind, typ, data in rows
-        ]
+        return [event_of(*row) for row in rows]
 
     def hours_with_data(self, estate: str, from_ms: int, to_ms: int) -> dict[str, int]:
         return self.charts.hours_with_data(estate, from_ms, to_ms)

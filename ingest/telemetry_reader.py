@@ -41,6 +41,18 @@ class RawSource(Protocol):
     def telemetry(self, q: ChartQuery, kind: str) -> list[dict[str, Any]]: ...
 
 
+def event_of(ts: int, gw: str, dev: str, kind: str, typ: str, data: str | bytes) -> dict[str, Any]:
+    """A stored event row as the API answers it (every telemetry reader's ``recent_events``)."""
+    return {
+        "ts": ts,
+        "gateway": gw,
+        "dev": dev,
+        "kind": kind,
+        "type": typ,
+        "data": orjson.loads(data),
+    }
+
+
 class TelemetryReader:
     """Read side for the API; one connection per thread."""
 
@@ -93,17 +105,7 @@ class TelemetryReader:
             "ORDER BY id DESC LIMIT ?",
             (estate, limit),
         )
-        return [
-            {
-                "ts": ts,
-                "gateway": gw,
-                "dev": dev,
-                "kind": kind,
-                "type": typ,
-                "data": orjson.loads(data),
-            }
-            for ts, gw, dev, kind, typ, data in cur
-        ]
+        return [event_of(*row) for row in cur]
 
     def hours_with_data(self, estate: str, from_ms: int, to_ms: int) -> dict[str, int]:
         """device -> hours in [from, to) with at least one reading (from the 1-hour rollups),
