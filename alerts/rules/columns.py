@@ -16,7 +16,8 @@ run, a value outside an envelope or not quiet…) goes reading by reading
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
+from itertools import repeat
+from operator import is_not, itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -74,7 +75,7 @@ class _Columns:
     def objects(self, metric: str) -> list[Value | None]:
         col = self._objects.get(metric)
         if col is None:
-            col = self._objects[metric] = [m.get(metric) for m in self.metrics]
+            col = self._objects[metric] = list(map(dict.get, self.metrics, repeat(metric)))
         return col
 
     def floats(self, metric: str) -> _F:
@@ -111,9 +112,11 @@ def _quiet(
     objs = cols.objects(metric)
     values = group.values
     if values is not None:  # (None is never one of them)
-        if absent_quiet:
-            return np.array([v not in values for v in objs], np.bool_)
-        return np.array([v is not None and v not in values for v in objs], np.bool_)
+        # (one C loop for the membership: a list comprehension costs twice as much)
+        q = ~np.fromiter(map(values.__contains__, objs), np.bool_, cols.n)
+        if not absent_quiet:
+            q &= np.fromiter(map(is_not, objs, repeat(None)), np.bool_, cols.n)
+        return q
     quiet = group.quiet
     assert quiet is not None
     return np.fromiter(((absent_quiet if v is None else quiet(v)) for v in objs), np.bool_, cols.n)

@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alerts import windows
+from alerts.rules.columns import _Columns, _quiet
 from alerts.rules.evaluate import Evaluator, Signal
-from alerts.rules.index import RuleIndex
+from alerts.rules.index import RuleIndex, ValueGroup
 from alerts.rules.loader import BUNDLED_RULES, load_rules
 from alerts.window_bank import LogColumns, WindowBank
 from alerts.windows import Aggregate
@@ -235,3 +236,16 @@ def test_the_columns_keep_their_rows_as_they_grow() -> None:
         assert list(cols.member[slot]) == [True, bool(i % 2)]
         assert cols.log_n[slot] == 1 and cols.log_ts[slot, 0] == 2000 + i
         assert list(cols.log_val[slot, 0]) == [3.0 * i, 4.0 * i]
+
+
+@pytest.mark.parametrize("absent_quiet", [True, False])
+def test_a_set_screen_is_the_groups_own_answer(absent_quiet: bool) -> None:
+    """A group quiet outside a set of values, screened by column (one C loop), answers as
+    its quiet test does value by value; an absent value as asked."""
+    hits: frozenset[Value] = frozenset({"fault", "alarm", 3.0})
+    group = ValueGroup(quiet=lambda v: v not in hits, values=hits)
+    objs: list[Value | None] = ["ok", "fault", None, 3.0, 3, 2.5, "alarm", None, True, math.nan]
+    run = _Columns([{} if v is None else {"state": v} for v in objs])
+    got = _quiet(run, "state", group, absent_quiet).tolist()
+    assert got == [absent_quiet if v is None else v not in hits for v in objs]
+    assert got[:3] == [True, False, absent_quiet]
