@@ -29,6 +29,7 @@ from alerts.alarms import InvalidTransition
 from alerts.commands import CommandRefused, CommandsBusy
 from alerts.remote import CommandConflict
 from api.errors import ApiError
+from ingest.model import NotOwner
 from ingest.schema import AlreadyExists, NotFound
 
 if TYPE_CHECKING:
@@ -183,6 +184,15 @@ def refusal(exc: Exception) -> ApiError | None:
         return ApiError(409, "conflict", str(exc))
     if isinstance(exc, CommandsBusy):
         return ApiError(429, "too_many_commands", str(exc))
+    if isinstance(exc, NotOwner):  # the partition moved while the action was applied
+        estates = ", ".join(sorted(exc.estates))
+        return ApiError(
+            503,
+            "owner_moved",
+            f"小区 {estates} 正在移交给另一个进程，该操作未执行；请几秒后重试。"
+            f" / Estate {estates} is moving to another worker; the action was not applied. "
+            "Try again in a few seconds.",
+        )
     if isinstance(exc, CommandRefused | ValueError | KeyError):
         return ApiError(422, "invalid_request", str(exc).strip("'\""))
     return None

@@ -17,6 +17,7 @@ from api.owners import OwnerParts, OwnerRouter, refusal, serve
 from cluster.owners import partition_address, shard_address, shard_owner
 from estatewatch.broker import ManagedMosquitto
 from estatewatch.owner_link import OwnerLink, request_topic
+from ingest.model import NotOwner
 from ingest.shards import shard_of
 from ingest.state import NotFound
 
@@ -69,6 +70,11 @@ def test_an_owner_answers_every_request_and_never_raises() -> None:
     not_found = refusal(NotFound("alarm 'x' not found"))
     assert not_found is not None and not_found.status == 404
     assert refusal(RuntimeError("a fault")) is None
+    # a worker whose lease on the estate's partition went while it applied the action: rolled
+    # back, and the caller is told to try again (the next owner serves the address by then)
+    moved = refusal(NotOwner(["e7"], "lease lost"))
+    assert moved is not None and (moved.status, moved.code) == (503, "owner_moved")
+    assert "e7" in moved.message and "重试" in moved.message and "Try again" in moved.message
 
 
 def test_requests_and_replies_over_the_broker(mosquitto: ManagedMosquitto) -> None:
