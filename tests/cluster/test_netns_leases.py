@@ -164,9 +164,15 @@ def test_partitions_move_on_kill_and_cut_and_come_back_even(
         )
         assert fenced.returncode != 0, "cut off: nothing reaches the database"
         network.restore("w2")
-        fenced = network.run(
-            "w2", [*base, "--worker", "w2", "commit", "--partition", str(p), "--epoch", str(old)]
-        )
+        commit = [*base, "--worker", "w2", "commit", "--partition", str(p), "--epoch", str(old)]
+        fenced = network.run("w2", commit)
+        # The first connection just after the cable is back can be closed by the server (seen
+        # once in make test): what is asserted is the verdict once a commit reaches it.
+        for _ in range(5):
+            if "connection failed" not in fenced.stdout + fenced.stderr:
+                break
+            time.sleep(1)
+            fenced = network.run("w2", commit)
         assert fenced.returncode == FENCED, fenced.stdout + fenced.stderr
         assert "lease lost" in fenced.stdout
         # what w2 was committing when its cable went: failed, never landed (checked below)
