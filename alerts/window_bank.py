@@ -254,6 +254,9 @@ _B = npt.NDArray[np.bool_]
 _F = npt.NDArray[np.float64]
 
 
+_ARRAYS = ("fast", "last", "gap", "lo", "hi", "member", "log_n", "log_ts", "log_val")
+
+
 class LogColumns(Generic[_G]):
     """The logs of one estate's devices of one kind as columns, one row (slot) a device: what
     ``DeviceSeries.take`` checks (may rows be taken, the envelopes, the newest time, the
@@ -286,19 +289,13 @@ class LogColumns(Generic[_G]):
         self.devices: list[DeviceSeries[_G] | None] = []  # the row's log
         self._size(64)
 
+    def _arrays(self) -> tuple[npt.NDArray[Any], ...]:
+        """Every per-device array, in one order (what a resize copies over)."""
+        return tuple(getattr(self, name) for name in _ARRAYS)
+
     def _size(self, cap: int) -> None:
         width = len(self.plan) if self.plan else 0
-        old = self.devices and (
-            self.fast,
-            self.last,
-            self.gap,
-            self.lo,
-            self.hi,
-            self.member,
-            self.log_n,
-            self.log_ts,
-            self.log_val,
-        )
+        old = self.devices and self._arrays()
         self.fast: _B = np.zeros(cap, np.bool_)  # rows may be taken (DeviceSeries.fast)
         self.last: npt.NDArray[np.int64] = np.zeros(cap, np.int64)  # the members' newest time
         self.gap: _F = np.zeros(cap)
@@ -313,17 +310,7 @@ class LogColumns(Generic[_G]):
         self.log_val: _F = np.zeros((cap, depth, width))
         if old:
             n = len(old[0])
-            new = (
-                self.fast,
-                self.last,
-                self.gap,
-                self.lo,
-                self.hi,
-                self.member,
-                self.log_n,
-                self.log_ts,
-                self.log_val,
-            )
+            new = self._arrays()
             for now, was in zip(new, old, strict=True):
                 now[:n] = was
 
