@@ -31,6 +31,7 @@ from ingest.seqs import GatewaySeqs, SeqBook, Verdict, load_missing
 # Re-exported, from modules of their own: the read side (and how the file is opened), and
 # what a telemetry store is (the calls, their values, a pipelined write).
 from ingest.telemetry_reader import RawSource, TelemetryReader, connect
+from ingest.telemetry_rows import Row, SeriesIds, insert_flat, insert_json
 from ingest.telemetry_schema import migrate
 from ingest.telemetry_store import (
     PendingWrite,
@@ -62,28 +63,8 @@ __all__ = [
 
 
 def _insert_json(conn: sqlite3.Connection, table: str, columns: str, rows: list[Any]) -> None:
-    """Insert many rows in one statement, unpacked by SQLite from one JSON array of arrays.
-    SQLite then runs the whole insert with the interpreter lock released, where executemany
-    retakes it for every row and waits behind any busy thread each time (a lock convoy with
-    the MQTT threads). Floats survive the trip exactly (shortest round-trip repr)."""
-    _insert_json_arrays(conn, table, columns, [orjson.dumps(rows)])
-
-
-def _insert_json_arrays(
-    conn: sqlite3.Connection, table: str, columns: str, arrays: Sequence[bytes]
-) -> None:
-    """As _insert_json, for rows already encoded as JSON arrays of arrays (by
-    ``prepare_rows`` on another thread), joined into one array without decoding them."""
-    names = [c.strip() for c in columns.split(",")]
-    picks = ", ".join(f"value ->> {i}" for i in range(len(names)))
-    if len(arrays) == 1:
-        joined = arrays[0]
-    else:
-        # each is "[...]": the insides joined by commas make one array
-        joined = b"[" + b",".join(memoryview(a)[1:-1] for a in arrays if len(a) > 2) + b"]"
-    conn.execute(
-        f"INSERT INTO {table} ({', '.join(names)}) SELECT {picks} FROM json_each(?)", (joined,)
-    )
+    """Insert a few rows (events, seqs) in one statement, as one JSON array of arrays."""
+    insert_json(conn, table, columns, [orjson.dumps(rows)])
 
 
 class FoldReader:
@@ -131,15 +112,9 @@ class TelemetryWriter:
         # instead of SQL's sort of every row since (a quarter of the store process's time at
         # 100,000 readings/s). None: some were not seen (rows prepared on another thread, a
         # write rolled back): the next fold goes by SQL.
-        self._newest: dict[int, tuple[int, int, float | None, str | None]] | None = None
+        self._newest: dict[int, Row] | None = None
         self.flush_latest()  # rows appended after the last fold, before a crash
-        self._series: dict[tuple[str, str, str], int] = {
-            (e, d, m): i
-            for i, e, d, m in self.conn.execute("SELECT id, estate, device, metric FROM series")
-        }
-        # Moves when a failed write forgets the series ids it made (SQLite hands the same ids
-        # out again): rows prepared before with those ids are made again.
-        self.series_epoch = 0
+        self._series = SeriesIds(self.conn)
         self.seqs = SeqBook()
         self._duplicates: dict[tuple[str, str], int] = {}
         for estate, gw, max_seq, missing, untracked, dups in self.conn.execute(
@@ -154,16 +129,10 @@ class TelemetryWriter:
         """Messages lost per gateway (gaps in its seqs), as the seq book says."""
         return {k: g.lost for k, g in self.seqs.gateways.items()}
 
-    def _series_id(self, estate: str, device: str, metric: str) -> int:
-        key = (estate, device, metric)
-        sid = self._series.get(key)
-        if sid is None:
-            cur = self.conn.execute(
-                "INSERT INTO series (estate, device, metric) VALUES (?, ?, ?)", key
-            )
-            sid = int(cur.lastrowid or 0)
-            self._series[key] = sid
-        return sid
+    @property
+    def series_epoch(self) -> int:
+        """Moves when a failed write forgets the series ids it made (see ``SeriesIds``)."""
+        return self._series.epoch
 
     def _is_stored(self, estate: str, gw: str, seq: int) -> bool:
         return (
@@ -182,35 +151,11 @@ class TelemetryWriter:
         raw rows go to InfluxDB. Reads only the series cache, which the writer only adds to."""
         if self.raw_sink is not None or not batch.readings or batch.events:
             return None
-        epoch = self.series_epoch  # before the lookups (see _forget_series)
-        rows = self._reading_rows(batch, create=False)
+        epoch = self._series.epoch  # before the lookups (see SeriesIds.forget)
+        rows = self._series.json_rows(batch)
         if rows is None:
             return None
-        return PreparedRows(orjson.dumps(rows), len(rows), epoch)
-
-    def _reading_rows(
-        self, batch: EstateBatch, create: bool
-    ) -> list[tuple[int, int, float | None, str | None]] | None:
-        """The ``readings`` rows of a batch. A series not yet known is made (``create``: on the
-        writer, in its transaction) or makes the answer None (elsewhere). The hot loop: plain
-        dict lookups and tuple appends, no calls per value."""
-        series = self._series
-        estate = batch.estate
-        rows: list[tuple[int, int, float | None, str | None]] = []
-        append = rows.append
-        for r in batch.readings:
-            ts, dev = r.ts, r.dev
-            for metric, value in r.metrics.items():
-                sid = series.get((estate, dev, metric))
-                if sid is None:
-                    if not create:
-                        return None
-                    sid = self._series_id(estate, dev, metric)
-                if type(value) is str:
-                    append((ts, sid, None, value))
-                else:
-                    append((ts, sid, float(value), None))
-        return rows
+        return PreparedRows(*rows, epoch)
 
     def find_duplicates(self, batches: Sequence[EstateBatch]) -> set[int]:
         """Indexes of the batches whose (gateway, seq) is already stored, or repeated earlier in
@@ -240,7 +185,7 @@ class TelemetryWriter:
         ``prepared``: what prepare_rows() made of each batch (None: rows made here). All or
         nothing: on an error the transaction rolls back and so does what this object keeps
         (series ids, duplicate counts, the seq book)."""
-        series_before = len(self._series)
+        series_top = self._series.begin()
         dups = self.find_duplicates(batches) if duplicates is None else duplicates
         dup_counts = {
             (batches[i].estate, batches[i].gateway): self._duplicates.get(
@@ -251,17 +196,10 @@ class TelemetryWriter:
         try:
             return self._write(batches, dups, prepared)
         except BaseException:
-            self._forget_series(series_before)
+            self._series.forget(series_top)
             self._duplicates.update(dup_counts)
             self._newest = None  # it may hold rows that rolled back
             raise
-
-    def _forget_series(self, keep: int) -> None:
-        """Drop the series ids cached after the first ``keep`` (made in a transaction that
-        rolled back), then move the epoch, so rows prepared meanwhile are made again."""
-        for key in list(self._series)[keep:]:  # a dict keeps insertion order
-            del self._series[key]
-        self.series_epoch += 1
 
     def _write(
         self,
@@ -270,14 +208,19 @@ class TelemetryWriter:
         prepared: Sequence[PreparedRows | None] | None,
     ) -> WriteResult:
         result = WriteResult()
-        rows: list[tuple[int, int, float | None, str | None]] = []
-        arrays: list[bytes] = []  # prepared rows, inserted with these
+        flat: list[Any] = []  # the rows made here, flat (ts, series, num, txt, ts, ...)
+        arrays: list[bytes] = []  # prepared rows (JSON), inserted before those
         prepared_values = 0
         event_rows: list[tuple[int, str, str, str, str, str, str]] = []
         seq_rows: list[tuple[str, str, int, int]] = []
         accepted: list[tuple[str, str, int]] = []
         committed = now_ms()
         result.duplicates = duplicates
+        # Each series' newest row, noted while the rows are made: kept for the next fold of
+        # "now", or upserted here when the raw rows go elsewhere (a scratch dict when the
+        # fold goes by SQL anyway).
+        kept = self._newest if self.raw_sink is None else None
+        newest = kept if kept is not None else {}
         with self.conn:
             for i, b in enumerate(batches):
                 if i in result.duplicates:
@@ -289,11 +232,11 @@ class TelemetryWriter:
                     seq_rows.append((b.estate, b.gateway, b.seq, committed))
                 result.readings += len(b.readings)
                 ready = prepared[i] if prepared is not None else None
-                if ready is not None and ready.epoch == self.series_epoch:
+                if ready is not None and ready.epoch == self._series.epoch:
                     arrays.append(ready.json)
                     prepared_values += ready.values
                     continue  # a prepared batch has readings only (events have a lane)
-                rows.extend(self._reading_rows(b, create=True) or ())
+                self._series.flat_rows(b, flat, newest)
                 for e in b.events:
                     event_rows.append(
                         (
@@ -306,16 +249,16 @@ class TelemetryWriter:
                             orjson.dumps(e.data).decode(),
                         )
                     )
-            self._note_newest(rows, prepared=bool(arrays))
+            if arrays or kept is None:
+                self._newest = None  # rows not seen here: the next fold goes by SQL
+            self._series.save()
             if self.raw_sink is not None:
                 # Inside the transaction: if InfluxDB refuses, the seqs are not committed either
                 # and the whole batch is tried again.
                 self.raw_sink.write(
                     [b for i, b in enumerate(batches) if i not in result.duplicates and b.readings]
                 )
-            elif rows or arrays:
-                if rows:
-                    arrays.append(orjson.dumps(rows))
+            elif flat or arrays:
                 first = self.conn.execute(
                     "SELECT coalesce(max(rowid), 0) + 1 FROM readings"
                 ).fetchone()[0]
@@ -323,12 +266,14 @@ class TelemetryWriter:
                     "INSERT OR IGNORE INTO commit_marks VALUES (?, ?)",
                     (committed // MINUTE_MS, first),
                 )
-                _insert_json_arrays(self.conn, "readings", "ts, series, num, txt", arrays)
+                if arrays:
+                    insert_json(self.conn, "readings", "ts, series, num, txt", arrays)
+                insert_flat(self.conn, "readings", "ts, series, num, txt", flat)
                 self._unfolded = True
                 if time.monotonic() - self._latest_flushed >= self.latest_interval_s:
                     self._fold_latest()
-            if self.raw_sink is not None and rows:
-                self._upsert_latest(rows)
+            if self.raw_sink is not None and newest:
+                self._upsert_latest(newest)
             if event_rows:
                 _insert_json(
                     self.conn, "events", "ts, estate, gateway, device, kind, type, data", event_rows
@@ -349,7 +294,7 @@ class TelemetryWriter:
                 touched[gw_key] = self.seqs.get(*gw_key)
             self._save_seqs(touched)
         self.seqs.gateways.update(touched)
-        result.values = len(rows) + prepared_values
+        result.values = len(flat) // 4 + prepared_values
         result.events = len(event_rows)
         return result
 
@@ -376,22 +321,6 @@ class TelemetryWriter:
                 "WHERE estate = ? AND gateway = ?",
                 counts,
             )
-
-    def _note_newest(
-        self, rows: list[tuple[int, int, float | None, str | None]], prepared: bool
-    ) -> None:
-        """Keep each series' newest of ``rows`` for the next fold (of equal ts, the later)."""
-        newest = self._newest
-        if newest is None:
-            return
-        if prepared or self.raw_sink is not None:
-            self._newest = None  # rows not seen here: the fold goes by SQL
-            return
-        get = newest.get
-        for row in rows:
-            prev = get(row[1])
-            if prev is None or prev[0] <= row[0]:
-                newest[row[1]] = row
 
     def _fold_latest(self) -> None:
         """Fold rows appended since the last fold into ``latest``: per series the row of the
@@ -442,13 +371,9 @@ class TelemetryWriter:
         if self._unfolded and time.monotonic() - self._latest_flushed >= self.latest_interval_s:
             self.flush_latest()
 
-    def _upsert_latest(self, rows: list[tuple[int, int, float | None, str | None]]) -> None:
-        """Keep "now" when the raw rows live elsewhere (InfluxDB)."""
-        newest: dict[int, tuple[int, int, float | None, str | None]] = {}
-        for row in rows:
-            prev = newest.get(row[1])
-            if prev is None or prev[0] <= row[0]:
-                newest[row[1]] = row
+    def _upsert_latest(self, newest: dict[int, Row]) -> None:
+        """Keep "now" when the raw rows live elsewhere (InfluxDB): each series' newest row of
+        a write."""
         self.conn.executemany(
             "INSERT INTO latest (ts, series, num, txt) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, num = excluded.num, "
