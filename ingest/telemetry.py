@@ -31,7 +31,16 @@ from ingest.seqs import GatewaySeqs, SeqBook, Verdict, load_missing
 # Re-exported, from modules of their own: the read side (and how the file is opened), and
 # what a telemetry store is (the calls, their values, a pipelined write).
 from ingest.telemetry_reader import RawSource, TelemetryReader, connect
-from ingest.telemetry_rows import Row, SeriesIds, insert_flat, insert_json
+from ingest.telemetry_rows import (
+    NOW_BOUND,
+    NOW_JSON,
+    NUMBERS,
+    TEXTS,
+    Row,
+    SeriesIds,
+    insert_flat,
+    insert_json,
+)
 from ingest.telemetry_schema import migrate
 from ingest.telemetry_store import (
     PendingWrite,
@@ -208,7 +217,8 @@ class TelemetryWriter:
         prepared: Sequence[PreparedRows | None] | None,
     ) -> WriteResult:
         result = WriteResult()
-        flat: list[Any] = []  # the rows made here, flat (ts, series, num, txt, ts, ...)
+        nums: list[Any] = []  # the rows made here, flat (ts, series, value, ts, ...)
+        txts: list[Any] = []
         arrays: list[bytes] = []  # prepared rows (JSON), inserted before those
         prepared_values = 0
         event_rows: list[tuple[int, str, str, str, str, str, str]] = []
@@ -236,7 +246,7 @@ class TelemetryWriter:
                     arrays.append(ready.json)
                     prepared_values += ready.values
                     continue  # a prepared batch has readings only (events have a lane)
-                self._series.flat_rows(b, flat, newest)
+                self._series.flat_rows(b, nums, txts, newest)
                 for e in b.events:
                     event_rows.append(
                         (
@@ -258,7 +268,7 @@ class TelemetryWriter:
                 self.raw_sink.write(
                     [b for i, b in enumerate(batches) if i not in result.duplicates and b.readings]
                 )
-            elif flat or arrays:
+            elif nums or txts or arrays:
                 first = self.conn.execute(
                     "SELECT coalesce(max(rowid), 0) + 1 FROM readings"
                 ).fetchone()[0]
@@ -268,7 +278,8 @@ class TelemetryWriter:
                 )
                 if arrays:
                     insert_json(self.conn, "readings", "ts, series, num, txt", arrays)
-                insert_flat(self.conn, "readings", "ts, series, num, txt", flat)
+                insert_flat(self.conn, NUMBERS, nums)
+                insert_flat(self.conn, TEXTS, txts)
                 self._unfolded = True
                 if time.monotonic() - self._latest_flushed >= self.latest_interval_s:
                     self._fold_latest()
@@ -294,7 +305,7 @@ class TelemetryWriter:
                 touched[gw_key] = self.seqs.get(*gw_key)
             self._save_seqs(touched)
         self.seqs.gateways.update(touched)
-        result.values = len(flat) // 4 + prepared_values
+        result.values = (len(nums) + len(txts)) // 3 + prepared_values
         result.events = len(event_rows)
         return result
 
@@ -339,7 +350,7 @@ class TelemetryWriter:
             if self._newest:
                 self.conn.execute(
                     "INSERT INTO latest (ts, series, num, txt) SELECT value ->> 0, value ->> 1, "
-                    f"value ->> 2, value ->> 3 FROM json_each(?) WHERE true {upsert}",
+                    f"{NOW_JSON} FROM json_each(?) WHERE true {upsert}",
                     (orjson.dumps(list(self._newest.values())),),
                 )
         else:
@@ -375,7 +386,7 @@ class TelemetryWriter:
         """Keep "now" when the raw rows live elsewhere (InfluxDB): each series' newest row of
         a write."""
         self.conn.executemany(
-            "INSERT INTO latest (ts, series, num, txt) VALUES (?, ?, ?, ?) "
+            f"INSERT INTO latest (ts, series, num, txt) VALUES (?1, ?2, {NOW_BOUND}) "
             "ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, num = excluded.num, "
             "txt = excluded.txt WHERE excluded.ts >= latest.ts",
             newest.values(),

@@ -4,12 +4,18 @@
 (one lookup a value, no key tuple made and hashed per value); a new series gets its id here
 (the largest + 1, as SQLite would) and is inserted with the write's rows, in its transaction.
 
-Rows are made flat (``ts, series, num, txt, ts, ...``) and inserted by multi-row ``VALUES``
-statements of a few fixed sizes (``insert_flat``): SQLite binds the values straight from the
-list, which costs about half of encoding them to JSON and unpacking that with ``json_each``
-(bench/README.md, "Pipelined commits"). The JSON way (``insert_json``) is kept where it pays:
-rows encoded on another thread of the same interpreter (``prepare_rows``), whose insert then
-runs without the interpreter lock.
+Rows are made flat (``ts, series, value, ts, ...``), numbers and texts in two lists, and
+inserted by multi-row ``VALUES`` statements of a few fixed sizes (``insert_flat``) whose
+other column is a literal NULL: SQLite binds the values straight from the list, at about a
+third of the cost of encoding them to JSON and unpacking that with ``json_each``
+(bench/README.md, "Pipelined commits"). No None is bound: Python's sqlite3 looks for an
+adapter for every value that is not an int, a float or a str, and a None costs it two failed
+attribute lookups, more than the insert of its row. A series' values are all numbers or all
+texts (its metric's type in the catalog), so its rows keep their order; a write's numbers go
+before its texts.
+
+The JSON way (``insert_json``) is kept where it pays: rows encoded on another thread of the
+same interpreter (``prepare_rows``), whose insert then runs without the interpreter lock.
 """
 
 from __future__ import annotations
@@ -23,22 +29,30 @@ import orjson
 
 from ingest.model import EstateBatch
 
-# A readings row: (ts, series, num, txt)
-Row = tuple[int, int, float | None, str | None]
-# Rows a statement at most (4 values a row: 8,192 of SQLite's 32,766 variables); the rest of a
-# write goes in statements of the powers of two below, so a dozen texts serve every size.
+# A readings row as made: (ts, series, value), the value a float (num) or a str (txt)
+Row = tuple[int, int, float | str]
+# Rows a statement at most (8,192 variables at most, of SQLite's 32,766); the rest of a write
+# goes in statements of the powers of two below, so a dozen texts serve every size.
 STATEMENT_ROWS = 2048
+NUMBERS = ("readings", "ts, series, num, txt", "(?,?,?,NULL)")
+TEXTS = ("readings", "ts, series, num, txt", "(?,?,NULL,?)")
+SERIES = ("series", "id, estate, device, metric", "(?,?,?,?)")
+# num and txt of "now" from a row (ts, series, value), bound (?1, ?2, ?3) or in JSON: the value
+# goes to one or the other by its type
+NOW_BOUND = "iif(typeof(?3) = 'text', NULL, ?3), iif(typeof(?3) = 'text', ?3, NULL)"
+NOW_JSON = NOW_BOUND.replace("?3", "value ->> 2")
 
 
 @cache
-def _values_sql(table: str, columns: str, width: int, rows: int) -> str:
-    one = "(" + ",".join("?" * width) + ")"
-    return f"INSERT INTO {table} ({columns}) VALUES {','.join([one] * rows)}"
+def _values_sql(table: str, columns: str, row: str, rows: int) -> str:
+    return f"INSERT INTO {table} ({columns}) VALUES {','.join([row] * rows)}"
 
 
-def insert_flat(conn: sqlite3.Connection, table: str, columns: str, flat: list[Any]) -> None:
-    """Insert rows given as one flat list of their values, row after row, in that order."""
-    width = columns.count(",") + 1
+def insert_flat(conn: sqlite3.Connection, shape: tuple[str, str, str], flat: list[Any]) -> None:
+    """Insert rows given as one flat list of their values, row after row, in that order;
+    ``shape``: the table, its columns, and one row of the VALUES (``NUMBERS``, ``TEXTS``)."""
+    table, columns, row = shape
+    width = row.count("?")
     n = len(flat) // width
     done = 0
     size = STATEMENT_ROWS
@@ -46,7 +60,7 @@ def insert_flat(conn: sqlite3.Connection, table: str, columns: str, flat: list[A
         while size > n - done:
             size //= 2
         conn.execute(
-            _values_sql(table, columns, width, size), flat[done * width : (done + size) * width]
+            _values_sql(table, columns, row, size), flat[done * width : (done + size) * width]
         )
         done += size
 
@@ -110,9 +124,7 @@ class SeriesIds:
         """Insert the series made since the last save (in the write's transaction)."""
         new = self._made[self._saved :]
         if new:
-            insert_flat(
-                self.conn, "series", "id, estate, device, metric", [v for s in new for v in s]
-            )
+            insert_flat(self.conn, SERIES, [v for s in new for v in s])
             self._saved = len(self._made)
 
     def forget(self, top: int) -> None:
@@ -124,10 +136,13 @@ class SeriesIds:
         self.top = top
         self.epoch += 1
 
-    def flat_rows(self, batch: EstateBatch, flat: list[Any], newest: dict[int, Row]) -> None:
-        """Append the batch's ``readings`` rows to ``flat``, making the series not yet known,
-        and keep each series' newest row in ``newest`` (of equal ts, the later). The hot loop
-        of the store process: one dict lookup a value, no call for a float or a text."""
+    def flat_rows(
+        self, batch: EstateBatch, nums: list[Any], txts: list[Any], newest: dict[int, Row]
+    ) -> None:
+        """Append the batch's ``readings`` rows to ``nums`` and ``txts`` (flat), making the
+        series not yet known, and keep each series' newest row in ``newest`` (of equal ts,
+        the later). The hot loop of the store process: one dict lookup a value, no call for
+        a float or a text."""
         estate = batch.estate
         devices = self.ids.get(estate)
         if devices is None:
@@ -146,12 +161,14 @@ class SeriesIds:
                     sid = self.make(estate, r.dev, name)
                 t = type(value)
                 if t is float:
-                    row = (ts, sid, value, None)
+                    row = (ts, sid, value)
+                    nums += row
                 elif t is str:
-                    row = (ts, sid, None, value)
-                else:  # int, bool
-                    row = (ts, sid, float(value), None)
-                flat += row
+                    row = (ts, sid, value)
+                    txts += row
+                else:  # int, bool: as their float (a bool would be adapted, see above)
+                    row = (ts, sid, float(value))
+                    nums += row
                 prev = get_newest(sid)
                 if prev is None or prev[0] <= ts:
                     newest[sid] = row
@@ -162,7 +179,7 @@ class SeriesIds:
         devices = self.ids.get(batch.estate)
         if devices is None:
             return None
-        rows: list[Row] = []
+        rows: list[tuple[int, int, float | None, str | None]] = []
         append = rows.append
         for r in batch.readings:
             ts = r.ts

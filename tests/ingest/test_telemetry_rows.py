@@ -1,7 +1,7 @@
 """The readings' insert path of the store process (ingest.telemetry_rows): rows made flat and
-bound into multi-row VALUES statements store exactly what the JSON path stored, in the same
-order, whatever the number of rows against the statement sizes; a write that rolls back
-forgets the series it made."""
+bound into multi-row VALUES statements (numbers, then texts) store exactly what the JSON path
+stored, each series' rows in their order, whatever the number of rows against the statement
+sizes; a write that rolls back forgets the series it made."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from ingest.telemetry import EstateBatch, TelemetryReader, TelemetryWriter
-from ingest.telemetry_rows import STATEMENT_ROWS, insert_flat, insert_json
+from ingest.telemetry_rows import NUMBERS, STATEMENT_ROWS, TEXTS, insert_flat, insert_json
 from protocol.messages import Reading
 
 READINGS = (
@@ -57,12 +57,15 @@ def test_flat_rows_store_what_json_stored_in_order(n: int) -> None:
     conn = sqlite3.connect(":memory:")
     conn.execute(READINGS)
     conn.execute(READINGS.replace("readings", "by_json"))
-    insert_flat(conn, "readings", "ts, series, num, txt", [v for row in rows for v in row])
-    insert_json(conn, "by_json", "ts, series, num, txt", [orjson.dumps(rows)])
+    nums = [r for r in rows if r[3] is None]
+    txts = [r for r in rows if r[3] is not None]
+    insert_flat(conn, NUMBERS, [v for r in nums for v in r[:3]])
+    insert_flat(conn, TEXTS, [v for r in txts for v in (*r[:2], r[3])])
+    insert_json(conn, "by_json", "ts, series, num, txt", [orjson.dumps(nums + txts)])
     ask = "SELECT ts, series, num, txt, typeof(ts), typeof(num), typeof(txt) FROM {} ORDER BY rowid"
     flat = conn.execute(ask.format("readings")).fetchall()
     assert flat == conn.execute(ask.format("by_json")).fetchall()
-    assert [r[:4] for r in flat] == rows  # every float bit for bit (== on floats), in order
+    assert [r[:4] for r in flat] == nums + txts  # floats bit for bit (== on floats), in order
     assert all(r[4] == "integer" and r[5] in ("real", "null") for r in flat)
 
 
@@ -94,14 +97,15 @@ def stored(path: Path) -> list[tuple[Any, ...]]:
     try:
         return conn.execute(
             "SELECT r.ts, s.device, s.metric, r.num, r.txt FROM readings r "
-            "JOIN series s ON s.id = r.series ORDER BY r.rowid"
+            "JOIN series s ON s.id = r.series ORDER BY s.device, s.metric, r.rowid"
         ).fetchall()
     finally:
         conn.close()
 
 
 def expected(batches: Sequence[EstateBatch]) -> list[tuple[Any, ...]]:
-    return [
+    """Each series' rows in the order of the messages (sorted by series, stably)."""
+    rows = [
         (
             r.ts,
             r.dev,
@@ -113,6 +117,7 @@ def expected(batches: Sequence[EstateBatch]) -> list[tuple[Any, ...]]:
         for r in b.readings
         for m, v in r.metrics.items()
     ]
+    return sorted(rows, key=lambda row: row[1:3])
 
 
 @pytest.mark.parametrize(
@@ -121,8 +126,9 @@ def expected(batches: Sequence[EstateBatch]) -> list[tuple[Any, ...]]:
 )
 def test_a_write_stores_each_value_once_in_order(tmp_path: Path, per_batch: list[int]) -> None:
     """The store process's write (rows made flat, series made in its transaction): every
-    value once, in the messages' order, int and bool as their float, text as text; "now" is
-    each series' newest value; the series table holds what the writer's cache says."""
+    value once, each series' in the messages' order, int and bool as their float, text as
+    text; "now" is each series' newest value; the series table holds what the writer's
+    cache says."""
     batches = estate_batches(per_batch, seed=len(per_batch) + per_batch[0])
     path = tmp_path / "t.db"
     w = TelemetryWriter(path)
@@ -147,7 +153,11 @@ def test_a_write_stores_each_value_once_in_order(tmp_path: Path, per_batch: list
 def test_the_prepared_json_rows_and_the_flat_rows_store_the_same(tmp_path: Path) -> None:
     """The service's one-process shape prepares rows as JSON on its decoder thread; the store
     process makes them flat: the same messages give the same table."""
-    every = {"x": 0.5, "on": True, "mode": "auto"}  # the series first, so JSON rows can be made
+    every: dict[str, float | bool | str] = {
+        "x": 0.5,
+        "on": True,
+        "mode": "auto",
+    }  # the series first, so JSON rows can be made
     prime = [Reading(f"d-{i}", "k", 0, every) for i in range(1, 401)]
     batches = [EstateBatch("e1", "gw-01", prime), *estate_batches([700, 300, 2100], seed=3)]
     made, prepared = tmp_path / "made.db", tmp_path / "prepared.db"
