@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from ingest.model import DeadLetter
@@ -346,12 +347,23 @@ class StateStore:
     # --- devices -----------------------------------------------------------------------------
     def add_devices(self, rows: Iterable[tuple[str, str, str, str, int]]) -> None:
         """Register devices first seen: (estate, id, kind, gateway, first_seen_ms); known ones
-        are left as they are."""
+        are left as they are. One INSERT … ON CONFLICT DO NOTHING: an estate's first commit
+        brings thousands at once, and a look-up of which exist first (an IN of that many
+        pairs) was half of the 0.3 s the first commit waited for them."""
         rows = list(rows)
         if not rows:
             return
         keys = ("estate", "id", "kind", "gateway", "first_seen_ms")
+        data = [dict(zip(keys, r, strict=True)) for r in rows]
         with self.engine.begin() as conn:
+            dialect = conn.dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                mod: Any = postgresql if dialect == "postgresql" else sqlite
+                stmt = mod.insert(devices).on_conflict_do_nothing(
+                    index_elements=[devices.c.estate, devices.c.id]
+                )
+                conn.execute(stmt, data)
+                return
             known = {
                 (r[0], r[1])
                 for r in conn.execute(
@@ -360,7 +372,7 @@ class StateStore:
                     )
                 )
             }
-            fresh = [dict(zip(keys, r, strict=True)) for r in rows if (r[0], r[1]) not in known]
+            fresh = [d for d in data if (d["estate"], d["id"]) not in known]
             if fresh:
                 conn.execute(devices.insert(), fresh)
 
