@@ -404,6 +404,9 @@ class Recorder:
         a split does only the rest."""
         b = self._begin(items)
         if b.error is not None:
+            if b.write is not None:  # a step after the write failed: mark what it did
+                wait([b.write.answer])
+                b.mark_written()
             raise b.error
         if b.write is not None:
             try:
