@@ -42,9 +42,7 @@ class CommitBatch:
         return b
 
     def answered(self) -> bool:
-        """Its write's answer is in (or it has none): a step that failed after the write was
-        handed over still waits for it, so a retry knows what the write judged."""
-        return self.write is None or self.write.answer.done()
+        return self.error is not None or self.write is None or self.write.answer.done()
 
     def failure(self) -> BaseException | None:
         if self.error is not None:

@@ -46,7 +46,7 @@ from ingest.pipeline import Delivery
 from ingest.recorder_tasks import RecorderTask
 from ingest.state import StateStore
 from ingest.stats import IngestStats
-from ingest.telemetry_store import PipelinedStore, TelemetryStore, WriteResult, submit_write
+from ingest.telemetry_store import TelemetryStore, WriteResult, submit_write
 
 log = logging.getLogger(__name__)
 
@@ -404,9 +404,6 @@ class Recorder:
         a split does only the rest."""
         b = self._begin(items)
         if b.error is not None:
-            if b.write is not None:  # a step after the write failed: mark what it did
-                wait([b.write.answer])
-                b.mark_written()
             raise b.error
         if b.write is not None:
             try:
@@ -431,20 +428,11 @@ class Recorder:
                 # again if it is a duplicate, so the store's verdict is asked first.
                 b.duplicates = self.telemetry.find_duplicates(b.batches)
             self._store_dead_letters(b)
-            pipelined = isinstance(self.telemetry, PipelinedStore)
-            if not pipelined:
-                self._register_devices(b)
+            self._register_devices(b)
             if b.with_batch:
                 b.written_before = [p.written for p in b.with_batch]
                 b.write = submit_write(self.telemetry, b.batches, b.prepared, urgent)
                 b.write.answer.add_done_callback(lambda _answer: self._wake.set())
-            if pipelined:
-                # While the store process commits the readings: an estate's first commit
-                # brings thousands of devices (0.1-0.3 s), which the first rows waited for.
-                # Still before the batch is acknowledged or given to the listeners (both on
-                # this thread, after this); a crash in between leaves it unacknowledged, and
-                # its redelivery registers them.
-                self._register_devices(b)
         except Exception as exc:
             b.error = exc
         return b
@@ -465,13 +453,12 @@ class Recorder:
                     self.stats.dead_letters[letter.reason] += 1
 
     def _register_devices(self, b: CommitBatch) -> None:
-        """Devices before their batch is acknowledged: one registered for readings that then
-        fail is harmless (it exists), while one missed after they are acknowledged would wait
-        for its next message."""
+        """Devices before their readings: one registered for readings that then fail is
+        harmless (it exists), while one missed after they commit would wait for its next."""
         new: dict[tuple[str, str], tuple[str, str, str, str, int]] = {}
         for i, batch in enumerate(b.batches):
-            # (a duplicate's too: its first delivery may have committed its readings and not
-            # yet its devices, see _begin; known ones cost a set difference)
+            if i in b.duplicates:
+                continue
             items = batch.readings or batch.events
             # the message's devices as one set, in C: a Python step a reading was ~8 % of
             # this thread under load, and a new device is rare

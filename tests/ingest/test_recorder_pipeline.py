@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from ingest.consumer import STORE_REFUSED, Ingest, Received
 from ingest.handoff import Handoff
@@ -198,43 +197,3 @@ def test_the_child_takes_events_before_telemetry_it_has_not_started() -> None:
     _read_requests(theirs, requests)
     order = [requests.get_nowait()[2:4] for _ in range(5)]
     assert order == [(0, "end"), (3, "write"), (1, "write"), (2, "write"), (4, "write")]
-
-
-def test_devices_that_fail_after_their_readings_were_handed_over(
-    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The store process commits a batch while the recorder registers its devices; the state
-    # database fails that twice (locked: in the pipeline, then in the serial retry). The
-    # batch's readings are committed already: the retries find them as this batch's own
-    # (stored, to the listeners), not as repeats, and register the devices before anything
-    # is acknowledged.
-    store = ingest.telemetry
-    assert isinstance(store, StoreProcess)
-    store.ready()
-    seen: list[str] = []
-    ingest.add_listener(lambda ds: seen.extend(f"{d.estate}:{d.seq}" for d in ds))
-    state = ingest.state
-    real = state.add_devices
-    calls: list[int] = []
-
-    def locked_once(rows: Any) -> None:
-        calls.append(1)
-        if len(calls) <= 2:
-            wait_for(lambda: TelemetryReader(store.path).latest("e1") != {})
-            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
-        real(rows)
-
-    monkeypatch.setattr(state, "add_devices", locked_once)
-    recorder = ingest.recorder
-    recorder.handoff.put(Handoff.TELEMETRY, [received(ingest, telemetry("e1", 1))])
-    recorder.handoff.put(Handoff.END, None)
-    ingest.fanout.thread.start()
-    recorder.thread.start()
-    recorder.thread.join(60)
-    ingest.fanout.thread.join(10)
-    assert not recorder.thread.is_alive()
-    assert seen == ["e1:1"]
-    stats = ingest.stats
-    assert (stats.readings, stats.duplicates, stats.commit_failures) == (1, 0, 2)
-    assert ("e1", "h-1") in state.known_devices()
-    assert all(lane.budget.used == 0 for lane in ingest.lanes.all)
