@@ -163,12 +163,14 @@ def ingest_run(
     preload(broker, messages)
     first: list[float] = []
     cpu_first: list[list[float]] = []
+    threads_first: dict[str, float] = {}
     orig = ingest.lanes.on_message
 
     def timed(*a: Any) -> None:
         if not first:
             first.append(time.perf_counter())
             cpu_first.append(cpu_seconds(pids))
+            threads_first.update(thread_cpu_seconds())
         orig(*a)
 
     ingest.client.on_message = timed
@@ -181,6 +183,7 @@ def ingest_run(
         time.sleep(0.01)
     end = time.perf_counter()
     cpu = [b - a for a, b in zip(cpu_first[0], cpu_seconds(pids), strict=True)]
+    threads_cpu = thread_cpu_seconds()
     stats = ingest.stats
     ingest.stop()
     writer.close()
@@ -188,6 +191,13 @@ def ingest_run(
     span = max(end - first[0], 1e-9)
     per_100k = [round(c * 100_000 / max(stats.readings, 1), 2) for c in cpu]
     use = {"cores": round(sum(cpu) / span, 2), "cpu_s_per_100k": per_100k}
+    # the service's process split by thread (decoder, writer, listeners, paho): where its
+    # share goes
+    use["thread_cpu_s_per_100k"] = {
+        name: round((c - threads_first.get(name, 0.0)) * 100_000 / max(stats.readings, 1), 3)
+        for name, c in sorted(threads_cpu.items())
+        if c - threads_first.get(name, 0.0) > 0
+    }
     return stats.readings / span, stats.committed_messages / span, stats, use
 
 
@@ -198,6 +208,26 @@ def cpu_seconds(pids: list[int]) -> list[float]:
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         out.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime (14 and 15)
+    return out
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """User + system CPU seconds of each live thread of this process, by thread name (paho's
+    network threads, whose names carry the client id, by their lane)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        if t.native_id is None:
+            continue
+        try:
+            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat.rpartition(")")[2].split()
+        name = t.name
+        if name.startswith("paho-mqtt-client-"):
+            name = "paho-events" if name.endswith("-events") else "paho-telemetry"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -295,6 +325,7 @@ def run(
                 "ratio_to_bare_subscriber": round(mps / bare, 3),
                 "cpu_cores": cpu["cores"],
                 "cpu_s_per_100k": cpu["cpu_s_per_100k"],
+                "thread_cpu_s_per_100k": cpu["thread_cpu_s_per_100k"],
                 "commits": stats.commits,
                 "rows_per_commit": rows_per_commit,
                 "duplicates": stats.duplicates,
@@ -307,6 +338,7 @@ def run(
                 f"s/100k readings {cpu['cpu_s_per_100k']}",
                 flush=True,
             )
+            print(f"      by thread, s/100k readings: {cpu['thread_cpu_s_per_100k']}", flush=True)
     return figures
 
 

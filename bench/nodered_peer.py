@@ -397,6 +397,8 @@ def drain(
         "readings_per_s": readings / max(last - c.connected_at, 0.01),
         "seconds": max(last - c.connected_at, 0.01),
         "readings_per_s_rows_window": readings * share / max(last - first, 0.01),
+        # the ramp: from the connection to the first rows visible
+        "first_rows_s": max(first - c.connected_at, 0.0),
         "readings": readings,
         "values": stored,
         "peak_rss_mb": rss,
@@ -462,7 +464,8 @@ def run(
                     f"  {size:>3} a message, pair {i + 1}: service {s['readings_per_s']:>9,.0f}"
                     f" readings/s ({s['peak_rss_mb']:.0f} MB) | flow "
                     f"{f['readings_per_s']:>9,.0f} readings/s ({f['peak_rss_mb']:.0f} MB)"
-                    f" | ratio {ratios[-1]:.2f}",
+                    f" | ratio {ratios[-1]:.2f} | first rows after {s['first_rows_s']:.2f} /"
+                    f" {f['first_rows_s']:.2f} s",
                     flush=True,
                 )
             shape: dict[str, Any] = {
@@ -486,6 +489,8 @@ def run(
                     statistics.median(r["readings_per_s_rows_window"] for r in runs["flow"])
                 ),
                 "service_seconds": [round(r["seconds"], 2) for r in runs["service"]],
+                "service_first_rows_s": [round(r["first_rows_s"], 3) for r in runs["service"]],
+                "flow_first_rows_s": [round(r["first_rows_s"], 3) for r in runs["flow"]],
                 "flow_seconds": [round(r["seconds"], 2) for r in runs["flow"]],
                 "service_readings_stored": [r["readings"] for r in runs["service"]],
                 "flow_readings_stored": [r["readings"] for r in runs["flow"]],

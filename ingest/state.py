@@ -11,7 +11,9 @@ import hashlib
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from ingest.model import DeadLetter
@@ -90,6 +92,14 @@ devices = sa.Table(
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("gateway", sa.String(63), nullable=False),
     sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
+)
+
+# Devices first seen, as a JSON array of [estate, id, kind, gateway, first_seen_ms] rows.
+_ADD_DEVICES_SQLITE = (
+    "INSERT INTO devices (estate, id, kind, gateway, first_seen_ms) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]') FROM json_each(?) "
+    "WHERE true ON CONFLICT (estate, id) DO NOTHING"
 )
 
 dead_letters = sa.Table(
@@ -346,12 +356,28 @@ class StateStore:
     # --- devices -----------------------------------------------------------------------------
     def add_devices(self, rows: Iterable[tuple[str, str, str, str, int]]) -> None:
         """Register devices first seen: (estate, id, kind, gateway, first_seen_ms); known ones
-        are left as they are."""
+        are left as they are. One INSERT … ON CONFLICT DO NOTHING: an estate's first commit
+        brings thousands at once, and a look-up of which exist first (an IN of that many
+        pairs) was half of the 0.3 s the first commit waited for them."""
         rows = list(rows)
         if not rows:
             return
         keys = ("estate", "id", "kind", "gateway", "first_seen_ms")
         with self.engine.begin() as conn:
+            dialect = conn.dialect.name
+            if dialect == "sqlite":
+                # One statement: executemany steps once a row, each step letting go of the
+                # interpreter lock, and on a busy process each retaking waited for the
+                # decoder (4,906 rows took 0.3-2 s, the first commit waiting for it).
+                conn.exec_driver_sql(_ADD_DEVICES_SQLITE, (orjson.dumps(rows).decode(),))
+                return
+            data = [dict(zip(keys, r, strict=True)) for r in rows]
+            if dialect == "postgresql":
+                stmt = postgresql.insert(devices).on_conflict_do_nothing(
+                    index_elements=[devices.c.estate, devices.c.id]
+                )
+                conn.execute(stmt, data)
+                return
             known = {
                 (r[0], r[1])
                 for r in conn.execute(
@@ -360,7 +386,7 @@ class StateStore:
                     )
                 )
             }
-            fresh = [dict(zip(keys, r, strict=True)) for r in rows if (r[0], r[1]) not in known]
+            fresh = [d for d in data if (d["estate"], d["id"]) not in known]
             if fresh:
                 conn.execute(devices.insert(), fresh)
 

@@ -55,6 +55,22 @@ def test_devices_are_registered_once(store: StateStore) -> None:
     assert store.known_devices() == {("e1", "lift-1"), ("e1", "ws-01")}
 
 
+def test_an_estates_first_thousands_of_devices_in_one_call(store: StateStore) -> None:
+    # an estate's first commit: thousands at once, one repeated within the call and one known
+    store.add_estate("e1", "E1")
+    store.add_devices([("e1", "d-0", "elevator", "gw-01", 5)])
+    rows = [("e1", f"d-{i}", "elevator", "gw-01", 10 + i) for i in range(3000)]
+    store.add_devices([*rows, ("e1", "d-7", "fire_hydrant", "gw-02", 99)])
+    devs = {d["id"]: d for d in store.list_devices("e1")}
+    assert len(devs) == 3000
+    assert devs["d-0"]["first_seen_ms"] == 5  # known: left as it was
+    assert (devs["d-7"]["kind"], devs["d-7"]["gateway"], devs["d-7"]["first_seen_ms"]) == (
+        "elevator",
+        "gw-01",
+        17,
+    )  # the first of the call's two
+
+
 def test_dead_letters_keep_payload_reason_and_topic(store: StateStore) -> None:
     store.add_dead_letters(
         [
