@@ -266,16 +266,17 @@ class SeriesWindow:
             self._summarise(max(self._start, end - _PER_BUCKET))
             self._recount()
             stop = self._end
-        if moved:  # the prefix sums were rebuilt: the envelope is made exact with them
-            self._exact()
+        # (A rebuild of the prefix sums for room, ``moved``, leaves the envelope as it was:
+        # it still covers every kept sample, as ``_absmax`` still bounds their |v|, and the
+        # quiet mark stands; ``tighten`` makes it exact when a group needs it. Made exact
+        # here, every rebuild sent the groups back to their quiet checks.)
         n = stop - self._start
         if n > self.max_samples:
             self._start += n - self.max_samples
             self._loose = True
             self._sync()
         self._drop_before(int(self._ts[stop - 1]) - self.horizon_ms)
-        # (the bounds, times and quiet mark stand: the samples were inside the envelope, a
-        # rebuild made it exact above, which looked again)
+        # (the bounds, times and quiet mark stand: the samples were inside the envelope)
         self._slack(keep=True)
 
     def _summarise(self, lo: int) -> None:
