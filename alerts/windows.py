@@ -33,6 +33,8 @@ _TAIL = 128
 _DEPTH = 32
 # A bucket keeps at most this many samples: first, lowest, highest, last (see SeriesWindow).
 _PER_BUCKET = 4
+# A flush of this many samples or more counts them per bucket by column (a few numpy calls).
+_RUNS_BY_COLUMN = 16
 
 
 class SeriesWindow:
@@ -235,21 +237,11 @@ class SeriesWindow:
         if moved:
             self._make_room(k)
             end = self._end
-        full, b = False, self.bucket_ms
-        if b > 0:  # does a bucket get too many? (a Python loop: most flushes are short)
-            rid, rn = self._run_id, self._run_n
-            for t in tail_ts:
-                i = t // b
-                if i == rid:
-                    rn += 1
-                else:
-                    rid, rn = i, 1
-                full = full or rn > _PER_BUCKET
-            self._run_id, self._run_n = rid, rn
         stop = end + k
         # (No view of the tail buffers may outlive this: they could not be emptied then.)
         self._ts[end:stop] = np.frombuffer(tail_ts, dtype=np.int64)
         self._val[end:stop] = np.frombuffer(self._tail_val, dtype=np.float64)
+        full = self.bucket_ms > 0 and self._runs(tail_ts, end, stop)
         del tail_ts[:]
         del self._tail_val[:]
         # The prefix sums continue one sample at a time (as np.cumsum does), from the last.
@@ -278,6 +270,36 @@ class SeriesWindow:
         self._drop_before(int(self._ts[stop - 1]) - self.horizon_ms)
         # (the bounds, times and quiet mark stand: the samples were inside the envelope)
         self._slack(keep=True)
+
+    def _runs(self, tail_ts: array[int], end: int, stop: int) -> bool:
+        """Whether a bucket gets more than ``_PER_BUCKET`` samples with the tail (now at
+        ``end:stop`` in the arrays, in time order); the newest bucket's run follows it."""
+        b, rid, rn = self.bucket_ms, self._run_id, self._run_n
+        if stop - end < _RUNS_BY_COLUMN:  # a Python loop: most short flushes are a sample or two
+            full = False
+            for t in tail_ts:
+                i = t // b
+                if i == rid:
+                    rn += 1
+                else:
+                    rid, rn = i, 1
+                full = full or rn > _PER_BUCKET
+            self._run_id, self._run_n = rid, rn
+            return full
+        # By column: in time order a bucket holds more than P samples iff some sample's
+        # bucket is that of the one P before it (the run before the tail counted in).
+        ids = self._ts[end:stop] // b
+        p = _PER_BUCKET
+        first, last = int(ids[0]), int(ids[-1])
+        full = bool((ids[p:] == ids[:-p]).any())
+        lead = int(np.searchsorted(ids, first, side="right"))  # the first bucket's samples
+        if first == rid and rn + lead > p:
+            full = True
+        n = stop - end - int(np.searchsorted(ids, last, side="left"))  # the last bucket's
+        if last == rid and n == stop - end:
+            n += rn
+        self._run_id, self._run_n = last, n
+        return full
 
     def _summarise(self, lo: int) -> None:
         """At most ``_PER_BUCKET`` samples a bucket from ``lo`` on (that many before the new
