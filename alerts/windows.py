@@ -292,11 +292,11 @@ class SeriesWindow:
         p = _PER_BUCKET
         first, last = int(ids[0]), int(ids[-1])
         full = bool((ids[p:] == ids[:-p]).any())
-        lead = int(np.searchsorted(ids, first, side="right"))  # the first bucket's samples
-        if first == rid and rn + lead > p:
-            full = True
-        n = stop - end - int(np.searchsorted(ids, last, side="left"))  # the last bucket's
-        if last == rid and n == stop - end:
+        if first == rid and rn + int(np.searchsorted(ids, first, side="right")) > p:
+            full = True  # the run before the tail goes on into it
+        k = stop - end
+        n = 1 if k > 1 and int(ids[-2]) != last else k - int(np.searchsorted(ids, last))
+        if last == rid and n == k:
             n += rn
         self._run_id, self._run_n = last, n
         return full
@@ -394,6 +394,13 @@ class SeriesWindow:
         cap = self._ts.shape[0]
         need = n + k
         new_cap = cap if need <= cap // 2 else max(2 * need, 64)
+        if new_cap == cap and self._ncum is None:  # (mostly) in place, as _reset would
+            self._ts[:n] = self._ts[s:e]
+            self._val[:n] = self._val[s:e]
+            np.cumsum(self._val[:n], out=self._cum[:n])
+            self._start, self._end = 0, n
+            self._recount()
+            return
         kept = self._kept()
         if new_cap != cap:
             self._ts = np.zeros(new_cap, dtype=np.int64)
