@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.aggregates import AGGREGATES, DAY_MS, HOUR_MS, Aggregate
+from alerts.bucket_runs import bucket_runs
 
 if TYPE_CHECKING:
     from alerts.window_bank import DeviceSeries
@@ -33,8 +34,6 @@ _TAIL = 128
 _DEPTH = 32
 # A bucket keeps at most this many samples: first, lowest, highest, last (see SeriesWindow).
 _PER_BUCKET = 4
-# A flush of this many samples or more counts them per bucket by column (a few numpy calls).
-_RUNS_BY_COLUMN = 16
 
 
 class SeriesWindow:
@@ -241,7 +240,13 @@ class SeriesWindow:
         # (No view of the tail buffers may outlive this: they could not be emptied then.)
         self._ts[end:stop] = np.frombuffer(tail_ts, dtype=np.int64)
         self._val[end:stop] = np.frombuffer(self._tail_val, dtype=np.float64)
-        full = self.bucket_ms > 0 and self._runs(tail_ts, end, stop)
+        full = False
+        if self.bucket_ms > 0:
+            run = (self._run_id, self._run_n)
+            times = self._ts[end:stop]
+            full, self._run_id, self._run_n = bucket_runs(
+                tail_ts, times, self.bucket_ms, run, _PER_BUCKET
+            )
         del tail_ts[:]
         del self._tail_val[:]
         # The prefix sums continue one sample at a time (as np.cumsum does), from the last.
@@ -270,36 +275,6 @@ class SeriesWindow:
         self._drop_before(int(self._ts[stop - 1]) - self.horizon_ms)
         # (the bounds, times and quiet mark stand: the samples were inside the envelope)
         self._slack(keep=True)
-
-    def _runs(self, tail_ts: array[int], end: int, stop: int) -> bool:
-        """Whether a bucket gets more than ``_PER_BUCKET`` samples with the tail (now at
-        ``end:stop`` in the arrays, in time order); the newest bucket's run follows it."""
-        b, rid, rn = self.bucket_ms, self._run_id, self._run_n
-        if stop - end < _RUNS_BY_COLUMN:  # a Python loop: most short flushes are a sample or two
-            full = False
-            for t in tail_ts:
-                i = t // b
-                if i == rid:
-                    rn += 1
-                else:
-                    rid, rn = i, 1
-                full = full or rn > _PER_BUCKET
-            self._run_id, self._run_n = rid, rn
-            return full
-        # By column: in time order a bucket holds more than P samples iff some sample's
-        # bucket is that of the one P before it (the run before the tail counted in).
-        ids = self._ts[end:stop] // b
-        p = _PER_BUCKET
-        first, last = int(ids[0]), int(ids[-1])
-        full = bool((ids[p:] == ids[:-p]).any())
-        if first == rid and rn + int(np.searchsorted(ids, first, side="right")) > p:
-            full = True  # the run before the tail goes on into it
-        k = stop - end
-        n = 1 if k > 1 and int(ids[-2]) != last else k - int(np.searchsorted(ids, last))
-        if last == rid and n == k:
-            n += rn
-        self._run_id, self._run_n = last, n
-        return full
 
     def _summarise(self, lo: int) -> None:
         """At most ``_PER_BUCKET`` samples a bucket from ``lo`` on (that many before the new
