@@ -234,17 +234,20 @@ class DeviceSeries(Generic[_G]):
             slot = self._slot
             cols.log_n[slot] = 0
             more = cols.log_ts[slot, :n].tobytes()
-            values = cols.log_val[slot, :n].T[self._pos]  # a row per member (a copy)
+            # A plan position's values, one after another (one copy for all members).
+            values = memoryview(cols.log_val[slot, :n].T.tobytes())
             last = int(cols.log_ts[slot, n - 1])
         else:
             last = times[-1]
+        step = 8 * n
         for k, w in enumerate(self._members):
             if times:
                 w._tail_ts.extend(times)
                 w._tail_val.extend([row[k] for row in rows])
             if n:  # (the same machine types as the tails' arrays: int64, float64)
                 w._tail_ts.frombytes(more)
-                w._tail_val.frombytes(values[k].tobytes())
+                at = self._pos[k] * step
+                w._tail_val.frombytes(values[at : at + step])
             w.newest_ts = last
             if len(w._tail_ts) >= windows._TAIL:
                 w._flush()

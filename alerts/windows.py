@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.aggregates import AGGREGATES, DAY_MS, HOUR_MS, Aggregate
+from alerts.bucket_runs import bucket_runs
 
 if TYPE_CHECKING:
     from alerts.window_bank import DeviceSeries
@@ -235,21 +236,17 @@ class SeriesWindow:
         if moved:
             self._make_room(k)
             end = self._end
-        full, b = False, self.bucket_ms
-        if b > 0:  # does a bucket get too many? (a Python loop: most flushes are short)
-            rid, rn = self._run_id, self._run_n
-            for t in tail_ts:
-                i = t // b
-                if i == rid:
-                    rn += 1
-                else:
-                    rid, rn = i, 1
-                full = full or rn > _PER_BUCKET
-            self._run_id, self._run_n = rid, rn
         stop = end + k
         # (No view of the tail buffers may outlive this: they could not be emptied then.)
         self._ts[end:stop] = np.frombuffer(tail_ts, dtype=np.int64)
         self._val[end:stop] = np.frombuffer(self._tail_val, dtype=np.float64)
+        full = False
+        if self.bucket_ms > 0:
+            run = (self._run_id, self._run_n)
+            times = self._ts[end:stop]
+            full, self._run_id, self._run_n = bucket_runs(
+                tail_ts, times, self.bucket_ms, run, _PER_BUCKET
+            )
         del tail_ts[:]
         del self._tail_val[:]
         # The prefix sums continue one sample at a time (as np.cumsum does), from the last.
@@ -266,16 +263,17 @@ class SeriesWindow:
             self._summarise(max(self._start, end - _PER_BUCKET))
             self._recount()
             stop = self._end
-        if moved:  # the prefix sums were rebuilt: the envelope is made exact with them
-            self._exact()
+        # (A rebuild of the prefix sums for room, ``moved``, leaves the envelope as it was:
+        # it still covers every kept sample, as ``_absmax`` still bounds their |v|, and the
+        # quiet mark stands; ``tighten`` makes it exact when a group needs it. Made exact
+        # here, every rebuild sent the groups back to their quiet checks.)
         n = stop - self._start
         if n > self.max_samples:
             self._start += n - self.max_samples
             self._loose = True
             self._sync()
         self._drop_before(int(self._ts[stop - 1]) - self.horizon_ms)
-        # (the bounds, times and quiet mark stand: the samples were inside the envelope, a
-        # rebuild made it exact above, which looked again)
+        # (the bounds, times and quiet mark stand: the samples were inside the envelope)
         self._slack(keep=True)
 
     def _summarise(self, lo: int) -> None:
@@ -371,6 +369,13 @@ class SeriesWindow:
         cap = self._ts.shape[0]
         need = n + k
         new_cap = cap if need <= cap // 2 else max(2 * need, 64)
+        if new_cap == cap and self._ncum is None:  # (mostly) in place, as _reset would
+            self._ts[:n] = self._ts[s:e]
+            self._val[:n] = self._val[s:e]
+            np.cumsum(self._val[:n], out=self._cum[:n])
+            self._start, self._end = 0, n
+            self._recount()
+            return
         kept = self._kept()
         if new_cap != cap:
             self._ts = np.zeros(new_cap, dtype=np.int64)

@@ -97,6 +97,8 @@ def _group_quiet(parts: list[Quiet | None]) -> Callable[[Value], bool] | None:
 
 # Aggregates that lie within their window's samples' range (min <= agg <= max).
 _WITHIN = frozenset({"max", "min", "mean"})
+# A bound judged on an envelope is met with this relative margin (the aggregates' rounding).
+_MARGIN = 1 + 1e-6
 
 
 def _band(quiets: list[Quiet]) -> tuple[float, float] | None:
@@ -116,7 +118,10 @@ class WindowGroup:
     samples), so an envelope strictly inside the tests' common quiet range (less the prefix
     sums' rounding error, for mean) cannot reach a threshold; a rate is (last - first) per hour
     over at least the time since the previous sample, so it lies within
-    (last - hi, last - lo) / (last_ts - prev_ts). Tests this cannot cover (sum, count,
+    (last - hi, last - lo) / (last_ts - prev_ts). A rate is judged only on a whole window
+    (``SeriesWindow.full``: its first sample in the window's first half), so at the newest
+    sample's time it spans at least ``W - W // 2``: an envelope narrower than ``rate_span``
+    keeps every rate test quiet whatever the gaps. Tests this cannot cover (sum, count,
     min_fall, quiet sets that are not a range) are in ``always`` and run at every reading.
     """
 
@@ -129,10 +134,14 @@ class WindowGroup:
     within_hi: float = math.inf
     rate_lo: float = -math.inf
     rate_hi: float = math.inf
+    # The widest envelope (hi - lo) that keeps every rate test quiet on a whole window at the
+    # newest sample's time: min over the tests of min(hi, -lo) per hour × (W - W // 2).
+    rate_span: float = -math.inf
 
     def seal(self) -> None:
         within: list[Quiet] = []
         rate: list[Quiet] = []
+        self.rate_span = math.inf
         for _p, t, _r in self.tests:
             q, agg = t.quiet, t.agg
             if q is None or q.shape != "range" or agg is None:
@@ -142,6 +151,11 @@ class WindowGroup:
                 self.mean |= agg.fn == "mean"
             elif agg.fn == "rate":
                 rate.append(q)
+                least = agg.window_ms - agg.window_ms // 2  # (SeriesWindow._full)
+                room = min(q.hi, -q.lo) * least / HOUR_MS
+                self.rate_span = min(self.rate_span, room)
+        if not rate:
+            self.rate_span = -math.inf
         self.within = _band(within) if within else None
         self.rate = _band(rate) if rate else None
         self.within_lo, self.within_hi = self.within or (-math.inf, math.inf)
@@ -172,7 +186,7 @@ class WindowGroup:
         quiet, gap = self._quiet(w, now)
         if not quiet:
             return False
-        a, b = self._room(w)
+        a, b = self._room(w, now)
         if a < w.lo or w.hi < b:
             w.loosen(a, b)
             quiet, gap = self._quiet(w, now)
@@ -200,8 +214,12 @@ class WindowGroup:
                 return False, None
         if self.rate is None:
             return True, -1.0
-        prev = w.prev_ts
         last = w.newest_ts
+        # Whole windows: quiet for any later sample too while the bounds hold (the rate tests
+        # run at each sample's own time). (False for NaN bounds.)
+        if last == now and 0.0 <= (hi - lo) * _MARGIN < self.rate_span:
+            return True, -1.0
+        prev = w.prev_ts
         if prev is not None:  # else at most one sample: no rate at all
             assert last is not None
             d = last - prev
@@ -219,10 +237,11 @@ class WindowGroup:
             return True, max(span / self.rate_hi, span / -self.rate_lo) * (1 + 1e-6) + 1
         return True, None
 
-    def _room(self, w: SeriesWindow) -> tuple[float, float]:
+    def _room(self, w: SeriesWindow, now: int) -> tuple[float, float]:
         """An envelope around the series' one that the group is still quiet for: half the
         way to the nearest threshold of max/min/mean, and for rates no wider than keeps
-        samples at the series' last gap quiet (half the rate allowed over that gap)."""
+        samples quiet: half of ``rate_span`` (whole windows), or of the rate allowed over the
+        series' last gap if that is more."""
         lo, hi = w.lo, w.hi
         if not lo <= hi:  # no samples, or a NaN
             return lo, hi
@@ -232,11 +251,12 @@ class WindowGroup:
             above = (self.within_hi - hi) / 2
         if self.rate is not None:
             prev, last = w.prev_ts, w.newest_ts
-            if prev is None or last is None or last <= prev:
-                return lo, hi
-            if not self.rate_lo < 0.0 < self.rate_hi:
-                return lo, hi
-            allowed = min(self.rate_hi, -self.rate_lo) * (last - prev) / HOUR_MS / 2
+            allowed = self.rate_span / 2 if last == now else -math.inf
+            gapped = prev is not None and last is not None and last > prev
+            if gapped and self.rate_lo < 0.0 < self.rate_hi:
+                assert prev is not None and last is not None
+                gap = min(self.rate_hi, -self.rate_lo) * (last - prev) / HOUR_MS / 2
+                allowed = max(allowed, gap)
             extra = (allowed - (hi - lo)) / 2
             if not extra > 0.0:
                 return lo, hi

@@ -336,6 +336,44 @@ def test_a_rate_is_bounded_by_the_envelope_and_the_last_gap() -> None:
     assert not g.quiet(w, 34 * MIN)  # a late reading: evaluated in full
 
 
+def test_a_rate_on_a_whole_window_is_bounded_by_half_the_window() -> None:
+    """A rate is judged only on a whole window (its first sample in the window's first
+    half): at the newest sample's time it spans at least half the window, so bounds 0.1 wide
+    keep a 10-minute rate under 6 per hour at any gap, where the last gap (1 minute) alone
+    would allow 6."""
+    g = _group(("rate", Quiet(lo=-6.0, hi=6.0)))  # per hour, over 10 minutes
+    assert g.rate_span == pytest.approx(6.0 * 5 * MIN / HOUR_MS)
+    w = SeriesWindow(horizon_ms=HOUR_MS)
+    rate = Aggregate("rate", 10 * MIN)
+    for i in range(20):
+        w.append(i * MIN, 1.0 + 0.1 * (i % 2))
+    assert not g.quiet(w, 20 * MIN)  # a reading without a sample: only the last gap counts
+    assert g.quiet(w, 19 * MIN)
+    assert w.quiet_for is g and w.quiet_gap < 0  # quiet for later samples at any gap ...
+    assert (w.lo, w.hi) == pytest.approx((0.925, 1.175))  # ... within bounds loosened halfway
+    assert w.add(19 * MIN + 1, 1.17, g)  # a second later, inside: still quiet
+    for now in (19 * MIN, 19 * MIN + 1):
+        got = w.aggregate(rate, now)
+        assert got is not None and abs(got) < 6.0
+    assert not w.add(20 * MIN, 1.45, g)  # outside: the group must look again
+    assert not g.quiet(w, 20 * MIN)  # 0.525 wide: up to 6.3 per hour over 5 minutes, but
+    assert w.tighten() and g.quiet(w, 20 * MIN)  # exact bounds (1.0..1.45) allow 5.4
+
+
+def test_a_rebuild_for_room_keeps_the_bounds_and_the_quiet_mark() -> None:
+    g = _group(("max", Quiet(hi=10.0)))
+    w = SeriesWindow(horizon_ms=5 * MIN, capacity=4)
+    for i in range(3):
+        w.append(i * MIN, 1.0)
+    assert g.quiet(w, 2 * MIN)
+    bounds = (w.lo, w.hi)
+    for i in range(3, 40):  # the arrays fill and are rebuilt, older samples dropped
+        assert w.add(i * MIN, 1.0, g)
+        w._flush()
+    assert w.quiet_for is g and (w.lo, w.hi) == bounds
+    assert w.aggregate(Aggregate("max", 5 * MIN), 39 * MIN) == 1.0
+
+
 def test_nan_keeps_a_group_from_being_skipped() -> None:
     g = _group(("max", Quiet(hi=10.0)))
     w = SeriesWindow(horizon_ms=5 * MIN)

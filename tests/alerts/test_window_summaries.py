@@ -4,17 +4,22 @@ sample: exactly, while no bucket holds more than a few; over windows on bucket e
 
 from __future__ import annotations
 
+from array import array
+
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts import windows
+from alerts.bucket_runs import bucket_runs
 from alerts.rules.evaluate import Evaluator
 from alerts.rules.index import RuleIndex
 from alerts.windows import Aggregate, SeriesWindow
 from tests.alerts.test_rules_fast_path import NaiveWindow
 
 MIN = 60_000
+PER_BUCKET = windows._PER_BUCKET
 FNS = ("max", "min", "mean", "sum", "count", "rate")
 
 # (no NaN: the reference's Python max/min depend on where a NaN stands)
@@ -127,3 +132,29 @@ def test_a_series_restored_from_an_old_snapshot_is_summarised_from_then_on() -> 
         ev.observe_readings(index, "e1", "gw", [r], [])
     assert w.bucket_ms == MIN  # the kind's reporting interval
     assert len(w) <= 30 + windows._PER_BUCKET * 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bucket=st.sampled_from((1_000, 10_000, MIN)),
+    gaps=st.lists(st.integers(0, 2 * MIN), min_size=1, max_size=200),
+    run_n=st.integers(0, 6),
+    same=st.booleans(),
+)
+def test_bucket_runs_by_column_are_the_loops(
+    bucket: int, gaps: list[int], run_n: int, same: bool
+) -> None:
+    """A long flush counts its samples per bucket with numpy: whether a bucket overflows
+    and the newest bucket's run are those of the sample-by-sample loop, the run before the
+    flush (possibly the same bucket as its first samples) counted in."""
+    times, ts = [], 0
+    for gap in gaps:
+        ts += gap // 40 if gap % 4 else gap  # bursts and gaps
+        times.append(ts)
+    tail = array("q", times)
+    answers = []
+    for by_column in (0, 10**9):  # by column, and the loop
+        run = (times[0] // bucket - (0 if same else 1), run_n) if run_n else (None, 0)
+        got = bucket_runs(tail, np.array(times), bucket, run, PER_BUCKET, by_column)
+        answers.append(got)
+    assert answers[0] == answers[1]
