@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import gc
 import logging
 import signal
@@ -14,6 +12,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from estatewatch.settings import SettingsError, describe, load_settings
+from ingest.malloc import tune_malloc
 
 
 def _settings_help() -> str:
@@ -115,16 +114,6 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def _fewer_malloc_arenas() -> None:
-    """glibc gives threads that allocate at once arenas of their own (up to 8 a core); the
-    network, writer, scheduler and API threads churn through batches, and RSS grows by the
-    arenas' fragmentation. Two arenas, as MALLOC_ARENA_MAX=2 would, before any thread starts."""
-    if sys.platform.startswith("linux"):
-        # not glibc (musl): nothing to tune
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
-
-
 def _fewer_collections() -> None:
     """The cyclic collector runs every 700 net allocations by default: a 2,000-reading commit
     makes tens of thousands of short-lived dicts and tuples (freed by reference counting, but
@@ -136,7 +125,7 @@ def _fewer_collections() -> None:
 
 def tune_interpreter() -> None:
     """Process-wide settings for the service (and the benchmarks that run its parts)."""
-    _fewer_malloc_arenas()
+    tune_malloc()  # two arenas, and their free pages given back every few seconds
     _fewer_collections()
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from datetime import UTC
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 import uvicorn
@@ -49,8 +49,6 @@ from estatewatch.settings import Settings
 from ingest.consumer import ApplyRollupTask, Ingest, PartitionSessions, PurgeTask
 from ingest.datafiles import explain_corruption, sqlite_path
 from ingest.directory import estate_records, offline_gateways
-from ingest.flux import FluxChartsReader
-from ingest.influx import InfluxTelemetrySink
 from ingest.metrics import ingest_registry
 from ingest.model import NotOwner
 from ingest.net_telemetry import NetworkTelemetryReader, NetworkTelemetryStore
@@ -64,6 +62,10 @@ from protocol.catalog import default_catalog
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint, parse_mqtt_url
 from supervision.inspections import InspectionBook
+
+if TYPE_CHECKING:  # InfluxDB's client (~13 MB resident) only when one is configured
+    from ingest.flux import FluxChartsReader
+    from ingest.influx import InfluxTelemetrySink
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +268,8 @@ class Service:
             self.endpoint = self.broker.endpoint
             log.info("broker: %s started by the service on %s", self.broker.name, self.endpoint.url)
         path = s.shard_telemetry_path(self.shard)
+        if s.raw_store_url:
+            from ingest.influx import InfluxTelemetrySink
         self.influx = (  # InfluxDB, or VictoriaMetrics through its InfluxDB write API
             InfluxTelemetrySink(
                 s.raw_store_url, s.influxdb_token, s.influxdb_org, s.influxdb_bucket, self.catalog
@@ -683,6 +687,8 @@ class Service:
             if s.timeseries_backend == "victoriametrics":
                 charts = VictoriaMetricsReader(s.victoriametrics_url)
             elif s.timeseries_backend == "influxdb":  # read through Flux (ingest.flux)
+                from ingest.flux import FluxChartsReader
+
                 charts = FluxChartsReader(
                     s.influxdb_url,
                     s.influxdb_token,
@@ -701,6 +707,8 @@ class Service:
                 lambda: NetworkTelemetryReader(self.state.engine, charts, self._device_kind),
                 "telemetry",
             )
+        if s.influxdb_url:
+            from ingest.influx import InfluxTelemetrySink
         influx = (
             InfluxTelemetrySink(
                 s.influxdb_url, s.influxdb_token, s.influxdb_org, s.influxdb_bucket, self.catalog

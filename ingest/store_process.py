@@ -56,6 +56,7 @@ from typing import Any, cast
 
 import msgspec
 
+from ingest.malloc import tune_malloc
 from ingest.model import EstateBatch
 from ingest.retention import RollupPlan
 from ingest.telemetry import FoldReader, TelemetryWriter
@@ -586,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s store %(message)s")
     gc.set_threshold(50_000, 20, 20)  # as the service (estatewatch.cli): a commit's garbage
+    tune_malloc()  # as the service: SQLite's pages and a commit's rows churn the heap
     serve(Connection(a.fd), a.path, a.latest_interval_s, a.parent)
 
 

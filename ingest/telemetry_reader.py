@@ -29,9 +29,11 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    # The writer's page cache keeps the indexes it updates hot; readers (one per API worker
-    # thread, and the rollup job's) mostly scan once, and 64 MB each would add up.
-    conn.execute(f"PRAGMA cache_size={-8192 if readonly else -65536}")
+    # Page cache, KiB. The writer appends to an unindexed table and touches few other pages
+    # (seq book, latest, one rollup row a series a minute): 64 MiB held ~70 MB of pages it had
+    # just appended, 16 MiB costs no store CPU (bench 3, issue 15). Readers (one per API worker
+    # thread, and the rollup job's) mostly scan once.
+    conn.execute(f"PRAGMA cache_size={-8192 if readonly else -16384}")
     return conn
 
 

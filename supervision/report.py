@@ -19,9 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from openpyxl import Workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Font
 
 from alerts.alarms.model import alarm_durations
 from alerts.labels import Labels
@@ -534,12 +531,17 @@ def to_csv(report: dict[str, Any], lang: str = "zh-CN", catalog: Catalog | None 
 
 def _cells(values: list[Any]) -> list[Any]:
     # A worksheet cannot hold control characters: drop them rather than fail the download.
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
     return [ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values]
 
 
 def to_xlsx(report: dict[str, Any], lang: str = "zh-CN", catalog: Catalog | None = None) -> bytes:
     """The summary, then alarms by system and severity, plan activations by level, drills:
     in one language, estates by name, plans by name, levels as people say them."""
+    from openpyxl import Workbook  # here: ~6 MB resident the service needs only for this
+    from openpyxl.styles import Font
+
     words = _Words(report, lang, catalog)
     lb = words.labels
     wb = Workbook()
