@@ -31,8 +31,8 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     # Page cache, KiB. The writer appends to an unindexed table and touches few other pages
     # (seq book, latest, one rollup row a series a minute): 64 MiB held ~70 MB of pages it had
-    # just appended, 16 MiB costs no store CPU (bench 3, issue 15). Readers (one per API worker
-    # thread, and the rollup job's) mostly scan once.
+    # just appended (bench 3, issue 15). Readers (one per API worker thread, and the rollup
+    # job's) mostly scan once.
     conn.execute(f"PRAGMA cache_size={-8192 if readonly else -16384}")
     return conn
 
