@@ -103,9 +103,6 @@ class SeriesIds:
         self._made: list[tuple[int, str, str, str]] = []  # since begin()
         self._saved = 0  # of _made, inserted
 
-    def __len__(self) -> int:
-        return sum(len(metrics) for devices in self.ids.values() for metrics in devices.values())
-
     def begin(self) -> int:
         """A write starts (what was made before is committed or forgotten): the top to go
         back to if it fails."""
