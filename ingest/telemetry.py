@@ -71,6 +71,13 @@ __all__ = [
 ]
 
 
+# "Now" keeps a series' newest row: an older reading replayed later never overwrites it.
+_NOW_UPSERT = (
+    "ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, "
+    "num = excluded.num, txt = excluded.txt WHERE excluded.ts >= latest.ts"
+)
+
+
 def _insert_json(conn: sqlite3.Connection, table: str, columns: str, rows: list[Any]) -> None:
     """Insert a few rows (events, seqs) in one statement, as one JSON array of arrays."""
     insert_json(conn, table, columns, [orjson.dumps(rows)])
@@ -342,10 +349,7 @@ class TelemetryWriter:
         once; run at start too, so a crash loses nothing of "now". An older reading replayed
         from a gateway's buffer never overwrites a newer one."""
         last = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()[0]
-        upsert = (
-            "ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, "
-            "num = excluded.num, txt = excluded.txt WHERE excluded.ts >= latest.ts"
-        )
+        upsert = _NOW_UPSERT
         if self._newest is not None:
             if self._newest:
                 self.conn.execute(
@@ -386,9 +390,7 @@ class TelemetryWriter:
         """Keep "now" when the raw rows live elsewhere (InfluxDB): each series' newest row of
         a write."""
         self.conn.executemany(
-            f"INSERT INTO latest (ts, series, num, txt) VALUES (?1, ?2, {NOW_BOUND}) "
-            "ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, num = excluded.num, "
-            "txt = excluded.txt WHERE excluded.ts >= latest.ts",
+            f"INSERT INTO latest (ts, series, num, txt) VALUES (?1, ?2, {NOW_BOUND}) {_NOW_UPSERT}",
             newest.values(),
         )
 
