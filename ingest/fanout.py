@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 from ingest.handoff import Handoff
@@ -19,12 +18,8 @@ log = logging.getLogger(__name__)
 # events, statuses), so rules see exactly what was stored without re-reading the database.
 CommitListener = Callable[[Sequence[Delivery]], None]
 
-# Readings a listener call gets at most from a large commit (see Fanout.run); while events
-# are arriving (the last within INCIDENT_S: alarms seldom come alone), fewer, since an event
-# waits for the part in progress.
+# Readings a listener call gets at most from a large commit (see Fanout.run).
 LISTEN_READINGS = 2000
-INCIDENT_READINGS = 1000
-INCIDENT_S = 10.0
 
 # Telemetry commits waiting for the listeners: QUEUED, and the recorder's commits in flight
 # when it stopped starting new ones (recorder.IN_FLIGHT), which land without waiting.
@@ -61,7 +56,6 @@ class Fanout:
         # rather than in ``put``, where events to land would wait behind it.
         self.handoff: Handoff[tuple[list[Delivery], Then | None]] = Handoff(QUEUED + LANDING)
         self.thread = threading.Thread(target=self.run, name="ingest-listeners", daemon=True)
-        self.last_event = -1e9  # monotonic time events were last notified
 
     def add(self, listener: CommitListener) -> None:
         """Register before start; a listener that raises is logged and does not stop ingest."""
@@ -97,23 +91,14 @@ class Fanout:
                 return
             deliveries, then = item
             if rank == Handoff.EVENTS:
-                self.notify_events(deliveries, then)
+                self.notify(deliveries, then)
                 continue
-            for part in parts(deliveries, self.part_readings()):
+            for part in parts(deliveries, LISTEN_READINGS):
                 self.notify(part)
                 for events, after in self.handoff.take_events():
-                    self.notify_events(events, after)
+                    self.notify(events, after)
             if then is not None:
                 then()
-
-    def part_readings(self) -> int:
-        if time.monotonic() - self.last_event < INCIDENT_S:
-            return INCIDENT_READINGS
-        return LISTEN_READINGS
-
-    def notify_events(self, deliveries: list[Delivery], then: Then | None) -> None:
-        self.last_event = time.monotonic()
-        self.notify(deliveries, then)
 
     def notify(self, deliveries: list[Delivery], then: Then | None = None) -> None:
         for listener in self.listeners:
