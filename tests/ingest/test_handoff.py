@@ -12,9 +12,6 @@ from typing import Any
 import pytest
 
 from ingest.consumer import INCIDENT_BATCH_READINGS, INCIDENT_S, Handoff, Ingest, Received
-from ingest.fanout import INCIDENT_READINGS, LISTEN_READINGS, Fanout
-from ingest.model import EstateBatch
-from ingest.pipeline import Delivery
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryWriter
 from protocol.catalog import default_catalog
@@ -84,37 +81,6 @@ def test_telemetry_waiting_is_counted_and_a_taker_is_woken() -> None:
     assert not taken.is_set() and h.telemetry_waiting == 2  # an event frees no slot
     assert h.get(timeout=1) == (Handoff.TELEMETRY, "t1")
     assert taken.is_set() and h.telemetry_waiting == 1
-
-
-def test_listener_parts_are_short_while_events_arrive() -> None:
-    """The listeners get a large commit in parts; after an event (an incident) in smaller
-    ones, so the next event waits for less; events go between parts, telemetry in order."""
-    fanout = Fanout()
-    calls: list[tuple[str, int]] = []
-    fanout.add(lambda ds: calls.append((ds[0].topic, sum(d.reading_count for d in ds))))
-
-    def commit(name: str, messages: int) -> list[Delivery]:
-        out = []
-        for i in range(messages):  # 100 readings a message
-            d = Delivery(topic=f"{name}-{i}", received_ms=0)
-            d.batch = EstateBatch("e", "gw", [Reading("d", "k", i, {}) for _ in range(100)])
-            out.append(d)
-        return out
-
-    fanout.put(Handoff.TELEMETRY, commit("a", 40))  # 4,000 readings, no event yet
-    fanout.end()
-    fanout.run()
-    fanout.put(Handoff.TELEMETRY, commit("b", 40))
-    fanout.put(Handoff.EVENTS, [Delivery(topic="ev", received_ms=0)])
-    fanout.put(Handoff.TELEMETRY, commit("c", 40))
-    fanout.end()
-    fanout.run()
-    normal, incident = LISTEN_READINGS, INCIDENT_READINGS
-    assert calls[:2] == [("a-0", normal), ("a-20", normal)]
-    assert calls[2] == ("ev", 0)  # it overtook the commits waiting
-    assert calls[3:] == [
-        (f"{c}-{i}", incident) for c in "bc" for i in range(0, 40, incident // 100)
-    ]
 
 
 def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None:
