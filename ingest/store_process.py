@@ -75,11 +75,8 @@ LOCK_TIMEOUT_S = 30.0  # a child waits this long for an old one (its parent gone
 # Requests the child takes off its socket ahead of the one it works on: more waits in the
 # parent's send (the recorder keeps at most two commits and the events in flight).
 CHILD_QUEUE = 8
-# The socket's send buffer: a commit's request (10,000 readings, ~0.5-1 MB of msgpack) is
-# copied into it at once rather than sent in pieces as the child's reader thread, which waits
-# for its interpreter's lock while the child commits, takes each: the recorder's send waited
-# there (18 % of its time at 40,000 readings/s) and an event to send waited behind it. The
-# kernel caps it (net.core.wmem_max); below a request's size the send waits as before.
+# Send buffer (capped by the kernel): a commit's request is copied at once, not sent piecemeal
+# as the child's reader gets its lock (the recorder waited there 18 % of its time, events too).
 SEND_BUFFER = 4 << 20
 
 
