@@ -21,6 +21,11 @@ CommitListener = Callable[[Sequence[Delivery]], None]
 # Readings a listener call gets at most from a large commit (see Fanout.run).
 LISTEN_READINGS = 2000
 
+# Telemetry commits waiting for the listeners: QUEUED, and the recorder's commits in flight
+# when it stopped starting new ones (recorder.IN_FLIGHT), which land without waiting.
+QUEUED = 2
+LANDING = 2
+
 # What to do once every listener has had a commit's deliveries (its acknowledgement, for a
 # scaled-out worker: see Recorder.ack_after_listeners).
 Then = Callable[[], None]
@@ -47,8 +52,9 @@ class Fanout:
     def __init__(self) -> None:
         self.listeners: list[CommitListener] = []
         # recorder → listeners, in commit order but events first: bounded, so listeners that
-        # fall behind hold the recorder back.
-        self.handoff: Handoff[tuple[list[Delivery], Then | None]] = Handoff(2)
+        # fall behind hold the recorder back, before its next telemetry commit (``room``)
+        # rather than in ``put``, where events to land would wait behind it.
+        self.handoff: Handoff[tuple[list[Delivery], Then | None]] = Handoff(QUEUED + LANDING)
         self.thread = threading.Thread(target=self.run, name="ingest-listeners", daemon=True)
 
     def add(self, listener: CommitListener) -> None:
@@ -63,6 +69,13 @@ class Fanout:
             self.handoff.put(rank, (deliveries, then))
         elif then is not None:
             then()
+
+    def room(self, landing: int) -> bool:
+        """Whether a new telemetry commit may start while ``landing`` are in flight: each of
+        them, and it, finds a slot when it lands (the listeners only free slots meanwhile)."""
+        if not self.listeners:
+            return True
+        return self.handoff.telemetry_waiting + landing < self.handoff.capacity
 
     def end(self) -> None:
         """The listeners get what was put before, then the thread ends."""

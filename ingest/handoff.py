@@ -48,17 +48,32 @@ class Handoff(Generic[T]):
     EVENTS, TELEMETRY, END = 0, 1, 2
 
     def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
         self._queue: queue.PriorityQueue[tuple[int, int, T | None]] = queue.PriorityQueue()
         self._slots = threading.Semaphore(capacity)
         self._order = itertools.count()
         # set at each put: a consumer that also waits for something else (the recorder, for
         # its commits' answers) waits on one event for both
         self.waker: threading.Event | None = None
+        # set at each telemetry get: a producer that must not block in put (the recorder,
+        # which lands events meanwhile) waits for room on the event it waits on for the rest
+        self.taker: threading.Event | None = None
+        # telemetry put and got so far: each written by one thread (one producer, one
+        # consumer), so their difference is read without a lock
+        self._put_telemetry = 0
+        self._got_telemetry = 0
+
+    @property
+    def telemetry_waiting(self) -> int:
+        """Telemetry items put and not yet taken."""
+        return self._put_telemetry - self._got_telemetry
 
     def put(self, rank: int, item: T | None, timeout: float | None = None) -> bool:
         """False if telemetry found no slot within ``timeout`` (nothing was put)."""
-        if rank == self.TELEMETRY and not self._slots.acquire(timeout=timeout):
-            return False
+        if rank == self.TELEMETRY:
+            if not self._slots.acquire(timeout=timeout):
+                return False
+            self._put_telemetry += 1
         self._queue.put((rank, next(self._order), item))
         if self.waker is not None:
             self.waker.set()
@@ -83,5 +98,8 @@ class Handoff(Generic[T]):
         """(rank, item); raises queue.Empty after ``timeout``."""
         rank, _order, item = self._queue.get(timeout=timeout)
         if rank == self.TELEMETRY:
+            self._got_telemetry += 1
             self._slots.release()
+            if self.taker is not None:
+                self.taker.set()
         return rank, item

@@ -147,7 +147,7 @@ class Recorder:
         acknowledged and handed to the listeners when its own commit is answered, telemetry
         in order; a failed one sends everything in flight the serial way (``_recover``)."""
         flight: deque[CommitBatch] = deque()
-        self.handoff.waker = self._wake
+        self.handoff.waker = self.fanout.handoff.taker = self._wake
         while True:
             if not self._land_answered(flight):
                 return
@@ -156,11 +156,15 @@ class Recorder:
             elif not self._tasks.empty():  # a task waits: nothing more is sent until it ran
                 self._wait_answer(flight)
                 continue
-            if sum(not b.urgent for b in flight) >= IN_FLIGHT:
+            telemetry = sum(not b.urgent for b in flight)
+            # No new telemetry commit while IN_FLIGHT are, nor while the listeners are behind
+            # (their hand-off has no slot left for it): this thread then waits here, where it
+            # still sends and lands events, never in the listeners' hand-off.
+            if telemetry >= IN_FLIGHT or not self.fanout.room(telemetry):
                 for events in self.handoff.take_events():
                     if events := drop_revoked(events):
                         flight.append(self._begin(events, urgent=True))
-                self._wait_answer(flight)
+                self._wait_answer(flight, listeners=telemetry < IN_FLIGHT)
                 continue
             try:
                 where, pending = self.handoff.get(timeout=0 if flight else 0.05)
@@ -183,11 +187,14 @@ class Recorder:
             if pending:
                 flight.append(self._begin(pending, urgent=where == Handoff.EVENTS))
 
-    def _wait_answer(self, flight: deque[CommitBatch]) -> None:
+    def _wait_answer(self, flight: deque[CommitBatch], listeners: bool = False) -> None:
         """Until a batch in flight can land or the hand-off is given one (events go out while
-        telemetry commits): one event for both, no polling, which woke this thread (and took
-        the interpreter lock from the decoder and the rules) 200 times a second."""
-        if not flight or flight[0].answered() or any(b.urgent and b.answered() for b in flight):
+        telemetry commits), or (``listeners``: waiting for them) the listeners take a commit:
+        one event for all, no polling, which woke this thread (and took the interpreter lock
+        from the decoder and the rules) 200 times a second."""
+        if flight and (flight[0].answered() or any(b.urgent and b.answered() for b in flight)):
+            return
+        if not flight and not listeners:
             return
         self._wake.wait(0.05)  # the timeout only bounds a wake-up missed by a bug
         self._wake.clear()  # the caller looks at everything again before waiting again

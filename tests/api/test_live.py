@@ -164,3 +164,41 @@ def test_closing_the_hub_ends_open_streams() -> None:
         return frames
 
     assert asyncio.run(asyncio.wait_for(run(), 5)) == [b"event: hello\ndata: {}\n\n"]
+
+
+def test_publishes_before_the_loop_runs_wake_it_once_and_keep_their_order() -> None:
+    """Each wake-up of a subscriber's loop from another thread lets go of the interpreter
+    lock (a self-pipe write): updates handed while one is pending ride on it, in order."""
+
+    async def run() -> tuple[list[bytes], int]:
+        hub = LiveHub()
+        sub = hub.subscribe(frozenset(["e"]))
+        wakes = 0
+        call_soon = sub.loop.call_soon_threadsafe
+
+        def counted(*args: Any) -> Any:
+            nonlocal wakes
+            wakes += 1
+            return call_soon(*args)
+
+        sub.loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        for i in range(100):  # the loop runs nothing meanwhile: one wake-up pending
+            hub.publish("e", "alarm", {"i": i})
+        assert wakes == 1
+        await asyncio.sleep(0.01)
+        hub.publish("e", "alarm", {"i": 100})  # after the loop drained: woken again
+        assert wakes == 2
+
+        async def never() -> bool:
+            return False
+
+        gen = hub.stream(sub, never, keepalive_s=0.05)
+        chunks = []
+        while (chunk := await gen.__anext__()) != b": keepalive\n\n":
+            chunks.append(chunk)
+        await gen.aclose()
+        return chunks, wakes
+
+    chunks, _wakes = asyncio.run(run())
+    alarms = [d["i"] for ev, d in frames_of(chunks) if ev == "alarm"]
+    assert alarms == list(range(101))

@@ -68,6 +68,21 @@ def test_telemetry_without_a_slot_gives_up_after_its_timeout() -> None:
         h.get(timeout=0.01)
 
 
+def test_telemetry_waiting_is_counted_and_a_taker_is_woken() -> None:
+    # the recorder starts no telemetry commit the listeners' hand-off has no slot for, and
+    # waits for one on the event the hand-off sets when the listeners take a commit
+    h: Handoff[str] = Handoff(2)
+    h.taker = taken = threading.Event()
+    h.put(Handoff.TELEMETRY, "t1")
+    h.put(Handoff.EVENTS, "e1")
+    h.put(Handoff.TELEMETRY, "t2")
+    assert h.telemetry_waiting == 2
+    assert h.get(timeout=1) == (Handoff.EVENTS, "e1")
+    assert not taken.is_set() and h.telemetry_waiting == 2  # an event frees no slot
+    assert h.get(timeout=1) == (Handoff.TELEMETRY, "t1")
+    assert taken.is_set() and h.telemetry_waiting == 1
+
+
 def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None:
     """The decoder's batches: up to max_batch_readings normally; after an event (an incident,
     when the next alarm must not wait behind a long commit), at most INCIDENT_BATCH_READINGS.

@@ -197,3 +197,72 @@ def test_the_child_takes_events_before_telemetry_it_has_not_started() -> None:
     _read_requests(theirs, requests)
     order = [requests.get_nowait()[2:4] for _ in range(5)]
     assert order == [(0, "end"), (3, "write"), (1, "write"), (2, "write"), (4, "write")]
+
+
+def test_listeners_behind_hold_back_telemetry_not_events(tmp_path: Path) -> None:
+    """With the listeners stuck in a commit, the recorder starts no telemetry commit the
+    listeners' hand-off has no slot for (bounded), and still commits and acknowledges an
+    event meanwhile instead of waiting in that hand-off; once the listeners move, they get
+    every commit once: the event before the telemetry that waited, telemetry in order."""
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("e1", "e1")
+    state.add_gateway("e1", "gw-01")
+    store = HeldStore()
+    ingest = Ingest(MqttEndpoint("127.0.0.1", 1), state, store, default_catalog())  # type: ignore[arg-type]
+    seen: list[int] = []
+    held = threading.Event()
+    release = threading.Event()
+
+    def stuck(deliveries: Sequence[Delivery]) -> None:
+        if any(d.seq == 1 for d in deliveries):
+            held.set()
+            release.wait(20)
+        seen.extend(d.seq for d in deliveries if d.seq is not None)
+
+    ingest.add_listener(stuck)
+    answering = threading.Event()
+
+    def answer_all() -> None:  # the store answers every write at once
+        done = 0
+        while not answering.is_set():
+            with store.lock:
+                fresh = len(store.writes)
+            for i in range(done, fresh):
+                store.answer(i)
+            done = fresh
+            answering.wait(0.005)
+
+    answerer = threading.Thread(target=answer_all)
+    recorder = ingest.recorder
+    recorder.handoff = Handoff(16)
+    for seq in range(1, 9):
+        recorder.handoff.put(Handoff.TELEMETRY, [received(ingest, telemetry("e1", seq))])
+    ingest.fanout.thread.start()
+    recorder.thread.start()
+    answerer.start()
+    try:
+        wait_for(held.is_set, 10, "the listeners stuck in the first commit")
+        # the one the listeners hold, then QUEUED + LANDING waiting for them: no more
+        bound = 1 + ingest.fanout.handoff.capacity
+        wait_for(lambda: len(store.writes) == bound, 10, "the telemetry the hand-off holds")
+        assert not answering.wait(0.3) and len(store.writes) == bound
+        event = received(ingest, deep_event("e1", 99, depth=1))
+        ingest.telemetry_lane.budget.used -= event.weight  # it came on the events lane
+        event.lane = ingest.events_lane
+        event.lane.budget.used += event.weight
+        recorder.handoff.put(Handoff.EVENTS, [event])
+        wait_for(lambda: event.outcome is not None, 10, "the event committed")
+        wait_for(lambda: ingest.events_lane.budget.used == 0, 10, "and acknowledged")
+        assert seen == [] and len(store.writes) == bound + 1
+        release.set()
+        wait_for(lambda: len(seen) == 9, 10, "every commit to the listeners")
+        assert seen == [1, 99, 2, 3, 4, 5, 6, 7, 8]
+    finally:
+        release.set()
+        answering.set()
+        answerer.join(10)
+        recorder.handoff.put(Handoff.END, None)
+        recorder.thread.join(10)
+        ingest.fanout.thread.join(10)
+        state.close()
+    assert ingest.stats.committed_messages == 9
