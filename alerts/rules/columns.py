@@ -15,11 +15,10 @@ run, a value outside an envelope or not quiet…) goes reading by reading
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from itertools import compress, repeat
-from operator import attrgetter, is_, is_not, itemgetter
-from typing import TYPE_CHECKING, cast
+from collections.abc import Sequence
+from itertools import repeat
+from operator import is_not, itemgetter
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -139,12 +138,12 @@ def screen(
     numpy cannot compare."""
     n = len(run)
     slot_of = cols.slot_of
-    slots = np.fromiter(map(slot_of.get, map(_DEV, run), repeat(-1)), np.int64, n)
+    slots = np.array([slot_of.get(r.dev, -1) for r in run], dtype=np.int64)
     ok: _B = slots >= 0
     done = np.zeros(n, np.bool_)
     if not ok.any():
         return done
-    values = _Columns(list(map(_METRICS, run)))
+    values = _Columns([r.metrics for r in run])
     values.prefetch(kr, cols.plan)
     for metric, group in kr.groups:
         ok &= _quiet(values, metric, group, True)
@@ -175,9 +174,10 @@ def screen(
             good, ts, v = _takes(cols, values, floats, slots[rows], rows, run)
             rows, ts, v = rows[good], ts[good], v[good]
         if len(rows):
-            took = take(ev, cols, kr, estate, gateway, run, rows.tolist(), heard_ms)
-            done[rows] = took
+            flags = take(ev, cols, kr, estate, gateway, run, rows.tolist(), heard_ms, slots[rows])
+            done[rows] = flags
             if plan is not None:
+                took = np.array(flags, np.bool_)
                 _log(cols, slots[rows[took]], ts[took], v[took])
         if len(rounds) > 1:
             left = this[~done[this]]
@@ -198,7 +198,7 @@ def _takes(
     values along the plan."""
     plan = cols.plan
     assert plan is not None
-    ts = np.fromiter(map(_TS, map(run.__getitem__, rows.tolist())), np.int64, len(rows))
+    ts = np.array([run[j].ts for j in rows.tolist()], dtype=np.int64)
     fast = cols.fast[at]
     if not fast.all():  # logs that must look at their series again first, as take would
         devices = cols.devices
@@ -251,68 +251,44 @@ def take(
     run: Sequence[Reading],
     rows: list[int],
     heard_ms: int | None,
-) -> _B:
-    """Do for the screened readings ``rows`` (distinct devices) what ``Evaluator._each``
-    would, but the row in the device's log (``_log``): the clock, the latest values. A
-    reading whose device turns out to hold a condition, or to have a clock or log the
-    columns do not know, is left for ``_each`` (False in the answer). Every step is a C
-    loop over the rows (``map``), none a Python step a reading: the clocks' and latest
-    values' objects are only touched, not looked up one by one."""
-    rs = list(map(run.__getitem__, rows))
-    n = len(rs)
-    keys = list(zip(repeat(estate), map(_DEV, rs)))
-    clocks = list(map(ev.clocks.get, keys))
-    ok: _B = np.fromiter(map(is_not, clocks, repeat(None)), np.bool_, n)
-    held_count = ev.held_count
-    if held_count:
-        ok &= ~np.fromiter(map(held_count.__contains__, keys), np.bool_, n)
+    at: npt.NDArray[np.int64],
+) -> list[bool]:
+    """Do for the screened readings ``rows`` what ``Evaluator._each`` would, but the row in
+    the device's log (``_log``): the clock, the latest values. A reading whose device turns
+    out to hold a condition, or to have a clock or log the columns do not know, is left for
+    ``_each`` (False in the answer). ``at``: the rows' slots."""
+    clocks = ev.clocks
+    held_count = ev.held_count or None  # (none held, mostly: no look-up)
+    latest = ev.latest if kr.composites else None
     plan = cols.plan
-    if plan is not None and ok.any():
-        # The device's log is the one in the columns (not one _each just made).
-        at = list(compress(map(cols.slot_of.__getitem__, map(_DEV, rs)), ok.tolist()))
-        mine = list(map(cols.devices.__getitem__, at))
-        same = np.fromiter(map(is_, map(_SERIES, compress(clocks, ok.tolist())), mine), np.bool_)
-        ok[ok] = same
-    if not ok.all():
-        keep = ok.tolist()
-        rs, keys = list(compress(rs, keep)), list(compress(keys, keep))
-        clocks = list(compress(clocks, keep))
-    if not rs:
-        return ok
-    ts = np.fromiter(map(_TS, rs), np.int64, len(rs))
-    if plan is not None:  # (the row: into the columns, by the caller)
-        _set(map(_SERIES, clocks), "_last", ts.tolist())
-    heard = ts if heard_ms is None else np.full(len(rs), heard_ms, np.int64)
-    newer = (heard > np.fromiter(map(_LAST_MS, clocks), np.int64, len(rs))).tolist()
-    if any(newer):
-        _set(compress(clocks, newer), "last_ms", compress(heard.tolist(), newer))
-        _set(compress(clocks, newer), "gateway", repeat(gateway))
-    newer = (ts > np.fromiter(map(_DATA_MS, clocks), np.int64, len(rs))).tolist()
-    if any(newer):
-        _set(compress(clocks, newer), "data_ms", compress(ts.tolist(), newer))
-    if kr.composites:
-        latest = ev.latest
-        values = list(map(latest.get, keys))
-        if None in values:  # a device's first: its own copy
-            for k, v in enumerate(values):
-                if v is None:
-                    values[k] = latest[keys[k]] = {}
-        deque(map(_update, cast("list[dict[str, Value]]", values), map(_METRICS, rs)), 0)
-    return ok
-
-
-_DEV = attrgetter("dev")
-_TS = attrgetter("ts")
-_METRICS = attrgetter("metrics")
-_SERIES = attrgetter("series")
-_LAST_MS = attrgetter("last_ms")
-_DATA_MS = attrgetter("data_ms")
-
-
-# (dict.update itself, so the map stays a C loop)
-_update = cast("Callable[[dict[str, Value], dict[str, Value]], None]", dict.update)
-
-
-def _set(objs: Iterable[object], name: str, values: Iterable[object]) -> None:
-    """``obj.name = value`` along both, as one C loop."""
-    deque(map(setattr, objs, repeat(name), values), 0)
+    devices = cols.devices
+    done: list[bool] = []
+    for j, slot in zip(rows, at.tolist(), strict=True):
+        r = run[j]
+        key = (estate, r.dev)
+        clock = clocks.get(key)
+        if clock is None or (held_count is not None and key in held_count):
+            done.append(False)
+            continue
+        ts = r.ts
+        m = r.metrics
+        if plan is not None:
+            device = clock.series
+            if device is None or device is not devices[slot]:
+                done.append(False)
+                continue
+            device._last = ts  # (the row: into the columns, by the caller)
+        heard = ts if heard_ms is None else heard_ms
+        if heard > clock.last_ms:
+            clock.last_ms = heard
+            clock.gateway = gateway
+        if ts > clock.data_ms:
+            clock.data_ms = ts
+        if latest is not None:
+            values = latest.get(key)
+            if values is None:
+                latest[key] = dict(m)
+            else:
+                values.update(m)
+        done.append(True)
+    return done

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, groupby
-from operator import attrgetter, itemgetter
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 from alerts.datafile import format_duration
@@ -38,8 +38,6 @@ from alerts.windows import Aggregate, SeriesWindow
 from protocol.messages import Event, Reading, Value
 
 __all__ = ["NO_DATA_INTERVALS", "DeviceClock", "Evaluator", "Signal"]
-
-_KIND = attrgetter("kind")
 
 # A device is missing after this many of its kind's reporting intervals without a message
 # (the same allowance the devices view uses for "online").
@@ -97,18 +95,13 @@ class Evaluator(CompositeTests):
         if len(readings) < self.column_run or not index.by_column:
             self._each(index, estate, gateway, readings, out, heard_ms)
             return
-        # The positions of each kind's readings (they come in blocks of one kind: a step a
-        # block, the block's length counted in C).
         runs: dict[str, list[int]] = {}
-        at = 0
-        for kind, block in groupby(map(_KIND, readings)):
-            n = len(list(block))
-            run = runs.get(kind)
+        for i, r in enumerate(readings):
+            run = runs.get(r.kind)
             if run is None:
-                runs[kind] = list(range(at, at + n))
+                runs[r.kind] = [i]
             else:
-                run.extend(range(at, at + n))
-            at += n
+                run.append(i)
         rest: list[int] = []
         screened: list[tuple[LogColumns[WindowGroup], list[int]]] = []
         for kind, run in runs.items():
@@ -128,7 +121,7 @@ class Evaluator(CompositeTests):
             self._each(index, estate, gateway, readings, out, heard_ms)
         else:
             rest.sort()
-            self._each(index, estate, gateway, list(map(readings.__getitem__, rest)), out, heard_ms)
+            self._each(index, estate, gateway, [readings[i] for i in rest], out, heard_ms)
         # The devices met reading by reading get (or keep) their slots in the columns.
         clocks = self.clocks
         for cols, slow in screened:
@@ -181,12 +174,12 @@ class Evaluator(CompositeTests):
         cols = self.columns.get(key)
         if cols is None or cols.plan is not plan:
             cols = self.columns[key] = LogColumns(plan)
-        rs = list(map(readings.__getitem__, run))
+        rs = [readings[i] for i in run]
         try:
             done = columns.screen(self, cols, kr, estate, gateway, rs, heard_ms)
         except (TypeError, ValueError):  # a value numpy cannot compare: reading by reading
             return cols, run
-        left = list(compress(run, (~done).tolist()))
+        left = list(compress(run, (~done).tolist()))  # (a C loop)
         self.by_column += len(run) - len(left)
         return cols, left
 
