@@ -174,7 +174,7 @@ def screen(
             good, ts, v = _takes(cols, values, floats, slots[rows], rows, run)
             rows, ts, v = rows[good], ts[good], v[good]
         if len(rows):
-            flags = take(ev, cols, kr, estate, gateway, run, rows.tolist(), heard_ms)
+            flags = take(ev, cols, kr, estate, gateway, run, rows.tolist(), heard_ms, slots[rows])
             done[rows] = flags
             if plan is not None:
                 took = np.array(flags, np.bool_)
@@ -251,30 +251,29 @@ def take(
     run: Sequence[Reading],
     rows: list[int],
     heard_ms: int | None,
+    at: npt.NDArray[np.int64],
 ) -> list[bool]:
     """Do for the screened readings ``rows`` what ``Evaluator._each`` would, but the row in
     the device's log (``_log``): the clock, the latest values. A reading whose device turns
     out to hold a condition, or to have a clock or log the columns do not know, is left for
-    ``_each`` (False in the answer)."""
+    ``_each`` (False in the answer). ``at``: the rows' slots."""
     clocks = ev.clocks
-    held_count = ev.held_count
+    held_count = ev.held_count or None  # (none held, mostly: no look-up)
     latest = ev.latest if kr.composites else None
     plan = cols.plan
     devices = cols.devices
-    slot_of = cols.slot_of
     done: list[bool] = []
-    for j in rows:
+    for j, slot in zip(rows, at.tolist(), strict=True):
         r = run[j]
         key = (estate, r.dev)
         clock = clocks.get(key)
-        if clock is None or key in held_count:
+        if clock is None or (held_count is not None and key in held_count):
             done.append(False)
             continue
         ts = r.ts
         m = r.metrics
         if plan is not None:
             device = clock.series
-            slot = slot_of[r.dev]
             if device is None or device is not devices[slot]:
                 done.append(False)
                 continue
