@@ -36,6 +36,7 @@ from ingest.shards import estate_subscriptions, shard_of
 from ingest.state import StateStore
 from ingest.stats import IngestStats
 from ingest.telemetry_store import PreparedRows
+from ingest.wire import WireClient
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from protocol.failover import Failover, hop
@@ -260,7 +261,7 @@ class Lanes:
         return lane
 
     def _make_client(self, client_id: str) -> mqtt.Client:
-        client = mqtt.Client(
+        client = WireClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,  # the broker keeps our subscription and queues while we are down
