@@ -529,11 +529,15 @@ class Lanes:
         item = Received(
             msg.topic, payload, now_ms(), msg.mid, msg.qos, lane.generation, lane, weight
         )
-        item.redelivered = (
-            bool(msg.dup)
-            and lane.generation == 1
-            and time.monotonic() - lane.connected_at < REDELIVERY_WINDOW_S
-        )
+        if msg.dup:  # the clock is read only for a redelivery
+            item.redelivered = (
+                lane.generation == 1 and time.monotonic() - lane.connected_at < REDELIVERY_WINDOW_S
+            )
+        try:
+            lane.queue.put_nowait(item)  # the usual case: room at once, no timed wait
+            return
+        except queue.Full:
+            pass
         while True:
             try:
                 lane.queue.put(item, timeout=0.1)

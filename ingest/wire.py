@@ -59,8 +59,9 @@ class BufferedSocket:
         """Up to ``size`` bytes: from memory, else from the socket (raising as it does when
         nothing is there)."""
         at = self._at
-        if at < len(self._buffer):
-            end = at + size
+        held = len(self._buffer)
+        if at < held:
+            end = min(at + size, held)
             self._at = end
             return self._buffer[at:end]
         if size >= CHUNK:  # a large body: straight from the socket, not copied twice
