@@ -36,7 +36,7 @@ from ingest.shards import estate_subscriptions, shard_of
 from ingest.state import StateStore
 from ingest.stats import IngestStats
 from ingest.telemetry_store import PreparedRows
-from ingest.wire import WireClient
+from ingest.wire import Publish, WireClient
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from protocol.failover import Failover, hop
@@ -510,7 +510,7 @@ class Lanes:
                 if estates is not None and (lane.partition is None or not lane.revoked):
                     self._confirmed.setdefault(lane, set()).update(estates)
 
-    def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage) -> None:
+    def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage | Publish) -> None:
         if self._closing.is_set() or lane.closed.is_set():
             return  # not acknowledged: the broker keeps it for the next session
         if lane.partition is None:

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 import ingest.wire as wire
 from estatewatch.broker import ManagedMosquitto
 from ingest.lanes import ack_all
-from ingest.wire import CHUNK, BufferedSocket, WireClient
+from ingest.wire import CHUNK, BufferedSocket, Publish, WireClient
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ class Receiver:
     """A persistent session on a WireClient (manual acks, as the lanes)."""
 
     def __init__(self, port: int, broker: ManagedMosquitto) -> None:
-        self.got: list[mqtt.MQTTMessage] = []
+        self.got: list[mqtt.MQTTMessage | Publish] = []
         self.cv = threading.Condition()
         self.connects = 0
         ep = broker.endpoint
@@ -125,7 +125,7 @@ class Receiver:
             self.connects += 1
             self.cv.notify_all()
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage | Publish) -> None:
         with self.cv:
             self.got.append(msg)
             self.cv.notify_all()
@@ -164,6 +164,9 @@ def test_a_stream_cut_anywhere_arrives_whole_across_a_reconnect(
     _publish(mosquitto, first)
     r.wait("all of the first part", lambda: len(r.got) >= len(first))
     assert [m.payload for m in r.got] == first  # whole, in order
+    assert [m.topic for m in r.got] == [TOPIC] * len(first)
+    assert any(isinstance(m, Publish) for m in r.got)  # read straight from memory
+    assert len({m.mid for m in r.got}) == len(first)
     acked = r.got[:250]
     ack_all(r.client, [m.mid for m in acked])
     time.sleep(0.5)  # the acks written
@@ -192,6 +195,22 @@ def test_without_paho_s_private_calls_the_client_is_paho_s(
     _publish(mosquitto, sent)
     r.wait("all", lambda: len(r.got) >= len(sent))
     assert [m.payload for m in r.got] == sent
+    r.stop()
+
+
+def test_without_paho_s_packet_state_paho_reads_every_packet(
+    mosquitto: ManagedMosquitto, proxy: SplittingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wire, "_IN_PACKET", "_in_packet_renamed")
+    r = Receiver(proxy.port, mosquitto)
+    r.wait("connected", lambda: r.connects == 1)
+    assert isinstance(r.client.socket(), BufferedSocket)
+    time.sleep(0.3)
+    sent = _payloads(120)
+    _publish(mosquitto, sent)
+    r.wait("all", lambda: len(r.got) >= len(sent))
+    assert [m.payload for m in r.got] == sent
+    assert not any(isinstance(m, Publish) for m in r.got)
     r.stop()
 
 
