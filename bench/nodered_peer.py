@@ -553,6 +553,7 @@ def main() -> None:
     p.add_argument("--one-reading-messages", type=int, default=10_000)
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--no-kill", action="store_true")
+    p.add_argument("--sizes", default="500,1", help="readings a message, comma-separated")
     p.add_argument("--full", action="store_true", help="400,000 readings, 40,000 at 1, 5 pairs")
     p.add_argument("--install", action="store_true", help="only install Node-RED (once)")
     p.add_argument("--service-child", nargs=3, metavar=("URL", "FOLDER", "CLIENT_ID"))
@@ -568,7 +569,8 @@ def main() -> None:
     if args.full:
         args.readings, args.one_reading_messages, args.pairs = 400_000, 40_000, 5
     print("bench 8: the service ÷ a Node-RED flow (drain, interleaved)", flush=True)
-    f = run(args.readings, args.one_reading_messages, args.pairs, kill=not args.no_kill)
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+    f = run(args.readings, args.one_reading_messages, args.pairs, sizes, kill=not args.no_kill)
     report("nodered-peer", f, vars(args), targets(f))
 
 
