@@ -112,6 +112,18 @@ def peak_rss_mb(pid: int) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and of its live children (the service's writer
+    process), summed."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                total += cpu_seconds(int(child))
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return total + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def max_rowid(db: Path) -> int:
     """Values stored so far (rows are never deleted in either table): O(log n)."""
     if not db.exists():
@@ -199,6 +211,7 @@ class Consumer:
         self.url = f"mqtt://{ep.username}:{ep.password}@{ep.host}:{ep.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.connected_at = 0.0  # when its process said it is connected: messages flow now
+        self.cpu_at_connect = 0.0  # its CPU seconds then (start-up excluded from the figure)
         self.initialised = threading.Event()  # the flow's pragmas are set
         if kind == "service":
             self.db = folder / "telemetry.db"
@@ -295,6 +308,8 @@ class Consumer:
             for line in proc.stdout:
                 if marker in line and not self.connected_at:
                     self.connected_at = time.perf_counter()
+                    with contextlib.suppress(OSError):
+                        self.cpu_at_connect = cpu_seconds(proc.pid)
                 if b"[debug:ready]" in line:  # the flow's init and pragma check are done
                     self.initialised.set()
                 log.write(line)
@@ -385,6 +400,8 @@ def drain(
     try:
         first, last, at_first, _ = watch(c, values, 900)
         rss = c.peak_rss_mb()
+        assert c.proc is not None
+        cpu = cpu_seconds(c.proc.pid) - c.cpu_at_connect
     finally:
         c.stop()
     stored, readings = distinct_stored(kind, c.db)
@@ -402,6 +419,9 @@ def drain(
         "readings": readings,
         "values": stored,
         "peak_rss_mb": rss,
+        # CPU from its connection to the last rows (its writer process's too): the load-proof
+        # view of the cost a reading on a machine shared with other work
+        "cpu_s_per_100k_readings": cpu * 100_000 / max(readings, 1),
     }
 
 
@@ -465,7 +485,8 @@ def run(
                     f" readings/s ({s['peak_rss_mb']:.0f} MB) | flow "
                     f"{f['readings_per_s']:>9,.0f} readings/s ({f['peak_rss_mb']:.0f} MB)"
                     f" | ratio {ratios[-1]:.2f} | first rows after {s['first_rows_s']:.2f} /"
-                    f" {f['first_rows_s']:.2f} s",
+                    f" {f['first_rows_s']:.2f} s | CPU s/100k readings"
+                    f" {s['cpu_s_per_100k_readings']:.2f} / {f['cpu_s_per_100k_readings']:.2f}",
                     flush=True,
                 )
             shape: dict[str, Any] = {
@@ -488,6 +509,12 @@ def run(
                 "flow_readings_per_s_rows_window": round(
                     statistics.median(r["readings_per_s_rows_window"] for r in runs["flow"])
                 ),
+                "service_cpu_s_per_100k_readings": [
+                    round(r["cpu_s_per_100k_readings"], 2) for r in runs["service"]
+                ],
+                "flow_cpu_s_per_100k_readings": [
+                    round(r["cpu_s_per_100k_readings"], 2) for r in runs["flow"]
+                ],
                 "service_seconds": [round(r["seconds"], 2) for r in runs["service"]],
                 "service_first_rows_s": [round(r["first_rows_s"], 3) for r in runs["service"]],
                 "flow_first_rows_s": [round(r["first_rows_s"], 3) for r in runs["flow"]],
@@ -553,6 +580,7 @@ def main() -> None:
     p.add_argument("--one-reading-messages", type=int, default=10_000)
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--no-kill", action="store_true")
+    p.add_argument("--sizes", default="500,1", help="readings a message, comma-separated")
     p.add_argument("--full", action="store_true", help="400,000 readings, 40,000 at 1, 5 pairs")
     p.add_argument("--install", action="store_true", help="only install Node-RED (once)")
     p.add_argument("--service-child", nargs=3, metavar=("URL", "FOLDER", "CLIENT_ID"))
@@ -568,7 +596,8 @@ def main() -> None:
     if args.full:
         args.readings, args.one_reading_messages, args.pairs = 400_000, 40_000, 5
     print("bench 8: the service ÷ a Node-RED flow (drain, interleaved)", flush=True)
-    f = run(args.readings, args.one_reading_messages, args.pairs, kill=not args.no_kill)
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+    f = run(args.readings, args.one_reading_messages, args.pairs, sizes, kill=not args.no_kill)
     report("nodered-peer", f, vars(args), targets(f))
 
 

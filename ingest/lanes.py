@@ -36,6 +36,7 @@ from ingest.shards import estate_subscriptions, shard_of
 from ingest.state import StateStore
 from ingest.stats import IngestStats
 from ingest.telemetry_store import PreparedRows
+from ingest.wire import Publish, WireClient
 from protocol.clock import now_ms
 from protocol.endpoint import MqttEndpoint
 from protocol.failover import Failover, hop
@@ -260,7 +261,7 @@ class Lanes:
         return lane
 
     def _make_client(self, client_id: str) -> mqtt.Client:
-        client = mqtt.Client(
+        client = WireClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,  # the broker keeps our subscription and queues while we are down
@@ -509,7 +510,7 @@ class Lanes:
                 if estates is not None and (lane.partition is None or not lane.revoked):
                     self._confirmed.setdefault(lane, set()).update(estates)
 
-    def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage) -> None:
+    def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage | Publish) -> None:
         if self._closing.is_set() or lane.closed.is_set():
             return  # not acknowledged: the broker keeps it for the next session
         if lane.partition is None:
@@ -528,11 +529,15 @@ class Lanes:
         item = Received(
             msg.topic, payload, now_ms(), msg.mid, msg.qos, lane.generation, lane, weight
         )
-        item.redelivered = (
-            bool(msg.dup)
-            and lane.generation == 1
-            and time.monotonic() - lane.connected_at < REDELIVERY_WINDOW_S
-        )
+        if msg.dup:  # the clock is read only for a redelivery
+            item.redelivered = (
+                lane.generation == 1 and time.monotonic() - lane.connected_at < REDELIVERY_WINDOW_S
+            )
+        try:
+            lane.queue.put_nowait(item)  # the usual case: room at once, no timed wait
+            return
+        except queue.Full:
+            pass
         while True:
             try:
                 lane.queue.put(item, timeout=0.1)
