@@ -39,7 +39,7 @@ __all__ = [
     "windows",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 _ID = sa.String(32)
@@ -88,6 +88,9 @@ alarms = sa.Table(
     sa.Column("late", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_alert_alarms_estate_state", "estate", "state"),
     sa.Index("ix_alert_alarms_started", "started_ms"),
+    # v6: the replay guard's look-up (``AlertStore.alarm_caused_at``), one subject's alarms
+    # newest first, not every alarm of the estate
+    sa.Index("ix_alert_alarms_subject", "rule", "estate", "subject", "started_ms"),
 )
 # One open alarm per (rule, subject): the database keeps the promise too.
 sa.Index(
@@ -320,12 +323,19 @@ def _v5_clock_data_time(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE alert_device_clocks ADD COLUMN data_ms BIGINT"))
 
 
+def _v6_alarm_subject_index(conn: Connection) -> None:
+    """The replay guard's index (created with the table on a new database)."""
+    (ix,) = (i for i in alarms.indexes if i.name == "ix_alert_alarms_subject")
+    ix.create(conn, checkfirst=True)
+
+
 # version -> migration from version-1
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_rescue_arrival,
     3: _v3_wall_times,
     4: _v4_commands,
     5: _v5_clock_data_time,
+    6: _v6_alarm_subject_index,
 }
 
 
