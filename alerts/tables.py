@@ -32,9 +32,11 @@ __all__ = [
     "metadata",
     "notifications",
     "rescues",
+    "run_many",
     "schema_version",
     "silences",
     "upsert",
+    "upsert_statement",
     "warnings",
     "windows",
 ]
@@ -340,7 +342,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
 
 
 @functools.lru_cache(maxsize=64)
-def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
+def upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
     # Built once per table: making the ``excluded`` alias costs more than the write itself
     # on the alerts' hot path (a commit's few alarms).
     mod: Any = postgresql if dialect == "postgresql" else sqlite
@@ -357,7 +359,7 @@ def _insert_new_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) 
 
 def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
     if rows:
-        conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys)), rows)
+        conn.execute(upsert_statement(conn.dialect.name, table, tuple(keys)), rows)
 
 
 def insert_new(
@@ -365,3 +367,27 @@ def insert_new(
 ) -> None:
     if rows:
         conn.execute(_insert_new_statement(conn.dialect.name, table, tuple(keys)), rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _plain(dialect: sa.Dialect, stmt: Any, names: tuple[str, ...]) -> tuple[str, list[int] | None]:
+    """``stmt`` compiled once for ``names``' binds: its SQL and, for a positional paramstyle,
+    where in a row each parameter is (None: the rows go as dicts)."""
+    compiled = stmt.compile(dialect=dialect, column_keys=list(names))
+    order = compiled.positiontup
+    return compiled.string, None if order is None else [names.index(n) for n in order]
+
+
+def run_many(
+    conn: Connection, stmt: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """``stmt`` for each row (values of ``names``; types the driver takes as they are: text,
+    integers, bytes) through the driver's executemany: the snapshot's thousands of rows, for
+    which SQLAlchemy's per-row parameter building cost more than the database's write."""
+    if not rows:
+        return
+    sql, at = _plain(conn.dialect, stmt, names)
+    if at is None:
+        conn.exec_driver_sql(sql, [dict(zip(names, r, strict=True)) for r in rows])
+    else:
+        conn.exec_driver_sql(sql, [tuple([r[i] for i in at]) for r in rows])
