@@ -41,6 +41,10 @@ class Snapshots:
         # With a fence, the deadman clocks heard since the last flush (estate, device).
         self.dirty: set[tuple[str, str]] | None = set() if fenced else None
         self.last_snapshot = self.last_flush = now
+        # Each series' newest sample time when last written (or found unchanged): a series is
+        # written when it differs, whatever the engine's clock says (a backlog's data time is
+        # hours behind it).
+        self.written: dict[tuple[str, str, str], int | None] = {}
 
     def heard(self, deliveries: Sequence[Delivery]) -> None:
         """The devices these deliveries moved the deadman clocks of (under the lock)."""
@@ -117,11 +121,12 @@ class Snapshots:
             for (e, d), c in self.rec.evaluator.clocks.items()
             if c.last_ms > since
         ]
-        series = [
-            (e, d, m, w.to_bytes())
-            for (e, d, m), w in self.rec.windows.series.items()
-            if (w.last_ts or -1) > since
-        ]
+        written, newest = self.written, {}
+        series: list[tuple[str, str, str, bytes]] = []
+        for key, w in self.rec.windows.series.items():
+            ts = newest[key] = w.last_ts
+            if ts is not None and (everything or written.get(key) != ts):
+                series.append((*key, w.to_bytes()))
         self.last_snapshot = now
         if self.dirty is not None:
             self.dirty.clear()  # every clock heard since the last flush is in this one
@@ -129,5 +134,7 @@ class Snapshots:
         try:
             self._save_owned(lambda: store.save_clocks(clocks), clocks)
             self._save_owned(lambda: store.save_windows(series, now), series)
+            self.written = newest  # (series dropped from memory are forgotten here too)
         except sa.exc.SQLAlchemyError:
             log.exception("alerts: could not save deadman clocks and windows; will retry")
+            self.written = {}  # every series again next time

@@ -42,9 +42,11 @@ from alerts.tables import (
     metadata,
     notifications,
     rescues,
+    run_many,
     schema_version,
     silences,
     upsert,
+    upsert_statement,
     warnings,
     windows,
 )
@@ -384,9 +386,7 @@ class AlertStore:
             old = newest.get((r[0], r[1]))
             if old is None or r[4] >= old[4]:
                 newest[(r[0], r[1])] = r
-        if newest:
-            data = [dict(zip(keys, r, strict=True)) for r in newest.values()]
-            conn.execute(_clock_upsert(conn.dialect.name), data)
+        run_many(conn, _clock_upsert(conn.dialect.name), keys, list(newest.values()))
 
     def clocks(self, estates: Estates = None) -> list[ClockRow]:
         q = _scoped(sa.select(device_clocks), device_clocks, None, estates)
@@ -399,11 +399,12 @@ class AlertStore:
         ]  # fmt: skip
 
     def save_windows(self, rows: Iterable[tuple[str, str, str, bytes]], now: int) -> None:
-        data = [
-            {"estate": e, "device": d, "metric": m, "data": b, "saved_ms": now}
-            for e, d, m, b in rows
-        ]
-        self._save(windows, data, ["estate", "device", "metric"], owned=True)
+        data = [(e, d, m, b, now) for e, d, m, b in rows]
+        if data:
+            with self.engine.begin() as conn:
+                self._fenced(conn, {r[0] for r in data})
+                stmt = upsert_statement(conn.dialect.name, windows, ("estate", "device", "metric"))
+                run_many(conn, stmt, ("estate", "device", "metric", "data", "saved_ms"), data)
 
     def windows(self, estates: Estates = None) -> list[tuple[str, str, str, bytes]]:
         q = _scoped(sa.select(windows), windows, None, estates)

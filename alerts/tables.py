@@ -32,14 +32,16 @@ __all__ = [
     "metadata",
     "notifications",
     "rescues",
+    "run_many",
     "schema_version",
     "silences",
     "upsert",
+    "upsert_statement",
     "warnings",
     "windows",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 _ID = sa.String(32)
@@ -88,6 +90,9 @@ alarms = sa.Table(
     sa.Column("late", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_alert_alarms_estate_state", "estate", "state"),
     sa.Index("ix_alert_alarms_started", "started_ms"),
+    # v6: the replay guard's look-up (``AlertStore.alarm_caused_at``), one subject's alarms
+    # newest first, not every alarm of the estate
+    sa.Index("ix_alert_alarms_subject", "rule", "estate", "subject", "started_ms"),
 )
 # One open alarm per (rule, subject): the database keeps the promise too.
 sa.Index(
@@ -320,17 +325,24 @@ def _v5_clock_data_time(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE alert_device_clocks ADD COLUMN data_ms BIGINT"))
 
 
+def _v6_alarm_subject_index(conn: Connection) -> None:
+    """The replay guard's index (created with the table on a new database)."""
+    (ix,) = (i for i in alarms.indexes if i.name == "ix_alert_alarms_subject")
+    ix.create(conn, checkfirst=True)
+
+
 # version -> migration from version-1
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_rescue_arrival,
     3: _v3_wall_times,
     4: _v4_commands,
     5: _v5_clock_data_time,
+    6: _v6_alarm_subject_index,
 }
 
 
 @functools.lru_cache(maxsize=64)
-def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
+def upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
     # Built once per table: making the ``excluded`` alias costs more than the write itself
     # on the alerts' hot path (a commit's few alarms).
     mod: Any = postgresql if dialect == "postgresql" else sqlite
@@ -347,7 +359,7 @@ def _insert_new_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) 
 
 def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
     if rows:
-        conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys)), rows)
+        conn.execute(upsert_statement(conn.dialect.name, table, tuple(keys)), rows)
 
 
 def insert_new(
@@ -355,3 +367,27 @@ def insert_new(
 ) -> None:
     if rows:
         conn.execute(_insert_new_statement(conn.dialect.name, table, tuple(keys)), rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _plain(dialect: sa.Dialect, stmt: Any, names: tuple[str, ...]) -> tuple[str, list[int] | None]:
+    """``stmt`` compiled once for ``names``' binds: its SQL and, for a positional paramstyle,
+    where in a row each parameter is (None: the rows go as dicts)."""
+    compiled = stmt.compile(dialect=dialect, column_keys=list(names))
+    order = compiled.positiontup
+    return compiled.string, None if order is None else [names.index(n) for n in order]
+
+
+def run_many(
+    conn: Connection, stmt: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """``stmt`` for each row (values of ``names``; types the driver takes as they are: text,
+    integers, bytes) through the driver's executemany: the snapshot's thousands of rows, for
+    which SQLAlchemy's per-row parameter building cost more than the database's write."""
+    if not rows:
+        return
+    sql, at = _plain(conn.dialect, stmt, names)
+    if at is None:
+        conn.exec_driver_sql(sql, [dict(zip(names, r, strict=True)) for r in rows])
+    else:
+        conn.exec_driver_sql(sql, [tuple([r[i] for i in at]) for r in rows])

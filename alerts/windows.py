@@ -350,18 +350,21 @@ class SeriesWindow:
     def _kept(self) -> tuple[_I64, _F64, _F64 | None, _F64 | None]:
         """Copies of the kept samples' times, values, and sums and counts each stands for
         (None: each its own value, once)."""
-        s, e = self._start, self._end
+        s, e, ncum = self._start, self._end, self._ncum
         ts_arr, val_arr = self._ts[s:e].copy(), self._val[s:e].copy()
-        ncum = self._ncum
-        if ncum is None:
-            return ts_arr, val_arr, None, None
-        if s == 0:
-            counts, sums = np.diff(ncum[:e], prepend=0.0), np.diff(self._cum[:e], prepend=0.0)
-        else:
-            counts, sums = np.diff(ncum[s - 1 : e]), np.diff(self._cum[s - 1 : e])
-        one = counts == 1.0
-        sums[one] = val_arr[one]  # a sample standing for itself: its value, exactly
+        sums, counts = (None, None) if ncum is None else self._merged(ncum)
         return ts_arr, val_arr, sums, counts
+
+    def _merged(self, ncum: _F64) -> tuple[_F64, _F64]:
+        """The sums and counts the kept samples stand for (``ncum``: ``_ncum``)."""
+        s, e = self._start, self._end
+        lo = max(s - 1, 0)  # (from the sample before the first kept)
+        counts, sums = np.diff(ncum[lo:e], prepend=0.0), np.diff(self._cum[lo:e], prepend=0.0)
+        if s:
+            counts, sums = counts[1:], sums[1:]
+        one = counts == 1.0
+        sums[one] = self._val[s:e][one]  # a sample standing for itself: its value, exactly
+        return sums, counts
 
     def _make_room(self, k: int) -> None:
         s, e = self._start, self._end
@@ -552,33 +555,44 @@ class SeriesWindow:
     # --- persistence ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Horizon, count, times, values; then the bucket width, and when some samples stand
-        for more than one, their sums and counts (older readers stop before those)."""
-        self._flush()
-        times, values, sums, counts = self._kept()
-        parts = [struct.pack("<qq", self.horizon_ms, times.shape[0]), times.tobytes()]
-        parts += [values.tobytes(), struct.pack("<qq", self.bucket_ms, sums is not None)]
-        if sums is not None and counts is not None:
-            parts += [sums.tobytes(), counts.tobytes()]
+        for more than one, their sums and counts (older readers stop before those); then how
+        many of the samples are the tail, not flushed (a reader flushes them; older readers keep
+        them as they are): a flush per series and snapshot was most of the timer's cost."""
+        self.catch_up()
+        tail_ts, tail_val = self._tail_ts, self._tail_val
+        s, e, k = self._start, self._end, len(tail_ts)
+        parts = [struct.pack("<qq", self.horizon_ms, e - s + k), self._ts[s:e].tobytes()]
+        parts += [tail_ts.tobytes(), self._val[s:e].tobytes(), tail_val.tobytes()]
+        ncum = self._ncum
+        parts.append(struct.pack("<qq", self.bucket_ms, ncum is not None))
+        if ncum is not None:
+            sums, counts = self._merged(ncum)
+            ones = np.ones(k, dtype=np.float64)  # a tail sample stands for itself
+            parts += [sums.tobytes(), tail_val.tobytes(), counts.tobytes(), ones.tobytes()]
+        parts.append(struct.pack("<q", k))
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes, horizon_ms: int | None = None) -> SeriesWindow:
         stored_horizon, n = struct.unpack_from("<qq", data)
         w = cls(horizon_ms or stored_horizon, capacity=max(64, n * 2))
-        off = 16
+        merged = tail = 0
+        if len(data) >= 32 + 16 * n:  # written with the bucket width
+            w.bucket_ms, merged = struct.unpack_from("<qq", data, 16 + 16 * n)
+            end = 32 + (32 if merged else 16) * n
+            if len(data) >= end + 8:  # written with the tail's length
+                (tail,) = struct.unpack_from("<q", data, end)
 
-        def f64(k: int) -> _F64:
-            return np.frombuffer(data, dtype=np.float64, count=n, offset=off + 8 * k * n).copy()
+        def col(i: int, dtype: type[Any] = np.float64) -> Any:  # times, values, sums, counts
+            return np.frombuffer(data, dtype, n, 16 + 8 * i * n + (16 if i > 1 else 0)).copy()
 
-        ts_arr = np.frombuffer(data, dtype=np.int64, count=n, offset=off).copy()
-        val_arr = f64(1)
-        sums = counts = None
-        if len(data) >= off + 16 * n + 16:  # written with the bucket width
-            w.bucket_ms, merged = struct.unpack_from("<qq", data, off + 16 * n)
-            off += 16
-            if merged:
-                sums, counts = f64(2), f64(3)
-        w._reset(ts_arr, val_arr, sums, counts)
+        ts_arr, val_arr, m = col(0, np.int64), col(1), n - tail
+        sums, counts = (col(2)[:m], col(3)[:m]) if merged else (None, None)
+        w._reset(ts_arr[:m], val_arr[:m], sums, counts)
+        if tail:  # flushed as the series written would have
+            w._tail_ts.frombytes(ts_arr[m:].tobytes())
+            w._tail_val.frombytes(val_arr[m:].tobytes())
+            w._flush()
         w._exact()
         if n:
             w.since_ms = int(ts_arr[0])

@@ -396,7 +396,7 @@ def test_alerts_schema_v3_gains_the_commands_table(database_url: str) -> None:
     with st.engine.begin() as conn:  # as a v3 database was
         conn.execute(sa.text("DROP TABLE alert_commands"))
         conn.execute(sa.update(schema_version).values(version=3))
-    assert alerts.migrate(T0) == 3 and SCHEMA_VERSION == 5
+    assert alerts.migrate(T0) == 3 and SCHEMA_VERSION == 6
     st.add_estate("e1", "东苑")
     st.add_gateway("e1", "gw-01")
     st.add_devices([("e1", "ebc-1", "ebike_charger", "gw-01", T0)])

@@ -118,6 +118,23 @@ def test_silences_warnings_clocks_and_windows(store: AlertStore) -> None:
     assert store.windows() == [("e1", "ws-01", "snow_mm", b"\x00\x01")]
 
 
+def test_a_snapshots_many_windows_and_clocks_are_written_and_rewritten(store: AlertStore) -> None:
+    """Through the driver's executemany (``tables.run_many``): every row, the newest kept."""
+    rows = [("e1", f"d{i}", "t", bytes([i % 256]) * (i % 7)) for i in range(500)]
+    store.save_windows(rows, START)
+    store.save_windows([(e, d, m, b + b"\xff") for e, d, m, b in rows[::2]], START + 1)
+    got = {(e, d, m): b for e, d, m, b in store.windows()}
+    assert len(got) == 500
+    assert all(
+        got[(e, d, m)] == b + (b"\xff" if i % 2 == 0 else b"")
+        for i, (e, d, m, b) in enumerate(rows)
+    )
+    clocks = [("e1", f"d{i}", "meter", "gw-01", START + i, START - i) for i in range(300)]
+    store.save_clocks(clocks)
+    store.save_clocks([(e, d, k, g, last - 1, data) for e, d, k, g, last, data in clocks])  # older
+    assert sorted(store.clocks()) == sorted(clocks)
+
+
 def test_activations_with_tasks_and_timeline(store: AlertStore) -> None:
     act = PlanActivation(
         id="pa-1",

@@ -20,6 +20,7 @@ def test_a_v1_database_is_migrated_on_sqlite_and_postgresql(database_url: str) -
             for col in ("arrived_ms", "arrived_by"):  # and no v2 rescue arrival
                 conn.execute(sa.text(f"ALTER TABLE alert_rescues DROP COLUMN {col}"))
             conn.execute(sa.text("ALTER TABLE alert_device_clocks DROP COLUMN data_ms"))  # v5
+            conn.execute(sa.text("DROP INDEX ix_alert_alarms_subject"))  # v6
             conn.execute(schema_version.delete())
             conn.execute(schema_version.insert().values(version=1, applied_ms=1))
             conn.execute(
@@ -34,8 +35,8 @@ def test_a_v1_database_is_migrated_on_sqlite_and_postgresql(database_url: str) -
             )
         assert AlertStore(engine).migrate(2) == 1
         # v2 the rescue's arrival, v3 the wall-clock times, v4 remote commands, v5 the deadman
-        # clocks' data time
-        assert SCHEMA_VERSION == 5
+        # clocks' data time, v6 the replay guard's index
+        assert SCHEMA_VERSION == 6
         (a,) = AlertStore(engine).list_alarms()
         assert (a.raised_ms, a.closed_ms, a.late) == (100, 400, False)
         d = a.as_dict()
@@ -43,7 +44,9 @@ def test_a_v1_database_is_migrated_on_sqlite_and_postgresql(database_url: str) -
         with engine.connect() as conn:
             cols = {c["name"] for c in sa.inspect(conn).get_columns(alarms.name)}
             clock_cols = {c["name"] for c in sa.inspect(conn).get_columns("alert_device_clocks")}
+            indexes = {i["name"] for i in sa.inspect(conn).get_indexes(alarms.name)}
         assert {"raised_ms", "closed_ms", "late"} <= cols
         assert "data_ms" in clock_cols
+        assert "ix_alert_alarms_subject" in indexes
     finally:
         engine.dispose()
