@@ -40,9 +40,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 # The suite on TEST_WORKERS processes (pytest-xdist): most tests wait on brokers, services,
-# browsers and the clock rather than compute, so 2 (one a core) overlap well. Each test file stays
-# on one worker (--dist loadfile), so module fixtures start once. TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+# browsers and the clock rather than compute: five of the slowest files, one at a time, used
+# 0.19 of a core while they ran (76 CPU-s in 401 s, children included, on a busy machine), so 3
+# on 2 cores. Eight files with 3 against 2 workers, 3 pairs on a shared machine: medians 85 and
+# 97 s, not conclusive (bench/README.md, h15-house). Each test file stays on one worker
+# (--dist loadfile), so module fixtures start once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

@@ -3,10 +3,10 @@ a Mosquitto of the bench; its memory is that of its processes together); the ben
 its sustained capacity (readings stored a second while offered more: the whole service, API,
 rollups and rules included), then a load generator publishes the large estate's telemetry at
 10 %, 80 % and 150 % of it, one after the other; the service's resident memory is sampled every
-second. Reported: RSS at the end of each level, its slope (MB/min, a linear fit
-over the level's second half), and at 150 %: the ingest queue at its bound (backpressure), what
-the broker held, and, after the load stops and the backlog drains, readings lost (published but
-not stored: must be 0).
+second. Reported: RSS at the end of each level (its last second of load), its slope (MB/min, a
+linear fit over the level's second half), and at 150 %: the ingest queue at its bound
+(backpressure), what the broker held, and, after the load stops and the backlog drains,
+readings lost (published but not stored: must be 0).
 """
 
 from __future__ import annotations
@@ -68,6 +68,43 @@ def _slope(points: list[tuple[float, float]]) -> float:
     if len(points) < 3:
         return 0.0
     return float(np.polyfit([p[0] for p in points], [p[1] for p in points], 1)[0]) * 60
+
+
+def _noise(points: list[tuple[float, float]]) -> float:
+    """MB, the spread of RSS around its linear fit: what the batches in flight swing it by.
+    The slope's own uncertainty grows with it (bench/README.md, bench 3)."""
+    if len(points) < 3:
+        return 0.0
+    t, v = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    fit = np.polyval(np.polyfit(t, v, 1), t)
+    return float(np.std(v - fit))
+
+
+def _settled(points: list[tuple[float, float]], seconds: float) -> list[tuple[float, float]]:
+    """The samples from when RSS first came within 5 % of the level's second-half median
+    (the caches and queues filled), at the earliest a tenth into the level."""
+    half = [p[1] for p in points if p[0] >= seconds / 2]
+    if not half:
+        return points
+    near = 0.95 * float(np.median(half))
+    start = next((p[0] for p in points if p[1] >= near), 0.0)
+    return [p for p in points if p[0] >= max(start, seconds / 10)]
+
+
+def by_process_mb(pid: int) -> dict[str, float]:
+    """VmRSS of each of the service's processes (the service, its store process)."""
+    out: dict[str, float] = {}
+    for p in _tree(pid):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        name = "store" if b"store_process" in cmd else "service" if p == pid else str(p)
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                out[name] = out.get(name, 0.0) + int(line.split()[1]) / 1024
+    return out
 
 
 class Service:
@@ -163,6 +200,7 @@ class Service:
             time.sleep(1.0)
         stop.set()
         sampler.join()
+        processes = by_process_mb(self.proc.pid)
         out = gen.stdout.read() if gen.stdout else ""
         last = [ln for ln in out.splitlines() if ln.startswith("sent ")]
         failed = None
@@ -177,6 +215,7 @@ class Service:
             "samples": samples,
             "stored": stored,
             "parts": parts,
+            "processes": processes,
             "sent": sent,
             "failed": failed,
             "depth_max": depth_max,
@@ -270,10 +309,17 @@ def run(
             for share in shares:
                 rate = base * share
                 got = svc.load(rate, seconds)
-                samples, parts = got["samples"], got["parts"]
+                # while the load was offered: once the generator stops publishing (then waits
+                # for its last acknowledgement) the batches in flight go, and the last sample
+                # came 9-10 MB under the one 10 s before in four of seven runs (2026-12-06): a fall
+                # that the end and the fit read, though no load was left
+                n = sum(1 for p in got["samples"] if p[0] <= seconds) or len(got["samples"])
+                samples, parts = got["samples"][:n], got["parts"][:n]
                 if got["failed"]:
                     figures["load_generator_failed"] = got["failed"]
-                slope = _slope([p for p in samples if p[0] >= seconds / 2])
+                half = [p for p in samples if p[0] >= seconds / 2]
+                slope = _slope(half)
+                settled = _settled(samples, seconds)
                 h = svc.ingest()
                 key = f"load_{int(share * 100)}pct"
                 figures[key] = {
@@ -282,6 +328,12 @@ def run(
                     "rss_mb_end": round(samples[-1][1], 1) if samples else None,
                     "rss_mb_max": round(max(p[1] for p in samples), 1) if samples else None,
                     "slope_mb_per_min": round(slope, 2),
+                    # beside the verdict's slope: the fit over the whole level once settled,
+                    # and the spread around the second half's fit (what the slope is read in)
+                    "slope_settled_mb_per_min": round(_slope(settled), 2),
+                    "settled_from_s": round(settled[0][0]) if settled else None,
+                    "rss_spread_mb": round(_noise(half), 1),
+                    "rss_mb_by_process_end": {k: round(v, 1) for k, v in got["processes"].items()},
                     "queue_depth_max": got["depth_max"],
                     "queue_capacity": h["queue_capacity"],
                     "queued_mb_max": round(got["bytes_max"] / 2**20, 1),
@@ -292,7 +344,9 @@ def run(
                 }
                 print(
                     f"  {share:>4.0%} load ({rate:,.0f} readings/s): RSS "
-                    f"{figures[key]['rss_mb_end']} MB, slope {slope:+.2f} MB/min, "
+                    f"{figures[key]['rss_mb_end']} MB, slope {slope:+.2f} MB/min "
+                    f"(settled: {figures[key]['slope_settled_mb_per_min']:+.2f}; spread "
+                    f"±{figures[key]['rss_spread_mb']} MB), "
                     f"queue max {got['depth_max']}/{h['queue_capacity']} messages, "
                     f"{got['bytes_max'] / 2**20:.1f}/{h['queued_bytes_capacity'] / 2**20:.0f} MiB",
                     flush=True,

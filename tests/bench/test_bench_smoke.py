@@ -76,3 +76,17 @@ def test_memory_rows_only_for_the_levels_that_ran() -> None:
         {"load_80pct": level, "load_150pct": {**level, "rss_mb_max": 600.0}, "lost_readings": 0}
     )
     assert both[1][1:] == ("2.40", "≤ 2, no crash, none lost", "MISSED")
+
+
+def test_memory_settled_fit_leaves_the_warm_up_out_and_keeps_a_leak() -> None:
+    """Bench 3's settled slope: a 20-s warm-up then a plateau reads flat; a steady leak does
+    not hide in it."""
+    from bench import memory
+
+    warm_then_flat = [(float(t), 140 + 6 * t if t < 20 else 260.0 + (t % 2)) for t in range(300)]
+    settled = memory._settled(warm_then_flat, 300)
+    assert settled[0][0] == 30  # a tenth into the level at the earliest
+    assert abs(memory._slope(settled)) < 0.1
+    assert memory._noise(settled) < 1.0
+    leak = [(float(t), 200 + t / 30) for t in range(300)]  # +2 MB/min all along
+    assert abs(memory._slope(memory._settled(leak, 300)) - 2.0) < 0.01

@@ -57,3 +57,40 @@ def test_without_trim_the_free_pages_stay() -> None:
 def test_tune_malloc_starts_one_trimming_thread() -> None:
     _, _, threads = _run("malloc.tune_malloc(0.05); malloc.tune_malloc(0.05)")
     assert threads == 1
+
+
+# Large blocks after a larger one was freed: glibc's default would raise its mmap threshold to
+# 4 MiB and put them in the arena; with tune_malloc they keep pages of their own.
+LARGE = textwrap.dedent(
+    """
+    import ctypes
+
+    from ingest import malloc
+
+    class Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        )]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Info
+    MODE
+    big = bytearray(4 << 20)
+    del big
+    blocks = [bytearray(300 << 10) for _ in range(200)]
+    print(libc.mallinfo2().hblks)
+    """
+)
+
+
+def _mapped_blocks(mode: str) -> int:
+    code = LARGE.replace("MODE", mode)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return int(out.stdout)
+
+
+def test_large_blocks_keep_pages_of_their_own_after_a_larger_one_is_freed() -> None:
+    assert _mapped_blocks("malloc.tune_malloc(3600)") >= 200
+    assert _mapped_blocks("pass") < 50  # what glibc does by itself: the threshold rose
