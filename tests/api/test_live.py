@@ -85,6 +85,20 @@ def frames_of(chunks: list[bytes]) -> list[tuple[str, Any]]:
     return out
 
 
+async def until_keepalive(hub: LiveHub, sub: Any) -> list[bytes]:
+    """What the stream sends before its first keep-alive; then it is closed."""
+
+    async def never() -> bool:
+        return False
+
+    gen = hub.stream(sub, never, keepalive_s=0.05)
+    chunks = []
+    while (chunk := await gen.__anext__()) != b": keepalive\n\n":
+        chunks.append(chunk)
+    await gen.aclose()
+    return chunks
+
+
 def drain(hub: LiveHub, publish: Any) -> list[tuple[str, Any]]:
     """Subscribe to estate "e", run ``publish(hub)``, then read what the stream sends."""
 
@@ -93,14 +107,7 @@ def drain(hub: LiveHub, publish: Any) -> list[tuple[str, Any]]:
         publish(hub)
         await asyncio.sleep(0.05)  # let the loop deliver
 
-        async def never() -> bool:
-            return False
-
-        gen = hub.stream(sub, never, keepalive_s=0.05)
-        chunks = []
-        while (chunk := await gen.__anext__()) != b": keepalive\n\n":
-            chunks.append(chunk)
-        await gen.aclose()
+        chunks = await until_keepalive(hub, sub)
         assert hub.subscribers == 0
         return chunks
 
@@ -189,15 +196,7 @@ def test_publishes_before_the_loop_runs_wake_it_once_and_keep_their_order() -> N
         hub.publish("e", "alarm", {"i": 100})  # after the loop drained: woken again
         assert wakes == 2
 
-        async def never() -> bool:
-            return False
-
-        gen = hub.stream(sub, never, keepalive_s=0.05)
-        chunks = []
-        while (chunk := await gen.__anext__()) != b": keepalive\n\n":
-            chunks.append(chunk)
-        await gen.aclose()
-        return chunks, wakes
+        return await until_keepalive(hub, sub), wakes
 
     chunks, _wakes = asyncio.run(run())
     alarms = [d["i"] for ev, d in frames_of(chunks) if ev == "alarm"]
