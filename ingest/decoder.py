@@ -1,7 +1,8 @@
 """Ingest's decoder thread: takes messages off the lanes (events first, on their own), judges
 each once (``pipeline.judge``: decode, validate, dead letters) and encodes its readings as the
 rows of ``readings`` (``TelemetryWriter.prepare_rows``), then hands a commit's worth to the
-recorder. The hand-off holds one telemetry batch; events overtake it."""
+recorder. The hand-off holds one telemetry batch; events overtake it. A batch is short while
+the recorder would otherwise idle (``IDLE_BATCH_READINGS``)."""
 
 from __future__ import annotations
 
