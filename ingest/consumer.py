@@ -126,6 +126,7 @@ class Ingest:
         self.decoder = Decoder(
             self.lanes, self.registry, catalog, telemetry, handoff, self.recorder.stopping,
             self._abandoned, root, max_future_ms, linger_s, max_batch_readings,
+            self.recorder.waiting_for_work,
         )  # fmt: skip
         self.telemetry_lane: Lane = self.lanes.telemetry
         self.events_lane: Lane = self.lanes.events

@@ -1,7 +1,8 @@
 """Ingest's decoder thread: takes messages off the lanes (events first, on their own), judges
 each once (``pipeline.judge``: decode, validate, dead letters) and encodes its readings as the
 rows of ``readings`` (``TelemetryWriter.prepare_rows``), then hands a commit's worth to the
-recorder. The hand-off holds one telemetry batch; events overtake it."""
+recorder. The hand-off holds one telemetry batch; events overtake it. A batch is short while
+the recorder would otherwise idle (``IDLE_BATCH_READINGS``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ingest.handoff import Handoff
@@ -24,6 +26,16 @@ log = logging.getLogger(__name__)
 # event waits for the commit in progress, and at 10,000 readings that was p99 ~200 ms more.
 INCIDENT_BATCH_READINGS = 4000
 INCIDENT_S = 10.0
+
+# A telemetry batch's readings when the recorder has nothing to commit (nothing in flight,
+# nothing handed over): filling a long batch would leave the store idle meanwhile (draining a
+# backlog, the first commit waited ~80 ms for 10,000 readings to be decoded and sent); once a
+# commit is in flight, batches grow to their limit again.
+IDLE_BATCH_READINGS = 2000
+
+
+def _never() -> bool:
+    return False
 
 
 # What take_run takes off a lane at once: one-reading messages one lock and one check for events
@@ -67,6 +79,8 @@ class Decoder:
     max_future_ms: int  # the clock skew allowed a gateway
     linger_s: float
     max_batch_readings: int
+    # whether the recorder waits for work (Recorder.waiting_for_work)
+    recorder_idle: Callable[[], bool] = field(default=_never)
     last_event: float = field(default=-1e9, init=False)  # monotonic time an event was last taken
     # last turn of the loop (health: not stuck)
     progress: float = field(default_factory=time.monotonic, init=False)
@@ -120,6 +134,8 @@ class Decoder:
         else:
             limit = self.max_batch_readings
         while readings < limit and events.empty():
+            if readings >= IDLE_BATCH_READINGS and self.recorder_idle():
+                break  # the store waits: this much now, the next batch fills meanwhile
             run = take_run(telemetry)
             if not run:
                 remaining = deadline - time.monotonic()

@@ -80,6 +80,9 @@ class Recorder:
     # last time it was idle or finished a batch or task
     progress: float = field(default_factory=time.monotonic, init=False)
     _known_devices: dict[str, set[str]] = field(init=False, repr=False)  # estate -> devices
+    # nothing in flight and waiting for the hand-off: the decoder then hands over a short
+    # batch at once rather than fill a long one while the store idles (``waiting_for_work``)
+    _idle: bool = field(default=False, init=False, repr=False)
     # set when a commit is answered or the hand-off is given a batch: what run() waits for
     _wake: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _tasks: queue.Queue[tuple[RecorderTask[Any], Future[Any]]] = field(init=False, repr=False)
@@ -166,6 +169,7 @@ class Recorder:
                         flight.append(self._begin(events, urgent=True))
                 self._wait_answer(flight, listeners=telemetry < IN_FLIGHT)
                 continue
+            self._idle = not flight
             try:
                 where, pending = self.handoff.get(timeout=0 if flight else 0.05)
             except queue.Empty:
@@ -175,6 +179,7 @@ class Recorder:
                     self.progress = time.monotonic()  # idle: nothing is waiting for it
                     self.telemetry.flush_latest_if_due()
                 continue
+            self._idle = False
             if pending is None:  # the decoder has drained the lanes and stopped
                 while flight:
                     self._wait_answer(flight)
@@ -186,6 +191,11 @@ class Recorder:
             pending = drop_revoked(pending)
             if pending:
                 flight.append(self._begin(pending, urgent=where == Handoff.EVENTS))
+
+    def waiting_for_work(self) -> bool:
+        """Whether the store would idle now: nothing in flight, nothing handed over (read by
+        the decoder, without a lock: it only sizes a batch)."""
+        return self._idle and self.handoff.telemetry_waiting == 0
 
     def _wait_answer(self, flight: deque[CommitBatch], listeners: bool = False) -> None:
         """Until a batch in flight can land or the hand-off is given one (events go out while

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ingest.consumer import INCIDENT_BATCH_READINGS, INCIDENT_S, Handoff, Ingest, Received
+from ingest.decoder import IDLE_BATCH_READINGS
 from ingest.state import StateStore
 from ingest.telemetry import TelemetryWriter
 from protocol.catalog import default_catalog
@@ -129,5 +130,60 @@ def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None
     ingest.decoder.last_event -= INCIDENT_S  # the incident is over
     telemetry(30)  # 1,000 were left; 16,000 now
     assert readings(ingest.decoder.next_batch()) == 10_000
+    writer.close()
+    state.close()
+
+
+def test_a_batch_is_short_while_the_store_would_idle(tmp_path: Path) -> None:
+    """While the recorder has nothing to commit (draining a backlog's first messages, or after
+    a pause), the decoder hands over IDLE_BATCH_READINGS at once instead of filling a whole
+    batch while the store idles; once a commit is in flight, batches grow to their limit."""
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("idle", "空闲")
+    state.add_gateway("idle", "gw-01")
+    writer = TelemetryWriter(tmp_path / "t.db")
+    ingest = Ingest(
+        MqttEndpoint("127.0.0.1", 1), state, writer, default_catalog(), linger_s=0.0,
+        max_batch_readings=10_000,
+    )  # fmt: skip
+    now = int(time.time() * 1000)
+    for seq in range(1, 31):
+        readings = [
+            Reading(f"h-{i}", "fire_hydrant", now, {"pressure_mpa": 0.3}) for i in range(500)
+        ]
+        payload = encode_telemetry("gw-01", seq, now, readings)
+        ingest.telemetry_lane.queue.put(
+            Received("estates/idle/gw/gw-01/telemetry", payload, now, 1, 1, 0,
+                      ingest.telemetry_lane, len(payload))
+        )  # fmt: skip
+    store_idle = True
+    ingest.decoder.recorder_idle = lambda: store_idle
+
+    def batch() -> list[int]:
+        return [item.delivery.seq for item in ingest.decoder.next_batch()]
+
+    assert batch() == list(range(1, 1 + IDLE_BATCH_READINGS // 500))
+    store_idle = False
+    assert batch() == list(range(5, 25))  # 10,000 readings, in order, none skipped
+    store_idle = True
+    assert batch() == [25, 26, 27, 28]
+    writer.close()
+    state.close()
+
+
+def test_the_recorder_waits_for_work_only_with_nothing_to_commit(tmp_path: Path) -> None:
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    writer = TelemetryWriter(tmp_path / "t.db")
+    ingest = Ingest(MqttEndpoint("127.0.0.1", 1), state, writer, default_catalog())
+    recorder = ingest.recorder
+    assert not recorder.waiting_for_work()  # not running: nothing known
+    recorder.thread.start()
+    deadline = time.monotonic() + 5
+    while not recorder.waiting_for_work() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert recorder.waiting_for_work()
+    recorder.handoff.put(Handoff.END, None)
+    recorder.thread.join(5)
+    assert not recorder.thread.is_alive()
     writer.close()
     state.close()
