@@ -41,6 +41,10 @@ MAX_QUEUED_BYTES = 2 << 30
 # CONTRACT.md: a message is at most 1 MiB; 64 KiB more for the topic and MQTT headers. Mosquitto
 # refuses (disconnects) a bigger packet before holding it in memory.
 MAX_PACKET_SIZE = (1 << 20) + (64 << 10)
+# Mosquitto notes a SIGHUP in a flag it clears when the reload ends, so one that arrives while
+# it reloads is lost (seen: a gateway registered just after another was refused for 7 s, its
+# password never read): one more SIGHUP follows the last change by this long.
+RELOAD_AGAIN_S = 1.0
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -173,6 +177,7 @@ class ManagedMosquitto:
         self._folder_lock: int | None = None  # fd holding the flock on broker.lock
         self._stopped = threading.Event()  # stop() was called: the supervisor ends
         self._supervisor: threading.Thread | None = None
+        self._reload_again: threading.Timer | None = None
         self.folder.mkdir(parents=True, exist_ok=True)
         self._passwords = self._load_passwords()
         if SERVICE_USER not in self._passwords:
@@ -288,6 +293,8 @@ class ManagedMosquitto:
             self._supervisor.join(20)
         self._supervisor = None
         with self._lock:
+            if self._reload_again is not None:
+                self._reload_again.cancel()
             proc, self._proc = self._proc, None
             if proc and proc.poll() is None:
                 proc.terminate()  # Mosquitto saves its persistence on the way down
@@ -473,9 +480,7 @@ class ManagedMosquitto:
         with self._lock:
             if user not in self._passwords:
                 self._passwords[user] = (secrets.token_urlsafe(18), prefix)
-                self._write_auth_files()
-                if self._proc and self._proc.poll() is None:
-                    self._proc.send_signal(signal.SIGHUP)  # Mosquitto reloads passwords and ACL
+                self._reload_auth()
             password = self._passwords[user][0]
         return GatewayCredentials(user, password, self.host, self.port, prefix)
 
@@ -486,10 +491,24 @@ class ManagedMosquitto:
     # (tests/security/test_credentials.py holds this against the installed Mosquitto.)
 
     def _reload_auth(self) -> None:
-        """Rewrite the password file and ACL and make the running broker read them."""
+        """Rewrite the password file and ACL and make the running broker read them (under
+        ``_lock``): SIGHUP now, and again RELOAD_AGAIN_S after the last change."""
         self._write_auth_files()
+        self._signal_reload()
+        if self._reload_again is not None:
+            self._reload_again.cancel()
+        self._reload_again = threading.Timer(RELOAD_AGAIN_S, self._reload_once_more)
+        self._reload_again.daemon = True
+        self._reload_again.start()
+
+    def _signal_reload(self) -> None:
         if self._proc and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGHUP)
+            self._proc.send_signal(signal.SIGHUP)  # Mosquitto reloads passwords and ACL
+
+    def _reload_once_more(self) -> None:
+        with self._lock:
+            if not self._stopped.is_set():
+                self._signal_reload()
 
     def rotate_gateway_credentials(self, estate: str, gw: str, root: str) -> GatewayCredentials:
         """A new password for the gateway (its account is made if it has none); the old one
