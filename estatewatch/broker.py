@@ -57,8 +57,20 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+# Ports free_port picks from: below Linux's ephemeral range (32768-60999), from which the kernel
+# gives every outgoing connection its local port and bind(0) its port, so a port picked here
+# and bound a moment later by a child process is not taken meanwhile by some client's
+# connection (seen: an API node of a test found its port in use); at random, so processes
+# picking at once seldom pick alike.
+PICK_PORTS = range(20000, 32768)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    for _ in range(100):
+        port = secrets.choice(PICK_PORTS)
+        if port_is_free(port, host):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # that range is full
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

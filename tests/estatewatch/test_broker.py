@@ -12,7 +12,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from estatewatch.broker import EmbeddedBroker, ManagedMosquitto, free_port
+from estatewatch.broker import (
+    PICK_PORTS,
+    EmbeddedBroker,
+    ManagedMosquitto,
+    free_port,
+    port_is_free,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +82,15 @@ def test_gateways_registered_in_a_burst_all_log_in(mosquitto: ManagedMosquitto) 
     while waiting and time.monotonic() < deadline:
         waiting = [c for c in waiting if _connect_rc(c.host, c.port, c.username, c.password) != 0]
     assert not waiting, [c.username for c in waiting]
+
+
+def test_free_ports_come_from_outside_the_ephemeral_range() -> None:
+    """Clients' connections take their local ports from the ephemeral range: a port given to a
+    child process to listen on comes from below it, free, and seldom twice."""
+    ports = [free_port() for _ in range(200)]
+    assert all(p in PICK_PORTS for p in ports)
+    assert all(port_is_free(p) for p in ports)
+    assert len(set(ports)) > 150
 
 
 def test_acl_lets_a_gateway_publish_only_under_its_own_prefix(
