@@ -51,6 +51,10 @@ KEEPALIVE_S = 30
 # with DUP set are a broker's own redelivery to this connection (NATS' ack_wait, 30 s): those
 # were this process's, which gives them to its rules itself.
 REDELIVERY_WINDOW_S = 10.0
+# A subscription the broker refused (SUBACK 0x80: a clustered broker electing a leader, an ACL
+# being reloaded) is asked for again after this long while the lane stays connected: else the
+# lane would hear nothing until its next connection.
+RESUBSCRIBE_S = 1.0
 
 
 class GatewayRegistry:
@@ -229,6 +233,7 @@ class Lanes:
         # has one; a scaled-out worker one per partition)
         self._pending_subscriptions: dict[tuple[Lane, int], list[str]] = {}
         self._confirmed: dict[Lane, set[str]] = {}
+        self._asked: dict[tuple[Lane, int], list[tuple[str, int]]] = {}  # filters by SUBSCRIBE
         # a scaled-out worker's sessions of the partitions it holds: (telemetry, events)
         self._held: dict[int, tuple[Lane, Lane]] = {}
         if partitions is not None:
@@ -361,9 +366,16 @@ class Lanes:
         # Held across subscribe(): the broker's confirmation (on_subscribe, on the network
         # thread) must find the mid recorded.
         with self._subscriptions:
-            _rc, mid = lane.client.subscribe(filters)
+            mid = self._ask(lane, filters)
             if mid is not None and not lane.events:
                 self._pending_subscriptions[(lane, mid)] = estates  # counted once confirmed
+
+    def _ask(self, lane: Lane, filters: list[tuple[str, int]]) -> int | None:
+        """SUBSCRIBE (under ``_subscriptions``), its filters kept until the broker answers."""
+        _rc, mid = lane.client.subscribe(filters)
+        if mid is not None:
+            self._asked[(lane, mid)] = filters
+        return mid
 
     def subscribe_new_estates(self) -> None:
         """In a sharded or partitioned deployment, subscribe to the registered estates of
@@ -415,6 +427,8 @@ class Lanes:
                 self._confirmed.pop(lane, None)
             for key in [k for k in self._pending_subscriptions if k[0] in pair]:
                 del self._pending_subscriptions[key]
+            for key in [k for k in self._asked if k[0] in pair]:
+                del self._asked[key]
         for lane in pair:
             lane.revoked = True
             lane.closed.set()  # its network thread stops waiting for room in the queue
@@ -478,7 +492,8 @@ class Lanes:
         lane.generation += 1
         lane.connected_at = time.monotonic()
         if self.shard is None and lane.partition is None:
-            client.subscribe([(f, 1) for f in service_subscriptions(self.root) if lane.wants(f)])
+            with self._subscriptions:
+                self._ask(lane, [(f, 1) for f in service_subscriptions(self.root) if lane.wants(f)])
         else:
             # a session the broker lost has no subscriptions: make this lane's again
             try:
@@ -507,13 +522,33 @@ class Lanes:
             hop(client, lane.failover, KEEPALIVE_S)
 
     def on_subscribe(
-        self, _c: mqtt.Client, lane: Lane, mid: int, _codes: object, _props: object
+        self, _c: mqtt.Client, lane: Lane, mid: int, codes: list[object], _props: object
     ) -> None:
-        if not lane.events:
-            with self._subscriptions:
-                estates = self._pending_subscriptions.pop((lane, mid), None)
-                if estates is not None and (lane.partition is None or not lane.revoked):
-                    self._confirmed.setdefault(lane, set()).update(estates)
+        with self._subscriptions:
+            filters = self._asked.pop((lane, mid), [])
+            estates = self._pending_subscriptions.pop((lane, mid), None)
+            if any(getattr(c, "is_failure", False) for c in codes):
+                log.error(
+                    "ingest: %s lane: the broker refused %s (%s); asking again in %.0f s",
+                    lane.name, [f for f, _q in filters], codes, RESUBSCRIBE_S,
+                )  # fmt: skip
+                again = threading.Timer(RESUBSCRIBE_S, self._ask_again, (lane, filters, estates))
+                again.daemon = True
+                again.start()
+            elif estates is not None and (lane.partition is None or not lane.revoked):
+                self._confirmed.setdefault(lane, set()).update(estates)
+
+    def _ask_again(
+        self, lane: Lane, filters: list[tuple[str, int]], estates: list[str] | None
+    ) -> None:
+        """A refused subscription, asked for again on the same connection (a new connection
+        subscribes anew by itself)."""
+        if self._closing.is_set() or lane.closed.is_set() or not lane.connected.is_set():
+            return
+        with self._subscriptions:
+            mid = self._ask(lane, filters)
+            if mid is not None and estates is not None:
+                self._pending_subscriptions[(lane, mid)] = estates
 
     def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage | Publish) -> None:
         if self._closing.is_set() or lane.closed.is_set():

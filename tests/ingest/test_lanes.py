@@ -4,11 +4,15 @@ on the scheduler's thread while the broker's confirmations arrive on the network
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
+from estatewatch.broker import ManagedMosquitto
 from ingest import lanes
 from ingest.consumer import Ingest
 from ingest.shards import shard_of
@@ -76,3 +80,41 @@ def test_acks_fall_back_to_paho_public_ack_when_its_private_queue_changes(
     lanes.ack_all(client, [8, 9])  # type: ignore[arg-type]
     assert client.acked == [5, 6, 7, 8, 9]
     assert client.queued == 0
+
+
+@pytest.mark.integration
+def test_a_refused_subscription_is_asked_for_again_on_the_same_connection(
+    tmp_path: Path, mosquitto: ManagedMosquitto
+) -> None:
+    """A clustered broker electing a leader can answer SUBSCRIBE with 0x80, and the lane would
+    then hear nothing until its next connection. Mosquitto grants what it then filters, so the
+    refusal is handed to the lane as paho would (a SUBACK of 0x80 for its events filters) on a
+    real connection: the lane asks again, and the real broker's grant settles it."""
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    writer = TelemetryWriter(tmp_path / "t.db")
+    ingest = Ingest(mosquitto.endpoint, state, writer, default_catalog())
+    ingest.start()
+    try:
+        lane = ingest.events_lane
+        asked: list[Any] = []
+        subscribe = lane.client.subscribe
+
+        def spy(filters: Any) -> Any:
+            asked.append(filters)
+            return subscribe(filters)
+
+        lane.client.subscribe = spy  # type: ignore[method-assign]
+        filters = [(f, 1) for f in lanes.service_subscriptions("estates") if lane.wants(f)]
+        refused = [ReasonCode(PacketTypes.SUBACK, identifier=0x80)] * len(filters)
+        with ingest.lanes._subscriptions:
+            ingest.lanes._asked[(lane, 60_000)] = filters
+        ingest.lanes.on_subscribe(lane.client, lane, 60_000, refused, None)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (asked and not ingest.lanes._asked):
+            time.sleep(0.05)
+        assert asked == [filters]  # asked again, once, on the same connection
+        assert not ingest.lanes._asked  # and granted by the broker
+    finally:
+        ingest.stop()
+        writer.close()
+        state.close()
