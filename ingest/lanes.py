@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.handoff import ByteBudget
 from ingest.pipeline import Delivery
@@ -522,12 +523,12 @@ class Lanes:
             hop(client, lane.failover, KEEPALIVE_S)
 
     def on_subscribe(
-        self, _c: mqtt.Client, lane: Lane, mid: int, codes: list[object], _props: object
+        self, _c: mqtt.Client, lane: Lane, mid: int, codes: list[ReasonCode], _props: object
     ) -> None:
         with self._subscriptions:
             filters = self._asked.pop((lane, mid), [])
             estates = self._pending_subscriptions.pop((lane, mid), None)
-            if any(getattr(c, "is_failure", False) for c in codes):
+            if any(c.is_failure for c in codes):
                 log.error(
                     "ingest: %s lane: the broker refused %s (%s); asking again in %.0f s",
                     lane.name, [f for f, _q in filters], codes, RESUBSCRIBE_S,
