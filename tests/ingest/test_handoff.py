@@ -84,31 +84,41 @@ def test_telemetry_waiting_is_counted_and_a_taker_is_woken() -> None:
     assert taken.is_set() and h.telemetry_waiting == 1
 
 
-def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None:
-    """The decoder's batches: up to max_batch_readings normally; after an event (an incident,
-    when the next alarm must not wait behind a long commit), at most INCIDENT_BATCH_READINGS.
-    No broker: messages are put on the lanes as the network thread would."""
+def decoding(tmp_path: Path, estate: str) -> tuple[StateStore, TelemetryWriter, Ingest]:
+    """An ingest with no broker (port 1: nothing listens), its decoder driven by hand:
+    messages are put on the lanes as the network thread would."""
     state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
-    state.add_estate("inc", "事件")
-    state.add_gateway("inc", "gw-01")
+    state.add_estate(estate, estate)
+    state.add_gateway(estate, "gw-01")
     writer = TelemetryWriter(tmp_path / "t.db")
     ingest = Ingest(
         MqttEndpoint("127.0.0.1", 1), state, writer, default_catalog(), linger_s=0.0,
         max_batch_readings=10_000,
     )  # fmt: skip
+    return state, writer, ingest
+
+
+def queue_telemetry(ingest: Ingest, estate: str, seq: int, now: int) -> None:
+    """One message of 500 hydrant readings on the telemetry lane."""
+    readings = [Reading(f"h-{i}", "fire_hydrant", now, {"pressure_mpa": 0.3}) for i in range(500)]
+    payload = encode_telemetry("gw-01", seq, now, readings)
+    ingest.telemetry_lane.queue.put(
+        Received(f"estates/{estate}/gw/gw-01/telemetry", payload, now, 1, 1, 0,
+                  ingest.telemetry_lane, len(payload))
+    )  # fmt: skip
+
+
+def test_telemetry_batches_are_short_while_events_arrive(tmp_path: Path) -> None:
+    """The decoder's batches: up to max_batch_readings normally; after an event (an incident,
+    when the next alarm must not wait behind a long commit), at most INCIDENT_BATCH_READINGS.
+    No broker: messages are put on the lanes as the network thread would."""
+    state, writer, ingest = decoding(tmp_path, "inc")
     now = int(time.time() * 1000)
     seq = iter(range(1, 1000))
 
     def telemetry(n: int) -> None:
         for _ in range(n):
-            readings = [
-                Reading(f"h-{i}", "fire_hydrant", now, {"pressure_mpa": 0.3}) for i in range(500)
-            ]
-            payload = encode_telemetry("gw-01", next(seq), now, readings)
-            ingest.telemetry_lane.queue.put(
-                Received("estates/inc/gw/gw-01/telemetry", payload, now, 1, 1, 0,
-                          ingest.telemetry_lane, len(payload))
-            )  # fmt: skip
+            queue_telemetry(ingest, "inc", next(seq), now)
 
     def event() -> None:
         e = Event("h-1", "fire_hydrant", now, "fire.fault", {})
@@ -138,24 +148,10 @@ def test_a_batch_is_short_while_the_store_would_idle(tmp_path: Path) -> None:
     """While the recorder has nothing to commit (draining a backlog's first messages, or after
     a pause), the decoder hands over IDLE_BATCH_READINGS at once instead of filling a whole
     batch while the store idles; once a commit is in flight, batches grow to their limit."""
-    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
-    state.add_estate("idle", "空闲")
-    state.add_gateway("idle", "gw-01")
-    writer = TelemetryWriter(tmp_path / "t.db")
-    ingest = Ingest(
-        MqttEndpoint("127.0.0.1", 1), state, writer, default_catalog(), linger_s=0.0,
-        max_batch_readings=10_000,
-    )  # fmt: skip
+    state, writer, ingest = decoding(tmp_path, "idle")
     now = int(time.time() * 1000)
     for seq in range(1, 31):
-        readings = [
-            Reading(f"h-{i}", "fire_hydrant", now, {"pressure_mpa": 0.3}) for i in range(500)
-        ]
-        payload = encode_telemetry("gw-01", seq, now, readings)
-        ingest.telemetry_lane.queue.put(
-            Received("estates/idle/gw/gw-01/telemetry", payload, now, 1, 1, 0,
-                      ingest.telemetry_lane, len(payload))
-        )  # fmt: skip
+        queue_telemetry(ingest, "idle", seq, now)
     store_idle = True
     ingest.decoder.recorder_idle = lambda: store_idle
 

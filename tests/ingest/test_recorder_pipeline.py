@@ -145,16 +145,21 @@ class HeldStore:
         pass
 
 
+def held_ingest(tmp_path: Path, store: HeldStore) -> Ingest:
+    """An ingest of estate e1 whose store answers when the test says (no broker: port 1)."""
+    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    state.add_estate("e1", "e1")
+    state.add_gateway("e1", "gw-01")
+    return Ingest(MqttEndpoint("127.0.0.1", 1), state, store, default_catalog())  # type: ignore[arg-type]
+
+
 def test_two_telemetry_commits_in_flight_events_beside_them_and_landed_in_order(
     tmp_path: Path,
 ) -> None:
     """Two telemetry writes in flight hold back a third, not an events batch; the events
     commit lands as soon as it is answered, telemetry only in the order sent."""
-    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
-    state.add_estate("e1", "e1")
-    state.add_gateway("e1", "gw-01")
     store = HeldStore()
-    ingest = Ingest(MqttEndpoint("127.0.0.1", 1), state, store, default_catalog())  # type: ignore[arg-type]
+    ingest = held_ingest(tmp_path, store)
     seen: list[int] = []
     ingest.add_listener(lambda ds: seen.extend(d.seq for d in ds if d.seq is not None))
     recorder = ingest.recorder
@@ -182,7 +187,7 @@ def test_two_telemetry_commits_in_flight_events_beside_them_and_landed_in_order(
         recorder.handoff.put(Handoff.END, None)
         recorder.thread.join(10)
         ingest.fanout.thread.join(10)
-        state.close()
+        ingest.state.close()
     assert ingest.stats.committed_messages == 4
 
 
@@ -204,11 +209,8 @@ def test_listeners_behind_hold_back_telemetry_not_events(tmp_path: Path) -> None
     listeners' hand-off has no slot for (bounded), and still commits and acknowledges an
     event meanwhile instead of waiting in that hand-off; once the listeners move, they get
     every commit once: the event before the telemetry that waited, telemetry in order."""
-    state = StateStore.open(f"sqlite:///{tmp_path / 's.db'}")
-    state.add_estate("e1", "e1")
-    state.add_gateway("e1", "gw-01")
     store = HeldStore()
-    ingest = Ingest(MqttEndpoint("127.0.0.1", 1), state, store, default_catalog())  # type: ignore[arg-type]
+    ingest = held_ingest(tmp_path, store)
     seen: list[int] = []
     held = threading.Event()
     release = threading.Event()
@@ -264,5 +266,5 @@ def test_listeners_behind_hold_back_telemetry_not_events(tmp_path: Path) -> None
         recorder.handoff.put(Handoff.END, None)
         recorder.thread.join(10)
         ingest.fanout.thread.join(10)
-        state.close()
+        ingest.state.close()
     assert ingest.stats.committed_messages == 9
