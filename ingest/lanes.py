@@ -232,9 +232,10 @@ class Lanes:
         self._subscriptions = threading.Lock()
         # confirmed by the broker: subscribed estates by telemetry lane (a sharded process
         # has one; a scaled-out worker one per partition)
-        self._pending_subscriptions: dict[tuple[Lane, int], list[str]] = {}
         self._confirmed: dict[Lane, set[str]] = {}
-        self._asked: dict[tuple[Lane, int], list[tuple[str, int]]] = {}  # filters by SUBSCRIBE
+        # by SUBSCRIBE until the broker answers: its filters, and the estates a telemetry lane
+        # counts as subscribed once it is granted
+        self._asked: dict[tuple[Lane, int], tuple[list[tuple[str, int]], list[str] | None]] = {}
         # a scaled-out worker's sessions of the partitions it holds: (telemetry, events)
         self._held: dict[int, tuple[Lane, Lane]] = {}
         if partitions is not None:
@@ -367,16 +368,15 @@ class Lanes:
         # Held across subscribe(): the broker's confirmation (on_subscribe, on the network
         # thread) must find the mid recorded.
         with self._subscriptions:
-            mid = self._ask(lane, filters)
-            if mid is not None and not lane.events:
-                self._pending_subscriptions[(lane, mid)] = estates  # counted once confirmed
+            self._ask(lane, filters, None if lane.events else estates)
 
-    def _ask(self, lane: Lane, filters: list[tuple[str, int]]) -> int | None:
-        """SUBSCRIBE (under ``_subscriptions``), its filters kept until the broker answers."""
+    def _ask(
+        self, lane: Lane, filters: list[tuple[str, int]], estates: list[str] | None = None
+    ) -> None:
+        """SUBSCRIBE (under ``_subscriptions``), kept until the broker answers."""
         _rc, mid = lane.client.subscribe(filters)
         if mid is not None:
-            self._asked[(lane, mid)] = filters
-        return mid
+            self._asked[(lane, mid)] = (filters, estates)
 
     def subscribe_new_estates(self) -> None:
         """In a sharded or partitioned deployment, subscribe to the registered estates of
@@ -426,8 +426,6 @@ class Lanes:
                 return
             for lane in pair:
                 self._confirmed.pop(lane, None)
-            for key in [k for k in self._pending_subscriptions if k[0] in pair]:
-                del self._pending_subscriptions[key]
             for key in [k for k in self._asked if k[0] in pair]:
                 del self._asked[key]
         for lane in pair:
@@ -526,8 +524,7 @@ class Lanes:
         self, _c: mqtt.Client, lane: Lane, mid: int, codes: list[ReasonCode], _props: object
     ) -> None:
         with self._subscriptions:
-            filters = self._asked.pop((lane, mid), [])
-            estates = self._pending_subscriptions.pop((lane, mid), None)
+            filters, estates = self._asked.pop((lane, mid), ([], None))
             if any(c.is_failure for c in codes):
                 log.error(
                     "ingest: %s lane: the broker refused %s (%s); asking again in %.0f s",
@@ -547,9 +544,7 @@ class Lanes:
         if self._closing.is_set() or lane.closed.is_set() or not lane.connected.is_set():
             return
         with self._subscriptions:
-            mid = self._ask(lane, filters)
-            if mid is not None and estates is not None:
-                self._pending_subscriptions[(lane, mid)] = estates
+            self._ask(lane, filters, estates)
 
     def on_message(self, _c: mqtt.Client, lane: Lane, msg: mqtt.MQTTMessage | Publish) -> None:
         if self._closing.is_set() or lane.closed.is_set():

@@ -107,7 +107,7 @@ def test_a_refused_subscription_is_asked_for_again_on_the_same_connection(
         filters = [(f, 1) for f in lanes.service_subscriptions("estates") if lane.wants(f)]
         refused = [ReasonCode(PacketTypes.SUBACK, identifier=0x80)] * len(filters)
         with ingest.lanes._subscriptions:
-            ingest.lanes._asked[(lane, 60_000)] = filters
+            ingest.lanes._asked[(lane, 60_000)] = (filters, None)
         ingest.lanes.on_subscribe(lane.client, lane, 60_000, refused, None)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not (asked and not ingest.lanes._asked):
