@@ -6,7 +6,10 @@ rollups and rules included), then a load generator publishes the large estate's 
 second. Reported: RSS at the end of each level (its last second of load), its slope (MB/min, a
 linear fit over the level's second half), and at 150 %: the ingest queue at its bound
 (backpressure), what the broker held, and, after the load stops and the backlog drains,
-readings lost (published but not stored: must be 0).
+readings lost (published but not stored: must be 0). Beside the slope (the verdict's, unchanged):
+a Theil-Sen slope, the per-30-s minima's, one net of the ingest queue, and each process's heap
+(RssAnon) and mapped files (RssFile) with their slopes: whether a missed slope is a floor that
+rises or a swing around a flat one (bench/README.md, h16-mem).
 """
 
 from __future__ import annotations
