@@ -6,7 +6,10 @@ rollups and rules included), then a load generator publishes the large estate's 
 second. Reported: RSS at the end of each level (its last second of load), its slope (MB/min, a
 linear fit over the level's second half), and at 150 %: the ingest queue at its bound
 (backpressure), what the broker held, and, after the load stops and the backlog drains,
-readings lost (published but not stored: must be 0).
+readings lost (published but not stored: must be 0). Beside the slope (the verdict's, unchanged):
+a Theil-Sen slope, the per-30-s minima's, one net of the ingest queue, and each process's heap
+(RssAnon) and mapped files (RssFile) with their slopes: whether a missed slope is a floor that
+rises or a swing around a flat one (bench/README.md, h16-mem).
 """
 
 from __future__ import annotations
@@ -91,9 +94,38 @@ def _settled(points: list[tuple[float, float]], seconds: float) -> list[tuple[fl
     return [p for p in points if p[0] >= max(start, seconds / 10)]
 
 
-def by_process_mb(pid: int) -> dict[str, float]:
-    """VmRSS of each of the service's processes (the service, its store process)."""
-    out: dict[str, float] = {}
+def theil_sen(points: list[tuple[float, float]]) -> float:
+    """Per minute, the median of the slopes between every two samples: the trend that a
+    swing of the batches in flight (a few samples far off it) does not tilt, unlike the
+    least-squares fit (0 with fewer than 3 points)."""
+    if len(points) < 3:
+        return 0.0
+    t, v = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    i, j = np.triu_indices(len(t), k=1)
+    dt = t[j] - t[i]
+    keep = dt > 0
+    return float(np.median((v[j] - v[i])[keep] / dt[keep])) * 60
+
+
+def floor_points(
+    points: list[tuple[float, float]], every_s: float = 30
+) -> list[tuple[float, float]]:
+    """The lowest sample of each ``every_s`` seconds (whole spans only), at its time: RSS with
+    the fewest readings in flight, the floor that real growth lifts and a swing does not."""
+    spans: dict[int, tuple[float, float]] = {}
+    for t, v in points:
+        k = int(t // every_s)
+        if k not in spans or v < spans[k][1]:
+            spans[k] = (t, v)
+    first, last = points[0][0] if points else 0, points[-1][0] if points else 0
+    whole = [k for k in spans if k * every_s >= first and (k + 1) * every_s <= last + 1]
+    return [spans[k] for k in sorted(whole)]
+
+
+def by_process(pid: int) -> dict[str, dict[str, float]]:
+    """VmRSS, RssAnon (heap) and RssFile (mapped files: SQLite's WAL index, libraries) of
+    each of the service's processes (the service, its store process)."""
+    out: dict[str, dict[str, float]] = {}
     for p in _tree(pid):
         try:
             cmd = Path(f"/proc/{p}/cmdline").read_bytes()
@@ -101,10 +133,27 @@ def by_process_mb(pid: int) -> dict[str, float]:
         except OSError:
             continue
         name = "store" if b"store_process" in cmd else "service" if p == pid else str(p)
+        mine = out.setdefault(name, {})
         for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                out[name] = out.get(name, 0.0) + int(line.split()[1]) / 1024
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                mine[key] = mine.get(key, 0.0) + int(value.split()[0]) / 1024
     return out
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the service's processes have used so far."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def by_process_mb(pid: int) -> dict[str, float]:
+    """VmRSS of each of the service's processes (the service, its store process)."""
+    return {k: v.get("VmRSS", 0.0) for k, v in by_process(pid).items()}
 
 
 class Service:
@@ -173,10 +222,13 @@ class Service:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        cpu0 = cpu_s(self.proc.pid)
         t0 = time.monotonic()
         samples: list[tuple[float, float]] = []  # (s, RSS MB)
         stored: list[tuple[float, float]] = []  # (s, readings stored)
+        queued: list[tuple[float, float]] = []  # (s, MB in the ingest queue)
         parts: list[dict[str, float]] = []
+        each: list[dict[str, dict[str, float]]] = []  # by process, every second
         depth_max = bytes_max = 0
         stop = threading.Event()
 
@@ -185,6 +237,7 @@ class Service:
                 mem = memory_mb(self.proc.pid)
                 samples.append((time.monotonic() - t0, mem.get("VmRSS", 0.0)))
                 parts.append(mem)
+                each.append(by_process(self.proc.pid))
                 time.sleep(1.0)
 
         sampler = threading.Thread(target=sample)
@@ -193,6 +246,7 @@ class Service:
             try:
                 h = self.ingest()
                 stored.append((time.monotonic() - t0, float(h["readings"])))
+                queued.append((stored[-1][0], h["queued_bytes"] / 2**20))
                 depth_max = max(depth_max, h["queue_depth"])
                 bytes_max = max(bytes_max, h["queued_bytes"])
             except (httpx.HTTPError, KeyError):
@@ -201,6 +255,7 @@ class Service:
         stop.set()
         sampler.join()
         processes = by_process_mb(self.proc.pid)
+        cpu = cpu_s(self.proc.pid) - cpu0
         out = gen.stdout.read() if gen.stdout else ""
         last = [ln for ln in out.splitlines() if ln.startswith("sent ")]
         failed = None
@@ -214,7 +269,10 @@ class Service:
         return {
             "samples": samples,
             "stored": stored,
+            "queued": queued,
             "parts": parts,
+            "each": each,
+            "cpu_s": cpu,
             "processes": processes,
             "sent": sent,
             "failed": failed,
@@ -283,6 +341,59 @@ def window_bytes(per_device_s: float, bucket_ms: int, seconds: float = 3600) -> 
     return out
 
 
+def net_of_queue(
+    points: list[tuple[float, float]], queued: list[tuple[float, float]]
+) -> tuple[float, float]:
+    """Per minute, the trend of RSS with the ingest queue's bytes (at the nearest poll) fitted
+    beside it, RSS = a + b t + c queued: the growth that is not payloads waiting; and c, MB of
+    RSS a MB queued. (0, 0) with too few points."""
+    if len(points) < 5 or len(queued) < 5:
+        return 0.0, 0.0
+    qt, qv = np.array([q[0] for q in queued]), np.array([q[1] for q in queued])
+    t, v = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    q = qv[np.clip(np.searchsorted(qt, t), 0, len(qt) - 1)]
+    coef = np.linalg.lstsq(np.column_stack([np.ones_like(t), t, q]), v, rcond=None)[0]
+    return float(coef[1]) * 60, float(coef[2])
+
+
+def robust_figures(
+    samples: list[tuple[float, float]],
+    each: list[dict[str, dict[str, float]]],
+    seconds: float,
+    queued: list[tuple[float, float]],
+) -> dict[str, Any]:
+    """Beside the verdict's least-squares slope over the second half (the issue's figure,
+    unchanged): the Theil-Sen slope over the same samples, the slope of the per-30-s minima
+    from 30 s in (the floor under the batches in flight), and each process's heap
+    (RssAnon) and mapped files (RssFile) with their second-half slopes and every 10 s."""
+    half = [p for p in samples if p[0] >= seconds / 2]
+    floors = floor_points([p for p in samples if p[0] >= 30])
+    net, per_queued = net_of_queue(half, queued)
+    out: dict[str, Any] = {
+        "slope_net_of_queue_mb_per_min": round(net, 2),
+        "rss_mb_per_queued_mb": round(per_queued, 2),
+        "slope_theil_sen_mb_per_min": round(theil_sen(half), 2),
+        "slope_floor_30s_mb_per_min": round(_slope(floors), 2),
+        "floor_30s_mb": [round(v, 1) for _, v in floors],
+    }
+    procs: dict[str, Any] = {}
+    for name in sorted({k for e in each for k in e}):
+        for key in ("RssAnon", "RssFile"):
+            pts = [
+                (t, e[name][key])
+                for (t, _), e in zip(samples, each, strict=True)
+                if key in e.get(name, {})
+            ]
+            h = [p for p in pts if p[0] >= seconds / 2]
+            procs[f"{name}_{key}"] = {
+                "slope_mb_per_min": round(_slope(h), 2),
+                "slope_theil_sen_mb_per_min": round(theil_sen(h), 2),
+                "every_10s": [round(v, 1) for _, v in pts[::10]],
+            }
+    out["by_process"] = procs
+    return out
+
+
 def run(
     max_rate: float,
     seconds: float = 60.0,
@@ -315,6 +426,7 @@ def run(
                 # that the end and the fit read, though no load was left
                 n = sum(1 for p in got["samples"] if p[0] <= seconds) or len(got["samples"])
                 samples, parts = got["samples"][:n], got["parts"][:n]
+                robust = robust_figures(samples, got["each"][:n], seconds, got["queued"])
                 if got["failed"]:
                     figures["load_generator_failed"] = got["failed"]
                 half = [p for p in samples if p[0] >= seconds / 2]
@@ -335,12 +447,15 @@ def run(
                     "rss_spread_mb": round(_noise(half), 1),
                     "rss_mb_by_process_end": {k: round(v, 1) for k, v in got["processes"].items()},
                     "queue_depth_max": got["depth_max"],
+                    "service_cpu_s": round(got["cpu_s"], 1),
+                    "load_average": os.getloadavg(),
                     "queue_capacity": h["queue_capacity"],
                     "queued_mb_max": round(got["bytes_max"] / 2**20, 1),
                     "queued_mb_capacity": round(h["queued_bytes_capacity"] / 2**20, 1),
                     # where the memory is at the end, and RSS every 10 s (for the README's plot)
                     "parts_mb_end": {k: round(v, 1) for k, v in parts[-1].items()} if parts else {},
                     "rss_mb_every_10s": [round(v, 1) for _, v in samples[::10]],
+                    **robust,
                 }
                 print(
                     f"  {share:>4.0%} load ({rate:,.0f} readings/s): RSS "
@@ -349,6 +464,16 @@ def run(
                     f"±{figures[key]['rss_spread_mb']} MB), "
                     f"queue max {got['depth_max']}/{h['queue_capacity']} messages, "
                     f"{got['bytes_max'] / 2**20:.1f}/{h['queued_bytes_capacity'] / 2**20:.0f} MiB",
+                    flush=True,
+                )
+                moves = ", ".join(
+                    f"{k} {v['slope_mb_per_min']:+.2f}" for k, v in robust["by_process"].items()
+                )
+                print(
+                    f"        beside it: Theil-Sen {robust['slope_theil_sen_mb_per_min']:+.2f}, "
+                    f"per-30-s minima {robust['slope_floor_30s_mb_per_min']:+.2f}, net of the "
+                    f"queue {robust['slope_net_of_queue_mb_per_min']:+.2f} MB/min "
+                    f"(minima {robust['floor_30s_mb']}); by process, MB/min: {moves}",
                     flush=True,
                 )
             # What the windows alone grow by at the 80 % level's rate a device, a 60-s kind.
@@ -367,11 +492,14 @@ def run(
             published = svc.published
             figures["published_readings"] = published
             figures["stored_readings"] = h["readings"]
-            figures["lost_readings"] = published - h["readings"]
+            # a generator that failed gave no count: what it published is unknown, so is the loss
+            failed = "load_generator_failed" in figures
+            lost = None if failed else published - h["readings"]
+            figures["lost_readings"] = lost
             figures["dead_letters"] = h["dead_letters"]
             print(
                 f"  after the load: published {published:,}, stored {h['readings']:,}, "
-                f"lost {published - h['readings']:,}",
+                f"lost {'unknown (a load generator failed)' if lost is None else f'{lost:,}'}",
                 flush=True,
             )
         finally:

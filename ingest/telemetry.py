@@ -83,9 +83,18 @@ def _insert_json(conn: sqlite3.Connection, table: str, columns: str, rows: list[
     insert_json(conn, table, columns, [orjson.dumps(rows)])
 
 
+FOLD_CACHE_KIB = 4096  # the fold reader's page cache, which also bounds its sorter
+
+
 class FoldReader:
     """The read-only connection rollups are aggregated on, opened when first needed, on any
-    thread: in WAL mode reading never blocks the writer."""
+    thread: in WAL mode reading never blocks the writer. Its page cache is emptied after each
+    fold: a fold reads the rows appended since the last one, once, so the pages kept are never
+    read again; they held up to 8 MiB of the service's heap until SQLite dropped them (a WAL
+    restart), a step of 8 MB that came and went, which bench 3's slope read as growth. Its
+    cache is half a reader's: the cache size also bounds the GROUP BY's sorter, so a fold
+    holds at most ~8 MB while it runs instead of ~16, for the same CPU (a 740,000-row fold:
+    1.43-1.58 s against 1.50-1.56; at 2 MiB the sorter spills, 1.64-1.82 s)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -98,7 +107,11 @@ class FoldReader:
         with self._lock:
             if self._conn is None:
                 self._conn = connect(self.path, readonly=True)
-            return retention.aggregate(self._conn, max_rows)
+                self._conn.execute(f"PRAGMA cache_size={-FOLD_CACHE_KIB}")
+            try:
+                return retention.aggregate(self._conn, max_rows)
+            finally:
+                self._conn.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:
         with self._lock:
