@@ -239,7 +239,7 @@ def _log(
         for slot in at[full].tolist():
             device = devices[slot]
             assert device is not None
-            device.catch_up(keep=True)
+            device.catch_up()
 
 
 def take(
