@@ -16,7 +16,7 @@ run, a value outside an envelope or not quiet…) goes reading by reading
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from operator import is_not, itemgetter
 from typing import TYPE_CHECKING
 
@@ -65,8 +65,10 @@ class _Columns:
         want = list(dict.fromkeys(want))
         if len(want) < 2:
             return
-        try:
-            block = np.array(list(map(itemgetter(*want), self.metrics)), dtype=np.float64)
+        width = len(want)
+        try:  # (fromiter: numpy's nested-list conversion costs ~1.7× as much)
+            flat = chain.from_iterable(map(itemgetter(*want), self.metrics))
+            block = np.fromiter(flat, np.float64, self.n * width).reshape(self.n, width)
         except (KeyError, TypeError, ValueError):  # some reading lacks one, or a str
             return
         for k, metric in enumerate(want):
@@ -81,7 +83,7 @@ class _Columns:
     def floats(self, metric: str) -> _F:
         col = self._floats.get(metric)
         if col is None:
-            col = self._floats[metric] = np.array(self.objects(metric), dtype=np.float64)
+            col = self._floats[metric] = np.fromiter(self.objects(metric), np.float64, self.n)
         return col
 
     def absent(self, metric: str, rows: _B) -> _B:
