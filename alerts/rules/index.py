@@ -13,6 +13,9 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from alerts.rules.spec import (
     Composite,
     EventCount,
@@ -310,6 +313,9 @@ class KindRules:
     window_plan: list[tuple[int, str, WindowGroup | None]] | None = None
     window_plan_for: dict[str, int] | None = None
     composite_metrics: frozenset[str] = frozenset()
+    # The columns' cache (``columns.ranged_bounds``): the ranged groups' and gates' metrics
+    # in the screen's order, with their bounds intersected per metric.
+    column_bounds: tuple[list[str], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
     events: dict[str, list[tuple[EventMatch, Rule]]] = field(default_factory=dict)
     counts: dict[str, list[tuple[EventCount, Rule]]] = field(default_factory=dict)
     clear_events: dict[str, list[Rule]] = field(default_factory=dict)

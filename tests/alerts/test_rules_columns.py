@@ -25,8 +25,8 @@ from alerts.rules.columns import _Columns, _quiet
 from alerts.rules.evaluate import Evaluator, Signal
 from alerts.rules.index import RuleIndex, ValueGroup
 from alerts.rules.loader import BUNDLED_RULES, load_rules
-from alerts.window_bank import LogColumns, WindowBank
-from alerts.windows import Aggregate
+from alerts.window_bank import DeviceSeries, LogColumns, WindowBank
+from alerts.windows import Aggregate, SeriesWindow
 from protocol.catalog import default_catalog
 from protocol.messages import Reading, Value
 from tests.alerts.test_rules_fast_path import (
@@ -162,7 +162,7 @@ def _compare(
             for rid, e, d in rng.sample(held, min(3, len(held))):
                 cols.forget(rid, e, d)
                 each.forget(rid, e, d)
-        if minute % 10 == 9:  # (reading the series makes the logs look again: not often)
+        if minute % 4 == 3:  # (the series read, as the timer's snapshots do: logs keep going)
             assert _state(cols, now) == _state(each, now), f"minute {minute}"
     assert each.by_column == 0
     return cols.by_column
@@ -249,3 +249,25 @@ def test_a_set_screen_is_the_groups_own_answer(absent_quiet: bool) -> None:
     got = _quiet(run, "state", group, absent_quiet).tolist()
     assert got == [absent_quiet if v is None else v not in hits for v in objs]
     assert got[:3] == [True, False, absent_quiet]
+
+
+def test_reading_a_series_leaves_its_log_taking_rows() -> None:
+    # The timer's snapshot reads every series (its samples join it); the device's log takes
+    # the next reading as a row without looking at its series again (no ``refresh``).
+    device: DeviceSeries[Any] = DeviceSeries([(0, "a", None), (1, "b", None)])
+    a, b = SeriesWindow(3_600_000), SeriesWindow(3_600_000)
+    for i, w in enumerate((a, b)):
+        w.add(START, 1.0, None)
+        w.add(START + MIN, 2.0, None)
+        device.attach(i, w)
+    assert device.take({"a": 1.5, "b": 1.5}, START + 2 * MIN) == ()  # (looked once)
+    assert device.fast and device.has_rows()
+    assert a.last_ts == START + 2 * MIN and not device.has_rows()
+    assert device.fast and device.fresh  # as it was
+    assert device.take({"a": 1.2, "b": 1.8}, START + 3 * MIN) == ()
+    assert b.last_ts == START + 3 * MIN and device.fast
+    assert b.aggregate(Aggregate("max", 10 * MIN), START + 3 * MIN) == 2.0
+    assert len(a) == len(b) == 4
+    # A value outside the envelope widens it: the log looks again at its next reading.
+    assert device.take({"a": 5.0, "b": 1.0}, START + 4 * MIN) == []
+    assert not device.fast and a.hi == 5.0
