@@ -280,15 +280,23 @@ def run_scenario(
     total = sum(len(s) for s in load.sent) + 2 + sim_readings
     assert wait_for(lambda: health(api)["ingest"]["readings"] >= total)
     assert health(api)["ingest"]["readings"] == total
-    books = {
-        (e, g["id"]): g
-        for e in (ESTATE, SIM_ESTATE)
-        for g in api.get(f"/api/v1/estates/{e}/gateways").json()["items"]
-    }
     last_seqs = {(ESTATE, g.gw): g.buffered.last_seq for g in gws} | {(SIM_ESTATE, SIM_GW): sim_seq}
+
+    def books() -> dict[tuple[str, str], dict[str, Any]]:
+        return {
+            (e, g["id"]): g
+            for e in (ESTATE, SIM_ESTATE)
+            for g in api.get(f"/api/v1/estates/{e}/gateways").json()["items"]
+        }
+
+    # The fire event gw-01 held while its node was down may reach the service after every
+    # reading did (seen once: its seq committed 4 s after the last reading's, over the moved
+    # sessions): until then its seq is a gap in the book, not yet a loss. Wait, then judge.
+    wait_for(lambda: all(books()[k]["lost_messages"] == 0 for k in last_seqs))
+    book = books()
     for key, last in last_seqs.items():
-        assert books[key]["max_seq"] == last, (key, books[key])
-        assert books[key]["lost_messages"] == 0, (key, books[key])
+        assert book[key]["max_seq"] == last, (key, book[key])
+        assert book[key]["lost_messages"] == 0, (key, book[key])
 
     # the fault alarmed once, and the notice reached a siren on a surviving node
     alarms = api.get("/api/v1/alarms", params={"estate": ESTATE}).json()["items"]
