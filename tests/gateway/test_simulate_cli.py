@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,21 @@ def simulate(
     )  # fmt: skip
 
 
-def take(subscriber: Received) -> list[dict[str, Any]]:
+def take(
+    subscriber: Received, quiet_s: float = 0.5, timeout_s: float = 20.0
+) -> list[dict[str, Any]]:
+    """What the subscriber got, once nothing more arrives for ``quiet_s``: the simulator ends
+    when the broker has acknowledged every message, and the broker's copies to this subscriber
+    may still be on their way (on a busy machine, thousands of them)."""
+    deadline = time.monotonic() + timeout_s
+    seen = -1
+    while time.monotonic() < deadline:
+        with subscriber.cond:
+            n = len(subscriber.messages)
+        if n == seen:
+            break
+        seen = n
+        time.sleep(quiet_s)
     with subscriber.cond:
         got = readings_of(subscriber.deduplicated())
         subscriber.messages.clear()
