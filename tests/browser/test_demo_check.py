@@ -195,9 +195,11 @@ def look(demo: Demo, page: Page, at: int) -> None:
     estate = ESTATES[0]
 
     page.open(f"#token={demo.token}")  # the URL the demo prints: logged in, then home
+    # 60 s: once, with the suite's other workers busy, the page still said "loading" at 30 s
+    # (the demo at ×120 answering its first API calls), not an error.
     page.until(
         lambda d: page.js("return location.hash") in ("#/authority", f"#/estate/{estate}"),
-        timeout=30,
+        timeout=60,
         message="the demo's URL did not log in",
     )
     page.js(f"location.hash = '#/estate/{estate}'")
