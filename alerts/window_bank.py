@@ -215,15 +215,13 @@ class DeviceSeries(Generic[_G]):
         if self._cols is not None:
             self._cols.mirror(self)
 
-    def catch_up(self, keep: bool = True) -> None:
+    def catch_up(self) -> None:
         """Hand the kept rows to their series: its own, then those in the kind's columns
-        (newer: a row of its own is only added once those joined it). ``keep`` (mostly): the
-        log may go on taking rows, as rows within the envelopes change no bound nor quiet
-        mark, and a series that changes (a flush's slack, a new sample, a widened bound)
-        makes the log stale itself. Whoever reads the series (the timer's snapshot every 5
-        minutes, an aggregate) so leaves the log as fast as it was: made stale here, every
-        device of a kind reporting every 5 minutes or more looked at its series again
-        (``refresh``) at each reading. False: stale too, if there were rows."""
+        (newer: a row of its own is only added once those joined it). The log goes on taking
+        rows: rows within the envelopes change no bound nor quiet mark, and what changes a
+        series (a flush's slack, a new sample, a widened bound) makes the log stale itself.
+        (Made stale here, every device of a kind reporting every 5 minutes or more looked at
+        its series again at each reading, after the timer's snapshot read it.)"""
         cols = self._cols
         n = 0 if cols is None else int(cols.log_n[self._slot])
         times = self.times
@@ -231,8 +229,6 @@ class DeviceSeries(Generic[_G]):
             return
         rows = self.rows
         self.times, self.rows = array("q"), []
-        if not keep:
-            self.stale()
         if n:
             assert cols is not None
             slot = self._slot
