@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -105,3 +106,15 @@ def parse_with_full(p: argparse.ArgumentParser, full: str, **settings: Any) -> a
         for name, value in settings.items():
             setattr(args, name, value)
     return args
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and of its live children (the service's writer
+    process), summed."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                total += cpu_seconds(int(child))
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return total + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 from alerts.windows import HOUR_MS, SeriesWindow
-from bench.common import report, verdict
+from bench.common import cpu_seconds, report, verdict
 from estatewatch.broker import ManagedMosquitto, free_port
 from ingest.state import StateStore
 
@@ -141,16 +141,6 @@ def by_process(pid: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the service's processes have used so far."""
-    total = 0
-    for p in _tree(pid):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def by_process_mb(pid: int) -> dict[str, float]:
     """VmRSS of each of the service's processes (the service, its store process)."""
     return {k: v.get("VmRSS", 0.0) for k, v in by_process(pid).items()}
@@ -222,7 +212,7 @@ class Service:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        cpu0 = cpu_s(self.proc.pid)
+        cpu0 = cpu_seconds(self.proc.pid)
         t0 = time.monotonic()
         samples: list[tuple[float, float]] = []  # (s, RSS MB)
         stored: list[tuple[float, float]] = []  # (s, readings stored)
@@ -255,7 +245,7 @@ class Service:
         stop.set()
         sampler.join()
         processes = by_process_mb(self.proc.pid)
-        cpu = cpu_s(self.proc.pid) - cpu0
+        cpu = cpu_seconds(self.proc.pid) - cpu0
         out = gen.stdout.read() if gen.stdout else ""
         last = [ln for ln in out.splitlines() if ln.startswith("sent ")]
         failed = None

@@ -41,7 +41,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import queueing_broker, report, verdict
+from bench.common import cpu_seconds, queueing_broker, report, verdict
 from bench.ingest_throughput import ESTATE, GW, estate_readings, payloads, preload
 from estatewatch.broker import ManagedMosquitto, free_port
 from ingest.state import StateStore
@@ -110,18 +110,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return total + int(line.split()[1]) / 1024
     return total
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and of its live children (the service's writer
-    process), summed."""
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            with contextlib.suppress(OSError):  # ended meanwhile
-                total += cpu_seconds(int(child))
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return total + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def max_rowid(db: Path) -> int:
